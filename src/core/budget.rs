@@ -1,0 +1,840 @@
+//! Budget decisions over the ledger: accounts and deposits, check-and-hold,
+//! modify, reconcile, release, and verify.
+//!
+//! The money model, in one place:
+//! - An account's money comes from allocations, each valid in a window.
+//! - A hold is a pending debit on the account (not on an allocation). Holds are
+//!   placed at submit, grown or shrunk by modify, and released when the job ends.
+//! - A charge posts a run's actual cost against the account's active allocations,
+//!   the one ending first first; any part no allocation covers is overdraft.
+//! - available = Σ active allocations (amount − debited) − overdraft − open holds
+//!   + credit limit.
+//!
+//! Requeued jobs: the hold covers one run per task. The first run to end (of each
+//! job id) releases that task's share of the hold; a later run of the same job id
+//! (after a requeue) is charged in full with no hold left behind it. Every run is
+//! charged exactly once, keyed by cluster, job id and start time.
+
+use crate::core::config::{Config, MissingPolicy};
+use crate::core::cost::{self, CostError};
+use crate::core::hooks::RefuseCode;
+use crate::core::job::{JobCompletion, JobRequest};
+use crate::core::ledger::{AccountRow, AllocationRow, JobRow, Ledger, LedgerError, NewEntry, OpenMode, Tx, JOB_COLS};
+use crate::core::money::Money;
+use chrono::{DateTime, NaiveDate, Utc};
+use rusqlite::params;
+use serde::Serialize;
+
+/// Seconds in a day.
+pub const DAY_S: i64 = 86_400;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BudgetError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("unknown account '{0}'")]
+    UnknownAccount(String),
+    #[error("account '{0}' already exists")]
+    DuplicateAccount(String),
+    #[error("unknown hold token '{0}'")]
+    UnknownToken(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Cost(#[from] CostError),
+    #[error("amount overflow")]
+    Overflow,
+}
+
+impl BudgetError {
+    pub fn is_ledger(&self) -> bool {
+        matches!(self, BudgetError::Ledger(_))
+    }
+}
+
+/// What the budget says about a submission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    /// Funds held under `token`.
+    Accept { token: String, estimate: Money, available_after: Money },
+    /// Submitted held; `token` links the job for approval or a later re-check.
+    Hold { token: String, estimate: Money, reason: String },
+    /// Refused; `reason` is the one line the user sees.
+    Reject {
+        reason: String,
+        #[serde(skip)]
+        code: RefuseCode,
+        estimate: Option<Money>,
+    },
+    /// Not priced (exempt account or partition), with why.
+    Exempt { reason: String },
+}
+
+/// What a reconcile did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Reconciled {
+    Charged { account: String, cost: Money, released: Money },
+    /// The same run was reconciled before: nothing changed.
+    Duplicate,
+    /// No budget account to charge (exempt, or unknown and exempt by policy).
+    NotTracked { reason: String },
+}
+
+/// What a modify did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Modified {
+    /// The hold now matches the new estimate.
+    Repriced { old_hold: Money, new_hold: Money },
+    /// A held job's release was re-checked: it now holds funds.
+    Released { hold: Money },
+    /// Still does not fit; stays held.
+    StillHeld { reason: String },
+    /// The change does not fit the budget.
+    Refused { reason: String },
+    /// Nothing to do (settled job, unchanged estimate).
+    Unchanged,
+}
+
+/// An account's balance at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Balance {
+    pub account: String,
+    pub status: String,
+    /// Σ active allocations.
+    pub allocated: Money,
+    /// Charged against active allocations, plus overdraft.
+    pub charged: Money,
+    pub held: Money,
+    pub credit_limit: Money,
+    pub available: Money,
+    /// Start of the earliest active allocation, end of the latest (unix s).
+    pub valid_from: Option<i64>,
+    pub valid_until: Option<i64>,
+}
+
+/// The budget core: config + ledger.
+pub struct Budget {
+    pub config: Config,
+    pub ledger: Ledger,
+}
+
+fn sq(ledger: &Ledger) -> impl Fn(rusqlite::Error) -> BudgetError + '_ {
+    move |e| BudgetError::Ledger(ledger.err(e))
+}
+
+/// UTC midnight of a `YYYY-MM-DD` date.
+pub fn parse_date(text: &str) -> Result<i64, BudgetError> {
+    let d = NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+        .map_err(|_| BudgetError::Invalid(format!("date '{text}' is not YYYY-MM-DD")))?;
+    Ok(d.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp()).unwrap_or(0))
+}
+
+/// `YYYY-MM-DD` of a unix time (UTC).
+pub fn format_date(unix_s: i64) -> String {
+    DateTime::<Utc>::from_timestamp(unix_s, 0).map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_else(|| unix_s.to_string())
+}
+
+/// `YYYY-MM-DD HH:MM:SS` of a unix time (UTC).
+pub fn format_time(unix_s: i64) -> String {
+    DateTime::<Utc>::from_timestamp(unix_s, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| unix_s.to_string())
+}
+
+/// Far future for open-ended allocations (9999-12-31).
+pub const FOREVER: i64 = 253_402_214_400;
+
+fn available_of(account: &AccountRow, allocations: &[AllocationRow], now: i64) -> Money {
+    let active: i64 = allocations.iter().filter(|a| a.is_active(now)).map(|a| a.remaining().micros()).sum();
+    Money::from_micros(active - account.overdraft.micros() - account.held.micros() + account.credit_limit.micros())
+}
+
+impl Budget {
+    pub fn open(config: Config, mode: OpenMode) -> Result<Budget, BudgetError> {
+        let ledger = Ledger::open(&config.ledger_path, mode, config.policy.ledger_busy_timeout_ms)?;
+        Ok(Budget { config, ledger })
+    }
+
+    pub fn with_ledger(config: Config, ledger: Ledger) -> Budget {
+        Budget { config, ledger }
+    }
+
+    // ----- accounts and deposits ---------------------------------------------------
+
+    /// Creates a budget account with its first allocation (`limit`, may be zero).
+    #[allow(clippy::too_many_arguments)]
+    pub fn create_account(
+        &mut self,
+        name: &str,
+        limit: Money,
+        valid_from: i64,
+        valid_until: i64,
+        credit_limit: Money,
+        actor: &str,
+        now: i64,
+    ) -> Result<(), BudgetError> {
+        validate_name(name)?;
+        if valid_until <= valid_from {
+            return Err(BudgetError::Invalid(format!(
+                "end date {} is not after start date {}",
+                format_date(valid_until - DAY_S),
+                format_date(valid_from)
+            )));
+        }
+        let path = self.ledger.path().to_path_buf();
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let tx = Tx::write(&mut self.ledger)?;
+        if tx.account_by_name(name).map_err(&e)?.is_some() {
+            return Err(BudgetError::DuplicateAccount(name.to_string()));
+        }
+        tx.tx
+            .execute(
+                "INSERT INTO accounts (name, credit_limit_micros, created_at) VALUES (?1, ?2, ?3)",
+                params![name, credit_limit.micros(), now],
+            )
+            .map_err(&e)?;
+        let account_id = tx.tx.last_insert_rowid();
+        if !limit.is_zero() {
+            let key = format!("account-create:{name}:{account_id}");
+            insert_allocation(&tx, account_id, limit, valid_from, valid_until, Some("initial allocation"), &key, actor, now).map_err(&e)?;
+        }
+        audit(&tx, actor, now, "account create", &format!("{name} limit={} credit_limit={}", limit.to_exact_string(), credit_limit.to_exact_string()))
+            .map_err(&e)?;
+        Ok(tx.commit()?)
+    }
+
+    /// Adds an allocation. A replayed `request_key` changes nothing and returns false.
+    #[allow(clippy::too_many_arguments)]
+    pub fn deposit(
+        &mut self,
+        account: &str,
+        amount: Money,
+        valid_from: i64,
+        valid_until: i64,
+        memo: Option<&str>,
+        request_key: Option<&str>,
+        actor: &str,
+        now: i64,
+    ) -> Result<bool, BudgetError> {
+        if amount.is_zero() || amount.is_negative() {
+            return Err(BudgetError::Invalid("deposit amount must be above zero".into()));
+        }
+        if valid_until <= valid_from {
+            return Err(BudgetError::Invalid(format!(
+                "valid-until {} is not after valid-from {}",
+                format_date(valid_until - DAY_S),
+                format_date(valid_from)
+            )));
+        }
+        let path = self.ledger.path().to_path_buf();
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let tx = Tx::write(&mut self.ledger)?;
+        let acc = tx.account_by_name(account).map_err(&e)?.ok_or_else(|| BudgetError::UnknownAccount(account.to_string()))?;
+        let key = match request_key {
+            Some(k) => format!("deposit:{k}"),
+            None => format!("deposit:{}", tx.new_token().map_err(&e)?),
+        };
+        if tx.txn_exists(&key).map_err(&e)? {
+            return Ok(false);
+        }
+        insert_allocation(&tx, acc.id, amount, valid_from, valid_until, memo, &key, actor, now).map_err(&e)?;
+        audit(&tx, actor, now, "deposit", &format!("{account} {} {}", amount.to_exact_string(), memo.unwrap_or(""))).map_err(&e)?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    pub fn accounts(&self) -> Result<Vec<AccountRow>, BudgetError> {
+        let e = sq(&self.ledger);
+        let mut stmt = self
+            .ledger
+            .conn
+            .prepare(&format!("SELECT {} FROM accounts ORDER BY name", crate::core::ledger::ACCOUNT_COLS))
+            .map_err(&e)?;
+        let rows = stmt.query_map([], crate::core::ledger::account_from_row).map_err(&e)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(e)
+    }
+
+    pub fn balance(&mut self, account: &str, now: i64) -> Result<Balance, BudgetError> {
+        let path = self.ledger.path().to_path_buf();
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let tx = Tx::read(&mut self.ledger)?;
+        let acc = tx.account_by_name(account).map_err(&e)?.ok_or_else(|| BudgetError::UnknownAccount(account.to_string()))?;
+        let allocs = tx.allocations(acc.id).map_err(&e)?;
+        Ok(balance_of(&acc, &allocs, now))
+    }
+
+    pub fn allocations(&mut self, account: &str) -> Result<Vec<AllocationRow>, BudgetError> {
+        let path = self.ledger.path().to_path_buf();
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let tx = Tx::read(&mut self.ledger)?;
+        let acc = tx.account_by_name(account).map_err(&e)?.ok_or_else(|| BudgetError::UnknownAccount(account.to_string()))?;
+        tx.allocations(acc.id).map_err(e)
+    }
+
+    // ----- the submit path -----------------------------------------------------------
+
+    /// Prices and decides without writing anything (a quote).
+    pub fn quote(&mut self, req: &JobRequest, now: i64) -> Result<Decision, BudgetError> {
+        let tx = Tx::read(&mut self.ledger)?;
+        let verdict = decide(&self.config, &tx, req, now, false)?;
+        Ok(match verdict {
+            Verdict::Done(d) => d,
+            Verdict::Fits { estimate, available, .. } => Decision::Accept {
+                token: String::new(),
+                estimate,
+                available_after: Money::from_micros(available.micros() - estimate.micros()),
+            },
+            Verdict::Held { estimate, reason, .. } => Decision::Hold { token: String::new(), estimate, reason },
+        })
+    }
+
+    /// The plugin's decision: accept (hold written), hold, or reject, in one short
+    /// write transaction.
+    pub fn check_and_hold(&mut self, req: &JobRequest, now: i64) -> Result<Decision, BudgetError> {
+        let path = self.ledger.path().to_path_buf();
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let tx = Tx::write(&mut self.ledger)?;
+        let verdict = decide(&self.config, &tx, req, now, false)?;
+        let decision = match verdict {
+            Verdict::Done(d) => return Ok(d),
+            Verdict::Fits { account, estimate, available } => {
+                let token = tx.new_token().map_err(&e)?;
+                insert_job(&tx, &token, &account, req, estimate, "held", None, now).map_err(&e)?;
+                place_hold(&tx, &token, account.id, estimate, req.job_id, now, "hold").map_err(&e)?;
+                Decision::Accept { token, estimate, available_after: Money::from_micros(available.micros() - estimate.micros()) }
+            }
+            Verdict::Held { account, estimate, reason, state } => {
+                let token = tx.new_token().map_err(&e)?;
+                insert_job(&tx, &token, &account, req, estimate, state, Some(&reason), now).map_err(&e)?;
+                Decision::Hold { token, estimate, reason }
+            }
+        };
+        tx.commit()?;
+        Ok(decision)
+    }
+
+    /// Re-prices a job whose request changed, or re-checks a held job being released.
+    /// `approved` skips the approval threshold (an admin approved the job).
+    pub fn modify(&mut self, token: &str, req: &JobRequest, releasing: bool, approved: bool, now: i64) -> Result<Modified, BudgetError> {
+        let path = self.ledger.path().to_path_buf();
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let tx = Tx::write(&mut self.ledger)?;
+        let job = tx.job(token).map_err(&e)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
+        let request_json = serde_json::to_string(req).map_err(|err| BudgetError::Invalid(err.to_string()))?;
+        let outcome = match job.state.as_str() {
+            "held" => {
+                if job.tasks_done > 0 {
+                    return Ok(Modified::Unchanged);
+                }
+                let estimate = cost::estimate(&self.config, req)?;
+                let delta = estimate.micros() - job.held.micros();
+                if delta == 0 {
+                    Modified::Unchanged
+                } else {
+                    if delta > 0 {
+                        let acc = tx.account_by_id(job.account_id).map_err(&e)?;
+                        let allocs = tx.allocations(acc.id).map_err(&e)?;
+                        let available = available_of(&acc, &allocs, now);
+                        if available.micros() < delta {
+                            return Ok(Modified::Refused {
+                                reason: format!(
+                                    "asbb: account '{}' cannot cover this change: it needs {} more, {} available",
+                                    acc.name,
+                                    Money::from_micros(delta),
+                                    available.max(Money::ZERO)
+                                ),
+                            });
+                        }
+                    }
+                    let key = format!("modify:{token}:{}", journal_count(&tx, token).map_err(&e)?);
+                    adjust_hold(&tx, &key, &job, delta, now).map_err(&e)?;
+                    tx.tx
+                        .execute(
+                            "UPDATE jobs SET estimate_micros = ?2, request_json = ?3, partition = ?4 WHERE token = ?1",
+                            params![token, estimate.micros(), request_json, req.partition],
+                        )
+                        .map_err(&e)?;
+                    Modified::Repriced { old_hold: job.held, new_hold: estimate }
+                }
+            }
+            "awaiting_approval" | "awaiting_funds" => {
+                let estimate = cost::estimate(&self.config, req)?;
+                tx.tx
+                    .execute(
+                        "UPDATE jobs SET estimate_micros = ?2, request_json = ?3, partition = ?4 WHERE token = ?1",
+                        params![token, estimate.micros(), request_json, req.partition],
+                    )
+                    .map_err(&e)?;
+                if !releasing {
+                    tx.commit()?;
+                    return Ok(Modified::Unchanged);
+                }
+                let needs_approval = job.state == "awaiting_approval" && !approved;
+                match decide(&self.config, &tx, req, now, approved || job.state == "awaiting_funds")? {
+                    Verdict::Fits { account, estimate, .. } if !needs_approval => {
+                        place_hold(&tx, token, account.id, estimate, req.job_id, now, "release").map_err(&e)?;
+                        tx.tx.execute("UPDATE jobs SET state = 'held', reason = NULL WHERE token = ?1", [token]).map_err(&e)?;
+                        Modified::Released { hold: estimate }
+                    }
+                    Verdict::Fits { .. } => Modified::StillHeld { reason: job.reason.clone().unwrap_or_default() },
+                    Verdict::Held { reason, .. } => Modified::StillHeld { reason },
+                    Verdict::Done(Decision::Reject { reason, .. }) => Modified::StillHeld { reason },
+                    Verdict::Done(_) => Modified::Unchanged,
+                }
+            }
+            _ => Modified::Unchanged,
+        };
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    /// Releases the whole remaining hold of a job that never ran (or is abandoned).
+    pub fn release(&mut self, token: &str, now: i64) -> Result<Money, BudgetError> {
+        let path = self.ledger.path().to_path_buf();
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let tx = Tx::write(&mut self.ledger)?;
+        let job = tx.job(token).map_err(&e)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
+        let released = job.held;
+        if !released.is_zero() {
+            adjust_hold(&tx, &format!("release:{token}"), &job, -released.micros(), now).map_err(&e)?;
+        }
+        if matches!(job.state.as_str(), "held" | "awaiting_approval" | "awaiting_funds") {
+            tx.tx
+                .execute("UPDATE jobs SET state = 'released', settled_at = ?2 WHERE token = ?1", params![token, now])
+                .map_err(&e)?;
+        }
+        tx.commit()?;
+        Ok(released)
+    }
+
+    /// Charges a run's actual cost and releases its share of the hold. Idempotent.
+    pub fn reconcile(&mut self, c: &JobCompletion, now: i64) -> Result<Reconciled, BudgetError> {
+        let path = self.ledger.path().to_path_buf();
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let run_key = format!("{}:{}:{}", c.cluster, c.job_id, c.start_time);
+        let tx = Tx::write(&mut self.ledger)?;
+        if tx.tx.prepare_cached("SELECT 1 FROM runs WHERE run_key = ?1").map_err(&e)?.exists([&run_key]).map_err(&e)? {
+            return Ok(Reconciled::Duplicate);
+        }
+        let job = match c.hold_token.as_deref() {
+            Some(t) => tx.job(t).map_err(&e)?,
+            None => None,
+        };
+        let account = match &job {
+            Some(j) => tx.account_by_id(j.account_id).map_err(&e)?,
+            None => {
+                if self.config.is_exempt_account(&c.account) || self.config.is_exempt_partition(&c.partition) {
+                    return Ok(Reconciled::NotTracked { reason: "exempt".into() });
+                }
+                match tx.account_by_name(&c.account).map_err(&e)? {
+                    Some(a) => a,
+                    None => return Ok(Reconciled::NotTracked { reason: format!("account '{}' has no budget", c.account) }),
+                }
+            }
+        };
+        let request: Option<JobRequest> = job.as_ref().and_then(|j| serde_json::from_str(&j.request_json).ok());
+        let qos = request.as_ref().and_then(|r| r.qos.clone());
+        let elapsed_s = c.elapsed_s() as u64;
+        let cost = match (&c.allocated, self.config.partitions.get(&c.partition)) {
+            (None, _) => Money::ZERO,
+            (Some(res), Some(p)) => cost::task_cost(&self.config, p, qos.as_deref(), res, elapsed_s)?,
+            // Priced at submit but the partition is now unpriced: charge the estimate share,
+            // so a config change never loses money.
+            (Some(_), None) => match &job {
+                Some(j) => Money::from_micros(j.estimate.micros() / j.tasks_total as i64),
+                None => return Ok(Reconciled::NotTracked { reason: format!("partition '{}' has no price", c.partition) }),
+            },
+        };
+        let share = job.as_ref().map(|j| j.estimate.micros() / j.tasks_total as i64).unwrap_or(0);
+        tx.tx
+            .prepare_cached(
+                "INSERT INTO runs (run_key, token, account_id, cluster, job_id, user_name, partition, end_state, start_time,
+                   end_time, elapsed_s, alloc_json, cost_micros, estimate_share_micros, reconciled_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            )
+            .map_err(&e)?
+            .execute(params![
+                run_key,
+                job.as_ref().map(|j| j.token.clone()),
+                account.id,
+                c.cluster,
+                c.job_id,
+                c.user,
+                c.partition,
+                c.state.as_str(),
+                c.start_time,
+                c.end_time,
+                elapsed_s as i64,
+                c.allocated.as_ref().and_then(|a| serde_json::to_string(a).ok()),
+                cost.micros(),
+                share,
+                now
+            ])
+            .map_err(&e)?;
+        let charge_key = format!("charge:{run_key}");
+        let token = job.as_ref().map(|j| j.token.as_str());
+        let at = if c.end_time > 0 { c.end_time } else { now };
+        post_charge(&tx, &charge_key, account.id, cost, token, Some(c.job_id), at, now).map_err(&e)?;
+        let mut released = Money::ZERO;
+        if let Some(j) = &job {
+            let first_run_of_this_id: bool = !tx
+                .tx
+                .prepare_cached("SELECT 1 FROM runs WHERE token = ?1 AND job_id = ?2 AND run_key <> ?3")
+                .map_err(&e)?
+                .exists(params![j.token, c.job_id, run_key])
+                .map_err(&e)?;
+            let mut tasks_done = j.tasks_done;
+            if first_run_of_this_id && j.tasks_done < j.tasks_total {
+                tasks_done = (j.tasks_done + c.task_count).min(j.tasks_total);
+                let release = if tasks_done >= j.tasks_total {
+                    j.held
+                } else {
+                    let per_task = j.hold_placed.micros() / j.tasks_total as i64;
+                    Money::from_micros((per_task * (tasks_done - j.tasks_done) as i64).min(j.held.micros()))
+                };
+                if !release.is_zero() {
+                    adjust_hold(&tx, &format!("release:{run_key}"), j, -release.micros(), now).map_err(&e)?;
+                    released = release;
+                }
+            }
+            let settled = tasks_done >= j.tasks_total;
+            let new_state = match (settled, j.state.as_str()) {
+                (true, "held") => "settled",
+                (true, "awaiting_approval" | "awaiting_funds") => "released",
+                (_, s) => s,
+            };
+            tx.tx
+                .prepare_cached(
+                    "UPDATE jobs SET tasks_done = ?2, charged_micros = charged_micros + ?3, state = ?4,
+                       settled_at = CASE WHEN ?5 THEN ?6 ELSE settled_at END, job_id = coalesce(job_id, ?7)
+                     WHERE token = ?1",
+                )
+                .map_err(&e)?
+                .execute(params![j.token, tasks_done, cost.micros(), new_state, settled, now, c.job_id])
+                .map_err(&e)?;
+        }
+        tx.commit()?;
+        Ok(Reconciled::Charged { account: account.name, cost, released })
+    }
+
+    pub fn job(&mut self, token: &str) -> Result<Option<JobRow>, BudgetError> {
+        let e = sq(&self.ledger);
+        self.ledger
+            .conn
+            .prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs WHERE token = ?1"))
+            .and_then(|mut s| rusqlite::OptionalExtension::optional(s.query_row([token], crate::core::ledger::job_from_row)))
+            .map_err(e)
+    }
+}
+
+fn validate_name(name: &str) -> Result<(), BudgetError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(BudgetError::Invalid(format!(
+            "account name '{}' must be 1-64 letters, digits, '_', '-' or '.' (a SLURM account name)",
+            crate::core::fields::clean_text(name)
+        )))
+    }
+}
+
+fn balance_of(acc: &AccountRow, allocs: &[AllocationRow], now: i64) -> Balance {
+    let active: Vec<&AllocationRow> = allocs.iter().filter(|a| a.is_active(now)).collect();
+    let allocated: i64 = active.iter().map(|a| a.amount.micros()).sum();
+    let debited: i64 = active.iter().map(|a| a.debited.micros()).sum();
+    Balance {
+        account: acc.name.clone(),
+        status: acc.status.clone(),
+        allocated: Money::from_micros(allocated),
+        charged: Money::from_micros(debited + acc.overdraft.micros()),
+        held: acc.held,
+        credit_limit: acc.credit_limit,
+        available: available_of(acc, allocs, now),
+        valid_from: active.iter().map(|a| a.valid_from).min(),
+        valid_until: active.iter().map(|a| a.valid_until).max(),
+    }
+}
+
+enum Verdict {
+    Done(Decision),
+    Fits { account: AccountRow, estimate: Money, available: Money },
+    Held { account: AccountRow, estimate: Money, reason: String, state: &'static str },
+}
+
+/// The decision rule, shared by quote, check_and_hold and a release re-check.
+fn decide(config: &Config, tx: &Tx<'_>, req: &JobRequest, now: i64, skip_approval: bool) -> Result<Verdict, BudgetError> {
+    if config.is_exempt_account(&req.account) {
+        return Ok(Verdict::Done(Decision::Exempt { reason: format!("account {} is exempt", req.account) }));
+    }
+    if config.is_exempt_partition(&req.partition) {
+        return Ok(Verdict::Done(Decision::Exempt { reason: format!("partition {} is exempt", req.partition) }));
+    }
+    let estimate = match cost::estimate(config, req) {
+        Ok(m) => m,
+        Err(CostError::UnpricedPartition(p)) => {
+            return Ok(Verdict::Done(match config.policy.unpriced_partition {
+                MissingPolicy::Exempt => Decision::Exempt { reason: format!("partition {p} has no price") },
+                MissingPolicy::Reject => Decision::Reject {
+                    reason: format!("asbb: partition '{p}' has no price in asbb; ask your admins to add it or use another partition"),
+                    code: RefuseCode::InvalidRequest,
+                    estimate: None,
+                },
+            }))
+        }
+        Err(err) => {
+            return Ok(Verdict::Done(Decision::Reject { reason: format!("asbb: {err}"), code: RefuseCode::InvalidRequest, estimate: None }))
+        }
+    };
+    let ledger_err = |source: rusqlite::Error| BudgetError::Ledger(tx.err(source));
+    let account = match tx.account_by_name(&req.account).map_err(ledger_err)? {
+        Some(a) => a,
+        None => {
+            return Ok(Verdict::Done(match config.policy.unknown_account {
+                MissingPolicy::Exempt => Decision::Exempt { reason: format!("account {} has no budget", req.account) },
+                MissingPolicy::Reject => Decision::Reject {
+                    reason: format!("asbb: account '{}' has no budget in asbb; ask your admins to create one", req.account),
+                    code: RefuseCode::InvalidAccount,
+                    estimate: Some(estimate),
+                },
+            }))
+        }
+    };
+    if account.status != "active" {
+        return Ok(Verdict::Done(Decision::Reject {
+            reason: format!("asbb: account '{}' is {}; no new jobs can be charged to it", account.name, account.status),
+            code: RefuseCode::AccountingPolicy,
+            estimate: Some(estimate),
+        }));
+    }
+    let allocs = tx.allocations(account.id).map_err(ledger_err)?;
+    let available = available_of(&account, &allocs, now);
+    if let Some(threshold) = config.policy.approval_threshold.filter(|_| !skip_approval) {
+        if estimate > threshold {
+            let reason = format!("asbb: needs approval, estimate {estimate} > {threshold}");
+            return Ok(Verdict::Held { account, estimate, reason, state: "awaiting_approval" });
+        }
+    }
+    if estimate <= available {
+        return Ok(Verdict::Fits { account, estimate, available });
+    }
+    // Short now; does an allocation start soon that would cover it?
+    if config.policy.low_balance_hold_days > 0 {
+        let horizon = now + config.policy.low_balance_hold_days as i64 * DAY_S;
+        if let Some(next) = allocs.iter().filter(|a| a.valid_from > now && a.valid_from <= horizon).min_by_key(|a| a.valid_from) {
+            if available.micros() + next.remaining().micros() >= estimate.micros() {
+                let reason = format!(
+                    "asbb: account '{}' is short of funds (needs {estimate}, {} available); held until the allocation starting {}",
+                    account.name,
+                    available.max(Money::ZERO),
+                    format_date(next.valid_from)
+                );
+                return Ok(Verdict::Held { account, estimate, reason, state: "awaiting_funds" });
+            }
+        }
+    }
+    Ok(Verdict::Done(Decision::Reject {
+        reason: format!(
+            "asbb: account '{}' cannot cover this job: needs {estimate}, {} available; ask your PI for funds or request less time or fewer resources",
+            account.name,
+            available.max(Money::ZERO)
+        ),
+        code: RefuseCode::AccountingPolicy,
+        estimate: Some(estimate),
+    }))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert_allocation(
+    tx: &Tx<'_>,
+    account_id: i64,
+    amount: Money,
+    valid_from: i64,
+    valid_until: i64,
+    memo: Option<&str>,
+    key: &str,
+    actor: &str,
+    now: i64,
+) -> rusqlite::Result<i64> {
+    tx.tx.execute(
+        "INSERT INTO allocations (account_id, amount_micros, valid_from, valid_until, memo, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![account_id, amount.micros(), valid_from, valid_until, memo, now],
+    )?;
+    let allocation_id = tx.tx.last_insert_rowid();
+    tx.insert_entry(&NewEntry {
+        txn_key: key,
+        part: 0,
+        kind: "deposit",
+        account_id,
+        allocation_id: Some(allocation_id),
+        amount,
+        token: None,
+        job_id: None,
+        at: now,
+        actor: Some(actor),
+        memo,
+    })?;
+    Ok(allocation_id)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert_job(
+    tx: &Tx<'_>,
+    token: &str,
+    account: &AccountRow,
+    req: &JobRequest,
+    estimate: Money,
+    state: &str,
+    reason: Option<&str>,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let request_json = serde_json::to_string(req).unwrap_or_else(|_| "{}".into());
+    tx.tx
+        .prepare_cached(
+            "INSERT INTO jobs (token, account_id, user_name, uid, partition, job_id, job_name, request_json, estimate_micros,
+               tasks_total, state, reason, submitted_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+        )?
+        .execute(params![
+            token,
+            account.id,
+            req.user,
+            req.uid,
+            req.partition,
+            req.job_id,
+            req.job_name,
+            request_json,
+            estimate.micros(),
+            req.array_tasks.max(1),
+            state,
+            reason,
+            now
+        ])?;
+    Ok(())
+}
+
+/// Places the first hold of a job.
+fn place_hold(tx: &Tx<'_>, token: &str, account_id: i64, amount: Money, job_id: Option<u32>, now: i64, why: &str) -> rusqlite::Result<()> {
+    if !amount.is_zero() {
+        tx.insert_entry(&NewEntry {
+            txn_key: &format!("hold:{token}"),
+            part: 0,
+            kind: "hold",
+            account_id,
+            allocation_id: None,
+            amount,
+            token: Some(token),
+            job_id,
+            at: now,
+            actor: None,
+            memo: Some(why),
+        })?;
+        tx.add_account_held(account_id, amount.micros())?;
+    }
+    tx.tx.execute(
+        "UPDATE jobs SET held_micros = held_micros + ?2, hold_placed_micros = ?2 WHERE token = ?1",
+        params![token, amount.micros()],
+    )?;
+    Ok(())
+}
+
+/// Grows (delta > 0) or shrinks (delta < 0) a job's hold.
+fn adjust_hold(tx: &Tx<'_>, key: &str, job: &JobRow, delta: i64, now: i64) -> rusqlite::Result<()> {
+    if delta == 0 {
+        return Ok(());
+    }
+    tx.insert_entry(&NewEntry {
+        txn_key: key,
+        part: 0,
+        kind: if delta > 0 { "hold" } else { "release" },
+        account_id: job.account_id,
+        allocation_id: None,
+        amount: Money::from_micros(delta.abs()),
+        token: Some(&job.token),
+        job_id: job.job_id,
+        at: now,
+        actor: None,
+        memo: None,
+    })?;
+    tx.add_account_held(job.account_id, delta)?;
+    tx.tx.execute(
+        "UPDATE jobs SET held_micros = held_micros + ?2, hold_placed_micros = CASE WHEN ?2 > 0 THEN hold_placed_micros + ?2 ELSE hold_placed_micros END WHERE token = ?1",
+        params![job.token, delta],
+    )?;
+    Ok(())
+}
+
+fn journal_count(tx: &Tx<'_>, token: &str) -> rusqlite::Result<i64> {
+    tx.tx.prepare_cached("SELECT count(*) FROM journal WHERE token = ?1")?.query_row([token], |r| r.get(0))
+}
+
+/// Posts a charge over the account's allocations active at `at`, the one ending
+/// first first; what none covers is overdraft.
+#[allow(clippy::too_many_arguments)]
+fn post_charge(
+    tx: &Tx<'_>,
+    key: &str,
+    account_id: i64,
+    amount: Money,
+    token: Option<&str>,
+    job_id: Option<u32>,
+    at: i64,
+    now: i64,
+) -> rusqlite::Result<()> {
+    if amount.is_zero() {
+        return Ok(());
+    }
+    let mut left = amount.micros();
+    let mut part = 0u32;
+    for a in tx.allocations(account_id)?.iter().filter(|a| a.is_active(at) && a.remaining().micros() > 0) {
+        let take = left.min(a.remaining().micros());
+        tx.insert_entry(&NewEntry {
+            txn_key: key,
+            part,
+            kind: "charge",
+            account_id,
+            allocation_id: Some(a.id),
+            amount: Money::from_micros(take),
+            token,
+            job_id,
+            at: now,
+            actor: None,
+            memo: None,
+        })?;
+        tx.add_allocation_debit(a.id, take)?;
+        part += 1;
+        left -= take;
+        if left == 0 {
+            break;
+        }
+    }
+    if left > 0 {
+        tx.insert_entry(&NewEntry {
+            txn_key: key,
+            part,
+            kind: "charge",
+            account_id,
+            allocation_id: None,
+            amount: Money::from_micros(left),
+            token,
+            job_id,
+            at: now,
+            actor: None,
+            memo: Some("overdraft"),
+        })?;
+        tx.add_account_overdraft(account_id, left)?;
+    }
+    Ok(())
+}
+
+fn audit(tx: &Tx<'_>, actor: &str, now: i64, command: &str, detail: &str) -> rusqlite::Result<()> {
+    tx.tx.execute(
+        "INSERT INTO audit_log (at, actor, command, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![now, actor, command, crate::core::fields::clean_text(detail)],
+    )?;
+    Ok(())
+}

@@ -1,0 +1,431 @@
+//! `asbb.toml`: where the ledger lives, how jobs are priced, and what to do when
+//! something is missing. Every key is checked: an unknown key, a negative rate or a
+//! partition without prices is refused with the file, the key and the reason.
+
+use crate::core::money::Money;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+/// Where the config is looked for when nothing else says.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/slurm/asbb.toml";
+pub const DEFAULT_LEDGER_PATH: &str = "/var/lib/asbb/ledger.db";
+/// Upper bound for the SQLite busy wait inside slurmctld.
+pub const MAX_BUSY_TIMEOUT_MS: u32 = 5_000;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct ConfigError {
+    pub path: String,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum OnLedgerError {
+    /// Refuse the job (fail closed).
+    #[default]
+    Reject,
+    /// Let the job in without a hold (fail open); reconcile charges it later.
+    Accept,
+}
+
+/// What to do with a job that asbb cannot price or place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingPolicy {
+    #[default]
+    Reject,
+    /// Let the job through untouched and uncharged.
+    Exempt,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default)]
+    pub on_ledger_error: OnLedgerError,
+    /// Bounded wait for the SQLite write lock, in milliseconds.
+    #[serde(default = "default_busy_timeout_ms")]
+    pub ledger_busy_timeout_ms: u32,
+    /// A job whose SLURM account has no budget account in the ledger.
+    #[serde(default)]
+    pub unknown_account: MissingPolicy,
+    /// A job with no account at all (no `-A` and no default account).
+    #[serde(default)]
+    pub no_account: MissingPolicy,
+    /// A partition with no prices in this file.
+    #[serde(default)]
+    pub unpriced_partition: MissingPolicy,
+    /// A job whose time limit is INFINITE: reject asks the user for `--time`.
+    #[serde(default)]
+    pub infinite_time_limit: MissingPolicy,
+    #[serde(default)]
+    pub minimum_charge: Money,
+    #[serde(default)]
+    pub exempt_accounts: Vec<String>,
+    #[serde(default)]
+    pub exempt_partitions: Vec<String>,
+    /// Jobs estimated above this are submitted held until an admin approves them.
+    #[serde(default)]
+    pub approval_threshold: Option<Money>,
+    /// Short of funds, but an allocation starts within this many days: hold, not reject.
+    #[serde(default)]
+    pub low_balance_hold_days: u32,
+}
+
+fn default_busy_timeout_ms() -> u32 {
+    50
+}
+
+/// Hourly prices for one partition: exactly one of the three ways.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionConfig {
+    /// Per-TRES rates in dollars per hour: `cpu`, `mem_gb`, `node`, `gres/gpu`,
+    /// `gres/gpu:<type>`.
+    pub rates: Option<BTreeMap<String, Money>>,
+    pub billing: Option<BillingConfig>,
+    pub aws: Option<AwsConfig>,
+    /// Used by estimates when the job (and SLURM) give no time limit.
+    pub default_time_limit_min: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingConfig {
+    /// Dollars per SLURM billing unit per hour.
+    pub unit_hour: Money,
+    /// SLURM's `TRESBillingWeights` syntax, e.g. `CPU=1.0,Mem=0.25G,GRES/gpu=2.0`.
+    #[serde(default)]
+    pub weights: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwsConfig {
+    pub instance_type: String,
+    /// `on-demand` or `spot`; a label for reports, the price is `node_hour`.
+    #[serde(default = "default_market")]
+    pub market: String,
+    /// Dollars per node-hour of the instance type.
+    pub node_hour: Money,
+}
+
+fn default_market() -> String {
+    "on-demand".to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    ledger: Option<PathBuf>,
+    #[serde(default = "default_currency")]
+    currency: String,
+    #[serde(default)]
+    policy: Policy,
+    #[serde(default)]
+    partitions: BTreeMap<String, PartitionConfig>,
+    /// Price multipliers by QOS name, e.g. `high = 1.5`.
+    #[serde(default)]
+    qos_multipliers: BTreeMap<String, Money>,
+}
+
+fn default_currency() -> String {
+    "USD".to_string()
+}
+
+/// The priced form of one partition, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pricing {
+    Tres(TresRates),
+    Billing { unit_hour: Money, weights: BillingWeights },
+    Aws { instance_type: String, market: String, node_hour: Money },
+}
+
+/// Hourly rates in micro-dollars.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TresRates {
+    pub cpu: Money,
+    pub mem_gb: Money,
+    pub node: Money,
+    /// `None` key is untyped `gres/gpu`.
+    pub gpu: Option<Money>,
+    pub gpu_typed: BTreeMap<String, Money>,
+}
+
+/// Billing weights as micro-units per unit of each TRES (mem per MB).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct BillingWeights {
+    pub cpu_micro: i64,
+    /// Per GB of memory.
+    pub mem_gb_micro: i64,
+    pub node_micro: i64,
+    pub gpu_micro: i64,
+    pub gpu_typed_micro: BTreeMap<String, i64>,
+    /// No weights given: SLURM bills CPUs, and so do we.
+    pub cpus_only: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Partition {
+    pub name: String,
+    pub pricing: Pricing,
+    pub default_time_limit_min: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The file this came from, for messages.
+    pub source: String,
+    pub ledger_path: PathBuf,
+    pub currency: String,
+    pub policy: Policy,
+    pub partitions: BTreeMap<String, Partition>,
+    /// Multipliers in micro-units (1.0 = 1_000_000).
+    pub qos_multipliers: BTreeMap<String, i64>,
+}
+
+impl fmt::Display for Pricing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Pricing::Tres(_) => write!(f, "per-TRES rates"),
+            Pricing::Billing { unit_hour, .. } => write!(f, "{} per billing unit-hour", unit_hour.to_exact_string()),
+            Pricing::Aws { instance_type, market, node_hour } => {
+                write!(f, "AWS {instance_type} {market} at {} per node-hour", node_hour.to_exact_string())
+            }
+        }
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: shown.clone(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        Config::parse(&text, &shown)
+    }
+
+    pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
+        let err = |reason: String| ConfigError { path: source.to_string(), reason };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| err(describe_toml_error(text, &e)))?;
+        if raw.policy.ledger_busy_timeout_ms > MAX_BUSY_TIMEOUT_MS {
+            return Err(err(format!(
+                "policy.ledger_busy_timeout_ms: {} is above the limit of {MAX_BUSY_TIMEOUT_MS} ms (slurmctld must not wait long)",
+                raw.policy.ledger_busy_timeout_ms
+            )));
+        }
+        let mut partitions = BTreeMap::new();
+        for (name, p) in raw.partitions {
+            let key = format!("partitions.{name}");
+            let pricing = match (&p.rates, &p.billing, &p.aws) {
+                (Some(r), None, None) => Pricing::Tres(tres_rates(r, &key).map_err(err)?),
+                (None, Some(b), None) => Pricing::Billing {
+                    unit_hour: b.unit_hour,
+                    weights: parse_billing_weights(&b.weights).map_err(|r| err(format!("{key}.billing.weights: {r}")))?,
+                },
+                (None, None, Some(a)) => {
+                    if a.instance_type.trim().is_empty() {
+                        return Err(err(format!("{key}.aws.instance_type: must name the instance type")));
+                    }
+                    if a.market != "on-demand" && a.market != "spot" {
+                        return Err(err(format!("{key}.aws.market: '{}' is not on-demand or spot", a.market)));
+                    }
+                    Pricing::Aws { instance_type: a.instance_type.clone(), market: a.market.clone(), node_hour: a.node_hour }
+                }
+                (None, None, None) => {
+                    return Err(err(format!(
+                        "{key}: partition has no rates; give one of [{key}.rates], [{key}.billing] or [{key}.aws]"
+                    )))
+                }
+                _ => return Err(err(format!("{key}: give only one of rates, billing or aws"))),
+            };
+            if p.default_time_limit_min == Some(0) {
+                return Err(err(format!("{key}.default_time_limit_min: must be at least 1")));
+            }
+            partitions.insert(name.clone(), Partition { name, pricing, default_time_limit_min: p.default_time_limit_min });
+        }
+        let mut qos_multipliers = BTreeMap::new();
+        for (qos, m) in raw.qos_multipliers {
+            if m.is_zero() {
+                return Err(err(format!("qos_multipliers.{qos}: must be above zero")));
+            }
+            qos_multipliers.insert(qos, m.micros());
+        }
+        Ok(Config {
+            source: source.to_string(),
+            ledger_path: raw.ledger.unwrap_or_else(|| PathBuf::from(DEFAULT_LEDGER_PATH)),
+            currency: raw.currency,
+            policy: raw.policy,
+            partitions,
+            qos_multipliers,
+        })
+    }
+
+    pub fn is_exempt_account(&self, account: &str) -> bool {
+        self.policy.exempt_accounts.iter().any(|a| a == account)
+    }
+
+    pub fn is_exempt_partition(&self, partition: &str) -> bool {
+        self.policy.exempt_partitions.iter().any(|p| p == partition)
+    }
+}
+
+fn tres_rates(raw: &BTreeMap<String, Money>, key: &str) -> Result<TresRates, String> {
+    if raw.is_empty() {
+        return Err(format!("{key}.rates: no rates given; set at least one of cpu, mem_gb, node, gres/gpu"));
+    }
+    let mut rates = TresRates::default();
+    for (name, &rate) in raw {
+        match name.as_str() {
+            "cpu" => rates.cpu = rate,
+            "mem_gb" => rates.mem_gb = rate,
+            "node" => rates.node = rate,
+            "gres/gpu" => rates.gpu = Some(rate),
+            other => match other.strip_prefix("gres/gpu:") {
+                Some(t) if !t.is_empty() && t.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) => {
+                    rates.gpu_typed.insert(t.to_string(), rate);
+                }
+                _ => {
+                    return Err(format!(
+                        "{key}.rates.{other}: unknown resource; use cpu, mem_gb, node, gres/gpu or gres/gpu:<type>"
+                    ))
+                }
+            },
+        }
+    }
+    Ok(rates)
+}
+
+/// Parses SLURM's `TRESBillingWeights`, e.g. `CPU=1.0,Mem=0.25G,GRES/gpu=2.0`.
+pub fn parse_billing_weights(text: &str) -> Result<BillingWeights, String> {
+    let mut w = BillingWeights::default();
+    if text.trim().is_empty() {
+        w.cpus_only = true;
+        return Ok(w);
+    }
+    for item in text.split(',') {
+        let (name, value) = item.split_once('=').ok_or_else(|| format!("'{item}' is not NAME=WEIGHT"))?;
+        let name = name.trim();
+        let value = value.trim();
+        let lower = name.to_ascii_lowercase();
+        let (digits, per_gb) = if lower == "mem" {
+            match value.chars().last() {
+                Some('G') | Some('g') => (&value[..value.len() - 1], true),
+                Some('T') | Some('t') => (&value[..value.len() - 1], false),
+                Some('M') | Some('m') => (&value[..value.len() - 1], false),
+                _ => (value, false),
+            }
+        } else {
+            (value, false)
+        };
+        let weight = Money::parse(digits).map_err(|e| format!("weight for {name}: {e}"))?.micros();
+        match lower.as_str() {
+            "cpu" => w.cpu_micro = weight,
+            "node" => w.node_micro = weight,
+            "mem" => {
+                // SLURM weights memory per MB unless suffixed; keep per GB internally.
+                let suffix_t = value.ends_with(['T', 't']);
+                w.mem_gb_micro = if per_gb {
+                    weight
+                } else if suffix_t {
+                    weight / 1024
+                } else {
+                    weight.checked_mul(1024).ok_or("memory weight too large")?
+                };
+            }
+            "gres/gpu" => w.gpu_micro = weight,
+            other => match other.strip_prefix("gres/gpu:") {
+                Some(t) if !t.is_empty() => {
+                    w.gpu_typed_micro.insert(t.to_string(), weight);
+                }
+                _ => return Err(format!("unknown TRES '{name}'; use CPU, Mem, Node, GRES/gpu or GRES/gpu:<type>")),
+            },
+        }
+    }
+    Ok(w)
+}
+
+/// Turns a toml error into `line N: key `...`: reason`.
+fn describe_toml_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim().to_string();
+    match e.span() {
+        Some(span) => {
+            let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            let line = text.lines().nth(line_no - 1).unwrap_or("").trim();
+            format!("line {line_no}: `{line}`: {message}")
+        }
+        None => message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+ledger = "/tmp/x.db"
+[policy]
+minimum_charge = "0.01"
+exempt_partitions = ["free"]
+[partitions.debug.rates]
+cpu = 0.02
+mem_gb = "0.005"
+"gres/gpu:a100" = 3
+[partitions.batch.billing]
+unit_hour = 0.01
+weights = "CPU=1.0,Mem=0.25G,GRES/gpu=2.0"
+[partitions.aws.aws]
+instance_type = "c5.2xlarge"
+market = "spot"
+node_hour = 0.34
+"#;
+
+    #[test]
+    fn parses_a_good_file() {
+        let c = Config::parse(GOOD, "asbb.toml").unwrap();
+        assert_eq!(c.partitions.len(), 3);
+        match &c.partitions["debug"].pricing {
+            Pricing::Tres(r) => {
+                assert_eq!(r.cpu.micros(), 20_000);
+                assert_eq!(r.mem_gb.micros(), 5_000);
+                assert_eq!(r.gpu_typed["a100"].micros(), 3_000_000);
+            }
+            p => panic!("{p:?}"),
+        }
+        match &c.partitions["batch"].pricing {
+            Pricing::Billing { weights, .. } => assert_eq!(weights.mem_gb_micro, 250_000),
+            p => panic!("{p:?}"),
+        }
+    }
+
+    #[test]
+    fn refuses_unknown_keys_with_the_line() {
+        let e = Config::parse("[policy]\nfoo = 1\n", "a.toml").unwrap_err();
+        assert!(e.to_string().starts_with("a.toml: line 2: `foo = 1`: unknown field `foo`"), "{e}");
+    }
+
+    #[test]
+    fn refuses_negative_rates() {
+        let e = Config::parse("[partitions.p.rates]\ncpu = -1\n", "a.toml").unwrap_err();
+        assert_eq!(e.to_string(), "a.toml: line 2: `cpu = -1`: amount '-1' is negative; amounts must be zero or more");
+    }
+
+    #[test]
+    fn refuses_a_partition_without_rates() {
+        let e = Config::parse("[partitions.gpu]\ndefault_time_limit_min = 5\n", "a.toml").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "a.toml: partitions.gpu: partition has no rates; give one of [partitions.gpu.rates], [partitions.gpu.billing] or [partitions.gpu.aws]"
+        );
+        let e = Config::parse("[partitions.gpu.rates]\nfoo = 1\n", "a.toml").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "a.toml: partitions.gpu.rates.foo: unknown resource; use cpu, mem_gb, node, gres/gpu or gres/gpu:<type>"
+        );
+    }
+}

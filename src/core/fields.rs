@@ -1,0 +1,426 @@
+//! The raw fields the SLURM glue copies out of `job_desc_msg_t` and `job_record_t`,
+//! as plain Rust values, and their conversion into requests and completions.
+//!
+//! SLURM's sentinels are kept as plain numbers here (NO_VAL, INFINITE, the
+//! MEM_PER_CPU flag) so that the conversion — the part that sees arbitrary user
+//! input — is pure, unit-tested and fuzzed without a slurmctld.
+
+use crate::core::config::{Config, MissingPolicy};
+use crate::core::job::{
+    parse_array_task_count, parse_gpu_spec, EndState, JobCompletion, JobRequest, Resources, SpecError, MAX_CPUS,
+    MAX_NODES, MAX_TIME_LIMIT_MIN,
+};
+use std::collections::BTreeMap;
+
+pub const NO_VAL: u32 = 0xffff_fffe;
+pub const INFINITE: u32 = 0xffff_ffff;
+pub const NO_VAL16: u16 = 0xfffe;
+pub const INFINITE16: u16 = 0xffff;
+pub const NO_VAL64: u64 = 0xffff_ffff_ffff_fffe;
+pub const INFINITE64: u64 = 0xffff_ffff_ffff_ffff;
+/// Set in `pn_min_memory` when the value is per CPU rather than per node.
+pub const MEM_PER_CPU: u64 = 0x8000_0000_0000_0000;
+/// Longest user text asbb copies into logs or messages.
+pub const MAX_TEXT_LEN: usize = 256;
+
+/// What job_submit/job_modify see of a job description.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SubmitFields {
+    pub uid: u32,
+    pub user_name: Option<String>,
+    /// `-A`, or the default account the glue found for the user.
+    pub account: Option<String>,
+    /// `-p`, or the default partition's name.
+    pub partition: Option<String>,
+    /// The partition's DefaultTime / MaxTime in minutes, raw (NO_VAL/INFINITE allowed).
+    pub partition_default_time: u32,
+    pub partition_max_time: u32,
+    /// Raw `time_limit` in minutes (NO_VAL when not given, INFINITE for unlimited).
+    pub time_limit: u32,
+    pub min_nodes: u32,
+    pub max_nodes: u32,
+    pub num_tasks: u32,
+    pub ntasks_per_node: u16,
+    pub cpus_per_task: u16,
+    pub min_cpus: u32,
+    /// Raw `pn_min_memory` in MB (MEM_PER_CPU flag for per-CPU memory).
+    pub pn_min_memory: u64,
+    pub tres_per_node: Option<String>,
+    pub tres_per_job: Option<String>,
+    pub tres_per_task: Option<String>,
+    pub array_inx: Option<String>,
+    pub qos: Option<String>,
+    pub job_id: u32,
+    pub name: Option<String>,
+    /// Existing `admin_comment`, where asbb's hold token lives.
+    pub admin_comment: Option<String>,
+    pub comment: Option<String>,
+    pub wckey: Option<String>,
+    /// The job's environment as sbatch sent it (`KEY=VALUE`).
+    pub environment: Vec<String>,
+}
+
+/// What jobcomp sees of a finished run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompletionFields {
+    pub cluster: String,
+    pub job_id: u32,
+    pub uid: u32,
+    pub user_name: Option<String>,
+    pub account: Option<String>,
+    pub partition: Option<String>,
+    pub state: Option<EndState>,
+    pub start_time: i64,
+    pub end_time: i64,
+    pub admin_comment: Option<String>,
+    /// `tres_fmt_alloc_str`, e.g. `cpu=2,mem=200M,node=1,billing=2,gres/gpu:a100=2`.
+    pub tres_alloc: Option<String>,
+    pub total_cpus: u32,
+    pub node_cnt: u32,
+    /// Tasks still represented by this record (an array's unsplit remainder), else 1.
+    pub task_count: u32,
+}
+
+/// Why a job description could not become a request.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FieldError {
+    #[error("asbb: no account given and no default account; submit with -A ACCOUNT")]
+    NoAccount,
+    #[error("asbb: no partition given and no default partition; submit with -p PARTITION")]
+    NoPartition,
+    #[error("asbb: job has no time limit; submit with --time (e.g. --time=2:00:00) so its cost can be estimated")]
+    NoTimeLimit,
+    #[error("asbb: {0}")]
+    Spec(#[from] SpecError),
+}
+
+/// The outcome of reading a job description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadRequest {
+    Priced(JobRequest),
+    /// Passes untouched (policy says exempt), with why, for the log.
+    Exempt(String),
+}
+
+/// Extracts `asbb:hold=<token>` from an admin comment.
+pub fn hold_token(admin_comment: Option<&str>) -> Option<String> {
+    let text = admin_comment?;
+    let start = text.find(HOLD_PREFIX)? + HOLD_PREFIX.len();
+    let token: String = text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-').collect();
+    (!token.is_empty()).then_some(token)
+}
+
+pub const HOLD_PREFIX: &str = "asbb:hold=";
+
+/// `admin_comment` with the hold token added, keeping any existing text.
+pub fn with_hold_token(admin_comment: Option<&str>, token: &str) -> String {
+    let tag = format!("{HOLD_PREFIX}{token}");
+    match admin_comment.map(str::trim).filter(|s| !s.is_empty()) {
+        Some(existing) if hold_token(Some(existing)).is_some() => {
+            let old = hold_token(Some(existing)).unwrap_or_default();
+            existing.replace(&format!("{HOLD_PREFIX}{old}"), &tag)
+        }
+        Some(existing) => format!("{existing} {tag}"),
+        None => tag,
+    }
+}
+
+/// Strips control characters and bounds length, so user text cannot forge log lines.
+pub fn clean_text(text: &str) -> String {
+    let mut out: String = text.chars().filter(|c| !c.is_control()).take(MAX_TEXT_LEN).collect();
+    if text.chars().filter(|c| !c.is_control()).count() > MAX_TEXT_LEN {
+        out.push('…');
+    }
+    out
+}
+
+fn present(v: u32) -> Option<u32> {
+    (v != NO_VAL && v != INFINITE && v != 0).then_some(v)
+}
+
+fn present16(v: u16) -> Option<u32> {
+    (v != NO_VAL16 && v != INFINITE16 && v != 0).then_some(v as u32)
+}
+
+impl SubmitFields {
+    /// Turns the description into a priced request, or says it is exempt, or why not.
+    pub fn to_request(&self, config: &Config) -> Result<ReadRequest, FieldError> {
+        let account = match self.account.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
+            Some(a) => a.to_string(),
+            None => match config.policy.no_account {
+                MissingPolicy::Exempt => return Ok(ReadRequest::Exempt("job has no account".into())),
+                MissingPolicy::Reject => return Err(FieldError::NoAccount),
+            },
+        };
+        let partition = match self.partition.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+            // A job may list several partitions; price the first (SLURM tries them in order).
+            Some(p) => p.split(',').next().unwrap_or(p).to_string(),
+            None => return Err(FieldError::NoPartition),
+        };
+        if config.is_exempt_account(&account) {
+            return Ok(ReadRequest::Exempt(format!("account {account} is exempt")));
+        }
+        if config.is_exempt_partition(&partition) {
+            return Ok(ReadRequest::Exempt(format!("partition {partition} is exempt")));
+        }
+        let time_limit_min = match self.time_limit {
+            INFINITE => return self.unlimited(config),
+            NO_VAL => match (self.partition_default_time, self.partition_max_time) {
+                (d, _) if present(d).is_some() => d,
+                (_, m) if present(m).is_some() => m,
+                _ => match config.partitions.get(&partition).and_then(|p| p.default_time_limit_min) {
+                    Some(d) => d,
+                    None => return self.unlimited(config),
+                },
+            },
+            0 => return Err(FieldError::NoTimeLimit),
+            t => t,
+        };
+        if time_limit_min > MAX_TIME_LIMIT_MIN {
+            return Err(SpecError::TooLarge(format!("time limit of {time_limit_min} minutes")).into());
+        }
+        let array_tasks = match self.array_inx.as_deref().filter(|s| !s.trim().is_empty()) {
+            Some(spec) => parse_array_task_count(spec)?,
+            None => 1,
+        };
+        let resources = self.resources()?;
+        Ok(ReadRequest::Priced(JobRequest {
+            user: self.user_name.clone().unwrap_or_else(|| self.uid.to_string()),
+            uid: self.uid,
+            account,
+            partition,
+            resources,
+            time_limit_min,
+            array_tasks,
+            qos: self.qos.clone().filter(|q| !q.is_empty()),
+            job_id: present(self.job_id),
+            job_name: self.name.as_deref().map(clean_text),
+        }))
+    }
+
+    fn unlimited(&self, config: &Config) -> Result<ReadRequest, FieldError> {
+        match config.policy.infinite_time_limit {
+            MissingPolicy::Reject => Err(FieldError::NoTimeLimit),
+            MissingPolicy::Exempt => Ok(ReadRequest::Exempt("job has no time limit".into())),
+        }
+    }
+
+    /// Total resources for one task of the job (one array element).
+    fn resources(&self) -> Result<Resources, FieldError> {
+        let nodes = present(self.min_nodes).unwrap_or(1);
+        if nodes > MAX_NODES {
+            return Err(SpecError::TooLarge(format!("{nodes} nodes")).into());
+        }
+        let cpus_per_task = present16(self.cpus_per_task).unwrap_or(1) as u64;
+        let tasks = match (present(self.num_tasks), present16(self.ntasks_per_node)) {
+            (Some(n), _) => n as u64,
+            (None, Some(per_node)) => per_node as u64 * nodes as u64,
+            (None, None) => nodes as u64,
+        };
+        let cpus = (tasks * cpus_per_task).max(present(self.min_cpus).unwrap_or(0) as u64).max(1);
+        if cpus > MAX_CPUS as u64 {
+            return Err(SpecError::TooLarge(format!("{cpus} cpus")).into());
+        }
+        let cpus = cpus as u32;
+        let mem_mb = match self.pn_min_memory {
+            NO_VAL64 | INFINITE64 => 0,
+            m if m & MEM_PER_CPU != 0 => (m & !MEM_PER_CPU).saturating_mul(cpus as u64),
+            m => m.saturating_mul(nodes as u64),
+        };
+        let mut gpus: BTreeMap<String, u32> = BTreeMap::new();
+        let mut add = |spec: &Option<String>, mult: u64| -> Result<(), FieldError> {
+            if let Some(s) = spec.as_deref().filter(|s| !s.trim().is_empty()) {
+                for (typ, n) in parse_gpu_spec(s)? {
+                    let total = (n as u64).saturating_mul(mult);
+                    let slot = gpus.entry(typ).or_insert(0);
+                    *slot = u32::try_from(*slot as u64 + total).map_err(|_| SpecError::TooLarge(format!("GPUs in {s}")))?;
+                }
+            }
+            Ok(())
+        };
+        add(&self.tres_per_job, 1)?;
+        add(&self.tres_per_node, nodes as u64)?;
+        add(&self.tres_per_task, tasks)?;
+        let res = Resources { nodes, cpus, mem_mb, gpus };
+        res.validate()?;
+        Ok(res)
+    }
+}
+
+/// Parses `tres_fmt_alloc_str` (`cpu=2,mem=200M,node=1,gres/gpu=2,gres/gpu:a100=2`).
+/// Typed GPU counts replace the generic count they are part of.
+pub fn parse_alloc_tres(text: &str) -> Result<Resources, SpecError> {
+    let bad = || SpecError::BadGres(text.to_string());
+    let mut res = Resources::default();
+    let mut generic_gpus: Option<u32> = None;
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (name, value) = item.split_once('=').ok_or_else(bad)?;
+        match name {
+            "cpu" => res.cpus = value.parse().map_err(|_| bad())?,
+            "node" => res.nodes = value.parse().map_err(|_| bad())?,
+            "mem" => res.mem_mb = crate::core::job::parse_mem_mb(value)?,
+            "gres/gpu" => generic_gpus = Some(value.parse().map_err(|_| bad())?),
+            other => {
+                if let Some(typ) = other.strip_prefix("gres/gpu:") {
+                    let n: u32 = value.parse().map_err(|_| bad())?;
+                    res.gpus.insert(typ.to_string(), n);
+                }
+            }
+        }
+    }
+    if let Some(total) = generic_gpus {
+        let typed: u64 = res.gpus.values().map(|&n| n as u64).sum();
+        let untyped = (total as u64).saturating_sub(typed) as u32;
+        if untyped > 0 {
+            res.gpus.insert(String::new(), untyped);
+        }
+    }
+    res.validate()?;
+    Ok(res)
+}
+
+impl CompletionFields {
+    /// The completion to reconcile. A run that never started has no allocation.
+    pub fn to_completion(&self) -> Result<JobCompletion, SpecError> {
+        let allocated = match self.tres_alloc.as_deref().filter(|s| !s.trim().is_empty()) {
+            Some(t) if self.start_time > 0 && self.end_time > self.start_time => Some(parse_alloc_tres(t)?),
+            Some(_) => None,
+            None if self.start_time > 0 && self.end_time > self.start_time && self.total_cpus > 0 => Some(Resources {
+                nodes: self.node_cnt.max(1),
+                cpus: self.total_cpus,
+                mem_mb: 0,
+                gpus: BTreeMap::new(),
+            }),
+            None => None,
+        };
+        Ok(JobCompletion {
+            cluster: self.cluster.clone(),
+            job_id: self.job_id,
+            hold_token: hold_token(self.admin_comment.as_deref()),
+            user: self.user_name.clone().unwrap_or_else(|| self.uid.to_string()),
+            account: self.account.clone().unwrap_or_default(),
+            partition: self.partition.clone().unwrap_or_default(),
+            state: self.state.unwrap_or(EndState::Other),
+            start_time: self.start_time,
+            end_time: self.end_time,
+            allocated,
+            task_count: self.task_count.max(1),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> Config {
+        Config::parse(
+            "[policy]\nexempt_accounts=[\"free\"]\n[partitions.debug.rates]\ncpu=0.02\n[partitions.gpu]\ndefault_time_limit_min=30\n[partitions.gpu.rates]\n\"gres/gpu\"=1\n",
+            "t",
+        )
+        .unwrap()
+    }
+
+    fn fields() -> SubmitFields {
+        SubmitFields {
+            uid: 1000,
+            user_name: Some("alice".into()),
+            account: Some("chem".into()),
+            partition: Some("debug".into()),
+            partition_default_time: NO_VAL,
+            partition_max_time: INFINITE,
+            time_limit: 60,
+            min_nodes: NO_VAL,
+            max_nodes: NO_VAL,
+            num_tasks: NO_VAL,
+            ntasks_per_node: NO_VAL16,
+            cpus_per_task: NO_VAL16,
+            min_cpus: 1,
+            pn_min_memory: NO_VAL64,
+            job_id: NO_VAL,
+            ..Default::default()
+        }
+    }
+
+    fn priced(f: &SubmitFields) -> JobRequest {
+        match f.to_request(&config()).unwrap() {
+            ReadRequest::Priced(r) => r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn plain_job() {
+        let r = priced(&fields());
+        assert_eq!((r.resources.nodes, r.resources.cpus, r.time_limit_min, r.array_tasks), (1, 1, 60, 1));
+    }
+
+    #[test]
+    fn sizes_and_memory_forms() {
+        let mut f = fields();
+        f.min_nodes = 2;
+        f.ntasks_per_node = 4;
+        f.cpus_per_task = 2;
+        f.pn_min_memory = MEM_PER_CPU | 1000;
+        let r = priced(&f);
+        assert_eq!((r.resources.cpus, r.resources.mem_mb), (16, 16000));
+        f.pn_min_memory = 4096;
+        assert_eq!(priced(&f).resources.mem_mb, 8192);
+        f.tres_per_node = Some("gres:gpu:a100:2".into());
+        assert_eq!(priced(&f).resources.gpus, BTreeMap::from([("a100".into(), 4)]));
+        f.array_inx = Some("1-100%10".into());
+        assert_eq!(priced(&f).array_tasks, 100);
+    }
+
+    #[test]
+    fn time_limits_from_partition_or_refused() {
+        let mut f = fields();
+        f.time_limit = NO_VAL;
+        f.partition_default_time = 45;
+        assert_eq!(priced(&f).time_limit_min, 45);
+        f.partition_default_time = NO_VAL;
+        f.partition_max_time = 120;
+        assert_eq!(priced(&f).time_limit_min, 120);
+        f.partition_max_time = INFINITE;
+        assert_eq!(f.to_request(&config()), Err(FieldError::NoTimeLimit));
+        f.partition = Some("gpu".into());
+        assert_eq!(priced(&f).time_limit_min, 30);
+        f.time_limit = INFINITE;
+        assert_eq!(
+            f.to_request(&config()).unwrap_err().to_string(),
+            "asbb: job has no time limit; submit with --time (e.g. --time=2:00:00) so its cost can be estimated"
+        );
+    }
+
+    #[test]
+    fn accounts() {
+        let mut f = fields();
+        f.account = None;
+        assert_eq!(f.to_request(&config()), Err(FieldError::NoAccount));
+        f.account = Some("free".into());
+        assert!(matches!(f.to_request(&config()), Ok(ReadRequest::Exempt(_))));
+    }
+
+    #[test]
+    fn tokens_in_admin_comment() {
+        assert_eq!(with_hold_token(None, "12.ab"), "asbb:hold=12.ab");
+        assert_eq!(with_hold_token(Some("site note"), "12.ab"), "site note asbb:hold=12.ab");
+        assert_eq!(with_hold_token(Some("x asbb:hold=1.a y"), "2.b"), "x asbb:hold=2.b y");
+        assert_eq!(hold_token(Some("x asbb:hold=12.ab y")), Some("12.ab".into()));
+        assert_eq!(hold_token(Some("nothing")), None);
+    }
+
+    #[test]
+    fn alloc_tres() {
+        let r = parse_alloc_tres("cpu=2,mem=200M,node=1,billing=2,gres/gpu=3,gres/gpu:a100=2").unwrap();
+        assert_eq!((r.cpus, r.mem_mb, r.nodes), (2, 200, 1));
+        assert_eq!(r.gpus, BTreeMap::from([("".into(), 1), ("a100".into(), 2)]));
+        assert!(parse_alloc_tres("cpu=x").is_err());
+    }
+
+    #[test]
+    fn clean_text_strips_controls() {
+        assert_eq!(clean_text("a\nb\x1b[31m"), "ab[31m");
+        assert_eq!(clean_text(&"x".repeat(300)).chars().count(), MAX_TEXT_LEN + 1);
+    }
+}

@@ -1,0 +1,415 @@
+//! The SQLite ledger: opening (PRAGMAs, file mode, migrations) and the small set of
+//! row-level operations the budget logic is built from. Every write happens inside a
+//! transaction opened by `budget.rs`; nothing here commits on its own.
+
+use crate::core::money::Money;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Schema migrations, applied in order and recorded in `schema_migrations`.
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[(1, "001_ledger", include_str!("../../sql/001_ledger.sql"))];
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger {0} does not exist; create it with `asbb-admin account create`")]
+    Missing(PathBuf),
+    #[error("ledger {path}: {source}")]
+    Sqlite { path: PathBuf, source: rusqlite::Error },
+    #[error("ledger {path}: schema version {found} is newer than this asbb knows ({known})")]
+    TooNew { path: PathBuf, found: u32, known: u32 },
+    #[error("ledger {path}: {reason}")]
+    Io { path: PathBuf, reason: String },
+}
+
+impl LedgerError {
+    /// Busy/locked: another writer held the lock past the bounded wait.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, LedgerError::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. }
+            if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+    }
+}
+
+/// An open ledger.
+pub struct Ledger {
+    pub(crate) conn: Connection,
+    path: PathBuf,
+}
+
+/// How to open: admin commands may create the file, the plugins never do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenMode {
+    CreateIfMissing,
+    MustExist,
+    ReadOnly,
+}
+
+impl Ledger {
+    pub fn open(path: &Path, mode: OpenMode, busy_timeout_ms: u32) -> Result<Ledger, LedgerError> {
+        let exists = path.exists() || path.as_os_str() == ":memory:";
+        if !exists && mode != OpenMode::CreateIfMissing {
+            return Err(LedgerError::Missing(path.to_path_buf()));
+        }
+        if !exists {
+            create_private_file(path)?;
+        }
+        let flags = match mode {
+            OpenMode::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            _ => OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        };
+        let sq = |source| LedgerError::Sqlite { path: path.to_path_buf(), source };
+        let conn = Connection::open_with_flags(path, flags).map_err(sq)?;
+        conn.busy_timeout(Duration::from_millis(busy_timeout_ms as u64)).map_err(sq)?;
+        let mut ledger = Ledger { conn, path: path.to_path_buf() };
+        ledger.configure(mode)?;
+        Ok(ledger)
+    }
+
+    /// A private in-memory ledger (tests, benchmarks, quotes).
+    pub fn in_memory() -> Result<Ledger, LedgerError> {
+        let path = PathBuf::from(":memory:");
+        let conn = Connection::open_in_memory().map_err(|source| LedgerError::Sqlite { path: path.clone(), source })?;
+        let mut ledger = Ledger { conn, path };
+        ledger.configure(OpenMode::CreateIfMissing)?;
+        Ok(ledger)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn err(&self, source: rusqlite::Error) -> LedgerError {
+        LedgerError::Sqlite { path: self.path.clone(), source }
+    }
+
+    fn configure(&mut self, mode: OpenMode) -> Result<(), LedgerError> {
+        // WAL lets readers (asbb, reports) run beside the plugin's writes;
+        // synchronous=NORMAL keeps commits off fsync on the slurmctld path while WAL
+        // still guarantees a consistent database after a crash.
+        let pragmas = if mode == OpenMode::ReadOnly {
+            "PRAGMA foreign_keys = ON;"
+        } else {
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;"
+        };
+        self.conn.execute_batch(pragmas).map_err(|e| self.err(e))?;
+        if mode != OpenMode::ReadOnly {
+            self.migrate()?;
+        } else {
+            self.check_version()?;
+        }
+        Ok(())
+    }
+
+    fn check_version(&self) -> Result<u32, LedgerError> {
+        let has_table: bool = self
+            .conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='schema_migrations'", [], |r| r.get::<_, i64>(0))
+            .map(|n| n > 0)
+            .map_err(|e| self.err(e))?;
+        if !has_table {
+            return Ok(0);
+        }
+        let found: u32 = self
+            .conn
+            .query_row("SELECT coalesce(max(version), 0) FROM schema_migrations", [], |r| r.get(0))
+            .map_err(|e| self.err(e))?;
+        let known = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+        if found > known {
+            return Err(LedgerError::TooNew { path: self.path.clone(), found, known });
+        }
+        Ok(found)
+    }
+
+    /// Applies every migration newer than the database, each in its own transaction.
+    pub fn migrate(&mut self) -> Result<(), LedgerError> {
+        self.conn
+            .execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
+            )
+            .map_err(|e| self.err(e))?;
+        let current = self.check_version()?;
+        for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+            let path = self.path.clone();
+            let tx = self.conn.transaction().map_err(|source| LedgerError::Sqlite { path: path.clone(), source })?;
+            tx.execute_batch(sql).map_err(|source| LedgerError::Sqlite { path: path.clone(), source })?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, strftime('%s','now'))",
+                params![version, name],
+            )
+            .map_err(|source| LedgerError::Sqlite { path: path.clone(), source })?;
+            tx.commit().map_err(|source| LedgerError::Sqlite { path, source })?;
+        }
+        Ok(())
+    }
+
+    pub fn schema_version(&self) -> Result<u32, LedgerError> {
+        self.check_version()
+    }
+}
+
+/// Creates the ledger file with mode 0600 before SQLite opens it: budgets are
+/// readable only by the SLURM user (and root).
+fn create_private_file(path: &Path) -> Result<(), LedgerError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |reason: String| LedgerError::Io { path: path.to_path_buf(), reason };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| io(format!("cannot create folder {}: {e}", dir.display())))?;
+        }
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| io(format!("cannot create: {e}")))?;
+    Ok(())
+}
+
+/// A row of `accounts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountRow {
+    pub id: i64,
+    pub name: String,
+    pub status: String,
+    pub credit_limit: Money,
+    pub description: Option<String>,
+    pub created_at: i64,
+    pub held: Money,
+    pub overdraft: Money,
+}
+
+/// A row of `allocations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllocationRow {
+    pub id: i64,
+    pub account_id: i64,
+    pub amount: Money,
+    pub valid_from: i64,
+    pub valid_until: i64,
+    pub memo: Option<String>,
+    pub debited: Money,
+}
+
+impl AllocationRow {
+    pub fn remaining(&self) -> Money {
+        Money::from_micros(self.amount.micros() - self.debited.micros())
+    }
+
+    pub fn is_active(&self, now: i64) -> bool {
+        self.valid_from <= now && now < self.valid_until
+    }
+}
+
+/// A row of `jobs`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRow {
+    pub token: String,
+    pub account_id: i64,
+    pub user_name: String,
+    pub uid: u32,
+    pub partition: String,
+    pub job_id: Option<u32>,
+    pub job_name: Option<String>,
+    pub request_json: String,
+    pub estimate: Money,
+    pub tasks_total: u32,
+    pub tasks_done: u32,
+    pub held: Money,
+    pub hold_placed: Money,
+    pub charged: Money,
+    pub state: String,
+    pub reason: Option<String>,
+    pub submitted_at: i64,
+    pub settled_at: Option<i64>,
+}
+
+/// One journal entry to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEntry<'a> {
+    pub txn_key: &'a str,
+    pub part: u32,
+    pub kind: &'static str,
+    pub account_id: i64,
+    pub allocation_id: Option<i64>,
+    pub amount: Money,
+    pub token: Option<&'a str>,
+    pub job_id: Option<u32>,
+    pub at: i64,
+    pub actor: Option<&'a str>,
+    pub memo: Option<&'a str>,
+}
+
+/// A journal entry as read back.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct EntryRow {
+    pub id: i64,
+    pub txn_key: String,
+    pub part: u32,
+    pub kind: String,
+    pub account: String,
+    pub allocation_id: Option<i64>,
+    pub amount: Money,
+    pub token: Option<String>,
+    pub job_id: Option<u32>,
+    pub at: i64,
+    pub actor: Option<String>,
+    pub memo: Option<String>,
+}
+
+pub(crate) const ACCOUNT_COLS: &str = "id, name, status, credit_limit_micros, description, created_at, held_micros, overdraft_micros";
+pub(crate) const JOB_COLS: &str = "token, account_id, user_name, uid, partition, job_id, job_name, request_json, estimate_micros, tasks_total, tasks_done, held_micros, hold_placed_micros, charged_micros, state, reason, submitted_at, settled_at";
+
+pub(crate) fn account_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
+    Ok(AccountRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        status: r.get(2)?,
+        credit_limit: Money::from_micros(r.get(3)?),
+        description: r.get(4)?,
+        created_at: r.get(5)?,
+        held: Money::from_micros(r.get(6)?),
+        overdraft: Money::from_micros(r.get(7)?),
+    })
+}
+
+pub(crate) fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    Ok(JobRow {
+        token: r.get(0)?,
+        account_id: r.get(1)?,
+        user_name: r.get(2)?,
+        uid: r.get(3)?,
+        partition: r.get(4)?,
+        job_id: r.get(5)?,
+        job_name: r.get(6)?,
+        request_json: r.get(7)?,
+        estimate: Money::from_micros(r.get(8)?),
+        tasks_total: r.get(9)?,
+        tasks_done: r.get(10)?,
+        held: Money::from_micros(r.get(11)?),
+        hold_placed: Money::from_micros(r.get(12)?),
+        charged: Money::from_micros(r.get(13)?),
+        state: r.get(14)?,
+        reason: r.get(15)?,
+        submitted_at: r.get(16)?,
+        settled_at: r.get(17)?,
+    })
+}
+
+/// Row-level reads and writes used inside a transaction.
+pub(crate) struct Tx<'c> {
+    pub tx: Transaction<'c>,
+    pub path: PathBuf,
+}
+
+impl<'c> Tx<'c> {
+    /// A write transaction that takes the write lock now (waiting at most the busy timeout).
+    pub fn write(ledger: &'c mut Ledger) -> Result<Tx<'c>, LedgerError> {
+        let path = ledger.path.clone();
+        match ledger.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+            Ok(tx) => Ok(Tx { tx, path }),
+            Err(source) => Err(LedgerError::Sqlite { path, source }),
+        }
+    }
+
+    /// A read transaction: one consistent snapshot.
+    pub fn read(ledger: &'c mut Ledger) -> Result<Tx<'c>, LedgerError> {
+        let path = ledger.path.clone();
+        match ledger.conn.transaction() {
+            Ok(tx) => Ok(Tx { tx, path }),
+            Err(source) => Err(LedgerError::Sqlite { path, source }),
+        }
+    }
+
+    pub fn commit(self) -> Result<(), LedgerError> {
+        let path = self.path;
+        self.tx.commit().map_err(|source| LedgerError::Sqlite { path, source })
+    }
+
+    pub fn err(&self, source: rusqlite::Error) -> LedgerError {
+        LedgerError::Sqlite { path: self.path.clone(), source }
+    }
+
+    pub fn account_by_name(&self, name: &str) -> rusqlite::Result<Option<AccountRow>> {
+        self.tx
+            .prepare_cached(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE name = ?1"))?
+            .query_row([name], account_from_row)
+            .optional()
+    }
+
+    pub fn account_by_id(&self, id: i64) -> rusqlite::Result<AccountRow> {
+        self.tx.prepare_cached(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"))?.query_row([id], account_from_row)
+    }
+
+    pub fn allocations(&self, account_id: i64) -> rusqlite::Result<Vec<AllocationRow>> {
+        let mut stmt = self.tx.prepare_cached(
+            "SELECT id, account_id, amount_micros, valid_from, valid_until, memo, debited_micros
+             FROM allocations WHERE account_id = ?1 ORDER BY valid_until, id",
+        )?;
+        let rows = stmt.query_map([account_id], |r| {
+            Ok(AllocationRow {
+                id: r.get(0)?,
+                account_id: r.get(1)?,
+                amount: Money::from_micros(r.get(2)?),
+                valid_from: r.get(3)?,
+                valid_until: r.get(4)?,
+                memo: r.get(5)?,
+                debited: Money::from_micros(r.get(6)?),
+            })
+        })?;
+        rows.collect()
+    }
+
+    pub fn job(&self, token: &str) -> rusqlite::Result<Option<JobRow>> {
+        self.tx.prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs WHERE token = ?1"))?.query_row([token], job_from_row).optional()
+    }
+
+    pub fn txn_exists(&self, txn_key: &str) -> rusqlite::Result<bool> {
+        self.tx.prepare_cached("SELECT 1 FROM journal WHERE txn_key = ?1 LIMIT 1")?.exists([txn_key])
+    }
+
+    pub fn insert_entry(&self, e: &NewEntry<'_>) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached(
+                "INSERT INTO journal (txn_key, part, kind, account_id, allocation_id, amount_micros, token, job_id, at, actor, memo)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                e.txn_key,
+                e.part,
+                e.kind,
+                e.account_id,
+                e.allocation_id,
+                e.amount.micros(),
+                e.token,
+                e.job_id,
+                e.at,
+                e.actor,
+                e.memo
+            ])?;
+        Ok(())
+    }
+
+    pub fn add_account_held(&self, account_id: i64, delta: i64) -> rusqlite::Result<()> {
+        self.tx.prepare_cached("UPDATE accounts SET held_micros = held_micros + ?2 WHERE id = ?1")?.execute(params![account_id, delta])?;
+        Ok(())
+    }
+
+    pub fn add_account_overdraft(&self, account_id: i64, delta: i64) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached("UPDATE accounts SET overdraft_micros = overdraft_micros + ?2 WHERE id = ?1")?
+            .execute(params![account_id, delta])?;
+        Ok(())
+    }
+
+    pub fn add_allocation_debit(&self, allocation_id: i64, delta: i64) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached("UPDATE allocations SET debited_micros = debited_micros + ?2 WHERE id = ?1")?
+            .execute(params![allocation_id, delta])?;
+        Ok(())
+    }
+
+    pub fn new_token(&self) -> rusqlite::Result<String> {
+        self.tx.prepare_cached("SELECT lower(hex(randomblob(8)))")?.query_row([], |r| r.get(0))
+    }
+}

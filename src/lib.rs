@@ -1,0 +1,9 @@
+//! asbb: money budgets for SLURM clusters that burst into AWS.
+//!
+//! `core` is pure Rust (no SLURM types, no unsafe): money, the cost model, the
+//! ledger, decisions and reports. `slurm` (feature `slurm`) is the thin glue the
+//! plugin crates in `plugin/` use to read SLURM's structs and talk to slurmctld.
+
+#![forbid(unsafe_code)]
+
+pub mod core;
