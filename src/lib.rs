@@ -4,6 +4,9 @@
 //! ledger, decisions and reports. `slurm` (feature `slurm`) is the thin glue the
 //! plugin crates in `plugin/` use to read SLURM's structs and talk to slurmctld.
 
-#![forbid(unsafe_code)]
+#![cfg_attr(not(feature = "slurm"), forbid(unsafe_code))]
 
+pub mod cli;
 pub mod core;
+#[cfg(feature = "slurm")]
+pub mod slurm;

@@ -19,7 +19,9 @@ use crate::core::config::{Config, MissingPolicy};
 use crate::core::cost::{self, CostError};
 use crate::core::hooks::RefuseCode;
 use crate::core::job::{JobCompletion, JobRequest};
-use crate::core::ledger::{AccountRow, AllocationRow, JobRow, Ledger, LedgerError, NewEntry, OpenMode, Tx, JOB_COLS};
+use crate::core::ledger::{
+    AccountRow, AllocationRow, JobRow, Ledger, LedgerError, NewEntry, OpenMode, Tx, JOB_COLS,
+};
 use crate::core::money::Money;
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::params;
@@ -57,9 +59,17 @@ impl BudgetError {
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum Decision {
     /// Funds held under `token`.
-    Accept { token: String, estimate: Money, available_after: Money },
+    Accept {
+        token: String,
+        estimate: Money,
+        available_after: Money,
+    },
     /// Submitted held; `token` links the job for approval or a later re-check.
-    Hold { token: String, estimate: Money, reason: String },
+    Hold {
+        token: String,
+        estimate: Money,
+        reason: String,
+    },
     /// Refused; `reason` is the one line the user sees.
     Reject {
         reason: String,
@@ -75,7 +85,11 @@ pub enum Decision {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Reconciled {
-    Charged { account: String, cost: Money, released: Money },
+    Charged {
+        account: String,
+        cost: Money,
+        released: Money,
+    },
     /// The same run was reconciled before: nothing changed.
     Duplicate,
     /// No budget account to charge (exempt, or unknown and exempt by policy).
@@ -128,12 +142,16 @@ fn sq(ledger: &Ledger) -> impl Fn(rusqlite::Error) -> BudgetError + '_ {
 pub fn parse_date(text: &str) -> Result<i64, BudgetError> {
     let d = NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
         .map_err(|_| BudgetError::Invalid(format!("date '{text}' is not YYYY-MM-DD")))?;
-    Ok(d.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp()).unwrap_or(0))
+    Ok(d.and_hms_opt(0, 0, 0)
+        .map(|t| t.and_utc().timestamp())
+        .unwrap_or(0))
 }
 
 /// `YYYY-MM-DD` of a unix time (UTC).
 pub fn format_date(unix_s: i64) -> String {
-    DateTime::<Utc>::from_timestamp(unix_s, 0).map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_else(|| unix_s.to_string())
+    DateTime::<Utc>::from_timestamp(unix_s, 0)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| unix_s.to_string())
 }
 
 /// `YYYY-MM-DD HH:MM:SS` of a unix time (UTC).
@@ -147,13 +165,23 @@ pub fn format_time(unix_s: i64) -> String {
 pub const FOREVER: i64 = 253_402_214_400;
 
 fn available_of(account: &AccountRow, allocations: &[AllocationRow], now: i64) -> Money {
-    let active: i64 = allocations.iter().filter(|a| a.is_active(now)).map(|a| a.remaining().micros()).sum();
-    Money::from_micros(active - account.overdraft.micros() - account.held.micros() + account.credit_limit.micros())
+    let active: i64 = allocations
+        .iter()
+        .filter(|a| a.is_active(now))
+        .map(|a| a.remaining().micros())
+        .sum();
+    Money::from_micros(
+        active - account.overdraft.micros() - account.held.micros() + account.credit_limit.micros(),
+    )
 }
 
 impl Budget {
     pub fn open(config: Config, mode: OpenMode) -> Result<Budget, BudgetError> {
-        let ledger = Ledger::open(&config.ledger_path, mode, config.policy.ledger_busy_timeout_ms)?;
+        let ledger = Ledger::open(
+            &config.ledger_path,
+            mode,
+            config.policy.ledger_busy_timeout_ms,
+        )?;
         Ok(Budget { config, ledger })
     }
 
@@ -184,7 +212,12 @@ impl Budget {
             )));
         }
         let path = self.ledger.path().to_path_buf();
-        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let e = move |source| {
+            BudgetError::Ledger(LedgerError::Sqlite {
+                path: path.clone(),
+                source,
+            })
+        };
         let tx = Tx::write(&mut self.ledger)?;
         if tx.account_by_name(name).map_err(&e)?.is_some() {
             return Err(BudgetError::DuplicateAccount(name.to_string()));
@@ -198,10 +231,31 @@ impl Budget {
         let account_id = tx.tx.last_insert_rowid();
         if !limit.is_zero() {
             let key = format!("account-create:{name}:{account_id}");
-            insert_allocation(&tx, account_id, limit, valid_from, valid_until, Some("initial allocation"), &key, actor, now).map_err(&e)?;
-        }
-        audit(&tx, actor, now, "account create", &format!("{name} limit={} credit_limit={}", limit.to_exact_string(), credit_limit.to_exact_string()))
+            insert_allocation(
+                &tx,
+                account_id,
+                limit,
+                valid_from,
+                valid_until,
+                Some("initial allocation"),
+                &key,
+                actor,
+                now,
+            )
             .map_err(&e)?;
+        }
+        audit(
+            &tx,
+            actor,
+            now,
+            "account create",
+            &format!(
+                "{name} limit={} credit_limit={}",
+                limit.to_exact_string(),
+                credit_limit.to_exact_string()
+            ),
+        )
+        .map_err(&e)?;
         Ok(tx.commit()?)
     }
 
@@ -219,7 +273,9 @@ impl Budget {
         now: i64,
     ) -> Result<bool, BudgetError> {
         if amount.is_zero() || amount.is_negative() {
-            return Err(BudgetError::Invalid("deposit amount must be above zero".into()));
+            return Err(BudgetError::Invalid(
+                "deposit amount must be above zero".into(),
+            ));
         }
         if valid_until <= valid_from {
             return Err(BudgetError::Invalid(format!(
@@ -229,9 +285,17 @@ impl Budget {
             )));
         }
         let path = self.ledger.path().to_path_buf();
-        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let e = move |source| {
+            BudgetError::Ledger(LedgerError::Sqlite {
+                path: path.clone(),
+                source,
+            })
+        };
         let tx = Tx::write(&mut self.ledger)?;
-        let acc = tx.account_by_name(account).map_err(&e)?.ok_or_else(|| BudgetError::UnknownAccount(account.to_string()))?;
+        let acc = tx
+            .account_by_name(account)
+            .map_err(&e)?
+            .ok_or_else(|| BudgetError::UnknownAccount(account.to_string()))?;
         let key = match request_key {
             Some(k) => format!("deposit:{k}"),
             None => format!("deposit:{}", tx.new_token().map_err(&e)?),
@@ -239,8 +303,30 @@ impl Budget {
         if tx.txn_exists(&key).map_err(&e)? {
             return Ok(false);
         }
-        insert_allocation(&tx, acc.id, amount, valid_from, valid_until, memo, &key, actor, now).map_err(&e)?;
-        audit(&tx, actor, now, "deposit", &format!("{account} {} {}", amount.to_exact_string(), memo.unwrap_or(""))).map_err(&e)?;
+        insert_allocation(
+            &tx,
+            acc.id,
+            amount,
+            valid_from,
+            valid_until,
+            memo,
+            &key,
+            actor,
+            now,
+        )
+        .map_err(&e)?;
+        audit(
+            &tx,
+            actor,
+            now,
+            "deposit",
+            &format!(
+                "{account} {} {}",
+                amount.to_exact_string(),
+                memo.unwrap_or("")
+            ),
+        )
+        .map_err(&e)?;
         tx.commit()?;
         Ok(true)
     }
@@ -250,26 +336,47 @@ impl Budget {
         let mut stmt = self
             .ledger
             .conn
-            .prepare(&format!("SELECT {} FROM accounts ORDER BY name", crate::core::ledger::ACCOUNT_COLS))
+            .prepare(&format!(
+                "SELECT {} FROM accounts ORDER BY name",
+                crate::core::ledger::ACCOUNT_COLS
+            ))
             .map_err(&e)?;
-        let rows = stmt.query_map([], crate::core::ledger::account_from_row).map_err(&e)?;
+        let rows = stmt
+            .query_map([], crate::core::ledger::account_from_row)
+            .map_err(&e)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(e)
     }
 
     pub fn balance(&mut self, account: &str, now: i64) -> Result<Balance, BudgetError> {
         let path = self.ledger.path().to_path_buf();
-        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let e = move |source| {
+            BudgetError::Ledger(LedgerError::Sqlite {
+                path: path.clone(),
+                source,
+            })
+        };
         let tx = Tx::read(&mut self.ledger)?;
-        let acc = tx.account_by_name(account).map_err(&e)?.ok_or_else(|| BudgetError::UnknownAccount(account.to_string()))?;
+        let acc = tx
+            .account_by_name(account)
+            .map_err(&e)?
+            .ok_or_else(|| BudgetError::UnknownAccount(account.to_string()))?;
         let allocs = tx.allocations(acc.id).map_err(&e)?;
         Ok(balance_of(&acc, &allocs, now))
     }
 
     pub fn allocations(&mut self, account: &str) -> Result<Vec<AllocationRow>, BudgetError> {
         let path = self.ledger.path().to_path_buf();
-        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let e = move |source| {
+            BudgetError::Ledger(LedgerError::Sqlite {
+                path: path.clone(),
+                source,
+            })
+        };
         let tx = Tx::read(&mut self.ledger)?;
-        let acc = tx.account_by_name(account).map_err(&e)?.ok_or_else(|| BudgetError::UnknownAccount(account.to_string()))?;
+        let acc = tx
+            .account_by_name(account)
+            .map_err(&e)?
+            .ok_or_else(|| BudgetError::UnknownAccount(account.to_string()))?;
         tx.allocations(acc.id).map_err(e)
     }
 
@@ -281,12 +388,22 @@ impl Budget {
         let verdict = decide(&self.config, &tx, req, now, false)?;
         Ok(match verdict {
             Verdict::Done(d) => d,
-            Verdict::Fits { estimate, available, .. } => Decision::Accept {
+            Verdict::Fits {
+                estimate,
+                available,
+                ..
+            } => Decision::Accept {
                 token: String::new(),
                 estimate,
                 available_after: Money::from_micros(available.micros() - estimate.micros()),
             },
-            Verdict::Held { estimate, reason, .. } => Decision::Hold { token: String::new(), estimate, reason },
+            Verdict::Held {
+                estimate, reason, ..
+            } => Decision::Hold {
+                token: String::new(),
+                estimate,
+                reason,
+            },
         })
     }
 
@@ -294,21 +411,54 @@ impl Budget {
     /// write transaction.
     pub fn check_and_hold(&mut self, req: &JobRequest, now: i64) -> Result<Decision, BudgetError> {
         let path = self.ledger.path().to_path_buf();
-        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let e = move |source| {
+            BudgetError::Ledger(LedgerError::Sqlite {
+                path: path.clone(),
+                source,
+            })
+        };
         let tx = Tx::write(&mut self.ledger)?;
         let verdict = decide(&self.config, &tx, req, now, false)?;
         let decision = match verdict {
             Verdict::Done(d) => return Ok(d),
-            Verdict::Fits { account, estimate, available } => {
+            Verdict::Fits {
+                account,
+                estimate,
+                available,
+            } => {
                 let token = tx.new_token().map_err(&e)?;
                 insert_job(&tx, &token, &account, req, estimate, "held", None, now).map_err(&e)?;
-                place_hold(&tx, &token, account.id, estimate, req.job_id, now, "hold").map_err(&e)?;
-                Decision::Accept { token, estimate, available_after: Money::from_micros(available.micros() - estimate.micros()) }
+                place_hold(&tx, &token, account.id, estimate, req.job_id, now, "submit")
+                    .map_err(&e)?;
+                Decision::Accept {
+                    token,
+                    estimate,
+                    available_after: Money::from_micros(available.micros() - estimate.micros()),
+                }
             }
-            Verdict::Held { account, estimate, reason, state } => {
+            Verdict::Held {
+                account,
+                estimate,
+                reason,
+                state,
+            } => {
                 let token = tx.new_token().map_err(&e)?;
-                insert_job(&tx, &token, &account, req, estimate, state, Some(&reason), now).map_err(&e)?;
-                Decision::Hold { token, estimate, reason }
+                insert_job(
+                    &tx,
+                    &token,
+                    &account,
+                    req,
+                    estimate,
+                    state,
+                    Some(&reason),
+                    now,
+                )
+                .map_err(&e)?;
+                Decision::Hold {
+                    token,
+                    estimate,
+                    reason,
+                }
             }
         };
         tx.commit()?;
@@ -317,12 +467,28 @@ impl Budget {
 
     /// Re-prices a job whose request changed, or re-checks a held job being released.
     /// `approved` skips the approval threshold (an admin approved the job).
-    pub fn modify(&mut self, token: &str, req: &JobRequest, releasing: bool, approved: bool, now: i64) -> Result<Modified, BudgetError> {
+    pub fn modify(
+        &mut self,
+        token: &str,
+        req: &JobRequest,
+        releasing: bool,
+        approved: bool,
+        now: i64,
+    ) -> Result<Modified, BudgetError> {
         let path = self.ledger.path().to_path_buf();
-        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let e = move |source| {
+            BudgetError::Ledger(LedgerError::Sqlite {
+                path: path.clone(),
+                source,
+            })
+        };
         let tx = Tx::write(&mut self.ledger)?;
-        let job = tx.job(token).map_err(&e)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
-        let request_json = serde_json::to_string(req).map_err(|err| BudgetError::Invalid(err.to_string()))?;
+        let job = tx
+            .job(token)
+            .map_err(&e)?
+            .ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
+        let request_json =
+            serde_json::to_string(req).map_err(|err| BudgetError::Invalid(err.to_string()))?;
         let outcome = match job.state.as_str() {
             "held" => {
                 if job.tasks_done > 0 {
@@ -356,7 +522,10 @@ impl Budget {
                             params![token, estimate.micros(), request_json, req.partition],
                         )
                         .map_err(&e)?;
-                    Modified::Repriced { old_hold: job.held, new_hold: estimate }
+                    Modified::Repriced {
+                        old_hold: job.held,
+                        new_hold: estimate,
+                    }
                 }
             }
             "awaiting_approval" | "awaiting_funds" => {
@@ -372,15 +541,41 @@ impl Budget {
                     return Ok(Modified::Unchanged);
                 }
                 let needs_approval = job.state == "awaiting_approval" && !approved;
-                match decide(&self.config, &tx, req, now, approved || job.state == "awaiting_funds")? {
-                    Verdict::Fits { account, estimate, .. } if !needs_approval => {
-                        place_hold(&tx, token, account.id, estimate, req.job_id, now, "release").map_err(&e)?;
-                        tx.tx.execute("UPDATE jobs SET state = 'held', reason = NULL WHERE token = ?1", [token]).map_err(&e)?;
+                match decide(
+                    &self.config,
+                    &tx,
+                    req,
+                    now,
+                    approved || job.state == "awaiting_funds",
+                )? {
+                    Verdict::Fits {
+                        account, estimate, ..
+                    } if !needs_approval => {
+                        place_hold(
+                            &tx,
+                            token,
+                            account.id,
+                            estimate,
+                            req.job_id,
+                            now,
+                            "released after hold",
+                        )
+                        .map_err(&e)?;
+                        tx.tx
+                            .execute(
+                                "UPDATE jobs SET state = 'held', reason = NULL WHERE token = ?1",
+                                [token],
+                            )
+                            .map_err(&e)?;
                         Modified::Released { hold: estimate }
                     }
-                    Verdict::Fits { .. } => Modified::StillHeld { reason: job.reason.clone().unwrap_or_default() },
+                    Verdict::Fits { .. } => Modified::StillHeld {
+                        reason: job.reason.clone().unwrap_or_default(),
+                    },
                     Verdict::Held { reason, .. } => Modified::StillHeld { reason },
-                    Verdict::Done(Decision::Reject { reason, .. }) => Modified::StillHeld { reason },
+                    Verdict::Done(Decision::Reject { reason, .. }) => {
+                        Modified::StillHeld { reason }
+                    }
                     Verdict::Done(_) => Modified::Unchanged,
                 }
             }
@@ -393,16 +588,37 @@ impl Budget {
     /// Releases the whole remaining hold of a job that never ran (or is abandoned).
     pub fn release(&mut self, token: &str, now: i64) -> Result<Money, BudgetError> {
         let path = self.ledger.path().to_path_buf();
-        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let e = move |source| {
+            BudgetError::Ledger(LedgerError::Sqlite {
+                path: path.clone(),
+                source,
+            })
+        };
         let tx = Tx::write(&mut self.ledger)?;
-        let job = tx.job(token).map_err(&e)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
+        let job = tx
+            .job(token)
+            .map_err(&e)?
+            .ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
         let released = job.held;
         if !released.is_zero() {
-            adjust_hold(&tx, &format!("release:{token}"), &job, -released.micros(), now).map_err(&e)?;
+            adjust_hold(
+                &tx,
+                &format!("release:{token}"),
+                &job,
+                -released.micros(),
+                now,
+            )
+            .map_err(&e)?;
         }
-        if matches!(job.state.as_str(), "held" | "awaiting_approval" | "awaiting_funds") {
+        if matches!(
+            job.state.as_str(),
+            "held" | "awaiting_approval" | "awaiting_funds"
+        ) {
             tx.tx
-                .execute("UPDATE jobs SET state = 'released', settled_at = ?2 WHERE token = ?1", params![token, now])
+                .execute(
+                    "UPDATE jobs SET state = 'released', settled_at = ?2 WHERE token = ?1",
+                    params![token, now],
+                )
                 .map_err(&e)?;
         }
         tx.commit()?;
@@ -412,10 +628,21 @@ impl Budget {
     /// Charges a run's actual cost and releases its share of the hold. Idempotent.
     pub fn reconcile(&mut self, c: &JobCompletion, now: i64) -> Result<Reconciled, BudgetError> {
         let path = self.ledger.path().to_path_buf();
-        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let e = move |source| {
+            BudgetError::Ledger(LedgerError::Sqlite {
+                path: path.clone(),
+                source,
+            })
+        };
         let run_key = format!("{}:{}:{}", c.cluster, c.job_id, c.start_time);
         let tx = Tx::write(&mut self.ledger)?;
-        if tx.tx.prepare_cached("SELECT 1 FROM runs WHERE run_key = ?1").map_err(&e)?.exists([&run_key]).map_err(&e)? {
+        if tx
+            .tx
+            .prepare_cached("SELECT 1 FROM runs WHERE run_key = ?1")
+            .map_err(&e)?
+            .exists([&run_key])
+            .map_err(&e)?
+        {
             return Ok(Reconciled::Duplicate);
         }
         let job = match c.hold_token.as_deref() {
@@ -425,29 +652,48 @@ impl Budget {
         let account = match &job {
             Some(j) => tx.account_by_id(j.account_id).map_err(&e)?,
             None => {
-                if self.config.is_exempt_account(&c.account) || self.config.is_exempt_partition(&c.partition) {
-                    return Ok(Reconciled::NotTracked { reason: "exempt".into() });
+                if self.config.is_exempt_account(&c.account)
+                    || self.config.is_exempt_partition(&c.partition)
+                {
+                    return Ok(Reconciled::NotTracked {
+                        reason: "exempt".into(),
+                    });
                 }
                 match tx.account_by_name(&c.account).map_err(&e)? {
                     Some(a) => a,
-                    None => return Ok(Reconciled::NotTracked { reason: format!("account '{}' has no budget", c.account) }),
+                    None => {
+                        return Ok(Reconciled::NotTracked {
+                            reason: format!("account '{}' has no budget", c.account),
+                        })
+                    }
                 }
             }
         };
-        let request: Option<JobRequest> = job.as_ref().and_then(|j| serde_json::from_str(&j.request_json).ok());
+        let request: Option<JobRequest> = job
+            .as_ref()
+            .and_then(|j| serde_json::from_str(&j.request_json).ok());
         let qos = request.as_ref().and_then(|r| r.qos.clone());
         let elapsed_s = c.elapsed_s() as u64;
         let cost = match (&c.allocated, self.config.partitions.get(&c.partition)) {
             (None, _) => Money::ZERO,
-            (Some(res), Some(p)) => cost::task_cost(&self.config, p, qos.as_deref(), res, elapsed_s)?,
+            (Some(res), Some(p)) => {
+                cost::task_cost(&self.config, p, qos.as_deref(), res, elapsed_s)?
+            }
             // Priced at submit but the partition is now unpriced: charge the estimate share,
             // so a config change never loses money.
             (Some(_), None) => match &job {
                 Some(j) => Money::from_micros(j.estimate.micros() / j.tasks_total as i64),
-                None => return Ok(Reconciled::NotTracked { reason: format!("partition '{}' has no price", c.partition) }),
+                None => {
+                    return Ok(Reconciled::NotTracked {
+                        reason: format!("partition '{}' has no price", c.partition),
+                    })
+                }
             },
         };
-        let share = job.as_ref().map(|j| j.estimate.micros() / j.tasks_total as i64).unwrap_or(0);
+        let share = job
+            .as_ref()
+            .map(|j| j.estimate.micros() / j.tasks_total as i64)
+            .unwrap_or(0);
         tx.tx
             .prepare_cached(
                 "INSERT INTO runs (run_key, token, account_id, cluster, job_id, user_name, partition, end_state, start_time,
@@ -476,12 +722,24 @@ impl Budget {
         let charge_key = format!("charge:{run_key}");
         let token = job.as_ref().map(|j| j.token.as_str());
         let at = if c.end_time > 0 { c.end_time } else { now };
-        post_charge(&tx, &charge_key, account.id, cost, token, Some(c.job_id), at, now).map_err(&e)?;
+        post_charge(
+            &tx,
+            &charge_key,
+            account.id,
+            cost,
+            token,
+            Some(c.job_id),
+            at,
+            now,
+        )
+        .map_err(&e)?;
         let mut released = Money::ZERO;
         if let Some(j) = &job {
             let first_run_of_this_id: bool = !tx
                 .tx
-                .prepare_cached("SELECT 1 FROM runs WHERE token = ?1 AND job_id = ?2 AND run_key <> ?3")
+                .prepare_cached(
+                    "SELECT 1 FROM runs WHERE token = ?1 AND job_id = ?2 AND run_key <> ?3",
+                )
                 .map_err(&e)?
                 .exists(params![j.token, c.job_id, run_key])
                 .map_err(&e)?;
@@ -492,10 +750,19 @@ impl Budget {
                     j.held
                 } else {
                     let per_task = j.hold_placed.micros() / j.tasks_total as i64;
-                    Money::from_micros((per_task * (tasks_done - j.tasks_done) as i64).min(j.held.micros()))
+                    Money::from_micros(
+                        (per_task * (tasks_done - j.tasks_done) as i64).min(j.held.micros()),
+                    )
                 };
                 if !release.is_zero() {
-                    adjust_hold(&tx, &format!("release:{run_key}"), j, -release.micros(), now).map_err(&e)?;
+                    adjust_hold(
+                        &tx,
+                        &format!("release:{run_key}"),
+                        j,
+                        -release.micros(),
+                        now,
+                    )
+                    .map_err(&e)?;
                     released = release;
                 }
             }
@@ -516,7 +783,57 @@ impl Budget {
                 .map_err(&e)?;
         }
         tx.commit()?;
-        Ok(Reconciled::Charged { account: account.name, cost, released })
+        Ok(Reconciled::Charged {
+            account: account.name,
+            cost,
+            released,
+        })
+    }
+
+    /// Journal entries of one account at or after `since`, oldest first.
+    pub fn journal_of(
+        &self,
+        account: &str,
+        since: i64,
+    ) -> Result<Vec<crate::core::ledger::EntryRow>, BudgetError> {
+        let e = sq(&self.ledger);
+        let exists = self
+            .ledger
+            .conn
+            .prepare_cached("SELECT 1 FROM accounts WHERE name = ?1")
+            .and_then(|mut s| s.exists([account]))
+            .map_err(&e)?;
+        if !exists {
+            return Err(BudgetError::UnknownAccount(account.to_string()));
+        }
+        let mut stmt = self
+            .ledger
+            .conn
+            .prepare_cached(
+                "SELECT j.id, j.txn_key, j.part, j.kind, a.name, j.allocation_id, j.amount_micros, j.token, j.job_id, j.at, j.actor, j.memo
+                 FROM journal j JOIN accounts a ON a.id = j.account_id
+                 WHERE a.name = ?1 AND j.at >= ?2 ORDER BY j.id",
+            )
+            .map_err(&e)?;
+        let rows = stmt
+            .query_map(params![account, since], |r| {
+                Ok(crate::core::ledger::EntryRow {
+                    id: r.get(0)?,
+                    txn_key: r.get(1)?,
+                    part: r.get(2)?,
+                    kind: r.get(3)?,
+                    account: r.get(4)?,
+                    allocation_id: r.get(5)?,
+                    amount: Money::from_micros(r.get(6)?),
+                    token: r.get(7)?,
+                    job_id: r.get(8)?,
+                    at: r.get(9)?,
+                    actor: r.get(10)?,
+                    memo: r.get(11)?,
+                })
+            })
+            .map_err(&e)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(e)
     }
 
     pub fn job(&mut self, token: &str) -> Result<Option<JobRow>, BudgetError> {
@@ -524,7 +841,11 @@ impl Budget {
         self.ledger
             .conn
             .prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs WHERE token = ?1"))
-            .and_then(|mut s| rusqlite::OptionalExtension::optional(s.query_row([token], crate::core::ledger::job_from_row)))
+            .and_then(|mut s| {
+                rusqlite::OptionalExtension::optional(
+                    s.query_row([token], crate::core::ledger::job_from_row),
+                )
+            })
             .map_err(e)
     }
 }
@@ -532,7 +853,9 @@ impl Budget {
 fn validate_name(name: &str) -> Result<(), BudgetError> {
     let ok = !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
     if ok {
         Ok(())
     } else {
@@ -562,17 +885,36 @@ fn balance_of(acc: &AccountRow, allocs: &[AllocationRow], now: i64) -> Balance {
 
 enum Verdict {
     Done(Decision),
-    Fits { account: AccountRow, estimate: Money, available: Money },
-    Held { account: AccountRow, estimate: Money, reason: String, state: &'static str },
+    Fits {
+        account: AccountRow,
+        estimate: Money,
+        available: Money,
+    },
+    Held {
+        account: AccountRow,
+        estimate: Money,
+        reason: String,
+        state: &'static str,
+    },
 }
 
 /// The decision rule, shared by quote, check_and_hold and a release re-check.
-fn decide(config: &Config, tx: &Tx<'_>, req: &JobRequest, now: i64, skip_approval: bool) -> Result<Verdict, BudgetError> {
+fn decide(
+    config: &Config,
+    tx: &Tx<'_>,
+    req: &JobRequest,
+    now: i64,
+    skip_approval: bool,
+) -> Result<Verdict, BudgetError> {
     if config.is_exempt_account(&req.account) {
-        return Ok(Verdict::Done(Decision::Exempt { reason: format!("account {} is exempt", req.account) }));
+        return Ok(Verdict::Done(Decision::Exempt {
+            reason: format!("account {} is exempt", req.account),
+        }));
     }
     if config.is_exempt_partition(&req.partition) {
-        return Ok(Verdict::Done(Decision::Exempt { reason: format!("partition {} is exempt", req.partition) }));
+        return Ok(Verdict::Done(Decision::Exempt {
+            reason: format!("partition {} is exempt", req.partition),
+        }));
     }
     let estimate = match cost::estimate(config, req) {
         Ok(m) => m,
@@ -591,22 +933,29 @@ fn decide(config: &Config, tx: &Tx<'_>, req: &JobRequest, now: i64, skip_approva
         }
     };
     let ledger_err = |source: rusqlite::Error| BudgetError::Ledger(tx.err(source));
-    let account = match tx.account_by_name(&req.account).map_err(ledger_err)? {
-        Some(a) => a,
-        None => {
-            return Ok(Verdict::Done(match config.policy.unknown_account {
-                MissingPolicy::Exempt => Decision::Exempt { reason: format!("account {} has no budget", req.account) },
+    let account =
+        match tx.account_by_name(&req.account).map_err(ledger_err)? {
+            Some(a) => a,
+            None => return Ok(Verdict::Done(match config.policy.unknown_account {
+                MissingPolicy::Exempt => Decision::Exempt {
+                    reason: format!("account {} has no budget", req.account),
+                },
                 MissingPolicy::Reject => Decision::Reject {
-                    reason: format!("asbb: account '{}' has no budget in asbb; ask your admins to create one", req.account),
+                    reason: format!(
+                        "asbb: account '{}' has no budget in asbb; ask your admins to create one",
+                        req.account
+                    ),
                     code: RefuseCode::InvalidAccount,
                     estimate: Some(estimate),
                 },
-            }))
-        }
-    };
+            })),
+        };
     if account.status != "active" {
         return Ok(Verdict::Done(Decision::Reject {
-            reason: format!("asbb: account '{}' is {}; no new jobs can be charged to it", account.name, account.status),
+            reason: format!(
+                "asbb: account '{}' is {}; no new jobs can be charged to it",
+                account.name, account.status
+            ),
             code: RefuseCode::AccountingPolicy,
             estimate: Some(estimate),
         }));
@@ -616,16 +965,29 @@ fn decide(config: &Config, tx: &Tx<'_>, req: &JobRequest, now: i64, skip_approva
     if let Some(threshold) = config.policy.approval_threshold.filter(|_| !skip_approval) {
         if estimate > threshold {
             let reason = format!("asbb: needs approval, estimate {estimate} > {threshold}");
-            return Ok(Verdict::Held { account, estimate, reason, state: "awaiting_approval" });
+            return Ok(Verdict::Held {
+                account,
+                estimate,
+                reason,
+                state: "awaiting_approval",
+            });
         }
     }
     if estimate <= available {
-        return Ok(Verdict::Fits { account, estimate, available });
+        return Ok(Verdict::Fits {
+            account,
+            estimate,
+            available,
+        });
     }
     // Short now; does an allocation start soon that would cover it?
     if config.policy.low_balance_hold_days > 0 {
         let horizon = now + config.policy.low_balance_hold_days as i64 * DAY_S;
-        if let Some(next) = allocs.iter().filter(|a| a.valid_from > now && a.valid_from <= horizon).min_by_key(|a| a.valid_from) {
+        if let Some(next) = allocs
+            .iter()
+            .filter(|a| a.valid_from > now && a.valid_from <= horizon)
+            .min_by_key(|a| a.valid_from)
+        {
             if available.micros() + next.remaining().micros() >= estimate.micros() {
                 let reason = format!(
                     "asbb: account '{}' is short of funds (needs {estimate}, {} available); held until the allocation starting {}",
@@ -633,7 +995,12 @@ fn decide(config: &Config, tx: &Tx<'_>, req: &JobRequest, now: i64, skip_approva
                     available.max(Money::ZERO),
                     format_date(next.valid_from)
                 );
-                return Ok(Verdict::Held { account, estimate, reason, state: "awaiting_funds" });
+                return Ok(Verdict::Held {
+                    account,
+                    estimate,
+                    reason,
+                    state: "awaiting_funds",
+                });
             }
         }
     }
@@ -718,7 +1085,15 @@ fn insert_job(
 }
 
 /// Places the first hold of a job.
-fn place_hold(tx: &Tx<'_>, token: &str, account_id: i64, amount: Money, job_id: Option<u32>, now: i64, why: &str) -> rusqlite::Result<()> {
+fn place_hold(
+    tx: &Tx<'_>,
+    token: &str,
+    account_id: i64,
+    amount: Money,
+    job_id: Option<u32>,
+    now: i64,
+    why: &str,
+) -> rusqlite::Result<()> {
     if !amount.is_zero() {
         tx.insert_entry(&NewEntry {
             txn_key: &format!("hold:{token}"),
@@ -769,7 +1144,9 @@ fn adjust_hold(tx: &Tx<'_>, key: &str, job: &JobRow, delta: i64, now: i64) -> ru
 }
 
 fn journal_count(tx: &Tx<'_>, token: &str) -> rusqlite::Result<i64> {
-    tx.tx.prepare_cached("SELECT count(*) FROM journal WHERE token = ?1")?.query_row([token], |r| r.get(0))
+    tx.tx
+        .prepare_cached("SELECT count(*) FROM journal WHERE token = ?1")?
+        .query_row([token], |r| r.get(0))
 }
 
 /// Posts a charge over the account's allocations active at `at`, the one ending
@@ -790,7 +1167,11 @@ fn post_charge(
     }
     let mut left = amount.micros();
     let mut part = 0u32;
-    for a in tx.allocations(account_id)?.iter().filter(|a| a.is_active(at) && a.remaining().micros() > 0) {
+    for a in tx
+        .allocations(account_id)?
+        .iter()
+        .filter(|a| a.is_active(at) && a.remaining().micros() > 0)
+    {
         let take = left.min(a.remaining().micros());
         tx.insert_entry(&NewEntry {
             txn_key: key,

@@ -1,11 +1,11 @@
 //! The budget core: everything that decides money, testable without SLURM.
 
+pub mod budget;
 pub mod config;
 pub mod cost;
 pub mod fields;
 pub mod hooks;
 pub mod job;
-pub mod money;
-pub mod budget;
 pub mod ledger;
+pub mod money;
 pub mod verify;

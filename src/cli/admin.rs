@@ -1,0 +1,688 @@
+//! `asbb-admin`: flags in, core calls, text out. No business logic here.
+
+use super::{json, load_config, now, open_budget, CliError, Format, Table};
+use crate::core::budget::{
+    format_date, format_time, parse_date, Balance, Budget, Decision, DAY_S, FOREVER,
+};
+use crate::core::cost;
+use crate::core::job::{
+    format_time_limit, parse_array_task_count, parse_gpu_spec, parse_mem_mb, parse_time_limit_min,
+    JobRequest, Resources,
+};
+use crate::core::ledger::{AllocationRow, OpenMode};
+use crate::core::money::Money;
+use clap::{Args, Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "asbb-admin",
+    version,
+    about = "Administer asbb budgets: accounts, deposits, estimates, the ledger"
+)]
+pub struct AdminCli {
+    /// asbb.toml to use.
+    #[arg(long, global = true, env = "ASBB_CONFIG", default_value = crate::core::config::DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+    /// Ledger file (default: `ledger` in the config).
+    #[arg(long, global = true, env = "ASBB_LEDGER")]
+    pub ledger: Option<PathBuf>,
+    /// Output format for tables and records.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCommand {
+    /// Budget accounts (one per SLURM account).
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// Add money to an account, valid for a window.
+    Deposit(DepositArgs),
+    /// Price a job without submitting it.
+    Estimate(EstimateArgs),
+    /// An account's journal entries.
+    Transactions(TransactionsArgs),
+    /// Recompute every balance from the journal and check every invariant.
+    Verify,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccountCommand {
+    /// Create a budget account with its initial allocation.
+    Create(AccountCreateArgs),
+    /// All accounts with their balances.
+    List,
+    /// One account's balance and allocations.
+    Show { account: String },
+}
+
+#[derive(Args, Debug)]
+pub struct AccountCreateArgs {
+    /// The SLURM account name.
+    pub account: String,
+    /// Initial allocation, e.g. 250000 or 1,250.50 (dollars).
+    #[arg(long, allow_hyphen_values = true)]
+    pub limit: String,
+    /// First day the allocation is valid (YYYY-MM-DD, UTC; default today).
+    #[arg(long)]
+    pub start: Option<String>,
+    /// Last day the allocation is valid, inclusive (default: open-ended).
+    #[arg(long)]
+    pub end: Option<String>,
+    /// How far below zero the account may go.
+    #[arg(long, allow_hyphen_values = true)]
+    pub credit_limit: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct DepositArgs {
+    pub account: String,
+    /// Dollars, e.g. 5000 or 1,250.50.
+    #[arg(allow_hyphen_values = true)]
+    pub amount: String,
+    #[arg(long)]
+    pub memo: Option<String>,
+    /// First valid day (YYYY-MM-DD; default today).
+    #[arg(long)]
+    pub valid_from: Option<String>,
+    /// Last valid day, inclusive (default: open-ended).
+    #[arg(long)]
+    pub valid_until: Option<String>,
+    /// Makes a retried deposit safe: the same id is applied once.
+    #[arg(long)]
+    pub request_id: Option<String>,
+}
+
+/// A job's shape, shared by `asbb-admin estimate` and `asbb quick-check`.
+#[derive(Args, Debug, Clone)]
+pub struct RequestArgs {
+    #[arg(long, short = 'p', env = "ASBB_DEFAULT_PARTITION")]
+    pub partition: Option<String>,
+    #[arg(long, short = 'N', default_value_t = 1)]
+    pub nodes: u32,
+    /// CPUs on each node.
+    #[arg(long)]
+    pub cpus_per_node: Option<u32>,
+    /// CPUs in total (instead of --cpus-per-node).
+    #[arg(long, conflicts_with = "cpus_per_node")]
+    pub cpus: Option<u32>,
+    /// Memory per node: 4000 (MB), 4G, 512M.
+    #[arg(long)]
+    pub mem: Option<String>,
+    /// Memory per CPU (instead of --mem).
+    #[arg(long, conflicts_with = "mem")]
+    pub mem_per_cpu: Option<String>,
+    /// GPUs per node, untyped.
+    #[arg(long)]
+    pub gpus: Option<u32>,
+    /// GRES per node, e.g. gpu:a100:2.
+    #[arg(long, conflicts_with = "gpus")]
+    pub gres: Option<String>,
+    /// Time limit: MM, HH:MM:SS, D-HH:MM, 2h, 90m, 1d.
+    #[arg(long, short = 't')]
+    pub time: String,
+    #[arg(long, default_value_t = 1)]
+    pub array_tasks: u32,
+    #[arg(long)]
+    pub qos: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct EstimateArgs {
+    #[command(flatten)]
+    pub request: RequestArgs,
+    /// Also say what the budget would decide for this account now.
+    #[arg(long, short = 'A')]
+    pub account: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct TransactionsArgs {
+    pub account: String,
+    /// Only entries on or after this day (YYYY-MM-DD).
+    #[arg(long)]
+    pub since: Option<String>,
+}
+
+impl RequestArgs {
+    /// Builds the request the plugin would build for the same sbatch flags.
+    pub fn to_request(&self, account: &str, user: &str, uid: u32) -> Result<JobRequest, CliError> {
+        let partition = self.partition.clone().ok_or_else(|| {
+            CliError::new("no partition: give --partition or set ASBB_DEFAULT_PARTITION")
+        })?;
+        if self.nodes == 0 {
+            return Err(CliError::new("--nodes must be at least 1"));
+        }
+        let cpus = match (self.cpus, self.cpus_per_node) {
+            (Some(c), _) => c as u64,
+            (None, Some(c)) => c as u64 * self.nodes as u64,
+            (None, None) => self.nodes as u64,
+        };
+        let mem_mb = match (&self.mem, &self.mem_per_cpu) {
+            (Some(m), _) => {
+                parse_mem_mb(m).map_err(|e| CliError::new(e.to_string()))? * self.nodes as u64
+            }
+            (None, Some(m)) => parse_mem_mb(m).map_err(|e| CliError::new(e.to_string()))? * cpus,
+            (None, None) => 0,
+        };
+        let mut gpus = match (&self.gres, self.gpus) {
+            (Some(g), _) => parse_gpu_spec(g).map_err(|e| CliError::new(e.to_string()))?,
+            (None, Some(n)) if n > 0 => BTreeMap::from([(String::new(), n)]),
+            _ => BTreeMap::new(),
+        };
+        for n in gpus.values_mut() {
+            *n = n
+                .checked_mul(self.nodes)
+                .ok_or_else(|| CliError::new("too many GPUs"))?;
+        }
+        let resources = Resources {
+            nodes: self.nodes,
+            cpus: u32::try_from(cpus).map_err(|_| CliError::new("too many CPUs"))?,
+            mem_mb,
+            gpus,
+        };
+        resources
+            .validate()
+            .map_err(|e| CliError::new(e.to_string()))?;
+        let time_limit_min =
+            parse_time_limit_min(&self.time).map_err(|e| CliError::new(e.to_string()))?;
+        if self.array_tasks == 0 {
+            return Err(CliError::new("--array-tasks must be at least 1"));
+        }
+        // Bounds-check the array size with the same rule as sbatch --array.
+        parse_array_task_count(&format!("1-{}", self.array_tasks))
+            .map_err(|e| CliError::new(e.to_string()))?;
+        Ok(JobRequest {
+            user: user.to_string(),
+            uid,
+            account: account.to_string(),
+            partition,
+            resources,
+            time_limit_min,
+            array_tasks: self.array_tasks,
+            qos: self.qos.clone(),
+            job_id: None,
+            job_name: None,
+        })
+    }
+}
+
+/// Describes a request in one line: `2 nodes, 32 CPUs, 64 GB memory, 2 GPUs (a100), 02:00:00, 1 task`.
+pub fn describe_request(req: &JobRequest) -> String {
+    let r = &req.resources;
+    let mem = if r.mem_mb == 0 {
+        "default".to_string()
+    } else if r.mem_mb % 1024 == 0 {
+        format!("{} GB", r.mem_mb / 1024)
+    } else {
+        format!("{} MB", r.mem_mb)
+    };
+    let gpus = if r.gpus.is_empty() {
+        "0 GPUs".to_string()
+    } else {
+        let types: Vec<String> = r
+            .gpus
+            .iter()
+            .map(|(t, n)| {
+                if t.is_empty() {
+                    format!("{n} untyped")
+                } else {
+                    format!("{n} {t}")
+                }
+            })
+            .collect();
+        format!("{} GPUs ({})", r.gpu_total(), types.join(", "))
+    };
+    format!(
+        "{} node{}, {} CPU{}, {mem} memory, {gpus}, {}, {} task{}",
+        r.nodes,
+        plural(r.nodes as u64),
+        r.cpus,
+        plural(r.cpus as u64),
+        format_time_limit(req.time_limit_min),
+        req.array_tasks,
+        plural(req.array_tasks as u64)
+    )
+}
+
+fn plural(n: u64) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+/// Runs one admin command; returns what to print on stdout.
+pub fn run(cli: AdminCli) -> Result<String, CliError> {
+    let config = load_config(Some(&cli.config), cli.ledger.as_deref())?;
+    let now = now()?;
+    let actor = super::actor();
+    let fmt = cli.format;
+    match cli.command {
+        AdminCommand::Account(AccountCommand::Create(a)) => {
+            let limit = parse_money("--limit", &a.limit)?;
+            let credit = match &a.credit_limit {
+                Some(c) => parse_money("--credit-limit", c)?,
+                None => Money::ZERO,
+            };
+            let from = day_or(&a.start, "--start", today(now))?;
+            let until = match &a.end {
+                Some(d) => parse_day("--end", d)? + DAY_S,
+                None => FOREVER,
+            };
+            let mut budget = open_budget(config, OpenMode::CreateIfMissing)?;
+            budget.create_account(&a.account, limit, from, until, credit, &actor, now)?;
+            let b = budget.balance(&a.account, now)?;
+            Ok(match fmt {
+                Format::Text => format!(
+                    "created account {} with {} available\n",
+                    a.account, b.available
+                ),
+                _ => show_balance(&b, &[], fmt),
+            })
+        }
+        AdminCommand::Account(AccountCommand::List) => {
+            let mut budget = open_budget(config, OpenMode::MustExist)?;
+            let names: Vec<String> = budget.accounts()?.into_iter().map(|a| a.name).collect();
+            let mut balances = Vec::new();
+            for n in names {
+                balances.push(budget.balance(&n, now)?);
+            }
+            Ok(list_balances(&balances, fmt))
+        }
+        AdminCommand::Account(AccountCommand::Show { account }) => {
+            let mut budget = open_budget(config, OpenMode::MustExist)?;
+            let b = budget.balance(&account, now)?;
+            let mut allocs = budget.allocations(&account)?;
+            allocs.sort_by_key(|a| a.id);
+            Ok(show_balance(&b, &allocs, fmt))
+        }
+        AdminCommand::Deposit(d) => {
+            let amount = Money::parse(&d.amount).map_err(|e| CliError::new(e.to_string()))?;
+            if amount.is_zero() {
+                return Err(CliError::new("amount must be above zero"));
+            }
+            let from = day_or(&d.valid_from, "--valid-from", today(now))?;
+            let until = match &d.valid_until {
+                Some(day) => parse_day("--valid-until", day)? + DAY_S,
+                None => FOREVER,
+            };
+            let mut budget = open_budget(config, OpenMode::MustExist)?;
+            let applied = budget.deposit(
+                &d.account,
+                amount,
+                from,
+                until,
+                d.memo.as_deref(),
+                d.request_id.as_deref(),
+                &actor,
+                now,
+            )?;
+            let b = budget.balance(&d.account, now)?;
+            Ok(match (fmt, applied) {
+                (Format::Text, true) => format!(
+                    "deposited {amount} to {}; available {}\n",
+                    d.account, b.available
+                ),
+                (Format::Text, false) => format!(
+                    "deposit {} was already applied; available {}\n",
+                    d.request_id.unwrap_or_default(),
+                    b.available
+                ),
+                _ => show_balance(&b, &[], fmt),
+            })
+        }
+        AdminCommand::Estimate(e) => {
+            let account = e.account.clone().unwrap_or_default();
+            let req = e
+                .request
+                .to_request(&account, &actor, super::current_uid())?;
+            let partition = config.partitions.get(&req.partition).ok_or_else(|| {
+                CliError::new(format!(
+                    "partition '{}' has no price in {}",
+                    req.partition, config.source
+                ))
+            })?;
+            let estimate =
+                cost::estimate(&config, &req).map_err(|err| CliError::new(err.to_string()))?;
+            let pricing = partition.pricing.to_string();
+            let decision = match &e.account {
+                Some(_) => Some(open_budget(config, OpenMode::MustExist)?.quote(&req, now)?),
+                None => None,
+            };
+            Ok(show_estimate(
+                &req,
+                &pricing,
+                estimate,
+                decision.as_ref(),
+                fmt,
+            ))
+        }
+        AdminCommand::Transactions(t) => {
+            let since = match &t.since {
+                Some(d) => parse_day("--since", d)?,
+                None => i64::MIN,
+            };
+            let budget = open_budget(config, OpenMode::MustExist)?;
+            let entries = budget.transactions(&t.account, since)?;
+            Ok(show_transactions(&entries, fmt))
+        }
+        AdminCommand::Verify => {
+            let budget = open_budget(config, OpenMode::MustExist)?;
+            let report = budget.verify()?;
+            let text = match fmt {
+                Format::Json => json(&report),
+                _ => {
+                    let mut out = format!(
+                        "checked {} accounts, {} allocations, {} journal entries, {} jobs\n",
+                        report.accounts, report.allocations, report.journal_entries, report.jobs
+                    );
+                    if report.is_clean() {
+                        out.push_str("ok: every balance matches the journal\n");
+                    }
+                    for p in &report.problems {
+                        let _ = writeln!(out, "problem: {p}");
+                    }
+                    out
+                }
+            };
+            if report.is_clean() {
+                Ok(text)
+            } else {
+                print!("{text}");
+                Err(CliError {
+                    message: format!("verify found {} problem(s)", report.problems.len()),
+                    exit_code: 1,
+                })
+            }
+        }
+    }
+}
+
+fn parse_money(flag: &str, text: &str) -> Result<Money, CliError> {
+    Money::parse(text).map_err(|e| CliError::new(format!("{flag}: {e}")))
+}
+
+fn parse_day(flag: &str, text: &str) -> Result<i64, CliError> {
+    parse_date(text).map_err(|e| CliError::new(format!("{flag}: {e}")))
+}
+
+fn day_or(text: &Option<String>, flag: &str, default: i64) -> Result<i64, CliError> {
+    match text {
+        Some(t) => parse_day(flag, t),
+        None => Ok(default),
+    }
+}
+
+fn today(now: i64) -> i64 {
+    now - now.rem_euclid(DAY_S)
+}
+
+fn until_text(valid_until: i64) -> String {
+    if valid_until >= FOREVER {
+        "open".to_string()
+    } else {
+        format_date(valid_until - DAY_S)
+    }
+}
+
+fn balance_json(b: &Balance) -> serde_json::Value {
+    serde_json::json!({
+        "account": b.account,
+        "status": b.status,
+        "allocated": b.allocated.to_decimal_string(),
+        "charged": b.charged.to_decimal_string(),
+        "held": b.held.to_decimal_string(),
+        "available": b.available.to_decimal_string(),
+        "credit_limit": b.credit_limit.to_decimal_string(),
+        "valid_from": b.valid_from.map(format_date),
+        "valid_until": b.valid_until.map(until_text),
+    })
+}
+
+fn show_balance(b: &Balance, allocs: &[AllocationRow], fmt: Format) -> String {
+    match fmt {
+        Format::Json => {
+            let mut v = balance_json(b);
+            v["allocations"] = allocs
+                .iter()
+                .map(|a| {
+                    serde_json::json!({
+                        "id": a.id,
+                        "amount": a.amount.to_decimal_string(),
+                        "debited": a.debited.to_decimal_string(),
+                        "remaining": a.remaining().to_decimal_string(),
+                        "valid_from": format_date(a.valid_from),
+                        "valid_until": until_text(a.valid_until),
+                        "memo": a.memo,
+                    })
+                })
+                .collect();
+            json(&v)
+        }
+        Format::Csv => balances_table(std::slice::from_ref(b), true).to_csv(),
+        Format::Text => {
+            let valid = match (b.valid_from, b.valid_until) {
+                (Some(f), Some(u)) => format!("{} to {}", format_date(f), until_text(u)),
+                _ => "no active allocation".to_string(),
+            };
+            let mut out = String::new();
+            let _ = writeln!(out, "Account:       {}", b.account);
+            let _ = writeln!(out, "Status:        {}", b.status);
+            let _ = writeln!(out, "Allocated:     {}", b.allocated);
+            let _ = writeln!(out, "Charged:       {}", b.charged);
+            let _ = writeln!(out, "Held:          {}", b.held);
+            let _ = writeln!(out, "Credit limit:  {}", b.credit_limit);
+            let _ = writeln!(out, "Available:     {}", b.available);
+            let _ = writeln!(out, "Valid:         {valid}");
+            if !allocs.is_empty() {
+                let mut t = Table::new(vec![
+                    "ID",
+                    "FROM",
+                    "UNTIL",
+                    "AMOUNT",
+                    "DEBITED",
+                    "REMAINING",
+                    "MEMO",
+                ]);
+                for a in allocs {
+                    t.push(vec![
+                        a.id.to_string(),
+                        format_date(a.valid_from),
+                        until_text(a.valid_until),
+                        a.amount.to_string(),
+                        a.debited.to_string(),
+                        a.remaining().to_string(),
+                        a.memo.clone().unwrap_or_default(),
+                    ]);
+                }
+                out.push_str("\nAllocations:\n");
+                out.push_str(&t.to_text());
+            }
+            out
+        }
+    }
+}
+
+fn balances_table(balances: &[Balance], machine: bool) -> Table {
+    let mut t = Table::new(vec![
+        "ACCOUNT",
+        "STATUS",
+        "ALLOCATED",
+        "CHARGED",
+        "HELD",
+        "AVAILABLE",
+    ]);
+    let m = |x: Money| {
+        if machine {
+            x.to_decimal_string()
+        } else {
+            x.to_string()
+        }
+    };
+    for b in balances {
+        t.push(vec![
+            b.account.clone(),
+            b.status.clone(),
+            m(b.allocated),
+            m(b.charged),
+            m(b.held),
+            m(b.available),
+        ]);
+    }
+    t
+}
+
+fn list_balances(balances: &[Balance], fmt: Format) -> String {
+    match fmt {
+        Format::Json => json(&balances.iter().map(balance_json).collect::<Vec<_>>()),
+        Format::Csv => balances_table(balances, true).to_csv(),
+        Format::Text => balances_table(balances, false).to_text(),
+    }
+}
+
+fn show_estimate(
+    req: &JobRequest,
+    pricing: &str,
+    estimate: Money,
+    decision: Option<&Decision>,
+    fmt: Format,
+) -> String {
+    match fmt {
+        Format::Json => {
+            let mut v = serde_json::json!({
+                "partition": req.partition,
+                "pricing": pricing,
+                "nodes": req.resources.nodes,
+                "cpus": req.resources.cpus,
+                "mem_mb": req.resources.mem_mb,
+                "gpus": req.resources.gpus,
+                "time_limit_min": req.time_limit_min,
+                "array_tasks": req.array_tasks,
+                "estimate": estimate.to_decimal_string(),
+            });
+            if let Some(d) = decision {
+                v["decision"] = serde_json::to_value(d).unwrap_or_default();
+            }
+            json(&v)
+        }
+        Format::Csv => {
+            let mut t = Table::new(vec![
+                "PARTITION",
+                "NODES",
+                "CPUS",
+                "MEM_MB",
+                "GPUS",
+                "TIME_LIMIT_MIN",
+                "ARRAY_TASKS",
+                "ESTIMATE",
+            ]);
+            t.push(vec![
+                req.partition.clone(),
+                req.resources.nodes.to_string(),
+                req.resources.cpus.to_string(),
+                req.resources.mem_mb.to_string(),
+                req.resources.gpu_total().to_string(),
+                req.time_limit_min.to_string(),
+                req.array_tasks.to_string(),
+                estimate.to_decimal_string(),
+            ]);
+            t.to_csv()
+        }
+        Format::Text => {
+            let mut out = String::new();
+            let _ = writeln!(out, "Partition:  {} ({pricing})", req.partition);
+            let _ = writeln!(out, "Request:    {}", describe_request(req));
+            let _ = writeln!(out, "Estimate:   {estimate}");
+            if let Some(d) = decision {
+                let _ = writeln!(out, "Decision:   {}", describe_decision(&req.account, d));
+            }
+            out
+        }
+    }
+}
+
+/// One line saying what the budget would do.
+pub fn describe_decision(account: &str, d: &Decision) -> String {
+    match d {
+        Decision::Accept {
+            available_after, ..
+        } => format!("accept; account {account} would have {available_after} left"),
+        Decision::Hold { reason, .. } => {
+            format!("submitted held: {}", reason.trim_start_matches("asbb: "))
+        }
+        Decision::Reject { reason, .. } => {
+            format!("reject: {}", reason.trim_start_matches("asbb: "))
+        }
+        Decision::Exempt { reason } => format!("not charged ({reason})"),
+    }
+}
+
+fn show_transactions(entries: &[crate::core::ledger::EntryRow], fmt: Format) -> String {
+    if fmt == Format::Json {
+        let v: Vec<serde_json::Value> = entries
+            .iter()
+            .map(|e| {
+                serde_json::json!({
+                    "id": e.id, "time": format_time(e.at), "kind": e.kind, "amount": e.amount.to_exact_string(),
+                    "allocation_id": e.allocation_id, "token": e.token, "job_id": e.job_id, "key": e.txn_key,
+                    "actor": e.actor, "memo": e.memo,
+                })
+            })
+            .collect();
+        return json(&v);
+    }
+    let machine = fmt == Format::Csv;
+    let mut t = Table::new(vec![
+        "ID",
+        "TIME",
+        "KIND",
+        "AMOUNT",
+        "ALLOCATION",
+        "JOB",
+        "TOKEN",
+        "MEMO",
+    ]);
+    for e in entries {
+        t.push(vec![
+            e.id.to_string(),
+            format_time(e.at),
+            e.kind.clone(),
+            if machine {
+                e.amount.to_decimal_string()
+            } else {
+                e.amount.to_string()
+            },
+            e.allocation_id
+                .map(|a| a.to_string())
+                .unwrap_or_else(|| "-".into()),
+            e.job_id
+                .map(|j| j.to_string())
+                .unwrap_or_else(|| "-".into()),
+            e.token.clone().unwrap_or_else(|| "-".into()),
+            e.memo.clone().unwrap_or_default(),
+        ]);
+    }
+    if machine {
+        t.to_csv()
+    } else {
+        t.to_text()
+    }
+}
+
+impl Budget {
+    /// Journal entries of one account since a time, oldest first.
+    pub fn transactions(
+        &self,
+        account: &str,
+        since: i64,
+    ) -> Result<Vec<crate::core::ledger::EntryRow>, CliError> {
+        self.journal_of(account, since).map_err(CliError::from)
+    }
+}

@@ -1,0 +1,196 @@
+//! Shared pieces of the two command lines: output formats, tables, the clock, and
+//! opening config and ledger from flags and environment.
+
+pub mod admin;
+
+use crate::core::budget::{Budget, BudgetError};
+use crate::core::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::core::ledger::{Ledger, OpenMode};
+use std::path::{Path, PathBuf};
+
+/// An error a command reports: one line on stderr and an exit code.
+#[derive(Debug)]
+pub struct CliError {
+    pub message: String,
+    pub exit_code: i32,
+}
+
+impl CliError {
+    pub fn new(message: impl Into<String>) -> CliError {
+        CliError {
+            message: message.into(),
+            exit_code: 2,
+        }
+    }
+}
+
+impl From<BudgetError> for CliError {
+    fn from(e: BudgetError) -> CliError {
+        CliError::new(e.to_string())
+    }
+}
+
+impl From<crate::core::ledger::LedgerError> for CliError {
+    fn from(e: crate::core::ledger::LedgerError) -> CliError {
+        CliError::new(e.to_string())
+    }
+}
+
+impl From<crate::core::config::ConfigError> for CliError {
+    fn from(e: crate::core::config::ConfigError) -> CliError {
+        CliError::new(e.to_string())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
+pub enum Format {
+    #[default]
+    Text,
+    Json,
+    Csv,
+}
+
+/// The time commands act at: now, or `ASBB_NOW` (unix seconds or RFC 3339), which
+/// makes reports and tests reproducible.
+pub fn now() -> Result<i64, CliError> {
+    match std::env::var("ASBB_NOW") {
+        Ok(v) if !v.is_empty() => {
+            if let Ok(n) = v.parse::<i64>() {
+                return Ok(n);
+            }
+            chrono::DateTime::parse_from_rfc3339(&v)
+                .map(|t| t.timestamp())
+                .map_err(|_| {
+                    CliError::new(format!("ASBB_NOW '{v}' is not unix seconds or RFC 3339"))
+                })
+        }
+        _ => Ok(chrono::Utc::now().timestamp()),
+    }
+}
+
+/// Loads the config named by `--config`/`ASBB_CONFIG` (or the default path).
+pub fn load_config(config: Option<&Path>, ledger: Option<&Path>) -> Result<Config, CliError> {
+    let path = config
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    let mut cfg = Config::load(&path)?;
+    if let Some(l) = ledger {
+        cfg.ledger_path = l.to_path_buf();
+    }
+    Ok(cfg)
+}
+
+pub fn open_budget(config: Config, mode: OpenMode) -> Result<Budget, CliError> {
+    let ledger = Ledger::open(
+        &config.ledger_path,
+        mode,
+        config.policy.ledger_busy_timeout_ms.max(1000),
+    )?;
+    Ok(Budget::with_ledger(config, ledger))
+}
+
+/// Who runs the command, for the audit log: the sudo caller if any, else the user.
+pub fn actor() -> String {
+    let uid = current_uid();
+    let name = user_name(uid).unwrap_or_else(|| format!("uid{uid}"));
+    match std::env::var("SUDO_USER") {
+        Ok(s) if !s.is_empty() && uid == 0 => format!("{s} (via sudo)"),
+        _ => name,
+    }
+}
+
+pub fn current_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(u32::MAX)
+}
+
+/// Looks a uid up in /etc/passwd.
+pub fn user_name(uid: u32) -> Option<String> {
+    let text = std::fs::read_to_string("/etc/passwd").ok()?;
+    text.lines().find_map(|l| {
+        let mut f = l.split(':');
+        let name = f.next()?;
+        let _pw = f.next()?;
+        (f.next()?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+    })
+}
+
+/// A table printed as aligned text or CSV.
+pub struct Table {
+    pub headers: Vec<&'static str>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(headers: Vec<&'static str>) -> Table {
+        Table {
+            headers,
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, row: Vec<String>) {
+        self.rows.push(row);
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+        let line = |cells: Vec<&str>| {
+            let mut out = String::new();
+            for (i, c) in cells.iter().enumerate() {
+                if i + 1 == cells.len() {
+                    out.push_str(c);
+                } else {
+                    out.push_str(&format!("{c:<w$}  ", w = widths[i]));
+                }
+            }
+            out.trim_end().to_string() + "\n"
+        };
+        let mut out = line(self.headers.clone());
+        for row in &self.rows {
+            out.push_str(&line(row.iter().map(String::as_str).collect()));
+        }
+        out
+    }
+
+    pub fn to_csv(&self) -> String {
+        let mut out = self
+            .headers
+            .iter()
+            .map(|h| csv_cell(&h.to_ascii_lowercase()))
+            .collect::<Vec<_>>()
+            .join(",")
+            + "\n";
+        for row in &self.rows {
+            out.push_str(
+                &(row
+                    .iter()
+                    .map(|c| csv_cell(c))
+                    .collect::<Vec<_>>()
+                    .join(",")
+                    + "\n"),
+            );
+        }
+        out
+    }
+}
+
+fn csv_cell(c: &str) -> String {
+    if c.contains([',', '"', '\n']) {
+        format!("\"{}\"", c.replace('"', "\"\""))
+    } else {
+        c.to_string()
+    }
+}
+
+/// Prints JSON with a trailing newline.
+pub fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")) + "\n"
+}

@@ -1,0 +1,451 @@
+//! Golden tests for `asbb-admin`: exact text for what people read, exact error lines
+//! for bad input, and nothing written when a command fails.
+
+use asbb::core::budget::Budget;
+use asbb::core::config::Config;
+use asbb::core::job::{EndState, JobCompletion, JobRequest, Resources};
+use asbb::core::ledger::OpenMode;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const NOW: &str = "2026-03-01T12:00:00Z";
+const NOW_S: i64 = 1_772_366_400;
+
+struct Env {
+    dir: tempfile::TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn ledger(&self) -> PathBuf {
+        self.dir.path().join("ledger.db")
+    }
+
+    fn config_path() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/asbb.toml")
+    }
+
+    /// Runs asbb-admin; returns (stdout, stderr, exit code).
+    fn run(&self, args: &[&str]) -> (String, String, i32) {
+        let out = Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
+            .args(args)
+            .env("ASBB_CONFIG", Self::config_path())
+            .env("ASBB_LEDGER", self.ledger())
+            .env("ASBB_NOW", NOW)
+            .output()
+            .unwrap();
+        (
+            String::from_utf8(out.stdout).unwrap(),
+            String::from_utf8(out.stderr).unwrap(),
+            out.status.code().unwrap_or(-1),
+        )
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let (out, err, code) = self.run(args);
+        assert_eq!(code, 0, "{args:?} failed: {err}");
+        out
+    }
+
+    /// Runs a command that must fail with exactly `line` on stderr and change nothing.
+    fn fails(&self, args: &[&str], line: &str) {
+        let before = self.snapshot();
+        let (out, err, code) = self.run(args);
+        assert_ne!(code, 0, "{args:?} should fail but printed {out}");
+        assert_eq!(err, format!("{line}\n"), "{args:?}");
+        assert_eq!(self.snapshot(), before, "{args:?} wrote to the ledger");
+    }
+
+    fn snapshot(&self) -> String {
+        if !self.ledger().exists() {
+            return String::new();
+        }
+        let conn = rusqlite::Connection::open(self.ledger()).unwrap();
+        let mut out = String::new();
+        for table in ["accounts", "allocations", "journal", "jobs", "runs"] {
+            let n: i64 = conn
+                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+                .unwrap();
+            out.push_str(&format!("{table}={n} "));
+        }
+        out
+    }
+
+    fn budget(&self) -> Budget {
+        let mut cfg = Config::load(&Self::config_path()).unwrap();
+        cfg.ledger_path = self.ledger();
+        Budget::open(cfg, OpenMode::MustExist).unwrap()
+    }
+}
+
+#[test]
+fn account_show_text_and_json() {
+    let env = Env::new();
+    assert_eq!(
+        env.ok(&[
+            "account",
+            "create",
+            "chem",
+            "--limit",
+            "1,250.50",
+            "--start",
+            "2026-01-01",
+            "--end",
+            "2026-12-31"
+        ]),
+        "created account chem with $1,250.50 available\n"
+    );
+    assert_eq!(
+        env.ok(&[
+            "deposit",
+            "chem",
+            "500",
+            "--memo",
+            "top-up",
+            "--valid-until",
+            "2026-06-30"
+        ]),
+        "deposited $500.00 to chem; available $1,750.50\n"
+    );
+    assert_eq!(
+        env.ok(&["account", "show", "chem"]),
+        "\
+Account:       chem
+Status:        active
+Allocated:     $1,750.50
+Charged:       $0.00
+Held:          $0.00
+Credit limit:  $0.00
+Available:     $1,750.50
+Valid:         2026-01-01 to 2026-12-31
+
+Allocations:
+ID  FROM        UNTIL       AMOUNT     DEBITED  REMAINING  MEMO
+1   2026-01-01  2026-12-31  $1,250.50  $0.00    $1,250.50  initial allocation
+2   2026-03-01  2026-06-30  $500.00    $0.00    $500.00    top-up
+"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&env.ok(&["account", "show", "chem", "--format", "json"])).unwrap();
+    assert_eq!(v["account"], "chem");
+    assert_eq!(v["allocated"], "1750.50");
+    assert_eq!(v["charged"], "0.00");
+    assert_eq!(v["held"], "0.00");
+    assert_eq!(v["available"], "1750.50");
+    assert_eq!(
+        env.ok(&["account", "list", "--format", "csv"]),
+        "account,status,allocated,charged,held,available\nchem,active,1750.50,0.00,0.00,1750.50\n"
+    );
+}
+
+#[test]
+fn estimate_text() {
+    let env = Env::new();
+    assert_eq!(
+        env.ok(&[
+            "estimate",
+            "--partition",
+            "debug",
+            "--nodes",
+            "2",
+            "--cpus-per-node",
+            "16",
+            "--mem",
+            "32G",
+            "--time",
+            "2h"
+        ]),
+        "\
+Partition:  debug (per-TRES rates)
+Request:    2 nodes, 32 CPUs, 64 GB memory, 0 GPUs, 02:00:00, 1 task
+Estimate:   $1.92
+"
+    );
+    assert_eq!(
+        env.ok(&[
+            "estimate",
+            "-p",
+            "debug",
+            "--gres",
+            "gpu:a100:2",
+            "--time",
+            "1-00:00",
+            "--array-tasks",
+            "10"
+        ]),
+        "\
+Partition:  debug (per-TRES rates)
+Request:    1 node, 1 CPU, default memory, 2 GPUs (2 a100), 1-00:00:00, 10 tasks
+Estimate:   $1,444.80
+"
+    );
+    assert_eq!(
+        env.ok(&["estimate", "-p", "aws-burst", "-N", "4", "--time", "90m"]),
+        "\
+Partition:  aws-burst (AWS c5.4xlarge spot at 0.272 per node-hour)
+Request:    4 nodes, 4 CPUs, default memory, 0 GPUs, 01:30:00, 1 task
+Estimate:   $1.63
+"
+    );
+    env.ok(&[
+        "account",
+        "create",
+        "chem",
+        "--limit",
+        "10",
+        "--start",
+        "2026-01-01",
+    ]);
+    assert_eq!(
+        env.ok(&[
+            "estimate", "-p", "debug", "-N", "1", "--cpus", "8", "--time", "8:00:00", "-A", "chem"
+        ]),
+        "\
+Partition:  debug (per-TRES rates)
+Request:    1 node, 8 CPUs, default memory, 0 GPUs, 08:00:00, 1 task
+Estimate:   $1.28
+Decision:   accept; account chem would have $8.72 left
+"
+    );
+    assert_eq!(
+        env.ok(&["estimate", "-p", "debug", "--gpus", "2", "--time", "8h", "-A", "chem"]),
+        "\
+Partition:  debug (per-TRES rates)
+Request:    1 node, 1 CPU, default memory, 2 GPUs (2 untyped), 08:00:00, 1 task
+Estimate:   $16.16
+Decision:   reject: account 'chem' cannot cover this job: needs $16.16, $10.00 available; ask your PI for funds or request less time or fewer resources
+"
+    );
+}
+
+#[test]
+fn transactions_show_holds_charges_and_releases() {
+    let env = Env::new();
+    env.ok(&[
+        "account",
+        "create",
+        "chem",
+        "--limit",
+        "100",
+        "--start",
+        "2026-01-01",
+    ]);
+    env.ok(&[
+        "deposit",
+        "chem",
+        "50",
+        "--memo",
+        "grant",
+        "--request-id",
+        "r1",
+    ]);
+    assert_eq!(
+        env.ok(&["deposit", "chem", "50", "--request-id", "r1"]),
+        "deposit r1 was already applied; available $150.00\n"
+    );
+    let mut b = env.budget();
+    let req = JobRequest {
+        user: "alice".into(),
+        uid: 1000,
+        account: "chem".into(),
+        partition: "debug".into(),
+        resources: Resources {
+            nodes: 1,
+            cpus: 4,
+            mem_mb: 8192,
+            gpus: BTreeMap::new(),
+        },
+        time_limit_min: 120,
+        array_tasks: 1,
+        qos: None,
+        job_id: None,
+        job_name: None,
+    };
+    let token = match b.check_and_hold(&req, NOW_S + 60).unwrap() {
+        asbb::core::budget::Decision::Accept { token, .. } => token,
+        d => panic!("{d:?}"),
+    };
+    let done = JobCompletion {
+        cluster: "c1".into(),
+        job_id: 42,
+        hold_token: Some(token.clone()),
+        user: "alice".into(),
+        account: "chem".into(),
+        partition: "debug".into(),
+        state: EndState::Completed,
+        start_time: NOW_S + 120,
+        end_time: NOW_S + 120 + 1800,
+        allocated: Some(req.resources.clone()),
+        task_count: 1,
+    };
+    b.reconcile(&done, NOW_S + 2000).unwrap();
+    drop(b);
+    let out = env.ok(&["transactions", "chem"]);
+    let expected = "\
+ID  TIME                 KIND     AMOUNT   ALLOCATION  JOB  TOKEN  MEMO
+1   2026-03-01 12:00:00  deposit  $100.00  1           -    -      initial allocation
+2   2026-03-01 12:00:00  deposit  $50.00   2           -    -      grant
+3   2026-03-01 12:01:00  hold     $0.24    -           -    <T>  submit
+4   2026-03-01 12:33:20  charge   $0.06    1           42   <T>
+5   2026-03-01 12:33:20  release  $0.24    -           -    <T>
+"
+    .replace("<T>", &token);
+    // Column widths follow the token's length.
+    let normalize = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
+    assert_eq!(normalize(&out), normalize(&expected));
+    assert_eq!(env.ok(&["verify"]), "checked 1 accounts, 2 allocations, 5 journal entries, 1 jobs\nok: every balance matches the journal\n");
+    let csv = env.ok(&[
+        "transactions",
+        "chem",
+        "--since",
+        "2026-03-02",
+        "--format",
+        "csv",
+    ]);
+    assert_eq!(csv, "id,time,kind,amount,allocation,job,token,memo\n");
+}
+
+#[test]
+fn bad_input_is_one_clear_line_and_writes_nothing() {
+    let env = Env::new();
+    env.fails(&["account", "show", "chem"], &format!("asbb-admin: error: ledger {} does not exist; create it with `asbb-admin account create`", env.ledger().display()));
+    env.ok(&["account", "create", "chem", "--limit", "100"]);
+    env.fails(
+        &["account", "create", "chem", "--limit", "5"],
+        "asbb-admin: error: account 'chem' already exists",
+    );
+    env.fails(
+        &["account", "show", "nope"],
+        "asbb-admin: error: unknown account 'nope'",
+    );
+    env.fails(
+        &["deposit", "nope", "5"],
+        "asbb-admin: error: unknown account 'nope'",
+    );
+    env.fails(
+        &["deposit", "chem", "-5"],
+        "asbb-admin: error: amount '-5' is negative; amounts must be zero or more",
+    );
+    env.fails(
+        &["deposit", "chem", "1e3"],
+        "asbb-admin: error: amount '1e3' is not a decimal number like 1250.50",
+    );
+    env.fails(
+        &["deposit", "chem", "NaN"],
+        "asbb-admin: error: amount 'NaN' is not a decimal number like 1250.50",
+    );
+    env.fails(
+        &["deposit", "chem", "12.345678901"],
+        "asbb-admin: error: amount '12.345678901' has more than 6 digits after the decimal point",
+    );
+    env.fails(
+        &["deposit", "chem", ""],
+        "asbb-admin: error: amount is empty",
+    );
+    env.fails(
+        &["deposit", "chem", "0"],
+        "asbb-admin: error: amount must be above zero",
+    );
+    env.fails(
+        &["deposit", "chem", "5", "--valid-from", "2026-13-01"],
+        "asbb-admin: error: --valid-from: date '2026-13-01' is not YYYY-MM-DD",
+    );
+    env.fails(
+        &[
+            "deposit",
+            "chem",
+            "5",
+            "--valid-from",
+            "2026-05-01",
+            "--valid-until",
+            "2026-04-01",
+        ],
+        "asbb-admin: error: valid-until 2026-04-01 is not after valid-from 2026-05-01",
+    );
+    env.fails(
+        &[
+            "account",
+            "create",
+            "bio",
+            "--limit",
+            "5",
+            "--start",
+            "2026-05-01",
+            "--end",
+            "2026-04-01",
+        ],
+        "asbb-admin: error: end date 2026-04-01 is not after start date 2026-05-01",
+    );
+    env.fails(
+        &["account", "create", "bio", "--limit", "-1"],
+        "asbb-admin: error: --limit: amount '-1' is negative; amounts must be zero or more",
+    );
+    env.fails(
+        &["account", "create", "b d", "--limit", "1"],
+        "asbb-admin: error: account name 'b d' must be 1-64 letters, digits, '_', '-' or '.' (a SLURM account name)",
+    );
+    env.fails(
+        &["transactions", "nope"],
+        "asbb-admin: error: unknown account 'nope'",
+    );
+    env.fails(
+        &["estimate", "-p", "debug", "--time", "1x"],
+        "asbb-admin: error: time limit '1x' is not a SLURM time (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) or like 2h, 90m, 1d",
+    );
+    env.fails(
+        &["estimate", "-p", "gpu", "--time", "1h"],
+        &format!(
+            "asbb-admin: error: partition 'gpu' has no price in {}",
+            Env::config_path().display()
+        ),
+    );
+}
+
+#[test]
+fn invalid_config_is_refused_with_file_key_and_reason() {
+    let env = Env::new();
+    let bad = env.dir.path().join("bad.toml");
+    std::fs::write(&bad, "[partitions.debug.rates]\ncpu = -0.5\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
+        .args(["--config", bad.to_str().unwrap(), "account", "list"])
+        .env_remove("ASBB_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        format!("asbb-admin: error: {}: line 2: `cpu = -0.5`: amount '-0.5' is negative; amounts must be zero or more\n", bad.display())
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn verify_reports_tampering() {
+    let env = Env::new();
+    env.ok(&["account", "create", "chem", "--limit", "100"]);
+    let conn = rusqlite::Connection::open(env.ledger()).unwrap();
+    conn.execute("UPDATE accounts SET held_micros = 5", [])
+        .unwrap();
+    drop(conn);
+    let (out, err, code) = env.run(&["verify"]);
+    assert_eq!(code, 1);
+    assert_eq!(
+        out,
+        "checked 1 accounts, 1 allocations, 1 journal entries, 0 jobs\nproblem: account chem: cached held 5 micros, journal says 0\n"
+    );
+    assert_eq!(err, "asbb-admin: error: verify found 1 problem(s)\n");
+    // The journal itself cannot be edited.
+    let conn = rusqlite::Connection::open(env.ledger()).unwrap();
+    let e = conn
+        .execute("UPDATE journal SET amount_micros = 1", [])
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("journal entries are immutable"),
+        "{e}"
+    );
+}
