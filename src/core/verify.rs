@@ -230,7 +230,7 @@ impl Budget {
         let orphans: i64 = conn
             .query_row(
                 "SELECT count(*) FROM journal j WHERE j.kind = 'charge' AND j.txn_key LIKE 'charge:%'
-                 AND NOT EXISTS (SELECT 1 FROM runs r WHERE 'charge:' || r.run_key = j.txn_key)",
+                 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.run_key = substr(j.txn_key, 8))",
                 [],
                 |r| r.get(0),
             )

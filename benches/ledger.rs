@@ -1,0 +1,133 @@
+//! `cargo bench --bench ledger`: latency of the plugin's two ledger paths
+//! (check_and_hold at submit, reconcile at completion) on a file-backed ledger with
+//! 10,000 accounts and 1,000,000 journal entries. Prints one `name=value` per figure.
+//!
+//! Sizes can be lowered for a quick run: `ASBB_BENCH_ACCOUNTS`, `ASBB_BENCH_ENTRIES`,
+//! `ASBB_BENCH_ITERATIONS`.
+
+use asbb::core::budget::{Budget, Decision};
+use asbb::core::config::Config;
+use asbb::core::job::{EndState, JobCompletion, JobRequest, Resources};
+use asbb::core::ledger::{Ledger, OpenMode};
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn percentile(sorted_us: &[f64], p: f64) -> f64 {
+    let idx = ((sorted_us.len() as f64 - 1.0) * p).round() as usize;
+    sorted_us[idx]
+}
+
+fn main() {
+    let accounts = env_or("ASBB_BENCH_ACCOUNTS", 10_000);
+    let entries = env_or("ASBB_BENCH_ENTRIES", 1_000_000);
+    let iterations = env_or("ASBB_BENCH_ITERATIONS", 20_000);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("bench.db");
+    let config_text = format!(
+        "ledger = \"{}\"\n[policy]\nledger_busy_timeout_ms = 50\n[partitions.debug.rates]\ncpu = 0.02\nmem_gb = 0.005\n",
+        path.display()
+    );
+    let config = Config::parse(&config_text, "bench.toml").expect("config");
+
+    let t0 = Instant::now();
+    {
+        let ledger = Ledger::open(&path, OpenMode::CreateIfMissing, 5000).expect("ledger");
+        seed(ledger.connection(), accounts, entries);
+    }
+    let seed_s = t0.elapsed().as_secs_f64();
+    let mut budget = Budget::open(config, OpenMode::MustExist).expect("open");
+
+    let mut check_us = Vec::with_capacity(iterations as usize);
+    let mut reconcile_us = Vec::with_capacity(iterations as usize);
+    for i in 0..iterations {
+        let account = format!("acct{:05}", (i * 7919) % accounts);
+        let req = JobRequest {
+            user: "bench".into(),
+            uid: 1000,
+            account: account.clone(),
+            partition: "debug".into(),
+            resources: Resources { nodes: 1, cpus: 4, mem_mb: 8192, gpus: BTreeMap::new() },
+            time_limit_min: 60,
+            array_tasks: 1,
+            qos: None,
+            job_id: None,
+            job_name: None,
+        };
+        let t = Instant::now();
+        let decision = budget.check_and_hold(&req, 1_800_000_000 + i as i64).expect("check");
+        check_us.push(t.elapsed().as_secs_f64() * 1e6);
+        let token = match decision {
+            Decision::Accept { token, .. } => token,
+            other => panic!("bench job not accepted: {other:?}"),
+        };
+        let done = JobCompletion {
+            cluster: "bench".into(),
+            job_id: 1_000_000 + i as u32,
+            hold_token: Some(token),
+            user: "bench".into(),
+            account,
+            partition: "debug".into(),
+            state: EndState::Completed,
+            start_time: 1_800_000_000 + i as i64,
+            end_time: 1_800_000_000 + i as i64 + 600,
+            allocated: Some(req.resources.clone()),
+            task_count: 1,
+        };
+        let t = Instant::now();
+        budget.reconcile(&done, 1_800_000_700 + i as i64).expect("reconcile");
+        reconcile_us.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    check_us.sort_by(f64::total_cmp);
+    reconcile_us.sort_by(f64::total_cmp);
+    println!("ledger_accounts={accounts}");
+    println!("ledger_journal_entries={}", entries + 4 * iterations);
+    println!("seed_s={seed_s:.1}");
+    println!("iterations={iterations}");
+    println!("check_p50_us={:.1}", percentile(&check_us, 0.50));
+    println!("check_p99_us={:.1}", percentile(&check_us, 0.99));
+    println!("reconcile_p50_us={:.1}", percentile(&reconcile_us, 0.50));
+    println!("reconcile_p99_us={:.1}", percentile(&reconcile_us, 0.99));
+    let t = Instant::now();
+    let report = budget.verify().expect("verify");
+    println!("verify_s={:.2}", t.elapsed().as_secs_f64());
+    println!("verify_clean={}", report.is_clean());
+}
+
+/// Fills the ledger with accounts and a journal of settled jobs, in bulk SQL, keeping
+/// every cached total consistent so `verify` stays clean.
+fn seed(conn: &rusqlite::Connection, accounts: u64, entries: u64) {
+    // Each seeded job writes 3 entries: hold, charge, release.
+    let jobs = entries.saturating_sub(accounts) / 3;
+    let sql = format!(
+        "BEGIN;
+         WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < {accounts})
+         INSERT INTO accounts (id, name, created_at) SELECT i + 1, printf('acct%05d', i), 0 FROM n;
+         INSERT INTO allocations (id, account_id, amount_micros, valid_from, valid_until, created_at)
+           SELECT id, id, 1000000000000, 0, 253402214400, 0 FROM accounts;
+         INSERT INTO journal (txn_key, kind, account_id, allocation_id, amount_micros, at)
+           SELECT 'seed-deposit:' || id, 'deposit', id, id, 1000000000000, 0 FROM accounts;
+         WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < {jobs})
+         INSERT INTO jobs (token, account_id, user_name, uid, partition, job_id, request_json, estimate_micros,
+                           tasks_total, tasks_done, held_micros, hold_placed_micros, charged_micros, state, submitted_at, settled_at)
+           SELECT printf('seed%08x', i), (i % {accounts}) + 1, 'seed', 1000, 'debug', i + 1, '{{}}', 100000,
+                  1, 1, 0, 100000, 50000, 'settled', i, i + 60 FROM n;
+         INSERT INTO runs (run_key, token, account_id, cluster, job_id, user_name, partition, end_state, start_time,
+                           end_time, elapsed_s, cost_micros, estimate_share_micros, reconciled_at)
+           SELECT 'seed:' || job_id || ':0', token, account_id, 'seed', job_id, 'seed', 'debug', 'COMPLETED', 0, 60, 60,
+                  50000, 100000, 60 FROM jobs;
+         INSERT INTO journal (txn_key, kind, account_id, amount_micros, token, job_id, at)
+           SELECT 'hold:' || token, 'hold', account_id, 100000, token, job_id, submitted_at FROM jobs;
+         INSERT INTO journal (txn_key, kind, account_id, allocation_id, amount_micros, token, job_id, at)
+           SELECT 'charge:seed:' || job_id || ':0', 'charge', account_id, account_id, 50000, token, job_id, settled_at FROM jobs;
+         INSERT INTO journal (txn_key, kind, account_id, amount_micros, token, job_id, at)
+           SELECT 'release:seed:' || job_id || ':0', 'release', account_id, 100000, token, job_id, settled_at FROM jobs;
+         UPDATE allocations SET debited_micros = 50000 * (SELECT count(*) FROM jobs WHERE jobs.account_id = allocations.account_id);
+         COMMIT;
+         PRAGMA wal_checkpoint(TRUNCATE);"
+    );
+    conn.execute_batch(&sql).expect("seed");
+}
