@@ -2,6 +2,7 @@
 //! opening config and ledger from flags and environment.
 
 pub mod admin;
+pub mod user;
 
 use crate::core::budget::{Budget, BudgetError};
 use crate::core::config::{Config, DEFAULT_CONFIG_PATH};

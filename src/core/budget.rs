@@ -128,6 +128,20 @@ pub struct Balance {
     pub valid_until: Option<i64>,
 }
 
+/// One job as users see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobSummary {
+    pub job_id: Option<u32>,
+    pub account: String,
+    pub partition: String,
+    pub submitted_at: i64,
+    pub state: String,
+    pub estimate: Money,
+    pub held: Money,
+    pub charged: Money,
+    pub token: String,
+}
+
 /// The budget core: config + ledger.
 pub struct Budget {
     pub config: Config,
@@ -790,6 +804,36 @@ impl Budget {
         })
     }
 
+    /// A user's most recent jobs, newest first.
+    pub fn recent_jobs(&self, user: &str, limit: u32) -> Result<Vec<JobSummary>, BudgetError> {
+        let e = sq(&self.ledger);
+        let mut stmt = self
+            .ledger
+            .conn
+            .prepare_cached(
+                "SELECT j.job_id, a.name, j.partition, j.submitted_at, j.state, j.estimate_micros, j.held_micros, j.charged_micros, j.token
+                 FROM jobs j JOIN accounts a ON a.id = j.account_id
+                 WHERE j.user_name = ?1 ORDER BY j.submitted_at DESC, j.rowid DESC LIMIT ?2",
+            )
+            .map_err(&e)?;
+        let rows = stmt
+            .query_map(params![user, limit], |r| {
+                Ok(JobSummary {
+                    job_id: r.get(0)?,
+                    account: r.get(1)?,
+                    partition: r.get(2)?,
+                    submitted_at: r.get(3)?,
+                    state: r.get(4)?,
+                    estimate: Money::from_micros(r.get(5)?),
+                    held: Money::from_micros(r.get(6)?),
+                    charged: Money::from_micros(r.get(7)?),
+                    token: r.get(8)?,
+                })
+            })
+            .map_err(&e)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(e)
+    }
+
     /// Journal entries of one account at or after `since`, oldest first.
     pub fn journal_of(
         &self,
@@ -933,10 +977,10 @@ fn decide(
         }
     };
     let ledger_err = |source: rusqlite::Error| BudgetError::Ledger(tx.err(source));
-    let account =
-        match tx.account_by_name(&req.account).map_err(ledger_err)? {
-            Some(a) => a,
-            None => return Ok(Verdict::Done(match config.policy.unknown_account {
+    let account = match tx.account_by_name(&req.account).map_err(ledger_err)? {
+        Some(a) => a,
+        None => {
+            return Ok(Verdict::Done(match config.policy.unknown_account {
                 MissingPolicy::Exempt => Decision::Exempt {
                     reason: format!("account {} has no budget", req.account),
                 },
@@ -948,8 +992,9 @@ fn decide(
                     code: RefuseCode::InvalidAccount,
                     estimate: Some(estimate),
                 },
-            })),
-        };
+            }))
+        }
+    };
     if account.status != "active" {
         return Ok(Verdict::Done(Decision::Reject {
             reason: format!(

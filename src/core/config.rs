@@ -377,16 +377,16 @@ pub fn parse_billing_weights(text: &str) -> Result<BillingWeights, String> {
                 };
             }
             "gres/gpu" => w.gpu_micro = weight,
-            other => {
-                match other.strip_prefix("gres/gpu:") {
-                    Some(t) if !t.is_empty() => {
-                        w.gpu_typed_micro.insert(t.to_string(), weight);
-                    }
-                    _ => return Err(format!(
-                        "unknown TRES '{name}'; use CPU, Mem, Node, GRES/gpu or GRES/gpu:<type>"
-                    )),
+            other => match other.strip_prefix("gres/gpu:") {
+                Some(t) if !t.is_empty() => {
+                    w.gpu_typed_micro.insert(t.to_string(), weight);
                 }
-            }
+                _ => {
+                    return Err(format!(
+                        "unknown TRES '{name}'; use CPU, Mem, Node, GRES/gpu or GRES/gpu:<type>"
+                    ))
+                }
+            },
         }
     }
     Ok(w)
