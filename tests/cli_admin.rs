@@ -18,9 +18,7 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
+        Env { dir: tempfile::tempdir().unwrap() }
     }
 
     fn ledger(&self) -> PathBuf {
@@ -69,9 +67,7 @@ impl Env {
         let conn = rusqlite::Connection::open(self.ledger()).unwrap();
         let mut out = String::new();
         for table in ["accounts", "allocations", "journal", "jobs", "runs"] {
-            let n: i64 = conn
-                .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-                .unwrap();
+            let n: i64 = conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap();
             out.push_str(&format!("{table}={n} "));
         }
         out
@@ -88,29 +84,11 @@ impl Env {
 fn account_show_text_and_json() {
     let env = Env::new();
     assert_eq!(
-        env.ok(&[
-            "account",
-            "create",
-            "chem",
-            "--limit",
-            "1,250.50",
-            "--start",
-            "2026-01-01",
-            "--end",
-            "2026-12-31"
-        ]),
+        env.ok(&["account", "create", "chem", "--limit", "1,250.50", "--start", "2026-01-01", "--end", "2026-12-31"]),
         "created account chem with $1,250.50 available\n"
     );
     assert_eq!(
-        env.ok(&[
-            "deposit",
-            "chem",
-            "500",
-            "--memo",
-            "top-up",
-            "--valid-until",
-            "2026-06-30"
-        ]),
+        env.ok(&["deposit", "chem", "500", "--memo", "top-up", "--valid-until", "2026-06-30"]),
         "deposited $500.00 to chem; available $1,750.50\n"
     );
     assert_eq!(
@@ -131,8 +109,7 @@ ID  FROM        UNTIL       AMOUNT     DEBITED  REMAINING  MEMO
 2   2026-03-01  2026-06-30  $500.00    $0.00    $500.00    top-up
 "
     );
-    let v: serde_json::Value =
-        serde_json::from_str(&env.ok(&["account", "show", "chem", "--format", "json"])).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&env.ok(&["account", "show", "chem", "--format", "json"])).unwrap();
     assert_eq!(v["account"], "chem");
     assert_eq!(v["allocated"], "1750.50");
     assert_eq!(v["charged"], "0.00");
@@ -168,17 +145,7 @@ Estimate:   $1.92
 "
     );
     assert_eq!(
-        env.ok(&[
-            "estimate",
-            "-p",
-            "debug",
-            "--gres",
-            "gpu:a100:2",
-            "--time",
-            "1-00:00",
-            "--array-tasks",
-            "10"
-        ]),
+        env.ok(&["estimate", "-p", "debug", "--gres", "gpu:a100:2", "--time", "1-00:00", "--array-tasks", "10"]),
         "\
 Partition:  debug (per-TRES rates)
 Request:    1 node, 1 CPU, default memory, 2 GPUs (2 a100), 1-00:00:00, 10 tasks
@@ -193,19 +160,9 @@ Request:    4 nodes, 4 CPUs, default memory, 0 GPUs, 01:30:00, 1 task
 Estimate:   $1.63
 "
     );
-    env.ok(&[
-        "account",
-        "create",
-        "chem",
-        "--limit",
-        "10",
-        "--start",
-        "2026-01-01",
-    ]);
+    env.ok(&["account", "create", "chem", "--limit", "10", "--start", "2026-01-01"]);
     assert_eq!(
-        env.ok(&[
-            "estimate", "-p", "debug", "-N", "1", "--cpus", "8", "--time", "8:00:00", "-A", "chem"
-        ]),
+        env.ok(&["estimate", "-p", "debug", "-N", "1", "--cpus", "8", "--time", "8:00:00", "-A", "chem"]),
         "\
 Partition:  debug (per-TRES rates)
 Request:    1 node, 8 CPUs, default memory, 0 GPUs, 08:00:00, 1 task
@@ -227,24 +184,8 @@ Decision:   reject: account 'chem' cannot cover this job: needs $16.16, $10.00 a
 #[test]
 fn transactions_show_holds_charges_and_releases() {
     let env = Env::new();
-    env.ok(&[
-        "account",
-        "create",
-        "chem",
-        "--limit",
-        "100",
-        "--start",
-        "2026-01-01",
-    ]);
-    env.ok(&[
-        "deposit",
-        "chem",
-        "50",
-        "--memo",
-        "grant",
-        "--request-id",
-        "r1",
-    ]);
+    env.ok(&["account", "create", "chem", "--limit", "100", "--start", "2026-01-01"]);
+    env.ok(&["deposit", "chem", "50", "--memo", "grant", "--request-id", "r1"]);
     assert_eq!(
         env.ok(&["deposit", "chem", "50", "--request-id", "r1"]),
         "deposit r1 was already applied; available $150.00\n"
@@ -255,12 +196,7 @@ fn transactions_show_holds_charges_and_releases() {
         uid: 1000,
         account: "chem".into(),
         partition: "debug".into(),
-        resources: Resources {
-            nodes: 1,
-            cpus: 4,
-            mem_mb: 8192,
-            gpus: BTreeMap::new(),
-        },
+        resources: Resources { nodes: 1, cpus: 4, mem_mb: 8192, gpus: BTreeMap::new() },
         time_limit_min: 120,
         array_tasks: 1,
         qos: None,
@@ -299,87 +235,47 @@ ID  TIME                 KIND     AMOUNT   ALLOCATION  JOB  TOKEN  MEMO
     // Column widths follow the token's length.
     let normalize = |s: &str| s.split_whitespace().collect::<Vec<_>>().join(" ");
     assert_eq!(normalize(&out), normalize(&expected));
-    assert_eq!(env.ok(&["verify"]), "checked 1 accounts, 2 allocations, 5 journal entries, 1 jobs\nok: every balance matches the journal\n");
-    let csv = env.ok(&[
-        "transactions",
-        "chem",
-        "--since",
-        "2026-03-02",
-        "--format",
-        "csv",
-    ]);
+    assert_eq!(
+        env.ok(&["verify"]),
+        "checked 1 accounts, 2 allocations, 5 journal entries, 1 jobs\nok: every balance matches the journal\n"
+    );
+    let csv = env.ok(&["transactions", "chem", "--since", "2026-03-02", "--format", "csv"]);
     assert_eq!(csv, "id,time,kind,amount,allocation,job,token,memo\n");
 }
 
 #[test]
 fn bad_input_is_one_clear_line_and_writes_nothing() {
     let env = Env::new();
-    env.fails(&["account", "show", "chem"], &format!("asbb-admin: error: ledger {} does not exist; create it with `asbb-admin account create`", env.ledger().display()));
+    env.fails(
+        &["account", "show", "chem"],
+        &format!(
+            "asbb-admin: error: ledger {} does not exist; create it with `asbb-admin account create`",
+            env.ledger().display()
+        ),
+    );
     env.ok(&["account", "create", "chem", "--limit", "100"]);
-    env.fails(
-        &["account", "create", "chem", "--limit", "5"],
-        "asbb-admin: error: account 'chem' already exists",
-    );
-    env.fails(
-        &["account", "show", "nope"],
-        "asbb-admin: error: unknown account 'nope'",
-    );
-    env.fails(
-        &["deposit", "nope", "5"],
-        "asbb-admin: error: unknown account 'nope'",
-    );
-    env.fails(
-        &["deposit", "chem", "-5"],
-        "asbb-admin: error: amount '-5' is negative; amounts must be zero or more",
-    );
-    env.fails(
-        &["deposit", "chem", "1e3"],
-        "asbb-admin: error: amount '1e3' is not a decimal number like 1250.50",
-    );
-    env.fails(
-        &["deposit", "chem", "NaN"],
-        "asbb-admin: error: amount 'NaN' is not a decimal number like 1250.50",
-    );
+    env.fails(&["account", "create", "chem", "--limit", "5"], "asbb-admin: error: account 'chem' already exists");
+    env.fails(&["account", "show", "nope"], "asbb-admin: error: unknown account 'nope'");
+    env.fails(&["deposit", "nope", "5"], "asbb-admin: error: unknown account 'nope'");
+    env.fails(&["deposit", "chem", "-5"], "asbb-admin: error: amount '-5' is negative; amounts must be zero or more");
+    env.fails(&["deposit", "chem", "1e3"], "asbb-admin: error: amount '1e3' is not a decimal number like 1250.50");
+    env.fails(&["deposit", "chem", "NaN"], "asbb-admin: error: amount 'NaN' is not a decimal number like 1250.50");
     env.fails(
         &["deposit", "chem", "12.345678901"],
         "asbb-admin: error: amount '12.345678901' has more than 6 digits after the decimal point",
     );
-    env.fails(
-        &["deposit", "chem", ""],
-        "asbb-admin: error: amount is empty",
-    );
-    env.fails(
-        &["deposit", "chem", "0"],
-        "asbb-admin: error: amount must be above zero",
-    );
+    env.fails(&["deposit", "chem", ""], "asbb-admin: error: amount is empty");
+    env.fails(&["deposit", "chem", "0"], "asbb-admin: error: amount must be above zero");
     env.fails(
         &["deposit", "chem", "5", "--valid-from", "2026-13-01"],
         "asbb-admin: error: --valid-from: date '2026-13-01' is not YYYY-MM-DD",
     );
     env.fails(
-        &[
-            "deposit",
-            "chem",
-            "5",
-            "--valid-from",
-            "2026-05-01",
-            "--valid-until",
-            "2026-04-01",
-        ],
+        &["deposit", "chem", "5", "--valid-from", "2026-05-01", "--valid-until", "2026-04-01"],
         "asbb-admin: error: valid-until 2026-04-01 is not after valid-from 2026-05-01",
     );
     env.fails(
-        &[
-            "account",
-            "create",
-            "bio",
-            "--limit",
-            "5",
-            "--start",
-            "2026-05-01",
-            "--end",
-            "2026-04-01",
-        ],
+        &["account", "create", "bio", "--limit", "5", "--start", "2026-05-01", "--end", "2026-04-01"],
         "asbb-admin: error: end date 2026-04-01 is not after start date 2026-05-01",
     );
     env.fails(
@@ -390,20 +286,14 @@ fn bad_input_is_one_clear_line_and_writes_nothing() {
         &["account", "create", "b d", "--limit", "1"],
         "asbb-admin: error: account name 'b d' must be 1-64 letters, digits, '_', '-' or '.' (a SLURM account name)",
     );
-    env.fails(
-        &["transactions", "nope"],
-        "asbb-admin: error: unknown account 'nope'",
-    );
+    env.fails(&["transactions", "nope"], "asbb-admin: error: unknown account 'nope'");
     env.fails(
         &["estimate", "-p", "debug", "--time", "1x"],
         "asbb-admin: error: time limit '1x' is not a SLURM time (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) or like 2h, 90m, 1d",
     );
     env.fails(
         &["estimate", "-p", "gpu", "--time", "1h"],
-        &format!(
-            "asbb-admin: error: partition 'gpu' has no price in {}",
-            Env::config_path().display()
-        ),
+        &format!("asbb-admin: error: partition 'gpu' has no price in {}", Env::config_path().display()),
     );
 }
 
@@ -419,7 +309,10 @@ fn invalid_config_is_refused_with_file_key_and_reason() {
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&out.stderr),
-        format!("asbb-admin: error: {}: line 2: `cpu = -0.5`: amount '-0.5' is negative; amounts must be zero or more\n", bad.display())
+        format!(
+            "asbb-admin: error: {}: line 2: `cpu = -0.5`: amount '-0.5' is negative; amounts must be zero or more\n",
+            bad.display()
+        )
     );
     assert_eq!(out.status.code(), Some(2));
 }
@@ -429,8 +322,7 @@ fn verify_reports_tampering() {
     let env = Env::new();
     env.ok(&["account", "create", "chem", "--limit", "100"]);
     let conn = rusqlite::Connection::open(env.ledger()).unwrap();
-    conn.execute("UPDATE accounts SET held_micros = 5", [])
-        .unwrap();
+    conn.execute("UPDATE accounts SET held_micros = 5", []).unwrap();
     drop(conn);
     let (out, err, code) = env.run(&["verify"]);
     assert_eq!(code, 1);
@@ -441,11 +333,6 @@ fn verify_reports_tampering() {
     assert_eq!(err, "asbb-admin: error: verify found 1 problem(s)\n");
     // The journal itself cannot be edited.
     let conn = rusqlite::Connection::open(env.ledger()).unwrap();
-    let e = conn
-        .execute("UPDATE journal SET amount_micros = 1", [])
-        .unwrap_err();
-    assert!(
-        e.to_string().contains("journal entries are immutable"),
-        "{e}"
-    );
+    let e = conn.execute("UPDATE journal SET amount_micros = 1", []).unwrap_err();
+    assert!(e.to_string().contains("journal entries are immutable"), "{e}");
 }

@@ -71,32 +71,12 @@ enum Op {
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         (0..3usize, 1..2000u32).prop_map(|(account, dollars)| Op::Deposit { account, dollars }),
-        (
-            0..3usize,
-            any::<bool>(),
-            1..64u32,
-            1..600u32,
-            1..4u32,
-            0..3u32
-        )
-            .prop_map(|(account, aws, cpus, minutes, tasks, gpus)| Op::Submit {
-                account,
-                aws,
-                cpus,
-                minutes,
-                tasks,
-                gpus
-            }),
-        (0..40usize, 1..900u32).prop_map(|(job, minutes)| Op::Modify { job, minutes }),
-        (0..40usize, 0..4u32, 0..150u32, 0..2u32, any::<bool>()).prop_map(
-            |(job, task, used_pct, run, ran)| Op::Complete {
-                job,
-                task,
-                used_pct,
-                run,
-                ran
-            }
+        (0..3usize, any::<bool>(), 1..64u32, 1..600u32, 1..4u32, 0..3u32).prop_map(
+            |(account, aws, cpus, minutes, tasks, gpus)| Op::Submit { account, aws, cpus, minutes, tasks, gpus }
         ),
+        (0..40usize, 1..900u32).prop_map(|(job, minutes)| Op::Modify { job, minutes }),
+        (0..40usize, 0..4u32, 0..150u32, 0..2u32, any::<bool>())
+            .prop_map(|(job, task, used_pct, run, ran)| Op::Complete { job, task, used_pct, run, ran }),
         (0..60usize).prop_map(|event| Op::Replay { event }),
         (0..40usize).prop_map(|job| Op::Release { job }),
     ]
@@ -247,15 +227,9 @@ fn apply_completion(
 ) -> Result<(), TestCaseError> {
     let key = format!("{}:{}:{}", c.cluster, c.job_id, c.start_time);
     let expected = match &c.allocated {
-        Some(res) => cost::task_cost(
-            cfg,
-            &cfg.partitions[&c.partition],
-            None,
-            res,
-            c.elapsed_s() as u64,
-        )
-        .unwrap()
-        .micros(),
+        Some(res) => {
+            cost::task_cost(cfg, &cfg.partitions[&c.partition], None, res, c.elapsed_s() as u64).unwrap().micros()
+        }
         None => 0,
     };
     let before: Vec<_> = ACCOUNTS.iter().map(|a| totals(budget, a)).collect();
@@ -283,11 +257,7 @@ fn check_oracle(budget: &Budget, oracle: &Oracle) -> Result<(), TestCaseError> {
         charged_total += charged;
     }
     let expected: i64 = oracle.runs.values().sum();
-    prop_assert_eq!(
-        charged_total,
-        expected,
-        "charges differ from the runs' costs"
-    );
+    prop_assert_eq!(charged_total, expected, "charges differ from the runs' costs");
     let distinct: BTreeSet<&String> = oracle.runs.keys().collect();
     prop_assert_eq!(distinct.len(), oracle.runs.len());
     Ok(())

@@ -1,13 +1,11 @@
 //! `asbb-admin`: flags in, core calls, text out. No business logic here.
 
 use super::{json, load_config, now, open_budget, CliError, Format, Table};
-use crate::core::budget::{
-    format_date, format_time, parse_date, Balance, Budget, Decision, DAY_S, FOREVER,
-};
+use crate::core::budget::{format_date, format_time, parse_date, Balance, Budget, Decision, DAY_S, FOREVER};
 use crate::core::cost;
 use crate::core::job::{
-    format_time_limit, parse_array_task_count, parse_gpu_spec, parse_mem_mb, parse_time_limit_min,
-    JobRequest, Resources,
+    format_time_limit, parse_array_task_count, parse_gpu_spec, parse_mem_mb, parse_time_limit_min, JobRequest,
+    Resources,
 };
 use crate::core::ledger::{AllocationRow, OpenMode};
 use crate::core::money::Money;
@@ -17,11 +15,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "asbb-admin",
-    version,
-    about = "Administer asbb budgets: accounts, deposits, estimates, the ledger"
-)]
+#[command(name = "asbb-admin", version, about = "Administer asbb budgets: accounts, deposits, estimates, the ledger")]
 pub struct AdminCli {
     /// asbb.toml to use.
     #[arg(long, global = true, env = "ASBB_CONFIG", default_value = crate::core::config::DEFAULT_CONFIG_PATH)]
@@ -152,9 +146,10 @@ pub struct TransactionsArgs {
 impl RequestArgs {
     /// Builds the request the plugin would build for the same sbatch flags.
     pub fn to_request(&self, account: &str, user: &str, uid: u32) -> Result<JobRequest, CliError> {
-        let partition = self.partition.clone().ok_or_else(|| {
-            CliError::new("no partition: give --partition or set ASBB_DEFAULT_PARTITION")
-        })?;
+        let partition = self
+            .partition
+            .clone()
+            .ok_or_else(|| CliError::new("no partition: give --partition or set ASBB_DEFAULT_PARTITION"))?;
         if self.nodes == 0 {
             return Err(CliError::new("--nodes must be at least 1"));
         }
@@ -164,9 +159,7 @@ impl RequestArgs {
             (None, None) => self.nodes as u64,
         };
         let mem_mb = match (&self.mem, &self.mem_per_cpu) {
-            (Some(m), _) => {
-                parse_mem_mb(m).map_err(|e| CliError::new(e.to_string()))? * self.nodes as u64
-            }
+            (Some(m), _) => parse_mem_mb(m).map_err(|e| CliError::new(e.to_string()))? * self.nodes as u64,
             (None, Some(m)) => parse_mem_mb(m).map_err(|e| CliError::new(e.to_string()))? * cpus,
             (None, None) => 0,
         };
@@ -176,9 +169,7 @@ impl RequestArgs {
             _ => BTreeMap::new(),
         };
         for n in gpus.values_mut() {
-            *n = n
-                .checked_mul(self.nodes)
-                .ok_or_else(|| CliError::new("too many GPUs"))?;
+            *n = n.checked_mul(self.nodes).ok_or_else(|| CliError::new("too many GPUs"))?;
         }
         let resources = Resources {
             nodes: self.nodes,
@@ -186,17 +177,13 @@ impl RequestArgs {
             mem_mb,
             gpus,
         };
-        resources
-            .validate()
-            .map_err(|e| CliError::new(e.to_string()))?;
-        let time_limit_min =
-            parse_time_limit_min(&self.time).map_err(|e| CliError::new(e.to_string()))?;
+        resources.validate().map_err(|e| CliError::new(e.to_string()))?;
+        let time_limit_min = parse_time_limit_min(&self.time).map_err(|e| CliError::new(e.to_string()))?;
         if self.array_tasks == 0 {
             return Err(CliError::new("--array-tasks must be at least 1"));
         }
         // Bounds-check the array size with the same rule as sbatch --array.
-        parse_array_task_count(&format!("1-{}", self.array_tasks))
-            .map_err(|e| CliError::new(e.to_string()))?;
+        parse_array_task_count(&format!("1-{}", self.array_tasks)).map_err(|e| CliError::new(e.to_string()))?;
         Ok(JobRequest {
             user: user.to_string(),
             uid,
@@ -228,13 +215,7 @@ pub fn describe_request(req: &JobRequest) -> String {
         let types: Vec<String> = r
             .gpus
             .iter()
-            .map(|(t, n)| {
-                if t.is_empty() {
-                    format!("{n} untyped")
-                } else {
-                    format!("{n} {t}")
-                }
-            })
+            .map(|(t, n)| if t.is_empty() { format!("{n} untyped") } else { format!("{n} {t}") })
             .collect();
         format!("{} GPUs ({})", r.gpu_total(), types.join(", "))
     };
@@ -280,10 +261,7 @@ pub fn run(cli: AdminCli) -> Result<String, CliError> {
             budget.create_account(&a.account, limit, from, until, credit, &actor, now)?;
             let b = budget.balance(&a.account, now)?;
             Ok(match fmt {
-                Format::Text => format!(
-                    "created account {} with {} available\n",
-                    a.account, b.available
-                ),
+                Format::Text => format!("created account {} with {} available\n", a.account, b.available),
                 _ => show_balance(&b, &[], fmt),
             })
         }
@@ -326,10 +304,7 @@ pub fn run(cli: AdminCli) -> Result<String, CliError> {
             )?;
             let b = budget.balance(&d.account, now)?;
             Ok(match (fmt, applied) {
-                (Format::Text, true) => format!(
-                    "deposited {amount} to {}; available {}\n",
-                    d.account, b.available
-                ),
+                (Format::Text, true) => format!("deposited {amount} to {}; available {}\n", d.account, b.available),
                 (Format::Text, false) => format!(
                     "deposit {} was already applied; available {}\n",
                     d.request_id.unwrap_or_default(),
@@ -340,29 +315,17 @@ pub fn run(cli: AdminCli) -> Result<String, CliError> {
         }
         AdminCommand::Estimate(e) => {
             let account = e.account.clone().unwrap_or_default();
-            let req = e
-                .request
-                .to_request(&account, &actor, super::current_uid())?;
+            let req = e.request.to_request(&account, &actor, super::current_uid())?;
             let partition = config.partitions.get(&req.partition).ok_or_else(|| {
-                CliError::new(format!(
-                    "partition '{}' has no price in {}",
-                    req.partition, config.source
-                ))
+                CliError::new(format!("partition '{}' has no price in {}", req.partition, config.source))
             })?;
-            let estimate =
-                cost::estimate(&config, &req).map_err(|err| CliError::new(err.to_string()))?;
+            let estimate = cost::estimate(&config, &req).map_err(|err| CliError::new(err.to_string()))?;
             let pricing = partition.pricing.to_string();
             let decision = match &e.account {
                 Some(_) => Some(open_budget(config, OpenMode::MustExist)?.quote(&req, now)?),
                 None => None,
             };
-            Ok(show_estimate(
-                &req,
-                &pricing,
-                estimate,
-                decision.as_ref(),
-                fmt,
-            ))
+            Ok(show_estimate(&req, &pricing, estimate, decision.as_ref(), fmt))
         }
         AdminCommand::Transactions(t) => {
             let since = match &t.since {
@@ -396,10 +359,7 @@ pub fn run(cli: AdminCli) -> Result<String, CliError> {
                 Ok(text)
             } else {
                 print!("{text}");
-                Err(CliError {
-                    message: format!("verify found {} problem(s)", report.problems.len()),
-                    exit_code: 1,
-                })
+                Err(CliError { message: format!("verify found {} problem(s)", report.problems.len()), exit_code: 1 })
             }
         }
     }
@@ -482,15 +442,7 @@ fn show_balance(b: &Balance, allocs: &[AllocationRow], fmt: Format) -> String {
             let _ = writeln!(out, "Available:     {}", b.available);
             let _ = writeln!(out, "Valid:         {valid}");
             if !allocs.is_empty() {
-                let mut t = Table::new(vec![
-                    "ID",
-                    "FROM",
-                    "UNTIL",
-                    "AMOUNT",
-                    "DEBITED",
-                    "REMAINING",
-                    "MEMO",
-                ]);
+                let mut t = Table::new(vec!["ID", "FROM", "UNTIL", "AMOUNT", "DEBITED", "REMAINING", "MEMO"]);
                 for a in allocs {
                     t.push(vec![
                         a.id.to_string(),
@@ -511,14 +463,7 @@ fn show_balance(b: &Balance, allocs: &[AllocationRow], fmt: Format) -> String {
 }
 
 fn balances_table(balances: &[Balance], machine: bool) -> Table {
-    let mut t = Table::new(vec![
-        "ACCOUNT",
-        "STATUS",
-        "ALLOCATED",
-        "CHARGED",
-        "HELD",
-        "AVAILABLE",
-    ]);
+    let mut t = Table::new(vec!["ACCOUNT", "STATUS", "ALLOCATED", "CHARGED", "HELD", "AVAILABLE"]);
     let m = |x: Money| {
         if machine {
             x.to_decimal_string()
@@ -527,14 +472,7 @@ fn balances_table(balances: &[Balance], machine: bool) -> Table {
         }
     };
     for b in balances {
-        t.push(vec![
-            b.account.clone(),
-            b.status.clone(),
-            m(b.allocated),
-            m(b.charged),
-            m(b.held),
-            m(b.available),
-        ]);
+        t.push(vec![b.account.clone(), b.status.clone(), m(b.allocated), m(b.charged), m(b.held), m(b.available)]);
     }
     t
 }
@@ -547,13 +485,7 @@ fn list_balances(balances: &[Balance], fmt: Format) -> String {
     }
 }
 
-fn show_estimate(
-    req: &JobRequest,
-    pricing: &str,
-    estimate: Money,
-    decision: Option<&Decision>,
-    fmt: Format,
-) -> String {
+fn show_estimate(req: &JobRequest, pricing: &str, estimate: Money, decision: Option<&Decision>, fmt: Format) -> String {
     match fmt {
         Format::Json => {
             let mut v = serde_json::json!({
@@ -611,9 +543,9 @@ fn show_estimate(
 /// One line saying what the budget would do.
 pub fn describe_decision(account: &str, d: &Decision) -> String {
     match d {
-        Decision::Accept {
-            available_after, ..
-        } => format!("accept; account {account} would have {available_after} left"),
+        Decision::Accept { available_after, .. } => {
+            format!("accept; account {account} would have {available_after} left")
+        }
         Decision::Hold { reason, .. } => {
             format!("submitted held: {}", reason.trim_start_matches("asbb: "))
         }
@@ -639,32 +571,15 @@ fn show_transactions(entries: &[crate::core::ledger::EntryRow], fmt: Format) -> 
         return json(&v);
     }
     let machine = fmt == Format::Csv;
-    let mut t = Table::new(vec![
-        "ID",
-        "TIME",
-        "KIND",
-        "AMOUNT",
-        "ALLOCATION",
-        "JOB",
-        "TOKEN",
-        "MEMO",
-    ]);
+    let mut t = Table::new(vec!["ID", "TIME", "KIND", "AMOUNT", "ALLOCATION", "JOB", "TOKEN", "MEMO"]);
     for e in entries {
         t.push(vec![
             e.id.to_string(),
             format_time(e.at),
             e.kind.clone(),
-            if machine {
-                e.amount.to_decimal_string()
-            } else {
-                e.amount.to_string()
-            },
-            e.allocation_id
-                .map(|a| a.to_string())
-                .unwrap_or_else(|| "-".into()),
-            e.job_id
-                .map(|j| j.to_string())
-                .unwrap_or_else(|| "-".into()),
+            if machine { e.amount.to_decimal_string() } else { e.amount.to_string() },
+            e.allocation_id.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+            e.job_id.map(|j| j.to_string()).unwrap_or_else(|| "-".into()),
             e.token.clone().unwrap_or_else(|| "-".into()),
             e.memo.clone().unwrap_or_default(),
         ]);
@@ -678,11 +593,7 @@ fn show_transactions(entries: &[crate::core::ledger::EntryRow], fmt: Format) -> 
 
 impl Budget {
     /// Journal entries of one account since a time, oldest first.
-    pub fn transactions(
-        &self,
-        account: &str,
-        since: i64,
-    ) -> Result<Vec<crate::core::ledger::EntryRow>, CliError> {
+    pub fn transactions(&self, account: &str, since: i64) -> Result<Vec<crate::core::ledger::EntryRow>, CliError> {
         self.journal_of(account, since).map_err(CliError::from)
     }
 }

@@ -18,10 +18,7 @@ pub struct CliError {
 
 impl CliError {
     pub fn new(message: impl Into<String>) -> CliError {
-        CliError {
-            message: message.into(),
-            exit_code: 2,
-        }
+        CliError { message: message.into(), exit_code: 2 }
     }
 }
 
@@ -61,9 +58,7 @@ pub fn now() -> Result<i64, CliError> {
             }
             chrono::DateTime::parse_from_rfc3339(&v)
                 .map(|t| t.timestamp())
-                .map_err(|_| {
-                    CliError::new(format!("ASBB_NOW '{v}' is not unix seconds or RFC 3339"))
-                })
+                .map_err(|_| CliError::new(format!("ASBB_NOW '{v}' is not unix seconds or RFC 3339")))
         }
         _ => Ok(chrono::Utc::now().timestamp()),
     }
@@ -71,9 +66,7 @@ pub fn now() -> Result<i64, CliError> {
 
 /// Loads the config named by `--config`/`ASBB_CONFIG` (or the default path).
 pub fn load_config(config: Option<&Path>, ledger: Option<&Path>) -> Result<Config, CliError> {
-    let path = config
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    let path = config.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
     let mut cfg = Config::load(&path)?;
     if let Some(l) = ledger {
         cfg.ledger_path = l.to_path_buf();
@@ -82,11 +75,7 @@ pub fn load_config(config: Option<&Path>, ledger: Option<&Path>) -> Result<Confi
 }
 
 pub fn open_budget(config: Config, mode: OpenMode) -> Result<Budget, CliError> {
-    let ledger = Ledger::open(
-        &config.ledger_path,
-        mode,
-        config.policy.ledger_busy_timeout_ms.max(1000),
-    )?;
+    let ledger = Ledger::open(&config.ledger_path, mode, config.policy.ledger_busy_timeout_ms.max(1000))?;
     Ok(Budget::with_ledger(config, ledger))
 }
 
@@ -102,9 +91,7 @@ pub fn actor() -> String {
 
 pub fn current_uid() -> u32 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(u32::MAX)
+    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX)
 }
 
 /// Looks a uid up in /etc/passwd.
@@ -126,10 +113,7 @@ pub struct Table {
 
 impl Table {
     pub fn new(headers: Vec<&'static str>) -> Table {
-        Table {
-            headers,
-            rows: Vec::new(),
-        }
+        Table { headers, rows: Vec::new() }
     }
 
     pub fn push(&mut self, row: Vec<String>) {
@@ -162,22 +146,10 @@ impl Table {
     }
 
     pub fn to_csv(&self) -> String {
-        let mut out = self
-            .headers
-            .iter()
-            .map(|h| csv_cell(&h.to_ascii_lowercase()))
-            .collect::<Vec<_>>()
-            .join(",")
-            + "\n";
+        let mut out =
+            self.headers.iter().map(|h| csv_cell(&h.to_ascii_lowercase())).collect::<Vec<_>>().join(",") + "\n";
         for row in &self.rows {
-            out.push_str(
-                &(row
-                    .iter()
-                    .map(|c| csv_cell(c))
-                    .collect::<Vec<_>>()
-                    .join(",")
-                    + "\n"),
-            );
+            out.push_str(&(row.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(",") + "\n"));
         }
         out
     }

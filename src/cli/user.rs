@@ -10,11 +10,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "asbb",
-    version,
-    about = "Your SLURM budget: will a job fit, what is left, what jobs cost"
-)]
+#[command(name = "asbb", version, about = "Your SLURM budget: will a job fit, what is left, what jobs cost")]
 pub struct UserCli {
     #[arg(long, global = true, env = "ASBB_CONFIG", default_value = crate::core::config::DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
@@ -79,9 +75,7 @@ pub fn run(cli: UserCli) -> Result<(String, i32), CliError> {
             let balance = budget.balance(&account, now).ok();
             let fits = matches!(decision, Decision::Accept { .. } | Decision::Exempt { .. });
             let estimate = match &decision {
-                Decision::Accept { estimate, .. } | Decision::Hold { estimate, .. } => {
-                    Some(*estimate)
-                }
+                Decision::Accept { estimate, .. } | Decision::Hold { estimate, .. } => Some(*estimate),
                 Decision::Reject { estimate, .. } => *estimate,
                 Decision::Exempt { .. } => None,
             };
@@ -95,42 +89,27 @@ pub fn run(cli: UserCli) -> Result<(String, i32), CliError> {
                     "decision": decision,
                 })),
                 UserFormat::Env => {
-                    let mut out = format!(
-                        "export ASBB_ACCOUNT={account}\nexport ASBB_FITS={}\n",
-                        if fits { 1 } else { 0 }
-                    );
+                    let mut out =
+                        format!("export ASBB_ACCOUNT={account}\nexport ASBB_FITS={}\n", if fits { 1 } else { 0 });
                     if let Some(e) = estimate {
                         let _ = writeln!(out, "export ASBB_ESTIMATE={}", e.to_decimal_string());
                     }
                     if let Some(b) = &balance {
-                        let _ = writeln!(
-                            out,
-                            "export ASBB_AVAILABLE={}",
-                            b.available.to_decimal_string()
-                        );
+                        let _ = writeln!(out, "export ASBB_AVAILABLE={}", b.available.to_decimal_string());
                     }
                     out
                 }
                 UserFormat::Text => {
                     let mut out = String::new();
                     let _ = writeln!(out, "Account:    {account}");
-                    let _ = writeln!(
-                        out,
-                        "Request:    {} on {}",
-                        describe_request(&req),
-                        req.partition
-                    );
+                    let _ = writeln!(out, "Request:    {} on {}", describe_request(&req), req.partition);
                     if let Some(e) = estimate {
                         let _ = writeln!(out, "Estimate:   {e}");
                     }
                     if let Some(b) = &balance {
                         let _ = writeln!(out, "Available:  {}", b.available);
                     }
-                    let _ = writeln!(
-                        out,
-                        "Decision:   {}",
-                        describe_decision(&account, &decision)
-                    );
+                    let _ = writeln!(out, "Decision:   {}", describe_decision(&account, &decision));
                     out
                 }
             };
@@ -142,14 +121,7 @@ pub fn run(cli: UserCli) -> Result<(String, i32), CliError> {
                 UserFormat::Json => json(&balances.iter().map(balance_json).collect::<Vec<_>>()),
                 UserFormat::Env => env_lines(&balances),
                 UserFormat::Text => {
-                    let mut t = Table::new(vec![
-                        "ACCOUNT",
-                        "ALLOCATED",
-                        "CHARGED",
-                        "HELD",
-                        "AVAILABLE",
-                        "VALID UNTIL",
-                    ]);
+                    let mut t = Table::new(vec!["ACCOUNT", "ALLOCATED", "CHARGED", "HELD", "AVAILABLE", "VALID UNTIL"]);
                     for b in &balances {
                         t.push(vec![
                             b.account.clone(),
@@ -171,25 +143,16 @@ pub fn run(cli: UserCli) -> Result<(String, i32), CliError> {
                 UserFormat::Json => json(
                     &balances
                         .iter()
-                        .map(|b| {
-                            (
-                                b.account.clone(),
-                                serde_json::Value::from(b.available.to_decimal_string()),
-                            )
-                        })
+                        .map(|b| (b.account.clone(), serde_json::Value::from(b.available.to_decimal_string())))
                         .collect::<serde_json::Map<_, _>>(),
                 ),
                 UserFormat::Env => env_lines(&balances),
-                UserFormat::Text => balances
-                    .iter()
-                    .map(|b| b.available.to_decimal_string() + "\n")
-                    .collect(),
+                UserFormat::Text => balances.iter().map(|b| b.available.to_decimal_string() + "\n").collect(),
             };
             Ok((out, 0))
         }
         UserCommand::Jobs { user, limit } => {
-            let user =
-                user.unwrap_or_else(|| super::user_name(super::current_uid()).unwrap_or_default());
+            let user = user.unwrap_or_else(|| super::user_name(super::current_uid()).unwrap_or_default());
             let jobs = budget.recent_jobs(&user, limit)?;
             let out = match fmt {
                 UserFormat::Json => json(&jobs),
@@ -206,9 +169,7 @@ pub fn run(cli: UserCli) -> Result<(String, i32), CliError> {
                     ]);
                     for j in &jobs {
                         t.push(vec![
-                            j.job_id
-                                .map(|i| i.to_string())
-                                .unwrap_or_else(|| "-".into()),
+                            j.job_id.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
                             j.account.clone(),
                             j.partition.clone(),
                             format_time(j.submitted_at),
@@ -235,10 +196,7 @@ fn balances(
         Some(a) => vec![a],
         None => budget.accounts()?.into_iter().map(|a| a.name).collect(),
     };
-    names
-        .iter()
-        .map(|n| budget.balance(n, now).map_err(CliError::from))
-        .collect()
+    names.iter().map(|n| budget.balance(n, now).map_err(CliError::from)).collect()
 }
 
 fn valid_until(b: &Balance) -> String {
@@ -265,31 +223,14 @@ fn env_lines(balances: &[Balance]) -> String {
     let mut out = String::new();
     if let [b] = balances {
         let _ = writeln!(out, "export ASBB_ACCOUNT={}", b.account);
-        let _ = writeln!(
-            out,
-            "export ASBB_AVAILABLE={}",
-            b.available.to_decimal_string()
-        );
+        let _ = writeln!(out, "export ASBB_AVAILABLE={}", b.available.to_decimal_string());
         let _ = writeln!(out, "export ASBB_HELD={}", b.held.to_decimal_string());
         return out;
     }
     for b in balances {
-        let key: String = b
-            .account
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_uppercase()
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let _ = writeln!(
-            out,
-            "export ASBB_AVAILABLE_{key}={}",
-            b.available.to_decimal_string()
-        );
+        let key: String =
+            b.account.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }).collect();
+        let _ = writeln!(out, "export ASBB_AVAILABLE_{key}={}", b.available.to_decimal_string());
     }
     out
 }

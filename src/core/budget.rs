@@ -19,9 +19,7 @@ use crate::core::config::{Config, MissingPolicy};
 use crate::core::cost::{self, CostError};
 use crate::core::hooks::RefuseCode;
 use crate::core::job::{JobCompletion, JobRequest};
-use crate::core::ledger::{
-    AccountRow, AllocationRow, JobRow, Ledger, LedgerError, NewEntry, OpenMode, Tx, JOB_COLS,
-};
+use crate::core::ledger::{AccountRow, AllocationRow, JobRow, Ledger, LedgerError, NewEntry, OpenMode, Tx, JOB_COLS};
 use crate::core::money::Money;
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::params;
@@ -59,17 +57,9 @@ impl BudgetError {
 #[serde(tag = "decision", rename_all = "snake_case")]
 pub enum Decision {
     /// Funds held under `token`.
-    Accept {
-        token: String,
-        estimate: Money,
-        available_after: Money,
-    },
+    Accept { token: String, estimate: Money, available_after: Money },
     /// Submitted held; `token` links the job for approval or a later re-check.
-    Hold {
-        token: String,
-        estimate: Money,
-        reason: String,
-    },
+    Hold { token: String, estimate: Money, reason: String },
     /// Refused; `reason` is the one line the user sees.
     Reject {
         reason: String,
@@ -93,7 +83,9 @@ pub enum Reconciled {
     /// The same run was reconciled before: nothing changed.
     Duplicate,
     /// No budget account to charge (exempt, or unknown and exempt by policy).
-    NotTracked { reason: String },
+    NotTracked {
+        reason: String,
+    },
 }
 
 /// What a modify did.
@@ -156,9 +148,7 @@ fn sq(ledger: &Ledger) -> impl Fn(rusqlite::Error) -> BudgetError + '_ {
 pub fn parse_date(text: &str) -> Result<i64, BudgetError> {
     let d = NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
         .map_err(|_| BudgetError::Invalid(format!("date '{text}' is not YYYY-MM-DD")))?;
-    Ok(d.and_hms_opt(0, 0, 0)
-        .map(|t| t.and_utc().timestamp())
-        .unwrap_or(0))
+    Ok(d.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp()).unwrap_or(0))
 }
 
 /// `YYYY-MM-DD` of a unix time (UTC).
@@ -179,23 +169,13 @@ pub fn format_time(unix_s: i64) -> String {
 pub const FOREVER: i64 = 253_402_214_400;
 
 fn available_of(account: &AccountRow, allocations: &[AllocationRow], now: i64) -> Money {
-    let active: i64 = allocations
-        .iter()
-        .filter(|a| a.is_active(now))
-        .map(|a| a.remaining().micros())
-        .sum();
-    Money::from_micros(
-        active - account.overdraft.micros() - account.held.micros() + account.credit_limit.micros(),
-    )
+    let active: i64 = allocations.iter().filter(|a| a.is_active(now)).map(|a| a.remaining().micros()).sum();
+    Money::from_micros(active - account.overdraft.micros() - account.held.micros() + account.credit_limit.micros())
 }
 
 impl Budget {
     pub fn open(config: Config, mode: OpenMode) -> Result<Budget, BudgetError> {
-        let ledger = Ledger::open(
-            &config.ledger_path,
-            mode,
-            config.policy.ledger_busy_timeout_ms,
-        )?;
+        let ledger = Ledger::open(&config.ledger_path, mode, config.policy.ledger_busy_timeout_ms)?;
         Ok(Budget { config, ledger })
     }
 
@@ -226,12 +206,7 @@ impl Budget {
             )));
         }
         let path = self.ledger.path().to_path_buf();
-        let e = move |source| {
-            BudgetError::Ledger(LedgerError::Sqlite {
-                path: path.clone(),
-                source,
-            })
-        };
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::write(&mut self.ledger)?;
         if tx.account_by_name(name).map_err(&e)?.is_some() {
             return Err(BudgetError::DuplicateAccount(name.to_string()));
@@ -263,11 +238,7 @@ impl Budget {
             actor,
             now,
             "account create",
-            &format!(
-                "{name} limit={} credit_limit={}",
-                limit.to_exact_string(),
-                credit_limit.to_exact_string()
-            ),
+            &format!("{name} limit={} credit_limit={}", limit.to_exact_string(), credit_limit.to_exact_string()),
         )
         .map_err(&e)?;
         Ok(tx.commit()?)
@@ -287,9 +258,7 @@ impl Budget {
         now: i64,
     ) -> Result<bool, BudgetError> {
         if amount.is_zero() || amount.is_negative() {
-            return Err(BudgetError::Invalid(
-                "deposit amount must be above zero".into(),
-            ));
+            return Err(BudgetError::Invalid("deposit amount must be above zero".into()));
         }
         if valid_until <= valid_from {
             return Err(BudgetError::Invalid(format!(
@@ -299,17 +268,10 @@ impl Budget {
             )));
         }
         let path = self.ledger.path().to_path_buf();
-        let e = move |source| {
-            BudgetError::Ledger(LedgerError::Sqlite {
-                path: path.clone(),
-                source,
-            })
-        };
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::write(&mut self.ledger)?;
-        let acc = tx
-            .account_by_name(account)
-            .map_err(&e)?
-            .ok_or_else(|| BudgetError::UnknownAccount(account.to_string()))?;
+        let acc =
+            tx.account_by_name(account).map_err(&e)?.ok_or_else(|| BudgetError::UnknownAccount(account.to_string()))?;
         let key = match request_key {
             Some(k) => format!("deposit:{k}"),
             None => format!("deposit:{}", tx.new_token().map_err(&e)?),
@@ -317,30 +279,9 @@ impl Budget {
         if tx.txn_exists(&key).map_err(&e)? {
             return Ok(false);
         }
-        insert_allocation(
-            &tx,
-            acc.id,
-            amount,
-            valid_from,
-            valid_until,
-            memo,
-            &key,
-            actor,
-            now,
-        )
-        .map_err(&e)?;
-        audit(
-            &tx,
-            actor,
-            now,
-            "deposit",
-            &format!(
-                "{account} {} {}",
-                amount.to_exact_string(),
-                memo.unwrap_or("")
-            ),
-        )
-        .map_err(&e)?;
+        insert_allocation(&tx, acc.id, amount, valid_from, valid_until, memo, &key, actor, now).map_err(&e)?;
+        audit(&tx, actor, now, "deposit", &format!("{account} {} {}", amount.to_exact_string(), memo.unwrap_or("")))
+            .map_err(&e)?;
         tx.commit()?;
         Ok(true)
     }
@@ -350,47 +291,28 @@ impl Budget {
         let mut stmt = self
             .ledger
             .conn
-            .prepare(&format!(
-                "SELECT {} FROM accounts ORDER BY name",
-                crate::core::ledger::ACCOUNT_COLS
-            ))
+            .prepare(&format!("SELECT {} FROM accounts ORDER BY name", crate::core::ledger::ACCOUNT_COLS))
             .map_err(&e)?;
-        let rows = stmt
-            .query_map([], crate::core::ledger::account_from_row)
-            .map_err(&e)?;
+        let rows = stmt.query_map([], crate::core::ledger::account_from_row).map_err(&e)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(e)
     }
 
     pub fn balance(&mut self, account: &str, now: i64) -> Result<Balance, BudgetError> {
         let path = self.ledger.path().to_path_buf();
-        let e = move |source| {
-            BudgetError::Ledger(LedgerError::Sqlite {
-                path: path.clone(),
-                source,
-            })
-        };
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::read(&mut self.ledger)?;
-        let acc = tx
-            .account_by_name(account)
-            .map_err(&e)?
-            .ok_or_else(|| BudgetError::UnknownAccount(account.to_string()))?;
+        let acc =
+            tx.account_by_name(account).map_err(&e)?.ok_or_else(|| BudgetError::UnknownAccount(account.to_string()))?;
         let allocs = tx.allocations(acc.id).map_err(&e)?;
         Ok(balance_of(&acc, &allocs, now))
     }
 
     pub fn allocations(&mut self, account: &str) -> Result<Vec<AllocationRow>, BudgetError> {
         let path = self.ledger.path().to_path_buf();
-        let e = move |source| {
-            BudgetError::Ledger(LedgerError::Sqlite {
-                path: path.clone(),
-                source,
-            })
-        };
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::read(&mut self.ledger)?;
-        let acc = tx
-            .account_by_name(account)
-            .map_err(&e)?
-            .ok_or_else(|| BudgetError::UnknownAccount(account.to_string()))?;
+        let acc =
+            tx.account_by_name(account).map_err(&e)?.ok_or_else(|| BudgetError::UnknownAccount(account.to_string()))?;
         tx.allocations(acc.id).map_err(e)
     }
 
@@ -402,22 +324,12 @@ impl Budget {
         let verdict = decide(&self.config, &tx, req, now, false)?;
         Ok(match verdict {
             Verdict::Done(d) => d,
-            Verdict::Fits {
-                estimate,
-                available,
-                ..
-            } => Decision::Accept {
+            Verdict::Fits { estimate, available, .. } => Decision::Accept {
                 token: String::new(),
                 estimate,
                 available_after: Money::from_micros(available.micros() - estimate.micros()),
             },
-            Verdict::Held {
-                estimate, reason, ..
-            } => Decision::Hold {
-                token: String::new(),
-                estimate,
-                reason,
-            },
+            Verdict::Held { estimate, reason, .. } => Decision::Hold { token: String::new(), estimate, reason },
         })
     }
 
@@ -425,54 +337,25 @@ impl Budget {
     /// write transaction.
     pub fn check_and_hold(&mut self, req: &JobRequest, now: i64) -> Result<Decision, BudgetError> {
         let path = self.ledger.path().to_path_buf();
-        let e = move |source| {
-            BudgetError::Ledger(LedgerError::Sqlite {
-                path: path.clone(),
-                source,
-            })
-        };
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::write(&mut self.ledger)?;
         let verdict = decide(&self.config, &tx, req, now, false)?;
         let decision = match verdict {
             Verdict::Done(d) => return Ok(d),
-            Verdict::Fits {
-                account,
-                estimate,
-                available,
-            } => {
+            Verdict::Fits { account, estimate, available } => {
                 let token = tx.new_token().map_err(&e)?;
                 insert_job(&tx, &token, &account, req, estimate, "held", None, now).map_err(&e)?;
-                place_hold(&tx, &token, account.id, estimate, req.job_id, now, "submit")
-                    .map_err(&e)?;
+                place_hold(&tx, &token, account.id, estimate, req.job_id, now, "submit").map_err(&e)?;
                 Decision::Accept {
                     token,
                     estimate,
                     available_after: Money::from_micros(available.micros() - estimate.micros()),
                 }
             }
-            Verdict::Held {
-                account,
-                estimate,
-                reason,
-                state,
-            } => {
+            Verdict::Held { account, estimate, reason, state } => {
                 let token = tx.new_token().map_err(&e)?;
-                insert_job(
-                    &tx,
-                    &token,
-                    &account,
-                    req,
-                    estimate,
-                    state,
-                    Some(&reason),
-                    now,
-                )
-                .map_err(&e)?;
-                Decision::Hold {
-                    token,
-                    estimate,
-                    reason,
-                }
+                insert_job(&tx, &token, &account, req, estimate, state, Some(&reason), now).map_err(&e)?;
+                Decision::Hold { token, estimate, reason }
             }
         };
         tx.commit()?;
@@ -490,19 +373,10 @@ impl Budget {
         now: i64,
     ) -> Result<Modified, BudgetError> {
         let path = self.ledger.path().to_path_buf();
-        let e = move |source| {
-            BudgetError::Ledger(LedgerError::Sqlite {
-                path: path.clone(),
-                source,
-            })
-        };
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::write(&mut self.ledger)?;
-        let job = tx
-            .job(token)
-            .map_err(&e)?
-            .ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
-        let request_json =
-            serde_json::to_string(req).map_err(|err| BudgetError::Invalid(err.to_string()))?;
+        let job = tx.job(token).map_err(&e)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
+        let request_json = serde_json::to_string(req).map_err(|err| BudgetError::Invalid(err.to_string()))?;
         let outcome = match job.state.as_str() {
             "held" => {
                 if job.tasks_done > 0 {
@@ -536,10 +410,7 @@ impl Budget {
                             params![token, estimate.micros(), request_json, req.partition],
                         )
                         .map_err(&e)?;
-                    Modified::Repriced {
-                        old_hold: job.held,
-                        new_hold: estimate,
-                    }
+                    Modified::Repriced { old_hold: job.held, new_hold: estimate }
                 }
             }
             "awaiting_approval" | "awaiting_funds" => {
@@ -555,41 +426,18 @@ impl Budget {
                     return Ok(Modified::Unchanged);
                 }
                 let needs_approval = job.state == "awaiting_approval" && !approved;
-                match decide(
-                    &self.config,
-                    &tx,
-                    req,
-                    now,
-                    approved || job.state == "awaiting_funds",
-                )? {
-                    Verdict::Fits {
-                        account, estimate, ..
-                    } if !needs_approval => {
-                        place_hold(
-                            &tx,
-                            token,
-                            account.id,
-                            estimate,
-                            req.job_id,
-                            now,
-                            "released after hold",
-                        )
-                        .map_err(&e)?;
+                match decide(&self.config, &tx, req, now, approved || job.state == "awaiting_funds")? {
+                    Verdict::Fits { account, estimate, .. } if !needs_approval => {
+                        place_hold(&tx, token, account.id, estimate, req.job_id, now, "released after hold")
+                            .map_err(&e)?;
                         tx.tx
-                            .execute(
-                                "UPDATE jobs SET state = 'held', reason = NULL WHERE token = ?1",
-                                [token],
-                            )
+                            .execute("UPDATE jobs SET state = 'held', reason = NULL WHERE token = ?1", [token])
                             .map_err(&e)?;
                         Modified::Released { hold: estimate }
                     }
-                    Verdict::Fits { .. } => Modified::StillHeld {
-                        reason: job.reason.clone().unwrap_or_default(),
-                    },
+                    Verdict::Fits { .. } => Modified::StillHeld { reason: job.reason.clone().unwrap_or_default() },
                     Verdict::Held { reason, .. } => Modified::StillHeld { reason },
-                    Verdict::Done(Decision::Reject { reason, .. }) => {
-                        Modified::StillHeld { reason }
-                    }
+                    Verdict::Done(Decision::Reject { reason, .. }) => Modified::StillHeld { reason },
                     Verdict::Done(_) => Modified::Unchanged,
                 }
             }
@@ -602,37 +450,16 @@ impl Budget {
     /// Releases the whole remaining hold of a job that never ran (or is abandoned).
     pub fn release(&mut self, token: &str, now: i64) -> Result<Money, BudgetError> {
         let path = self.ledger.path().to_path_buf();
-        let e = move |source| {
-            BudgetError::Ledger(LedgerError::Sqlite {
-                path: path.clone(),
-                source,
-            })
-        };
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::write(&mut self.ledger)?;
-        let job = tx
-            .job(token)
-            .map_err(&e)?
-            .ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
+        let job = tx.job(token).map_err(&e)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
         let released = job.held;
         if !released.is_zero() {
-            adjust_hold(
-                &tx,
-                &format!("release:{token}"),
-                &job,
-                -released.micros(),
-                now,
-            )
-            .map_err(&e)?;
+            adjust_hold(&tx, &format!("release:{token}"), &job, -released.micros(), now).map_err(&e)?;
         }
-        if matches!(
-            job.state.as_str(),
-            "held" | "awaiting_approval" | "awaiting_funds"
-        ) {
+        if matches!(job.state.as_str(), "held" | "awaiting_approval" | "awaiting_funds") {
             tx.tx
-                .execute(
-                    "UPDATE jobs SET state = 'released', settled_at = ?2 WHERE token = ?1",
-                    params![token, now],
-                )
+                .execute("UPDATE jobs SET state = 'released', settled_at = ?2 WHERE token = ?1", params![token, now])
                 .map_err(&e)?;
         }
         tx.commit()?;
@@ -642,21 +469,10 @@ impl Budget {
     /// Charges a run's actual cost and releases its share of the hold. Idempotent.
     pub fn reconcile(&mut self, c: &JobCompletion, now: i64) -> Result<Reconciled, BudgetError> {
         let path = self.ledger.path().to_path_buf();
-        let e = move |source| {
-            BudgetError::Ledger(LedgerError::Sqlite {
-                path: path.clone(),
-                source,
-            })
-        };
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let run_key = format!("{}:{}:{}", c.cluster, c.job_id, c.start_time);
         let tx = Tx::write(&mut self.ledger)?;
-        if tx
-            .tx
-            .prepare_cached("SELECT 1 FROM runs WHERE run_key = ?1")
-            .map_err(&e)?
-            .exists([&run_key])
-            .map_err(&e)?
-        {
+        if tx.tx.prepare_cached("SELECT 1 FROM runs WHERE run_key = ?1").map_err(&e)?.exists([&run_key]).map_err(&e)? {
             return Ok(Reconciled::Duplicate);
         }
         let job = match c.hold_token.as_deref() {
@@ -666,48 +482,33 @@ impl Budget {
         let account = match &job {
             Some(j) => tx.account_by_id(j.account_id).map_err(&e)?,
             None => {
-                if self.config.is_exempt_account(&c.account)
-                    || self.config.is_exempt_partition(&c.partition)
-                {
-                    return Ok(Reconciled::NotTracked {
-                        reason: "exempt".into(),
-                    });
+                if self.config.is_exempt_account(&c.account) || self.config.is_exempt_partition(&c.partition) {
+                    return Ok(Reconciled::NotTracked { reason: "exempt".into() });
                 }
                 match tx.account_by_name(&c.account).map_err(&e)? {
                     Some(a) => a,
                     None => {
-                        return Ok(Reconciled::NotTracked {
-                            reason: format!("account '{}' has no budget", c.account),
-                        })
+                        return Ok(Reconciled::NotTracked { reason: format!("account '{}' has no budget", c.account) })
                     }
                 }
             }
         };
-        let request: Option<JobRequest> = job
-            .as_ref()
-            .and_then(|j| serde_json::from_str(&j.request_json).ok());
+        let request: Option<JobRequest> = job.as_ref().and_then(|j| serde_json::from_str(&j.request_json).ok());
         let qos = request.as_ref().and_then(|r| r.qos.clone());
         let elapsed_s = c.elapsed_s() as u64;
         let cost = match (&c.allocated, self.config.partitions.get(&c.partition)) {
             (None, _) => Money::ZERO,
-            (Some(res), Some(p)) => {
-                cost::task_cost(&self.config, p, qos.as_deref(), res, elapsed_s)?
-            }
+            (Some(res), Some(p)) => cost::task_cost(&self.config, p, qos.as_deref(), res, elapsed_s)?,
             // Priced at submit but the partition is now unpriced: charge the estimate share,
             // so a config change never loses money.
             (Some(_), None) => match &job {
                 Some(j) => Money::from_micros(j.estimate.micros() / j.tasks_total as i64),
                 None => {
-                    return Ok(Reconciled::NotTracked {
-                        reason: format!("partition '{}' has no price", c.partition),
-                    })
+                    return Ok(Reconciled::NotTracked { reason: format!("partition '{}' has no price", c.partition) })
                 }
             },
         };
-        let share = job
-            .as_ref()
-            .map(|j| j.estimate.micros() / j.tasks_total as i64)
-            .unwrap_or(0);
+        let share = job.as_ref().map(|j| j.estimate.micros() / j.tasks_total as i64).unwrap_or(0);
         tx.tx
             .prepare_cached(
                 "INSERT INTO runs (run_key, token, account_id, cluster, job_id, user_name, partition, end_state, start_time,
@@ -736,24 +537,12 @@ impl Budget {
         let charge_key = format!("charge:{run_key}");
         let token = job.as_ref().map(|j| j.token.as_str());
         let at = if c.end_time > 0 { c.end_time } else { now };
-        post_charge(
-            &tx,
-            &charge_key,
-            account.id,
-            cost,
-            token,
-            Some(c.job_id),
-            at,
-            now,
-        )
-        .map_err(&e)?;
+        post_charge(&tx, &charge_key, account.id, cost, token, Some(c.job_id), at, now).map_err(&e)?;
         let mut released = Money::ZERO;
         if let Some(j) = &job {
             let first_run_of_this_id: bool = !tx
                 .tx
-                .prepare_cached(
-                    "SELECT 1 FROM runs WHERE token = ?1 AND job_id = ?2 AND run_key <> ?3",
-                )
+                .prepare_cached("SELECT 1 FROM runs WHERE token = ?1 AND job_id = ?2 AND run_key <> ?3")
                 .map_err(&e)?
                 .exists(params![j.token, c.job_id, run_key])
                 .map_err(&e)?;
@@ -764,19 +553,10 @@ impl Budget {
                     j.held
                 } else {
                     let per_task = j.hold_placed.micros() / j.tasks_total as i64;
-                    Money::from_micros(
-                        (per_task * (tasks_done - j.tasks_done) as i64).min(j.held.micros()),
-                    )
+                    Money::from_micros((per_task * (tasks_done - j.tasks_done) as i64).min(j.held.micros()))
                 };
                 if !release.is_zero() {
-                    adjust_hold(
-                        &tx,
-                        &format!("release:{run_key}"),
-                        j,
-                        -release.micros(),
-                        now,
-                    )
-                    .map_err(&e)?;
+                    adjust_hold(&tx, &format!("release:{run_key}"), j, -release.micros(), now).map_err(&e)?;
                     released = release;
                 }
             }
@@ -797,11 +577,7 @@ impl Budget {
                 .map_err(&e)?;
         }
         tx.commit()?;
-        Ok(Reconciled::Charged {
-            account: account.name,
-            cost,
-            released,
-        })
+        Ok(Reconciled::Charged { account: account.name, cost, released })
     }
 
     /// A user's most recent jobs, newest first.
@@ -835,11 +611,7 @@ impl Budget {
     }
 
     /// Journal entries of one account at or after `since`, oldest first.
-    pub fn journal_of(
-        &self,
-        account: &str,
-        since: i64,
-    ) -> Result<Vec<crate::core::ledger::EntryRow>, BudgetError> {
+    pub fn journal_of(&self, account: &str, since: i64) -> Result<Vec<crate::core::ledger::EntryRow>, BudgetError> {
         let e = sq(&self.ledger);
         let exists = self
             .ledger
@@ -886,20 +658,15 @@ impl Budget {
             .conn
             .prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs WHERE token = ?1"))
             .and_then(|mut s| {
-                rusqlite::OptionalExtension::optional(
-                    s.query_row([token], crate::core::ledger::job_from_row),
-                )
+                rusqlite::OptionalExtension::optional(s.query_row([token], crate::core::ledger::job_from_row))
             })
             .map_err(e)
     }
 }
 
 fn validate_name(name: &str) -> Result<(), BudgetError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
+    let ok =
+        !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
     if ok {
         Ok(())
     } else {
@@ -929,17 +696,8 @@ fn balance_of(acc: &AccountRow, allocs: &[AllocationRow], now: i64) -> Balance {
 
 enum Verdict {
     Done(Decision),
-    Fits {
-        account: AccountRow,
-        estimate: Money,
-        available: Money,
-    },
-    Held {
-        account: AccountRow,
-        estimate: Money,
-        reason: String,
-        state: &'static str,
-    },
+    Fits { account: AccountRow, estimate: Money, available: Money },
+    Held { account: AccountRow, estimate: Money, reason: String, state: &'static str },
 }
 
 /// The decision rule, shared by quote, check_and_hold and a release re-check.
@@ -951,29 +709,29 @@ fn decide(
     skip_approval: bool,
 ) -> Result<Verdict, BudgetError> {
     if config.is_exempt_account(&req.account) {
-        return Ok(Verdict::Done(Decision::Exempt {
-            reason: format!("account {} is exempt", req.account),
-        }));
+        return Ok(Verdict::Done(Decision::Exempt { reason: format!("account {} is exempt", req.account) }));
     }
     if config.is_exempt_partition(&req.partition) {
-        return Ok(Verdict::Done(Decision::Exempt {
-            reason: format!("partition {} is exempt", req.partition),
-        }));
+        return Ok(Verdict::Done(Decision::Exempt { reason: format!("partition {} is exempt", req.partition) }));
     }
     let estimate = match cost::estimate(config, req) {
         Ok(m) => m,
-        Err(CostError::UnpricedPartition(p)) => {
-            return Ok(Verdict::Done(match config.policy.unpriced_partition {
-                MissingPolicy::Exempt => Decision::Exempt { reason: format!("partition {p} has no price") },
-                MissingPolicy::Reject => Decision::Reject {
-                    reason: format!("asbb: partition '{p}' has no price in asbb; ask your admins to add it or use another partition"),
-                    code: RefuseCode::InvalidRequest,
-                    estimate: None,
-                },
-            }))
-        }
+        Err(CostError::UnpricedPartition(p)) => return Ok(Verdict::Done(match config.policy.unpriced_partition {
+            MissingPolicy::Exempt => Decision::Exempt { reason: format!("partition {p} has no price") },
+            MissingPolicy::Reject => Decision::Reject {
+                reason: format!(
+                    "asbb: partition '{p}' has no price in asbb; ask your admins to add it or use another partition"
+                ),
+                code: RefuseCode::InvalidRequest,
+                estimate: None,
+            },
+        })),
         Err(err) => {
-            return Ok(Verdict::Done(Decision::Reject { reason: format!("asbb: {err}"), code: RefuseCode::InvalidRequest, estimate: None }))
+            return Ok(Verdict::Done(Decision::Reject {
+                reason: format!("asbb: {err}"),
+                code: RefuseCode::InvalidRequest,
+                estimate: None,
+            }))
         }
     };
     let ledger_err = |source: rusqlite::Error| BudgetError::Ledger(tx.err(source));
@@ -981,9 +739,7 @@ fn decide(
         Some(a) => a,
         None => {
             return Ok(Verdict::Done(match config.policy.unknown_account {
-                MissingPolicy::Exempt => Decision::Exempt {
-                    reason: format!("account {} has no budget", req.account),
-                },
+                MissingPolicy::Exempt => Decision::Exempt { reason: format!("account {} has no budget", req.account) },
                 MissingPolicy::Reject => Decision::Reject {
                     reason: format!(
                         "asbb: account '{}' has no budget in asbb; ask your admins to create one",
@@ -997,10 +753,7 @@ fn decide(
     };
     if account.status != "active" {
         return Ok(Verdict::Done(Decision::Reject {
-            reason: format!(
-                "asbb: account '{}' is {}; no new jobs can be charged to it",
-                account.name, account.status
-            ),
+            reason: format!("asbb: account '{}' is {}; no new jobs can be charged to it", account.name, account.status),
             code: RefuseCode::AccountingPolicy,
             estimate: Some(estimate),
         }));
@@ -1010,28 +763,17 @@ fn decide(
     if let Some(threshold) = config.policy.approval_threshold.filter(|_| !skip_approval) {
         if estimate > threshold {
             let reason = format!("asbb: needs approval, estimate {estimate} > {threshold}");
-            return Ok(Verdict::Held {
-                account,
-                estimate,
-                reason,
-                state: "awaiting_approval",
-            });
+            return Ok(Verdict::Held { account, estimate, reason, state: "awaiting_approval" });
         }
     }
     if estimate <= available {
-        return Ok(Verdict::Fits {
-            account,
-            estimate,
-            available,
-        });
+        return Ok(Verdict::Fits { account, estimate, available });
     }
     // Short now; does an allocation start soon that would cover it?
     if config.policy.low_balance_hold_days > 0 {
         let horizon = now + config.policy.low_balance_hold_days as i64 * DAY_S;
-        if let Some(next) = allocs
-            .iter()
-            .filter(|a| a.valid_from > now && a.valid_from <= horizon)
-            .min_by_key(|a| a.valid_from)
+        if let Some(next) =
+            allocs.iter().filter(|a| a.valid_from > now && a.valid_from <= horizon).min_by_key(|a| a.valid_from)
         {
             if available.micros() + next.remaining().micros() >= estimate.micros() {
                 let reason = format!(
@@ -1040,12 +782,7 @@ fn decide(
                     available.max(Money::ZERO),
                     format_date(next.valid_from)
                 );
-                return Ok(Verdict::Held {
-                    account,
-                    estimate,
-                    reason,
-                    state: "awaiting_funds",
-                });
+                return Ok(Verdict::Held { account, estimate, reason, state: "awaiting_funds" });
             }
         }
     }
@@ -1189,9 +926,7 @@ fn adjust_hold(tx: &Tx<'_>, key: &str, job: &JobRow, delta: i64, now: i64) -> ru
 }
 
 fn journal_count(tx: &Tx<'_>, token: &str) -> rusqlite::Result<i64> {
-    tx.tx
-        .prepare_cached("SELECT count(*) FROM journal WHERE token = ?1")?
-        .query_row([token], |r| r.get(0))
+    tx.tx.prepare_cached("SELECT count(*) FROM journal WHERE token = ?1")?.query_row([token], |r| r.get(0))
 }
 
 /// Posts a charge over the account's allocations active at `at`, the one ending
@@ -1212,11 +947,7 @@ fn post_charge(
     }
     let mut left = amount.micros();
     let mut part = 0u32;
-    for a in tx
-        .allocations(account_id)?
-        .iter()
-        .filter(|a| a.is_active(at) && a.remaining().micros() > 0)
-    {
+    for a in tx.allocations(account_id)?.iter().filter(|a| a.is_active(at) && a.remaining().micros() > 0) {
         let take = left.min(a.remaining().micros());
         tx.insert_entry(&NewEntry {
             txn_key: key,

@@ -141,15 +141,8 @@ fn default_currency() -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Pricing {
     Tres(TresRates),
-    Billing {
-        unit_hour: Money,
-        weights: BillingWeights,
-    },
-    Aws {
-        instance_type: String,
-        market: String,
-        node_hour: Money,
-    },
+    Billing { unit_hour: Money, weights: BillingWeights },
+    Aws { instance_type: String, market: String, node_hour: Money },
 }
 
 /// Hourly rates in micro-dollars.
@@ -202,16 +195,8 @@ impl fmt::Display for Pricing {
             Pricing::Billing { unit_hour, .. } => {
                 write!(f, "{} per billing unit-hour", unit_hour.to_exact_string())
             }
-            Pricing::Aws {
-                instance_type,
-                market,
-                node_hour,
-            } => {
-                write!(
-                    f,
-                    "AWS {instance_type} {market} at {} per node-hour",
-                    node_hour.to_exact_string()
-                )
+            Pricing::Aws { instance_type, market, node_hour } => {
+                write!(f, "AWS {instance_type} {market} at {} per node-hour", node_hour.to_exact_string())
             }
         }
     }
@@ -220,20 +205,14 @@ impl fmt::Display for Pricing {
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-            path: shown.clone(),
-            reason: format!("cannot read: {e}"),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError { path: shown.clone(), reason: format!("cannot read: {e}") })?;
         Config::parse(&text, &shown)
     }
 
     pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
-        let err = |reason: String| ConfigError {
-            path: source.to_string(),
-            reason,
-        };
-        let raw: RawConfig =
-            toml::from_str(text).map_err(|e| err(describe_toml_error(text, &e)))?;
+        let err = |reason: String| ConfigError { path: source.to_string(), reason };
+        let raw: RawConfig = toml::from_str(text).map_err(|e| err(describe_toml_error(text, &e)))?;
         if raw.policy.ledger_busy_timeout_ms > MAX_BUSY_TIMEOUT_MS {
             return Err(err(format!(
                 "policy.ledger_busy_timeout_ms: {} is above the limit of {MAX_BUSY_TIMEOUT_MS} ms (slurmctld must not wait long)",
@@ -247,7 +226,8 @@ impl Config {
                 (Some(r), None, None) => Pricing::Tres(tres_rates(r, &key).map_err(err)?),
                 (None, Some(b), None) => Pricing::Billing {
                     unit_hour: b.unit_hour,
-                    weights: parse_billing_weights(&b.weights).map_err(|r| err(format!("{key}.billing.weights: {r}")))?,
+                    weights: parse_billing_weights(&b.weights)
+                        .map_err(|r| err(format!("{key}.billing.weights: {r}")))?,
                 },
                 (None, None, Some(a)) => {
                     if a.instance_type.trim().is_empty() {
@@ -256,7 +236,11 @@ impl Config {
                     if a.market != "on-demand" && a.market != "spot" {
                         return Err(err(format!("{key}.aws.market: '{}' is not on-demand or spot", a.market)));
                     }
-                    Pricing::Aws { instance_type: a.instance_type.clone(), market: a.market.clone(), node_hour: a.node_hour }
+                    Pricing::Aws {
+                        instance_type: a.instance_type.clone(),
+                        market: a.market.clone(),
+                        node_hour: a.node_hour,
+                    }
                 }
                 (None, None, None) => {
                     return Err(err(format!(
@@ -266,18 +250,10 @@ impl Config {
                 _ => return Err(err(format!("{key}: give only one of rates, billing or aws"))),
             };
             if p.default_time_limit_min == Some(0) {
-                return Err(err(format!(
-                    "{key}.default_time_limit_min: must be at least 1"
-                )));
+                return Err(err(format!("{key}.default_time_limit_min: must be at least 1")));
             }
-            partitions.insert(
-                name.clone(),
-                Partition {
-                    name,
-                    pricing,
-                    default_time_limit_min: p.default_time_limit_min,
-                },
-            );
+            partitions
+                .insert(name.clone(), Partition { name, pricing, default_time_limit_min: p.default_time_limit_min });
         }
         let mut qos_multipliers = BTreeMap::new();
         for (qos, m) in raw.qos_multipliers {
@@ -288,9 +264,7 @@ impl Config {
         }
         Ok(Config {
             source: source.to_string(),
-            ledger_path: raw
-                .ledger
-                .unwrap_or_else(|| PathBuf::from(DEFAULT_LEDGER_PATH)),
+            ledger_path: raw.ledger.unwrap_or_else(|| PathBuf::from(DEFAULT_LEDGER_PATH)),
             currency: raw.currency,
             policy: raw.policy,
             partitions,
@@ -309,9 +283,7 @@ impl Config {
 
 fn tres_rates(raw: &BTreeMap<String, Money>, key: &str) -> Result<TresRates, String> {
     if raw.is_empty() {
-        return Err(format!(
-            "{key}.rates: no rates given; set at least one of cpu, mem_gb, node, gres/gpu"
-        ));
+        return Err(format!("{key}.rates: no rates given; set at least one of cpu, mem_gb, node, gres/gpu"));
     }
     let mut rates = TresRates::default();
     for (name, &rate) in raw {
@@ -343,9 +315,7 @@ pub fn parse_billing_weights(text: &str) -> Result<BillingWeights, String> {
         return Ok(w);
     }
     for item in text.split(',') {
-        let (name, value) = item
-            .split_once('=')
-            .ok_or_else(|| format!("'{item}' is not NAME=WEIGHT"))?;
+        let (name, value) = item.split_once('=').ok_or_else(|| format!("'{item}' is not NAME=WEIGHT"))?;
         let name = name.trim();
         let value = value.trim();
         let lower = name.to_ascii_lowercase();
@@ -359,9 +329,7 @@ pub fn parse_billing_weights(text: &str) -> Result<BillingWeights, String> {
         } else {
             (value, false)
         };
-        let weight = Money::parse(digits)
-            .map_err(|e| format!("weight for {name}: {e}"))?
-            .micros();
+        let weight = Money::parse(digits).map_err(|e| format!("weight for {name}: {e}"))?.micros();
         match lower.as_str() {
             "cpu" => w.cpu_micro = weight,
             "node" => w.node_micro = weight,
@@ -381,11 +349,7 @@ pub fn parse_billing_weights(text: &str) -> Result<BillingWeights, String> {
                 Some(t) if !t.is_empty() => {
                     w.gpu_typed_micro.insert(t.to_string(), weight);
                 }
-                _ => {
-                    return Err(format!(
-                        "unknown TRES '{name}'; use CPU, Mem, Node, GRES/gpu or GRES/gpu:<type>"
-                    ))
-                }
+                _ => return Err(format!("unknown TRES '{name}'; use CPU, Mem, Node, GRES/gpu or GRES/gpu:<type>")),
             },
         }
     }
@@ -448,26 +412,18 @@ node_hour = 0.34
     #[test]
     fn refuses_unknown_keys_with_the_line() {
         let e = Config::parse("[policy]\nfoo = 1\n", "a.toml").unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("a.toml: line 2: `foo = 1`: unknown field `foo`"),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("a.toml: line 2: `foo = 1`: unknown field `foo`"), "{e}");
     }
 
     #[test]
     fn refuses_negative_rates() {
         let e = Config::parse("[partitions.p.rates]\ncpu = -1\n", "a.toml").unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "a.toml: line 2: `cpu = -1`: amount '-1' is negative; amounts must be zero or more"
-        );
+        assert_eq!(e.to_string(), "a.toml: line 2: `cpu = -1`: amount '-1' is negative; amounts must be zero or more");
     }
 
     #[test]
     fn refuses_a_partition_without_rates() {
-        let e =
-            Config::parse("[partitions.gpu]\ndefault_time_limit_min = 5\n", "a.toml").unwrap_err();
+        let e = Config::parse("[partitions.gpu]\ndefault_time_limit_min = 5\n", "a.toml").unwrap_err();
         assert_eq!(
             e.to_string(),
             "a.toml: partitions.gpu: partition has no rates; give one of [partitions.gpu.rates], [partitions.gpu.billing] or [partitions.gpu.aws]"

@@ -36,15 +36,10 @@ pub fn raw_cost(partition: &Partition, res: &Resources, seconds: u64) -> Result<
                 SECONDS_PER_HOUR * MB_PER_GB * MICROS_PER_UNIT as i128,
             )
         }
-        Pricing::Aws { node_hour, .. } => (
-            res.nodes as i128 * node_hour.micros() as i128 * secs,
-            SECONDS_PER_HOUR,
-        ),
+        Pricing::Aws { node_hour, .. } => (res.nodes as i128 * node_hour.micros() as i128 * secs, SECONDS_PER_HOUR),
     };
     let micros = (numerator + denominator / 2) / denominator;
-    i64::try_from(micros)
-        .map(Money::from_micros)
-        .map_err(|_| CostError::Overflow)
+    i64::try_from(micros).map(Money::from_micros).map_err(|_| CostError::Overflow)
 }
 
 fn tres_per_hour_x1024(partition: &str, r: &TresRates, res: &Resources) -> Result<i128, CostError> {
@@ -52,18 +47,10 @@ fn tres_per_hour_x1024(partition: &str, r: &TresRates, res: &Resources) -> Resul
         + res.mem_mb as i128 * r.mem_gb.micros() as i128
         + res.nodes as i128 * r.node.micros() as i128 * MB_PER_GB;
     for (typ, &count) in &res.gpus {
-        let rate = if typ.is_empty() {
-            r.gpu
-        } else {
-            r.gpu_typed.get(typ).copied().or(r.gpu)
-        };
+        let rate = if typ.is_empty() { r.gpu } else { r.gpu_typed.get(typ).copied().or(r.gpu) };
         let rate = rate.ok_or_else(|| CostError::UnpricedGpu {
             partition: partition.to_string(),
-            typ: if typ.is_empty() {
-                String::new()
-            } else {
-                format!(":{typ}")
-            },
+            typ: if typ.is_empty() { String::new() } else { format!(":{typ}") },
         })?;
         total += count as i128 * rate.micros() as i128 * MB_PER_GB;
     }
@@ -79,11 +66,8 @@ fn billing_units_micro_x1024(w: &BillingWeights, res: &Resources) -> i128 {
         + res.mem_mb as i128 * w.mem_gb_micro as i128
         + res.nodes as i128 * w.node_micro as i128 * MB_PER_GB;
     for (typ, &count) in &res.gpus {
-        let weight = if typ.is_empty() {
-            w.gpu_micro
-        } else {
-            w.gpu_typed_micro.get(typ).copied().unwrap_or(w.gpu_micro)
-        };
+        let weight =
+            if typ.is_empty() { w.gpu_micro } else { w.gpu_typed_micro.get(typ).copied().unwrap_or(w.gpu_micro) };
         total += count as i128 * weight as i128 * MB_PER_GB;
     }
     total
@@ -103,8 +87,7 @@ pub fn task_cost(
     }
     let mut cost = raw_cost(partition, res, seconds)?;
     if let Some(mult) = qos.and_then(|q| config.qos_multipliers.get(q)) {
-        let scaled = (cost.micros() as i128 * *mult as i128 + MICROS_PER_UNIT as i128 / 2)
-            / MICROS_PER_UNIT as i128;
+        let scaled = (cost.micros() as i128 * *mult as i128 + MICROS_PER_UNIT as i128 / 2) / MICROS_PER_UNIT as i128;
         cost = Money::from_micros(i64::try_from(scaled).map_err(|_| CostError::Overflow)?);
     }
     Ok(cost.max(config.policy.minimum_charge))
@@ -112,20 +95,10 @@ pub fn task_cost(
 
 /// The estimate for a whole request: every array task for its full time limit.
 pub fn estimate(config: &Config, req: &JobRequest) -> Result<Money, CostError> {
-    let partition = config
-        .partitions
-        .get(&req.partition)
-        .ok_or_else(|| CostError::UnpricedPartition(req.partition.clone()))?;
-    let per_task = task_cost(
-        config,
-        partition,
-        req.qos.as_deref(),
-        &req.resources,
-        req.time_limit_min as u64 * 60,
-    )?;
-    per_task
-        .checked_mul(req.array_tasks.max(1) as i64)
-        .ok_or(CostError::Overflow)
+    let partition =
+        config.partitions.get(&req.partition).ok_or_else(|| CostError::UnpricedPartition(req.partition.clone()))?;
+    let per_task = task_cost(config, partition, req.qos.as_deref(), &req.resources, req.time_limit_min as u64 * 60)?;
+    per_task.checked_mul(req.array_tasks.max(1) as i64).ok_or(CostError::Overflow)
 }
 
 #[cfg(test)]
@@ -177,10 +150,7 @@ high = 1.5
                 nodes,
                 cpus,
                 mem_mb,
-                gpus: gpus
-                    .iter()
-                    .map(|(t, n)| (t.to_string(), *n))
-                    .collect::<BTreeMap<_, _>>(),
+                gpus: gpus.iter().map(|(t, n)| (t.to_string(), *n)).collect::<BTreeMap<_, _>>(),
             },
             time_limit_min: minutes,
             array_tasks: tasks,
@@ -219,37 +189,23 @@ high = 1.5
     fn minimum_charge_and_qos() {
         let c = config();
         let p = &c.partitions["debug"];
-        let r = Resources {
-            nodes: 1,
-            cpus: 1,
-            mem_mb: 0,
-            gpus: BTreeMap::new(),
-        };
+        let r = Resources { nodes: 1, cpus: 1, mem_mb: 0, gpus: BTreeMap::new() };
         assert_eq!(task_cost(&c, p, None, &r, 1).unwrap().micros(), 10_000);
         assert_eq!(task_cost(&c, p, None, &r, 0).unwrap(), Money::ZERO);
-        assert_eq!(
-            task_cost(&c, p, Some("high"), &r, 3600).unwrap().micros(),
-            180_000
-        );
+        assert_eq!(task_cost(&c, p, Some("high"), &r, 3600).unwrap().micros(), 180_000);
     }
 
     #[test]
     fn unpriced_things_are_errors() {
         let c = config();
-        assert_eq!(
-            estimate(&c, &req("nope", 1, 1, 0, &[], 1, 1)),
-            Err(CostError::UnpricedPartition("nope".into()))
-        );
+        assert_eq!(estimate(&c, &req("nope", 1, 1, 0, &[], 1, 1)), Err(CostError::UnpricedPartition("nope".into())));
         let mut c2 = c.clone();
         if let Pricing::Tres(r) = &mut c2.partitions.get_mut("debug").unwrap().pricing {
             r.gpu = None;
         }
         assert_eq!(
             estimate(&c2, &req("debug", 1, 1, 0, &[("h100", 1)], 1, 1)),
-            Err(CostError::UnpricedGpu {
-                partition: "debug".into(),
-                typ: ":h100".into()
-            })
+            Err(CostError::UnpricedGpu { partition: "debug".into(), typ: ":h100".into() })
         );
     }
 }

@@ -7,8 +7,8 @@
 
 use crate::core::config::{Config, MissingPolicy};
 use crate::core::job::{
-    parse_array_task_count, parse_gpu_spec, EndState, JobCompletion, JobRequest, Resources,
-    SpecError, MAX_CPUS, MAX_NODES, MAX_TIME_LIMIT_MIN,
+    parse_array_task_count, parse_gpu_spec, EndState, JobCompletion, JobRequest, Resources, SpecError, MAX_CPUS,
+    MAX_NODES, MAX_TIME_LIMIT_MIN,
 };
 use std::collections::BTreeMap;
 
@@ -106,10 +106,8 @@ pub enum ReadRequest {
 pub fn hold_token(admin_comment: Option<&str>) -> Option<String> {
     let text = admin_comment?;
     let start = text.find(HOLD_PREFIX)? + HOLD_PREFIX.len();
-    let token: String = text[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-')
-        .collect();
+    let token: String =
+        text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-').collect();
     (!token.is_empty()).then_some(token)
 }
 
@@ -130,11 +128,7 @@ pub fn with_hold_token(admin_comment: Option<&str>, token: &str) -> String {
 
 /// Strips control characters and bounds length, so user text cannot forge log lines.
 pub fn clean_text(text: &str) -> String {
-    let mut out: String = text
-        .chars()
-        .filter(|c| !c.is_control())
-        .take(MAX_TEXT_LEN)
-        .collect();
+    let mut out: String = text.chars().filter(|c| !c.is_control()).take(MAX_TEXT_LEN).collect();
     if text.chars().filter(|c| !c.is_control()).count() > MAX_TEXT_LEN {
         out.push('…');
     }
@@ -152,26 +146,14 @@ fn present16(v: u16) -> Option<u32> {
 impl SubmitFields {
     /// Turns the description into a priced request, or says it is exempt, or why not.
     pub fn to_request(&self, config: &Config) -> Result<ReadRequest, FieldError> {
-        let account = match self
-            .account
-            .as_deref()
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-        {
+        let account = match self.account.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
             Some(a) => a.to_string(),
             None => match config.policy.no_account {
-                MissingPolicy::Exempt => {
-                    return Ok(ReadRequest::Exempt("job has no account".into()))
-                }
+                MissingPolicy::Exempt => return Ok(ReadRequest::Exempt("job has no account".into())),
                 MissingPolicy::Reject => return Err(FieldError::NoAccount),
             },
         };
-        let partition = match self
-            .partition
-            .as_deref()
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-        {
+        let partition = match self.partition.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
             // A job may list several partitions; price the first (SLURM tries them in order).
             Some(p) => p.split(',').next().unwrap_or(p).to_string(),
             None => return Err(FieldError::NoPartition),
@@ -180,20 +162,14 @@ impl SubmitFields {
             return Ok(ReadRequest::Exempt(format!("account {account} is exempt")));
         }
         if config.is_exempt_partition(&partition) {
-            return Ok(ReadRequest::Exempt(format!(
-                "partition {partition} is exempt"
-            )));
+            return Ok(ReadRequest::Exempt(format!("partition {partition} is exempt")));
         }
         let time_limit_min = match self.time_limit {
             INFINITE => return self.unlimited(config),
             NO_VAL => match (self.partition_default_time, self.partition_max_time) {
                 (d, _) if present(d).is_some() => d,
                 (_, m) if present(m).is_some() => m,
-                _ => match config
-                    .partitions
-                    .get(&partition)
-                    .and_then(|p| p.default_time_limit_min)
-                {
+                _ => match config.partitions.get(&partition).and_then(|p| p.default_time_limit_min) {
                     Some(d) => d,
                     None => return self.unlimited(config),
                 },
@@ -202,9 +178,7 @@ impl SubmitFields {
             t => t,
         };
         if time_limit_min > MAX_TIME_LIMIT_MIN {
-            return Err(
-                SpecError::TooLarge(format!("time limit of {time_limit_min} minutes")).into(),
-            );
+            return Err(SpecError::TooLarge(format!("time limit of {time_limit_min} minutes")).into());
         }
         let array_tasks = match self.array_inx.as_deref().filter(|s| !s.trim().is_empty()) {
             Some(spec) => parse_array_task_count(spec)?,
@@ -212,10 +186,7 @@ impl SubmitFields {
         };
         let resources = self.resources()?;
         Ok(ReadRequest::Priced(JobRequest {
-            user: self
-                .user_name
-                .clone()
-                .unwrap_or_else(|| self.uid.to_string()),
+            user: self.user_name.clone().unwrap_or_else(|| self.uid.to_string()),
             uid: self.uid,
             account,
             partition,
@@ -247,9 +218,7 @@ impl SubmitFields {
             (None, Some(per_node)) => per_node as u64 * nodes as u64,
             (None, None) => nodes as u64,
         };
-        let cpus = (tasks * cpus_per_task)
-            .max(present(self.min_cpus).unwrap_or(0) as u64)
-            .max(1);
+        let cpus = (tasks * cpus_per_task).max(present(self.min_cpus).unwrap_or(0) as u64).max(1);
         if cpus > MAX_CPUS as u64 {
             return Err(SpecError::TooLarge(format!("{cpus} cpus")).into());
         }
@@ -265,8 +234,8 @@ impl SubmitFields {
                 for (typ, n) in parse_gpu_spec(s)? {
                     let total = (n as u64).saturating_mul(mult);
                     let slot = gpus.entry(typ).or_insert(0);
-                    *slot = u32::try_from(*slot as u64 + total)
-                        .map_err(|_| SpecError::TooLarge(format!("GPUs in {s}")))?;
+                    *slot =
+                        u32::try_from(*slot as u64 + total).map_err(|_| SpecError::TooLarge(format!("GPUs in {s}")))?;
                 }
             }
             Ok(())
@@ -274,12 +243,7 @@ impl SubmitFields {
         add(&self.tres_per_job, 1)?;
         add(&self.tres_per_node, nodes as u64)?;
         add(&self.tres_per_task, tasks)?;
-        let res = Resources {
-            nodes,
-            cpus,
-            mem_mb,
-            gpus,
-        };
+        let res = Resources { nodes, cpus, mem_mb, gpus };
         res.validate()?;
         Ok(res)
     }
@@ -321,20 +285,10 @@ impl CompletionFields {
     /// The completion to reconcile. A run that never started has no allocation.
     pub fn to_completion(&self) -> Result<JobCompletion, SpecError> {
         let allocated = match self.tres_alloc.as_deref().filter(|s| !s.trim().is_empty()) {
-            Some(t) if self.start_time > 0 && self.end_time > self.start_time => {
-                Some(parse_alloc_tres(t)?)
-            }
+            Some(t) if self.start_time > 0 && self.end_time > self.start_time => Some(parse_alloc_tres(t)?),
             Some(_) => None,
-            None if self.start_time > 0
-                && self.end_time > self.start_time
-                && self.total_cpus > 0 =>
-            {
-                Some(Resources {
-                    nodes: self.node_cnt.max(1),
-                    cpus: self.total_cpus,
-                    mem_mb: 0,
-                    gpus: BTreeMap::new(),
-                })
+            None if self.start_time > 0 && self.end_time > self.start_time && self.total_cpus > 0 => {
+                Some(Resources { nodes: self.node_cnt.max(1), cpus: self.total_cpus, mem_mb: 0, gpus: BTreeMap::new() })
             }
             None => None,
         };
@@ -342,10 +296,7 @@ impl CompletionFields {
             cluster: self.cluster.clone(),
             job_id: self.job_id,
             hold_token: hold_token(self.admin_comment.as_deref()),
-            user: self
-                .user_name
-                .clone()
-                .unwrap_or_else(|| self.uid.to_string()),
+            user: self.user_name.clone().unwrap_or_else(|| self.uid.to_string()),
             account: self.account.clone().unwrap_or_default(),
             partition: self.partition.clone().unwrap_or_default(),
             state: self.state.unwrap_or(EndState::Other),
@@ -400,15 +351,7 @@ mod tests {
     #[test]
     fn plain_job() {
         let r = priced(&fields());
-        assert_eq!(
-            (
-                r.resources.nodes,
-                r.resources.cpus,
-                r.time_limit_min,
-                r.array_tasks
-            ),
-            (1, 1, 60, 1)
-        );
+        assert_eq!((r.resources.nodes, r.resources.cpus, r.time_limit_min, r.array_tasks), (1, 1, 60, 1));
     }
 
     #[test]
@@ -423,10 +366,7 @@ mod tests {
         f.pn_min_memory = 4096;
         assert_eq!(priced(&f).resources.mem_mb, 8192);
         f.tres_per_node = Some("gres:gpu:a100:2".into());
-        assert_eq!(
-            priced(&f).resources.gpus,
-            BTreeMap::from([("a100".into(), 4)])
-        );
+        assert_eq!(priced(&f).resources.gpus, BTreeMap::from([("a100".into(), 4)]));
         f.array_inx = Some("1-100%10".into());
         assert_eq!(priced(&f).array_tasks, 100);
     }
@@ -457,34 +397,21 @@ mod tests {
         f.account = None;
         assert_eq!(f.to_request(&config()), Err(FieldError::NoAccount));
         f.account = Some("free".into());
-        assert!(matches!(
-            f.to_request(&config()),
-            Ok(ReadRequest::Exempt(_))
-        ));
+        assert!(matches!(f.to_request(&config()), Ok(ReadRequest::Exempt(_))));
     }
 
     #[test]
     fn tokens_in_admin_comment() {
         assert_eq!(with_hold_token(None, "12.ab"), "asbb:hold=12.ab");
-        assert_eq!(
-            with_hold_token(Some("site note"), "12.ab"),
-            "site note asbb:hold=12.ab"
-        );
-        assert_eq!(
-            with_hold_token(Some("x asbb:hold=1.a y"), "2.b"),
-            "x asbb:hold=2.b y"
-        );
-        assert_eq!(
-            hold_token(Some("x asbb:hold=12.ab y")),
-            Some("12.ab".into())
-        );
+        assert_eq!(with_hold_token(Some("site note"), "12.ab"), "site note asbb:hold=12.ab");
+        assert_eq!(with_hold_token(Some("x asbb:hold=1.a y"), "2.b"), "x asbb:hold=2.b y");
+        assert_eq!(hold_token(Some("x asbb:hold=12.ab y")), Some("12.ab".into()));
         assert_eq!(hold_token(Some("nothing")), None);
     }
 
     #[test]
     fn alloc_tres() {
-        let r =
-            parse_alloc_tres("cpu=2,mem=200M,node=1,billing=2,gres/gpu=3,gres/gpu:a100=2").unwrap();
+        let r = parse_alloc_tres("cpu=2,mem=200M,node=1,billing=2,gres/gpu=3,gres/gpu:a100=2").unwrap();
         assert_eq!((r.cpus, r.mem_mb, r.nodes), (2, 200, 1));
         assert_eq!(r.gpus, BTreeMap::from([("".into(), 1), ("a100".into(), 2)]));
         assert!(parse_alloc_tres("cpu=x").is_err());
@@ -493,9 +420,6 @@ mod tests {
     #[test]
     fn clean_text_strips_controls() {
         assert_eq!(clean_text("a\nb\x1b[31m"), "ab[31m");
-        assert_eq!(
-            clean_text(&"x".repeat(300)).chars().count(),
-            MAX_TEXT_LEN + 1
-        );
+        assert_eq!(clean_text(&"x".repeat(300)).chars().count(), MAX_TEXT_LEN + 1);
     }
 }

@@ -25,38 +25,19 @@ pub enum SubmitAction {
     /// Let the job through untouched.
     Pass { log: Option<String> },
     /// Funds held: set `admin_comment`; `note` (if any) is shown to the user.
-    Accept {
-        admin_comment: String,
-        note: Option<String>,
-        log: String,
-    },
+    Accept { admin_comment: String, note: Option<String>, log: String },
     /// Submit held (`priority = 0`) with `reason` shown in `scontrol show job`.
-    Hold {
-        admin_comment: String,
-        reason: String,
-        log: String,
-    },
+    Hold { admin_comment: String, reason: String, log: String },
     /// Refuse with `err_msg` and `code`.
-    Refuse {
-        err_msg: String,
-        code: RefuseCode,
-        log: String,
-    },
+    Refuse { err_msg: String, code: RefuseCode, log: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModifyAction {
     /// Let the update through; set `admin_comment` if given.
-    Allow {
-        admin_comment: Option<String>,
-        log: Option<String>,
-    },
+    Allow { admin_comment: Option<String>, log: Option<String> },
     /// A release that does not fit: refuse the update, the job stays held with `reason`.
-    KeepHeld {
-        reason: String,
-        code: RefuseCode,
-        log: String,
-    },
+    KeepHeld { reason: String, code: RefuseCode, log: String },
     /// Refuse the update (e.g. a bigger job that no longer fits).
     Refuse { code: RefuseCode, log: String },
 }
@@ -71,13 +52,8 @@ pub fn config_path_for(slurm_conf_path: Option<&str>) -> PathBuf {
     if let Some(p) = std::env::var_os("ASBB_CONFIG").filter(|p| !p.is_empty()) {
         return PathBuf::from(p);
     }
-    let conf = slurm_conf_path
-        .filter(|p| !p.is_empty())
-        .unwrap_or("/etc/slurm/slurm.conf");
-    Path::new(conf)
-        .parent()
-        .unwrap_or(Path::new("/etc/slurm"))
-        .join("asbb.toml")
+    let conf = slurm_conf_path.filter(|p| !p.is_empty()).unwrap_or("/etc/slurm/slurm.conf");
+    Path::new(conf).parent().unwrap_or(Path::new("/etc/slurm")).join("asbb.toml")
 }
 
 const LEDGER_DOWN_REJECT: &str =
@@ -90,14 +66,14 @@ const LEDGER_DOWN_ACCEPT: &str =
 pub struct Hooks {
     config: Config,
     budget: Option<Budget>,
+    /// Tests prove a panic cannot take slurmctld down: a job with this name panics.
+    panic_job_name: Option<String>,
 }
 
 impl Hooks {
     pub fn new(config: Config) -> Hooks {
-        Hooks {
-            config,
-            budget: None,
-        }
+        let panic_job_name = std::env::var("ASBB_TEST_PANIC_JOB_NAME").ok().filter(|n| !n.is_empty());
+        Hooks { config, budget: None, panic_job_name }
     }
 
     pub fn config(&self) -> &Config {
@@ -129,12 +105,13 @@ impl Hooks {
         if fields.uid == 0 {
             return SubmitAction::Pass { log: None };
         }
+        if self.panic_job_name.is_some() && fields.name == self.panic_job_name {
+            panic!("ASBB_TEST_PANIC_JOB_NAME matched job name {:?}", fields.name);
+        }
         let req = match fields.to_request(&self.config) {
             Ok(ReadRequest::Priced(r)) => r,
             Ok(ReadRequest::Exempt(why)) => {
-                return SubmitAction::Pass {
-                    log: Some(format!("uid {} passes: {why}", fields.uid)),
-                }
+                return SubmitAction::Pass { log: Some(format!("uid {} passes: {why}", fields.uid)) }
             }
             Err(e) => {
                 let code = match e {
@@ -143,47 +120,26 @@ impl Hooks {
                     _ => RefuseCode::InvalidRequest,
                 };
                 let err_msg = e.to_string();
-                return SubmitAction::Refuse {
-                    log: format!("refused uid {}: {err_msg}", fields.uid),
-                    err_msg,
-                    code,
-                };
+                return SubmitAction::Refuse { log: format!("refused uid {}: {err_msg}", fields.uid), err_msg, code };
             }
         };
-        let who = format!(
-            "{} account={} partition={}",
-            req.user, req.account, req.partition
-        );
+        let who = format!("{} account={} partition={}", req.user, req.account, req.partition);
         let result = self.budget().and_then(|b| b.check_and_hold(&req, now));
         match result {
-            Ok(Decision::Accept {
-                token,
-                estimate,
-                available_after,
-            }) => SubmitAction::Accept {
+            Ok(Decision::Accept { token, estimate, available_after }) => SubmitAction::Accept {
                 admin_comment: with_hold_token(fields.admin_comment.as_deref(), &token),
                 note: None,
-                log: format!(
-                    "accepted {who}: held {estimate} (token {token}, {available_after} left)"
-                ),
+                log: format!("accepted {who}: held {estimate} (token {token}, {available_after} left)"),
             },
-            Ok(Decision::Hold {
-                token,
-                estimate,
-                reason,
-            }) => SubmitAction::Hold {
+            Ok(Decision::Hold { token, estimate, reason }) => SubmitAction::Hold {
                 admin_comment: with_hold_token(fields.admin_comment.as_deref(), &token),
                 log: format!("held {who}: estimate {estimate} (token {token}): {reason}"),
                 reason,
             },
-            Ok(Decision::Reject { reason, code, .. }) => SubmitAction::Refuse {
-                log: format!("refused {who}: {reason}"),
-                err_msg: reason,
-                code,
-            },
-            Ok(Decision::Exempt { reason }) => SubmitAction::Pass {
-                log: Some(format!("{who} passes: {reason}")),
-            },
+            Ok(Decision::Reject { reason, code, .. }) => {
+                SubmitAction::Refuse { log: format!("refused {who}: {reason}"), err_msg: reason, code }
+            }
+            Ok(Decision::Exempt { reason }) => SubmitAction::Pass { log: Some(format!("{who} passes: {reason}")) },
             Err(e) => {
                 self.forget_ledger_on(&e);
                 self.ledger_down(fields, &who, &e)
@@ -206,27 +162,13 @@ impl Hooks {
         }
     }
 
-    pub fn on_modify(
-        &mut self,
-        merged: &SubmitFields,
-        releasing: bool,
-        by_admin: bool,
-        now: i64,
-    ) -> ModifyAction {
+    pub fn on_modify(&mut self, merged: &SubmitFields, releasing: bool, by_admin: bool, now: i64) -> ModifyAction {
         let Some(token) = hold_token(merged.admin_comment.as_deref()) else {
-            return ModifyAction::Allow {
-                admin_comment: None,
-                log: None,
-            };
+            return ModifyAction::Allow { admin_comment: None, log: None };
         };
         let req = match merged.to_request(&self.config) {
             Ok(ReadRequest::Priced(r)) => r,
-            Ok(ReadRequest::Exempt(_)) => {
-                return ModifyAction::Allow {
-                    admin_comment: None,
-                    log: None,
-                }
-            }
+            Ok(ReadRequest::Exempt(_)) => return ModifyAction::Allow { admin_comment: None, log: None },
             Err(e) => {
                 return ModifyAction::Refuse {
                     code: RefuseCode::InvalidRequest,
@@ -238,18 +180,13 @@ impl Hooks {
             Some(id) => format!("job {id}"),
             None => format!("token {token}"),
         };
-        match self
-            .budget()
-            .and_then(|b| b.modify(&token, &req, releasing, by_admin, now))
-        {
-            Ok(Modified::Repriced { old_hold, new_hold }) => ModifyAction::Allow {
-                admin_comment: None,
-                log: Some(format!("{job}: hold {old_hold} -> {new_hold}")),
-            },
-            Ok(Modified::Released { hold }) => ModifyAction::Allow {
-                admin_comment: None,
-                log: Some(format!("{job}: released, held {hold}")),
-            },
+        match self.budget().and_then(|b| b.modify(&token, &req, releasing, by_admin, now)) {
+            Ok(Modified::Repriced { old_hold, new_hold }) => {
+                ModifyAction::Allow { admin_comment: None, log: Some(format!("{job}: hold {old_hold} -> {new_hold}")) }
+            }
+            Ok(Modified::Released { hold }) => {
+                ModifyAction::Allow { admin_comment: None, log: Some(format!("{job}: released, held {hold}")) }
+            }
             Ok(Modified::StillHeld { reason }) => ModifyAction::KeepHeld {
                 log: format!("{job}: release refused, stays held: {reason}"),
                 reason,
@@ -259,10 +196,7 @@ impl Hooks {
                 code: RefuseCode::AccountingPolicy,
                 log: format!("{job}: update refused: {reason}"),
             },
-            Ok(Modified::Unchanged) => ModifyAction::Allow {
-                admin_comment: None,
-                log: None,
-            },
+            Ok(Modified::Unchanged) => ModifyAction::Allow { admin_comment: None, log: None },
             Err(BudgetError::UnknownToken(_)) => ModifyAction::Allow {
                 admin_comment: None,
                 log: Some(format!("{job}: token {token} is not in the ledger")),
@@ -276,9 +210,7 @@ impl Hooks {
                     },
                     crate::core::config::OnLedgerError::Accept => ModifyAction::Allow {
                         admin_comment: None,
-                        log: Some(format!(
-                            "error: {job}: update allowed unchecked (on_ledger_error=accept): {e}"
-                        )),
+                        log: Some(format!("error: {job}: update allowed unchecked (on_ledger_error=accept): {e}")),
                     },
                 }
             }
@@ -289,20 +221,11 @@ impl Hooks {
     pub fn on_complete(&mut self, fields: &CompletionFields, now: i64) -> String {
         let completion = match fields.to_completion() {
             Ok(c) => c,
-            Err(e) => {
-                return format!(
-                    "error: job {}: cannot read its allocation: {e}",
-                    fields.job_id
-                )
-            }
+            Err(e) => return format!("error: job {}: cannot read its allocation: {e}", fields.job_id),
         };
         let what = format!("job {} ({})", completion.job_id, completion.state.as_str());
         match self.budget().and_then(|b| b.reconcile(&completion, now)) {
-            Ok(Reconciled::Charged {
-                account,
-                cost,
-                released,
-            }) => {
+            Ok(Reconciled::Charged { account, cost, released }) => {
                 format!("{what} account={account}: charged {cost}, released {released}")
             }
             Ok(Reconciled::Duplicate) => format!("{what}: already reconciled"),

@@ -134,7 +134,9 @@ impl JobCompletion {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SpecError {
-    #[error("time limit '{0}' is not a SLURM time (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) or like 2h, 90m, 1d")]
+    #[error(
+        "time limit '{0}' is not a SLURM time (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) or like 2h, 90m, 1d"
+    )]
     BadTime(String),
     #[error("GRES '{0}' is not like gpu, gpu:2 or gpu:a100:2")]
     BadGres(String),
@@ -226,11 +228,7 @@ pub fn parse_mem_mb(text: &str) -> Result<u64, SpecError> {
         return Err(bad());
     }
     let n: u64 = digits.parse().map_err(|_| bad())?;
-    let mb = if mult == 0 {
-        n.div_ceil(1024)
-    } else {
-        n.checked_mul(mult).ok_or_else(bad)?
-    };
+    let mb = if mult == 0 { n.div_ceil(1024) } else { n.checked_mul(mult).ok_or_else(bad)? };
     if mb > MAX_MEM_MB {
         return Err(SpecError::TooLarge(format!("memory {t}")));
     }
@@ -267,18 +265,12 @@ pub fn parse_gpu_spec(text: &str) -> Result<BTreeMap<String, u32>, SpecError> {
         if parts.is_empty() || parts[0].is_empty() {
             return Err(bad());
         }
-        if !parts[0]
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
-        {
+        if !parts[0].chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
             return Err(bad());
         }
         let count: u32 = if let Some(c) = count_text {
             parse_count(c).ok_or_else(bad)?
-        } else if parts.len() >= 2
-            && parts
-                .last()
-                .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()) || is_count(p))
+        } else if parts.len() >= 2 && parts.last().is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()) || is_count(p))
         {
             let c = parts.pop().unwrap_or("1");
             parse_count(c).ok_or_else(bad)?
@@ -290,11 +282,7 @@ pub fn parse_gpu_spec(text: &str) -> Result<BTreeMap<String, u32>, SpecError> {
         }
         let name = parts[0];
         let typ = parts.get(1).copied().unwrap_or("");
-        if typ.len() > 64
-            || !typ
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
-        {
+        if typ.len() > 64 || !typ.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
             return Err(bad());
         }
         if name != "gpu" {
@@ -391,10 +379,7 @@ fn count_distinct(ranges: &[(u64, u64, u64)]) -> u64 {
         let (lo, hi, step) = ranges[0];
         return (hi - lo) / step + 1;
     }
-    let total: u64 = ranges
-        .iter()
-        .map(|(lo, hi, step)| (hi - lo) / step + 1)
-        .sum();
+    let total: u64 = ranges.iter().map(|(lo, hi, step)| (hi - lo) / step + 1).sum();
     if total > MAX_ARRAY_TASKS as u64 * 4 {
         return total;
     }
@@ -426,17 +411,7 @@ mod tests {
         assert_eq!(parse_time_limit_min("2h"), Ok(120));
         assert_eq!(parse_time_limit_min("90m"), Ok(90));
         assert_eq!(parse_time_limit_min("1d"), Ok(1440));
-        for bad in [
-            "",
-            "0",
-            "abc",
-            "1:2:3:4",
-            "-5",
-            "2x",
-            "h",
-            "1-",
-            "99999999999",
-        ] {
+        for bad in ["", "0", "abc", "1:2:3:4", "-5", "2x", "h", "1-", "99999999999"] {
             assert!(parse_time_limit_min(bad).is_err(), "{bad}");
         }
         assert_eq!(format_time_limit(2160), "1-12:00:00");
@@ -449,16 +424,10 @@ mod tests {
         assert_eq!(one("gpu:2"), BTreeMap::from([("".into(), 2)]));
         assert_eq!(one("gpu"), BTreeMap::from([("".into(), 1)]));
         assert_eq!(one("gres:gpu:a100:2"), BTreeMap::from([("a100".into(), 2)]));
-        assert_eq!(
-            one("gres/gpu:a100=2,gres/gpu=1"),
-            BTreeMap::from([("".into(), 1), ("a100".into(), 2)])
-        );
+        assert_eq!(one("gres/gpu:a100=2,gres/gpu=1"), BTreeMap::from([("".into(), 1), ("a100".into(), 2)]));
         assert_eq!(one("gres/gpu=4"), BTreeMap::from([("".into(), 4)]));
         assert_eq!(one("gres:shard:4"), BTreeMap::new());
-        assert_eq!(
-            one("gpu:a100:1(S:0-1)"),
-            BTreeMap::from([("a100".into(), 1)])
-        );
+        assert_eq!(one("gpu:a100:1(S:0-1)"), BTreeMap::from([("a100".into(), 1)]));
         assert_eq!(one("gpu:a100"), BTreeMap::from([("a100".into(), 1)]));
         for bad in [":", "gpu:a:b:c:2", "gpu=x", "gpu:99999999999", "g$u:1"] {
             assert!(parse_gpu_spec(bad).is_err(), "{bad}");

@@ -8,24 +8,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Schema migrations, applied in order and recorded in `schema_migrations`.
-pub const MIGRATIONS: &[(u32, &str, &str)] =
-    &[(1, "001_ledger", include_str!("../../sql/001_ledger.sql"))];
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[(1, "001_ledger", include_str!("../../sql/001_ledger.sql"))];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("ledger {0} does not exist; create it with `asbb-admin account create`")]
     Missing(PathBuf),
     #[error("ledger {path}: {source}")]
-    Sqlite {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    Sqlite { path: PathBuf, source: rusqlite::Error },
     #[error("ledger {path}: schema version {found} is newer than this asbb knows ({known})")]
-    TooNew {
-        path: PathBuf,
-        found: u32,
-        known: u32,
-    },
+    TooNew { path: PathBuf, found: u32, known: u32 },
     #[error("ledger {path}: {reason}")]
     Io { path: PathBuf, reason: String },
 }
@@ -62,22 +54,13 @@ impl Ledger {
             create_private_file(path)?;
         }
         let flags = match mode {
-            OpenMode::ReadOnly => {
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
-            }
+            OpenMode::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             _ => OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         };
-        let sq = |source| LedgerError::Sqlite {
-            path: path.to_path_buf(),
-            source,
-        };
+        let sq = |source| LedgerError::Sqlite { path: path.to_path_buf(), source };
         let conn = Connection::open_with_flags(path, flags).map_err(sq)?;
-        conn.busy_timeout(Duration::from_millis(busy_timeout_ms as u64))
-            .map_err(sq)?;
-        let mut ledger = Ledger {
-            conn,
-            path: path.to_path_buf(),
-        };
+        conn.busy_timeout(Duration::from_millis(busy_timeout_ms as u64)).map_err(sq)?;
+        let mut ledger = Ledger { conn, path: path.to_path_buf() };
         ledger.configure(mode)?;
         Ok(ledger)
     }
@@ -85,10 +68,7 @@ impl Ledger {
     /// A private in-memory ledger (tests, benchmarks, quotes).
     pub fn in_memory() -> Result<Ledger, LedgerError> {
         let path = PathBuf::from(":memory:");
-        let conn = Connection::open_in_memory().map_err(|source| LedgerError::Sqlite {
-            path: path.clone(),
-            source,
-        })?;
+        let conn = Connection::open_in_memory().map_err(|source| LedgerError::Sqlite { path: path.clone(), source })?;
         let mut ledger = Ledger { conn, path };
         ledger.configure(OpenMode::CreateIfMissing)?;
         Ok(ledger)
@@ -104,10 +84,7 @@ impl Ledger {
     }
 
     pub(crate) fn err(&self, source: rusqlite::Error) -> LedgerError {
-        LedgerError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        LedgerError::Sqlite { path: self.path.clone(), source }
     }
 
     fn configure(&mut self, mode: OpenMode) -> Result<(), LedgerError> {
@@ -131,7 +108,9 @@ impl Ledger {
     fn check_version(&self) -> Result<u32, LedgerError> {
         let has_table: bool = self
             .conn
-            .query_row("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='schema_migrations'", [], |r| r.get::<_, i64>(0))
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='schema_migrations'", [], |r| {
+                r.get::<_, i64>(0)
+            })
             .map(|n| n > 0)
             .map_err(|e| self.err(e))?;
         if !has_table {
@@ -139,19 +118,11 @@ impl Ledger {
         }
         let found: u32 = self
             .conn
-            .query_row(
-                "SELECT coalesce(max(version), 0) FROM schema_migrations",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT coalesce(max(version), 0) FROM schema_migrations", [], |r| r.get(0))
             .map_err(|e| self.err(e))?;
         let known = MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
         if found > known {
-            return Err(LedgerError::TooNew {
-                path: self.path.clone(),
-                found,
-                known,
-            });
+            return Err(LedgerError::TooNew { path: self.path.clone(), found, known });
         }
         Ok(found)
     }
@@ -166,25 +137,14 @@ impl Ledger {
         let current = self.check_version()?;
         for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
             let path = self.path.clone();
-            let tx = self
-                .conn
-                .transaction()
-                .map_err(|source| LedgerError::Sqlite {
-                    path: path.clone(),
-                    source,
-                })?;
-            tx.execute_batch(sql)
-                .map_err(|source| LedgerError::Sqlite {
-                    path: path.clone(),
-                    source,
-                })?;
+            let tx = self.conn.transaction().map_err(|source| LedgerError::Sqlite { path: path.clone(), source })?;
+            tx.execute_batch(sql).map_err(|source| LedgerError::Sqlite { path: path.clone(), source })?;
             tx.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, strftime('%s','now'))",
                 params![version, name],
             )
             .map_err(|source| LedgerError::Sqlite { path: path.clone(), source })?;
-            tx.commit()
-                .map_err(|source| LedgerError::Sqlite { path, source })?;
+            tx.commit().map_err(|source| LedgerError::Sqlite { path, source })?;
         }
         Ok(())
     }
@@ -198,14 +158,10 @@ impl Ledger {
 /// readable only by the SLURM user (and root).
 fn create_private_file(path: &Path) -> Result<(), LedgerError> {
     use std::os::unix::fs::OpenOptionsExt;
-    let io = |reason: String| LedgerError::Io {
-        path: path.to_path_buf(),
-        reason,
-    };
+    let io = |reason: String| LedgerError::Io { path: path.to_path_buf(), reason };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| io(format!("cannot create folder {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| io(format!("cannot create folder {}: {e}", dir.display())))?;
         }
     }
     std::fs::OpenOptions::new()
@@ -358,10 +314,7 @@ impl<'c> Tx<'c> {
     /// A write transaction that takes the write lock now (waiting at most the busy timeout).
     pub fn write(ledger: &'c mut Ledger) -> Result<Tx<'c>, LedgerError> {
         let path = ledger.path.clone();
-        match ledger
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-        {
+        match ledger.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
             Ok(tx) => Ok(Tx { tx, path }),
             Err(source) => Err(LedgerError::Sqlite { path, source }),
         }
@@ -378,32 +331,23 @@ impl<'c> Tx<'c> {
 
     pub fn commit(self) -> Result<(), LedgerError> {
         let path = self.path;
-        self.tx
-            .commit()
-            .map_err(|source| LedgerError::Sqlite { path, source })
+        self.tx.commit().map_err(|source| LedgerError::Sqlite { path, source })
     }
 
     pub fn err(&self, source: rusqlite::Error) -> LedgerError {
-        LedgerError::Sqlite {
-            path: self.path.clone(),
-            source,
-        }
+        LedgerError::Sqlite { path: self.path.clone(), source }
     }
 
     pub fn account_by_name(&self, name: &str) -> rusqlite::Result<Option<AccountRow>> {
         self.tx
-            .prepare_cached(&format!(
-                "SELECT {ACCOUNT_COLS} FROM accounts WHERE name = ?1"
-            ))?
+            .prepare_cached(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE name = ?1"))?
             .query_row([name], account_from_row)
             .optional()
     }
 
     pub fn account_by_id(&self, id: i64) -> rusqlite::Result<AccountRow> {
         self.tx
-            .prepare_cached(&format!(
-                "SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"
-            ))?
+            .prepare_cached(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"))?
             .query_row([id], account_from_row)
     }
 
@@ -434,9 +378,7 @@ impl<'c> Tx<'c> {
     }
 
     pub fn txn_exists(&self, txn_key: &str) -> rusqlite::Result<bool> {
-        self.tx
-            .prepare_cached("SELECT 1 FROM journal WHERE txn_key = ?1 LIMIT 1")?
-            .exists([txn_key])
+        self.tx.prepare_cached("SELECT 1 FROM journal WHERE txn_key = ?1 LIMIT 1")?.exists([txn_key])
     }
 
     pub fn insert_entry(&self, e: &NewEntry<'_>) -> rusqlite::Result<()> {
@@ -470,25 +412,19 @@ impl<'c> Tx<'c> {
 
     pub fn add_account_overdraft(&self, account_id: i64, delta: i64) -> rusqlite::Result<()> {
         self.tx
-            .prepare_cached(
-                "UPDATE accounts SET overdraft_micros = overdraft_micros + ?2 WHERE id = ?1",
-            )?
+            .prepare_cached("UPDATE accounts SET overdraft_micros = overdraft_micros + ?2 WHERE id = ?1")?
             .execute(params![account_id, delta])?;
         Ok(())
     }
 
     pub fn add_allocation_debit(&self, allocation_id: i64, delta: i64) -> rusqlite::Result<()> {
         self.tx
-            .prepare_cached(
-                "UPDATE allocations SET debited_micros = debited_micros + ?2 WHERE id = ?1",
-            )?
+            .prepare_cached("UPDATE allocations SET debited_micros = debited_micros + ?2 WHERE id = ?1")?
             .execute(params![allocation_id, delta])?;
         Ok(())
     }
 
     pub fn new_token(&self) -> rusqlite::Result<String> {
-        self.tx
-            .prepare_cached("SELECT lower(hex(randomblob(8)))")?
-            .query_row([], |r| r.get(0))
+        self.tx.prepare_cached("SELECT lower(hex(randomblob(8)))")?.query_row([], |r| r.get(0))
     }
 }

@@ -80,9 +80,7 @@ impl Money {
 
     /// Sum with overflow detection.
     pub fn sum<I: IntoIterator<Item = Money>>(items: I) -> Result<Money, MoneyError> {
-        items.into_iter().try_fold(Money::ZERO, |acc, m| {
-            acc.checked_add(m).ok_or(MoneyError::Overflow)
-        })
+        items.into_iter().try_fold(Money::ZERO, |acc, m| acc.checked_add(m).ok_or(MoneyError::Overflow))
     }
 
     /// Whole cents, rounded half away from zero. The one rounding rule for display.
@@ -112,11 +110,7 @@ impl Money {
         let whole = abs / MICROS_PER_UNIT as u64;
         let frac = format!("{:06}", abs % MICROS_PER_UNIT as u64);
         let trimmed = frac.trim_end_matches('0');
-        let frac = if trimmed.len() < 2 {
-            &frac[..2]
-        } else {
-            trimmed
-        };
+        let frac = if trimmed.len() < 2 { &frac[..2] } else { trimmed };
         format!("{sign}{whole}.{frac}")
     }
 
@@ -138,8 +132,7 @@ impl Money {
         if whole.is_empty() && frac.is_none_or(|f| f.is_empty()) {
             return Err(MoneyError::Malformed(t.to_string()));
         }
-        let whole_digits =
-            parse_grouped_digits(whole).ok_or_else(|| MoneyError::Malformed(t.to_string()))?;
+        let whole_digits = parse_grouped_digits(whole).ok_or_else(|| MoneyError::Malformed(t.to_string()))?;
         let mut micros: i64 = 0;
         for ch in whole_digits.chars() {
             let d = ch as i64 - '0' as i64;
@@ -148,9 +141,7 @@ impl Money {
                 .and_then(|v| v.checked_add(d))
                 .ok_or_else(|| MoneyError::TooLarge(t.to_string()))?;
         }
-        micros = micros
-            .checked_mul(MICROS_PER_UNIT)
-            .ok_or_else(|| MoneyError::TooLarge(t.to_string()))?;
+        micros = micros.checked_mul(MICROS_PER_UNIT).ok_or_else(|| MoneyError::TooLarge(t.to_string()))?;
         if let Some(f) = frac {
             if f.is_empty() || !f.chars().all(|c| c.is_ascii_digit()) {
                 return Err(MoneyError::Malformed(t.to_string()));
@@ -159,12 +150,8 @@ impl Money {
                 return Err(MoneyError::TooPrecise(t.to_string()));
             }
             let padded = format!("{f:0<6}");
-            let frac_micros: i64 = padded
-                .parse()
-                .map_err(|_| MoneyError::Malformed(t.to_string()))?;
-            micros = micros
-                .checked_add(frac_micros)
-                .ok_or_else(|| MoneyError::TooLarge(t.to_string()))?;
+            let frac_micros: i64 = padded.parse().map_err(|_| MoneyError::Malformed(t.to_string()))?;
+            micros = micros.checked_add(frac_micros).ok_or_else(|| MoneyError::TooLarge(t.to_string()))?;
         }
         Ok(Money(micros))
     }
@@ -176,10 +163,7 @@ fn parse_grouped_digits(whole: &str) -> Option<String> {
         return Some("0".to_string());
     }
     if !whole.contains(',') {
-        return whole
-            .chars()
-            .all(|c| c.is_ascii_digit())
-            .then(|| whole.to_string());
+        return whole.chars().all(|c| c.is_ascii_digit()).then(|| whole.to_string());
     }
     let groups: Vec<&str> = whole.split(',').collect();
     let first_ok = !groups[0].is_empty() && groups[0].len() <= 3;
@@ -252,27 +236,12 @@ mod tests {
     fn refuses_bad_forms() {
         assert_eq!(Money::parse(""), Err(MoneyError::Empty));
         assert_eq!(Money::parse("-5"), Err(MoneyError::Negative("-5".into())));
-        assert_eq!(
-            Money::parse("1e3"),
-            Err(MoneyError::Malformed("1e3".into()))
-        );
-        assert_eq!(
-            Money::parse("NaN"),
-            Err(MoneyError::Malformed("NaN".into()))
-        );
-        assert_eq!(
-            Money::parse("12.345678901"),
-            Err(MoneyError::TooPrecise("12.345678901".into()))
-        );
-        assert_eq!(
-            Money::parse("1,25.0"),
-            Err(MoneyError::Malformed("1,25.0".into()))
-        );
+        assert_eq!(Money::parse("1e3"), Err(MoneyError::Malformed("1e3".into())));
+        assert_eq!(Money::parse("NaN"), Err(MoneyError::Malformed("NaN".into())));
+        assert_eq!(Money::parse("12.345678901"), Err(MoneyError::TooPrecise("12.345678901".into())));
+        assert_eq!(Money::parse("1,25.0"), Err(MoneyError::Malformed("1,25.0".into())));
         assert_eq!(Money::parse("1."), Err(MoneyError::Malformed("1.".into())));
-        assert!(matches!(
-            Money::parse("99999999999999999999"),
-            Err(MoneyError::TooLarge(_))
-        ));
+        assert!(matches!(Money::parse("99999999999999999999"), Err(MoneyError::TooLarge(_))));
     }
 
     #[test]
@@ -282,21 +251,13 @@ mod tests {
         assert_eq!(Money::from_micros(4_999).to_string(), "$0.00");
         assert_eq!(Money::from_micros(-5_000).to_string(), "-$0.01");
         assert_eq!(Money::from_micros(-3_000_000).to_decimal_string(), "-3.00");
-        assert_eq!(
-            Money::from_micros(1_234_567_890_000).to_string(),
-            "$1,234,567.89"
-        );
+        assert_eq!(Money::from_micros(1_234_567_890_000).to_string(), "$1,234,567.89");
         assert_eq!(Money::from_micros(2_780).to_exact_string(), "0.00278");
     }
 
     #[test]
     fn checked_arithmetic_reports_overflow() {
-        assert!(Money::from_micros(i64::MAX)
-            .checked_add(Money::from_micros(1))
-            .is_none());
-        assert_eq!(
-            Money::sum([Money::from_micros(i64::MAX), Money::from_micros(1)]),
-            Err(MoneyError::Overflow)
-        );
+        assert!(Money::from_micros(i64::MAX).checked_add(Money::from_micros(1)).is_none());
+        assert_eq!(Money::sum([Money::from_micros(i64::MAX), Money::from_micros(1)]), Err(MoneyError::Overflow));
     }
 }

@@ -88,9 +88,8 @@ impl Budget {
         drop(rows);
         drop(stmt);
 
-        let mut stmt = conn
-            .prepare("SELECT id, name, held_micros, overdraft_micros FROM accounts ORDER BY name")
-            .map_err(e)?;
+        let mut stmt =
+            conn.prepare("SELECT id, name, held_micros, overdraft_micros FROM accounts ORDER BY name").map_err(e)?;
         let accounts: Vec<(i64, String, i64, i64)> = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .map_err(e)?
@@ -102,33 +101,22 @@ impl Budget {
             names.insert(*id, name.clone());
             let d = by_account.remove(id).unwrap_or_default();
             if d.held != *held {
-                problems.push(format!(
-                    "account {name}: cached held {held} micros, journal says {}",
-                    d.held
-                ));
+                problems.push(format!("account {name}: cached held {held} micros, journal says {}", d.held));
             }
             if d.held < 0 {
-                problems.push(format!(
-                    "account {name}: open holds are negative ({} micros)",
-                    d.held
-                ));
+                problems.push(format!("account {name}: open holds are negative ({} micros)", d.held));
             }
             if d.overdraft != *overdraft {
-                problems.push(format!(
-                    "account {name}: cached overdraft {overdraft} micros, journal says {}",
-                    d.overdraft
-                ));
+                problems
+                    .push(format!("account {name}: cached overdraft {overdraft} micros, journal says {}", d.overdraft));
             }
         }
         for id in by_account.keys() {
-            problems.push(format!(
-                "journal entries name account id {id}, which does not exist"
-            ));
+            problems.push(format!("journal entries name account id {id}, which does not exist"));
         }
 
-        let mut stmt = conn
-            .prepare("SELECT id, account_id, amount_micros, debited_micros FROM allocations")
-            .map_err(e)?;
+        let mut stmt =
+            conn.prepare("SELECT id, account_id, amount_micros, debited_micros FROM allocations").map_err(e)?;
         let allocs: Vec<(i64, i64, i64, i64)> = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .map_err(e)?
@@ -136,24 +124,18 @@ impl Budget {
             .map_err(e)?;
         report.allocations = allocs.len();
         for (id, account_id, amount, debited) in allocs {
-            let who = names
-                .get(&account_id)
-                .cloned()
-                .unwrap_or_else(|| account_id.to_string());
+            let who = names.get(&account_id).cloned().unwrap_or_else(|| account_id.to_string());
             let j_amount = alloc_amount.remove(&id).unwrap_or(0);
             let j_debit = alloc_debit.remove(&id).unwrap_or(0);
             if j_amount != amount {
-                problems.push(format!(
-                    "allocation {id} ({who}): amount {amount} micros, deposits say {j_amount}"
-                ));
+                problems.push(format!("allocation {id} ({who}): amount {amount} micros, deposits say {j_amount}"));
             }
             if j_debit != debited {
-                problems.push(format!("allocation {id} ({who}): cached debited {debited} micros, journal says {j_debit}"));
+                problems
+                    .push(format!("allocation {id} ({who}): cached debited {debited} micros, journal says {j_debit}"));
             }
             if debited > amount || debited < 0 {
-                problems.push(format!(
-                    "allocation {id} ({who}): debited {debited} micros outside 0..={amount}"
-                ));
+                problems.push(format!("allocation {id} ({who}): debited {debited} micros outside 0..={amount}"));
             }
         }
 
@@ -161,16 +143,7 @@ impl Budget {
             .prepare("SELECT token, held_micros, charged_micros, state, tasks_done, tasks_total FROM jobs")
             .map_err(e)?;
         let jobs: Vec<(String, i64, i64, String, i64, i64)> = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                ))
-            })
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
             .map_err(e)?
             .collect::<Result<_, _>>()
             .map_err(e)?;
@@ -179,24 +152,16 @@ impl Budget {
             let j_held = token_held.remove(&token).unwrap_or(0);
             let j_charged = token_charged.remove(&token).unwrap_or(0);
             if j_held != held {
-                problems.push(format!(
-                    "job {token}: cached hold {held} micros, journal says {j_held}"
-                ));
+                problems.push(format!("job {token}: cached hold {held} micros, journal says {j_held}"));
             }
             if j_held < 0 {
-                problems.push(format!(
-                    "job {token}: released more than was held ({j_held} micros)"
-                ));
+                problems.push(format!("job {token}: released more than was held ({j_held} micros)"));
             }
             if j_charged != charged {
-                problems.push(format!(
-                    "job {token}: cached charged {charged} micros, journal says {j_charged}"
-                ));
+                problems.push(format!("job {token}: cached charged {charged} micros, journal says {j_charged}"));
             }
             if matches!(state.as_str(), "settled" | "released" | "denied") && held != 0 {
-                problems.push(format!(
-                    "job {token}: {state} but still holds {held} micros"
-                ));
+                problems.push(format!("job {token}: {state} but still holds {held} micros"));
             }
             if done > total {
                 problems.push(format!("job {token}: {done} tasks done of {total}"));
@@ -204,9 +169,7 @@ impl Budget {
         }
         for (token, amount) in token_held {
             if amount != 0 {
-                problems.push(format!(
-                    "hold token {token} in the journal has no job ({amount} micros held)"
-                ));
+                problems.push(format!("hold token {token} in the journal has no job ({amount} micros held)"));
             }
         }
 
@@ -238,9 +201,7 @@ impl Budget {
         if orphans > 0 {
             problems.push(format!("{orphans} charge entries have no run"));
         }
-        let integrity: String = conn
-            .query_row("PRAGMA quick_check", [], |r| r.get(0))
-            .map_err(e)?;
+        let integrity: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(e)?;
         if integrity != "ok" {
             problems.push(format!("SQLite integrity check: {integrity}"));
         }

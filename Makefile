@@ -1,0 +1,53 @@
+# asbb — build, install, demo, test. Run as root on Debian 12 for demo/test/install:
+# they install what is missing (apt packages, SLURM's source headers) first.
+
+CARGO      ?= cargo
+PREFIX     ?= /usr/local
+# SLURM's PluginDir (Debian's default); override for other layouts.
+PLUGIN_DIR ?= /usr/lib/x86_64-linux-gnu/slurm-wlm
+# Where `make build` stages the plugins under their SLURM names.
+STAGE      := target/plugins
+
+.PHONY: all deps build plugins cli install demo test test-core test-e2e bench clean
+
+all: build
+
+deps:
+	bash scripts/install-deps.sh
+
+# The CLIs build anywhere; the plugins need SLURM's headers (deps).
+cli:
+	$(CARGO) build --release --bins
+
+plugins: deps
+	$(CARGO) build --release -p job_submit_asbb -p jobcomp_asbb
+	mkdir -p $(STAGE)
+	# install(1) writes a new inode: a slurmctld that has the old file loaded keeps it.
+	install -m 0755 target/release/libjob_submit_asbb.so $(STAGE)/job_submit_asbb.so
+	install -m 0755 target/release/libjobcomp_asbb.so $(STAGE)/jobcomp_asbb.so
+
+build: cli plugins
+
+install: build
+	install -d $(DESTDIR)$(PLUGIN_DIR) $(DESTDIR)$(PREFIX)/bin
+	install -m 0755 $(STAGE)/job_submit_asbb.so $(STAGE)/jobcomp_asbb.so $(DESTDIR)$(PLUGIN_DIR)/
+	install -m 0755 target/release/asbb target/release/asbb-admin $(DESTDIR)$(PREFIX)/bin/
+	@echo "installed the plugins into $(PLUGIN_DIR) and asbb, asbb-admin into $(PREFIX)/bin;"
+	@echo "restart slurmctld to load them (scontrol reconfigure does not reload a loaded plugin)"
+
+demo: build
+	bash scripts/demo.sh
+
+# Every test: core, CLI and end-to-end against clusters the tests start themselves.
+test: build
+	ASBB_E2E=1 ASBB_PLUGIN_DIR=$(CURDIR)/$(STAGE) ASBB_BIN_DIR=$(CURDIR)/target/release \
+		$(CARGO) test --release -- --test-threads=2
+
+test-core:
+	$(CARGO) test --release --lib --test ledger_props --test cli_admin
+
+bench: build
+	$(CARGO) bench --bench ledger
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,367 @@
+//! End-to-end: job_submit/asbb and jobcomp/asbb loaded by a real slurmctld, driven
+//! with real sbatch, scontrol and scancel, checking the exact text users see and the
+//! ledger after every terminal state. Each test starts its own cluster.
+//!
+//! Needs root, SLURM and the built plugins (`make build` stages them in
+//! target/plugins; `make test` runs these with ASBB_E2E=1 so a broken environment
+//! fails instead of skipping).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::cluster::{self, Cluster, ClusterOptions};
+
+/// $0.001 per CPU-second and no minimum charge: every cost is easy to check.
+const ASBB_TOML: &str = r#"
+ledger = "{dir}/ledger.db"
+[policy]
+on_ledger_error = "reject"
+ledger_busy_timeout_ms = 50
+minimum_charge = "0"
+low_balance_hold_days = 30
+[partitions.debug.rates]
+cpu = 3.6
+[partitions.batch.rates]
+cpu = 3.6
+"#;
+
+/// The unprivileged user every test job runs as (root's jobs pass untouched).
+const USER: &str = "asbbuser";
+
+const MICROS_PER_CPU_S: i64 = 1_000;
+
+fn plugin_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("ASBB_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plugins"));
+    if dir.join("job_submit_asbb.so").exists() && dir.join("jobcomp_asbb.so").exists() {
+        return Some(dir);
+    }
+    if std::env::var("ASBB_E2E").as_deref() == Ok("1") {
+        panic!("ASBB_E2E=1 but the plugins are not built in {} (run `make build`)", dir.display());
+    }
+    eprintln!("skipped: plugins not built in {} (run `make build`)", dir.display());
+    None
+}
+
+struct Site {
+    cluster: Cluster,
+}
+
+impl Site {
+    /// A cluster with both plugins and a ledger; None when the environment cannot run it.
+    fn start(name: &str, toml: &str, ctld_env: &[(&str, &str)]) -> Option<Site> {
+        if !cluster::require_root_and_slurm() {
+            return None;
+        }
+        let plugins = plugin_dir()?;
+        cluster::ensure_user(USER);
+        let mut opts = ClusterOptions::new(name)
+            .plugin_dir(plugins)
+            .conf("JobSubmitPlugins=asbb")
+            .conf("JobCompType=jobcomp/asbb")
+            .file("asbb.toml", toml);
+        for (k, v) in ctld_env {
+            opts = opts.ctld_env(k, v);
+        }
+        let site = Site { cluster: Cluster::start(opts) };
+        // The ledger exists before the first job (the plugins never create it).
+        site.admin_ok(&["account", "create", "chem", "--limit", "100", "--start", "2020-01-01"]);
+        Some(site)
+    }
+
+    fn ledger(&self) -> PathBuf {
+        self.cluster.dir().join("ledger.db")
+    }
+
+    fn admin(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
+            .args(args)
+            .env("ASBB_CONFIG", self.cluster.etc_dir().join("asbb.toml"))
+            .env_remove("ASBB_LEDGER")
+            .env_remove("ASBB_NOW")
+            .output()
+            .unwrap()
+    }
+
+    fn admin_ok(&self, args: &[&str]) -> String {
+        let out = self.admin(args);
+        assert!(out.status.success(), "asbb-admin {args:?}: {}", cluster::show(&out));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn sql_i64(&self, sql: &str, param: &str) -> i64 {
+        let conn =
+            rusqlite::Connection::open_with_flags(self.ledger(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn.query_row(sql, [param], |r| r.get(0)).unwrap()
+    }
+
+    fn token_of(&self, job_id: u32) -> String {
+        let comment = self.cluster.job_field(job_id, "AdminComment").unwrap_or_default();
+        comment
+            .strip_prefix("asbb:hold=")
+            .unwrap_or_else(|| panic!("job {job_id} AdminComment={comment:?}"))
+            .to_string()
+    }
+
+    fn held_by(&self, token: &str) -> i64 {
+        self.sql_i64("SELECT held_micros FROM jobs WHERE token = ?1", token)
+    }
+
+    /// Waits until jobcomp has reconciled every task of the token's job.
+    fn wait_settled(&self, token: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let conn = rusqlite::Connection::open_with_flags(self.ledger(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
+            conn.busy_timeout(Duration::from_secs(5)).unwrap();
+            let state: String =
+                conn.query_row("SELECT state FROM jobs WHERE token = ?1", [token], |r| r.get(0)).unwrap();
+            if state != "held" && state != "awaiting_funds" && state != "awaiting_approval" {
+                return state;
+            }
+            assert!(Instant::now() < deadline, "job {token} still {state}; log:\n{}", self.cluster.ctld_log_tail(30));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Seconds the job ran, from SLURM's own record.
+    fn elapsed_s(&self, job_id: u32) -> i64 {
+        let rec = self.cluster.job_info(job_id).unwrap();
+        let t = |k: &str| {
+            chrono::NaiveDateTime::parse_from_str(&rec[k], "%Y-%m-%dT%H:%M:%S").unwrap().and_utc().timestamp()
+        };
+        t("EndTime") - t("StartTime")
+    }
+
+    fn assert_clean(&mut self) {
+        let out = self.admin(&["verify"]);
+        assert!(out.status.success(), "verify: {}", cluster::show(&out));
+        assert_eq!(
+            self.sql_i64("SELECT coalesce(sum(held_micros), 0) FROM accounts WHERE name <> ?1", ""),
+            0,
+            "money still held"
+        );
+        assert!(self.cluster.ctld_alive(), "slurmctld died; log:\n{}", self.cluster.ctld_log_tail(40));
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn submitted_id(out: &std::process::Output) -> u32 {
+    let stdout = text(&out.stdout);
+    stdout
+        .trim()
+        .strip_prefix("Submitted batch job ")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("not submitted: {}", cluster::show(out)))
+}
+
+#[test]
+fn accepted_job_holds_then_is_charged_exactly() {
+    let Some(mut site) = Site::start("e2eaccept", ASBB_TOML, &[]) else { return };
+    let out = site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "5", "-n", "1", "--wrap", "sleep 2"]);
+    let id = submitted_id(&out);
+    assert_eq!(text(&out.stderr), "");
+    let token = site.token_of(id);
+    // 1 CPU × 5 min × $0.001/s = $0.30 held while the job runs.
+    assert_eq!(site.held_by(&token), 300_000);
+    assert_eq!(site.cluster.wait_done(id), "COMPLETED");
+    assert_eq!(site.wait_settled(&token), "settled");
+    let cpus: i64 = site.cluster.job_field(id, "NumCPUs").unwrap().parse().unwrap();
+    let expected = cpus * site.elapsed_s(id) * MICROS_PER_CPU_S;
+    assert!(expected > 0);
+    assert_eq!(site.sql_i64("SELECT charged_micros FROM jobs WHERE token = ?1", &token), expected);
+    assert_eq!(site.held_by(&token), 0);
+    let show = site.admin_ok(&["account", "show", "chem", "--format", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&show).unwrap();
+    assert_eq!(v["held"], "0.00");
+    assert_eq!(v["charged"], asbb::core::money::Money::from_micros(expected).to_decimal_string());
+    assert!(site
+        .cluster
+        .ctld_log()
+        .contains("job_submit/asbb: accepted asbbuser account=chem partition=debug: held $0.30"));
+    site.assert_clean();
+}
+
+#[test]
+fn refusals_print_two_lines_and_hold_nothing() {
+    let Some(mut site) = Site::start("e2erefuse", ASBB_TOML, &[]) else { return };
+    site.admin_ok(&["account", "create", "poor", "--limit", "0.10", "--start", "2020-01-01"]);
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["-A", "poor", "-p", "debug", "-t", "10", "--wrap", "true"],
+            "sbatch: error: asbb: account 'poor' cannot cover this job: needs $0.60, $0.10 available; ask your PI for funds or request less time or fewer resources\n\
+             sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)\n",
+        ),
+        (
+            &["-A", "nobody", "-p", "debug", "-t", "10", "--wrap", "true"],
+            "sbatch: error: asbb: account 'nobody' has no budget in asbb; ask your admins to create one\n\
+             sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified\n",
+        ),
+        (
+            &["-p", "debug", "-t", "10", "--wrap", "true"],
+            "sbatch: error: asbb: no account given and no default account; submit with -A ACCOUNT\n\
+             sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified\n",
+        ),
+        (
+            &["-A", "chem", "-p", "debug", "--wrap", "true"],
+            "sbatch: error: asbb: job has no time limit; submit with --time (e.g. --time=2:00:00) so its cost can be estimated\n\
+             sbatch: error: Batch job submission failed: Requested time limit is invalid (missing or exceeds some limit)\n",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = site.cluster.sbatch_as(USER, args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {}", cluster::show(&out));
+        assert_eq!(text(&out.stdout), "");
+        assert_eq!(text(&out.stderr), *expected, "{args:?}");
+    }
+    assert_eq!(site.sql_i64("SELECT count(*) FROM jobs WHERE user_name = ?1", USER), 0);
+    site.assert_clean();
+}
+
+#[test]
+fn every_terminal_state_is_reconciled_once() {
+    let Some(mut site) = Site::start("e2estates", ASBB_TOML, &[]) else { return };
+    let sub = |args: &[&str]| submitted_id(&site.cluster.sbatch_as(USER, args));
+    let failed = sub(&["-A", "chem", "-p", "debug", "-t", "2", "--wrap", "exit 3"]);
+    let running = sub(&["-A", "chem", "-p", "debug", "-t", "2", "--wrap", "sleep 60"]);
+    let pending = sub(&["-A", "chem", "-p", "batch", "-t", "2", "-H", "--wrap", "true"]);
+    let array = sub(&["-A", "chem", "-p", "debug", "-t", "1", "--array=1-3", "--wrap", "sleep 1"]);
+    let requeued = sub(&["-A", "chem", "-p", "debug", "-t", "2", "--requeue", "--wrap", "sleep 3"]);
+    let tokens: Vec<String> = [failed, running, pending, array, requeued].iter().map(|&id| site.token_of(id)).collect();
+    // The array holds for all three tasks: 3 × 1 min × $0.06.
+    assert_eq!(site.held_by(&tokens[3]), 180_000);
+
+    site.cluster.wait_state(running, |s| s == "RUNNING", Duration::from_secs(30));
+    let out = site.cluster.run_as(USER, "scancel", &[&running.to_string()]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+    let out = site.cluster.run_as(USER, "scancel", &[&pending.to_string()]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+    site.cluster.wait_state(requeued, |s| s == "RUNNING", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(1));
+    let out = site.cluster.run("scontrol", &["requeue", &requeued.to_string()]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+
+    assert_eq!(site.cluster.wait_done(failed), "FAILED");
+    assert_eq!(site.cluster.wait_done(running), "CANCELLED");
+    assert_eq!(site.cluster.wait_done(pending), "CANCELLED");
+    assert_eq!(site.wait_settled(&tokens[0]), "settled");
+    assert_eq!(site.wait_settled(&tokens[1]), "settled");
+    assert_eq!(site.wait_settled(&tokens[2]), "settled");
+    // A job cancelled while pending never ran: nothing charged, all released.
+    assert_eq!(site.sql_i64("SELECT charged_micros FROM jobs WHERE token = ?1", &tokens[2]), 0);
+    assert!(site.sql_i64("SELECT charged_micros FROM jobs WHERE token = ?1", &tokens[1]) > 0);
+
+    assert_eq!(site.wait_settled(&tokens[3]), "settled");
+    assert_eq!(site.sql_i64("SELECT count(*) FROM runs WHERE token = ?1", &tokens[3]), 3);
+
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while site.sql_i64("SELECT count(*) FROM runs WHERE token = ?1", &tokens[4]) < 2 {
+        assert!(Instant::now() < deadline, "requeued job not run twice; log:\n{}", site.cluster.ctld_log_tail(40));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(site.cluster.wait_done(requeued), "COMPLETED");
+    // Every run is charged once: the requeued job has two runs, each charged.
+    assert_eq!(
+        site.sql_i64("SELECT count(DISTINCT txn_key) FROM journal WHERE kind = 'charge' AND token = ?1", &tokens[4]),
+        site.sql_i64("SELECT count(*) FROM runs WHERE token = ?1 AND cost_micros > 0", &tokens[4])
+    );
+    site.assert_clean();
+}
+
+#[test]
+fn time_limit_update_reprices_the_hold() {
+    let Some(mut site) = Site::start("e2emodify", ASBB_TOML, &[]) else { return };
+    let id =
+        submitted_id(&site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "10", "-H", "--wrap", "true"]));
+    let token = site.token_of(id);
+    assert_eq!(site.held_by(&token), 600_000);
+    let out = site.cluster.run_as(USER, "scontrol", &["update", &format!("JobId={id}"), "TimeLimit=5"]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+    assert_eq!(site.held_by(&token), 300_000);
+    let out = site.cluster.run("scontrol", &["update", &format!("JobId={id}"), "TimeLimit=20"]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+    assert_eq!(site.held_by(&token), 1_200_000);
+    // Growing past the budget is refused and the hold stays as it was.
+    let out = site.cluster.run("scontrol", &["update", &format!("JobId={id}"), "TimeLimit=100-00:00:00"]);
+    assert!(!out.status.success());
+    assert_eq!(site.held_by(&token), 1_200_000);
+    let out = site.cluster.run_as(USER, "scancel", &[&id.to_string()]);
+    assert!(out.status.success());
+    assert_eq!(site.wait_settled(&token), "settled");
+    site.assert_clean();
+}
+
+#[test]
+fn short_account_is_held_and_owner_release_is_rechecked() {
+    let Some(mut site) = Site::start("e2ehold", ASBB_TOML, &[]) else { return };
+    site.admin_ok(&["account", "create", "tight", "--limit", "0.10", "--start", "2020-01-01"]);
+    let soon = chrono::Utc::now().date_naive() + chrono::Days::new(10);
+    site.admin_ok(&["deposit", "tight", "10", "--valid-from", &soon.to_string(), "--memo", "next quarter"]);
+    let out = site.cluster.sbatch_as(USER, &["-A", "tight", "-p", "debug", "-t", "10", "--wrap", "true"]);
+    let id = submitted_id(&out);
+    let reason = format!(
+        "asbb: account 'tight' is short of funds (needs $0.60, $0.10 available); held until the allocation starting {soon}"
+    );
+    assert_eq!(text(&out.stderr), format!("sbatch: {reason}\n"));
+    let rec = site.cluster.job_info(id).unwrap();
+    assert_eq!(rec["JobState"], "PENDING");
+    assert_eq!(rec["Priority"], "0");
+    let token = site.token_of(id);
+    assert_eq!(site.held_by(&token), 0);
+
+    // The owner cannot release it past the budget.
+    let out = site.cluster.run_as(USER, "scontrol", &["release", &id.to_string()]);
+    assert!(!out.status.success(), "release should be refused: {}", cluster::show(&out));
+    assert_eq!(site.cluster.job_field(id, "Priority").as_deref(), Some("0"));
+    assert!(site.cluster.ctld_log().contains("release refused, stays held"));
+
+    // Once money arrives, the owner's release goes through and the job runs.
+    site.admin_ok(&["deposit", "tight", "5"]);
+    let out = site.cluster.run_as(USER, "scontrol", &["release", &id.to_string()]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+    assert_eq!(site.cluster.wait_done(id), "COMPLETED");
+    assert_eq!(site.wait_settled(&token), "settled");
+    site.assert_clean();
+}
+
+#[test]
+fn ledger_errors_and_panics_leave_slurmctld_running() {
+    let Some(mut site) = Site::start("e2efault", ASBB_TOML, &[("ASBB_TEST_PANIC_JOB_NAME", "asbb-panic-test")]) else {
+        return;
+    };
+    // A panic inside the plugin refuses the job; slurmctld lives.
+    let out = site
+        .cluster
+        .sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "1", "-J", "asbb-panic-test", "--wrap", "true"]);
+    assert_eq!(out.status.code(), Some(1), "{}", cluster::show(&out));
+    assert!(
+        text(&out.stderr).starts_with("sbatch: error: asbb: internal error; job not submitted"),
+        "{}",
+        cluster::show(&out)
+    );
+    assert!(site.cluster.ctld_alive());
+    // The ledger gone: policy reject, one clear message.
+    let moved = site.cluster.dir().join("ledger.moved");
+    std::fs::rename(site.ledger(), &moved).unwrap();
+    let out = site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "1", "--wrap", "true"]);
+    assert_eq!(
+        text(&out.stderr),
+        "sbatch: error: asbb: the budget ledger is unavailable, so the job cannot be priced; try again shortly or contact your admins\n\
+         sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)\n"
+    );
+    assert!(site.cluster.ctld_alive());
+    // Back again: the next job is handled normally.
+    std::fs::rename(&moved, site.ledger()).unwrap();
+    let id = submitted_id(&site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "1", "--wrap", "true"]));
+    let token = site.token_of(id);
+    assert_eq!(site.cluster.wait_done(id), "COMPLETED");
+    assert_eq!(site.wait_settled(&token), "settled");
+    site.assert_clean();
+}
