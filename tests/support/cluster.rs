@@ -1,0 +1,1189 @@
+//! A real single-node SLURM cluster for end-to-end tests.
+//!
+//! Include it from an integration test with
+//! `#[path = "support/cluster.rs"] mod cluster;` (or `mod support;` + `support::cluster`).
+//!
+//! ```ignore
+//! if !cluster::require_root_and_slurm() { return; }
+//! let c = cluster::Cluster::start(cluster::ClusterOptions::new("smoke"));
+//! let id = c.submit_ok(&["--wrap", "sleep 1", "-t", "1"]);
+//! assert_eq!(c.wait_done(id), "COMPLETED");
+//! ```
+//!
+//! Each cluster lives in its own temp dir (`etc/slurm.conf` and any extra files beside it,
+//! `state/`, `spool/`, `log/`, `work/` = the clients' working directory, where job output
+//! lands) and uses its own pair of TCP ports, so several clusters (in one test binary or in
+//! parallel binaries) run side by side; they share one `munged`, which is started if it is
+//! not running and then left running. Dropping a [`Cluster`] stops its daemons (SIGTERM,
+//! then SIGKILL after a bounded wait), kills leftover job steps that carry its
+//! `SLURM_CONF`, and removes the temp dir unless `ASBB_KEEP_CLUSTER=1` is set — also when a
+//! test panics. The daemons are identified by PID; nothing else is ever signalled.
+//!
+//! Strings in `ClusterOptions::{extra_conf, extra_partitions, ctld_env, slurmd_env, files}`
+//! may contain `{dir}` (the cluster's temp dir) and `{etc}` (the directory of slurm.conf),
+//! replaced before use, e.g. `("ASBB_LEDGER", "{dir}/ledger.db")`.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Job states after which a job does not run again (unless requeued).
+pub const TERMINAL_STATES: &[&str] = &[
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+    "OUT_OF_MEMORY",
+    "REVOKED",
+];
+
+/// True for a terminal `JobState` value (see [`TERMINAL_STATES`]).
+pub fn is_terminal(state: &str) -> bool {
+    TERMINAL_STATES.contains(&state)
+}
+
+/// Default bound for a client command (sbatch, scontrol, ...).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default bound for `wait_done`.
+const WAIT_DONE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a daemon gets between SIGTERM and SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------
+// Options
+// ---------------------------------------------------------------------------------------
+
+/// What kind of cluster to start. Build with [`ClusterOptions::new`] and the chained
+/// setters, or fill the public fields.
+#[derive(Clone, Debug)]
+pub struct ClusterOptions {
+    /// `ClusterName` (lower case letters, digits, `_`; made lower case).
+    pub name: String,
+    /// `(SlurmctldPort, SlurmdPort)`; `None` picks a free pair (recommended).
+    pub ports: Option<(u16, u16)>,
+    /// Directory appended to Debian's `PluginDir` (where `job_submit_asbb.so` etc. are);
+    /// `None` = no asbb plugins.
+    pub plugin_dir: Option<PathBuf>,
+    /// Extra slurm.conf lines, e.g. `JobSubmitPlugins=asbb`, `JobCompType=jobcomp/asbb`.
+    /// A line whose key is already in the base config replaces that line.
+    pub extra_conf: Vec<String>,
+    /// Extra partitions: a bare name (`"aws"` → `PartitionName=aws Nodes=<node>
+    /// MaxTime=INFINITE State=UP`) or a full `PartitionName=...` line.
+    pub extra_partitions: Vec<String>,
+    /// Environment for slurmctld (e.g. `ASBB_CONFIG`, `ASBB_LEDGER`).
+    pub ctld_env: Vec<(String, String)>,
+    /// Environment for slurmd.
+    pub slurmd_env: Vec<(String, String)>,
+    /// Files written beside slurm.conf: (file name, contents), e.g. `("asbb.toml", ...)`.
+    pub files: Vec<(String, String)>,
+    /// How long to wait for the node to become idle.
+    pub start_timeout: Duration,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        ClusterOptions {
+            name: "asbbtest".to_string(),
+            ports: None,
+            plugin_dir: None,
+            extra_conf: Vec::new(),
+            extra_partitions: Vec::new(),
+            ctld_env: Vec::new(),
+            slurmd_env: Vec::new(),
+            files: Vec::new(),
+            start_timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+impl ClusterOptions {
+    pub fn new(name: &str) -> Self {
+        ClusterOptions { name: name.to_string(), ..Default::default() }
+    }
+    pub fn ports(mut self, ctld: u16, slurmd: u16) -> Self {
+        self.ports = Some((ctld, slurmd));
+        self
+    }
+    pub fn plugin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.plugin_dir = Some(dir.into());
+        self
+    }
+    pub fn conf(mut self, line: &str) -> Self {
+        self.extra_conf.push(line.to_string());
+        self
+    }
+    pub fn partition(mut self, name_or_line: &str) -> Self {
+        self.extra_partitions.push(name_or_line.to_string());
+        self
+    }
+    pub fn ctld_env(mut self, key: &str, value: &str) -> Self {
+        self.ctld_env.push((key.to_string(), value.to_string()));
+        self
+    }
+    pub fn slurmd_env(mut self, key: &str, value: &str) -> Self {
+        self.slurmd_env.push((key.to_string(), value.to_string()));
+        self
+    }
+    pub fn file(mut self, name: &str, contents: &str) -> Self {
+        self.files.push((name.to_string(), contents.to_string()));
+        self
+    }
+    pub fn start_timeout(mut self, t: Duration) -> Self {
+        self.start_timeout = t;
+        self
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Environment checks
+// ---------------------------------------------------------------------------------------
+
+fn effective_uid() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
+    line.split_whitespace().nth(2)?.parse().ok()
+}
+
+fn find_binary(name: &str) -> Option<PathBuf> {
+    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/usr/local/bin"] {
+        let p = Path::new(dir).join(name);
+        if p.is_file() {
+            return Some(p);
+        }
+    }
+    None
+}
+
+/// True when end-to-end tests can run here (root, SLURM daemons and clients, munge).
+/// Otherwise prints why and returns false, so a test can `return` — except when
+/// `ASBB_E2E=1` is set (CI), where a missing piece panics instead of skipping.
+pub fn require_root_and_slurm() -> bool {
+    let mut missing = Vec::new();
+    if effective_uid() != Some(0) {
+        missing.push("not running as root".to_string());
+    }
+    for bin in ["slurmctld", "slurmd", "sbatch", "scontrol", "sinfo", "munged", "munge", "runuser"] {
+        if find_binary(bin).is_none() {
+            missing.push(format!("{bin} not installed"));
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let why = missing.join(", ");
+    if std::env::var("ASBB_E2E").map(|v| v == "1").unwrap_or(false) {
+        panic!("ASBB_E2E=1 but the end-to-end environment is broken: {why} (run scripts/install-deps.sh as root)");
+    }
+    eprintln!("skipped: {why} (set ASBB_E2E=1 to make this an error)");
+    false
+}
+
+/// Makes sure a local user exists (for `run_as`); returns its uid.
+pub fn ensure_user(name: &str) -> u32 {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let uid = || -> Option<u32> {
+        let out = Command::new("id").args(["-u", name]).output().ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
+    };
+    for _ in 0..20 {
+        if let Some(u) = uid() {
+            return u;
+        }
+        // Another test binary may hold /etc/passwd's lock; retry.
+        let _ = Command::new("useradd")
+            .args(["--no-create-home", "--shell", "/bin/sh", name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        if let Some(u) = uid() {
+            return u;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    panic!("could not create user {name}");
+}
+
+// ---------------------------------------------------------------------------------------
+// munged (shared by every cluster; started once, left running)
+// ---------------------------------------------------------------------------------------
+
+fn munge_works() -> bool {
+    Command::new("munge")
+        .arg("-n")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Starts munged as the munge user unless a working one is already there.
+pub fn ensure_munged() -> Result<(), String> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if munge_works() {
+        return Ok(());
+    }
+    let _ = fs::create_dir_all("/run/munge");
+    let _ = Command::new("chown").args(["munge:munge", "/run/munge"]).status();
+    let _ = fs::set_permissions("/run/munge", fs::Permissions::from_mode(0o755));
+    // munged daemonizes itself; a second one started at the same moment by another test
+    // binary just fails, and the first serves both. Retry a couple of times to cover
+    // a lost race against a dying instance.
+    let mut last = String::new();
+    for attempt in 0..3 {
+        // Later attempts add --force (run despite a stale socket left by a killed munged);
+        // we only get here when no munged answers.
+        let mut args = vec!["-u", "munge", "--", "/usr/sbin/munged"];
+        if attempt > 0 {
+            args.push("--force");
+        }
+        let out = Command::new("runuser")
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run munged: {e}"))?;
+        last = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if munge_works() {
+                return Ok(());
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Err(format!("munged did not come up: {last}"))
+}
+
+// ---------------------------------------------------------------------------------------
+// Ports: a free pair, reserved against other test binaries with a lock directory
+// ---------------------------------------------------------------------------------------
+
+const PORT_LOCK_DIR: &str = "/tmp/asbb-cluster-ports";
+const PORT_RANGE: (u16, u16) = (20000, 29000); // below the kernel's ephemeral range
+
+struct PortLock {
+    path: PathBuf,
+}
+
+impl Drop for PortLock {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.path);
+    }
+}
+
+fn pid_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+fn try_lock_port(port: u16) -> Option<PortLock> {
+    let base = Path::new(PORT_LOCK_DIR);
+    let _ = fs::create_dir_all(base);
+    let path = base.join(port.to_string());
+    for _ in 0..2 {
+        match fs::create_dir(&path) {
+            Ok(()) => {
+                let _ = fs::write(path.join("pid"), std::process::id().to_string());
+                return Some(PortLock { path });
+            }
+            Err(_) => {
+                // Held. Stale if its owner is gone (or it never wrote a pid and is old).
+                let owner = fs::read_to_string(path.join("pid")).ok().and_then(|s| s.trim().parse::<u32>().ok());
+                let stale = match owner {
+                    Some(pid) => !pid_alive(pid),
+                    None => fs::metadata(&path)
+                        .and_then(|m| m.modified())
+                        .map(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(30))
+                        .unwrap_or(false),
+                };
+                if !stale {
+                    return None;
+                }
+                // Move it aside atomically so only one reclaimer wins.
+                let nanos = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos())
+                    .unwrap_or(0);
+                let aside = base.join(format!("stale-{port}-{}-{nanos}", std::process::id()));
+                if fs::rename(&path, &aside).is_ok() {
+                    let _ = fs::remove_dir_all(&aside);
+                }
+            }
+        }
+    }
+    None
+}
+
+fn port_free(port: u16) -> bool {
+    TcpListener::bind(("0.0.0.0", port)).is_ok()
+}
+
+fn reserve_ports() -> Result<(u16, u16, PortLock), String> {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let seq = SEQ.fetch_add(1, Ordering::SeqCst);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    let slots = u32::from(PORT_RANGE.1 - PORT_RANGE.0) / 2;
+    let start = (std::process::id().wrapping_mul(131) ^ nanos ^ seq.wrapping_mul(7919)) % slots;
+    for i in 0..400u32 {
+        let slot = (start + i) % slots;
+        let ctld = PORT_RANGE.0 + (slot * 2) as u16;
+        let slurmd = ctld + 1;
+        if !port_free(ctld) || !port_free(slurmd) {
+            continue;
+        }
+        if let Some(lock) = try_lock_port(ctld) {
+            if port_free(ctld) && port_free(slurmd) {
+                return Ok((ctld, slurmd, lock));
+            }
+        }
+    }
+    Err("no free port pair in 20000..29000".to_string())
+}
+
+// ---------------------------------------------------------------------------------------
+// Host facts
+// ---------------------------------------------------------------------------------------
+
+struct NodeFacts {
+    /// `NodeName=... CPUs=... RealMemory=...` (first line of `slurmd -C`).
+    line: String,
+    name: String,
+}
+
+fn node_facts() -> &'static NodeFacts {
+    static FACTS: OnceLock<NodeFacts> = OnceLock::new();
+    FACTS.get_or_init(|| {
+        let out = Command::new("slurmd").arg("-C").output().expect("run slurmd -C");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("NodeName="))
+            .unwrap_or_else(|| panic!("slurmd -C printed no NodeName line: {text}"))
+            .trim()
+            .to_string();
+        let name = line.split_whitespace().next().and_then(|t| t.strip_prefix("NodeName=")).unwrap().to_string();
+        NodeFacts { line, name }
+    })
+}
+
+fn debian_plugin_dir() -> String {
+    if let Ok(entries) = fs::read_dir("/usr/lib") {
+        for e in entries.flatten() {
+            let p = e.path().join("slurm-wlm");
+            if p.join("select_cons_tres.so").exists() {
+                return p.to_string_lossy().into_owned();
+            }
+        }
+    }
+    for p in ["/usr/lib/slurm-wlm", "/usr/lib64/slurm", "/usr/lib/slurm", "/usr/local/lib/slurm"] {
+        if Path::new(p).join("select_cons_tres.so").exists() {
+            return p.to_string();
+        }
+    }
+    "/usr/lib/x86_64-linux-gnu/slurm-wlm".to_string()
+}
+
+// ---------------------------------------------------------------------------------------
+// Running commands with a bound
+// ---------------------------------------------------------------------------------------
+
+/// Runs `cmd` to completion, capturing output; kills it after `timeout` (then the status
+/// is the killed one and stderr ends with a note).
+fn output_with_timeout(mut cmd: Command, timeout: Duration) -> std::io::Result<Output> {
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn()?;
+    let mut so = child.stdout.take().unwrap();
+    let mut se = child.stderr.take().unwrap();
+    let t_out = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let t_err = thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + timeout;
+    let mut timed_out = false;
+    let status = loop {
+        if let Some(s) = child.try_wait()? {
+            break s;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            timed_out = true;
+            break child.wait()?;
+        }
+        thread::sleep(Duration::from_millis(10));
+    };
+    let stdout = t_out.join().unwrap_or_default();
+    let mut stderr = t_err.join().unwrap_or_default();
+    if timed_out {
+        stderr.extend_from_slice(format!("\n[killed after {timeout:?}]\n").as_bytes());
+    }
+    Ok(Output { status, stdout, stderr })
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([&format!("-{sig}"), &pid.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit status if reaped.
+fn stop_child(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
+    if let Ok(Some(s)) = child.try_wait() {
+        return Some(s);
+    }
+    signal(child.id(), "TERM");
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(s)) = child.try_wait() {
+            return Some(s);
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    child.wait().ok()
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    match fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("<cannot read {}: {e}>", path.display()),
+    }
+}
+
+/// Output as text, for messages.
+pub fn show(out: &Output) -> String {
+    format!(
+        "status {}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        String::from_utf8_lossy(&out.stderr).trim_end()
+    )
+}
+
+/// Parses one line of `scontrol show ... -o` into key → value. Values may contain spaces
+/// (a new key starts at a space followed by `Key=`).
+pub fn parse_oneliner(line: &str) -> HashMap<String, String> {
+    let mut map = HashMap::new();
+    let mut key: Option<String> = None;
+    let mut val = String::new();
+    for tok in line.split(' ') {
+        let new_key = tok.find('=').and_then(|i| {
+            let k = &tok[..i];
+            let ok = !k.is_empty()
+                && k.chars().next().unwrap().is_ascii_alphabetic()
+                && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '/' | '.'));
+            ok.then(|| (k.to_string(), tok[i + 1..].to_string()))
+        });
+        match new_key {
+            Some((k, v)) => {
+                if let Some(old) = key.take() {
+                    map.insert(old, std::mem::take(&mut val));
+                }
+                key = Some(k);
+                val = v;
+            }
+            None => {
+                if key.is_some() {
+                    val.push(' ');
+                    val.push_str(tok);
+                }
+            }
+        }
+    }
+    if let Some(k) = key {
+        map.insert(k, val.trim_end().to_string());
+    }
+    map
+}
+
+// ---------------------------------------------------------------------------------------
+// The cluster
+// ---------------------------------------------------------------------------------------
+
+/// A running single-node cluster (slurmctld + slurmd) in its own temp dir.
+pub struct Cluster {
+    name: String,
+    tmp: Option<tempfile::TempDir>,
+    dir: PathBuf,
+    conf: PathBuf,
+    ctld_port: u16,
+    slurmd_port: u16,
+    node: String,
+    ctld_env: Vec<(String, String)>,
+    slurmd_env: Vec<(String, String)>,
+    ctld: Option<Child>,
+    slurmd: Option<Child>,
+    start_timeout: Duration,
+    _port_lock: Option<PortLock>,
+    stopped: bool,
+}
+
+fn subst(s: &str, dir: &Path, etc: &Path) -> String {
+    s.replace("{dir}", &dir.to_string_lossy()).replace("{etc}", &etc.to_string_lossy())
+}
+
+fn conf_key(line: &str) -> Option<String> {
+    let l = line.trim();
+    if l.is_empty() || l.starts_with('#') {
+        return None;
+    }
+    let k = l.split('=').next()?.trim();
+    Some(k.to_ascii_lowercase())
+}
+
+impl Cluster {
+    /// Starts a cluster and waits until its node is idle; panics with the daemons' log
+    /// tails if it does not come up.
+    pub fn start(opts: ClusterOptions) -> Cluster {
+        match Cluster::try_start(opts) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Like [`Cluster::start`] but returns the error (with log tails) instead of panicking.
+    /// Retries with other ports when a port turns out to be taken.
+    pub fn try_start(opts: ClusterOptions) -> Result<Cluster, String> {
+        ensure_munged()?;
+        let mut last = String::new();
+        for _attempt in 0..3 {
+            let (ctld_port, slurmd_port, lock) = match opts.ports {
+                Some((a, b)) => (a, b, None),
+                None => {
+                    let (a, b, l) = reserve_ports()?;
+                    (a, b, Some(l))
+                }
+            };
+            let mut c = Cluster::prepare(&opts, ctld_port, slurmd_port, lock)?;
+            match c.boot() {
+                Ok(()) => return Ok(c),
+                Err(e) => {
+                    let port_clash = e.contains("Address already in use");
+                    last = e;
+                    c.stop();
+                    if !port_clash || opts.ports.is_some() {
+                        break;
+                    }
+                    // dropping c frees its dir and port lock; try another pair
+                }
+            }
+        }
+        Err(last)
+    }
+
+    fn prepare(
+        opts: &ClusterOptions,
+        ctld_port: u16,
+        slurmd_port: u16,
+        lock: Option<PortLock>,
+    ) -> Result<Cluster, String> {
+        let name = opts.name.to_ascii_lowercase();
+        let tmp = tempfile::Builder::new()
+            .prefix(&format!("asbb-cluster-{name}-"))
+            .tempdir()
+            .map_err(|e| format!("temp dir: {e}"))?;
+        let dir = tmp.path().to_path_buf();
+        // Jobs of non-root users run in work/ and write their output there.
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+        let etc = dir.join("etc");
+        for sub in ["etc", "state", "spool", "log", "work"] {
+            fs::create_dir_all(dir.join(sub)).map_err(|e| format!("mkdir {sub}: {e}"))?;
+        }
+        fs::set_permissions(dir.join("work"), fs::Permissions::from_mode(0o1777)).map_err(|e| e.to_string())?;
+
+        let facts = node_facts();
+        let node = facts.name.clone();
+        let d = dir.to_string_lossy();
+        let mut plugin_dir = debian_plugin_dir();
+        if let Some(p) = &opts.plugin_dir {
+            if !p.is_dir() {
+                return Err(format!("plugin dir {} does not exist", p.display()));
+            }
+            let abs = fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+            plugin_dir.push(':');
+            plugin_dir.push_str(&abs.to_string_lossy());
+        }
+
+        let mut lines: Vec<String> = vec![
+            format!("ClusterName={name}"),
+            format!("SlurmctldHost={node}(127.0.0.1)"),
+            format!("SlurmctldPort={ctld_port}"),
+            format!("SlurmdPort={slurmd_port}"),
+            "SlurmUser=root".into(),
+            "SlurmdUser=root".into(),
+            "AuthType=auth/munge".into(),
+            "CredType=cred/munge".into(),
+            format!("StateSaveLocation={d}/state"),
+            format!("SlurmdSpoolDir={d}/spool"),
+            format!("SlurmctldPidFile={d}/slurmctld.pid"),
+            format!("SlurmdPidFile={d}/slurmd.pid"),
+            format!("SlurmctldLogFile={d}/log/slurmctld.log"),
+            format!("SlurmdLogFile={d}/log/slurmd.log"),
+            "SlurmctldDebug=info".into(),
+            "SlurmdDebug=info".into(),
+            format!("PluginDir={plugin_dir}"),
+            "ProctrackType=proctrack/linuxproc".into(),
+            "TaskPlugin=task/none".into(),
+            "JobAcctGatherType=jobacct_gather/none".into(),
+            "AccountingStorageType=accounting_storage/none".into(),
+            "JobCompType=jobcomp/none".into(),
+            "SelectType=select/cons_tres".into(),
+            "SelectTypeParameters=CR_Core".into(),
+            "SchedulerType=sched/backfill".into(),
+            "SchedulerParameters=batch_sched_delay=0,sched_min_interval=0".into(),
+            "MpiDefault=none".into(),
+            "ReturnToService=2".into(),
+            "SlurmdTimeout=10".into(),
+            "MinJobAge=3600".into(),
+            "KillWait=2".into(),
+            "OverTimeLimit=0".into(),
+            "JobRequeue=1".into(),
+            "MailProg=/bin/true".into(),
+        ];
+        for extra in &opts.extra_conf {
+            let extra = subst(extra, &dir, &etc);
+            match conf_key(&extra) {
+                Some(k) => {
+                    if let Some(pos) = lines.iter().position(|l| conf_key(l).as_deref() == Some(&k)) {
+                        lines[pos] = extra;
+                    } else {
+                        lines.push(extra);
+                    }
+                }
+                None => lines.push(extra),
+            }
+        }
+        // NodeName from `slurmd -C` (its CPUs, sockets, cores and RealMemory), reachable on
+        // loopback whatever the host name resolves to.
+        lines.push(format!("{} NodeAddr=127.0.0.1 State=UNKNOWN", facts.line));
+        lines.push(format!("PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP"));
+        lines.push(format!("PartitionName=batch Nodes={node} MaxTime=INFINITE State=UP"));
+        for p in &opts.extra_partitions {
+            let p = subst(p, &dir, &etc);
+            if p.contains('=') {
+                lines.push(p);
+            } else {
+                lines.push(format!("PartitionName={p} Nodes={node} MaxTime=INFINITE State=UP"));
+            }
+        }
+        let mut text = String::from("# written by tests/support/cluster.rs\n");
+        for l in &lines {
+            let _ = writeln!(text, "{l}");
+        }
+        let conf = etc.join("slurm.conf");
+        fs::write(&conf, text).map_err(|e| format!("write slurm.conf: {e}"))?;
+        for (fname, contents) in &opts.files {
+            let path = etc.join(fname);
+            if let Some(parent) = path.parent() {
+                let _ = fs::create_dir_all(parent);
+            }
+            fs::write(&path, subst(contents, &dir, &etc)).map_err(|e| format!("write {}: {e}", path.display()))?;
+        }
+        let env = |v: &Vec<(String, String)>| {
+            v.iter().map(|(k, val)| (k.clone(), subst(val, &dir, &etc))).collect::<Vec<_>>()
+        };
+        Ok(Cluster {
+            name,
+            ctld_env: env(&opts.ctld_env),
+            slurmd_env: env(&opts.slurmd_env),
+            tmp: Some(tmp),
+            conf,
+            ctld_port,
+            slurmd_port,
+            node,
+            ctld: None,
+            slurmd: None,
+            start_timeout: opts.start_timeout,
+            _port_lock: lock,
+            stopped: false,
+            dir,
+        })
+    }
+
+    fn daemon_command(&self, bin: &str, extra_env: &[(String, String)], out_name: &str) -> Result<Command, String> {
+        let path = find_binary(bin).ok_or_else(|| format!("{bin} not installed"))?;
+        let mut cmd = Command::new(path);
+        cmd.arg("-D").arg("-f").arg(&self.conf);
+        strip_slurm_env(&mut cmd);
+        cmd.env("SLURM_CONF", &self.conf);
+        for (k, v) in extra_env {
+            cmd.env(k, v);
+        }
+        let log = |suffix: &str| {
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.join("log").join(format!("{out_name}.{suffix}")))
+                .map_err(|e| e.to_string())
+        };
+        cmd.stdin(Stdio::null()).stdout(log("stdout")?).stderr(log("stderr")?);
+        cmd.current_dir(&self.dir);
+        Ok(cmd)
+    }
+
+    fn spawn_ctld(&mut self) -> Result<(), String> {
+        // A new daemon kills whatever PID its PidFile names: after a kill -9 that PID may
+        // belong to someone else by now.
+        let _ = fs::remove_file(self.dir.join("slurmctld.pid"));
+        let env = self.ctld_env.clone();
+        let mut cmd = self.daemon_command("slurmctld", &env, "slurmctld")?;
+        self.ctld = Some(cmd.spawn().map_err(|e| format!("spawn slurmctld: {e}"))?);
+        Ok(())
+    }
+
+    fn spawn_slurmd(&mut self) -> Result<(), String> {
+        let _ = fs::remove_file(self.dir.join("slurmd.pid"));
+        let env = self.slurmd_env.clone();
+        let mut cmd = self.daemon_command("slurmd", &env, "slurmd")?;
+        self.slurmd = Some(cmd.spawn().map_err(|e| format!("spawn slurmd: {e}"))?);
+        Ok(())
+    }
+
+    fn boot(&mut self) -> Result<(), String> {
+        self.spawn_ctld()?;
+        self.spawn_slurmd()?;
+        self.wait_ready(self.start_timeout, true)
+    }
+
+    /// Polls until slurmctld answers and (if `need_idle`) every node line is `idle`.
+    fn wait_ready(&mut self, timeout: Duration, need_idle: bool) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        let mut last = String::new();
+        let mut poked = false;
+        loop {
+            let mut died = None;
+            for (what, child) in [("slurmctld", &mut self.ctld), ("slurmd", &mut self.slurmd)] {
+                if let Some(c) = child.as_mut() {
+                    if let Ok(Some(status)) = c.try_wait() {
+                        *child = None;
+                        died = Some(format!("{what} exited during startup ({status})"));
+                        break;
+                    }
+                }
+            }
+            if let Some(what) = died {
+                return Err(self.failure(&what));
+            }
+            // `scontrol ping` answers at once (sinfo retries for 9 s while the controller
+            // is down, and a bare TCP probe fills the log with "Zero Bytes" errors).
+            let ping = self.run_timeout("scontrol", &["ping"], Duration::from_secs(10));
+            let port_open = ping.status.success() && String::from_utf8_lossy(&ping.stdout).contains(" is UP");
+            if port_open && !need_idle && !poked {
+                // A restarted controller shows the node as `unk` until slurmd registers
+                // again (about 4 s); SIGHUP makes our slurmd re-register at once.
+                poked = true;
+                if let Some(pid) = self.slurmd_pid() {
+                    signal(pid, "HUP");
+                }
+            }
+            if port_open {
+                let out = self.run_timeout("sinfo", &["-h", "-o", "%t"], Duration::from_secs(10));
+                let text = String::from_utf8_lossy(&out.stdout).to_string();
+                last = show(&out);
+                if std::env::var_os("ASBB_CLUSTER_DEBUG").is_some() {
+                    eprintln!("[{:?}] sinfo: {}", Instant::now(), text.trim());
+                }
+                if out.status.success() {
+                    let states: Vec<&str> = text.split_whitespace().collect();
+                    let ok = if need_idle {
+                        !states.is_empty() && states.iter().all(|s| *s == "idle")
+                    } else {
+                        !states.is_empty() && states.iter().all(|s| !s.ends_with('*') && !s.starts_with("unk"))
+                    };
+                    if ok {
+                        return Ok(());
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(self.failure(&format!(
+                    "cluster {} not ready after {timeout:?} (ctld port {} answers ping: {port_open}); last sinfo:\n{last}",
+                    self.name, self.ctld_port
+                )));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn failure(&self, what: &str) -> String {
+        let log = self.dir.join("log");
+        format!(
+            "{what}\ncluster dir: {}\n=== slurm.conf\n{}\n=== slurmctld.log (tail)\n{}\n=== slurmctld stderr\n{}\n=== slurmd.log (tail)\n{}\n=== slurmd stderr\n{}",
+            self.dir.display(),
+            fs::read_to_string(&self.conf).unwrap_or_default(),
+            tail(&log.join("slurmctld.log"), 40),
+            tail(&log.join("slurmctld.stderr"), 20),
+            tail(&log.join("slurmd.log"), 40),
+            tail(&log.join("slurmd.stderr"), 20),
+        )
+    }
+
+    // --- facts ---------------------------------------------------------------------------
+
+    /// The cluster's slurm.conf.
+    pub fn conf_path(&self) -> &Path {
+        &self.conf
+    }
+    /// The directory of slurm.conf (where `files` were written).
+    pub fn etc_dir(&self) -> PathBuf {
+        self.dir.join("etc")
+    }
+    /// The cluster's temp dir.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// Clients' working directory (mode 1777); `slurm-<id>.out` files land here.
+    pub fn work_dir(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+    /// Environment a client needs to talk to this cluster: `[("SLURM_CONF", path)]`.
+    pub fn env(&self) -> Vec<(String, String)> {
+        vec![("SLURM_CONF".to_string(), self.conf.to_string_lossy().into_owned())]
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn node_name(&self) -> &str {
+        &self.node
+    }
+    pub fn ports(&self) -> (u16, u16) {
+        (self.ctld_port, self.slurmd_port)
+    }
+    pub fn ctld_pid(&self) -> Option<u32> {
+        self.ctld.as_ref().map(|c| c.id())
+    }
+    pub fn slurmd_pid(&self) -> Option<u32> {
+        self.slurmd.as_ref().map(|c| c.id())
+    }
+
+    // --- clients -------------------------------------------------------------------------
+
+    fn client_command(&self, cmd: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(cmd);
+        c.args(args);
+        strip_slurm_env(&mut c);
+        c.env("SLURM_CONF", &self.conf);
+        c.current_dir(self.work_dir());
+        c
+    }
+
+    /// Runs a SLURM client (`sbatch`, `scontrol`, ...) as root against this cluster.
+    pub fn run(&self, cmd: &str, args: &[&str]) -> Output {
+        self.run_timeout(cmd, args, CLIENT_TIMEOUT)
+    }
+
+    /// [`Cluster::run`] with an explicit bound (the command is killed after `timeout`).
+    pub fn run_timeout(&self, cmd: &str, args: &[&str], timeout: Duration) -> Output {
+        output_with_timeout(self.client_command(cmd, args), timeout).unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"))
+    }
+
+    /// Runs a client as `user` (via `runuser`), in the work dir, with SLURM_CONF set.
+    pub fn run_as(&self, user: &str, cmd: &str, args: &[&str]) -> Output {
+        let conf = format!("SLURM_CONF={}", self.conf.display());
+        let mut full: Vec<&str> = vec!["-u", user, "--", "env", &conf, cmd];
+        full.extend_from_slice(args);
+        output_with_timeout(self.client_command("runuser", &full), CLIENT_TIMEOUT)
+            .unwrap_or_else(|e| panic!("cannot run {cmd} as {user}: {e}"))
+    }
+
+    /// Runs any command (not only SLURM clients) with this cluster's environment.
+    pub fn command(&self, cmd: &str, args: &[&str]) -> Command {
+        self.client_command(cmd, args)
+    }
+
+    /// `sbatch args...` as root.
+    pub fn sbatch(&self, args: &[&str]) -> Output {
+        self.run("sbatch", args)
+    }
+
+    /// `sbatch args...` as `user`.
+    pub fn sbatch_as(&self, user: &str, args: &[&str]) -> Output {
+        self.run_as(user, "sbatch", args)
+    }
+
+    /// Submits as root and returns the job id; panics (with output and log tail) on failure.
+    pub fn submit_ok(&self, args: &[&str]) -> u32 {
+        let out = self.sbatch(args);
+        self.parse_submitted(&out, args)
+    }
+
+    /// Submits as `user` and returns the job id; panics on failure.
+    pub fn submit_ok_as(&self, user: &str, args: &[&str]) -> u32 {
+        let out = self.sbatch_as(user, args);
+        self.parse_submitted(&out, args)
+    }
+
+    fn parse_submitted(&self, out: &Output, args: &[&str]) -> u32 {
+        let text = String::from_utf8_lossy(&out.stdout);
+        let id = text
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Submitted batch job "))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse().ok());
+        match (out.status.success(), id) {
+            (true, Some(id)) => id,
+            _ => panic!("sbatch {args:?} failed:\n{}\n=== slurmctld.log (tail)\n{}", show(out), self.ctld_log_tail(30)),
+        }
+    }
+
+    /// Every line of `scontrol show job -o <id>` (array jobs have several), parsed.
+    /// Empty when the job is unknown.
+    pub fn job_records(&self, job_id: u32) -> Vec<HashMap<String, String>> {
+        let out = self.run("scontrol", &["show", "job", "-o", &job_id.to_string()]);
+        if !out.status.success() {
+            return Vec::new();
+        }
+        String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("JobId=")).map(parse_oneliner).collect()
+    }
+
+    /// The (first) record of `scontrol show job -o <id>`, or None when unknown.
+    pub fn job_info(&self, job_id: u32) -> Option<HashMap<String, String>> {
+        self.job_records(job_id).into_iter().next()
+    }
+
+    /// One field of `scontrol show job -o <id>`, e.g. `job_field(7, "JobState")`.
+    pub fn job_field(&self, job_id: u32, field: &str) -> Option<String> {
+        self.job_info(job_id)?.get(field).cloned()
+    }
+
+    /// Polls the job's `JobState` until `pred(state)` holds; returns that state. Panics on
+    /// timeout with the job record and the log tail.
+    pub fn wait_state(&self, job_id: u32, pred: impl Fn(&str) -> bool, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut last: Option<HashMap<String, String>> = None;
+        loop {
+            if let Some(info) = self.job_info(job_id) {
+                if let Some(state) = info.get("JobState") {
+                    if pred(state) {
+                        return state.clone();
+                    }
+                }
+                last = Some(info);
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "job {job_id} on cluster {}: state condition not met after {timeout:?}; last record: {:?}\n=== slurmctld.log (tail)\n{}\n=== slurmd.log (tail)\n{}",
+                    self.name,
+                    last,
+                    self.ctld_log_tail(30),
+                    tail(&self.dir.join("log/slurmd.log"), 20)
+                );
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits (60 s at most) for a terminal state and returns it (e.g. "COMPLETED").
+    pub fn wait_done(&self, job_id: u32) -> String {
+        self.wait_state(job_id, is_terminal, WAIT_DONE_TIMEOUT)
+    }
+
+    /// [`Cluster::wait_done`] with an explicit bound.
+    pub fn wait_done_timeout(&self, job_id: u32, timeout: Duration) -> String {
+        self.wait_state(job_id, is_terminal, timeout)
+    }
+
+    /// Contents of `work/slurm-<id>.out` (default sbatch output), if any.
+    pub fn job_output(&self, job_id: u32) -> Option<String> {
+        fs::read_to_string(self.work_dir().join(format!("slurm-{job_id}.out"))).ok()
+    }
+
+    // --- logs ----------------------------------------------------------------------------
+
+    /// The whole slurmctld log.
+    pub fn ctld_log(&self) -> String {
+        fs::read_to_string(self.dir.join("log/slurmctld.log")).unwrap_or_default()
+    }
+    pub fn ctld_log_tail(&self, lines: usize) -> String {
+        tail(&self.dir.join("log/slurmctld.log"), lines)
+    }
+    /// The whole slurmd log.
+    pub fn slurmd_log(&self) -> String {
+        fs::read_to_string(self.dir.join("log/slurmd.log")).unwrap_or_default()
+    }
+
+    // --- daemon control ------------------------------------------------------------------
+
+    /// True while slurmctld (as started by this cluster) is running.
+    pub fn ctld_alive(&mut self) -> bool {
+        match self.ctld.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// True while slurmd is running.
+    pub fn slurmd_alive(&mut self) -> bool {
+        match self.slurmd.as_mut() {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// The exit status of slurmctld if it has exited (e.g. a crash: signal 6/11).
+    pub fn ctld_exit_status(&mut self) -> Option<ExitStatus> {
+        self.ctld.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// SIGKILLs slurmctld (no state save beyond what it already wrote).
+    pub fn kill_ctld(&mut self) {
+        if let Some(mut c) = self.ctld.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Stops slurmctld gracefully (SIGTERM, SIGKILL after a bounded wait).
+    pub fn stop_ctld(&mut self) {
+        if let Some(mut c) = self.ctld.take() {
+            stop_child(&mut c, STOP_GRACE);
+        }
+    }
+
+    /// Starts slurmctld again on the same conf and state dir (jobs are recovered) and
+    /// waits until it answers. Panics with the log tail if it does not.
+    pub fn start_ctld(&mut self) {
+        if self.ctld_alive() {
+            return;
+        }
+        let r = self.spawn_ctld().and_then(|_| self.wait_ready(self.start_timeout, false));
+        if let Err(e) = r {
+            panic!("{e}");
+        }
+    }
+
+    /// Graceful stop + start of slurmctld (state kept). Needed after replacing a plugin.
+    pub fn restart_ctld(&mut self) {
+        self.stop_ctld();
+        self.start_ctld();
+    }
+
+    /// kill -9 + start of slurmctld (simulates a crash of the controller).
+    pub fn restart_ctld_hard(&mut self) {
+        self.kill_ctld();
+        self.start_ctld();
+    }
+
+    /// Stops both daemons and kills leftover job processes of this cluster. Idempotent.
+    pub fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        let mut ctld = self.ctld.take();
+        let mut slurmd = self.slurmd.take();
+        for c in [ctld.as_mut(), slurmd.as_mut()].into_iter().flatten() {
+            if let Ok(None) = c.try_wait() {
+                signal(c.id(), "TERM");
+            }
+        }
+        let deadline = Instant::now() + STOP_GRACE;
+        for c in [ctld.as_mut(), slurmd.as_mut()].into_iter().flatten() {
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() >= deadline => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                    Ok(None) => thread::sleep(Duration::from_millis(20)),
+                }
+            }
+        }
+        self.kill_leftovers();
+    }
+
+    /// slurmstepd and job processes outlive slurmd; they carry our SLURM_CONF in their
+    /// environment, which no process outside this cluster has.
+    fn kill_leftovers(&self) {
+        let marker = format!("SLURM_CONF={}", self.conf.display());
+        let me = std::process::id();
+        for _round in 0..3 {
+            let mut found = false;
+            let Ok(entries) = fs::read_dir("/proc") else {
+                return;
+            };
+            for e in entries.flatten() {
+                let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+                    continue;
+                };
+                if pid == me {
+                    continue;
+                }
+                let Ok(env) = fs::read(format!("/proc/{pid}/environ")) else {
+                    continue;
+                };
+                if env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()) {
+                    signal(pid, "KILL");
+                    found = true;
+                }
+            }
+            if !found {
+                return;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn strip_slurm_env(cmd: &mut Command) {
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        if k.starts_with("SLURM_")
+            || k.starts_with("SBATCH_")
+            || k.starts_with("SALLOC_")
+            || k.starts_with("SRUN_")
+            || k.starts_with("SQUEUE_")
+            || k.starts_with("SINFO_")
+            || k.starts_with("SCONTROL_")
+        {
+            cmd.env_remove(k.as_ref());
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+        let keep = std::env::var("ASBB_KEEP_CLUSTER").map(|v| v == "1").unwrap_or(false);
+        if let Some(tmp) = self.tmp.take() {
+            if keep {
+                eprintln!("ASBB_KEEP_CLUSTER=1: kept cluster {} in {}", self.name, self.dir.display());
+                std::mem::forget(tmp);
+            } else {
+                drop(tmp);
+            }
+        }
+    }
+}
