@@ -76,6 +76,8 @@ fn main() {
             end_time: 1_800_000_000 + i as i64 + 600,
             allocated: Some(req.resources.clone()),
             task_count: 1,
+            submit_time: 1_800_000_000 + i as i64,
+            run_index: 0,
         };
         let t = Instant::now();
         budget.reconcile(&done, 1_800_000_700 + i as i64).expect("reconcile");

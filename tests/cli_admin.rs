@@ -219,6 +219,8 @@ fn transactions_show_holds_charges_and_releases() {
         end_time: NOW_S + 120 + 1800,
         allocated: Some(req.resources.clone()),
         task_count: 1,
+        submit_time: NOW_S + 60,
+        run_index: 0,
     };
     b.reconcile(&done, NOW_S + 2000).unwrap();
     drop(b);

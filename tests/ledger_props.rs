@@ -180,9 +180,10 @@ proptest! {
                         let c = JobCompletion {
                             cluster: "c1".into(), job_id, hold_token: Some(j.token.clone()), user: "u".into(),
                             account: j.req.account.clone(), partition: j.req.partition.clone(),
-                            state: if run == 0 { EndState::Completed } else { EndState::NodeFail },
+                            state: [EndState::Completed, EndState::NodeFail, EndState::Requeued][used_pct as usize % 3],
                             start_time: start + run as i64, end_time: start + run as i64 + if ran { elapsed } else { 0 },
                             allocated: ran.then(|| j.req.resources.clone()), task_count: 1,
+                            submit_time: now, run_index: run,
                         };
                         apply_completion(&mut budget, &cfg, &mut oracle, &c, t)?;
                         events.push(c);
@@ -225,7 +226,7 @@ fn apply_completion(
     c: &JobCompletion,
     t: i64,
 ) -> Result<(), TestCaseError> {
-    let key = format!("{}:{}:{}", c.cluster, c.job_id, c.start_time);
+    let key = c.run_key();
     let expected = match &c.allocated {
         Some(res) => {
             cost::task_cost(cfg, &cfg.partitions[&c.partition], None, res, c.elapsed_s() as u64).unwrap().micros()

@@ -10,15 +10,18 @@
 //! - available = Σ active allocations (amount − debited) − overdraft − open holds
 //!   + credit limit.
 //!
-//! Requeued jobs: the hold covers one run per task. The first run to end (of each
+//! Requeued jobs: the hold covers one final run per task. A run that ends in a
+//! requeue SLURM announces (`scontrol requeue`, requeue on exit: state REQUEUED) is
+//! charged and keeps the hold for the next run. The first other run to end (of each
 //! job id) releases that task's share of the hold; a later run of the same job id
-//! (after a requeue) is charged in full with no hold left behind it. Every run is
-//! charged exactly once, keyed by cluster, job id and start time.
+//! (after a node-failure requeue, which SLURM does not announce) is charged in full
+//! with no hold left behind it. Every run is charged exactly once, keyed by cluster,
+//! job id, submit time and restart count (see `JobCompletion::run_key`).
 
 use crate::core::config::{Config, MissingPolicy};
 use crate::core::cost::{self, CostError};
 use crate::core::hooks::RefuseCode;
-use crate::core::job::{JobCompletion, JobRequest};
+use crate::core::job::{EndState, JobCompletion, JobRequest};
 use crate::core::ledger::{AccountRow, AllocationRow, JobRow, Ledger, LedgerError, NewEntry, OpenMode, Tx, JOB_COLS};
 use crate::core::money::Money;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -470,7 +473,7 @@ impl Budget {
     pub fn reconcile(&mut self, c: &JobCompletion, now: i64) -> Result<Reconciled, BudgetError> {
         let path = self.ledger.path().to_path_buf();
         let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
-        let run_key = format!("{}:{}:{}", c.cluster, c.job_id, c.start_time);
+        let run_key = c.run_key();
         let tx = Tx::write(&mut self.ledger)?;
         if tx.tx.prepare_cached("SELECT 1 FROM runs WHERE run_key = ?1").map_err(&e)?.exists([&run_key]).map_err(&e)? {
             return Ok(Reconciled::Duplicate);
@@ -540,12 +543,16 @@ impl Budget {
         post_charge(&tx, &charge_key, account.id, cost, token, Some(c.job_id), at, now).map_err(&e)?;
         let mut released = Money::ZERO;
         if let Some(j) = &job {
-            let first_run_of_this_id: bool = !tx
-                .tx
-                .prepare_cached("SELECT 1 FROM runs WHERE token = ?1 AND job_id = ?2 AND run_key <> ?3")
-                .map_err(&e)?
-                .exists(params![j.token, c.job_id, run_key])
-                .map_err(&e)?;
+            let will_run_again = c.state == EndState::Requeued;
+            let first_run_of_this_id: bool = !will_run_again
+                && !tx
+                    .tx
+                    .prepare_cached(
+                        "SELECT 1 FROM runs WHERE token = ?1 AND job_id = ?2 AND run_key <> ?3 AND end_state <> 'REQUEUED'",
+                    )
+                    .map_err(&e)?
+                    .exists(params![j.token, c.job_id, run_key])
+                    .map_err(&e)?;
             let mut tasks_done = j.tasks_done;
             if first_run_of_this_id && j.tasks_done < j.tasks_total {
                 tasks_done = (j.tasks_done + c.task_count).min(j.tasks_total);
@@ -716,16 +723,18 @@ fn decide(
     }
     let estimate = match cost::estimate(config, req) {
         Ok(m) => m,
-        Err(CostError::UnpricedPartition(p)) => return Ok(Verdict::Done(match config.policy.unpriced_partition {
-            MissingPolicy::Exempt => Decision::Exempt { reason: format!("partition {p} has no price") },
-            MissingPolicy::Reject => Decision::Reject {
-                reason: format!(
+        Err(CostError::UnpricedPartition(p)) => {
+            return Ok(Verdict::Done(match config.policy.unpriced_partition {
+                MissingPolicy::Exempt => Decision::Exempt { reason: format!("partition {p} has no price") },
+                MissingPolicy::Reject => Decision::Reject {
+                    reason: format!(
                     "asbb: partition '{p}' has no price in asbb; ask your admins to add it or use another partition"
                 ),
-                code: RefuseCode::InvalidRequest,
-                estimate: None,
-            },
-        })),
+                    code: RefuseCode::InvalidRequest,
+                    estimate: None,
+                },
+            }))
+        }
         Err(err) => {
             return Ok(Verdict::Done(Decision::Reject {
                 reason: format!("asbb: {err}"),

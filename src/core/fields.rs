@@ -79,6 +79,11 @@ pub struct CompletionFields {
     pub node_cnt: u32,
     /// Tasks still represented by this record (an array's unsplit remainder), else 1.
     pub task_count: u32,
+    /// When the job was submitted (unix s); with the job id it names the job across
+    /// job-id reuse.
+    pub submit_time: i64,
+    /// How many times the job was requeued before this run.
+    pub restart_cnt: u32,
 }
 
 /// Why a job description could not become a request.
@@ -304,6 +309,8 @@ impl CompletionFields {
             end_time: self.end_time,
             allocated,
             task_count: self.task_count.max(1),
+            submit_time: self.submit_time,
+            run_index: self.restart_cnt,
         })
     }
 }

@@ -121,9 +121,20 @@ pub struct JobCompletion {
     /// How many array tasks this record stands for: 1, or more for an array's
     /// meta record that ended (cancelled) before all its tasks were split off.
     pub task_count: u32,
+    /// Submit time (unix s): tells a job from a later one that reuses its id.
+    pub submit_time: i64,
+    /// Which run of the job this is: 0 first, +1 per requeue (SLURM's restart_cnt).
+    pub run_index: u32,
 }
 
 impl JobCompletion {
+    /// The idempotency key of this run. Not the start time: after a slurmctld crash
+    /// that lost the end of a run, SLURM runs the job again with the same restart
+    /// count, and that replay must not be charged twice.
+    pub fn run_key(&self) -> String {
+        format!("{}:{}:{}:{}", self.cluster, self.job_id, self.submit_time, self.run_index)
+    }
+
     pub fn elapsed_s(&self) -> i64 {
         if self.allocated.is_none() {
             return 0;

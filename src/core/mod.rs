@@ -1,5 +1,7 @@
 //! The budget core: everything that decides money, testable without SLURM.
 
+#![forbid(unsafe_code)]
+
 pub mod budget;
 pub mod config;
 pub mod cost;

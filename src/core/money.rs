@@ -129,7 +129,7 @@ impl Money {
             Some((w, f)) => (w, Some(f)),
             None => (t2, None),
         };
-        if whole.is_empty() && frac.is_none_or(|f| f.is_empty()) {
+        if whole.is_empty() && frac.map_or(true, |f| f.is_empty()) {
             return Err(MoneyError::Malformed(t.to_string()));
         }
         let whole_digits = parse_grouped_digits(whole).ok_or_else(|| MoneyError::Malformed(t.to_string()))?;

@@ -507,7 +507,7 @@ pub fn parse_oneliner(line: &str) -> HashMap<String, String> {
         match new_key {
             Some((k, v)) => {
                 if let Some(old) = key.take() {
-                    map.insert(old, std::mem::take(&mut val));
+                    map.insert(old, std::mem::take(&mut val).trim().to_string());
                 }
                 key = Some(k);
                 val = v;
@@ -669,6 +669,8 @@ impl Cluster {
             "OverTimeLimit=0".into(),
             "JobRequeue=1".into(),
             "MailProg=/bin/true".into(),
+            // A requeued job may start again after cred_expire + 1 s (default 1201 s).
+            "AuthInfo=cred_expire=5".into(),
         ];
         for extra in &opts.extra_conf {
             let extra = subst(extra, &dir, &etc);

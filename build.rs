@@ -1,0 +1,143 @@
+//! Without feature `slurm`: nothing (the core and the CLIs build without SLURM or clang).
+//! With it: bindgen over SLURM's public headers and the matching source tree's
+//! internal headers (see slurm-headers/README.md), into OUT_DIR/slurm_bindings.rs.
+
+fn main() {
+    println!("cargo:rerun-if-changed=build.rs");
+    #[cfg(feature = "slurm")]
+    slurm::generate();
+}
+
+#[cfg(feature = "slurm")]
+mod slurm {
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    /// What the glue reads; everything else in SLURM's headers stays out.
+    const TYPES: &[&str] = &[
+        "job_desc_msg_t",
+        "job_record_t",
+        "job_details",
+        "job_array_struct_t",
+        "part_record_t",
+        "slurm_conf_t",
+        "slurmdb_qos_rec_t",
+        "slurmdb_user_rec_t",
+        "assoc_mgr_lock_t",
+        "job_states",
+        "slurm_err_t",
+        "asbb_flags",
+    ];
+    const VARS: &[&str] = &[
+        "SLURM_VERSION_NUMBER",
+        "SLURM_SUCCESS",
+        "SLURM_ERROR",
+        "NO_VAL.*",
+        "INFINITE.*",
+        "MEM_PER_CPU",
+        "JOB_STATE_BASE",
+        "slurm_conf",
+    ];
+
+    /// SLURM's sentinels in their C widths (bindgen would make NO_VAL64 an `i32` -2).
+    #[derive(Debug)]
+    struct SentinelTypes;
+
+    impl bindgen::callbacks::ParseCallbacks for SentinelTypes {
+        fn int_macro(&self, name: &str, _value: i64) -> Option<bindgen::callbacks::IntKind> {
+            use bindgen::callbacks::IntKind;
+            match name {
+                "NO_VAL8" | "INFINITE8" => Some(IntKind::U8),
+                "NO_VAL16" | "INFINITE16" => Some(IntKind::U16),
+                "NO_VAL" | "INFINITE" | "JOB_STATE_BASE" | "SLURM_VERSION_NUMBER" => Some(IntKind::U32),
+                "NO_VAL64" | "INFINITE64" | "MEM_PER_CPU" => Some(IntKind::U64),
+                "SLURM_SUCCESS" | "SLURM_ERROR" => Some(IntKind::Int),
+                _ => None,
+            }
+        }
+    }
+
+    fn fail(msg: &str) -> ! {
+        eprintln!("error: asbb (feature slurm): {msg}");
+        std::process::exit(1);
+    }
+
+    /// The source tree: fetch-source.sh validates SLURM_SRC_DIR or fetches the
+    /// Debian source package matching the installed SLURM.
+    fn source_tree(manifest: &Path) -> PathBuf {
+        let script = manifest.join("slurm-headers/fetch-source.sh");
+        let out = Command::new("sh")
+            .arg(&script)
+            .output()
+            .unwrap_or_else(|e| fail(&format!("cannot run {}: {e}", script.display())));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            fail(&format!(
+                "{} failed; set SLURM_SRC_DIR to a SLURM source tree of the installed version.\n{stderr}",
+                script.display()
+            ));
+        }
+        let tree = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let tree = PathBuf::from(tree);
+        if !tree.join("src/slurmctld/slurmctld.h").is_file() {
+            fail(&format!("{} printed {}, which has no src/slurmctld/slurmctld.h", script.display(), tree.display()));
+        }
+        tree
+    }
+
+    /// Code for the crate's `rust-version` (not only for the compiler running now).
+    fn rust_target() -> bindgen::RustTarget {
+        let msrv = std::env::var("CARGO_PKG_RUST_VERSION").unwrap_or_default();
+        msrv.parse().unwrap_or_else(|_| bindgen::RustTarget::stable(80, 0).unwrap_or_default())
+    }
+
+    pub fn generate() {
+        for var in ["SLURM_SRC_DIR", "SLURM_INCLUDE_DIR", "ASBB_CACHE_DIR", "HOME"] {
+            println!("cargo:rerun-if-env-changed={var}");
+        }
+        println!("cargo:rerun-if-changed=slurm-headers/fetch-source.sh");
+        let manifest =
+            PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| fail("no CARGO_MANIFEST_DIR")));
+        let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap_or_else(|_| fail("no OUT_DIR")));
+        let include = std::env::var("SLURM_INCLUDE_DIR").unwrap_or_else(|_| "/usr/include".into());
+        let version_h = Path::new(&include).join("slurm/slurm_version.h");
+        println!("cargo:rerun-if-changed={}", version_h.display());
+        let tree = source_tree(&manifest);
+        println!("cargo:rerun-if-changed={}", tree.join("src/slurmctld/slurmctld.h").display());
+
+        let wrapper = out_dir.join("asbb_slurm_wrapper.h");
+        std::fs::write(
+            &wrapper,
+            "#include <slurm/slurm.h>\n#include <slurm/slurm_errno.h>\n\
+             #include \"src/slurmctld/slurmctld.h\"\n#include \"src/common/assoc_mgr.h\"\n\
+             /* Flags defined with SLURM_BIT(), which bindgen cannot evaluate. */\n\
+             enum asbb_flags { ASBB_JOB_REQUEUE = JOB_REQUEUE };\n",
+        )
+        .unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", wrapper.display())));
+
+        // The tree's own slurm/*.h are the public headers of the same release; only
+        // slurm_version.h (generated by configure) comes from the installed headers.
+        let mut builder = bindgen::Builder::default()
+            .header(wrapper.to_string_lossy())
+            .rust_target(rust_target())
+            .clang_arg(format!("-I{}", tree.display()))
+            .clang_arg(format!("-I{include}"))
+            .parse_callbacks(Box::new(SentinelTypes))
+            .default_enum_style(bindgen::EnumVariation::Consts)
+            .prepend_enum_name(false)
+            .layout_tests(false)
+            .derive_default(false)
+            .generate_comments(false);
+        for t in TYPES {
+            builder = builder.allowlist_type(t);
+        }
+        for v in VARS {
+            builder = builder.allowlist_var(v);
+        }
+        let bindings = builder.generate().unwrap_or_else(|e| {
+            fail(&format!("bindgen over {} with -I{} failed: {e}", wrapper.display(), tree.display()))
+        });
+        let out = out_dir.join("slurm_bindings.rs");
+        bindings.write_to_file(&out).unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", out.display())));
+    }
+}

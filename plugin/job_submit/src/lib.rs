@@ -1,0 +1,60 @@
+//! job_submit/asbb: prices each submission and holds its estimated cost in the
+//! budget ledger (or holds or refuses the job), and re-checks updates. The logic
+//! lives in `asbb::core::hooks`; this file only crosses the C boundary.
+
+use asbb::slurm::host::ErrMsg;
+use asbb::slurm::job_desc::JobDesc;
+use asbb::slurm::job_record::JobRecord;
+use asbb::slurm::plugin::{self as p, ModifyContext, INTERNAL_ERROR, SLURM_ERROR, SLURM_SUCCESS};
+use asbb::slurm::sys::{job_desc_msg_t, job_record_t};
+use libc::{c_char, c_int};
+use std::time::Instant;
+
+asbb::asbb_plugin!("asbb: money budgets for SLURM jobs", "job_submit/asbb");
+
+#[no_mangle]
+pub extern "C" fn init() -> c_int {
+    guard("init", SLURM_ERROR, || p::init_hooks(PLUGIN_TYPE))
+}
+
+#[no_mangle]
+pub extern "C" fn fini() -> c_int {
+    guard("fini", SLURM_SUCCESS, p::fini_hooks)
+}
+
+/// # Safety
+/// Called by slurmctld with this submission's descriptor and `err_msg`, under its
+/// config/job/node/partition read locks.
+#[no_mangle]
+pub unsafe extern "C" fn job_submit(desc: *mut job_desc_msg_t, _submit_uid: u32, err_msg: *mut *mut c_char) -> c_int {
+    let start = Instant::now();
+    // SAFETY: per this function's contract.
+    let (desc, mut err) = unsafe { (JobDesc::from_ptr(desc), ErrMsg::from_ptr(err_msg)) };
+    let done = guard("job_submit", None, || {
+        let mut desc = desc?;
+        let fields = desc.submit_fields();
+        let action = p::with_hooks(PLUGIN_TYPE, |h| h.on_submit(&fields, p::unix_now()))?;
+        Some(p::apply_submit(PLUGIN_TYPE, action, &mut desc, &mut err, start))
+    });
+    done.unwrap_or_else(|| p::refuse_internal(&mut err))
+}
+
+/// # Safety
+/// Called by slurmctld with an update's descriptor and the job it updates, under
+/// its job write lock.
+#[no_mangle]
+pub unsafe extern "C" fn job_modify(desc: *mut job_desc_msg_t, job: *mut job_record_t, submit_uid: u32) -> c_int {
+    let start = Instant::now();
+    guard("job_modify", INTERNAL_ERROR, || {
+        // SAFETY: per this function's contract.
+        let (Some(mut desc), Some(mut job)) = (unsafe { JobDesc::from_ptr(desc) }, unsafe { JobRecord::from_ptr(job) })
+        else {
+            return INTERNAL_ERROR;
+        };
+        let (merged, ctx) = (job.merged_fields(&desc), ModifyContext::new(&desc, &job, submit_uid));
+        match p::with_hooks(PLUGIN_TYPE, |h| h.on_modify(&merged, ctx.releasing, ctx.by_admin, p::unix_now())) {
+            Some(action) => p::apply_modify(PLUGIN_TYPE, action, &mut desc, &mut job, &ctx, start),
+            None => INTERNAL_ERROR,
+        }
+    })
+}

@@ -1,0 +1,56 @@
+//! jobcomp/asbb: reconciles every ended job run (charges the actual cost, releases
+//! the rest of the hold). The logic lives in `asbb::core::hooks`; this file only
+//! crosses the C boundary.
+
+use asbb::slurm::job_record::JobRecord;
+use asbb::slurm::plugin::{self as p, SLURM_ERROR, SLURM_SUCCESS};
+use asbb::slurm::sys::job_record_t;
+use libc::{c_char, c_int, c_void};
+use std::time::Instant;
+
+asbb::asbb_plugin!("asbb: money budgets for SLURM jobs", "jobcomp/asbb");
+
+#[no_mangle]
+pub extern "C" fn init() -> c_int {
+    guard("init", SLURM_ERROR, || p::init_hooks(PLUGIN_TYPE))
+}
+
+#[no_mangle]
+pub extern "C" fn fini() -> c_int {
+    guard("fini", SLURM_SUCCESS, p::fini_hooks)
+}
+
+/// Called after init and on every `scontrol reconfigure`: re-reads asbb.toml.
+/// `JobCompLoc` itself is not used (the ledger's path is in asbb.toml).
+#[no_mangle]
+pub extern "C" fn jobcomp_p_set_location(_location: *mut c_char) -> c_int {
+    guard("jobcomp_p_set_location", SLURM_SUCCESS, || p::reload_hooks(PLUGIN_TYPE))
+}
+
+/// # Safety
+/// Called by slurmctld with the ended job's record, under its job write lock.
+#[no_mangle]
+pub unsafe extern "C" fn jobcomp_p_log_record(job: *mut job_record_t) -> c_int {
+    let start = Instant::now();
+    guard("jobcomp_p_log_record", SLURM_ERROR, || {
+        // SAFETY: per this function's contract.
+        let Some(job) = (unsafe { JobRecord::from_ptr(job) }) else {
+            return SLURM_ERROR;
+        };
+        let fields = job.completion_fields();
+        match p::with_hooks(PLUGIN_TYPE, |h| h.on_complete(&fields, p::unix_now())) {
+            Some(line) => {
+                p::log_timed(PLUGIN_TYPE, &line, start);
+                SLURM_SUCCESS
+            }
+            None => SLURM_ERROR,
+        }
+    })
+}
+
+/// `sacct --completion` reads job records back from a jobcomp plugin; asbb keeps
+/// none (use `asbb-admin` reports), so it returns no list.
+#[no_mangle]
+pub extern "C" fn jobcomp_p_get_jobs(_job_cond: *mut c_void) -> *mut c_void {
+    std::ptr::null_mut()
+}

@@ -1,0 +1,176 @@
+//! What slurmctld lends a plugin: its logger, its allocator, its symbols.
+
+use std::collections::BTreeMap;
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::sync::Mutex;
+
+// Exported by libslurmfull.so, which slurmctld loads before any plugin; no public
+// header declares them (see SLURM-NOTES.md), so they are declared here.
+extern "C" {
+    fn slurm_info(fmt: *const c_char, ...);
+    fn slurm_error(fmt: *const c_char, ...);
+    fn slurm_xstrdup(s: *const c_char) -> *mut c_char;
+    fn slurm_xfree(p: *mut *mut c_void);
+}
+
+/// Longest text handed to SLURM's logger or allocator from here.
+const MAX_HOST_TEXT: usize = 4096;
+
+fn c_string(text: &str) -> CString {
+    let bytes: Vec<u8> = text.bytes().filter(|&b| b != 0).take(MAX_HOST_TEXT).collect();
+    CString::new(bytes).unwrap_or_default()
+}
+
+/// Logs one line at info level in slurmctld's log, prefixed with the plugin type.
+pub fn info(plugin_type: &str, msg: &str) {
+    let line = c_string(&format!("{plugin_type}: {msg}"));
+    // SAFETY: constant format and one NUL-terminated string argument, as printf wants.
+    unsafe { slurm_info(c"%s".as_ptr(), line.as_ptr()) }
+}
+
+/// Logs one line at error level in slurmctld's log, prefixed with the plugin type.
+pub fn error(plugin_type: &str, msg: &str) {
+    let line = c_string(&format!("{plugin_type}: {msg}"));
+    // SAFETY: as in `info`.
+    unsafe { slurm_error(c"%s".as_ptr(), line.as_ptr()) }
+}
+
+/// Copies a C string SLURM owns into Rust (lossy UTF-8); `None` for NULL.
+///
+/// # Safety
+/// `p` is NULL or points to a NUL-terminated string that stays valid during the call.
+pub unsafe fn read_str(p: *const c_char) -> Option<String> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-NULL and NUL-terminated per this function's contract.
+    Some(unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
+}
+
+/// Replaces a SLURM-owned string field: `xfree`s the old value, stores an
+/// `xstrdup` of `value`, so slurmctld can later `xfree` it.
+///
+/// # Safety
+/// `slot` is a field of a live SLURM struct that holds NULL or memory from SLURM's
+/// allocator, and the caller holds whatever slurmctld lock protects that struct.
+pub unsafe fn set_str(slot: &mut *mut c_char, value: &str) {
+    let text = c_string(value);
+    // SAFETY: `slot` holds NULL or an xmalloc'd pointer (contract); slurm_xfree frees it
+    // and sets it to NULL; slurm_xstrdup returns fresh xmalloc'd memory.
+    unsafe {
+        slurm_xfree(slot as *mut *mut c_char as *mut *mut c_void);
+        *slot = slurm_xstrdup(text.as_ptr());
+    }
+}
+
+/// Frees a SLURM-owned string field and sets it to NULL.
+///
+/// # Safety
+/// As for [`set_str`].
+pub unsafe fn free_str(slot: &mut *mut c_char) {
+    // SAFETY: `slot` holds NULL or an xmalloc'd pointer (contract).
+    unsafe { slurm_xfree(slot as *mut *mut c_char as *mut *mut c_void) }
+}
+
+/// slurmctld's configuration (`slurm_conf`, a global of libslurmfull).
+pub mod conf {
+    use super::read_str;
+    use crate::slurm::sys;
+
+    /// `ClusterName`.
+    pub fn cluster_name() -> Option<String> {
+        // SAFETY: slurm_conf is initialised before plugins load and the caller runs
+        // under slurmctld's config read lock; the field is NULL or a C string.
+        unsafe { read_str((*std::ptr::addr_of!(sys::slurm_conf)).cluster_name) }
+    }
+
+    /// `SlurmUser`'s uid.
+    pub fn slurm_user_id() -> u32 {
+        // SAFETY: as in `cluster_name`; a plain integer.
+        unsafe { (*std::ptr::addr_of!(sys::slurm_conf)).slurm_user_id }
+    }
+
+    /// The path of the slurm.conf slurmctld runs with.
+    pub fn slurm_conf_path() -> Option<String> {
+        // SAFETY: as in `cluster_name`.
+        unsafe { read_str((*std::ptr::addr_of!(sys::slurm_conf)).slurm_conf) }
+    }
+}
+
+/// `char **err_msg` handed to job_submit: written with SLURM's allocator.
+pub struct ErrMsg(*mut *mut c_char);
+
+impl ErrMsg {
+    /// # Safety
+    /// `p` is NULL or the `err_msg` argument slurmctld passed to the current call.
+    pub unsafe fn from_ptr(p: *mut *mut c_char) -> ErrMsg {
+        ErrMsg(p)
+    }
+
+    /// Sets the message the user sees, replacing one an earlier plugin set.
+    pub fn set(&mut self, msg: &str) {
+        if self.0.is_null() {
+            return;
+        }
+        // SAFETY: `from_ptr`'s contract: a live `char **` whose target is NULL or xmalloc'd.
+        unsafe { set_str(&mut *self.0, msg) }
+    }
+}
+
+/// Looks up a symbol in the process (slurmctld and the libraries it loaded) at run
+/// time, so a plugin still loads where the symbol is missing (e.g. in slurmd).
+pub fn symbol(name: &CStr) -> Option<*mut c_void> {
+    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name has no preconditions.
+    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    (!p.is_null()).then_some(p)
+}
+
+/// A function looked up with [`symbol`], as the function pointer type `F`.
+///
+/// # Safety
+/// `F` must be the `unsafe extern "C" fn` type matching the symbol's C declaration.
+pub unsafe fn function<F: Copy>(name: &CStr) -> Option<F> {
+    assert!(std::mem::size_of::<F>() == std::mem::size_of::<*mut c_void>(), "F must be a function pointer");
+    let p = symbol(name)?;
+    // SAFETY: same size (checked); the type is right per this function's contract.
+    Some(unsafe { std::mem::transmute_copy::<*mut c_void, F>(&p) })
+}
+
+/// Most uids whose names are remembered (the cache is emptied when full).
+const MAX_CACHED_USERS: usize = 4096;
+
+/// The user name for `uid`, from the system's user database, remembered so the
+/// hooks do not ask NSS (possibly LDAP) again under slurmctld's locks.
+pub fn user_name(uid: u32) -> Option<String> {
+    static CACHE: Mutex<BTreeMap<u32, String>> = Mutex::new(BTreeMap::new());
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(name) = cache.get(&uid) {
+        return Some(name.clone());
+    }
+    let name = lookup_user_name(uid)?;
+    if cache.len() >= MAX_CACHED_USERS {
+        cache.clear();
+    }
+    cache.insert(uid, name.clone());
+    Some(name)
+}
+
+fn lookup_user_name(uid: u32) -> Option<String> {
+    let mut buf = vec![0 as c_char; 1024];
+    // SAFETY: all-zero is a valid `passwd` (plain integers and NULL pointers).
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut result: *mut libc::passwd = std::ptr::null_mut();
+    loop {
+        // SAFETY: pwd, buf and result are valid for the call; buf.len() is its size.
+        let rc = unsafe { libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr(), buf.len(), &mut result) };
+        if rc == libc::ERANGE && buf.len() < 1 << 20 {
+            buf.resize(buf.len() * 4, 0);
+            continue;
+        }
+        if rc != 0 || result.is_null() {
+            return None;
+        }
+        // SAFETY: on success pw_name points into `buf`, NUL-terminated.
+        return unsafe { read_str(pwd.pw_name) };
+    }
+}

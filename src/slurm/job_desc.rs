@@ -1,0 +1,199 @@
+//! `job_desc_msg_t` (a submission or an update) to and from plain Rust.
+
+use crate::core::fields::SubmitFields;
+use crate::slurm::host::{function, read_str, set_str, symbol, user_name};
+use crate::slurm::sys;
+use std::ffi::{c_char, c_int, c_void, CString};
+
+/// Most environment entries copied out of a submission.
+const MAX_ENV_ENTRIES: usize = 4096;
+
+/// Appended to a held job's `comment` so the user can read why in `scontrol show job`.
+pub const HELD_COMMENT_TAG: &str = "[asbb hold] ";
+
+/// A partition's name and default/maximum time limits, copied out of its record.
+#[derive(Debug, Clone)]
+pub struct PartInfo {
+    pub name: Option<String>,
+    pub default_time: u32,
+    pub max_time: u32,
+}
+
+/// Finds a partition record by name (the first of a comma list), or the default
+/// partition for `None`. slurmctld-only symbols are looked up at run time.
+/// Call only under slurmctld's partition read lock (job_submit/job_modify hold it).
+pub fn partition(name: Option<&str>) -> Option<PartInfo> {
+    let part: *mut sys::part_record_t = match name.map(|n| n.split(',').next().unwrap_or(n).trim()) {
+        Some(first) => {
+            type Find = unsafe extern "C" fn(*mut c_char) -> *mut sys::part_record_t;
+            // SAFETY: slurmctld.h: `part_record_t *find_part_record(char *name)`.
+            let find = unsafe { function::<Find>(c"find_part_record") }?;
+            let c_name = CString::new(first).ok()?;
+            // SAFETY: find_part_record only reads the name; the partition lock is held.
+            unsafe { find(c_name.as_ptr() as *mut c_char) }
+        }
+        None => {
+            let loc = symbol(c"default_part_loc")? as *const *mut sys::part_record_t;
+            // SAFETY: `default_part_loc` is slurmctld's `part_record_t *` global.
+            unsafe { *loc }
+        }
+    };
+    // SAFETY: NULL or a live partition record, protected by the partition read lock.
+    let part = unsafe { part.as_ref() }?;
+    Some(PartInfo {
+        // SAFETY: the record's name is NULL or a C string.
+        name: unsafe { read_str(part.name) },
+        default_time: part.default_time,
+        max_time: part.max_time,
+    })
+}
+
+/// The user's default account from slurmctld's association manager (like
+/// job_submit/lua), or `None` without accounting or outside slurmctld.
+pub fn default_account(uid: u32) -> Option<String> {
+    type Lock = unsafe extern "C" fn(*mut sys::assoc_mgr_lock_t);
+    type FillUser = unsafe extern "C" fn(*mut c_void, *mut sys::slurmdb_user_rec_t, c_int, *mut c_void, bool) -> c_int;
+    // SAFETY: the declarations in src/common/assoc_mgr.h of the tree built against.
+    let (fill, lock, unlock) = unsafe {
+        (
+            function::<FillUser>(c"assoc_mgr_fill_in_user")?,
+            function::<Lock>(c"assoc_mgr_lock")?,
+            function::<Lock>(c"assoc_mgr_unlock")?,
+        )
+    };
+    // SAFETY: all-zero is a valid assoc_mgr_lock_t (NO_LOCK everywhere) and a valid
+    // empty slurmdb_user_rec_t (integers and NULL pointers).
+    let (mut locks, mut user): (sys::assoc_mgr_lock_t, sys::slurmdb_user_rec_t) =
+        unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    locks.user = sys::READ_LOCK;
+    user.uid = uid;
+    // SAFETY: with the user read lock held, `locked = true` makes fill_in_user only read
+    // the in-memory user list (no database call); enforce 0 asks for no association
+    // checks. default_acct points into that list, so it is copied before unlocking.
+    unsafe {
+        lock(&mut locks);
+        let rc = fill(std::ptr::null_mut(), &mut user, 0, std::ptr::null_mut(), true);
+        let account = if rc == sys::SLURM_SUCCESS as c_int { read_str(user.default_acct) } else { None };
+        unlock(&mut locks);
+        account
+    }
+}
+
+/// A `job_desc_msg_t` slurmctld passed to job_submit or job_modify.
+pub struct JobDesc<'a>(&'a mut sys::job_desc_msg_t);
+
+impl<'a> JobDesc<'a> {
+    /// # Safety
+    /// `p` is NULL or the descriptor of the current job_submit/job_modify call.
+    pub unsafe fn from_ptr(p: *mut sys::job_desc_msg_t) -> Option<JobDesc<'a>> {
+        // SAFETY: per the contract, NULL or valid and exclusively ours for the call.
+        unsafe { p.as_mut() }.map(JobDesc)
+    }
+
+    pub fn raw(&self) -> &sys::job_desc_msg_t {
+        self.0
+    }
+
+    /// One string field of the descriptor.
+    pub fn str(&self, field: fn(&sys::job_desc_msg_t) -> *mut c_char) -> Option<String> {
+        // SAFETY: job_desc string fields are NULL or C strings owned by slurmctld.
+        unsafe { read_str(field(self.0)) }
+    }
+
+    /// The fields of a new submission, with the default partition and default
+    /// account resolved.
+    pub fn submit_fields(&self) -> SubmitFields {
+        let d = &*self.0;
+        let partition_arg = self.str(|d| d.partition);
+        let part = partition(partition_arg.as_deref());
+        let account = self.str(|d| d.account).or_else(|| default_account(d.user_id));
+        SubmitFields {
+            uid: d.user_id,
+            user_name: user_name(d.user_id),
+            account,
+            partition: partition_arg.or_else(|| part.as_ref().and_then(|p| p.name.clone())),
+            partition_default_time: part.as_ref().map_or(sys::NO_VAL, |p| p.default_time),
+            partition_max_time: part.as_ref().map_or(sys::NO_VAL, |p| p.max_time),
+            time_limit: d.time_limit,
+            min_nodes: d.min_nodes,
+            max_nodes: d.max_nodes,
+            num_tasks: d.num_tasks,
+            ntasks_per_node: d.ntasks_per_node,
+            cpus_per_task: d.cpus_per_task,
+            min_cpus: d.min_cpus,
+            pn_min_memory: d.pn_min_memory,
+            tres_per_node: self.str(|d| d.tres_per_node),
+            tres_per_job: self.str(|d| d.tres_per_job),
+            tres_per_task: self.str(|d| d.tres_per_task),
+            array_inx: self.str(|d| d.array_inx),
+            qos: self.str(|d| d.qos),
+            job_id: d.job_id,
+            name: self.str(|d| d.name),
+            admin_comment: self.str(|d| d.admin_comment),
+            comment: self.str(|d| d.comment),
+            wckey: self.str(|d| d.wckey),
+            environment: self.environment(),
+        }
+    }
+
+    fn environment(&self) -> Vec<String> {
+        let d = &*self.0;
+        if d.environment.is_null() {
+            return Vec::new();
+        }
+        let n = (d.env_size as usize).min(MAX_ENV_ENTRIES);
+        // SAFETY: `environment` holds `env_size` entries, each NULL or a C string.
+        (0..n).filter_map(|i| unsafe { read_str(*d.environment.add(i)) }).collect()
+    }
+
+    pub fn set_admin_comment(&mut self, text: &str) {
+        // SAFETY: the field is NULL or xmalloc'd; slurmctld holds its locks for the call.
+        unsafe { set_str(&mut self.0.admin_comment, text) }
+    }
+
+    pub fn set_comment(&mut self, text: &str) {
+        // SAFETY: as in `set_admin_comment`.
+        unsafe { set_str(&mut self.0.comment, text) }
+    }
+
+    /// Submits the job held (a user hold: `JobHeldUser`, releasable with
+    /// `scontrol release`, which reaches job_modify). A job_submit plugin cannot set
+    /// the job's reason text in 22.05 (there is no job record yet and
+    /// `job_desc_msg_t` has no reason field), so the reason goes at the end of the
+    /// user-visible `comment`, after [`HELD_COMMENT_TAG`].
+    pub fn hold(&mut self, reason: &str) {
+        self.0.priority = 0;
+        let comment = with_held_reason(self.str(|d| d.comment).as_deref(), reason);
+        self.set_comment(&comment);
+    }
+}
+
+/// `comment` with asbb's hold reason (replacing an earlier one) at the end.
+pub fn with_held_reason(comment: Option<&str>, reason: &str) -> String {
+    let base = without_held_reason(comment).or_else(|| comment.map(str::to_string));
+    match base.filter(|c| !c.is_empty()) {
+        Some(c) => format!("{c} {HELD_COMMENT_TAG}{reason}"),
+        None => format!("{HELD_COMMENT_TAG}{reason}"),
+    }
+}
+
+/// `comment` without asbb's hold reason; `None` when there was none to remove.
+pub fn without_held_reason(comment: Option<&str>) -> Option<String> {
+    let c = comment?;
+    let at = c.find(HELD_COMMENT_TAG)?;
+    Some(c[..at].trim_end().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn held_reason_in_comment() {
+        assert_eq!(with_held_reason(None, "short"), "[asbb hold] short");
+        assert_eq!(with_held_reason(Some("mine"), "short"), "mine [asbb hold] short");
+        assert_eq!(with_held_reason(Some("mine [asbb hold] old"), "new"), "mine [asbb hold] new");
+        assert_eq!(without_held_reason(Some("mine [asbb hold] old")), Some("mine".into()));
+        assert_eq!(without_held_reason(Some("mine")), None);
+    }
+}

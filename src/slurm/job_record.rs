@@ -1,0 +1,217 @@
+//! `job_record_t` (slurmctld's live job) to plain Rust.
+
+use crate::core::fields::{CompletionFields, SubmitFields};
+use crate::core::job::EndState;
+use crate::slurm::host::{conf, free_str, read_str, set_str, user_name};
+use crate::slurm::job_desc::{partition, JobDesc};
+use crate::slurm::sys;
+use std::ffi::c_char;
+
+extern "C" {
+    // libslurmfull (bitstring.c, renamed by slurm_xlator.h).
+    fn slurm_bit_set_count(b: *mut sys::bitstr_t) -> i32;
+
+}
+
+/// A job record slurmctld passed to job_modify or jobcomp.
+pub struct JobRecord<'a>(&'a mut sys::job_record_t);
+
+/// `EndState` for a job's state word (flags such as COMPLETING masked off).
+pub fn end_state(job_state: u32) -> Option<EndState> {
+    Some(match job_state & sys::JOB_STATE_BASE {
+        sys::JOB_COMPLETE => EndState::Completed,
+        sys::JOB_FAILED => EndState::Failed,
+        sys::JOB_TIMEOUT => EndState::Timeout,
+        sys::JOB_CANCELLED => EndState::Cancelled,
+        sys::JOB_NODE_FAIL => EndState::NodeFail,
+        sys::JOB_PREEMPTED => EndState::Preempted,
+        sys::JOB_BOOT_FAIL => EndState::BootFail,
+        sys::JOB_DEADLINE => EndState::Deadline,
+        sys::JOB_OOM => EndState::OutOfMemory,
+        _ if job_state & sys::ASBB_JOB_REQUEUE != 0 => EndState::Requeued,
+        _ => return None,
+    })
+}
+
+impl<'a> JobRecord<'a> {
+    /// # Safety
+    /// `p` is NULL or the job record of the current call, and slurmctld holds the
+    /// job lock (write, for the setters) for the duration of the call.
+    pub unsafe fn from_ptr(p: *mut sys::job_record_t) -> Option<JobRecord<'a>> {
+        // SAFETY: per the contract.
+        unsafe { p.as_mut() }.map(JobRecord)
+    }
+
+    pub fn raw(&self) -> &sys::job_record_t {
+        self.0
+    }
+
+    fn str(&self, field: fn(&sys::job_record_t) -> *mut c_char) -> Option<String> {
+        // SAFETY: job record string fields are NULL or C strings owned by slurmctld.
+        unsafe { read_str(field(self.0)) }
+    }
+
+    fn user(&self) -> Option<String> {
+        self.str(|j| j.user_name).or_else(|| user_name(self.0.user_id))
+    }
+
+    /// Array tasks this record still stands for: 1, or for an array's meta record
+    /// holding unsplit tasks, how many remain.
+    pub fn task_count(&self) -> u32 {
+        // SAFETY: array_recs is NULL or owned by the live job record.
+        let Some(recs) = (unsafe { self.0.array_recs.as_ref() }) else {
+            return 1;
+        };
+        let n = if recs.task_cnt > 0 {
+            recs.task_cnt
+        } else if !recs.task_id_bitmap.is_null() {
+            // SAFETY: a live bitmap owned by the record.
+            unsafe { slurm_bit_set_count(recs.task_id_bitmap) }.max(0) as u32
+        } else {
+            0
+        };
+        n.max(1)
+    }
+
+    /// What jobcomp reports for one ended run.
+    pub fn completion_fields(&self) -> CompletionFields {
+        let j = &*self.0;
+        CompletionFields {
+            cluster: conf::cluster_name().unwrap_or_default(),
+            job_id: j.job_id,
+            uid: j.user_id,
+            user_name: self.user(),
+            account: self.str(|j| j.account),
+            partition: self.str(|j| j.partition),
+            state: end_state(j.job_state),
+            start_time: j.start_time,
+            end_time: j.end_time,
+            admin_comment: self.str(|j| j.admin_comment),
+            tres_alloc: self.str(|j| j.tres_fmt_alloc_str),
+            total_cpus: j.total_cpus,
+            node_cnt: j.node_cnt,
+            task_count: self.task_count(),
+            // SAFETY: details is NULL or owned by the live record.
+            submit_time: unsafe { j.details.as_ref() }.map(|d| d.submit_time).unwrap_or(0),
+            restart_cnt: j.restart_cnt as u32,
+        }
+    }
+
+    /// The job as it will be after `update`: the record's values overlaid with
+    /// whatever the update sets. The requested (`orig_*`) sizes are used, so an
+    /// unchanged job prices as it did at submission.
+    pub fn merged_fields(&self, update: &JobDesc) -> SubmitFields {
+        let (j, u) = (&*self.0, update.raw());
+        // SAFETY: details is NULL or owned by the live record.
+        let det = unsafe { j.details.as_ref() };
+        let pick = |new: u32, old: u32| if new != sys::NO_VAL { new } else { old };
+        let pick16 = |new: u16, old: u16| {
+            if new != sys::NO_VAL16 {
+                new
+            } else {
+                old
+            }
+        };
+        let or_str = |new: Option<String>, old: Option<String>| new.or(old);
+        let new_partition = update.str(|d| d.partition);
+        let part = match new_partition.as_deref() {
+            Some(name) => partition(Some(name)),
+            // SAFETY: part_ptr is NULL or a live partition record (partition lock held).
+            None => unsafe { j.part_ptr.as_ref() }.map(|p| crate::slurm::job_desc::PartInfo {
+                // SAFETY: the record's name is NULL or a C string.
+                name: unsafe { read_str(p.name) },
+                default_time: p.default_time,
+                max_time: p.max_time,
+            }),
+        };
+        // A job record keeps no task list string for an array's remaining tasks
+        // (and an update's array_inx is a throttle), so give the core their count.
+        let array_inx = (!j.array_recs.is_null()).then(|| format!("0-{}", self.task_count() - 1));
+        // SAFETY: qos_ptr is NULL or the job's live QOS record.
+        let qos = unsafe { j.qos_ptr.as_ref() }.and_then(|q| {
+            // SAFETY: the QOS name is NULL or a C string.
+            unsafe { read_str(q.name) }
+        });
+        SubmitFields {
+            uid: j.user_id,
+            user_name: self.user(),
+            account: or_str(update.str(|d| d.account), self.str(|j| j.account)),
+            partition: or_str(new_partition, self.str(|j| j.partition)),
+            partition_default_time: part.as_ref().map_or(sys::NO_VAL, |p| p.default_time),
+            partition_max_time: part.as_ref().map_or(sys::NO_VAL, |p| p.max_time),
+            time_limit: pick(u.time_limit, j.time_limit),
+            min_nodes: pick(u.min_nodes, det.map_or(sys::NO_VAL, |d| d.min_nodes)),
+            max_nodes: pick(u.max_nodes, det.map_or(sys::NO_VAL, |d| d.max_nodes)),
+            num_tasks: pick(u.num_tasks, det.map_or(sys::NO_VAL, |d| d.num_tasks)),
+            ntasks_per_node: pick16(u.ntasks_per_node, det.map_or(sys::NO_VAL16, |d| d.ntasks_per_node)),
+            cpus_per_task: pick16(u.cpus_per_task, det.map_or(sys::NO_VAL16, |d| d.orig_cpus_per_task)),
+            min_cpus: pick(u.min_cpus, det.map_or(sys::NO_VAL, |d| d.orig_min_cpus)),
+            pn_min_memory: if u.pn_min_memory != sys::NO_VAL64 {
+                u.pn_min_memory
+            } else {
+                det.map_or(sys::NO_VAL64, |d| d.orig_pn_min_memory)
+            },
+            tres_per_node: or_str(update.str(|d| d.tres_per_node), self.str(|j| j.tres_per_node)),
+            tres_per_job: or_str(update.str(|d| d.tres_per_job), self.str(|j| j.tres_per_job)),
+            tres_per_task: or_str(update.str(|d| d.tres_per_task), self.str(|j| j.tres_per_task)),
+            array_inx,
+            qos: or_str(update.str(|d| d.qos), qos),
+            job_id: j.job_id,
+            name: or_str(update.str(|d| d.name), self.str(|j| j.name)),
+            admin_comment: or_str(update.str(|d| d.admin_comment), self.str(|j| j.admin_comment)),
+            comment: or_str(update.str(|d| d.comment), self.str(|j| j.comment)),
+            wckey: or_str(update.str(|d| d.wckey), self.str(|j| j.wckey)),
+            environment: Vec::new(),
+        }
+    }
+
+    pub fn priority(&self) -> u32 {
+        self.0.priority
+    }
+
+    pub fn comment(&self) -> Option<String> {
+        self.str(|j| j.comment)
+    }
+
+    /// Sets the job's `comment`; an empty text removes it.
+    pub fn set_comment(&mut self, text: &str) {
+        if text.is_empty() {
+            // SAFETY: the field is NULL or xmalloc'd; slurmctld holds the job write lock
+            // during job_modify.
+            unsafe { free_str(&mut self.0.comment) }
+        } else {
+            // SAFETY: as above.
+            unsafe { set_str(&mut self.0.comment, text) }
+        }
+    }
+
+    /// Sets the reason `scontrol show job` prints (`Reason=`, blanks shown as `_`).
+    pub fn set_state_desc(&mut self, text: &str) {
+        // SAFETY: the field is NULL or xmalloc'd; slurmctld holds the job write lock
+        // during job_modify.
+        unsafe { set_str(&mut self.0.state_desc, text) }
+    }
+
+    /// Sets `admin_comment` on the record itself. job_modify must use this rather
+    /// than the update for a non-admin's update: 22.05 re-checks the update's
+    /// admin_comment after the plugin and refuses it (`Access/permission denied`).
+    pub fn set_admin_comment(&mut self, text: &str) {
+        // SAFETY: as in `set_state_desc`.
+        unsafe { set_str(&mut self.0.admin_comment, text) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn end_states_mask_flags() {
+        assert_eq!(end_state(sys::JOB_COMPLETE), Some(EndState::Completed));
+        assert_eq!(end_state(sys::JOB_CANCELLED | 0x8000), Some(EndState::Cancelled));
+        assert_eq!(end_state(sys::JOB_NODE_FAIL), Some(EndState::NodeFail));
+        assert_eq!(end_state(sys::JOB_OOM), Some(EndState::OutOfMemory));
+        assert_eq!(end_state(sys::JOB_PENDING | sys::ASBB_JOB_REQUEUE), Some(EndState::Requeued));
+        assert_eq!(end_state(sys::JOB_RUNNING), None);
+    }
+}

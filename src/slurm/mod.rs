@@ -1,0 +1,9 @@
+//! The SLURM glue (feature `slurm`): bindgen output (`sys`), and a thin safe layer
+//! that copies SLURM's structs into the core's plain types and applies the core's
+//! actions back. Nothing here decides money.
+
+pub mod host;
+pub mod job_desc;
+pub mod job_record;
+pub mod plugin;
+pub mod sys;

@@ -1,0 +1,304 @@
+//! Being a SLURM plugin: the exported identity symbols, panic guards, the hooks'
+//! state, and applying the core's actions to SLURM's structs.
+
+use crate::core::config::Config;
+use crate::core::hooks::{config_path_for, Hooks, ModifyAction, RefuseCode, SubmitAction};
+use crate::slurm::host::{self, conf, ErrMsg};
+use crate::slurm::job_desc::{without_held_reason, JobDesc};
+use crate::slurm::job_record::JobRecord;
+use crate::slurm::sys;
+use std::ffi::c_int;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Instant;
+
+/// The SLURM release the plugin is built for, from the installed `slurm_version.h`.
+/// slurmctld refuses a plugin whose version differs.
+pub const SLURM_VERSION: u32 = sys::SLURM_VERSION_NUMBER;
+pub const SLURM_SUCCESS: c_int = sys::SLURM_SUCCESS;
+pub const SLURM_ERROR: c_int = sys::SLURM_ERROR;
+/// Returned when the plugin itself failed (panic, not initialised): sbatch prints
+/// "Slurm internal error, contact system administrator".
+pub const INTERNAL_ERROR: c_int = sys::ESLURM_INTERNAL as c_int;
+/// What the user reads above that line when job_submit failed.
+pub const INTERNAL_ERROR_MSG: &str =
+    "asbb: internal error; job not submitted. Please tell your admins (details are in the slurmctld log)";
+
+/// Emits `plugin_name`, `plugin_type`, `plugin_version`, a `PLUGIN_TYPE` constant
+/// and a `guard(name, default, || body)` that runs `body` under `catch_unwind`.
+#[macro_export]
+macro_rules! asbb_plugin {
+    ($name:literal, $plugin_type:literal) => {
+        /// The plugin type, as slurmctld's log lines are prefixed.
+        pub const PLUGIN_TYPE: &str = $plugin_type;
+
+        #[no_mangle]
+        #[allow(non_upper_case_globals)]
+        pub static plugin_name: [u8; $name.len() + 1] = $crate::slurm::plugin::c_bytes($name);
+
+        #[no_mangle]
+        #[allow(non_upper_case_globals)]
+        pub static plugin_type: [u8; $plugin_type.len() + 1] = $crate::slurm::plugin::c_bytes($plugin_type);
+
+        #[no_mangle]
+        #[allow(non_upper_case_globals)]
+        pub static plugin_version: u32 = $crate::slurm::plugin::SLURM_VERSION;
+
+        /// Runs an exported function's body; a panic is logged and becomes `default`.
+        fn guard<T>(name: &str, default: T, body: impl FnOnce() -> T) -> T {
+            $crate::slurm::plugin::guard(PLUGIN_TYPE, name, default, body)
+        }
+    };
+}
+
+/// `text` as a NUL-terminated byte array (checked at compile time in statics).
+pub const fn c_bytes<const N: usize>(text: &str) -> [u8; N] {
+    let bytes = text.as_bytes();
+    assert!(bytes.len() + 1 == N, "array length must be the text's length + 1");
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < bytes.len() {
+        assert!(bytes[i] != 0, "no NUL inside the text");
+        out[i] = bytes[i];
+        i += 1;
+    }
+    out
+}
+
+/// See [`asbb_plugin!`]: SLURM is C, so no panic may unwind out of an export.
+pub fn guard<T>(plugin_type: &str, name: &str, default: T, body: impl FnOnce() -> T) -> T {
+    match catch_unwind(AssertUnwindSafe(body)) {
+        Ok(value) => value,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".into());
+            // Logging itself must not panic again here.
+            let _ = catch_unwind(|| host::error(plugin_type, &format!("{name}: panicked: {what}")));
+            default
+        }
+    }
+}
+
+/// The core's state, one per plugin .so, set by `init` and dropped by `fini`.
+static HOOKS: Mutex<Option<Hooks>> = Mutex::new(None);
+
+fn hooks() -> MutexGuard<'static, Option<Hooks>> {
+    // A panic in a hook (caught by `guard`) poisons the lock; the ledger's own
+    // transactions keep it consistent, so keep going.
+    HOOKS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `init`: reads the config (`ASBB_CONFIG`, else asbb.toml beside slurm.conf).
+pub fn init_hooks(plugin_type: &str) -> c_int {
+    let path = config_path_for(conf::slurm_conf_path().as_deref());
+    match Config::load(&path) {
+        Ok(config) => {
+            *hooks() = Some(Hooks::new(config));
+            host::info(plugin_type, &format!("loaded {} (SLURM {SLURM_VERSION:#x})", path.display()));
+            SLURM_SUCCESS
+        }
+        Err(e) => {
+            host::error(plugin_type, &format!("not loaded: {e}"));
+            SLURM_ERROR
+        }
+    }
+}
+
+/// Re-reads the config for `scontrol reconfigure` (22.05 calls only jobcomp's
+/// `jobcomp_p_set_location` then; job_submit plugins get no call). A bad file keeps
+/// the old config.
+pub fn reload_hooks(plugin_type: &str) -> c_int {
+    let path = config_path_for(conf::slurm_conf_path().as_deref());
+    let mut guard = hooks();
+    let Some(h) = guard.as_mut() else {
+        return SLURM_SUCCESS;
+    };
+    match Config::load(&path) {
+        Ok(config) if &config != h.config() => {
+            h.set_config(config);
+            host::info(plugin_type, &format!("reloaded {}", path.display()));
+        }
+        Ok(_) => {}
+        Err(e) => host::error(plugin_type, &format!("kept the previous config: {e}")),
+    }
+    SLURM_SUCCESS
+}
+
+/// `fini`: drops the hooks (closing the ledger).
+pub fn fini_hooks() -> c_int {
+    *hooks() = None;
+    SLURM_SUCCESS
+}
+
+/// Runs `f` on the hooks; `None` (logged) when `init` has not succeeded.
+pub fn with_hooks<T>(plugin_type: &str, f: impl FnOnce(&mut Hooks) -> T) -> Option<T> {
+    let mut guard = hooks();
+    match guard.as_mut() {
+        Some(h) => Some(f(h)),
+        None => {
+            host::error(plugin_type, "called before init or after fini");
+            None
+        }
+    }
+}
+
+/// job_submit's answer when the plugin failed: the job is refused with a message.
+pub fn refuse_internal(err: &mut ErrMsg) -> c_int {
+    err.set(INTERNAL_ERROR_MSG);
+    INTERNAL_ERROR
+}
+
+/// Seconds since the epoch, for the core's clock.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Logs a hook's line with the microseconds since `start`; lines the core starts
+/// with `error:` go to slurmctld's error level.
+pub fn log_timed(plugin_type: &str, line: &str, start: Instant) {
+    let line = format!("{line} ({} us)", start.elapsed().as_micros());
+    match line.strip_prefix("error: ") {
+        Some(rest) => host::error(plugin_type, rest),
+        None => host::info(plugin_type, &line),
+    }
+}
+
+/// The ESLURM code returned for a refusal.
+pub fn refuse_code(code: RefuseCode) -> c_int {
+    (match code {
+        RefuseCode::AccountingPolicy => sys::ESLURM_ACCOUNTING_POLICY,
+        RefuseCode::InvalidAccount => sys::ESLURM_INVALID_ACCOUNT,
+        RefuseCode::InvalidTimeLimit => sys::ESLURM_INVALID_TIME_LIMIT,
+        RefuseCode::InvalidRequest => sys::ESLURM_INVALID_TRES,
+        RefuseCode::LedgerUnavailable => sys::ESLURM_INTERNAL,
+    }) as c_int
+}
+
+/// Applies job_submit's action to the submission; returns job_submit's result.
+pub fn apply_submit(
+    plugin_type: &str,
+    action: SubmitAction,
+    desc: &mut JobDesc,
+    err: &mut ErrMsg,
+    start: Instant,
+) -> c_int {
+    let (rc, log) = match action {
+        SubmitAction::Pass { log } => (SLURM_SUCCESS, log),
+        SubmitAction::Accept { admin_comment, note, log } => {
+            set_admin_comment(desc, &admin_comment);
+            if let Some(note) = note {
+                err.set(&note);
+            }
+            (SLURM_SUCCESS, Some(log))
+        }
+        SubmitAction::Hold { admin_comment, reason, log } => {
+            set_admin_comment(desc, &admin_comment);
+            desc.hold(&reason);
+            err.set(&reason);
+            (SLURM_SUCCESS, Some(log))
+        }
+        SubmitAction::Refuse { err_msg, code, log } => {
+            err.set(&err_msg);
+            (refuse_code(code), Some(log))
+        }
+    };
+    if let Some(line) = log {
+        log_timed(plugin_type, &line, start);
+    }
+    rc
+}
+
+fn set_admin_comment(desc: &mut JobDesc, text: &str) {
+    let current = desc.str(|d| d.admin_comment);
+    if current.as_deref() != Some(text) && !(text.is_empty() && current.is_none()) {
+        desc.set_admin_comment(text);
+    }
+}
+
+/// What job_modify passes to the core besides the merged fields.
+pub struct ModifyContext {
+    /// The update releases a held job (`scontrol release`).
+    pub releasing: bool,
+    /// The update comes from root or SlurmUser.
+    pub by_admin: bool,
+}
+
+impl ModifyContext {
+    pub fn new(update: &JobDesc, job: &JobRecord, submit_uid: u32) -> ModifyContext {
+        ModifyContext {
+            releasing: update.raw().priority == sys::INFINITE && job.priority() == 0,
+            by_admin: submit_uid == 0 || submit_uid == conf::slurm_user_id(),
+        }
+    }
+}
+
+/// Applies job_modify's action; returns job_modify's result.
+pub fn apply_modify(
+    plugin_type: &str,
+    action: ModifyAction,
+    update: &mut JobDesc,
+    job: &mut JobRecord,
+    ctx: &ModifyContext,
+    start: Instant,
+) -> c_int {
+    let (rc, log) = match action {
+        ModifyAction::Allow { admin_comment, log } => {
+            if let Some(text) = admin_comment {
+                // 22.05 refuses an update's admin_comment from a non-admin even when
+                // the plugin set it, so then the record itself is changed.
+                if update.raw().admin_comment.is_null() {
+                    job.set_admin_comment(&text);
+                } else {
+                    update.set_admin_comment(&text);
+                }
+            }
+            if ctx.releasing {
+                // The hold reason asbb put in the comment at submission goes.
+                match update.str(|d| d.comment) {
+                    Some(c) => without_held_reason(Some(&c)).into_iter().for_each(|c| update.set_comment(&c)),
+                    None => without_held_reason(job.comment().as_deref()).into_iter().for_each(|c| job.set_comment(&c)),
+                }
+            }
+            (SLURM_SUCCESS, log)
+        }
+        ModifyAction::KeepHeld { reason, code, log } => {
+            job.set_state_desc(&reason);
+            (refuse_code(code), Some(log))
+        }
+        ModifyAction::Refuse { code, log } => (refuse_code(code), Some(log)),
+    };
+    if let Some(line) = log {
+        log_timed(plugin_type, &line, start);
+    }
+    rc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_strings_are_nul_terminated() {
+        const NAME: [u8; 16] = c_bytes("job_submit/asbb");
+        assert_eq!(&NAME, b"job_submit/asbb\0");
+        assert_eq!(SLURM_VERSION >> 16, 22, "built against SLURM 22.x here");
+    }
+
+    #[test]
+    fn refusals_map_to_eslurm_codes() {
+        assert_eq!(refuse_code(RefuseCode::AccountingPolicy), 2050);
+        assert_eq!(refuse_code(RefuseCode::InvalidAccount), 2045);
+        assert_eq!(refuse_code(RefuseCode::InvalidTimeLimit), 2051);
+        assert_eq!(refuse_code(RefuseCode::InvalidRequest), 2115);
+        assert_eq!(refuse_code(RefuseCode::LedgerUnavailable), 2090);
+    }
+
+    #[test]
+    fn guard_passes_the_value_through() {
+        // A panic is tested inside slurmctld: logging it needs libslurmfull.
+        assert_eq!(guard("t", "ok", 1, || 2), 2);
+    }
+}
