@@ -104,14 +104,14 @@ run "$bin/asbb" quick-check -A chem -p debug --cpus 2 -t 2h
 
 cd "$demo/work"
 say "Accepted: funds are held, the token goes into the job's AdminComment"
-printf '$ sbatch -A chem -t 5 -n 2 --wrap "sleep 3"\n'
-accepted=$(as_user sbatch --parsable -A chem -t 5 -n 2 --wrap "sleep 3")
+printf '$ sbatch -A chem -t 2:00:00 -n 2 --wrap "sleep 3"\n'
+accepted=$(as_user sbatch --parsable -A chem -t 2:00:00 -n 2 --wrap "sleep 3")
 scontrol show job "$accepted" | grep -E "JobState|AdminComment" | sed 's/^ */  /'
 
 say "Held: physics is short now but money arrives in 5 days (low_balance_hold_days)"
 printf '$ sbatch -A physics -t 2-00:00:00 --wrap true\n'
 held=$(as_user sbatch --parsable -A physics -t 2-00:00:00 --wrap true)
-scontrol show job "$held" | grep -E "JobState|Priority" | sed 's/^ */  /'
+scontrol show job "$held" | grep -E "JobState|Priority|Comment" | sed 's/^ */  /'
 printf '$ scontrol release %s   # by its owner: re-checked, refused\n' "$held"
 as_user scontrol release "$held" || true
 
