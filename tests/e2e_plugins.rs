@@ -367,3 +367,35 @@ fn ledger_errors_and_panics_leave_slurmctld_running() {
     assert_eq!(site.wait_settled(&token), "settled");
     site.assert_clean();
 }
+
+#[test]
+fn timed_out_job_is_charged_for_its_minute() {
+    let Some(mut site) = Site::start("e2etimeout", ASBB_TOML, &[]) else { return };
+    let id = submitted_id(&site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "1", "--wrap", "sleep 300"]));
+    let token = site.token_of(id);
+    assert_eq!(site.cluster.wait_done_timeout(id, Duration::from_secs(150)), "TIMEOUT");
+    assert_eq!(site.wait_settled(&token), "settled");
+    let cpus: i64 = site.cluster.job_field(id, "NumCPUs").unwrap().parse().unwrap();
+    let elapsed = site.elapsed_s(id);
+    assert!(elapsed >= 60, "ran {elapsed} s");
+    assert_eq!(site.sql_i64("SELECT charged_micros FROM jobs WHERE token = ?1", &token), cpus * elapsed * MICROS_PER_CPU_S);
+    assert_eq!(site.sql_i64("SELECT count(*) FROM runs WHERE token = ?1 AND end_state = 'TIMEOUT'", &token), 1);
+    site.assert_clean();
+}
+
+#[test]
+fn node_failure_is_charged_and_released() {
+    let Some(mut site) = Site::start("e2enodefail", ASBB_TOML, &[]) else { return };
+    let id = submitted_id(&site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "5", "--wrap", "sleep 300"]));
+    let token = site.token_of(id);
+    site.cluster.wait_state(id, |s| s == "RUNNING", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(2));
+    let slurmd = site.cluster.slurmd_pid().expect("slurmd pid");
+    assert!(Command::new("kill").args(["-9", &slurmd.to_string()]).status().unwrap().success());
+    // SlurmdTimeout=10: the node is declared down and its job ends NODE_FAIL.
+    assert_eq!(site.cluster.wait_done_timeout(id, Duration::from_secs(120)), "NODE_FAIL");
+    assert_eq!(site.wait_settled(&token), "settled");
+    assert!(site.sql_i64("SELECT charged_micros FROM jobs WHERE token = ?1", &token) > 0);
+    assert_eq!(site.sql_i64("SELECT count(*) FROM runs WHERE token = ?1 AND end_state = 'NODE_FAIL'", &token), 1);
+    site.assert_clean();
+}
