@@ -386,7 +386,7 @@ fn timed_out_job_is_charged_for_its_minute() {
 #[test]
 fn node_failure_is_charged_and_released() {
     let Some(mut site) = Site::start("e2enodefail", ASBB_TOML, &[]) else { return };
-    let id = submitted_id(&site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "5", "--wrap", "sleep 300"]));
+    let id = submitted_id(&site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "5", "--no-requeue", "--wrap", "sleep 300"]));
     let token = site.token_of(id);
     site.cluster.wait_state(id, |s| s == "RUNNING", Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(2));

@@ -1,0 +1,119 @@
+//! `cargo bench --bench slurm_throughput` (root, SLURM installed, plugins built):
+//! sbatch throughput of a real test cluster without and with the asbb plugins, in one
+//! run, and slurmctld's memory and the plugins' own time per call. Prints one
+//! `name=value` per figure.
+//!
+//! `ASBB_BENCH_SUBMISSIONS` (default 2000) jobs are submitted held (`-H`, so nothing
+//! runs and only the submit path is measured) from `ASBB_BENCH_CLIENTS` (default 8)
+//! parallel clients, as an unprivileged user (root's jobs bypass asbb).
+
+#[path = "../tests/support/cluster.rs"]
+mod cluster;
+
+use cluster::{Cluster, ClusterOptions};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+const USER: &str = "asbbbench";
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Submits `n` held jobs from `clients` threads; returns submissions per second.
+fn burst(c: &Cluster, n: usize, clients: usize, account: &str) -> f64 {
+    let t = Instant::now();
+    std::thread::scope(|s| {
+        for k in 0..clients {
+            let count = n / clients + usize::from(k < n % clients);
+            s.spawn(move || {
+                for _ in 0..count {
+                    let out = c.sbatch_as(USER, &["-H", "-A", account, "-t", "10", "--wrap", "true"]);
+                    assert!(out.status.success(), "{}", cluster::show(&out));
+                }
+            });
+        }
+    });
+    n as f64 / t.elapsed().as_secs_f64()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+fn main() {
+    if !cluster::require_root_and_slurm() {
+        return;
+    }
+    let plugins = std::env::var_os("ASBB_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/plugins"));
+    assert!(plugins.join("job_submit_asbb.so").exists(), "build the plugins first (make build)");
+    let n = env_or("ASBB_BENCH_SUBMISSIONS", 2000);
+    let clients = env_or("ASBB_BENCH_CLIENTS", 8);
+    cluster::ensure_user(USER);
+
+    let conf = ["MaxJobCount=100000", "SlurmctldDebug=info"];
+    let mut plain_opts = ClusterOptions::new("benchplain");
+    for l in conf {
+        plain_opts = plain_opts.conf(l);
+    }
+    let plain = Cluster::start(plain_opts);
+    let per_s_plain = burst(&plain, n, clients, "chem");
+    let plain_rss = rss_kib(plain.ctld_pid().unwrap_or(0));
+    drop(plain);
+
+    let toml = "ledger = \"{dir}/ledger.db\"\n[policy]\nminimum_charge = \"0\"\n[partitions.debug.rates]\ncpu = 0.02\n";
+    let mut asbb_opts = ClusterOptions::new("benchasbb")
+        .plugin_dir(&plugins)
+        .conf("JobSubmitPlugins=asbb")
+        .conf("JobCompType=jobcomp/asbb")
+        .file("asbb.toml", toml);
+    for l in conf {
+        asbb_opts = asbb_opts.conf(l);
+    }
+    let asbb = Cluster::start(asbb_opts);
+    let admin = Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
+        .args(["account", "create", "chem", "--limit", "1000000"])
+        .env("ASBB_CONFIG", asbb.etc_dir().join("asbb.toml"))
+        .env_remove("ASBB_LEDGER")
+        .output()
+        .unwrap();
+    assert!(admin.status.success(), "{}", cluster::show(&admin));
+    let per_s_asbb = burst(&asbb, n, clients, "chem");
+    let asbb_rss = rss_kib(asbb.ctld_pid().unwrap_or(0));
+
+    // The plugin logs its own time per call: "... (123 us)".
+    let mut submit_us: Vec<f64> = asbb
+        .ctld_log()
+        .lines()
+        .filter(|l| l.contains("job_submit/asbb: accepted"))
+        .filter_map(|l| l.rsplit_once('(').and_then(|(_, t)| t.strip_suffix(" us)")).and_then(|t| t.parse().ok()))
+        .collect();
+    submit_us.sort_by(f64::total_cmp);
+
+    println!("submissions={n}");
+    println!("clients={clients}");
+    println!("sbatch_per_s_plain={per_s_plain:.1}");
+    println!("sbatch_per_s_asbb={per_s_asbb:.1}");
+    println!("sbatch_throughput_ratio={:.3}", per_s_asbb / per_s_plain);
+    println!("job_submit_p50_us={:.0}", percentile(&submit_us, 0.5));
+    println!("job_submit_p99_us={:.0}", percentile(&submit_us, 0.99));
+    println!("slurmctld_rss_plain_mib={:.1}", plain_rss as f64 / 1024.0);
+    println!("slurmctld_rss_asbb_mib={:.1}", asbb_rss as f64 / 1024.0);
+    println!("slurmctld_rss_delta_mib={:.1}", (asbb_rss as f64 - plain_rss as f64) / 1024.0);
+}
