@@ -48,6 +48,7 @@ test-core:
 
 bench: build
 	$(CARGO) bench --bench ledger
+	ASBB_PLUGIN_DIR=$(CURDIR)/$(STAGE) $(CARGO) bench --bench slurm_throughput
 
 clean:
 	$(CARGO) clean
