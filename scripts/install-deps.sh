@@ -23,6 +23,7 @@ PACKAGES=(
   gcc libc6-dev pkg-config                           # rusqlite's bundled SQLite, linking
   util-linux procps                                  # runuser (tests run jobs as users), pgrep/ps
   ca-certificates                                    # HTTPS package fetches
+  chromium                                           # renders the HTML grant report in tests
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -6,6 +6,8 @@
 
 #![cfg_attr(not(feature = "slurm"), forbid(unsafe_code))]
 
+#[cfg(feature = "api")]
+pub mod api; // issue 6: `asbb-admin serve`
 pub mod cli;
 pub mod core;
 #[cfg(feature = "slurm")]

@@ -315,6 +315,8 @@ fn short_account_is_held_and_owner_release_is_rechecked() {
     let rec = site.cluster.job_info(id).unwrap();
     assert_eq!(rec["JobState"], "PENDING");
     assert_eq!(rec["Priority"], "0");
+    // The reason stays readable in `scontrol show job`.
+    assert_eq!(rec["Comment"], format!("[asbb hold] {reason}"));
     let token = site.token_of(id);
     assert_eq!(site.held_by(&token), 0);
 
@@ -371,14 +373,18 @@ fn ledger_errors_and_panics_leave_slurmctld_running() {
 #[test]
 fn timed_out_job_is_charged_for_its_minute() {
     let Some(mut site) = Site::start("e2etimeout", ASBB_TOML, &[]) else { return };
-    let id = submitted_id(&site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "1", "--wrap", "sleep 300"]));
+    let id =
+        submitted_id(&site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "1", "--wrap", "sleep 300"]));
     let token = site.token_of(id);
     assert_eq!(site.cluster.wait_done_timeout(id, Duration::from_secs(150)), "TIMEOUT");
     assert_eq!(site.wait_settled(&token), "settled");
     let cpus: i64 = site.cluster.job_field(id, "NumCPUs").unwrap().parse().unwrap();
     let elapsed = site.elapsed_s(id);
     assert!(elapsed >= 60, "ran {elapsed} s");
-    assert_eq!(site.sql_i64("SELECT charged_micros FROM jobs WHERE token = ?1", &token), cpus * elapsed * MICROS_PER_CPU_S);
+    assert_eq!(
+        site.sql_i64("SELECT charged_micros FROM jobs WHERE token = ?1", &token),
+        cpus * elapsed * MICROS_PER_CPU_S
+    );
     assert_eq!(site.sql_i64("SELECT count(*) FROM runs WHERE token = ?1 AND end_state = 'TIMEOUT'", &token), 1);
     site.assert_clean();
 }
@@ -386,7 +392,9 @@ fn timed_out_job_is_charged_for_its_minute() {
 #[test]
 fn node_failure_is_charged_and_released() {
     let Some(mut site) = Site::start("e2enodefail", ASBB_TOML, &[]) else { return };
-    let id = submitted_id(&site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "5", "--no-requeue", "--wrap", "sleep 300"]));
+    let id = submitted_id(
+        &site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "5", "--no-requeue", "--wrap", "sleep 300"]),
+    );
     let token = site.token_of(id);
     site.cluster.wait_state(id, |s| s == "RUNNING", Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(2));
@@ -397,5 +405,54 @@ fn node_failure_is_charged_and_released() {
     assert_eq!(site.wait_settled(&token), "settled");
     assert!(site.sql_i64("SELECT charged_micros FROM jobs WHERE token = ?1", &token) > 0);
     assert_eq!(site.sql_i64("SELECT count(*) FROM runs WHERE token = ?1 AND end_state = 'NODE_FAIL'", &token), 1);
+    site.assert_clean();
+}
+
+#[test]
+fn job_metadata_reaches_the_ledger_and_is_enforced() {
+    let Some(mut site) = Site::start("e2emeta", ASBB_TOML, &[]) else { return };
+    let job = |args: &[&str]| site.token_of(submitted_id(&site.cluster.sbatch_as(USER, args)));
+    let from_comment = job(&[
+        "-A",
+        "chem",
+        "-t",
+        "10",
+        "-H",
+        "--comment",
+        "run 7 asbb:domain=climate,project=p42,max_cost=1",
+        "--wrap",
+        "true",
+    ]);
+    let from_env =
+        job(&["-A", "chem", "-t", "10", "-H", "--export=ALL,ASBB_DOMAIN=bio,ASBB_HINT_IO=heavy", "--wrap", "true"]);
+    let from_wckey = job(&["-A", "chem", "-t", "10", "-H", "--wckey=w7", "--wrap", "true"]);
+    let field = |token: &str, col: &str| -> String {
+        let conn =
+            rusqlite::Connection::open_with_flags(site.ledger(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        conn.query_row(&format!("SELECT coalesce({col}, '') FROM jobs WHERE token = ?1"), [token], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!(field(&from_comment, "research_domain"), "climate");
+    assert_eq!(field(&from_comment, "project_code"), "p42");
+    assert_eq!(field(&from_env, "research_domain"), "bio");
+    assert!(field(&from_env, "metadata_json").contains("\"io\":\"heavy\""));
+    assert_eq!(field(&from_wckey, "project_code"), "w7");
+
+    let policy = "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)\n";
+    let cases: &[(&str, &str)] = &[
+        ("asbb:max_cost=0.10", "sbatch: error: asbb: estimate $0.60 is above your max_cost $0.10; request less time or fewer resources, or raise max_cost\n"),
+        ("asbb:colour=blue", "sbatch: error: asbb: bad job metadata 'colour=blue' in --comment: unknown key; use grant, project, domain, mpi, max_cost or hint.<key>\n"),
+        ("asbb:grant=NSF-0", "sbatch: error: asbb: grant 'NSF-0' is not known to asbb; check the grant number\n"),
+    ];
+    for (comment, first_line) in cases {
+        let out = site.cluster.sbatch_as(USER, &["-A", "chem", "-t", "10", "--comment", comment, "--wrap", "true"]);
+        assert_eq!(out.status.code(), Some(1), "{}", cluster::show(&out));
+        assert_eq!(text(&out.stderr), format!("{first_line}{policy}"), "{comment}");
+    }
+    let out = site.cluster.run("scancel", &["-u", USER]);
+    assert!(out.status.success());
+    for token in [from_comment, from_env, from_wckey] {
+        assert_eq!(site.wait_settled(&token), "settled");
+    }
     site.assert_clean();
 }

@@ -43,6 +43,20 @@ pub enum AdminCommand {
     Transactions(TransactionsArgs),
     /// Recompute every balance from the journal and check every invariant.
     Verify,
+    // ----- issue 6: integration API, actual costs, learning -----
+    /// Serve the integration API (HTTP/JSON) on loopback TCP and/or a unix socket.
+    #[cfg(feature = "api")]
+    Serve(super::integration::ServeArgs),
+    /// The sister tools' data: import the burst launcher's actual costs.
+    #[command(subcommand)]
+    Integration(super::integration::IntegrationCommand),
+    /// Reports: estimate accuracy and what learning does to holds.
+    #[command(subcommand)]
+    Report(super::integration::ReportCommand),
+    /// Grants: create, list, show, close, and the agency-required report.
+    Grant(super::grant::GrantCommand),
+    /// Burn rate, projected exhaustion and spending status of an account or a grant.
+    Forecast(super::grant::ForecastArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -53,6 +67,9 @@ pub enum AccountCommand {
     List,
     /// One account's balance and allocations.
     Show { account: String },
+    /// Who may read the account through `asbb` and the API's unix socket (issue 5).
+    #[command(subcommand)]
+    Member(super::integration::MemberCommand),
 }
 
 #[derive(Args, Debug)]
@@ -336,6 +353,14 @@ pub fn run(cli: AdminCli) -> Result<String, CliError> {
             let entries = budget.transactions(&t.account, since)?;
             Ok(show_transactions(&entries, fmt))
         }
+        AdminCommand::Grant(g) => super::grant::run_grant(g, config, now, &actor),
+        AdminCommand::Forecast(f) => super::grant::run_forecast(f, config, now, fmt),
+        // issue 6 (and issue 5's account members)
+        #[cfg(feature = "api")]
+        AdminCommand::Serve(a) => super::integration::run_serve(a, config),
+        AdminCommand::Integration(c) => super::integration::run_integration(c, config, now, &actor, fmt),
+        AdminCommand::Report(c) => super::integration::run_report(c, config, fmt),
+        AdminCommand::Account(AccountCommand::Member(m)) => super::integration::run_member(m, config, now, &actor, fmt),
         AdminCommand::Verify => {
             let budget = open_budget(config, OpenMode::MustExist)?;
             let report = budget.verify()?;

@@ -2,6 +2,8 @@
 //! opening config and ledger from flags and environment.
 
 pub mod admin;
+pub mod grant;
+pub mod integration; // issue 6
 pub mod user;
 
 use crate::core::budget::{Budget, BudgetError};

@@ -2,6 +2,7 @@
 //! as root or the SLURM user (the ledger is mode 0600).
 
 use super::admin::{describe_decision, describe_request, RequestArgs};
+use super::integration::UserLedger; // issue 5
 use super::{json, load_config, now, open_budget, CliError, Table};
 use crate::core::budget::{format_date, format_time, Balance, Decision};
 use crate::core::ledger::OpenMode;
@@ -65,7 +66,21 @@ pub fn run(cli: UserCli) -> Result<(String, i32), CliError> {
     let config = load_config(Some(&cli.config), cli.ledger.as_deref())?;
     let now = now()?;
     let fmt = cli.format;
-    let mut budget = open_budget(config, OpenMode::MustExist)?;
+    // issue 5: a user cannot read the ledger (mode 0600); with a service socket
+    // (`ASBB_SOCKET` or `[api] socket`), ask `asbb-admin serve` instead.
+    let (ledger_path, api_socket) = (config.ledger_path.clone(), config.api.socket.clone());
+    let mut budget: Box<dyn UserLedger> = match open_budget(config, OpenMode::MustExist) {
+        Ok(b) => Box::new(b),
+        #[cfg(feature = "api")]
+        Err(_) if super::integration::user_socket(&ledger_path, api_socket.as_deref()).is_some() => {
+            let path = super::integration::user_socket(&ledger_path, api_socket.as_deref()).unwrap_or_default();
+            Box::new(super::integration::SocketLedger { path })
+        }
+        Err(e) => {
+            let _ = (&ledger_path, &api_socket);
+            return Err(e);
+        }
+    };
     match cli.command {
         UserCommand::QuickCheck { request, account } => {
             let uid = super::current_uid();
@@ -116,7 +131,7 @@ pub fn run(cli: UserCli) -> Result<(String, i32), CliError> {
             Ok((out, if fits { 0 } else { 1 }))
         }
         UserCommand::Status { account } => {
-            let balances = balances(&mut budget, account, now)?;
+            let balances = balances(budget.as_mut(), account, now)?;
             let out = match fmt {
                 UserFormat::Json => json(&balances.iter().map(balance_json).collect::<Vec<_>>()),
                 UserFormat::Env => env_lines(&balances),
@@ -138,7 +153,7 @@ pub fn run(cli: UserCli) -> Result<(String, i32), CliError> {
             Ok((out, 0))
         }
         UserCommand::Remaining { account } => {
-            let balances = balances(&mut budget, account, now)?;
+            let balances = balances(budget.as_mut(), account, now)?;
             let out = match fmt {
                 UserFormat::Json => json(
                     &balances
@@ -187,16 +202,12 @@ pub fn run(cli: UserCli) -> Result<(String, i32), CliError> {
     }
 }
 
-fn balances(
-    budget: &mut crate::core::budget::Budget,
-    account: Option<String>,
-    now: i64,
-) -> Result<Vec<Balance>, CliError> {
+fn balances(budget: &mut dyn UserLedger, account: Option<String>, now: i64) -> Result<Vec<Balance>, CliError> {
     let names = match account {
         Some(a) => vec![a],
-        None => budget.accounts()?.into_iter().map(|a| a.name).collect(),
+        None => budget.account_names()?, // issue 5: the ledger's accounts, or the caller's via the service
     };
-    names.iter().map(|n| budget.balance(n, now).map_err(CliError::from)).collect()
+    names.iter().map(|n| budget.balance(n, now)).collect()
 }
 
 fn valid_until(b: &Balance) -> String {

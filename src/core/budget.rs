@@ -23,9 +23,10 @@ use crate::core::cost::{self, CostError};
 use crate::core::hooks::RefuseCode;
 use crate::core::job::{EndState, JobCompletion, JobRequest};
 use crate::core::ledger::{AccountRow, AllocationRow, JobRow, Ledger, LedgerError, NewEntry, OpenMode, Tx, JOB_COLS};
+use crate::core::metadata::JobMetadata;
 use crate::core::money::Money;
 use chrono::{DateTime, NaiveDate, Utc};
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 /// Seconds in a day.
@@ -327,10 +328,11 @@ impl Budget {
         let verdict = decide(&self.config, &tx, req, now, false)?;
         Ok(match verdict {
             Verdict::Done(d) => d,
-            Verdict::Fits { estimate, available, .. } => Decision::Accept {
+            // issue 6 (learning): what is left after the hold, which learning may size below the estimate.
+            Verdict::Fits { estimate, hold, available, .. } => Decision::Accept {
                 token: String::new(),
                 estimate,
-                available_after: Money::from_micros(available.micros() - estimate.micros()),
+                available_after: Money::from_micros(available.micros() - hold.micros()),
             },
             Verdict::Held { estimate, reason, .. } => Decision::Hold { token: String::new(), estimate, reason },
         })
@@ -339,20 +341,30 @@ impl Budget {
     /// The plugin's decision: accept (hold written), hold, or reject, in one short
     /// write transaction.
     pub fn check_and_hold(&mut self, req: &JobRequest, now: i64) -> Result<Decision, BudgetError> {
+        self.submit(req, &JobMetadata::default(), now)
+    }
+
+    /// `check_and_hold` for a job that carries metadata: a named grant must exist,
+    /// be open and fund the job's account; `max_cost` must cover the estimate.
+    pub fn submit(&mut self, req: &JobRequest, meta: &JobMetadata, now: i64) -> Result<Decision, BudgetError> {
         let path = self.ledger.path().to_path_buf();
         let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::write(&mut self.ledger)?;
         let verdict = decide(&self.config, &tx, req, now, false)?;
+        if let Some(refusal) = check_metadata(&tx, &verdict, meta).map_err(&e)? {
+            return Ok(refusal);
+        }
         let decision = match verdict {
             Verdict::Done(d) => return Ok(d),
-            Verdict::Fits { account, estimate, available } => {
+            // issue 6 (learning): hold `hold` (= the estimate unless [learning] sized it down).
+            Verdict::Fits { account, estimate, hold, available } => {
                 let token = tx.new_token().map_err(&e)?;
                 insert_job(&tx, &token, &account, req, estimate, "held", None, now).map_err(&e)?;
-                place_hold(&tx, &token, account.id, estimate, req.job_id, now, "submit").map_err(&e)?;
+                place_hold(&tx, &token, account.id, hold, req.job_id, now, "submit").map_err(&e)?;
                 Decision::Accept {
                     token,
                     estimate,
-                    available_after: Money::from_micros(available.micros() - estimate.micros()),
+                    available_after: Money::from_micros(available.micros() - hold.micros()),
                 }
             }
             Verdict::Held { account, estimate, reason, state } => {
@@ -361,6 +373,11 @@ impl Budget {
                 Decision::Hold { token, estimate, reason }
             }
         };
+        if let Decision::Accept { token, .. } | Decision::Hold { token, .. } = &decision {
+            if !meta.is_empty() {
+                store_metadata(&tx, token, meta).map_err(&e)?;
+            }
+        }
         tx.commit()?;
         Ok(decision)
     }
@@ -386,7 +403,11 @@ impl Budget {
                     return Ok(Modified::Unchanged);
                 }
                 let estimate = cost::estimate(&self.config, req)?;
-                let delta = estimate.micros() - job.held.micros();
+                // issue 6 (learning): the new hold is sized like a submit's (= estimate when learning is off).
+                let learning = &self.config.learning;
+                let new_hold = crate::core::learning::hold_for(&tx, job.account_id, &req.partition, estimate, learning)
+                    .map_err(&e)?;
+                let delta = new_hold.micros() - job.held.micros();
                 if delta == 0 {
                     Modified::Unchanged
                 } else {
@@ -413,7 +434,7 @@ impl Budget {
                             params![token, estimate.micros(), request_json, req.partition],
                         )
                         .map_err(&e)?;
-                    Modified::Repriced { old_hold: job.held, new_hold: estimate }
+                    Modified::Repriced { old_hold: job.held, new_hold }
                 }
             }
             "awaiting_approval" | "awaiting_funds" => {
@@ -430,13 +451,13 @@ impl Budget {
                 }
                 let needs_approval = job.state == "awaiting_approval" && !approved;
                 match decide(&self.config, &tx, req, now, approved || job.state == "awaiting_funds")? {
-                    Verdict::Fits { account, estimate, .. } if !needs_approval => {
-                        place_hold(&tx, token, account.id, estimate, req.job_id, now, "released after hold")
-                            .map_err(&e)?;
+                    // issue 6 (learning): place the learned hold, not necessarily the estimate.
+                    Verdict::Fits { account, hold, .. } if !needs_approval => {
+                        place_hold(&tx, token, account.id, hold, req.job_id, now, "released after hold").map_err(&e)?;
                         tx.tx
                             .execute("UPDATE jobs SET state = 'held', reason = NULL WHERE token = ?1", [token])
                             .map_err(&e)?;
-                        Modified::Released { hold: estimate }
+                        Modified::Released { hold }
                     }
                     Verdict::Fits { .. } => Modified::StillHeld { reason: job.reason.clone().unwrap_or_default() },
                     Verdict::Held { reason, .. } => Modified::StillHeld { reason },
@@ -541,6 +562,8 @@ impl Budget {
         let token = job.as_ref().map(|j| j.token.as_str());
         let at = if c.end_time > 0 { c.end_time } else { now };
         post_charge(&tx, &charge_key, account.id, cost, token, Some(c.job_id), at, now).map_err(&e)?;
+        // issue 6 (learning): one estimate-vs-actual sample per run, in this transaction.
+        crate::core::learning::record_run(&tx, c, job.as_ref(), account.id, cost, now).map_err(&e)?;
         let mut released = Money::ZERO;
         if let Some(j) = &job {
             let will_run_again = c.state == EndState::Requeued;
@@ -671,6 +694,65 @@ impl Budget {
     }
 }
 
+/// Refuses a job whose metadata does not fit: an unknown, closed or foreign grant, or
+/// a `max_cost` below the estimate.
+fn check_metadata(tx: &Tx<'_>, verdict: &Verdict, meta: &JobMetadata) -> rusqlite::Result<Option<Decision>> {
+    let (account, estimate) = match verdict {
+        Verdict::Fits { account, estimate, .. } | Verdict::Held { account, estimate, .. } => (account, *estimate),
+        Verdict::Done(_) => return Ok(None),
+    };
+    let reject = |reason: String| {
+        Some(Decision::Reject { reason, code: RefuseCode::AccountingPolicy, estimate: Some(estimate) })
+    };
+    if let Some(max) = meta.max_cost() {
+        if estimate > max {
+            return Ok(reject(format!(
+                "asbb: estimate {estimate} is above your max_cost {max}; request less time or fewer resources, or raise max_cost"
+            )));
+        }
+    }
+    if let Some(number) = &meta.grant_number {
+        let has_grants: bool = tx
+            .tx
+            .prepare_cached("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'grant_accounts'")?
+            .exists([])?;
+        let grant: Option<(String, Option<i64>)> = if has_grants {
+            tx.tx
+                .prepare_cached("SELECT status, budget_account_id FROM grant_accounts WHERE grant_number = ?1")?
+                .query_row([number], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?
+        } else {
+            None
+        };
+        match grant {
+            None => return Ok(reject(format!("asbb: grant '{number}' is not known to asbb; check the grant number"))),
+            Some((status, _)) if status != "active" => {
+                return Ok(reject(format!("asbb: grant '{number}' is {status}; no new jobs can be charged to it")))
+            }
+            Some((_, funded)) if funded != Some(account.id) => {
+                return Ok(reject(format!("asbb: grant '{number}' does not fund account '{}'", account.name)))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(None)
+}
+
+fn store_metadata(tx: &Tx<'_>, token: &str, meta: &JobMetadata) -> rusqlite::Result<()> {
+    tx.tx
+        .prepare_cached(
+            "UPDATE jobs SET research_domain = ?2, project_code = ?3, grant_number = ?4, metadata_json = ?5 WHERE token = ?1",
+        )?
+        .execute(params![
+            token,
+            meta.research_domain,
+            meta.project_code,
+            meta.grant_number,
+            serde_json::to_string(meta).unwrap_or_else(|_| "{}".into())
+        ])?;
+    Ok(())
+}
+
 fn validate_name(name: &str) -> Result<(), BudgetError> {
     let ok =
         !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
@@ -701,9 +783,10 @@ fn balance_of(acc: &AccountRow, allocs: &[AllocationRow], now: i64) -> Balance {
     }
 }
 
+// issue 6 (learning): `Fits::hold` is what to hold, `learning::hold_for` of the estimate.
 enum Verdict {
     Done(Decision),
-    Fits { account: AccountRow, estimate: Money, available: Money },
+    Fits { account: AccountRow, estimate: Money, hold: Money, available: Money },
     Held { account: AccountRow, estimate: Money, reason: String, state: &'static str },
 }
 
@@ -769,22 +852,26 @@ fn decide(
     }
     let allocs = tx.allocations(account.id).map_err(ledger_err)?;
     let available = available_of(&account, &allocs, now);
-    if let Some(threshold) = config.policy.approval_threshold.filter(|_| !skip_approval) {
+    if let Some(threshold) = config.approval_threshold_for(&account.name).filter(|_| !skip_approval) {
         if estimate > threshold {
             let reason = format!("asbb: needs approval, estimate {estimate} > {threshold}");
             return Ok(Verdict::Held { account, estimate, reason, state: "awaiting_approval" });
         }
     }
-    if estimate <= available {
-        return Ok(Verdict::Fits { account, estimate, available });
+    // issue 6 (learning): the decision compares the hold (the estimate unless learning sized it) with available.
+    let hold = crate::core::learning::hold_for(tx, account.id, &req.partition, estimate, &config.learning)
+        .map_err(ledger_err)?;
+    if hold <= available {
+        return Ok(Verdict::Fits { account, estimate, hold, available });
     }
     // Short now; does an allocation start soon that would cover it?
-    if config.policy.low_balance_hold_days > 0 {
-        let horizon = now + config.policy.low_balance_hold_days as i64 * DAY_S;
+    let hold_days = config.low_balance_hold_days_for(&account.name);
+    if hold_days > 0 {
+        let horizon = now + hold_days as i64 * DAY_S;
         if let Some(next) =
             allocs.iter().filter(|a| a.valid_from > now && a.valid_from <= horizon).min_by_key(|a| a.valid_from)
         {
-            if available.micros() + next.remaining().micros() >= estimate.micros() {
+            if available.micros() + next.remaining().micros() >= hold.micros() {
                 let reason = format!(
                     "asbb: account '{}' is short of funds (needs {estimate}, {} available); held until the allocation starting {}",
                     account.name,

@@ -73,6 +73,9 @@ pub struct Policy {
     /// Short of funds, but an allocation starts within this many days: hold, not reject.
     #[serde(default)]
     pub low_balance_hold_days: u32,
+    /// A deposit releases the account's held jobs that now fit, oldest first.
+    #[serde(default)]
+    pub release_held_on_deposit: bool,
 }
 
 fn default_busy_timeout_ms() -> u32 {
@@ -131,6 +134,344 @@ struct RawConfig {
     /// Price multipliers by QOS name, e.g. `high = 1.5`.
     #[serde(default)]
     qos_multipliers: BTreeMap<String, Money>,
+    #[serde(default)]
+    forecast: RawForecast,
+    // issue 6: learning from actual costs, and the integration API.
+    #[serde(default)]
+    learning: RawLearning,
+    #[serde(default)]
+    api: RawApi,
+    /// Per-account overrides of `[policy]`.
+    #[serde(default)]
+    accounts: BTreeMap<String, AccountPolicy>,
+}
+
+/// `[accounts.<name>]`: one account's own approval threshold and low-balance rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccountPolicy {
+    pub approval_threshold: Option<Money>,
+    pub low_balance_hold_days: Option<u32>,
+    pub release_held_on_deposit: Option<bool>,
+}
+
+// ----- [forecast] (grant and account burn-rate forecasts) ---------------------------
+
+/// `[forecast]` as written: ratios are decimals (`1.10`), read exactly like amounts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawForecast {
+    #[serde(default = "default_overspend_ratio")]
+    overspend_ratio: Money,
+    #[serde(default = "default_underspend_ratio")]
+    underspend_ratio: Money,
+    #[serde(default = "default_window_days")]
+    window_days: u32,
+}
+
+impl Default for RawForecast {
+    fn default() -> RawForecast {
+        RawForecast {
+            overspend_ratio: default_overspend_ratio(),
+            underspend_ratio: default_underspend_ratio(),
+            window_days: default_window_days(),
+        }
+    }
+}
+
+fn default_overspend_ratio() -> Money {
+    Money::from_micros(1_100_000)
+}
+
+fn default_underspend_ratio() -> Money {
+    Money::from_micros(750_000)
+}
+
+fn default_window_days() -> u32 {
+    30
+}
+
+/// Longest trailing window a burn rate may be measured over (five years).
+pub const MAX_FORECAST_WINDOW_DAYS: u32 = 1_830;
+
+/// Thresholds for "on track / overspending / underspending": the ratio of percent
+/// spent to percent of time elapsed, in parts per million (1.10 = 1_100_000).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForecastConfig {
+    pub overspend_ratio_ppm: i64,
+    pub underspend_ratio_ppm: i64,
+    /// Default trailing window for burn rates.
+    pub window_days: u32,
+}
+
+impl Default for ForecastConfig {
+    fn default() -> ForecastConfig {
+        ForecastConfig {
+            overspend_ratio_ppm: default_overspend_ratio().micros(),
+            underspend_ratio_ppm: default_underspend_ratio().micros(),
+            window_days: default_window_days(),
+        }
+    }
+}
+
+fn forecast_config(raw: &RawForecast) -> Result<ForecastConfig, String> {
+    let (over, under) = (raw.overspend_ratio.micros(), raw.underspend_ratio.micros());
+    if over < 1_000_000 {
+        return Err(format!(
+            "forecast.overspend_ratio: {} must be at least 1.0",
+            raw.overspend_ratio.to_exact_string()
+        ));
+    }
+    if under <= 0 || under > 1_000_000 {
+        return Err(format!(
+            "forecast.underspend_ratio: {} must be above 0 and at most 1.0",
+            raw.underspend_ratio.to_exact_string()
+        ));
+    }
+    if raw.window_days == 0 || raw.window_days > MAX_FORECAST_WINDOW_DAYS {
+        return Err(format!("forecast.window_days: {} must be from 1 to {MAX_FORECAST_WINDOW_DAYS}", raw.window_days));
+    }
+    Ok(ForecastConfig { overspend_ratio_ppm: over, underspend_ratio_ppm: under, window_days: raw.window_days })
+}
+
+// ----- [learning] and [api] (issue 6: integration API, learning) ---------------------
+
+/// `[learning]` as written. Ratios are decimals read exactly like amounts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLearning {
+    #[serde(default)]
+    enabled: bool,
+    #[serde(default = "default_min_hold_factor")]
+    min_hold_factor: Money,
+    #[serde(default = "default_min_samples")]
+    min_samples: u32,
+    #[serde(default = "default_window_samples")]
+    window_samples: u32,
+    #[serde(default = "default_percentile")]
+    percentile: u32,
+    #[serde(default = "default_true")]
+    include_feedback: bool,
+}
+
+impl Default for RawLearning {
+    fn default() -> RawLearning {
+        RawLearning {
+            enabled: false,
+            min_hold_factor: default_min_hold_factor(),
+            min_samples: default_min_samples(),
+            window_samples: default_window_samples(),
+            percentile: default_percentile(),
+            include_feedback: true,
+        }
+    }
+}
+
+fn default_min_hold_factor() -> Money {
+    Money::from_micros(500_000)
+}
+
+fn default_min_samples() -> u32 {
+    20
+}
+
+fn default_window_samples() -> u32 {
+    200
+}
+
+fn default_percentile() -> u32 {
+    90
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Most samples one hold decision may read.
+pub const MAX_LEARNING_WINDOW: u32 = 10_000;
+
+/// How holds learn from history: hold = estimate × factor, the factor being the
+/// `percentile` of actual/estimated cost over the last `window_samples` samples of the
+/// job's (account, partition, domain), clamped to `[min_hold_factor_ppm, 1_000_000]`,
+/// used once the group has `min_samples`. Disabled, every hold is the estimate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LearningConfig {
+    pub enabled: bool,
+    /// Parts per million (0.5 = 500_000), in (0, 1_000_000].
+    pub min_hold_factor_ppm: i64,
+    pub min_samples: u32,
+    pub window_samples: u32,
+    pub percentile: u32,
+    /// Whether performance feedback samples count, besides reconciled runs.
+    pub include_feedback: bool,
+}
+
+impl Default for LearningConfig {
+    fn default() -> LearningConfig {
+        learning_config(&RawLearning::default()).expect("defaults are valid")
+    }
+}
+
+fn learning_config(raw: &RawLearning) -> Result<LearningConfig, String> {
+    let min = raw.min_hold_factor.micros();
+    if min <= 0 || min > 1_000_000 {
+        return Err(format!(
+            "learning.min_hold_factor: {} must be above 0 and at most 1.0",
+            raw.min_hold_factor.to_exact_string()
+        ));
+    }
+    if raw.window_samples == 0 || raw.window_samples > MAX_LEARNING_WINDOW {
+        return Err(format!("learning.window_samples: {} must be from 1 to {MAX_LEARNING_WINDOW}", raw.window_samples));
+    }
+    if raw.min_samples == 0 || raw.min_samples > raw.window_samples {
+        return Err(format!(
+            "learning.min_samples: {} must be from 1 to window_samples ({})",
+            raw.min_samples, raw.window_samples
+        ));
+    }
+    if !(50..=100).contains(&raw.percentile) {
+        return Err(format!("learning.percentile: {} must be from 50 to 100", raw.percentile));
+    }
+    Ok(LearningConfig {
+        enabled: raw.enabled,
+        min_hold_factor_ppm: min,
+        min_samples: raw.min_samples,
+        window_samples: raw.window_samples,
+        percentile: raw.percentile,
+        include_feedback: raw.include_feedback,
+    })
+}
+
+/// What an API caller may do. `User` is never configured: it is anyone on the unix
+/// socket who is not root, the ledger's owner or a listed peer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ApiRole {
+    /// Read their own accounts (accounts they have jobs in or are members of).
+    User,
+    /// GET everything.
+    Read,
+    /// Read, plus POST feedback, cost updates and budget checks.
+    Integration,
+    /// Everything.
+    Admin,
+}
+
+impl ApiRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiRole::User => "user",
+            ApiRole::Read => "read",
+            ApiRole::Integration => "integration",
+            ApiRole::Admin => "admin",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    pub name: String,
+    /// Lower-case hex SHA-256 of the token (`printf %s TOKEN | sha256sum`).
+    pub sha256: String,
+    pub role: ApiRole,
+}
+
+/// A unix-socket peer given a role by user name or uid.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiPeer {
+    pub user: Option<String>,
+    pub uid: Option<u32>,
+    pub role: ApiRole,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawApi {
+    #[serde(default)]
+    listen: Option<String>,
+    #[serde(default)]
+    socket: Option<PathBuf>,
+    #[serde(default)]
+    allow_non_loopback: bool,
+    #[serde(default)]
+    max_body_bytes: Option<u32>,
+    #[serde(default)]
+    tokens: Vec<ApiToken>,
+    #[serde(default)]
+    peers: Vec<ApiPeer>,
+}
+
+pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8470";
+pub const DEFAULT_API_MAX_BODY_BYTES: u32 = 64 * 1024;
+pub const MAX_API_BODY_BYTES: u32 = 1024 * 1024;
+
+/// `[api]`: `asbb-admin serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiConfig {
+    pub listen: Option<std::net::SocketAddr>,
+    pub socket: Option<PathBuf>,
+    /// Listening on an address outside 127.0.0.0/8 and ::1 must be asked for.
+    pub allow_non_loopback: bool,
+    pub max_body_bytes: u32,
+    pub tokens: Vec<ApiToken>,
+    pub peers: Vec<ApiPeer>,
+}
+
+impl Default for ApiConfig {
+    fn default() -> ApiConfig {
+        ApiConfig {
+            listen: None,
+            socket: None,
+            allow_non_loopback: false,
+            max_body_bytes: DEFAULT_API_MAX_BODY_BYTES,
+            tokens: Vec::new(),
+            peers: Vec::new(),
+        }
+    }
+}
+
+fn api_config(raw: &RawApi) -> Result<ApiConfig, String> {
+    let listen = match &raw.listen {
+        Some(l) => Some(l.trim().parse().map_err(|_| format!("api.listen: '{l}' is not ADDRESS:PORT"))?),
+        None => None,
+    };
+    let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_API_MAX_BODY_BYTES);
+    if !(1024..=MAX_API_BODY_BYTES).contains(&max_body_bytes) {
+        return Err(format!("api.max_body_bytes: {max_body_bytes} must be from 1024 to {MAX_API_BODY_BYTES}"));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for t in &raw.tokens {
+        if t.name.trim().is_empty() || t.name.len() > 64 || t.name.chars().any(char::is_control) {
+            return Err("api.tokens: every token needs a name of 1-64 printable characters".into());
+        }
+        if !names.insert(t.name.as_str()) {
+            return Err(format!("api.tokens: the name '{}' is used twice", t.name));
+        }
+        if t.sha256.len() != 64 || !t.sha256.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
+            return Err(format!(
+                "api.tokens.{}.sha256: must be 64 lower-case hex digits (printf %s TOKEN | sha256sum)",
+                t.name
+            ));
+        }
+        if t.role == ApiRole::User {
+            return Err(format!("api.tokens.{}.role: use read, integration or admin", t.name));
+        }
+    }
+    for p in &raw.peers {
+        if p.user.is_some() == p.uid.is_some() {
+            return Err("api.peers: give exactly one of user or uid for each peer".into());
+        }
+    }
+    Ok(ApiConfig {
+        listen,
+        socket: raw.socket.clone(),
+        allow_non_loopback: raw.allow_non_loopback,
+        max_body_bytes,
+        tokens: raw.tokens.clone(),
+        peers: raw.peers.clone(),
+    })
 }
 
 fn default_currency() -> String {
@@ -186,6 +527,12 @@ pub struct Config {
     pub partitions: BTreeMap<String, Partition>,
     /// Multipliers in micro-units (1.0 = 1_000_000).
     pub qos_multipliers: BTreeMap<String, i64>,
+    pub forecast: ForecastConfig,
+    /// issue 6: hold sizing from history.
+    pub learning: LearningConfig,
+    /// issue 6: `asbb-admin serve`.
+    pub api: ApiConfig,
+    pub accounts: BTreeMap<String, AccountPolicy>,
 }
 
 impl fmt::Display for Pricing {
@@ -262,6 +609,9 @@ impl Config {
             }
             qos_multipliers.insert(qos, m.micros());
         }
+        let forecast = forecast_config(&raw.forecast).map_err(err)?;
+        let learning = learning_config(&raw.learning).map_err(err)?;
+        let api = api_config(&raw.api).map_err(err)?;
         Ok(Config {
             source: source.to_string(),
             ledger_path: raw.ledger.unwrap_or_else(|| PathBuf::from(DEFAULT_LEDGER_PATH)),
@@ -269,7 +619,28 @@ impl Config {
             policy: raw.policy,
             partitions,
             qos_multipliers,
+            forecast,
+            learning,
+            api,
+            accounts: raw.accounts,
         })
+    }
+
+    /// The approval threshold for an account: its own, else `[policy]`'s.
+    pub fn approval_threshold_for(&self, account: &str) -> Option<Money> {
+        self.accounts.get(account).and_then(|a| a.approval_threshold).or(self.policy.approval_threshold)
+    }
+
+    pub fn low_balance_hold_days_for(&self, account: &str) -> u32 {
+        self.accounts.get(account).and_then(|a| a.low_balance_hold_days).unwrap_or(self.policy.low_balance_hold_days)
+    }
+
+    /// Whether a deposit releases the account's held jobs that now fit.
+    pub fn release_held_on_deposit_for(&self, account: &str) -> bool {
+        self.accounts
+            .get(account)
+            .and_then(|a| a.release_held_on_deposit)
+            .unwrap_or(self.policy.release_held_on_deposit)
     }
 
     pub fn is_exempt_account(&self, account: &str) -> bool {

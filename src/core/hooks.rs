@@ -124,7 +124,21 @@ impl Hooks {
             }
         };
         let who = format!("{} account={} partition={}", req.user, req.account, req.partition);
-        let result = self.budget().and_then(|b| b.check_and_hold(&req, now));
+        let meta =
+            match crate::core::metadata::parse(fields.comment.as_deref(), &fields.environment, fields.wckey.as_deref())
+            {
+                Ok(m) => m,
+                Err(e) => {
+                    let err_msg = e.to_string();
+                    // Budget policy, not a resource spec: the first line says exactly what is wrong.
+                    return SubmitAction::Refuse {
+                        log: format!("refused {who}: {err_msg}"),
+                        err_msg,
+                        code: RefuseCode::AccountingPolicy,
+                    };
+                }
+            };
+        let result = self.budget().and_then(|b| b.submit(&req, &meta, now));
         match result {
             Ok(Decision::Accept { token, estimate, available_after }) => SubmitAction::Accept {
                 admin_comment: with_hold_token(fields.admin_comment.as_deref(), &token),

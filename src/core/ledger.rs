@@ -8,7 +8,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Schema migrations, applied in order and recorded in `schema_migrations`.
-pub const MIGRATIONS: &[(u32, &str, &str)] = &[(1, "001_ledger", include_str!("../../sql/001_ledger.sql"))];
+pub const MIGRATIONS: &[(u32, &str, &str)] = &[
+    (1, "001_ledger", include_str!("../../sql/001_ledger.sql")),
+    (2, "002_job_metadata", include_str!("../../sql/002_job_metadata.sql")),
+    (3, "003_grant_management", include_str!("../../sql/003_grant_management.sql")),
+    // issue 6: integration API, learning samples, account members.
+    (4, "004_integration", include_str!("../../sql/004_integration.sql")),
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {

@@ -1,13 +1,19 @@
 //! The budget core: everything that decides money, testable without SLURM.
 
 #![forbid(unsafe_code)]
-
 pub mod budget;
 pub mod config;
+pub mod corrections;
 pub mod cost;
 pub mod fields;
+pub mod grants;
 pub mod hooks;
+pub mod integration; // issue 6
 pub mod job;
+pub mod learning; // issue 6
 pub mod ledger;
+pub mod metadata;
 pub mod money;
+pub mod report;
+pub mod report_render;
 pub mod verify;

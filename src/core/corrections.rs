@@ -1,0 +1,223 @@
+//! Corrections to what a job was charged, as new journal entries (the journal is never
+//! edited):
+//!
+//! - a **refund** (`refund`, positive amounts) gives back part of a job's net charge,
+//!   e.g. for a node failure the site does not bill;
+//! - an **adjustment** (`adjustment`, signed: positive = more cost) corrects it, e.g.
+//!   when the AWS bill for a burst run comes in above or below the estimate.
+//!
+//! Money taken back comes off where the job's charges went, newest first: overdraft
+//! first, then allocations, the one ending last first; never more than the job's net
+//! charge on each. Extra cost posts like a charge, against the allocations active when
+//! the job's last run ended (the one ending first first), the rest as overdraft. The
+//! cached totals (allocation debited, account overdraft, job charged) move with every
+//! entry, so `verify` stays clean. Each correction has a caller-chosen request id; a
+//! replay changes nothing and returns `false`.
+
+use crate::core::budget::{Budget, BudgetError};
+use crate::core::grants::audit;
+use crate::core::ledger::{JobRow, LedgerError, NewEntry, Tx};
+use crate::core::money::Money;
+use rusqlite::params;
+
+impl Budget {
+    /// Refunds `amount` of job `token`'s net charge.
+    #[allow(clippy::too_many_arguments)]
+    pub fn refund(
+        &mut self,
+        token: &str,
+        amount: Money,
+        memo: Option<&str>,
+        request_id: &str,
+        actor: &str,
+        now: i64,
+    ) -> Result<bool, BudgetError> {
+        if amount.micros() <= 0 {
+            return Err(BudgetError::Invalid("refund amount must be above zero".into()));
+        }
+        self.correct(token, "refund", -amount.micros(), memo, request_id, actor, now)
+    }
+
+    /// Adjusts job `token`'s cost by `delta` (signed micro-dollars; positive = more cost).
+    #[allow(clippy::too_many_arguments)]
+    pub fn adjust(
+        &mut self,
+        token: &str,
+        delta: Money,
+        memo: Option<&str>,
+        request_id: &str,
+        actor: &str,
+        now: i64,
+    ) -> Result<bool, BudgetError> {
+        if delta.is_zero() {
+            return Err(BudgetError::Invalid("adjustment must not be zero".into()));
+        }
+        self.correct(token, "adjustment", delta.micros(), memo, request_id, actor, now)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn correct(
+        &mut self,
+        token: &str,
+        kind: &'static str,
+        delta: i64,
+        memo: Option<&str>,
+        request_id: &str,
+        actor: &str,
+        now: i64,
+    ) -> Result<bool, BudgetError> {
+        if request_id.trim().is_empty() || request_id.chars().any(char::is_control) {
+            return Err(BudgetError::Invalid("a correction needs a request id (printable text)".into()));
+        }
+        let path = self.ledger.path().to_path_buf();
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let tx = Tx::write(&mut self.ledger)?;
+        let key = format!("{}:{request_id}", if kind == "refund" { "refund" } else { "adjust" });
+        if tx.txn_exists(&key).map_err(&e)? {
+            return Ok(false);
+        }
+        let job = tx.job(token).map_err(&e)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
+        if delta < 0 {
+            if -delta > job.charged.micros() {
+                return Err(BudgetError::Invalid(format!(
+                    "{} of {} is more than job {}'s net charge of {}",
+                    if kind == "refund" { "a refund" } else { "an adjustment" },
+                    Money::from_micros(-delta),
+                    job.job_id.map(|j| j.to_string()).unwrap_or_else(|| token.to_string()),
+                    job.charged
+                )));
+            }
+            take_back(&tx, &key, kind, &job, -delta, memo, actor, now).map_err(&e)?;
+        } else {
+            add_cost(&tx, &key, &job, delta, memo, actor, now).map_err(&e)?;
+        }
+        tx.tx
+            .execute("UPDATE jobs SET charged_micros = charged_micros + ?2 WHERE token = ?1", params![token, delta])
+            .map_err(&e)?;
+        audit(
+            &tx,
+            actor,
+            now,
+            if kind == "refund" { "refund" } else { "adjust" },
+            &format!("{token} {} {} {}", Money::from_micros(delta).to_exact_string(), request_id, memo.unwrap_or("")),
+        )
+        .map_err(&e)?;
+        tx.commit()?;
+        Ok(true)
+    }
+}
+
+/// Takes `amount` back from where the job's charges went: overdraft first, then
+/// allocations ending last first.
+#[allow(clippy::too_many_arguments)]
+fn take_back(
+    tx: &Tx<'_>,
+    key: &str,
+    kind: &'static str,
+    job: &JobRow,
+    amount: i64,
+    memo: Option<&str>,
+    actor: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let net: Vec<(Option<i64>, i64)> = tx
+        .tx
+        .prepare_cached(
+            "SELECT j.allocation_id,
+                    sum(CASE j.kind WHEN 'refund' THEN -j.amount_micros ELSE j.amount_micros END) AS net
+             FROM journal j LEFT JOIN allocations a ON a.id = j.allocation_id
+             WHERE j.token = ?1 AND j.kind IN ('charge', 'refund', 'adjustment')
+             GROUP BY j.allocation_id
+             ORDER BY j.allocation_id IS NOT NULL, max(a.valid_until) DESC, j.allocation_id DESC",
+        )?
+        .query_map([&job.token], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut left = amount;
+    let mut part = 0u32;
+    for (allocation_id, available) in net {
+        let take = left.min(available.max(0));
+        if take == 0 {
+            continue;
+        }
+        tx.insert_entry(&NewEntry {
+            txn_key: key,
+            part,
+            kind,
+            account_id: job.account_id,
+            allocation_id,
+            amount: Money::from_micros(if kind == "refund" { take } else { -take }),
+            token: Some(&job.token),
+            job_id: job.job_id,
+            at: now,
+            actor: Some(actor),
+            memo,
+        })?;
+        match allocation_id {
+            Some(a) => tx.add_allocation_debit(a, -take)?,
+            None => tx.add_account_overdraft(job.account_id, -take)?,
+        }
+        part += 1;
+        left -= take;
+        if left == 0 {
+            break;
+        }
+    }
+    debug_assert_eq!(left, 0, "a job's net charge is the sum of its per-allocation nets");
+    Ok(())
+}
+
+/// Posts extra cost like a charge, dated by the job's last run.
+#[allow(clippy::too_many_arguments)]
+fn add_cost(
+    tx: &Tx<'_>,
+    key: &str,
+    job: &JobRow,
+    amount: i64,
+    memo: Option<&str>,
+    actor: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
+    let last_end: Option<i64> = tx
+        .tx
+        .prepare_cached("SELECT max(end_time) FROM runs WHERE token = ?1")?
+        .query_row([&job.token], |r| r.get(0))?;
+    let at = last_end.unwrap_or(now);
+    let mut left = amount;
+    let mut part = 0u32;
+    for a in tx.allocations(job.account_id)?.iter().filter(|a| a.is_active(at) && a.remaining().micros() > 0) {
+        let take = left.min(a.remaining().micros());
+        tx.insert_entry(&NewEntry {
+            txn_key: key,
+            part,
+            kind: "adjustment",
+            account_id: job.account_id,
+            allocation_id: Some(a.id),
+            amount: Money::from_micros(take),
+            token: Some(&job.token),
+            job_id: job.job_id,
+            at: now,
+            actor: Some(actor),
+            memo,
+        })?;
+        tx.add_allocation_debit(a.id, take)?;
+        part += 1;
+        left -= take;
+        if left == 0 {
+            return Ok(());
+        }
+    }
+    tx.insert_entry(&NewEntry {
+        txn_key: key,
+        part,
+        kind: "adjustment",
+        account_id: job.account_id,
+        allocation_id: None,
+        amount: Money::from_micros(left),
+        token: Some(&job.token),
+        job_id: job.job_id,
+        at: now,
+        actor: Some(actor),
+        memo: Some(memo.unwrap_or("overdraft")),
+    })?;
+    tx.add_account_overdraft(job.account_id, left)
+}

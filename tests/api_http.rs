@@ -1,0 +1,837 @@
+//! The integration API (issue 6) against the real server: started in-process on a free
+//! loopback port and on a unix socket in a temporary folder, talked to over real
+//! sockets. Every endpoint, auth failures, bad bodies, unknown jobs, idempotent replays
+//! (with `verify` clean after), the burst launcher's cost files (tests/data/import), the
+//! unix socket's user role (issue 5, through `asbb` run as another uid), and the learning
+//! bound as a property.
+
+#![cfg(feature = "api")]
+
+use asbb::api::client::{request, Response, Target};
+use asbb::api::{self, RunningServer, ServeOptions};
+use asbb::core::budget::{Budget, Decision, FOREVER};
+use asbb::core::config::{ApiRole, Config, LearningConfig};
+use asbb::core::grants::{NewGrant, PeriodSplit};
+use asbb::core::job::{EndState, JobCompletion, JobRequest, Resources};
+use asbb::core::learning::{factor_from_ratios, hold_for_conn, hold_from_factor, PPM};
+use asbb::core::ledger::OpenMode;
+use asbb::core::money::Money;
+use proptest::prelude::*;
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const READ: &str = "read-token-1";
+const INTEGRATION: &str = "integration-token-2";
+const ADMIN: &str = "admin-token-3";
+const DAY: i64 = 86_400;
+
+fn sha(t: &str) -> String {
+    Sha256::digest(t.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn config_text(ledger: &Path) -> String {
+    format!(
+        r#"
+ledger = "{}"
+[policy]
+minimum_charge = "0.01"
+[partitions.debug.rates]
+cpu = 0.02
+mem_gb = 0.005
+[partitions.aws.aws]
+instance_type = "c5.large"
+node_hour = 0.085
+[api]
+[[api.tokens]]
+name = "reader"
+sha256 = "{}"
+role = "read"
+[[api.tokens]]
+name = "launcher"
+sha256 = "{}"
+role = "integration"
+[[api.tokens]]
+name = "boss"
+sha256 = "{}"
+role = "admin"
+"#,
+        ledger.display(),
+        sha(READ),
+        sha(INTEGRATION),
+        sha(ADMIN)
+    )
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+fn req(account: &str, partition: &str, cpus: u32, minutes: u32, job_id: Option<u32>) -> JobRequest {
+    JobRequest {
+        user: "alice".into(),
+        uid: 1234,
+        account: account.into(),
+        partition: partition.into(),
+        resources: Resources { nodes: 1, cpus, mem_mb: 0, gpus: Default::default() },
+        time_limit_min: minutes,
+        array_tasks: 1,
+        qos: None,
+        job_id,
+        job_name: None,
+    }
+}
+
+fn completion(r: &JobRequest, token: Option<&str>, cluster: &str, job_id: u32, ran_s: i64, end: i64) -> JobCompletion {
+    JobCompletion {
+        cluster: cluster.into(),
+        job_id,
+        hold_token: token.map(str::to_string),
+        user: r.user.clone(),
+        account: r.account.clone(),
+        partition: r.partition.clone(),
+        state: EndState::Completed,
+        start_time: end - ran_s,
+        end_time: end,
+        allocated: Some(r.resources.clone()),
+        task_count: 1,
+        submit_time: end - ran_s - 60,
+        run_index: 0,
+    }
+}
+
+/// Submits and (optionally) finishes job `job_id`; returns its token.
+fn job(b: &mut Budget, account: &str, partition: &str, job_id: u32, cluster: &str, ran_s: Option<i64>) -> String {
+    let r = req(account, partition, 4, 120, None);
+    let t = now() - 3_600;
+    let token = match b.check_and_hold(&r, t).unwrap() {
+        Decision::Accept { token, .. } => token,
+        d => panic!("{d:?}"),
+    };
+    if let Some(s) = ran_s {
+        b.reconcile(&completion(&r, Some(&token), cluster, job_id, s, t + 1_800), t + 1_800).unwrap();
+    }
+    token
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    server: Option<RunningServer>,
+}
+
+impl World {
+    fn ledger(&self) -> PathBuf {
+        self.dir.path().join("ledger.db")
+    }
+
+    fn config_file(&self) -> PathBuf {
+        self.dir.path().join("asbb.toml")
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("run/api.sock")
+    }
+
+    fn config(&self) -> Config {
+        Config::load(&self.config_file()).unwrap()
+    }
+
+    fn budget(&self) -> Budget {
+        Budget::open(self.config(), OpenMode::MustExist).unwrap()
+    }
+
+    fn tcp(&self) -> Target<'static> {
+        Target::Tcp(self.server.as_ref().unwrap().tcp.unwrap())
+    }
+
+    fn call(&self, method: &str, path: &str, token: Option<&str>, body: Option<&str>) -> Response {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        request(&self.tcp(), method, path, &headers, body.map(str::as_bytes), Duration::from_secs(20)).unwrap()
+    }
+
+    fn unix(&self, method: &str, path: &str, body: Option<&str>) -> Response {
+        let s = self.socket();
+        request(&Target::Unix(&s), method, path, &[], body.map(str::as_bytes), Duration::from_secs(20)).unwrap()
+    }
+
+    /// Counts of the rows an API write could add.
+    fn snapshot(&self) -> String {
+        let conn = rusqlite::Connection::open(self.ledger()).unwrap();
+        ["journal", "cost_updates", "performance_feedback", "learning_samples", "account_members", "jobs"]
+            .iter()
+            .map(|t| {
+                let n: i64 = conn.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get(0)).unwrap();
+                format!("{t}={n}")
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn verify_clean(&self) {
+        let report = self.budget().verify().unwrap();
+        assert!(report.is_clean(), "{:?}", report.problems);
+    }
+
+    fn adjustments(&self, key: &str) -> i64 {
+        let conn = rusqlite::Connection::open(self.ledger()).unwrap();
+        conn.query_row("SELECT count(*) FROM journal WHERE txn_key = ?1", [key], |r| r.get(0)).unwrap()
+    }
+}
+
+/// chem ($1000) with jobs 101 (settled on c1), 102 (still running), 103 (ran with no
+/// hold), 105 on c1 and on c2 (one id, two jobs); phys ($50) with job 104 (settled); a
+/// grant funding chem.
+fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.db");
+    std::fs::write(dir.path().join("asbb.toml"), config_text(&ledger)).unwrap();
+    let config = Config::load(&dir.path().join("asbb.toml")).unwrap();
+    let mut b = Budget::open(config.clone(), OpenMode::CreateIfMissing).unwrap();
+    let t = now();
+    b.create_account("chem", Money::from_dollars(1000).unwrap(), t - 30 * DAY, FOREVER, Money::ZERO, "test", t)
+        .unwrap();
+    b.create_account("phys", Money::from_dollars(50).unwrap(), t - 30 * DAY, FOREVER, Money::ZERO, "test", t).unwrap();
+    job(&mut b, "chem", "debug", 101, "c1", Some(3_600));
+    job(&mut b, "chem", "aws", 102, "c1", None);
+    // 102's id is known only once it runs; give the ledger a run-less id like SLURM's job_submit does.
+    let r = req("chem", "debug", 2, 60, None);
+    b.reconcile(&completion(&r, None, "c1", 103, 600, t - 600), t - 600).unwrap();
+    job(&mut b, "phys", "debug", 104, "c1", Some(1_800));
+    job(&mut b, "chem", "debug", 105, "c1", Some(600));
+    job(&mut b, "chem", "debug", 105, "c2", Some(900));
+    let start = chrono::DateTime::from_timestamp(t - 30 * DAY, 0).unwrap().format("%Y-%m-%d").to_string();
+    let _ = start;
+    b.create_grant(
+        &NewGrant {
+            number: "NSF-1".into(),
+            agency: "NSF".into(),
+            pi: "Ada".into(),
+            co_pis: vec![],
+            program: None,
+            federal_award_id: None,
+            start: t - t.rem_euclid(DAY) - 10 * DAY,
+            end: t - t.rem_euclid(DAY) + 365 * DAY,
+            award: Money::from_dollars(500).unwrap(),
+            indirect_rate_ppm: 0,
+            account: Some("chem".into()),
+            periods: PeriodSplit::Whole,
+        },
+        "test",
+        t,
+    )
+    .unwrap();
+    drop(b);
+    let server = api::start(
+        config,
+        ServeOptions {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            socket: Some(dir.path().join("run/api.sock")),
+            log: false,
+        },
+    )
+    .unwrap();
+    World { dir, server: Some(server) }
+}
+
+fn error_code(r: &Response) -> String {
+    r.json()["error"]["code"].as_str().unwrap_or_default().to_string()
+}
+
+// ----- public endpoints -----------------------------------------------------------------------
+
+#[test]
+fn health_and_metrics_answer_without_a_token() {
+    let w = world();
+    let r = w.call("GET", "/health", None, None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["status"], "ok");
+    assert_eq!(r.json()["schema_version"], 4);
+    let r = w.call("GET", "/metrics", None, None);
+    assert_eq!(r.status, 200);
+    assert!(r.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
+    for line in [
+        "asbb_ledger_up 1",
+        "asbb_jobs{state=\"held\"} 1",
+        "asbb_jobs{state=\"settled\"} 4",
+        "asbb_holds_open{account=\"chem\"} 1",
+        "asbb_runs_without_hold 1",
+    ] {
+        assert!(r.body.lines().any(|l| l == line), "no `{line}` in\n{}", r.body);
+    }
+    assert!(r.body.lines().any(|l| l.starts_with("asbb_charged_dollars{account=\"phys\"} 0.")), "{}", r.body);
+    assert!(r.body.lines().any(|l| l.starts_with("asbb_reconcile_lag_seconds ")), "{}", r.body);
+    assert!(r.body.contains("# TYPE asbb_api_requests_total counter"));
+}
+
+// ----- authentication and roles -------------------------------------------------------------------
+
+#[test]
+fn tokens_and_roles_are_enforced() {
+    let w = world();
+    let r = w.call("GET", "/api/v1/accounts/chem", None, None);
+    assert_eq!((r.status, error_code(&r).as_str()), (401, "unauthorized"));
+    assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"asbb\""));
+    let r = w.call("GET", "/api/v1/accounts/chem", Some("not-a-token"), None);
+    assert_eq!((r.status, error_code(&r).as_str()), (401, "unauthorized"));
+    // A hash is not a token.
+    let r = w.call("GET", "/api/v1/accounts/chem", Some(&sha(READ)), None);
+    assert_eq!(r.status, 401);
+    // read: GET yes, POST no.
+    assert_eq!(w.call("GET", "/api/v1/accounts/chem", Some(READ), None).status, 200);
+    let before = w.snapshot();
+    let body = r#"{"job_id": 101, "cost_data": {"actual_cost": "1.00"}}"#;
+    let r = w.call("POST", "/api/v1/integration/cost-update", Some(READ), Some(body));
+    assert_eq!((r.status, error_code(&r).as_str()), (403, "forbidden"), "{}", r.body);
+    // integration: POST yes, admin-only no.
+    let r = w.call("PUT", "/api/v1/accounts/chem/members/bob", Some(INTEGRATION), None);
+    assert_eq!(r.status, 403);
+    assert_eq!(w.snapshot(), before);
+    // admin: everything.
+    let r = w.call("PUT", "/api/v1/accounts/chem/members/bob", Some(ADMIN), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["applied"], true);
+    let r = w.call("GET", "/api/v1/accounts/chem/members", Some(READ), None);
+    assert!(r.json().as_array().unwrap().iter().any(|m| m["user"] == "bob" && m["via"] == "member"), "{}", r.body);
+    let r = w.call("DELETE", "/api/v1/accounts/chem/members/bob", Some(ADMIN), None);
+    assert_eq!(r.json()["applied"], true);
+    // Unknown routes and methods answer JSON too.
+    let r = w.call("GET", "/api/v1/nope", Some(ADMIN), None);
+    assert_eq!((r.status, error_code(&r).as_str()), (404, "not_found"));
+    let r = w.call("DELETE", "/api/v1/budget/check", Some(ADMIN), None);
+    assert_eq!((r.status, error_code(&r).as_str()), (405, "method_not_allowed"));
+}
+
+// ----- bad input ---------------------------------------------------------------------------------
+
+#[test]
+fn bad_bodies_are_refused_and_write_nothing() {
+    let w = world();
+    let before = w.snapshot();
+    let post = |path: &str, body: &str| w.call("POST", path, Some(INTEGRATION), Some(body));
+    let cu = "/api/v1/integration/cost-update";
+    let fb = "/api/v1/integration/performance-feedback";
+    let cases: Vec<(&str, String, u16, &str)> = vec![
+        (cu, r#"{"job_id": 101, "cost_data": {"actual_cost": "1.00"}, "extra": 1}"#.into(), 400, "invalid_body"),
+        (cu, r#"{"job_id": 101, "cost_data": {"actual_cost": "1.00", "gpu_cost": 1}}"#.into(), 400, "invalid_body"),
+        (cu, r#"{"job_id": 101, "cost_data": {"actual_cost": "1.00""#.into(), 400, "malformed_json"),
+        (cu, "not json".into(), 400, "malformed_json"),
+        (cu, String::new(), 400, "invalid_body"),
+        (cu, r#"{"job_id": 101}"#.into(), 400, "invalid_body"),
+        (cu, r#"{"job_id": 101, "cost_data": {"actual_cost": 1e3}}"#.into(), 422, "invalid"),
+        (cu, r#"{"job_id": 101, "cost_data": {"actual_cost": -5}}"#.into(), 422, "invalid"),
+        (cu, r#"{"job_id": 101, "cost_data": {"actual_cost": "12.3456789"}}"#.into(), 422, "invalid"),
+        (cu, r#"{"job_id": "x", "cost_data": {"actual_cost": 1}}"#.into(), 422, "invalid"),
+        (cu, r#"{"job_id": 101, "source": "bad source!", "cost_data": {"actual_cost": 1}}"#.into(), 422, "invalid"),
+        (cu, format!(r#"{{"job_id": 101, "cost_data": {{"actual_cost": 1}}, "metadata": "{}"}}"#, "x".repeat(70_000)), 413, "payload_too_large"),
+        (fb, r#"{"job_id": 101, "estimated_cost": 1, "actual_cost": 1, "estimated_duration": 1}"#.into(), 400, "invalid_body"),
+        (fb, r#"{"job_id": 101, "estimated_cost": 1, "actual_cost": 1, "estimated_duration": 1, "actual_duration": 1, "rating": 3}"#.into(), 400, "invalid_body"),
+        (fb, r#"{"job_id": 101, "estimated_cost": "1,0", "actual_cost": 1, "estimated_duration": 1, "actual_duration": 1}"#.into(), 422, "invalid"),
+        ("/api/v1/budget/check", r#"{"account": "chem", "partition": "debug", "time": "2h", "gpu": 1}"#.into(), 400, "invalid_body"),
+        ("/api/v1/budget/check", r#"{"account": "chem", "partition": "debug", "time": "forever"}"#.into(), 422, "invalid"),
+    ];
+    for (path, body, status, code) in cases {
+        let r = post(path, &body);
+        assert_eq!(
+            (r.status, error_code(&r).as_str()),
+            (status, code),
+            "{path} {}: {}",
+            &body[..body.len().min(90)],
+            r.body
+        );
+        assert!(!r.json()["error"]["message"].as_str().unwrap_or_default().is_empty(), "{}", r.body);
+    }
+    assert_eq!(w.snapshot(), before);
+    w.verify_clean();
+}
+
+#[test]
+fn unknown_ambiguous_and_unpriced_jobs_are_4xx() {
+    let w = world();
+    let before = w.snapshot();
+    let r = w.call("GET", "/api/v1/integration/budget-context/999", Some(READ), None);
+    assert_eq!((r.status, error_code(&r).as_str()), (404, "unknown_job"), "{}", r.body);
+    let r = w.call("GET", "/api/v1/integration/budget-context/abc", Some(READ), None);
+    assert_eq!((r.status, error_code(&r).as_str()), (400, "invalid_job_id"));
+    let r = w.call("GET", "/api/v1/integration/budget-context/101?color=red", Some(READ), None);
+    assert_eq!((r.status, error_code(&r).as_str()), (400, "invalid_query"));
+    let r = w.call("GET", "/api/v1/integration/budget-context/105", Some(READ), None);
+    assert_eq!((r.status, error_code(&r).as_str()), (409, "ambiguous_job"), "{}", r.body);
+    assert!(r.body.contains("c1, c2"), "{}", r.body);
+    let r = w.call("GET", "/api/v1/integration/budget-context/105?cluster=c2", Some(READ), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["cluster"], "c2");
+    let r = w.call("GET", "/api/v1/integration/budget-context/101?cluster=c9", Some(READ), None);
+    assert_eq!(r.status, 404);
+    let body = r#"{"job_id": 999, "cost_data": {"actual_cost": "1.00"}}"#;
+    let r = w.call("POST", "/api/v1/integration/cost-update", Some(INTEGRATION), Some(body));
+    assert_eq!((r.status, error_code(&r).as_str()), (404, "unknown_job"));
+    let body = r#"{"job_id": 103, "cost_data": {"actual_cost": "1.00"}}"#;
+    let r = w.call("POST", "/api/v1/integration/cost-update", Some(INTEGRATION), Some(body));
+    assert_eq!((r.status, error_code(&r).as_str()), (409, "job_not_priced"), "{}", r.body);
+    let body =
+        r#"{"job_id": 999, "estimated_cost": 1, "actual_cost": 1, "estimated_duration": 60, "actual_duration": 60}"#;
+    let r = w.call("POST", "/api/v1/integration/performance-feedback", Some(INTEGRATION), Some(body));
+    assert_eq!((r.status, error_code(&r).as_str()), (404, "unknown_job"));
+    assert_eq!(w.call("GET", "/api/v1/accounts/nope", Some(READ), None).status, 404);
+    let r = w.call("GET", "/api/v1/grants/NOPE/report", Some(READ), None);
+    assert_eq!((r.status, error_code(&r).as_str()), (404, "unknown_grant"), "{}", r.body);
+    assert_eq!(w.snapshot(), before);
+}
+
+// ----- cost updates ---------------------------------------------------------------------------------
+
+#[test]
+fn cost_update_adjusts_once_and_keeps_verify_clean() {
+    let w = world();
+    let ctx = w.call("GET", "/api/v1/integration/budget-context/101", Some(READ), None).json();
+    let charged = Money::parse(ctx["actual"].as_str().unwrap()).unwrap();
+    assert!(charged.micros() > 0);
+    // Up: actual = charged + $2.345678 (a JSON number, read exactly).
+    let actual = Money::from_micros(charged.micros() + 2_345_678);
+    let body = format!(
+        r#"{{"job_id": 101, "cluster": "c1", "performance_data": {{"cpu_efficiency": 0.8}},
+            "cost_data": {{"actual_cost": {}, "compute_cost": "2.00", "storage_cost": 0.1, "network_cost": "0.05",
+                           "spot_savings": 1.5, "instance_types": ["c5.large"]}},
+            "metadata": {{"research_domain": "chemistry"}}}}"#,
+        actual.to_exact_string()
+    );
+    let r = w.call("POST", "/api/v1/integration/cost-update", Some(INTEGRATION), Some(&body));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["applied"], true);
+    assert_eq!(v["source"], "launcher");
+    assert_eq!(v["adjustment"], "2.345678");
+    assert_eq!(v["net_charge"], actual.to_exact_string());
+    assert_eq!(v["journal_key"], "adjust:c1:101:launcher");
+    w.verify_clean();
+    // Replay: 200, nothing applied, one adjustment in the journal.
+    let before = w.snapshot();
+    let r = w.call("POST", "/api/v1/integration/cost-update", Some(INTEGRATION), Some(&body));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["applied"], false);
+    assert_eq!(r.json()["adjustment"], "2.345678");
+    assert_eq!(w.snapshot(), before);
+    assert!(w.adjustments("adjust:c1:101:launcher") >= 1);
+    // The same source with a different cost is a conflict.
+    let other = body.replace(&actual.to_exact_string(), "1.00");
+    let r = w.call("POST", "/api/v1/integration/cost-update", Some(INTEGRATION), Some(&other));
+    assert_eq!((r.status, error_code(&r).as_str()), (409, "conflict"), "{}", r.body);
+    assert_eq!(w.snapshot(), before);
+    // Another source brings it down below the run's charge: money goes back.
+    let body = r#"{"job_id": 101, "source": "aws-bill", "cost_data": {"actual_cost": "0.05"}}"#;
+    let r = w.call("POST", "/api/v1/integration/cost-update", Some(INTEGRATION), Some(body));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["net_charge"], "0.05");
+    assert!(r.json()["adjustment"].as_str().unwrap().starts_with('-'));
+    w.verify_clean();
+    // The context shows it all.
+    let ctx = w.call("GET", "/api/v1/integration/budget-context/101", Some(READ), None).json();
+    assert_eq!(ctx["actual"], "0.05");
+    assert_eq!(ctx["account"]["name"], "chem");
+    assert_eq!(ctx["grant"]["number"], "NSF-1");
+    assert_eq!(ctx["metadata"]["research_domain"], "chemistry");
+    assert_eq!(ctx["cost_updates"].as_array().unwrap().len(), 2);
+    assert_eq!(ctx["cost_updates"][0]["spot_savings"], "1.50");
+    assert_eq!(ctx["runs"][0]["cluster"], "c1");
+    // A job still running cannot be adjusted yet.
+    let ctx = w.call("GET", "/api/v1/accounts/chem", Some(READ), None).json();
+    assert!(ctx["available"].as_str().is_some());
+}
+
+#[test]
+fn a_job_still_running_is_not_adjusted() {
+    let w = world();
+    let mut b = w.budget();
+    let r = req("chem", "debug", 1, 30, Some(777));
+    let token = match b.check_and_hold(&r, now()).unwrap() {
+        Decision::Accept { token, .. } => token,
+        d => panic!("{d:?}"),
+    };
+    drop(b);
+    let before = w.snapshot();
+    let body = r#"{"job_id": 777, "cost_data": {"actual_cost": "1.00"}}"#;
+    let resp = w.call("POST", "/api/v1/integration/cost-update", Some(INTEGRATION), Some(body));
+    assert_eq!((resp.status, error_code(&resp).as_str()), (409, "job_not_settled"), "{}", resp.body);
+    assert_eq!(w.snapshot(), before);
+    // Its context is there already (found by the id known at submit).
+    let ctx = w.call("GET", "/api/v1/integration/budget-context/777", Some(READ), None);
+    assert_eq!(ctx.status, 200, "{}", ctx.body);
+    assert_eq!(ctx.json()["token"], token);
+    assert_eq!(ctx.json()["state"], "held");
+    assert_eq!(ctx.json()["cluster"], serde_json::Value::Null);
+}
+
+// ----- feedback, context, check, accounts, grants, me -----------------------------------------------
+
+#[test]
+fn feedback_is_recorded_once_as_a_learning_sample() {
+    let w = world();
+    let body = r#"{"job_id": 104, "estimated_cost": "2.00", "actual_cost": 1.25, "estimated_duration": 7200,
+                   "actual_duration": 3599.6, "performance_rating": 4.5, "optimization_hints": ["use spot", "fewer cores"]}"#;
+    let r = w.call("POST", "/api/v1/integration/performance-feedback", Some(INTEGRATION), Some(body));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["applied"], true);
+    assert_eq!(r.json()["learning_sample"], true);
+    assert_eq!(r.json()["account"], "phys");
+    let before = w.snapshot();
+    let r = w.call("POST", "/api/v1/integration/performance-feedback", Some(INTEGRATION), Some(body));
+    assert_eq!((r.status, r.json()["applied"].clone()), (200, serde_json::Value::Bool(false)));
+    assert_eq!(w.snapshot(), before);
+    let conn = rusqlite::Connection::open(w.ledger()).unwrap();
+    let (e, a, es, as_): (i64, i64, i64, i64) = conn
+        .query_row(
+            "SELECT estimate_micros, actual_micros, estimated_s, actual_s FROM learning_samples WHERE source = 'feedback'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .unwrap();
+    assert_eq!((e, a, es, as_), (2_000_000, 1_250_000, 7200, 3600));
+    let ctx = w.call("GET", "/api/v1/integration/budget-context/104", Some(READ), None).json();
+    assert_eq!(ctx["feedback"]["performance_rating"], "4.5");
+    assert_eq!(ctx["feedback"]["optimization_hints"][1], "fewer cores");
+    assert_eq!(ctx["grant"], serde_json::Value::Null);
+}
+
+#[test]
+fn budget_context_check_accounts_grant_report_and_me() {
+    let w = world();
+    let ctx = w.call("GET", "/api/v1/integration/budget-context/102", Some(READ), None);
+    // 102 never ran and SLURM's id was not known at submit: not findable by id.
+    assert_eq!(ctx.status, 404);
+    let ctx = w.call("GET", "/api/v1/integration/budget-context/101", Some(READ), None).json();
+    for key in ["estimate", "hold_placed", "hold", "actual"] {
+        Money::parse(ctx[key].as_str().unwrap()).unwrap();
+    }
+    assert_eq!(ctx["state"], "settled");
+    assert_eq!(ctx["hold"], "0.00");
+    assert_eq!(ctx["request"]["partition"], "debug");
+    let acc = &ctx["account"];
+    assert!(Money::parse(acc["burn_rate_per_day"].as_str().unwrap()).is_ok());
+    assert!(acc["days_until_exhausted"].is_i64() || acc["days_until_exhausted"].is_null());
+    // A quote: nothing held.
+    let before = w.snapshot();
+    let body =
+        r#"{"account": "chem", "partition": "debug", "nodes": 2, "cpus_per_node": 4, "mem": "4G", "time": "2h"}"#;
+    let r = w.call("POST", "/api/v1/budget/check", Some(INTEGRATION), Some(body));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!((v["decision"].as_str(), v["fits"].as_bool()), (Some("accept"), Some(true)));
+    assert_eq!(v["estimate"], "0.40");
+    assert_eq!(v["hold"], "0.40");
+    let body = r#"{"account": "phys", "partition": "aws", "nodes": 100, "time": "1d"}"#;
+    let v = w.call("POST", "/api/v1/budget/check", Some(INTEGRATION), Some(body)).json();
+    assert_eq!(v["decision"], "reject");
+    assert!(v["reason"].as_str().unwrap().contains("cannot cover"), "{v}");
+    assert_eq!(w.call("POST", "/api/v1/budget/check", Some(READ), Some(body)).status, 403);
+    assert_eq!(w.snapshot(), before);
+    // Accounts.
+    let v = w.call("GET", "/api/v1/accounts", Some(READ), None).json();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    let v = w.call("GET", "/api/v1/accounts/phys", Some(READ), None).json();
+    assert_eq!(v["allocated"], "50.00");
+    // The grant's report, delegated to the grants module.
+    let r = w.call("GET", "/api/v1/grants/NSF-1/report?format=json", Some(READ), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert!(r.body.contains("NSF-1"));
+    let r = w.call("GET", "/api/v1/grants/NSF-1/report?format=pdf", Some(READ), None);
+    assert_eq!((r.status, error_code(&r).as_str()), (400, "invalid_query"));
+    // me: a token is not a user; read roles see every account.
+    let v = w.call("GET", "/api/v1/me", Some(READ), None).json();
+    assert_eq!(v["role"], "read");
+    assert_eq!(v["accounts"].as_array().unwrap().len(), 2);
+}
+
+// ----- the unix socket -----------------------------------------------------------------------------
+
+#[test]
+fn unix_socket_maps_the_peer_to_a_role() {
+    let w = world();
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(w.socket()).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o666);
+    let me = asbb::cli::current_uid();
+    let r = w.unix("GET", "/api/v1/me", None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    if me == 0 {
+        assert_eq!(r.json()["role"], "admin");
+        let r = w.unix("PUT", "/api/v1/accounts/chem/members/65534", None);
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    // No token needed for anything on the socket; the uid decides.
+    assert_eq!(w.unix("GET", "/health", None).status, 200);
+    // The role rules, without changing uid.
+    let peers = vec![(4242u32, ApiRole::Integration)];
+    let names = vec![("burstd".to_string(), ApiRole::Read)];
+    assert_eq!(api::peer_role(0, Some("root"), Some(999), &peers, &names), ApiRole::Admin);
+    assert_eq!(api::peer_role(999, Some("slurm"), Some(999), &peers, &names), ApiRole::Admin);
+    assert_eq!(api::peer_role(4242, None, Some(999), &peers, &names), ApiRole::Integration);
+    assert_eq!(api::peer_role(5000, Some("burstd"), Some(999), &peers, &names), ApiRole::Read);
+    assert_eq!(api::peer_role(5001, Some("eve"), Some(999), &peers, &names), ApiRole::User);
+}
+
+/// Issue 5: `asbb` run as an ordinary user cannot open the 0600 ledger and asks the
+/// service's socket, which shows them only their accounts.
+#[test]
+fn asbb_as_a_user_reads_its_accounts_through_the_socket() {
+    let setpriv = Path::new("/usr/bin/setpriv");
+    if asbb::cli::current_uid() != 0 || !setpriv.exists() {
+        eprintln!("skipped: needs root and setpriv to run asbb as another user");
+        return;
+    }
+    // CI may build where another user cannot reach the binary (e.g. under /root).
+    let reachable = Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_asbb"), "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !reachable {
+        eprintln!("skipped: uid 65534 cannot run {}", env!("CARGO_BIN_EXE_asbb"));
+        return;
+    }
+    let w = world();
+    use std::os::unix::fs::PermissionsExt;
+    for p in [w.dir.path().to_path_buf(), w.dir.path().join("run")] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::set_permissions(w.config_file(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        let out = Command::new(setpriv)
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_asbb")])
+            .args(args)
+            .env("ASBB_CONFIG", w.config_file())
+            .env("ASBB_SOCKET", w.socket())
+            .env_remove("ASBB_LEDGER")
+            .env_remove("ASBB_ACCOUNT")
+            .output()
+            .unwrap();
+        (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+            out.status.code(),
+        )
+    };
+    // Not a member of anything yet.
+    let (out, err, code) = as_nobody(&["--format", "json", "status"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), "[]");
+    let (_, err, code) = as_nobody(&["remaining", "-A", "chem"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("may read only accounts"), "{err}");
+    // An admin adds them (by uid) to chem.
+    let out = Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
+        .args(["account", "member", "add", "chem", "65534"])
+        .env("ASBB_CONFIG", w.config_file())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (out, err, code) = as_nobody(&["status"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.lines().nth(1).unwrap_or_default().starts_with("chem "), "{out}");
+    assert!(!out.contains("phys"));
+    let (out, _, code) = as_nobody(&[
+        "quick-check",
+        "-A",
+        "chem",
+        "-p",
+        "debug",
+        "-N",
+        "2",
+        "--cpus-per-node",
+        "4",
+        "--mem",
+        "4G",
+        "-t",
+        "2h",
+    ]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("Estimate:   $0.40"), "{out}");
+    let (out, _, code) = as_nobody(&["--format", "json", "quick-check", "-A", "phys", "-p", "debug", "-t", "1h"]);
+    assert_eq!(code, Some(2), "{out}");
+    // Without the socket the user gets the ledger's own error.
+    let out = Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_asbb"), "status"])
+        .env("ASBB_CONFIG", w.config_file())
+        .env_remove("ASBB_SOCKET")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+// ----- the burst launcher's files ---------------------------------------------------------------------
+
+fn data_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/import")
+}
+
+#[test]
+fn import_costs_applies_skips_and_refuses_per_file() {
+    let w = world();
+    {
+        // The jobs the sample files name: 201 and 202 on aws (chem), 204 on debug (phys).
+        let mut b = w.budget();
+        job(&mut b, "chem", "aws", 201, "c1", Some(3_600));
+        job(&mut b, "chem", "aws", 202, "c1", Some(3_600));
+        job(&mut b, "phys", "debug", 204, "c1", Some(600));
+    }
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
+            .args(["integration", "import-costs"])
+            .arg(data_dir())
+            .env("ASBB_CONFIG", w.config_file())
+            .env("ASBB_LEDGER", w.ledger())
+            .output()
+            .unwrap();
+        (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap(), out.status.code())
+    };
+    let (out, err, code) = run();
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert_eq!(err, "asbb-admin: error: 7 files refused\n");
+    let lines: Vec<&str> = out.lines().collect();
+    let expect = [
+        "job-201-asbb-reconciliation.json: applied: job 201 (chem) actual $0.25, was charged $0.09, adjustment +$0.17",
+        "job-202-asbb-reconciliation.json: applied: job 202 (chem) actual $0.05, was charged $0.09, adjustment -$0.04",
+        "job-203-asbb-reconciliation.json: refused: no job 203 in the ledger",
+        "job-204-asbb-reconciliation.json: refused: job 204 is charged to account phys in the ledger, not chem",
+        "job-205-asbb-reconciliation.json: refused: not a reconciliation file: EOF while parsing a value at line 4 column 0",
+        "job-206-asbb-reconciliation.json: refused: not a reconciliation file: unknown field `gpu_cost`, expected one of `job_id`, `account`, `user_id`, `partition`, `actual_cost`, `compute_cost`, `storage_cost`, `network_cost`, `spot_savings`, `instance_types`, `duration_hours`, `success`, `export_time`, `plugin_version` at line 1 column 65",
+        "job-207-asbb-reconciliation.json: refused: actual_cost: amount '1e3' is not a decimal number like 1250.50",
+        "job-208-asbb-reconciliation.json: refused: job_id 209 does not match the file name's job 208",
+        "job-210-asbb-reconciliation.json: refused: actual_cost: amount '-3.00' is negative; amounts must be zero or more",
+        "imported 9 files: 2 applied, 0 skipped (applied before), 7 refused",
+    ];
+    assert_eq!(lines, expect, "\n{out}");
+    w.verify_clean();
+    // Again: the two applied are skipped, nothing changes.
+    let before = w.snapshot();
+    let (out, _, code) = run();
+    assert_eq!(code, Some(1));
+    assert!(
+        out.contains(
+            "job-201-asbb-reconciliation.json: skipped: job 201 already has this actual cost ($0.25) from aws-import"
+        ),
+        "{out}"
+    );
+    assert!(out.ends_with("imported 9 files: 0 applied, 2 skipped (applied before), 7 refused\n"), "{out}");
+    assert_eq!(w.snapshot(), before);
+    w.verify_clean();
+    // One good file alone exits 0.
+    let out = Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
+        .args(["--format", "json", "integration", "import-costs"])
+        .arg(data_dir().join("job-201-asbb-reconciliation.json"))
+        .env("ASBB_CONFIG", w.config_file())
+        .env("ASBB_LEDGER", w.ledger())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["files"][0]["outcome"], "skipped");
+    assert_eq!(v["files"][0]["actual"], "0.25");
+    // The file's parts and metadata are in the job's context.
+    let ctx = w.call("GET", "/api/v1/integration/budget-context/201", Some(READ), None).json();
+    assert_eq!(ctx["actual"], "0.25");
+    assert_eq!(ctx["cost_updates"][0]["source"], "aws-import");
+    assert_eq!(ctx["cost_updates"][0]["compute"], "0.20");
+    assert_eq!(ctx["cost_updates"][0]["instance_types"][0], "c5.large");
+    assert_eq!(ctx["metadata"]["duration_s"], 3780);
+    assert_eq!(ctx["metadata"]["plugin_version"], "1.4.2");
+}
+
+/// The command line serves too (and refuses a non-loopback address).
+#[test]
+fn asbb_admin_serve_runs_and_refuses_public_addresses() {
+    let w = world();
+    let out = Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
+        .args(["serve", "--listen", "0.0.0.0:0"])
+        .env("ASBB_CONFIG", w.config_file())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a loopback address"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
+        .args(["serve", "--quiet", "--socket"])
+        .arg(w.dir.path().join("cli.sock"))
+        .env("ASBB_CONFIG", w.config_file())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let sock = w.dir.path().join("cli.sock");
+    let mut ok = false;
+    for _ in 0..100 {
+        if let Ok(r) = request(&Target::Unix(&sock), "GET", "/health", &[], None, Duration::from_secs(5)) {
+            ok = r.status == 200;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let status = child.wait().unwrap();
+    assert!(ok, "the served socket did not answer");
+    assert!(status.success(), "{status:?}");
+    assert!(!sock.exists(), "the socket file is removed on exit");
+}
+
+// ----- the learning bound ---------------------------------------------------------------------------------
+
+fn learning(min_ppm: i64, min_samples: u32, window: u32, percentile: u32) -> LearningConfig {
+    LearningConfig {
+        enabled: true,
+        min_hold_factor_ppm: min_ppm,
+        min_samples,
+        window_samples: window,
+        percentile,
+        include_feedback: true,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, .. ProptestConfig::default() })]
+
+    /// The factor is always within [min, 1]; the hold within [min × estimate, estimate].
+    #[test]
+    fn learned_holds_stay_within_the_bound(
+        ratios in proptest::collection::vec(0i64..20_000_000, 0..300),
+        min_ppm in 1i64..=1_000_000,
+        min_samples in 1u32..50,
+        percentile in 50u32..=100,
+        estimate in 0i64..1_000_000_000_000,
+    ) {
+        let cfg = learning(min_ppm, min_samples, 300, percentile);
+        let factor = factor_from_ratios(&ratios, &cfg);
+        if ratios.len() < min_samples as usize {
+            prop_assert_eq!(factor, None);
+        }
+        let f = factor.unwrap_or(PPM);
+        prop_assert!(f >= min_ppm && f <= PPM);
+        let hold = hold_from_factor(Money::from_micros(estimate), f).micros();
+        prop_assert!(hold <= estimate);
+        prop_assert!(hold as i128 * PPM as i128 >= min_ppm as i128 * estimate as i128, "hold {} < {} × {}", hold, min_ppm, estimate);
+    }
+
+    /// The same through a real ledger: whatever the samples, hold_for stays in bounds.
+    #[test]
+    fn hold_for_on_a_ledger_stays_within_the_bound(
+        samples in proptest::collection::vec((1i64..10_000_000, 0i64..30_000_000), 0..60),
+        min_ppm in 1i64..=1_000_000,
+        estimate in 1i64..10_000_000_000,
+    ) {
+        let cfg = learning(min_ppm, 10, 40, 90);
+        let ledger = asbb::core::ledger::Ledger::in_memory().unwrap();
+        let conn = ledger.connection();
+        conn.execute("INSERT INTO accounts (name, created_at) VALUES ('a', 0)", []).unwrap();
+        for (i, (e, a)) in samples.iter().enumerate() {
+            conn.execute(
+                "INSERT INTO learning_samples (sample_key, source, account_id, partition, estimate_micros, actual_micros, at)
+                 VALUES (?1, 'run', 1, 'p', ?2, ?3, 0)",
+                rusqlite::params![format!("k{i}"), e, a],
+            ).unwrap();
+        }
+        let hold = hold_for_conn(conn, 1, "p", Money::from_micros(estimate), &cfg).unwrap().micros();
+        prop_assert!(hold <= estimate);
+        prop_assert!(hold as i128 * PPM as i128 >= min_ppm as i128 * estimate as i128);
+        if samples.len() < 10 {
+            prop_assert_eq!(hold, estimate);
+        }
+    }
+}
