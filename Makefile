@@ -44,7 +44,8 @@ test: build
 		$(CARGO) test --release -- --test-threads=2
 
 test-core:
-	$(CARGO) test --release --lib --test ledger_props --test cli_admin
+	$(CARGO) test --release --lib --test ledger_props --test cli_admin --test grants --test api_http \
+		--test learning_sim --test reconcile_core --test fuzz_fields --test cli_reconcile --test simulation
 
 bench: build
 	$(CARGO) bench --bench ledger

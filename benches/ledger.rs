@@ -39,7 +39,11 @@ fn main() {
         seed(ledger.connection(), accounts, entries);
     }
     let seed_s = t0.elapsed().as_secs_f64();
-    let mut budget = Budget::open(config, OpenMode::MustExist).expect("open");
+    // As the plugins open it: no automatic checkpoint in the writing connection, a
+    // checkpointer thread beside it.
+    let ledger = Ledger::open(&path, OpenMode::MustExist, 50).and_then(|l| l.without_autocheckpoint()).expect("open");
+    let _checkpointer = asbb::core::ledger::Checkpointer::start(&path);
+    let mut budget = Budget::with_ledger(config, ledger);
 
     let mut check_us = Vec::with_capacity(iterations as usize);
     let mut reconcile_us = Vec::with_capacity(iterations as usize);
@@ -127,7 +131,8 @@ fn seed(conn: &rusqlite::Connection, accounts: u64, entries: u64) {
            SELECT 'charge:seed:' || job_id || ':0', 'charge', account_id, account_id, 50000, token, job_id, settled_at FROM jobs;
          INSERT INTO journal (txn_key, kind, account_id, amount_micros, token, job_id, at)
            SELECT 'release:seed:' || job_id || ':0', 'release', account_id, 100000, token, job_id, settled_at FROM jobs;
-         UPDATE allocations SET debited_micros = 50000 * (SELECT count(*) FROM jobs WHERE jobs.account_id = allocations.account_id);
+         CREATE TEMP TABLE seed_counts AS SELECT account_id, count(*) AS n FROM jobs GROUP BY account_id;
+         UPDATE allocations SET debited_micros = 50000 * coalesce((SELECT n FROM seed_counts s WHERE s.account_id = allocations.account_id), 0);
          COMMIT;
          PRAGMA wal_checkpoint(TRUNCATE);"
     );

@@ -91,8 +91,8 @@ run "$bin/asbb-admin" deposit physics 100 --valid-from "$(date -u -d '+5 days' +
 run "$bin/asbb-admin" account list
 
 say "Starting slurmctld and slurmd (ports $port, $((port + 1)))"
-(cd "$demo" && slurmctld -D -f "$SLURM_CONF" >/dev/null 2>&1) & ctld_pid=$!
-(cd "$demo" && slurmd -D -f "$SLURM_CONF" >/dev/null 2>&1) & slurmd_pid=$!
+(cd "$demo" && exec slurmctld -D -f "$SLURM_CONF" >/dev/null 2>&1) & ctld_pid=$!
+(cd "$demo" && exec slurmd -D -f "$SLURM_CONF" >/dev/null 2>&1) & slurmd_pid=$!
 for _ in $(seq 100); do
   [ "$(sinfo -h -o %t 2>/dev/null)" = idle ] && break
   sleep 0.2

@@ -21,6 +21,7 @@ PACKAGES=(
   dpkg-dev                                           # `apt-get source` unpacks with dpkg-source
   sqlite3                                            # inspecting ledgers in tests/debugging
   gcc libc6-dev pkg-config                           # rusqlite's bundled SQLite, linking
+  libsqlite3-dev                                     # the plugins link the system SQLite (one copy in slurmctld)
   util-linux procps                                  # runuser (tests run jobs as users), pgrep/ps
   ca-certificates                                    # HTTPS package fetches
   chromium                                           # renders the HTML grant report in tests

@@ -79,6 +79,7 @@ impl Site {
     fn admin(&self, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
             .args(args)
+            .envs(self.cluster.env())
             .env("ASBB_CONFIG", self.cluster.etc_dir().join("asbb.toml"))
             .env_remove("ASBB_LEDGER")
             .env_remove("ASBB_NOW")
@@ -454,5 +455,51 @@ fn job_metadata_reaches_the_ledger_and_is_enforced() {
     for token in [from_comment, from_env, from_wckey] {
         assert_eq!(site.wait_settled(&token), "settled");
     }
+    site.assert_clean();
+}
+
+#[test]
+fn held_jobs_are_approved_denied_or_released_by_a_deposit() {
+    let toml = format!("{ASBB_TOML}[accounts.chem]\napproval_threshold = \"0.50\"\n");
+    let Some(mut site) = Site::start("e2eapprove", &toml, &[]) else { return };
+    let submit = |account: &str| site.cluster.sbatch_as(USER, &["-A", account, "-t", "10", "--wrap", "sleep 1"]);
+    let out = submit("chem");
+    let approved = submitted_id(&out);
+    assert_eq!(text(&out.stderr), "sbatch: asbb: needs approval, estimate $0.60 > $0.50\n");
+    let denied = submitted_id(&submit("chem"));
+    let list = site.admin_ok(&["job", "list", "--held", "--format", "csv"]);
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines[0], "jobid,user,account,partition,estimate,submitted,state,reason");
+    assert!(lines[1].starts_with(&format!("{approved},{USER},chem,debug,0.60,")), "{list}");
+    assert!(lines[1].ends_with(",awaiting_approval,\"asbb: needs approval, estimate $0.60 > $0.50\""), "{list}");
+    assert_eq!(lines.len(), 3);
+
+    // The owner cannot release it; an admin approves it.
+    assert!(!site.cluster.run_as(USER, "scontrol", &["release", &approved.to_string()]).status.success());
+    assert_eq!(
+        site.admin_ok(&["job", "approve", &approved.to_string()]),
+        format!("approved job {approved}: holding $0.60; released\n")
+    );
+    assert_eq!(site.cluster.wait_done(approved), "COMPLETED");
+    assert_eq!(site.wait_settled(&site.token_of(approved)), "settled");
+
+    assert_eq!(
+        site.admin_ok(&["job", "deny", &denied.to_string(), "--reason", "too big for this month"]),
+        format!("denied job {denied}: cancelled (too big for this month)\n")
+    );
+    assert_eq!(site.cluster.wait_done(denied), "CANCELLED");
+    assert_eq!(site.cluster.job_field(denied, "Comment").as_deref(), Some("asbb: denied: too big for this month"));
+    let token = site.token_of(denied);
+    assert_eq!(site.wait_settled(&token), "denied");
+
+    // Short of funds with money coming: held; a deposit with --release-held lets it run.
+    site.admin_ok(&["account", "create", "tight", "--limit", "0.10", "--start", "2020-01-01"]);
+    let soon = chrono::Utc::now().date_naive() + chrono::Days::new(10);
+    site.admin_ok(&["deposit", "tight", "10", "--valid-from", &soon.to_string()]);
+    let waiting = submitted_id(&submit("tight"));
+    let out = site.admin_ok(&["deposit", "tight", "1", "--release-held"]);
+    assert_eq!(out, format!("deposited $1.00 to tight; available $0.50\nreleased job {waiting}: holding $0.60\n"));
+    assert_eq!(site.cluster.wait_done(waiting), "COMPLETED");
+    assert_eq!(site.wait_settled(&site.token_of(waiting)), "settled");
     site.assert_clean();
 }

@@ -37,6 +37,9 @@ pub enum AdminCommand {
     Account(AccountCommand),
     /// Add money to an account, valid for a window.
     Deposit(DepositArgs),
+    /// Jobs submitted held: approve, deny, list.
+    #[command(subcommand)]
+    Job(super::jobs::JobCommand),
     /// Price a job without submitting it.
     Estimate(EstimateArgs),
     /// An account's journal entries.
@@ -57,6 +60,9 @@ pub enum AdminCommand {
     Grant(super::grant::GrantCommand),
     /// Burn rate, projected exhaustion and spending status of an account or a grant.
     Forecast(super::grant::ForecastArgs),
+    // issue 7
+    /// Ask SLURM which jobs exist and settle every hold the plugins left open.
+    Reconcile(super::reconcile::ReconcileArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -107,6 +113,10 @@ pub struct DepositArgs {
     /// Makes a retried deposit safe: the same id is applied once.
     #[arg(long)]
     pub request_id: Option<String>,
+    /// Then release the account's held jobs that now fit, oldest first (default:
+    /// `release_held_on_deposit` in the config).
+    #[arg(long)]
+    pub release_held: bool,
 }
 
 /// A job's shape, shared by `asbb-admin estimate` and `asbb quick-check`.
@@ -298,6 +308,10 @@ pub fn run(cli: AdminCli) -> Result<String, CliError> {
             allocs.sort_by_key(|a| a.id);
             Ok(show_balance(&b, &allocs, fmt))
         }
+        AdminCommand::Job(j) => {
+            let mut budget = open_budget(config, OpenMode::MustExist)?;
+            super::jobs::run(j, &mut budget, &actor, now, fmt)
+        }
         AdminCommand::Deposit(d) => {
             let amount = Money::parse(&d.amount).map_err(|e| CliError::new(e.to_string()))?;
             if amount.is_zero() {
@@ -319,9 +333,16 @@ pub fn run(cli: AdminCli) -> Result<String, CliError> {
                 &actor,
                 now,
             )?;
+            let released = if applied && (d.release_held || budget.config.release_held_on_deposit_for(&d.account)) {
+                super::jobs::release_held(&mut budget, &d.account, &actor, now)?
+            } else {
+                String::new()
+            };
             let b = budget.balance(&d.account, now)?;
             Ok(match (fmt, applied) {
-                (Format::Text, true) => format!("deposited {amount} to {}; available {}\n", d.account, b.available),
+                (Format::Text, true) => {
+                    format!("deposited {amount} to {}; available {}\n{released}", d.account, b.available)
+                }
                 (Format::Text, false) => format!(
                     "deposit {} was already applied; available {}\n",
                     d.request_id.unwrap_or_default(),
@@ -355,6 +376,7 @@ pub fn run(cli: AdminCli) -> Result<String, CliError> {
         }
         AdminCommand::Grant(g) => super::grant::run_grant(g, config, now, &actor),
         AdminCommand::Forecast(f) => super::grant::run_forecast(f, config, now, fmt),
+        AdminCommand::Reconcile(r) => super::reconcile::run_reconcile(r, config, now, &actor, fmt),
         // issue 6 (and issue 5's account members)
         #[cfg(feature = "api")]
         AdminCommand::Serve(a) => super::integration::run_serve(a, config),

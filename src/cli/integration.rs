@@ -498,6 +498,8 @@ impl UserLedger for SocketLedger {
                 held: money_at(&j, "held")?,
                 charged: money_at(&j, "charged")?,
                 token: j["token"].as_str().unwrap_or_default().to_string(),
+                user: j["user"].as_str().unwrap_or_default().to_string(),
+                reason: j["reason"].as_str().map(str::to_string),
             });
         }
         Ok(out)

@@ -4,6 +4,8 @@
 pub mod admin;
 pub mod grant;
 pub mod integration; // issue 6
+pub mod jobs;
+pub mod reconcile; // issue 7
 pub mod user;
 
 use crate::core::budget::{Budget, BudgetError};

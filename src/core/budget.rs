@@ -136,6 +136,9 @@ pub struct JobSummary {
     pub held: Money,
     pub charged: Money,
     pub token: String,
+    pub user: String,
+    /// Why the job waits, for jobs submitted held.
+    pub reason: Option<String>,
 }
 
 /// The budget core: config + ledger.
@@ -617,7 +620,8 @@ impl Budget {
             .ledger
             .conn
             .prepare_cached(
-                "SELECT j.job_id, a.name, j.partition, j.submitted_at, j.state, j.estimate_micros, j.held_micros, j.charged_micros, j.token
+                "SELECT j.job_id, a.name, j.partition, j.submitted_at, j.state, j.estimate_micros, j.held_micros, j.charged_micros, j.token,
+                        j.user_name, j.reason
                  FROM jobs j JOIN accounts a ON a.id = j.account_id
                  WHERE j.user_name = ?1 ORDER BY j.submitted_at DESC, j.rowid DESC LIMIT ?2",
             )
@@ -634,6 +638,8 @@ impl Budget {
                     held: Money::from_micros(r.get(6)?),
                     charged: Money::from_micros(r.get(7)?),
                     token: r.get(8)?,
+                    user: r.get(9)?,
+                    reason: r.get(10)?,
                 })
             })
             .map_err(&e)?;

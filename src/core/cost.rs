@@ -23,54 +23,75 @@ const MB_PER_GB: i128 = 1024;
 /// Cost of one task holding `res` for `seconds` in `partition`, before minimum
 /// charge and QOS multiplier.
 pub fn raw_cost(partition: &Partition, res: &Resources, seconds: u64) -> Result<Money, CostError> {
+    // issue 7: every product is checked. A completion's elapsed time comes from SLURM's
+    // record and is not bounded like a time limit; fuzzing found i128 overflows (a
+    // panic in debug builds, a silently wrong charge in release) with billing prices.
     let secs = seconds as i128;
     let (numerator, denominator) = match &partition.pricing {
         Pricing::Tres(rates) => {
             let per_hour_x1024 = tres_per_hour_x1024(&partition.name, rates, res)?;
-            (per_hour_x1024 * secs, SECONDS_PER_HOUR * MB_PER_GB)
+            (mul(per_hour_x1024, secs)?, SECONDS_PER_HOUR * MB_PER_GB)
         }
         Pricing::Billing { unit_hour, weights } => {
-            let units_micro_x1024 = billing_units_micro_x1024(weights, res);
+            let units_micro_x1024 = billing_units_micro_x1024(weights, res)?;
             (
-                units_micro_x1024 * unit_hour.micros() as i128 * secs,
+                mul(mul(units_micro_x1024, unit_hour.micros() as i128)?, secs)?,
                 SECONDS_PER_HOUR * MB_PER_GB * MICROS_PER_UNIT as i128,
             )
         }
-        Pricing::Aws { node_hour, .. } => (res.nodes as i128 * node_hour.micros() as i128 * secs, SECONDS_PER_HOUR),
+        Pricing::Aws { node_hour, .. } => {
+            (mul(mul(res.nodes as i128, node_hour.micros() as i128)?, secs)?, SECONDS_PER_HOUR)
+        }
     };
-    let micros = (numerator + denominator / 2) / denominator;
+    let micros = add(numerator, denominator / 2)? / denominator;
     i64::try_from(micros).map(Money::from_micros).map_err(|_| CostError::Overflow)
 }
 
+fn mul(a: i128, b: i128) -> Result<i128, CostError> {
+    a.checked_mul(b).ok_or(CostError::Overflow)
+}
+
+fn add(a: i128, b: i128) -> Result<i128, CostError> {
+    a.checked_add(b).ok_or(CostError::Overflow)
+}
+
 fn tres_per_hour_x1024(partition: &str, r: &TresRates, res: &Resources) -> Result<i128, CostError> {
-    let mut total = res.cpus as i128 * r.cpu.micros() as i128 * MB_PER_GB
-        + res.mem_mb as i128 * r.mem_gb.micros() as i128
-        + res.nodes as i128 * r.node.micros() as i128 * MB_PER_GB;
+    let mut total = add(
+        add(
+            mul(mul(res.cpus as i128, r.cpu.micros() as i128)?, MB_PER_GB)?,
+            mul(res.mem_mb as i128, r.mem_gb.micros() as i128)?,
+        )?,
+        mul(mul(res.nodes as i128, r.node.micros() as i128)?, MB_PER_GB)?,
+    )?;
     for (typ, &count) in &res.gpus {
         let rate = if typ.is_empty() { r.gpu } else { r.gpu_typed.get(typ).copied().or(r.gpu) };
         let rate = rate.ok_or_else(|| CostError::UnpricedGpu {
             partition: partition.to_string(),
             typ: if typ.is_empty() { String::new() } else { format!(":{typ}") },
         })?;
-        total += count as i128 * rate.micros() as i128 * MB_PER_GB;
+        total = add(total, mul(mul(count as i128, rate.micros() as i128)?, MB_PER_GB)?)?;
     }
     Ok(total)
 }
 
 /// SLURM's billing TRES (sum of weighted TRES), in micro-units × 1024.
-fn billing_units_micro_x1024(w: &BillingWeights, res: &Resources) -> i128 {
+fn billing_units_micro_x1024(w: &BillingWeights, res: &Resources) -> Result<i128, CostError> {
     if w.cpus_only {
-        return res.cpus as i128 * MICROS_PER_UNIT as i128 * MB_PER_GB;
+        return mul(mul(res.cpus as i128, MICROS_PER_UNIT as i128)?, MB_PER_GB);
     }
-    let mut total = res.cpus as i128 * w.cpu_micro as i128 * MB_PER_GB
-        + res.mem_mb as i128 * w.mem_gb_micro as i128
-        + res.nodes as i128 * w.node_micro as i128 * MB_PER_GB;
+    let mut total = add(
+        add(
+            mul(mul(res.cpus as i128, w.cpu_micro as i128)?, MB_PER_GB)?,
+            mul(res.mem_mb as i128, w.mem_gb_micro as i128)?,
+        )?,
+        mul(mul(res.nodes as i128, w.node_micro as i128)?, MB_PER_GB)?,
+    )?;
     for (typ, &count) in &res.gpus {
         let weight =
             if typ.is_empty() { w.gpu_micro } else { w.gpu_typed_micro.get(typ).copied().unwrap_or(w.gpu_micro) };
-        total += count as i128 * weight as i128 * MB_PER_GB;
+        total = add(total, mul(mul(count as i128, weight as i128)?, MB_PER_GB)?)?;
     }
-    total
+    Ok(total)
 }
 
 /// One task's price after QOS multiplier and minimum charge. A run of zero seconds

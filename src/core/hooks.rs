@@ -47,6 +47,11 @@ use crate::core::fields::{hold_token, with_hold_token, ReadRequest};
 use crate::core::ledger::OpenMode;
 use std::path::{Path, PathBuf};
 
+fn ledger_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
+}
+
 /// `ASBB_CONFIG` if set, else `asbb.toml` in the folder of slurm.conf.
 pub fn config_path_for(slurm_conf_path: Option<&str>) -> PathBuf {
     if let Some(p) = std::env::var_os("ASBB_CONFIG").filter(|p| !p.is_empty()) {
@@ -66,6 +71,9 @@ const LEDGER_DOWN_ACCEPT: &str =
 pub struct Hooks {
     config: Config,
     budget: Option<Budget>,
+    checkpointer: Option<crate::core::ledger::Checkpointer>,
+    /// Device and inode of the ledger file the open connection uses.
+    ledger_identity: Option<(u64, u64)>,
     /// Tests prove a panic cannot take slurmctld down: a job with this name panics.
     panic_job_name: Option<String>,
 }
@@ -73,7 +81,7 @@ pub struct Hooks {
 impl Hooks {
     pub fn new(config: Config) -> Hooks {
         let panic_job_name = std::env::var("ASBB_TEST_PANIC_JOB_NAME").ok().filter(|n| !n.is_empty());
-        Hooks { config, budget: None, panic_job_name }
+        Hooks { config, budget: None, checkpointer: None, ledger_identity: None, panic_job_name }
     }
 
     pub fn config(&self) -> &Config {
@@ -84,11 +92,28 @@ impl Hooks {
     pub fn set_config(&mut self, config: Config) {
         self.config = config;
         self.budget = None;
+        self.checkpointer = None;
     }
 
     fn budget(&mut self) -> Result<&mut Budget, BudgetError> {
+        // A ledger restored from backup, moved away or replaced must not be written
+        // through a connection to the old file: one stat per call notices.
+        if self.budget.is_some() && ledger_identity(&self.config.ledger_path) != self.ledger_identity {
+            self.budget = None;
+        }
         if self.budget.is_none() {
-            self.budget = Some(Budget::open(self.config.clone(), OpenMode::MustExist)?);
+            let path = &self.config.ledger_path;
+            let ledger = crate::core::ledger::Ledger::open(
+                path,
+                OpenMode::MustExist,
+                self.config.policy.ledger_busy_timeout_ms,
+            )?
+            .without_autocheckpoint()?;
+            if self.checkpointer.is_none() {
+                self.checkpointer = Some(crate::core::ledger::Checkpointer::start(path));
+            }
+            self.budget = Some(Budget::with_ledger(self.config.clone(), ledger));
+            self.ledger_identity = ledger_identity(&self.config.ledger_path);
         }
         Ok(self.budget.as_mut().expect("just opened"))
     }
@@ -238,6 +263,10 @@ impl Hooks {
             Err(e) => return format!("error: job {}: cannot read its allocation: {e}", fields.job_id),
         };
         let what = format!("job {} ({})", completion.job_id, completion.state.as_str());
+        // Root's jobs pass job_submit untouched; they are not charged either.
+        if fields.uid == 0 && completion.hold_token.is_none() {
+            return format!("{what}: not tracked (root's job)");
+        }
         match self.budget().and_then(|b| b.reconcile(&completion, now)) {
             Ok(Reconciled::Charged { account, cost, released }) => {
                 format!("{what} account={account}: charged {cost}, released {released}")

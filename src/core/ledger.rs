@@ -80,6 +80,12 @@ impl Ledger {
         Ok(ledger)
     }
 
+    /// Leaves WAL checkpoints to a `Checkpointer` (the plugins' write path).
+    pub fn without_autocheckpoint(self) -> Result<Ledger, LedgerError> {
+        self.conn.execute_batch("PRAGMA wal_autocheckpoint = 0;").map_err(|e| self.err(e))?;
+        Ok(self)
+    }
+
     /// Read access for reports and tests.
     pub fn connection(&self) -> &Connection {
         &self.conn
@@ -157,6 +163,54 @@ impl Ledger {
 
     pub fn schema_version(&self) -> Result<u32, LedgerError> {
         self.check_version()
+    }
+}
+
+/// Checkpoints the WAL from a thread of its own, so the connection that writes under
+/// slurmctld's locks never pays for it: an automatic checkpoint (with its fsync) in
+/// the committing connection made the plugin's p99 ~7 ms instead of ~0.4 ms.
+/// The writing connection turns automatic checkpoints off (`Ledger::without_autocheckpoint`).
+pub struct Checkpointer {
+    stop: Option<std::sync::mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// How often the WAL is folded back into the database.
+pub const CHECKPOINT_INTERVAL_MS: u64 = 500;
+
+impl Checkpointer {
+    pub fn start(path: &Path) -> Checkpointer {
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let path = path.to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("asbb-checkpoint".into())
+            .spawn(move || {
+                let mut conn: Option<Connection> = None;
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(Duration::from_millis(CHECKPOINT_INTERVAL_MS))
+                {
+                    if conn.is_none() {
+                        conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE).ok();
+                    }
+                    // PASSIVE never waits for readers or writers; a failure is retried next time.
+                    let ok = conn.as_ref().is_some_and(|c| c.execute_batch("PRAGMA wal_checkpoint(PASSIVE);").is_ok());
+                    if !ok {
+                        conn = None;
+                    }
+                }
+            })
+            .ok();
+        Checkpointer { stop: Some(stop), thread }
+    }
+}
+
+impl Drop for Checkpointer {
+    /// Stops and joins the thread: a plugin's code must not run after `fini`.
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! The budget core: everything that decides money, testable without SLURM.
 
 #![forbid(unsafe_code)]
+pub mod approval;
 pub mod budget;
 pub mod config;
 pub mod corrections;
@@ -16,4 +17,6 @@ pub mod metadata;
 pub mod money;
 pub mod report;
 pub mod report_render;
+pub mod settle; // issue 7
+pub mod slurm_snapshot; // issue 7
 pub mod verify;

@@ -1,0 +1,147 @@
+//! `asbb-admin job approve|deny|list`: the admin side of jobs submitted held, and
+//! the release of held jobs after a deposit. The ledger is changed first, then SLURM
+//! is told (`scontrol release`, `scancel`).
+
+use super::{json, CliError, Format, Table};
+use crate::core::approval::describe_waiting;
+use crate::core::budget::{format_time, Budget, JobSummary};
+use crate::core::fields::hold_token;
+use crate::core::slurm_snapshot::parse_squeue_json;
+use clap::{Args, Subcommand};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::process::Command;
+
+#[derive(Subcommand, Debug)]
+pub enum JobCommand {
+    /// Approve a held job: hold its funds now and release it in SLURM.
+    Approve { job_id: u32 },
+    /// Deny a held job: cancel it in SLURM with the reason in its comment.
+    Deny {
+        job_id: u32,
+        #[arg(long, default_value = "denied by the budget administrator")]
+        reason: String,
+    },
+    /// Jobs asbb knows about; `--held` for those waiting for approval or funds.
+    List(JobListArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct JobListArgs {
+    #[arg(long)]
+    pub held: bool,
+    #[arg(long, short = 'A')]
+    pub account: Option<String>,
+}
+
+/// Runs a SLURM client command; stdout on success, one clear line on failure.
+fn slurm(cmd: &str, args: &[&str]) -> Result<String, CliError> {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .map_err(|e| CliError::new(format!("cannot run {cmd}: {e} (is slurm-client installed?)")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(CliError::new(format!("{cmd} {}: {}", args.join(" "), err.trim())));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Hold token → SLURM job id, for every job slurmctld knows.
+fn tokens_in_slurm() -> Result<BTreeMap<String, u32>, CliError> {
+    let text = slurm("squeue", &["--all", "--json"])?;
+    let jobs = parse_squeue_json(&text).map_err(CliError::new)?;
+    Ok(jobs.into_iter().filter_map(|j| hold_token(j.admin_comment.as_deref()).map(|t| (t, j.job_id))).collect())
+}
+
+fn token_of(job_id: u32) -> Result<String, CliError> {
+    tokens_in_slurm()?.into_iter().find(|(_, id)| *id == job_id).map(|(t, _)| t).ok_or_else(|| {
+        CliError::new(format!("job {job_id} is not a job asbb priced (no asbb hold token in SLURM's record)"))
+    })
+}
+
+pub fn run(cmd: JobCommand, budget: &mut Budget, actor: &str, now: i64, fmt: Format) -> Result<String, CliError> {
+    match cmd {
+        JobCommand::Approve { job_id } => {
+            let token = token_of(job_id)?;
+            let hold = budget.approve(&token, Some(job_id), actor, now)?;
+            slurm("scontrol", &["release", &job_id.to_string()])?;
+            Ok(format!("approved job {job_id}: holding {hold}; released\n"))
+        }
+        JobCommand::Deny { job_id, reason } => {
+            let token = token_of(job_id)?;
+            budget.deny(&token, Some(job_id), &reason, actor, now)?;
+            let comment = format!("Comment=asbb: denied: {}", crate::core::fields::clean_text(&reason));
+            slurm("scontrol", &["update", &format!("JobId={job_id}"), &comment])?;
+            slurm("scancel", &[&job_id.to_string()])?;
+            Ok(format!("denied job {job_id}: cancelled ({reason})\n"))
+        }
+        JobCommand::List(args) => {
+            let mut jobs = budget.waiting_jobs(args.account.as_deref())?;
+            if !args.held {
+                return Err(CliError::new("say which jobs: --held lists jobs waiting for approval or funds"));
+            }
+            // The ledger learns a job's SLURM id only when SLURM reports back; ask SLURM.
+            if jobs.iter().any(|j| j.job_id.is_none()) {
+                if let Ok(ids) = tokens_in_slurm() {
+                    for j in &mut jobs {
+                        j.job_id = j.job_id.or_else(|| ids.get(&j.token).copied());
+                    }
+                }
+            }
+            Ok(list(&jobs, fmt))
+        }
+    }
+}
+
+fn list(jobs: &[JobSummary], fmt: Format) -> String {
+    if fmt == Format::Json {
+        return json(&jobs);
+    }
+    let mut t = Table::new(vec!["JOBID", "USER", "ACCOUNT", "PARTITION", "ESTIMATE", "SUBMITTED", "STATE", "REASON"]);
+    for j in jobs {
+        t.push(vec![
+            j.job_id.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+            j.user.clone(),
+            j.account.clone(),
+            j.partition.clone(),
+            if fmt == Format::Csv { j.estimate.to_decimal_string() } else { j.estimate.to_string() },
+            format_time(j.submitted_at),
+            j.state.clone(),
+            j.reason.clone().unwrap_or_default(),
+        ]);
+    }
+    if fmt == Format::Csv {
+        t.to_csv()
+    } else {
+        t.to_text()
+    }
+}
+
+/// After a deposit: approve and release the account's jobs waiting for funds that
+/// now fit, oldest first. Returns one line per job.
+pub fn release_held(budget: &mut Budget, account: &str, actor: &str, now: i64) -> Result<String, CliError> {
+    let waiting: Vec<JobSummary> =
+        budget.waiting_jobs(Some(account))?.into_iter().filter(|j| j.state == "awaiting_funds").collect();
+    let mut out = String::new();
+    if waiting.is_empty() {
+        return Ok(out);
+    }
+    let ids = tokens_in_slurm()?;
+    for j in waiting {
+        let Some(&job_id) = ids.get(&j.token) else {
+            let _ = writeln!(out, "skipped {}: SLURM no longer has this job", describe_waiting(&j));
+            continue;
+        };
+        match budget.approve(&j.token, Some(job_id), actor, now) {
+            Ok(hold) => {
+                slurm("scontrol", &["release", &job_id.to_string()])?;
+                let _ = writeln!(out, "released job {job_id}: holding {hold}");
+            }
+            Err(e) => {
+                let _ = writeln!(out, "job {job_id} still waits: {e}");
+            }
+        }
+    }
+    Ok(out)
+}

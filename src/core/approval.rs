@@ -1,0 +1,139 @@
+//! The hold-and-approve workflow in the ledger: jobs submitted held (for approval or
+//! for funds) are approved (their hold placed), denied, or released when money
+//! arrives. Telling SLURM (release, cancel) is the command line's job; the ledger is
+//! always changed first, so a failed SLURM call leaves funds held, never a job
+//! running without them.
+
+use crate::core::budget::{format_time, Budget, BudgetError, JobSummary};
+use crate::core::job::JobRequest;
+use crate::core::ledger::{LedgerError, Tx};
+use crate::core::money::Money;
+use rusqlite::params;
+
+/// States of a job submitted held by asbb, not yet holding funds.
+const WAITING: &str = "state IN ('awaiting_approval', 'awaiting_funds')";
+
+impl Budget {
+    /// Jobs waiting for approval or funds, oldest first (optionally one account's).
+    pub fn waiting_jobs(&self, account: Option<&str>) -> Result<Vec<JobSummary>, BudgetError> {
+        let e = |source| BudgetError::Ledger(self.ledger.err(source));
+        let mut stmt = self
+            .ledger
+            .connection()
+            .prepare(&format!(
+                "SELECT j.job_id, a.name, j.partition, j.submitted_at, j.state, j.estimate_micros, j.held_micros,
+                        j.charged_micros, j.token, j.user_name, j.reason
+                 FROM jobs j JOIN accounts a ON a.id = j.account_id
+                 WHERE j.{WAITING} AND (?1 IS NULL OR a.name = ?1)
+                 ORDER BY j.submitted_at, j.rowid"
+            ))
+            .map_err(e)?;
+        let rows = stmt
+            .query_map(params![account], |r| {
+                Ok(JobSummary {
+                    job_id: r.get(0)?,
+                    account: r.get(1)?,
+                    partition: r.get(2)?,
+                    submitted_at: r.get(3)?,
+                    state: r.get(4)?,
+                    estimate: Money::from_micros(r.get(5)?),
+                    held: Money::from_micros(r.get(6)?),
+                    charged: Money::from_micros(r.get(7)?),
+                    token: r.get(8)?,
+                    user: r.get(9)?,
+                    reason: r.get(10)?,
+                })
+            })
+            .map_err(e)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(e)
+    }
+
+    /// Approves a waiting job: its hold is placed now (the approval threshold no
+    /// longer applies, the money must still be there). Returns the hold.
+    pub fn approve(&mut self, token: &str, job_id: Option<u32>, actor: &str, now: i64) -> Result<Money, BudgetError> {
+        let job = self.job(token)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
+        if job.state == "held" {
+            return Err(BudgetError::Invalid(format!("job {} already holds its funds", shown(job_id, token))));
+        }
+        if job.state != "awaiting_approval" && job.state != "awaiting_funds" {
+            return Err(BudgetError::Invalid(format!("job {} is {}, not waiting", shown(job_id, token), job.state)));
+        }
+        let mut req: JobRequest = serde_json::from_str(&job.request_json)
+            .map_err(|err| BudgetError::Invalid(format!("stored request: {err}")))?;
+        req.job_id = job_id.or(job.job_id);
+        match self.modify(token, &req, true, true, now)? {
+            crate::core::budget::Modified::Released { hold } => {
+                self.note(
+                    actor,
+                    now,
+                    "job approve",
+                    &format!("{} token={token} hold={}", shown(job_id, token), hold.to_exact_string()),
+                )?;
+                Ok(hold)
+            }
+            crate::core::budget::Modified::StillHeld { reason } => {
+                Err(BudgetError::Invalid(reason.trim_start_matches("asbb: ").to_string()))
+            }
+            other => Err(BudgetError::Invalid(format!("job {} was not approved ({other:?})", shown(job_id, token)))),
+        }
+    }
+
+    /// Denies a job: it will never hold funds; whatever it held is released.
+    pub fn deny(
+        &mut self,
+        token: &str,
+        job_id: Option<u32>,
+        reason: &str,
+        actor: &str,
+        now: i64,
+    ) -> Result<(), BudgetError> {
+        let job = self.job(token)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
+        if matches!(job.state.as_str(), "settled" | "released" | "denied") {
+            return Err(BudgetError::Invalid(format!("job {} is already {}", shown(job_id, token), job.state)));
+        }
+        self.release(token, now)?;
+        let tx = Tx::write(&mut self.ledger)?;
+        tx.tx
+            .execute(
+                "UPDATE jobs SET state = 'denied', reason = ?2, settled_at = ?3, job_id = coalesce(job_id, ?4) WHERE token = ?1",
+                params![token, crate::core::fields::clean_text(reason), now, job_id],
+            )
+            .map_err(|source| BudgetError::Ledger(tx.err(source)))?;
+        tx.commit()?;
+        self.note(actor, now, "job deny", &format!("{} token={token}: {reason}", shown(job_id, token)))
+    }
+
+    /// Records an admin action in the audit log.
+    pub fn note(&mut self, actor: &str, now: i64, command: &str, detail: &str) -> Result<(), BudgetError> {
+        self.ledger
+            .connection()
+            .execute(
+                "INSERT INTO audit_log (at, actor, command, detail) VALUES (?1, ?2, ?3, ?4)",
+                params![now, actor, command, crate::core::fields::clean_text(detail)],
+            )
+            .map_err(|source| {
+                BudgetError::Ledger(LedgerError::Sqlite { path: self.ledger.path().to_path_buf(), source })
+            })?;
+        Ok(())
+    }
+}
+
+fn shown(job_id: Option<u32>, token: &str) -> String {
+    match job_id {
+        Some(id) => id.to_string(),
+        None => format!("with token {token}"),
+    }
+}
+
+/// One line describing a waiting job.
+pub fn describe_waiting(j: &JobSummary) -> String {
+    format!(
+        "{} {} account={} estimate={} submitted {}: {}",
+        j.job_id.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
+        j.user,
+        j.account,
+        j.estimate,
+        format_time(j.submitted_at),
+        j.reason.clone().unwrap_or_default()
+    )
+}
