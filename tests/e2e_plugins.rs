@@ -503,3 +503,53 @@ fn held_jobs_are_approved_denied_or_released_by_a_deposit() {
     assert_eq!(site.wait_settled(&site.token_of(waiting)), "settled");
     site.assert_clean();
 }
+
+#[test]
+fn each_user_sees_only_their_own_accounts_through_the_service() {
+    let Some(mut site) = Site::start("e2eusers", ASBB_TOML, &[]) else { return };
+    const OTHER: &str = "asbbuser2";
+    cluster::ensure_user(OTHER);
+    site.admin_ok(&["account", "create", "phys", "--limit", "50", "--start", "2020-01-01"]);
+    // Membership follows from the accounts a user has run jobs in.
+    for (user, account) in [(USER, "chem"), (OTHER, "phys")] {
+        let id = submitted_id(&site.cluster.sbatch_as(user, &["-A", account, "-t", "1", "--wrap", "true"]));
+        let token = site.token_of(id);
+        assert_eq!(site.wait_settled(&token), "settled");
+    }
+    let socket = site.cluster.dir().join("asbb.sock");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
+        .args(["serve", "--socket", socket.to_str().unwrap()])
+        .env("ASBB_CONFIG", site.cluster.etc_dir().join("asbb.toml"))
+        .env_remove("ASBB_LEDGER")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(Instant::now() < deadline, "asbb-admin serve made no socket");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let config = format!("ASBB_CONFIG={}", site.cluster.etc_dir().join("asbb.toml").display());
+    let sock = format!("ASBB_SOCKET={}", socket.display());
+    let asbb = |user: &str, args: &[&str]| {
+        let mut full = vec![config.as_str(), sock.as_str(), env!("CARGO_BIN_EXE_asbb")];
+        full.extend_from_slice(args);
+        let out = site.cluster.run_as(user, "env", &full);
+        assert!(out.status.success(), "asbb {args:?} as {user}: {}", cluster::show(&out));
+        text(&out.stdout)
+    };
+    let mine = asbb(USER, &["status"]);
+    assert!(mine.lines().nth(1).is_some_and(|l| l.starts_with("chem ")), "{mine}");
+    assert!(!mine.contains("phys"), "{USER} sees phys: {mine}");
+    let theirs = asbb(OTHER, &["status"]);
+    assert!(theirs.lines().nth(1).is_some_and(|l| l.starts_with("phys ")), "{theirs}");
+    assert!(!theirs.contains("chem"), "{OTHER} sees chem: {theirs}");
+    assert_eq!(asbb(OTHER, &["remaining"]).lines().count(), 1);
+    // Asking for someone else's account is refused.
+    let out = site.cluster.run_as(OTHER, "env", &[&config, &sock, env!("CARGO_BIN_EXE_asbb"), "status", "-A", "chem"]);
+    assert!(!out.status.success(), "{}", cluster::show(&out));
+    let _ = server.kill();
+    let _ = server.wait();
+    site.assert_clean();
+}
