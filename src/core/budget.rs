@@ -237,6 +237,7 @@ impl Budget {
                 &key,
                 actor,
                 now,
+                None,
             )
             .map_err(&e)?;
         }
@@ -286,7 +287,7 @@ impl Budget {
         if tx.txn_exists(&key).map_err(&e)? {
             return Ok(false);
         }
-        insert_allocation(&tx, acc.id, amount, valid_from, valid_until, memo, &key, actor, now).map_err(&e)?;
+        insert_allocation(&tx, acc.id, amount, valid_from, valid_until, memo, &key, actor, now, None).map_err(&e)?;
         audit(&tx, actor, now, "deposit", &format!("{account} {} {}", amount.to_exact_string(), memo.unwrap_or("")))
             .map_err(&e)?;
         tx.commit()?;
@@ -899,8 +900,10 @@ fn decide(
     }))
 }
 
+/// Writes an allocation and the deposit entry that funds it (`grant_id` when a grant
+/// funds it).
 #[allow(clippy::too_many_arguments)]
-fn insert_allocation(
+pub(crate) fn insert_allocation(
     tx: &Tx<'_>,
     account_id: i64,
     amount: Money,
@@ -910,10 +913,12 @@ fn insert_allocation(
     key: &str,
     actor: &str,
     now: i64,
+    grant_id: Option<i64>,
 ) -> rusqlite::Result<i64> {
     tx.tx.execute(
-        "INSERT INTO allocations (account_id, amount_micros, valid_from, valid_until, memo, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![account_id, amount.micros(), valid_from, valid_until, memo, now],
+        "INSERT INTO allocations (account_id, amount_micros, valid_from, valid_until, memo, created_at, grant_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![account_id, amount.micros(), valid_from, valid_until, memo, now, grant_id],
     )?;
     let allocation_id = tx.tx.last_insert_rowid();
     tx.insert_entry(&NewEntry {
@@ -1090,7 +1095,8 @@ fn post_charge(
     Ok(())
 }
 
-fn audit(tx: &Tx<'_>, actor: &str, now: i64, command: &str, detail: &str) -> rusqlite::Result<()> {
+/// One line in `audit_log`: who did what with asbb-admin.
+pub(crate) fn audit(tx: &Tx<'_>, actor: &str, now: i64, command: &str, detail: &str) -> rusqlite::Result<()> {
     tx.tx.execute(
         "INSERT INTO audit_log (at, actor, command, detail) VALUES (?1, ?2, ?3, ?4)",
         params![now, actor, command, crate::core::fields::clean_text(detail)],

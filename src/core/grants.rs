@@ -410,14 +410,7 @@ pub(crate) fn periods_of(conn: &rusqlite::Connection, grant_id: i64) -> rusqlite
     rows.collect()
 }
 
-/// One line in `audit_log` (the same record `budget.rs` writes for admin commands).
-pub(crate) fn audit(tx: &Tx<'_>, actor: &str, now: i64, command: &str, detail: &str) -> rusqlite::Result<()> {
-    tx.tx.execute(
-        "INSERT INTO audit_log (at, actor, command, detail) VALUES (?1, ?2, ?3, ?4)",
-        params![now, actor, command, crate::core::fields::clean_text(detail)],
-    )?;
-    Ok(())
-}
+pub(crate) use crate::core::budget::audit;
 
 fn unknown_grant(number: &str) -> BudgetError {
     BudgetError::Invalid(format!("unknown grant '{}'", crate::core::fields::clean_text(number)))
@@ -665,26 +658,18 @@ fn insert_grant_allocation(
     actor: &str,
     now: i64,
 ) -> rusqlite::Result<i64> {
-    tx.tx.execute(
-        "INSERT INTO allocations (account_id, amount_micros, valid_from, valid_until, memo, created_at, grant_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![account_id, amount.micros(), valid_from, valid_until, memo, now, grant_id],
-    )?;
-    let allocation_id = tx.tx.last_insert_rowid();
-    tx.insert_entry(&NewEntry {
-        txn_key: key,
-        part: 0,
-        kind: "deposit",
+    crate::core::budget::insert_allocation(
+        tx,
         account_id,
-        allocation_id: Some(allocation_id),
         amount,
-        token: None,
-        job_id: None,
-        at: now,
-        actor: Some(actor),
-        memo: Some(memo),
-    })?;
-    Ok(allocation_id)
+        valid_from,
+        valid_until,
+        Some(memo),
+        key,
+        actor,
+        now,
+        Some(grant_id),
+    )
 }
 
 /// Releases every open hold of an account's jobs (as `Budget::release` does, inside
