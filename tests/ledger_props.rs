@@ -235,16 +235,19 @@ fn apply_completion(
     };
     let before: Vec<_> = ACCOUNTS.iter().map(|a| totals(budget, a)).collect();
     let outcome = budget.reconcile(c, t).unwrap();
-    if oracle.runs.contains_key(&key) {
-        prop_assert_eq!(outcome, Reconciled::Duplicate);
-        let after: Vec<_> = ACCOUNTS.iter().map(|a| totals(budget, a)).collect();
-        prop_assert_eq!(before, after, "a replayed completion changed balances");
-    } else {
-        match outcome {
-            Reconciled::Charged { cost, .. } => prop_assert_eq!(cost.micros(), expected),
-            other => prop_assert!(false, "unexpected {:?}", other),
+    match oracle.runs.entry(key) {
+        std::collections::btree_map::Entry::Occupied(_) => {
+            prop_assert_eq!(outcome, Reconciled::Duplicate);
+            let after: Vec<_> = ACCOUNTS.iter().map(|a| totals(budget, a)).collect();
+            prop_assert_eq!(before, after, "a replayed completion changed balances");
         }
-        oracle.runs.insert(key, expected);
+        std::collections::btree_map::Entry::Vacant(slot) => {
+            match outcome {
+                Reconciled::Charged { cost, .. } => prop_assert_eq!(cost.micros(), expected),
+                other => prop_assert!(false, "unexpected {:?}", other),
+            }
+            slot.insert(expected);
+        }
     }
     Ok(())
 }
