@@ -4,7 +4,7 @@
 //! always changed first, so a failed SLURM call leaves funds held, never a job
 //! running without them.
 
-use crate::core::budget::{format_time, Budget, BudgetError, JobSummary};
+use crate::core::budget::{format_time, job_summary_from_row, Budget, BudgetError, JobSummary, JOB_SUMMARY_COLS};
 use crate::core::job::JobRequest;
 use crate::core::ledger::{LedgerError, Tx};
 use crate::core::money::Money;
@@ -21,30 +21,12 @@ impl Budget {
             .ledger
             .connection()
             .prepare(&format!(
-                "SELECT j.job_id, a.name, j.partition, j.submitted_at, j.state, j.estimate_micros, j.held_micros,
-                        j.charged_micros, j.token, j.user_name, j.reason
-                 FROM jobs j JOIN accounts a ON a.id = j.account_id
+                "SELECT {JOB_SUMMARY_COLS} FROM jobs j JOIN accounts a ON a.id = j.account_id
                  WHERE j.{WAITING} AND (?1 IS NULL OR a.name = ?1)
                  ORDER BY j.submitted_at, j.rowid"
             ))
             .map_err(e)?;
-        let rows = stmt
-            .query_map(params![account], |r| {
-                Ok(JobSummary {
-                    job_id: r.get(0)?,
-                    account: r.get(1)?,
-                    partition: r.get(2)?,
-                    submitted_at: r.get(3)?,
-                    state: r.get(4)?,
-                    estimate: Money::from_micros(r.get(5)?),
-                    held: Money::from_micros(r.get(6)?),
-                    charged: Money::from_micros(r.get(7)?),
-                    token: r.get(8)?,
-                    user: r.get(9)?,
-                    reason: r.get(10)?,
-                })
-            })
-            .map_err(e)?;
+        let rows = stmt.query_map(params![account], job_summary_from_row).map_err(e)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(e)
     }
 

@@ -141,6 +141,26 @@ pub struct JobSummary {
     pub reason: Option<String>,
 }
 
+/// The columns `job_summary_from_row` reads, from `jobs j JOIN accounts a`.
+pub(crate) const JOB_SUMMARY_COLS: &str = "j.job_id, a.name, j.partition, j.submitted_at, j.state, j.estimate_micros, \
+     j.held_micros, j.charged_micros, j.token, j.user_name, j.reason";
+
+pub(crate) fn job_summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobSummary> {
+    Ok(JobSummary {
+        job_id: r.get(0)?,
+        account: r.get(1)?,
+        partition: r.get(2)?,
+        submitted_at: r.get(3)?,
+        state: r.get(4)?,
+        estimate: Money::from_micros(r.get(5)?),
+        held: Money::from_micros(r.get(6)?),
+        charged: Money::from_micros(r.get(7)?),
+        token: r.get(8)?,
+        user: r.get(9)?,
+        reason: r.get(10)?,
+    })
+}
+
 /// The budget core: config + ledger.
 pub struct Budget {
     pub config: Config,
@@ -175,9 +195,17 @@ pub fn format_time(unix_s: i64) -> String {
 /// Far future for open-ended allocations (9999-12-31).
 pub const FOREVER: i64 = 253_402_214_400;
 
+/// Sums in i128 (no i64 overflow however many large allocations), saturated to Money.
+fn saturate(micros: i128) -> Money {
+    Money::from_micros(micros.clamp(i64::MIN as i128, i64::MAX as i128) as i64)
+}
+
 fn available_of(account: &AccountRow, allocations: &[AllocationRow], now: i64) -> Money {
-    let active: i64 = allocations.iter().filter(|a| a.is_active(now)).map(|a| a.remaining().micros()).sum();
-    Money::from_micros(active - account.overdraft.micros() - account.held.micros() + account.credit_limit.micros())
+    let active: i128 = allocations.iter().filter(|a| a.is_active(now)).map(|a| a.remaining().micros() as i128).sum();
+    saturate(
+        active - account.overdraft.micros() as i128 - account.held.micros() as i128
+            + account.credit_limit.micros() as i128,
+    )
 }
 
 impl Budget {
@@ -620,30 +648,12 @@ impl Budget {
         let mut stmt = self
             .ledger
             .conn
-            .prepare_cached(
-                "SELECT j.job_id, a.name, j.partition, j.submitted_at, j.state, j.estimate_micros, j.held_micros, j.charged_micros, j.token,
-                        j.user_name, j.reason
-                 FROM jobs j JOIN accounts a ON a.id = j.account_id
-                 WHERE j.user_name = ?1 ORDER BY j.submitted_at DESC, j.rowid DESC LIMIT ?2",
-            )
+            .prepare_cached(&format!(
+                "SELECT {JOB_SUMMARY_COLS} FROM jobs j JOIN accounts a ON a.id = j.account_id
+                     WHERE j.user_name = ?1 ORDER BY j.submitted_at DESC, j.rowid DESC LIMIT ?2"
+            ))
             .map_err(&e)?;
-        let rows = stmt
-            .query_map(params![user, limit], |r| {
-                Ok(JobSummary {
-                    job_id: r.get(0)?,
-                    account: r.get(1)?,
-                    partition: r.get(2)?,
-                    submitted_at: r.get(3)?,
-                    state: r.get(4)?,
-                    estimate: Money::from_micros(r.get(5)?),
-                    held: Money::from_micros(r.get(6)?),
-                    charged: Money::from_micros(r.get(7)?),
-                    token: r.get(8)?,
-                    user: r.get(9)?,
-                    reason: r.get(10)?,
-                })
-            })
-            .map_err(&e)?;
+        let rows = stmt.query_map(params![user, limit], job_summary_from_row).map_err(&e)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(e)
     }
 
@@ -775,13 +785,13 @@ fn validate_name(name: &str) -> Result<(), BudgetError> {
 
 fn balance_of(acc: &AccountRow, allocs: &[AllocationRow], now: i64) -> Balance {
     let active: Vec<&AllocationRow> = allocs.iter().filter(|a| a.is_active(now)).collect();
-    let allocated: i64 = active.iter().map(|a| a.amount.micros()).sum();
-    let debited: i64 = active.iter().map(|a| a.debited.micros()).sum();
+    let allocated: i128 = active.iter().map(|a| a.amount.micros() as i128).sum();
+    let debited: i128 = active.iter().map(|a| a.debited.micros() as i128).sum();
     Balance {
         account: acc.name.clone(),
         status: acc.status.clone(),
-        allocated: Money::from_micros(allocated),
-        charged: Money::from_micros(debited + acc.overdraft.micros()),
+        allocated: saturate(allocated),
+        charged: saturate(debited + acc.overdraft.micros() as i128),
         held: acc.held,
         credit_limit: acc.credit_limit,
         available: available_of(acc, allocs, now),
