@@ -43,10 +43,10 @@ test: build
 	ASBB_E2E=1 ASBB_PLUGIN_DIR=$(CURDIR)/$(STAGE) ASBB_BIN_DIR=$(CURDIR)/target/release \
 		$(CARGO) test --release -- --test-threads=2
 
-# The kill -9 test is timing-dependent on 2 cores; it runs here, not in `make test`.
+# Only the fault tests (kill -9, ledger faults), which `make test` also runs.
 test-faults: build
 	ASBB_E2E=1 ASBB_PLUGIN_DIR=$(CURDIR)/$(STAGE) ASBB_BIN_DIR=$(CURDIR)/target/release \
-		$(CARGO) test --release --test e2e_faults -- --include-ignored --test-threads=2
+		$(CARGO) test --release --test e2e_faults -- --test-threads=2
 
 test-core:
 	$(CARGO) test --release --lib --test ledger_props --test cli_admin --test grants --test api_http \

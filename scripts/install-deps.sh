@@ -4,9 +4,9 @@
 # Idempotent and quick (a dpkg-query, well under a second) when everything is present;
 # runs `apt-get update` only when something is missing. Never starts system services:
 # a policy-rc.d that answers 101 ("action forbidden") is in place while apt installs, so
-# the packages' postinst scripts (munge, slurmctld, slurmd call `invoke-rc.d ... start`)
+# the packages' postinst scripts (munge, slurm*, mariadb call `invoke-rc.d ... start`)
 # neither start daemons nor fail in a machine without systemd. The tests start munged,
-# slurmctld and slurmd themselves (tests/support/cluster.rs).
+# slurmctld, slurmd, and (for accounting tests) slurmdbd and MariaDB themselves (tests/support/cluster.rs).
 #
 # At the end, if slurm-headers/fetch-source.sh exists it is run (it fetches the SLURM
 # source tree whose internal headers the plugins need); its failure fails this script.
@@ -17,6 +17,7 @@ root="$(cd "$here/.." && pwd)"
 
 PACKAGES=(
   slurmctld slurmd slurm-client libslurm-dev munge   # SLURM 22.05 and its auth daemon
+  slurmdbd mariadb-server                            # accounting (tests start their own, on loopback)
   libclang-dev clang                                 # bindgen over SLURM's headers
   dpkg-dev                                           # `apt-get source` unpacks with dpkg-source
   sqlite3                                            # inspecting ledgers in tests/debugging

@@ -328,7 +328,6 @@ fn summary_counts(output: &str) -> (usize, usize, usize) {
 // ----- kill -9 during submissions and completions --------------------------------------
 
 #[test]
-#[ignore = "timing-dependent (a node left DOWN after kill -9 failed one CI run); `make test-faults` runs it"]
 fn ctld_killed_during_submissions_and_completions() {
     let Some(mut site) = Site::start("e2ekill", &asbb_toml("reject", "3.6"), false) else { return };
     let started = Instant::now();
@@ -391,7 +390,19 @@ fn ctld_killed_during_submissions_and_completions() {
     // A job whose launch failed across the crash is requeued and held by SLURM
     // ("launch failed requeued held"); an admin would release it: so do we.
     let deadline = Instant::now() + Duration::from_secs(150);
+    let mut next_report = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
+        if Instant::now() >= next_report {
+            // What the wait is on, for the test's log.
+            next_report += Duration::from_secs(15);
+            let q = site.cluster.run("squeue", &["-h", "-o", "%T %r"]);
+            let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+            for l in text(&q.stdout).lines() {
+                *counts.entry(l.to_string()).or_default() += 1;
+            }
+            let node = site.cluster.run("sinfo", &["-h", "-N", "-o", "%T %E"]);
+            eprintln!("waiting ({:?}): jobs {counts:?}; node {}", started.elapsed(), text(&node.stdout).trim());
+        }
         let q = site.cluster.run("squeue", &["-h", "-t", "PD", "-o", "%i %r"]);
         let held: Vec<String> = text(&q.stdout)
             .lines()

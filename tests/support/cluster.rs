@@ -92,6 +92,11 @@ pub struct ClusterOptions {
     pub files: Vec<(String, String)>,
     /// How long to wait for the node to become idle.
     pub start_timeout: Duration,
+    /// `Some(commands)`: run slurmdbd (on a MariaDB of the cluster's own) with
+    /// `AccountingStorageEnforce=associations`; the cluster is registered and each
+    /// command is run as `sacctmgr -i <command>` before slurmctld starts, e.g.
+    /// `"add account chem"`, `"add user alice account=chem defaultaccount=chem"`.
+    pub accounting: Option<Vec<String>>,
 }
 
 impl Default for ClusterOptions {
@@ -106,6 +111,7 @@ impl Default for ClusterOptions {
             slurmd_env: Vec::new(),
             files: Vec::new(),
             start_timeout: Duration::from_secs(20),
+            accounting: None,
         }
     }
 }
@@ -144,6 +150,11 @@ impl ClusterOptions {
     }
     pub fn start_timeout(mut self, t: Duration) -> Self {
         self.start_timeout = t;
+        self
+    }
+    /// Accounting through slurmdbd, set up with these `sacctmgr -i` commands.
+    pub fn accounting(mut self, sacctmgr_commands: &[&str]) -> Self {
+        self.accounting = Some(sacctmgr_commands.iter().map(|c| c.to_string()).collect());
         self
     }
 }
@@ -187,6 +198,27 @@ pub fn require_root_and_slurm() -> bool {
     let why = missing.join(", ");
     if std::env::var("ASBB_E2E").map(|v| v == "1").unwrap_or(false) {
         panic!("ASBB_E2E=1 but the end-to-end environment is broken: {why} (run scripts/install-deps.sh as root)");
+    }
+    eprintln!("skipped: {why} (set ASBB_E2E=1 to make this an error)");
+    false
+}
+
+/// Like [`require_root_and_slurm`], for clusters with accounting: also needs slurmdbd,
+/// MariaDB's server, sacctmgr and sacct.
+pub fn require_accounting() -> bool {
+    if !require_root_and_slurm() {
+        return false;
+    }
+    let missing: Vec<&str> = ["slurmdbd", "mariadbd", "mariadb-install-db", "sacctmgr", "sacct"]
+        .into_iter()
+        .filter(|b| find_binary(b).is_none())
+        .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    let why = format!("not installed: {}", missing.join(", "));
+    if std::env::var("ASBB_E2E").map(|v| v == "1").unwrap_or(false) {
+        panic!("ASBB_E2E=1 but the accounting environment is broken: {why} (run scripts/install-deps.sh as root)");
     }
     eprintln!("skipped: {why} (set ASBB_E2E=1 to make this an error)");
     false
@@ -545,7 +577,19 @@ pub struct Cluster {
     slurmd: Option<Child>,
     start_timeout: Duration,
     _port_lock: Option<PortLock>,
+    accounting: Option<Accounting>,
     stopped: bool,
+}
+
+/// slurmdbd and its MariaDB, private to one cluster.
+struct Accounting {
+    dbd_port: u16,
+    mysql_port: u16,
+    /// `sacctmgr -i` commands run once the cluster is registered.
+    setup: Vec<String>,
+    mysql: Option<Child>,
+    dbd: Option<Child>,
+    _port_lock: PortLock,
 }
 
 fn subst(s: &str, dir: &Path, etc: &Path) -> String {
@@ -634,6 +678,20 @@ impl Cluster {
             plugin_dir.push_str(&abs.to_string_lossy());
         }
 
+        let accounting = match &opts.accounting {
+            Some(setup) => {
+                let (dbd_port, mysql_port, lock) = reserve_ports()?;
+                Some(Accounting {
+                    dbd_port,
+                    mysql_port,
+                    setup: setup.clone(),
+                    mysql: None,
+                    dbd: None,
+                    _port_lock: lock,
+                })
+            }
+            None => None,
+        };
         let mut lines: Vec<String> = vec![
             format!("ClusterName={name}"),
             format!("SlurmctldHost={node}(127.0.0.1)"),
@@ -672,6 +730,13 @@ impl Cluster {
             // A requeued job may start again after cred_expire + 1 s (default 1201 s).
             "AuthInfo=cred_expire=5".into(),
         ];
+        if let Some(a) = &accounting {
+            let pos = lines.iter().position(|l| l.starts_with("AccountingStorageType=")).unwrap();
+            lines[pos] = "AccountingStorageType=accounting_storage/slurmdbd".into();
+            lines.push("AccountingStorageHost=127.0.0.1".into());
+            lines.push(format!("AccountingStoragePort={}", a.dbd_port));
+            lines.push("AccountingStorageEnforce=associations".into());
+        }
         for extra in &opts.extra_conf {
             let extra = subst(extra, &dir, &etc);
             match conf_key(&extra) {
@@ -704,6 +769,20 @@ impl Cluster {
         }
         let conf = etc.join("slurm.conf");
         fs::write(&conf, text).map_err(|e| format!("write slurm.conf: {e}"))?;
+        if let Some(a) = &accounting {
+            // slurmdbd reads slurmdbd.conf from beside $SLURM_CONF and refuses one that
+            // others can read (it holds the database password).
+            let dbd_conf = format!(
+                "AuthType=auth/munge\nDbdHost=localhost\nDbdAddr=127.0.0.1\nDbdPort={}\nSlurmUser=root\n\
+                 PidFile={d}/slurmdbd.pid\nLogFile={d}/log/slurmdbd.log\nDebugLevel=info\n\
+                 StorageType=accounting_storage/mysql\nStorageHost=127.0.0.1\nStoragePort={}\n\
+                 StorageUser=slurm\nStorageLoc=slurm_acct_db\n",
+                a.dbd_port, a.mysql_port
+            );
+            let path = etc.join("slurmdbd.conf");
+            fs::write(&path, dbd_conf).map_err(|e| format!("write slurmdbd.conf: {e}"))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).map_err(|e| e.to_string())?;
+        }
         for (fname, contents) in &opts.files {
             let path = etc.join(fname);
             if let Some(parent) = path.parent() {
@@ -727,15 +806,22 @@ impl Cluster {
             slurmd: None,
             start_timeout: opts.start_timeout,
             _port_lock: lock,
+            accounting,
             stopped: false,
             dir,
         })
     }
 
     fn daemon_command(&self, bin: &str, extra_env: &[(String, String)], out_name: &str) -> Result<Command, String> {
+        let mut cmd = self.logged_command(bin, extra_env, out_name)?;
+        cmd.arg("-D").arg("-f").arg(&self.conf);
+        Ok(cmd)
+    }
+
+    /// `bin` with the cluster's SLURM_CONF, stdout and stderr appended to `log/<out_name>.*`.
+    fn logged_command(&self, bin: &str, extra_env: &[(String, String)], out_name: &str) -> Result<Command, String> {
         let path = find_binary(bin).ok_or_else(|| format!("{bin} not installed"))?;
         let mut cmd = Command::new(path);
-        cmd.arg("-D").arg("-f").arg(&self.conf);
         strip_slurm_env(&mut cmd);
         cmd.env("SLURM_CONF", &self.conf);
         for (k, v) in extra_env {
@@ -772,9 +858,97 @@ impl Cluster {
     }
 
     fn boot(&mut self) -> Result<(), String> {
+        if self.accounting.is_some() {
+            self.start_accounting()?;
+        }
         self.spawn_ctld()?;
         self.spawn_slurmd()?;
         self.wait_ready(self.start_timeout, true)
+    }
+
+    /// MariaDB on a fresh data dir, then slurmdbd, then the cluster and the setup
+    /// commands registered through sacctmgr (before slurmctld, which loads them at start).
+    fn start_accounting(&mut self) -> Result<(), String> {
+        let (dbd_port, mysql_port) = {
+            let a = self.accounting.as_ref().unwrap();
+            (a.dbd_port, a.mysql_port)
+        };
+        let d = self.dir.to_string_lossy().into_owned();
+        let data = format!("--datadir={d}/mysql");
+        let mut install = self.logged_command("mariadb-install-db", &[], "mariadb-install")?;
+        install.args(["--no-defaults", &data, "--user=root", "--auth-root-authentication-method=normal"]);
+        install.args(["--skip-test-db", "--innodb-log-file-size=8M"]);
+        let st = install.status().map_err(|e| format!("mariadb-install-db: {e}"))?;
+        if !st.success() {
+            return Err(self.failure(&format!("mariadb-install-db failed ({st})")));
+        }
+        // No grant tables: slurmdbd may log in as any user; the server listens on
+        // loopback only and lives as long as the cluster. Durability is not wanted here.
+        let mut mysqld = self.logged_command("mariadbd", &[], "mariadb")?;
+        mysqld.args(["--no-defaults", &data, "--user=root", "--bind-address=127.0.0.1", "--skip-grant-tables"]);
+        mysqld.arg(format!("--port={mysql_port}"));
+        mysqld.arg(format!("--socket={d}/mysql.sock")).arg(format!("--pid-file={d}/mysql.pid"));
+        mysqld.arg(format!("--log-error={d}/log/mariadb.log"));
+        mysqld.args(["--skip-log-bin", "--innodb-buffer-pool-size=32M", "--innodb-log-file-size=8M"]);
+        mysqld.args(["--innodb-flush-log-at-trx-commit=0", "--innodb-doublewrite=0"]);
+        let child = mysqld.spawn().map_err(|e| format!("spawn mariadbd: {e}"))?;
+        self.accounting.as_mut().unwrap().mysql = Some(child);
+        self.wait_mysql(mysql_port, Duration::from_secs(30))?;
+
+        let mut dbd = self.logged_command("slurmdbd", &[], "slurmdbd")?;
+        dbd.arg("-D");
+        let child = dbd.spawn().map_err(|e| format!("spawn slurmdbd: {e}"))?;
+        self.accounting.as_mut().unwrap().dbd = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.run_timeout("sacctmgr", &["-n", "list", "cluster"], Duration::from_secs(10));
+            if out.status.success() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(self.failure(&format!(
+                    "slurmdbd on port {dbd_port} not answering:\n{}\n=== slurmdbd.log\n{}",
+                    show(&out),
+                    tail(&self.dir.join("log/slurmdbd.log"), 30)
+                )));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        let name = self.name.clone();
+        let mut commands = vec![format!("add cluster {name}")];
+        commands.extend(self.accounting.as_ref().unwrap().setup.iter().cloned());
+        for c in commands {
+            let mut args = vec!["-i"];
+            args.extend(c.split_whitespace());
+            let out = self.run_timeout("sacctmgr", &args, Duration::from_secs(30));
+            if !out.status.success() {
+                return Err(self.failure(&format!("sacctmgr {c}: {}", show(&out))));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for MariaDB's greeting on its port (it sends one as soon as it serves).
+    fn wait_mysql(&mut self, port: u16, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+                let mut b = [0u8; 1];
+                if matches!(s.read(&mut b), Ok(1)) {
+                    return Ok(());
+                }
+            }
+            let exited =
+                self.accounting.as_mut().and_then(|a| a.mysql.as_mut()).map(|c| matches!(c.try_wait(), Ok(Some(_))));
+            if exited == Some(true) || Instant::now() >= deadline {
+                return Err(self.failure(&format!(
+                    "mariadbd not serving on port {port}\n=== mariadb.log\n{}",
+                    tail(&self.dir.join("log/mariadb.log"), 30)
+                )));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Polls until slurmctld answers and (if `need_idle`) every node line is `idle`.
@@ -1124,6 +1298,12 @@ impl Cluster {
             }
         }
         self.kill_leftovers();
+        if let Some(a) = self.accounting.as_mut() {
+            // slurmdbd first: it flushes to the database on the way out.
+            for c in [a.dbd.as_mut(), a.mysql.as_mut()].into_iter().flatten() {
+                stop_child(c, STOP_GRACE);
+            }
+        }
     }
 
     /// slurmstepd and job processes outlive slurmd; they carry our SLURM_CONF in their

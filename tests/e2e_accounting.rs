@@ -1,0 +1,232 @@
+//! End-to-end with accounting: slurmctld + slurmdbd + MariaDB (started by the tests,
+//! `AccountingStorageEnforce=associations`), both asbb plugins loaded. Covers what a
+//! cluster without slurmdbd cannot: default accounts from the association manager
+//! (`sbatch` without `-A`), a job slurmctld refuses after job_submit accepted it
+//! (no association), and `asbb-admin reconcile` charging from `sacct` a job that
+//! slurmctld has forgotten.
+//!
+//! Needs root, SLURM, slurmdbd and mariadb-server (scripts/install-deps.sh) and the
+//! built plugins (`make build`).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+use support::cluster::{self, Cluster, ClusterOptions};
+
+/// $0.001 per CPU-second, no minimum charge.
+const ASBB_TOML: &str = r#"
+ledger = "{dir}/ledger.db"
+[policy]
+on_ledger_error = "reject"
+ledger_busy_timeout_ms = 50
+minimum_charge = "0"
+[partitions.debug.rates]
+cpu = 3.6
+"#;
+
+const MICROS_PER_CPU_S: i64 = 1_000;
+
+/// Associated with `chem` only (its default); `phys` exists but is not theirs.
+const USER: &str = "asbbacct";
+
+fn plugin_dir() -> Option<PathBuf> {
+    let dir = std::env::var_os("ASBB_PLUGIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plugins"));
+    if dir.join("job_submit_asbb.so").exists() && dir.join("jobcomp_asbb.so").exists() {
+        return Some(dir);
+    }
+    if std::env::var("ASBB_E2E").as_deref() == Ok("1") {
+        panic!("ASBB_E2E=1 but the plugins are not built in {} (run `make build`)", dir.display());
+    }
+    eprintln!("skipped: plugins not built in {} (run `make build`)", dir.display());
+    None
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+struct Site {
+    cluster: Cluster,
+}
+
+impl Site {
+    /// An accounting cluster with the plugins (`jobcomp` = `jobcomp/asbb` or, to lose
+    /// every completion, `jobcomp/none`) and ledger accounts chem and phys ($100 each).
+    fn start(name: &str, jobcomp: &str) -> Option<Site> {
+        if !cluster::require_accounting() {
+            return None;
+        }
+        let plugins = plugin_dir()?;
+        cluster::ensure_user(USER);
+        let add_user = format!("add user {USER} account=chem defaultaccount=chem");
+        let opts = ClusterOptions::new(name)
+            .plugin_dir(plugins)
+            .conf("JobSubmitPlugins=asbb")
+            .conf(&format!("JobCompType={jobcomp}"))
+            .file("asbb.toml", ASBB_TOML)
+            .start_timeout(Duration::from_secs(40))
+            .accounting(&["add account chem", "add account phys", &add_user]);
+        let site = Site { cluster: Cluster::start(opts) };
+        for account in ["chem", "phys"] {
+            site.admin_ok(&["account", "create", account, "--limit", "100", "--start", "2020-01-01"]);
+        }
+        Some(site)
+    }
+
+    fn admin(&self, args: &[&str]) -> Output {
+        Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
+            .args(args)
+            .envs(self.cluster.env())
+            .env("ASBB_CONFIG", self.cluster.etc_dir().join("asbb.toml"))
+            .env_remove("ASBB_LEDGER")
+            .env_remove("ASBB_NOW")
+            .output()
+            .unwrap()
+    }
+
+    fn admin_ok(&self, args: &[&str]) -> String {
+        let out = self.admin(args);
+        assert!(out.status.success(), "asbb-admin {args:?}: {}", cluster::show(&out));
+        text(&out.stdout)
+    }
+
+    fn sql_i64(&self, sql: &str, param: &str) -> i64 {
+        let path = self.cluster.dir().join("ledger.db");
+        let conn = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        conn.busy_timeout(Duration::from_secs(5)).unwrap();
+        conn.query_row(sql, [param], |r| r.get(0)).unwrap()
+    }
+
+    fn held(&self, account: &str) -> i64 {
+        self.sql_i64("SELECT held_micros FROM accounts WHERE name = ?1", account)
+    }
+
+    fn charged(&self, account: &str) -> i64 {
+        self.sql_i64(
+            "SELECT coalesce(sum(cost_micros), 0) FROM runs JOIN accounts a ON a.id = account_id WHERE a.name = ?1",
+            account,
+        )
+    }
+
+    fn submit(&self, args: &[&str]) -> u32 {
+        let out = self.cluster.sbatch_as(USER, args);
+        text(&out.stdout)
+            .trim()
+            .strip_prefix("Submitted batch job ")
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("not submitted: {}", cluster::show(&out)))
+    }
+
+    /// slurmdbd's record of a finished job: (State, ElapsedRaw, NCPUS, Account), once
+    /// the job's end has reached it.
+    fn sacct_record(&self, job_id: u32) -> (String, i64, i64, String) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let id = job_id.to_string();
+        loop {
+            let out =
+                self.cluster.run("sacct", &["-X", "-n", "-P", "-j", &id, "--format=State,ElapsedRaw,NCPUS,Account"]);
+            let line = text(&out.stdout);
+            let f: Vec<&str> = line.trim().split('|').collect();
+            if f.len() == 4 && cluster::is_terminal(f[0]) {
+                return (f[0].to_string(), f[1].parse().unwrap(), f[2].parse().unwrap(), f[3].to_string());
+            }
+            assert!(Instant::now() < deadline, "sacct has no end for job {job_id}: {}", cluster::show(&out));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn verify_clean(&self) {
+        let out = self.admin(&["verify"]);
+        assert!(out.status.success(), "verify: {}", cluster::show(&out));
+        let open = self.sql_i64("SELECT count(*) FROM jobs WHERE state = 'held' AND ?1 = ?1", "");
+        assert_eq!(open, 0, "holds left open");
+    }
+}
+
+#[test]
+fn default_account_is_charged_and_a_job_refused_for_its_association_is_released() {
+    let Some(site) = Site::start("e2eacct", "jobcomp/asbb") else { return };
+
+    // No -A: slurmctld's association manager gives the user's default account, and the
+    // plugin prices and holds against that same account.
+    let id = site.submit(&["-p", "debug", "-t", "1", "-n", "1", "--wrap", "true"]);
+    assert_eq!(site.cluster.job_field(id, "Account").as_deref(), Some("chem"));
+    assert_eq!(site.held("chem"), 60 * MICROS_PER_CPU_S, "one CPU-minute held on chem");
+    assert_eq!(site.cluster.wait_done(id), "COMPLETED");
+    let (state, elapsed_s, cpus, account) = site.sacct_record(id);
+    assert_eq!((state.as_str(), account.as_str()), ("COMPLETED", "chem"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while site.held("chem") != 0 {
+        assert!(Instant::now() < deadline, "chem still holds; log:\n{}", site.cluster.ctld_log_tail(30));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(site.charged("chem"), cpus * elapsed_s * MICROS_PER_CPU_S);
+
+    // phys is a ledger account but not one of the user's associations. job_submit runs
+    // before slurmctld checks associations, so a hold is placed; then slurmctld refuses.
+    let out = site.cluster.sbatch_as(USER, &["-A", "phys", "-p", "debug", "-t", "1", "--wrap", "true"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr),
+        "sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified\n"
+    );
+    assert_eq!(site.held("phys"), 60 * MICROS_PER_CPU_S, "the hold job_submit placed");
+    let open = "SELECT count(*) FROM jobs JOIN accounts a ON a.id = account_id WHERE a.name = ?1 AND state = 'held'";
+    assert_eq!(site.sql_i64(open, "phys"), 1);
+
+    // reconcile asks slurmctld and slurmdbd; neither has the job, so the hold goes.
+    let out = site.admin_ok(&["reconcile", "--grace", "0"]);
+    assert!(out.contains("sacct: "), "{out}");
+    assert!(out.contains("released $0.06 held for hold "), "{out}");
+    assert!(out.contains("(account phys): SLURM has no job"), "{out}");
+    assert!(out.ends_with("reconcile: 1 released, 0 charged, 0 left (younger than 0 s), 0 still in SLURM\n"), "{out}");
+    assert_eq!(site.held("phys"), 0);
+    assert_eq!(site.charged("phys"), 0);
+    let again = site.admin_ok(&["reconcile", "--grace", "0"]);
+    assert!(again.ends_with("reconcile: 0 released, 0 charged, 0 left (younger than 0 s), 0 still in SLURM\n"));
+    site.verify_clean();
+}
+
+#[test]
+fn reconcile_charges_from_sacct_a_job_slurmctld_has_forgotten() {
+    // jobcomp/none: no completion reaches the ledger, as when the hook was lost.
+    let Some(mut site) = Site::start("e2esacct", "jobcomp/none") else { return };
+    let ran = site.submit(&["-A", "chem", "-p", "debug", "-t", "1", "-n", "2", "--wrap", "sleep 2"]);
+    assert_eq!(site.cluster.wait_done(ran), "COMPLETED");
+    let (_, elapsed_s, cpus, _) = site.sacct_record(ran);
+    assert_eq!(site.held("chem"), 120 * MICROS_PER_CPU_S, "the hold is still open");
+
+    // A cold start (state files gone) makes slurmctld forget every job; only slurmdbd
+    // still knows this one ran.
+    site.cluster.stop_ctld();
+    for e in std::fs::read_dir(site.cluster.dir().join("state")).unwrap().flatten() {
+        if e.file_name().to_string_lossy().starts_with("job_state") {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    site.cluster.start_ctld();
+    let q = site.cluster.run("squeue", &["-h", "-t", "all"]);
+    assert_eq!(text(&q.stdout), "", "slurmctld still knows jobs");
+
+    let out = site.admin_ok(&["reconcile", "--grace", "0"]);
+    let cost = cpus * elapsed_s * MICROS_PER_CPU_S;
+    let dollars = |micros: i64| format!("${}.{:02}", micros / 1_000_000, (micros % 1_000_000 + 5_000) / 10_000);
+    let line = format!(
+        "charged job {ran} (COMPLETED, run 0, {elapsed_s} s) to chem: {}; released {} of hold ",
+        dollars(cost),
+        dollars(120 * MICROS_PER_CPU_S - cost)
+    );
+    assert!(out.contains(&line), "no `{line}` in:\n{out}");
+    assert!(out.ends_with("reconcile: 0 released, 1 charged, 0 left (younger than 0 s), 0 still in SLURM\n"), "{out}");
+    assert_eq!(site.charged("chem"), cost);
+    assert_eq!(site.held("chem"), 0);
+
+    let again = site.admin_ok(&["reconcile", "--grace", "0"]);
+    assert!(again.ends_with("reconcile: 0 released, 0 charged, 0 left (younger than 0 s), 0 still in SLURM\n"));
+    assert_eq!(site.charged("chem"), cost, "charged once");
+    site.verify_clean();
+}
