@@ -3,7 +3,7 @@
 //! 10,000 accounts and 1,000,000 journal entries. Prints one `name=value` per figure.
 //!
 //! Sizes can be lowered for a quick run: `ASBB_BENCH_ACCOUNTS`, `ASBB_BENCH_ENTRIES`,
-//! `ASBB_BENCH_ITERATIONS`.
+//! `ASBB_BENCH_ITERATIONS`. `ASBB_BENCH_GAP_US` pauses before each submission.
 
 use asbb::core::budget::{Budget, Decision};
 use asbb::core::config::Config;
@@ -25,6 +25,8 @@ fn main() {
     let accounts = env_or("ASBB_BENCH_ACCOUNTS", 10_000);
     let entries = env_or("ASBB_BENCH_ENTRIES", 1_000_000);
     let iterations = env_or("ASBB_BENCH_ITERATIONS", 20_000);
+    // A pause before each submission, as between slurmctld's RPCs (0 = back to back).
+    let gap_us = env_or("ASBB_BENCH_GAP_US", 0);
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("bench.db");
     let config_text = format!(
@@ -43,6 +45,7 @@ fn main() {
     // checkpointer thread beside it.
     let ledger = Ledger::open(&path, OpenMode::MustExist, 50).and_then(|l| l.without_autocheckpoint()).expect("open");
     let _checkpointer = asbb::core::ledger::Checkpointer::start(&path);
+
     let mut budget = Budget::with_ledger(config, ledger);
 
     let mut check_us = Vec::with_capacity(iterations as usize);
@@ -61,6 +64,9 @@ fn main() {
             job_id: None,
             job_name: None,
         };
+        if gap_us > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(gap_us));
+        }
         let t = Instant::now();
         let decision = budget.check_and_hold(&req, 1_800_000_000 + i as i64).expect("check");
         check_us.push(t.elapsed().as_secs_f64() * 1e6);
@@ -93,6 +99,9 @@ fn main() {
     println!("ledger_journal_entries={}", entries + 4 * iterations);
     println!("seed_s={seed_s:.1}");
     println!("iterations={iterations}");
+    println!("gap_us={gap_us}");
+    let wal = std::fs::metadata(format!("{}-wal", path.display())).map(|m| m.len()).unwrap_or(0);
+    println!("wal_mib_after={:.1}", wal as f64 / (1024.0 * 1024.0));
     println!("check_p50_us={:.1}", percentile(&check_us, 0.50));
     println!("check_p99_us={:.1}", percentile(&check_us, 0.99));
     println!("reconcile_p50_us={:.1}", percentile(&reconcile_us, 0.50));

@@ -176,7 +176,17 @@ pub struct Checkpointer {
 }
 
 /// How often the WAL is folded back into the database.
-pub const CHECKPOINT_INTERVAL_MS: u64 = 500;
+pub const CHECKPOINT_INTERVAL_MS: u64 = 250;
+
+/// WAL length (frames of one page) past which checkpoint passes follow each other
+/// 1 ms apart instead of CHECKPOINT_INTERVAL_MS. With one pass per interval, a WAL under
+/// steady submissions was never rewound (2.9 GB after a 40,000-transaction benchmark),
+/// so every commit extended the file and every page read searched a longer WAL index.
+/// 4,096 frames is 16 MiB at 4 KiB pages.
+pub const WAL_REWIND_FRAMES: i64 = 4096;
+
+/// Passes per round while the WAL is long; then the thread sleeps a full interval.
+const MAX_PASSES_PER_ROUND: usize = 50;
 
 impl Checkpointer {
     pub fn start(path: &Path) -> Checkpointer {
@@ -192,9 +202,8 @@ impl Checkpointer {
                     if conn.is_none() {
                         conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE).ok();
                     }
-                    // PASSIVE never waits for readers or writers; a failure is retried next time.
-                    let ok = conn.as_ref().is_some_and(|c| c.execute_batch("PRAGMA wal_checkpoint(PASSIVE);").is_ok());
-                    if !ok {
+                    // A failure drops the connection; the next round reopens it.
+                    if !conn.as_ref().is_some_and(checkpoint_round) {
                         conn = None;
                     }
                 }
@@ -202,6 +211,22 @@ impl Checkpointer {
             .ok();
         Checkpointer { stop: Some(stop), thread }
     }
+}
+
+/// One round of PASSIVE checkpoints, which never wait for readers or writers. SQLite
+/// rewinds the WAL only when a write begins after a checkpoint has copied all of it, so
+/// while the WAL is long the passes follow each other closely: each then copies only
+/// the few frames written since the last one and is likely to finish between two
+/// submissions. False on an error.
+fn checkpoint_round(conn: &Connection) -> bool {
+    for _pass in 0..MAX_PASSES_PER_ROUND {
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
+            Ok(log_frames) if log_frames > WAL_REWIND_FRAMES => std::thread::sleep(Duration::from_millis(1)),
+            Ok(_) => return true,
+            Err(_) => return false,
+        }
+    }
+    true
 }
 
 impl Drop for Checkpointer {
@@ -484,7 +509,48 @@ impl<'c> Tx<'c> {
         Ok(())
     }
 
+    /// A new job token: 10 hex digits of the next `jobs` row number, then 6 random
+    /// ones. Tokens of successive jobs sort in order, so the indexes keyed by token (the
+    /// job's, the journal's `hold:<token>` keys) grow at their right edge: a submit
+    /// touches the same few hot pages instead of a random leaf per index.
     pub fn new_token(&self) -> rusqlite::Result<String> {
-        self.tx.prepare_cached("SELECT lower(hex(randomblob(8)))")?.query_row([], |r| r.get(0))
+        self.tx
+            .prepare_cached(
+                "SELECT printf('%010x', coalesce((SELECT max(rowid) FROM jobs), 0) + 1) || lower(hex(randomblob(3)))",
+            )?
+            .query_row([], |r| r.get(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_of_successive_jobs_sort_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(&dir.path().join("l.db"), OpenMode::CreateIfMissing, 100).unwrap();
+        let mut tokens = Vec::new();
+        for i in 0..3 {
+            let tx = Tx::write(&mut ledger).unwrap();
+            let token = tx.new_token().unwrap();
+            assert_eq!(token.len(), 16);
+            assert!(token.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()), "{token}");
+            tx.tx
+                .execute("INSERT INTO accounts (name, created_at) VALUES (?1, 0) ON CONFLICT (name) DO NOTHING", ["a"])
+                .unwrap();
+            tx.tx
+                .execute(
+                    "INSERT INTO jobs (token, account_id, user_name, uid, partition, request_json, estimate_micros,
+                       tasks_total, state, submitted_at)
+                     VALUES (?1, 1, 'u', 1, 'p', '{}', 0, 1, 'held', ?2)",
+                    rusqlite::params![token, i],
+                )
+                .unwrap();
+            tx.commit().unwrap();
+            tokens.push(token);
+        }
+        assert!(tokens.windows(2).all(|w| w[0] < w[1]), "{tokens:?}");
+        assert!(tokens[0].starts_with("0000000001"), "{tokens:?}");
     }
 }
