@@ -563,13 +563,19 @@ fn unix_socket_maps_the_peer_to_a_role() {
     // No token needed for anything on the socket; the uid decides.
     assert_eq!(w.unix("GET", "/health", None).status, 200);
     // The role rules, without changing uid.
-    let peers = vec![(4242u32, ApiRole::Integration)];
-    let names = vec![("burstd".to_string(), ApiRole::Read)];
-    assert_eq!(api::peer_role(0, Some("root"), Some(999), &peers, &names), ApiRole::Admin);
-    assert_eq!(api::peer_role(999, Some("slurm"), Some(999), &peers, &names), ApiRole::Admin);
-    assert_eq!(api::peer_role(4242, None, Some(999), &peers, &names), ApiRole::Integration);
-    assert_eq!(api::peer_role(5000, Some("burstd"), Some(999), &peers, &names), ApiRole::Read);
-    assert_eq!(api::peer_role(5001, Some("eve"), Some(999), &peers, &names), ApiRole::User);
+    let api_config = asbb::core::config::ApiConfig {
+        peers: vec![
+            asbb::core::config::ApiPeer { user: None, uid: Some(4242), role: ApiRole::Integration },
+            asbb::core::config::ApiPeer { user: Some("burstd".into()), uid: None, role: ApiRole::Read },
+        ],
+        ..Default::default()
+    };
+    assert_eq!(api_config.local_role(0, Some("root"), Some(999)), ApiRole::Admin);
+    assert_eq!(api_config.local_role(999, Some("slurm"), Some(999)), ApiRole::Admin);
+    assert_eq!(api_config.local_role(4242, None, Some(999)), ApiRole::Integration);
+    assert_eq!(api_config.local_role(5000, Some("burstd"), Some(999)), ApiRole::Read);
+    assert_eq!(api_config.local_role(5001, Some("eve"), Some(999)), ApiRole::User);
+    assert_eq!(api_config.local_role(5002, None, None), ApiRole::User);
 }
 
 /// Issue 5: `asbb` run as an ordinary user cannot open the 0600 ledger and asks the

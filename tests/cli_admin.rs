@@ -338,3 +338,57 @@ fn verify_reports_tampering() {
     let e = conn.execute("UPDATE journal SET amount_micros = 1", []).unwrap_err();
     assert!(e.to_string().contains("journal entries are immutable"), "{e}");
 }
+
+/// Runs asbb-admin as `user` (root only: runuser); None when not root.
+fn run_as(user: &str, env: &Env, args: &[&str]) -> Option<(String, String, i32)> {
+    if Command::new("id").arg("-u").output().map(|o| o.stdout != b"0\n").unwrap_or(true) {
+        eprintln!("skipped: needs root to run asbb-admin as another user");
+        return None;
+    }
+    let exists = |u: &str| Command::new("id").arg(u).output().is_ok_and(|o| o.status.success());
+    for _ in 0..20 {
+        if exists(user) {
+            break;
+        }
+        // Another test binary may hold /etc/passwd's lock: retry.
+        let _ = Command::new("useradd").args(["--no-create-home", "--shell", "/bin/sh", user]).output();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = Command::new("runuser")
+        .args(["-u", user, "--", "env"])
+        .arg(format!("ASBB_CONFIG={}", Env::config_path().display()))
+        .arg(format!("ASBB_LEDGER={}", env.ledger().display()))
+        .arg(format!("ASBB_NOW={NOW}"))
+        .arg(env!("CARGO_BIN_EXE_asbb-admin"))
+        .args(args)
+        .current_dir("/")
+        .output()
+        .unwrap();
+    Some((
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+        out.status.code().unwrap_or(-1),
+    ))
+}
+
+#[test]
+fn only_root_and_the_ledger_owner_may_run_admin_commands() {
+    let env = Env::new();
+    env.ok(&["account", "create", "chem", "--limit", "100"]);
+    let before = env.snapshot();
+    let Some((out, err, code)) = run_as("asbbnotadmin", &env, &["deposit", "chem", "50"]) else { return };
+    assert_eq!((out.as_str(), code), ("", 77));
+    assert_eq!(
+        err,
+        "asbb-admin: error: asbbnotadmin is not an asbb admin (root, the ledger's owner root, or [[api.peers]] \
+         with role \"admin\"); users see their own accounts with `asbb status`\n"
+    );
+    assert_eq!(env.snapshot(), before, "a refused caller wrote to the ledger");
+
+    // Made the ledger's owner (as SlurmUser is), the same user may.
+    let st = Command::new("chown").args(["-R", "asbbnotadmin"]).arg(env.dir.path()).status().unwrap();
+    assert!(st.success());
+    let (out, err, code) = run_as("asbbnotadmin", &env, &["account", "list"]).unwrap();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("chem"), "{out}");
+}

@@ -134,8 +134,6 @@ pub struct Shared {
     budget: Mutex<Option<Budget>>,
     tokens: Vec<([u8; 32], String, ApiRole)>,
     ledger_owner: Option<u32>,
-    peers: Vec<(u32, ApiRole)>,
-    peer_names: Vec<(String, ApiRole)>,
     log: bool,
     requests: [AtomicU64; 5],
 }
@@ -206,30 +204,9 @@ fn token_caller(state: &Shared, token: &str) -> Option<Caller> {
     found
 }
 
-/// The role of a unix-socket peer: root and the ledger's owner are admins, listed
-/// peers (by uid, then by name) have their role, anyone else is a `user`.
-pub fn peer_role(
-    uid: u32,
-    name: Option<&str>,
-    ledger_owner: Option<u32>,
-    peers: &[(u32, ApiRole)],
-    peer_names: &[(String, ApiRole)],
-) -> ApiRole {
-    if uid == 0 || Some(uid) == ledger_owner {
-        return ApiRole::Admin;
-    }
-    if let Some((_, r)) = peers.iter().find(|(u, _)| *u == uid) {
-        return *r;
-    }
-    if let Some((_, r)) = peer_names.iter().find(|(n, _)| Some(n.as_str()) == name) {
-        return *r;
-    }
-    ApiRole::User
-}
-
 fn peer_caller(state: &Shared, uid: u32) -> Caller {
     let name = crate::cli::user_name(uid);
-    let role = peer_role(uid, name.as_deref(), state.ledger_owner, &state.peers, &state.peer_names);
+    let role = state.config.api.local_role(uid, name.as_deref(), state.ledger_owner);
     Caller { role, name: name.unwrap_or_else(|| format!("uid{uid}")), uid: Some(uid) }
 }
 
@@ -425,22 +402,11 @@ pub fn start(config: Config, opts: ServeOptions) -> Result<RunningServer, ServeE
         let h = hex32(&t.sha256).ok_or_else(|| ServeError(format!("api.tokens.{}: bad sha256", t.name)))?;
         tokens.push((h, t.name.clone(), t.role));
     }
-    let mut peers = Vec::new();
-    let mut peer_names = Vec::new();
-    for p in &config.api.peers {
-        match (p.uid, &p.user) {
-            (Some(u), _) => peers.push((u, p.role)),
-            (None, Some(n)) => peer_names.push((n.clone(), p.role)),
-            _ => {}
-        }
-    }
     let state = Arc::new(Shared {
         config,
         budget: Mutex::new(None),
         tokens,
         ledger_owner,
-        peers,
-        peer_names,
         log: opts.log,
         requests: Default::default(),
     });

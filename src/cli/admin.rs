@@ -269,6 +269,7 @@ fn plural(n: u64) -> &'static str {
 /// Runs one admin command; returns what to print on stdout.
 pub fn run(cli: AdminCli) -> Result<String, CliError> {
     let config = load_config(Some(&cli.config), cli.ledger.as_deref())?;
+    super::require_admin(&config)?;
     let now = now()?;
     let actor = super::actor();
     let fmt = cli.format;

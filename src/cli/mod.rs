@@ -83,6 +83,35 @@ pub fn open_budget(config: Config, mode: OpenMode) -> Result<Budget, CliError> {
     Ok(Budget::with_ledger(config, ledger))
 }
 
+/// Exit code of a caller who may not run `asbb-admin` (sysexits' EX_NOPERM).
+pub const EXIT_NOT_ADMIN: i32 = 77;
+
+/// `asbb-admin` is for root, the ledger file's owner (SlurmUser; while there is no
+/// ledger yet, the owner of the folder it goes in) and `[[api.peers]]` given role
+/// admin. Anyone else is refused before the ledger is opened, whatever its mode.
+pub fn require_admin(config: &Config) -> Result<(), CliError> {
+    use std::os::unix::fs::MetadataExt;
+    let uid = current_uid();
+    let owner = config
+        .ledger_path
+        .ancestors()
+        .find_map(|p| std::fs::metadata(if p.as_os_str().is_empty() { Path::new(".") } else { p }).ok())
+        .map(|m| m.uid());
+    let name = user_name(uid);
+    if config.api.local_role(uid, name.as_deref(), owner) == crate::core::config::ApiRole::Admin {
+        return Ok(());
+    }
+    let who = name.unwrap_or_else(|| format!("uid {uid}"));
+    let owner_name = owner.map(|o| user_name(o).unwrap_or_else(|| format!("uid {o}"))).unwrap_or_else(|| "?".into());
+    Err(CliError {
+        message: format!(
+            "{who} is not an asbb admin (root, the ledger's owner {owner_name}, or [[api.peers]] with role \"admin\"); \
+             users see their own accounts with `asbb status`"
+        ),
+        exit_code: EXIT_NOT_ADMIN,
+    })
+}
+
 /// Who runs the command, for the audit log: the sudo caller if any, else the user.
 pub fn actor() -> String {
     let uid = current_uid();

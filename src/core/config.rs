@@ -419,6 +419,20 @@ pub struct ApiConfig {
     pub peers: Vec<ApiPeer>,
 }
 
+impl ApiConfig {
+    /// The role of a local user (a unix-socket peer, or whoever runs `asbb-admin`): root
+    /// and the ledger file's owner are admins, `[[api.peers]]` give listed users (by uid,
+    /// then by name) their role, anyone else is a `user`.
+    pub fn local_role(&self, uid: u32, name: Option<&str>, ledger_owner: Option<u32>) -> ApiRole {
+        if uid == 0 || Some(uid) == ledger_owner {
+            return ApiRole::Admin;
+        }
+        let by_uid = self.peers.iter().find(|p| p.uid == Some(uid));
+        let by_name = || self.peers.iter().find(|p| p.uid.is_none() && name.is_some() && p.user.as_deref() == name);
+        by_uid.or_else(by_name).map_or(ApiRole::User, |p| p.role)
+    }
+}
+
 impl Default for ApiConfig {
     fn default() -> ApiConfig {
         ApiConfig {
