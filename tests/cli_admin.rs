@@ -181,15 +181,9 @@ Decision:   reject: account 'chem' cannot cover this job: needs $16.16, $10.00 a
     );
 }
 
-#[test]
-fn transactions_show_holds_charges_and_releases() {
-    let env = Env::new();
-    env.ok(&["account", "create", "chem", "--limit", "100", "--start", "2026-01-01"]);
-    env.ok(&["deposit", "chem", "50", "--memo", "grant", "--request-id", "r1"]);
-    assert_eq!(
-        env.ok(&["deposit", "chem", "50", "--request-id", "r1"]),
-        "deposit r1 was already applied; available $150.00\n"
-    );
+/// Job 42 on cluster c1: 4 CPUs for 30 minutes in `debug`, submitted, run and
+/// reconciled through the core; returns its hold token.
+fn charged_job_42(env: &Env) -> String {
     let mut b = env.budget();
     let req = JobRequest {
         user: "alice".into(),
@@ -223,7 +217,19 @@ fn transactions_show_holds_charges_and_releases() {
         run_index: 0,
     };
     b.reconcile(&done, NOW_S + 2000).unwrap();
-    drop(b);
+    token
+}
+
+#[test]
+fn transactions_show_holds_charges_and_releases() {
+    let env = Env::new();
+    env.ok(&["account", "create", "chem", "--limit", "100", "--start", "2026-01-01"]);
+    env.ok(&["deposit", "chem", "50", "--memo", "grant", "--request-id", "r1"]);
+    assert_eq!(
+        env.ok(&["deposit", "chem", "50", "--request-id", "r1"]),
+        "deposit r1 was already applied; available $150.00\n"
+    );
+    let token = charged_job_42(&env);
     let out = env.ok(&["transactions", "chem"]);
     let expected = "\
 ID  TIME                 KIND     AMOUNT   ALLOCATION  JOB  TOKEN  MEMO
@@ -391,4 +397,48 @@ fn only_root_and_the_ledger_owner_may_run_admin_commands() {
     let (out, err, code) = run_as("asbbnotadmin", &env, &["account", "list"]).unwrap();
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("chem"), "{out}");
+}
+
+#[test]
+fn refunds_and_adjustments_by_job_id() {
+    let env = Env::new();
+    env.ok(&["account", "create", "chem", "--limit", "100", "--start", "2026-01-01"]);
+    charged_job_42(&env);
+    assert_eq!(
+        env.ok(&["job", "refund", "42", "0.02", "--reason", "node failure"]),
+        "job 42 (chem): refunded $0.02; net charge now $0.04 (node failure)\n"
+    );
+    // The same command again is a retry, not a second refund.
+    let again = env.ok(&["job", "refund", "42", "0.02", "--reason", "node failure"]);
+    assert!(again.starts_with("job 42: this refund was already applied (request id cli:"), "{again}");
+    assert!(
+        again.ends_with(
+            ":0.02:node failure); nothing changed
+"
+        ),
+        "{again}"
+    );
+    assert_eq!(
+        env.ok(&["job", "adjust", "42", "+0.10", "--reason", "AWS bill"]),
+        "job 42 (chem): adjusted by +$0.10; net charge now $0.14 (AWS bill)\n"
+    );
+    assert_eq!(
+        env.ok(&["job", "adjust", "42", "-0.04", "--reason", "AWS credit", "--request-id", "inv-7"]),
+        "job 42 (chem): adjusted by -$0.04; net charge now $0.10 (AWS credit)\n"
+    );
+    env.fails(
+        &["job", "refund", "42", "1", "--reason", "x"],
+        "asbb-admin: error: a refund of $1.00 is more than job 42's net charge of $0.10",
+    );
+    env.fails(
+        &["job", "adjust", "42", "0.10", "--reason", "x"],
+        "asbb-admin: error: adjustment '0.10': give a sign, +AMOUNT or -AMOUNT",
+    );
+    env.fails(
+        &["job", "refund", "42", "-1", "--reason", "x"],
+        "asbb-admin: error: refund: amount '-1' is negative; amounts must be zero or more",
+    );
+    env.fails(&["job", "refund", "99", "1", "--reason", "x"], "asbb-admin: error: no job 99 in the ledger");
+    env.fails(&["job", "refund", "42", "0.01", "--reason", " "], "asbb-admin: error: a refund needs --reason");
+    assert!(env.ok(&["verify"]).ends_with("ok: every balance matches the journal\n"));
 }

@@ -358,6 +358,12 @@ fn show_list_and_forecast_goldens() {
         ),
         "{phys}"
     );
+    // --check: the same text, then exit 1 because of the ALERT; 0 without one.
+    let (out, err, code) = env.run_at(NOW, &["forecast", "phys", "--window", "30", "--check"]);
+    assert_eq!((out.as_str(), code), (phys.as_str(), 1));
+    assert_eq!(err, "asbb-admin: error: forecast --check: account phys runs out before its end\n");
+    let (out, _, code) = env.run_at(NOW, &["forecast", "--grant", NSF, "--check"]);
+    assert_eq!((out.contains("ALERT"), code), (false, 0));
     let csv = env.ok(&["forecast", "phys", "--window", "3d", "--format", "csv"]);
     assert_eq!(csv, "date,direct,total\n2026-08-12,0.00,0.00\n2026-08-13,0.00,0.00\n2026-08-14,0.00,0.00\n");
     let v: serde_json::Value =

@@ -160,6 +160,10 @@ pub struct ForecastArgs {
     /// Trailing window for the burn rate: 30d or 30 (days; default from [forecast]).
     #[arg(long)]
     pub window: Option<String>,
+    /// Exit 1 when the forecast has an ALERT (the money runs out before the end), for
+    /// cron and monitoring.
+    #[arg(long)]
+    pub check: bool,
 }
 
 fn invalid(e: crate::core::budget::BudgetError) -> CliError {
@@ -329,7 +333,14 @@ pub fn run_forecast(a: ForecastArgs, config: Config, now: i64, fmt: Format) -> R
         (None, Some(acc)) => budget.account_forecast(acc, window, now)?,
         (None, None) => return Err(CliError::new("give an ACCOUNT or --grant NUMBER")),
     };
-    Ok(show_forecast(&forecast, fmt))
+    let text = show_forecast(&forecast, fmt);
+    if a.check && forecast.projection.alert {
+        print!("{text}");
+        let what =
+            a.grant.map_or_else(|| format!("account {}", a.account.unwrap_or_default()), |g| format!("grant {g}"));
+        return Err(CliError { message: format!("forecast --check: {what} runs out before its end"), exit_code: 1 });
+    }
+    Ok(text)
 }
 
 fn show_forecast(f: &Forecast, fmt: Format) -> String {

@@ -1,11 +1,12 @@
-//! `asbb-admin job approve|deny|list`: the admin side of jobs submitted held, and
-//! the release of held jobs after a deposit. The ledger is changed first, then SLURM
+//! `asbb-admin job approve|deny|list|refund|adjust`: the admin side of jobs submitted
+//! held, the release of held jobs after a deposit, and corrections of what a job cost. The ledger is changed first, then SLURM
 //! is told (`scontrol release`, `scancel`).
 
 use super::{json, CliError, Format, Table};
 use crate::core::approval::describe_waiting;
 use crate::core::budget::{format_time, Budget, JobSummary};
 use crate::core::fields::hold_token;
+use crate::core::money::Money;
 use crate::core::slurm_snapshot::parse_squeue_json;
 use clap::{Args, Subcommand};
 use std::collections::BTreeMap;
@@ -24,6 +25,30 @@ pub enum JobCommand {
     },
     /// Jobs asbb knows about; `--held` for those waiting for approval or funds.
     List(JobListArgs),
+    /// Give back part of a job's net charge (e.g. a node failure the site does not bill).
+    Refund(CorrectionArgs),
+    /// Correct a job's cost: `+AMOUNT` costs more, `-AMOUNT` less (e.g. the real AWS bill).
+    Adjust(CorrectionArgs),
+}
+
+/// `job refund` / `job adjust`.
+#[derive(Args, Debug)]
+pub struct CorrectionArgs {
+    /// SLURM job id (the job may be long gone from SLURM; the ledger knows it).
+    pub job_id: u32,
+    /// Dollars; for `adjust` with a sign (`+12.50`, `-3`).
+    #[arg(allow_hyphen_values = true)]
+    pub amount: String,
+    /// Why, kept in the journal and the audit log.
+    #[arg(long)]
+    pub reason: String,
+    /// The cluster, when the same job id ran on several.
+    #[arg(long)]
+    pub cluster: Option<String>,
+    /// Applied once per request id (default: from the job, amount and reason, so a
+    /// repeated command changes nothing).
+    #[arg(long)]
+    pub request_id: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -91,7 +116,53 @@ pub fn run(cmd: JobCommand, budget: &mut Budget, actor: &str, now: i64, fmt: For
             }
             Ok(list(&jobs, fmt))
         }
+        JobCommand::Refund(a) => correct(budget, &a, false, actor, now),
+        JobCommand::Adjust(a) => correct(budget, &a, true, actor, now),
     }
+}
+
+/// A refund (`signed` = false, amount > 0) or an adjustment (signed, not zero) of the
+/// job's net charge, as new journal entries.
+fn correct(budget: &mut Budget, a: &CorrectionArgs, signed: bool, actor: &str, now: i64) -> Result<String, CliError> {
+    let what = if signed { "adjustment" } else { "refund" };
+    let text = a.amount.trim();
+    let (negative, digits) = match text.strip_prefix('-') {
+        Some(rest) if signed => (true, rest),
+        _ if signed => match text.strip_prefix('+') {
+            Some(rest) => (false, rest),
+            None => return Err(CliError::new(format!("{what} '{text}': give a sign, +AMOUNT or -AMOUNT"))),
+        },
+        _ => (false, text),
+    };
+    let amount = Money::parse(digits).map_err(|e| CliError::new(format!("{what}: {e}")))?;
+    let reason = crate::core::fields::clean_text(&a.reason);
+    if reason.trim().is_empty() {
+        return Err(CliError::new(format!("a {what} needs --reason")));
+    }
+    let found = crate::core::integration::find_job(budget.ledger.connection(), a.cluster.as_deref(), a.job_id)
+        .map_err(|e| CliError::new(e.to_string()))?;
+    let token = found.job.token.clone();
+    let request_id = a.request_id.clone().unwrap_or_else(|| format!("cli:{token}:{text}:{reason}"));
+    let applied = if signed {
+        let delta = if negative { Money::from_micros(-amount.micros()) } else { amount };
+        budget.adjust(&token, delta, Some(&reason), &request_id, actor, now)?
+    } else {
+        budget.refund(&token, amount, Some(&reason), &request_id, actor, now)?
+    };
+    if !applied {
+        return Ok(format!(
+            "job {}: this {what} was already applied (request id {request_id}); nothing changed\n",
+            a.job_id
+        ));
+    }
+    let after = crate::core::integration::find_job(budget.ledger.connection(), a.cluster.as_deref(), a.job_id)
+        .map_err(|e| CliError::new(e.to_string()))?;
+    let done = match (signed, negative) {
+        (false, _) => format!("refunded {amount}"),
+        (true, false) => format!("adjusted by +{amount}"),
+        (true, true) => format!("adjusted by -{amount}"),
+    };
+    Ok(format!("job {} ({}): {done}; net charge now {} ({reason})\n", a.job_id, found.account, after.job.charged))
 }
 
 fn list(jobs: &[JobSummary], fmt: Format) -> String {
