@@ -833,7 +833,7 @@ proptest! {
                 rusqlite::params![format!("k{i}"), e, a],
             ).unwrap();
         }
-        let hold = hold_for_conn(conn, 1, "p", Money::from_micros(estimate), &cfg).unwrap().micros();
+        let hold = hold_for_conn(conn, 1, "p", "", Money::from_micros(estimate), &cfg).unwrap().micros();
         prop_assert!(hold <= estimate);
         prop_assert!(hold as i128 * PPM as i128 >= min_ppm as i128 * estimate as i128);
         if samples.len() < 10 {

@@ -320,3 +320,32 @@ fn report_accuracy_shows_before_and_after_learning() {
     let freed = Money::parse(v[0]["freed"].as_str().unwrap()).unwrap();
     assert!(freed.micros() > 0, "{v}");
 }
+
+/// Samples are grouped by research domain: jobs that name `domain=climate` learn from
+/// climate jobs only, and jobs that name no domain from the others.
+#[test]
+fn learning_groups_samples_by_research_domain() {
+    let t0 = 1_800_000_000;
+    let mut b = Budget::with_ledger(config(true), Ledger::in_memory().unwrap());
+    b.create_account("sim", Money::from_dollars(1_000_000).unwrap(), t0 - 86_400, FOREVER, Money::ZERO, "sim", t0)
+        .unwrap();
+    let climate = asbb::core::metadata::JobMetadata { research_domain: Some("climate".into()), ..Default::default() };
+    let none = asbb::core::metadata::JobMetadata::default();
+    let job = SimJob { submit: t0, cpus: 4, limit_min: 600, used_pct: 25 };
+    let req = request("sim", &job);
+    let mut submit = |b: &mut Budget, meta: &asbb::core::metadata::JobMetadata, t: i64| match b.submit(&req, meta, t) {
+        Ok(Decision::Accept { token, estimate, .. }) => (token, estimate),
+        other => panic!("{other:?}"),
+    };
+    // 20 climate jobs (min_samples) that use a quarter of their time limit.
+    for i in 0..20 {
+        let t = t0 + i * 60;
+        let (token, _) = submit(&mut b, &climate, t);
+        b.reconcile(&completion(&req, &token, i as u32 + 1, t, t + 600 * 60 / 4), t + 9000).unwrap();
+    }
+    let (token, estimate) = submit(&mut b, &climate, t0 + 10_000);
+    let climate_hold = b.job(&token).unwrap().unwrap().hold_placed;
+    assert_eq!(climate_hold.micros(), estimate.micros() / 2, "learned 0.25, bounded below by min_hold_factor 0.5");
+    let (token, estimate) = submit(&mut b, &none, t0 + 10_001);
+    assert_eq!(b.job(&token).unwrap().unwrap().hold_placed, estimate, "no samples without a domain yet");
+}

@@ -357,7 +357,7 @@ impl Budget {
     /// Prices and decides without writing anything (a quote).
     pub fn quote(&mut self, req: &JobRequest, now: i64) -> Result<Decision, BudgetError> {
         let tx = Tx::read(&mut self.ledger)?;
-        let verdict = decide(&self.config, &tx, req, now, false)?;
+        let verdict = decide(&self.config, &tx, req, "", now, false)?;
         Ok(match verdict {
             Verdict::Done(d) => d,
             // issue 6 (learning): what is left after the hold, which learning may size below the estimate.
@@ -382,7 +382,8 @@ impl Budget {
         let path = self.ledger.path().to_path_buf();
         let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::write(&mut self.ledger)?;
-        let verdict = decide(&self.config, &tx, req, now, false)?;
+        let domain = meta.research_domain.as_deref().unwrap_or("");
+        let verdict = decide(&self.config, &tx, req, domain, now, false)?;
         if let Some(refusal) = check_metadata(&tx, &verdict, meta).map_err(&e)? {
             return Ok(refusal);
         }
@@ -428,6 +429,7 @@ impl Budget {
         let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::write(&mut self.ledger)?;
         let job = tx.job(token).map_err(&e)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
+        let domain = job.research_domain.clone().unwrap_or_default();
         let request_json = serde_json::to_string(req).map_err(|err| BudgetError::Invalid(err.to_string()))?;
         let outcome = match job.state.as_str() {
             "held" => {
@@ -437,8 +439,9 @@ impl Budget {
                 let estimate = cost::estimate(&self.config, req)?;
                 // issue 6 (learning): the new hold is sized like a submit's (= estimate when learning is off).
                 let learning = &self.config.learning;
-                let new_hold = crate::core::learning::hold_for(&tx, job.account_id, &req.partition, estimate, learning)
-                    .map_err(&e)?;
+                let new_hold =
+                    crate::core::learning::hold_for(&tx, job.account_id, &req.partition, &domain, estimate, learning)
+                        .map_err(&e)?;
                 let delta = new_hold.micros() - job.held.micros();
                 if delta == 0 {
                     Modified::Unchanged
@@ -482,7 +485,7 @@ impl Budget {
                     return Ok(Modified::Unchanged);
                 }
                 let needs_approval = job.state == "awaiting_approval" && !approved;
-                match decide(&self.config, &tx, req, now, approved || job.state == "awaiting_funds")? {
+                match decide(&self.config, &tx, req, &domain, now, approved || job.state == "awaiting_funds")? {
                     // issue 6 (learning): place the learned hold, not necessarily the estimate.
                     Verdict::Fits { account, hold, .. } if !needs_approval => {
                         place_hold(&tx, token, account.id, hold, req.job_id, now, "released after hold").map_err(&e)?;
@@ -812,6 +815,7 @@ fn decide(
     config: &Config,
     tx: &Tx<'_>,
     req: &JobRequest,
+    domain: &str,
     now: i64,
     skip_approval: bool,
 ) -> Result<Verdict, BudgetError> {
@@ -876,7 +880,7 @@ fn decide(
         }
     }
     // issue 6 (learning): the decision compares the hold (the estimate unless learning sized it) with available.
-    let hold = crate::core::learning::hold_for(tx, account.id, &req.partition, estimate, &config.learning)
+    let hold = crate::core::learning::hold_for(tx, account.id, &req.partition, domain, estimate, &config.learning)
         .map_err(ledger_err)?;
     if hold <= available {
         return Ok(Verdict::Fits { account, estimate, hold, available });

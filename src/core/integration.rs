@@ -535,7 +535,7 @@ impl Budget {
                     source: "feedback",
                     account_id: found.job.account_id,
                     partition: &found.job.partition,
-                    domain: "",
+                    domain: found.job.research_domain.as_deref().unwrap_or(""),
                     token: Some(&found.job.token),
                     job_id: Some(f.job_id),
                     estimate: f.estimated_cost,
@@ -856,7 +856,7 @@ impl Budget {
                     .map_err(&e)?;
                 match id {
                     Some(id) => Some(
-                        learning::hold_for_conn(conn, id, &req.partition, *estimate, &self.config.learning)
+                        learning::hold_for_conn(conn, id, &req.partition, "", *estimate, &self.config.learning)
                             .map_err(&e)?,
                     ),
                     None => Some(*estimate),

@@ -2,8 +2,8 @@
 //!
 //! Every reconciled run (and every performance feedback record, unless
 //! `[learning] include_feedback = false`) leaves a sample of estimated vs actual cost
-//! and duration, grouped by (account, partition, research domain; the domain is ""
-//! until jobs carry one). When `[learning] enabled`, a new job's hold is
+//! and duration, grouped by (account, partition, research domain; "" for jobs that
+//! name none). When `[learning] enabled`, a new job's hold is
 //!
 //! ```text
 //! hold = ceil(estimate × factor / 1e6)
@@ -112,10 +112,11 @@ pub(crate) fn hold_for(
     tx: &Tx<'_>,
     account_id: i64,
     partition: &str,
+    domain: &str,
     estimate: Money,
     cfg: &LearningConfig,
 ) -> rusqlite::Result<Money> {
-    hold_for_conn(&tx.tx, account_id, partition, estimate, cfg)
+    hold_for_conn(&tx.tx, account_id, partition, domain, estimate, cfg)
 }
 
 /// `hold_for` on a plain connection (quotes from the API).
@@ -123,13 +124,14 @@ pub fn hold_for_conn(
     conn: &Connection,
     account_id: i64,
     partition: &str,
+    domain: &str,
     estimate: Money,
     cfg: &LearningConfig,
 ) -> rusqlite::Result<Money> {
     if !cfg.enabled || estimate.micros() <= 0 {
         return Ok(estimate);
     }
-    Ok(match group_factor(conn, account_id, partition, "", cfg)? {
+    Ok(match group_factor(conn, account_id, partition, domain, cfg)? {
         Some(f) => hold_from_factor(estimate, f),
         None => estimate,
     })
@@ -206,7 +208,7 @@ pub(crate) fn record_run(
             source: "run",
             account_id,
             partition: &c.partition,
-            domain: "",
+            domain: job.research_domain.as_deref().unwrap_or(""),
             token: Some(&job.token),
             job_id: Some(c.job_id),
             estimate: Money::from_micros(share),

@@ -219,9 +219,16 @@ impl Checkpointer {
 /// the few frames written since the last one and is likely to finish between two
 /// submissions. False on an error.
 fn checkpoint_round(conn: &Connection) -> bool {
+    let mut previous = None;
     for _pass in 0..MAX_PASSES_PER_ROUND {
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
-            Ok(log_frames) if log_frames > WAL_REWIND_FRAMES => std::thread::sleep(Duration::from_millis(1)),
+            // Nothing was written since the last pass, so all of it is copied and the
+            // next write rewinds the WAL: no need to go on.
+            Ok(log_frames) if previous == Some(log_frames) => return true,
+            Ok(log_frames) if log_frames > WAL_REWIND_FRAMES => {
+                previous = Some(log_frames);
+                std::thread::sleep(Duration::from_millis(1));
+            }
             Ok(_) => return true,
             Err(_) => return false,
         }
@@ -314,6 +321,8 @@ pub struct JobRow {
     pub reason: Option<String>,
     pub submitted_at: i64,
     pub settled_at: Option<i64>,
+    /// From the job's metadata (`domain=`); groups learning samples.
+    pub research_domain: Option<String>,
 }
 
 /// One journal entry to write.
@@ -351,7 +360,7 @@ pub struct EntryRow {
 
 pub(crate) const ACCOUNT_COLS: &str =
     "id, name, status, credit_limit_micros, description, created_at, held_micros, overdraft_micros";
-pub(crate) const JOB_COLS: &str = "token, account_id, user_name, uid, partition, job_id, job_name, request_json, estimate_micros, tasks_total, tasks_done, held_micros, hold_placed_micros, charged_micros, state, reason, submitted_at, settled_at";
+pub(crate) const JOB_COLS: &str = "token, account_id, user_name, uid, partition, job_id, job_name, request_json, estimate_micros, tasks_total, tasks_done, held_micros, hold_placed_micros, charged_micros, state, reason, submitted_at, settled_at, research_domain";
 
 pub(crate) fn account_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
     Ok(AccountRow {
@@ -386,6 +395,7 @@ pub(crate) fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         reason: r.get(15)?,
         submitted_at: r.get(16)?,
         settled_at: r.get(17)?,
+        research_domain: r.get(18)?,
     })
 }
 
