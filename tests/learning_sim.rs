@@ -333,7 +333,7 @@ fn learning_groups_samples_by_research_domain() {
     let none = asbb::core::metadata::JobMetadata::default();
     let job = SimJob { submit: t0, cpus: 4, limit_min: 600, used_pct: 25 };
     let req = request("sim", &job);
-    let mut submit = |b: &mut Budget, meta: &asbb::core::metadata::JobMetadata, t: i64| match b.submit(&req, meta, t) {
+    let submit = |b: &mut Budget, meta: &asbb::core::metadata::JobMetadata, t: i64| match b.submit(&req, meta, t) {
         Ok(Decision::Accept { token, estimate, .. }) => (token, estimate),
         other => panic!("{other:?}"),
     };
