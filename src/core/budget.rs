@@ -392,8 +392,8 @@ impl Budget {
             // issue 6 (learning): hold `hold` (= the estimate unless [learning] sized it down).
             Verdict::Fits { account, estimate, hold, available } => {
                 let token = tx.new_token().map_err(&e)?;
-                insert_job(&tx, &token, &account, req, estimate, "held", None, now).map_err(&e)?;
-                place_hold(&tx, &token, account.id, hold, req.job_id, now, "submit").map_err(&e)?;
+                insert_job(&tx, &token, &account, req, estimate, hold, "held", None, now).map_err(&e)?;
+                hold_entry(&tx, &token, account.id, hold, req.job_id, now, "submit").map_err(&e)?;
                 Decision::Accept {
                     token,
                     estimate,
@@ -402,7 +402,7 @@ impl Budget {
             }
             Verdict::Held { account, estimate, reason, state } => {
                 let token = tx.new_token().map_err(&e)?;
-                insert_job(&tx, &token, &account, req, estimate, state, Some(&reason), now).map_err(&e)?;
+                insert_job(&tx, &token, &account, req, estimate, Money::ZERO, state, Some(&reason), now).map_err(&e)?;
                 Decision::Hold { token, estimate, reason }
             }
         };
@@ -488,7 +488,13 @@ impl Budget {
                 match decide(&self.config, &tx, req, &domain, now, approved || job.state == "awaiting_funds")? {
                     // issue 6 (learning): place the learned hold, not necessarily the estimate.
                     Verdict::Fits { account, hold, .. } if !needs_approval => {
-                        place_hold(&tx, token, account.id, hold, req.job_id, now, "released after hold").map_err(&e)?;
+                        hold_entry(&tx, token, account.id, hold, req.job_id, now, "released after hold").map_err(&e)?;
+                        tx.tx
+                            .execute(
+                                "UPDATE jobs SET held_micros = held_micros + ?2, hold_placed_micros = ?2 WHERE token = ?1",
+                                params![token, hold.micros()],
+                            )
+                            .map_err(&e)?;
                         tx.tx
                             .execute("UPDATE jobs SET state = 'held', reason = NULL WHERE token = ?1", [token])
                             .map_err(&e)?;
@@ -958,6 +964,7 @@ fn insert_job(
     account: &AccountRow,
     req: &JobRequest,
     estimate: Money,
+    held: Money,
     state: &str,
     reason: Option<&str>,
     now: i64,
@@ -966,8 +973,8 @@ fn insert_job(
     tx.tx
         .prepare_cached(
             "INSERT INTO jobs (token, account_id, user_name, uid, partition, job_id, job_name, request_json, estimate_micros,
-               tasks_total, state, reason, submitted_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+               tasks_total, state, reason, submitted_at, held_micros, hold_placed_micros)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)",
         )?
         .execute(params![
             token,
@@ -982,13 +989,15 @@ fn insert_job(
             req.array_tasks.max(1),
             state,
             reason,
-            now
+            now,
+            held.micros()
         ])?;
     Ok(())
 }
 
-/// Places the first hold of a job.
-fn place_hold(
+/// The journal entry and account total of a job's first hold (the job row carries
+/// `held_micros` itself: written with the row at submit, updated at a release).
+fn hold_entry(
     tx: &Tx<'_>,
     token: &str,
     account_id: i64,
@@ -997,27 +1006,23 @@ fn place_hold(
     now: i64,
     why: &str,
 ) -> rusqlite::Result<()> {
-    if !amount.is_zero() {
-        tx.insert_entry(&NewEntry {
-            txn_key: &format!("hold:{token}"),
-            part: 0,
-            kind: "hold",
-            account_id,
-            allocation_id: None,
-            amount,
-            token: Some(token),
-            job_id,
-            at: now,
-            actor: None,
-            memo: Some(why),
-        })?;
-        tx.add_account_held(account_id, amount.micros())?;
+    if amount.is_zero() {
+        return Ok(());
     }
-    tx.tx.execute(
-        "UPDATE jobs SET held_micros = held_micros + ?2, hold_placed_micros = ?2 WHERE token = ?1",
-        params![token, amount.micros()],
-    )?;
-    Ok(())
+    tx.insert_entry(&NewEntry {
+        txn_key: &format!("hold:{token}"),
+        part: 0,
+        kind: "hold",
+        account_id,
+        allocation_id: None,
+        amount,
+        token: Some(token),
+        job_id,
+        at: now,
+        actor: None,
+        memo: Some(why),
+    })?;
+    tx.add_account_held(account_id, amount.micros())
 }
 
 /// Grows (delta > 0) or shrinks (delta < 0) a job's hold.
