@@ -69,42 +69,58 @@ impl Budget {
         if request_id.trim().is_empty() || request_id.chars().any(char::is_control) {
             return Err(BudgetError::Invalid("a correction needs a request id (printable text)".into()));
         }
-        let path = self.ledger.path().to_path_buf();
-        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::write(&mut self.ledger)?;
-        let key = format!("{}:{request_id}", if kind == "refund" { "refund" } else { "adjust" });
-        if tx.txn_exists(&key).map_err(&e)? {
-            return Ok(false);
-        }
-        let job = tx.job(token).map_err(&e)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
-        if delta < 0 {
-            if -delta > job.charged.micros() {
-                return Err(BudgetError::Invalid(format!(
-                    "{} of {} is more than job {}'s net charge of {}",
-                    if kind == "refund" { "a refund" } else { "an adjustment" },
-                    Money::from_micros(-delta),
-                    job.job_id.map(|j| j.to_string()).unwrap_or_else(|| token.to_string()),
-                    job.charged
-                )));
-            }
-            take_back(&tx, &key, kind, &job, -delta, memo, actor, now).map_err(&e)?;
-        } else {
-            add_cost(&tx, &key, &job, delta, memo, actor, now).map_err(&e)?;
-        }
-        tx.tx
-            .execute("UPDATE jobs SET charged_micros = charged_micros + ?2 WHERE token = ?1", params![token, delta])
-            .map_err(&e)?;
-        audit(
-            &tx,
-            actor,
-            now,
-            if kind == "refund" { "refund" } else { "adjust" },
-            &format!("{token} {} {} {}", Money::from_micros(delta).to_exact_string(), request_id, memo.unwrap_or("")),
-        )
-        .map_err(&e)?;
+        let applied = correct_in(&tx, token, kind, delta, memo, request_id, actor, now)?;
         tx.commit()?;
-        Ok(true)
+        Ok(applied)
     }
+}
+
+/// A refund or adjustment inside the caller's transaction (a cost update posts one
+/// together with its own record); false when `request_id` was applied before.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn correct_in(
+    tx: &Tx<'_>,
+    token: &str,
+    kind: &'static str,
+    delta: i64,
+    memo: Option<&str>,
+    request_id: &str,
+    actor: &str,
+    now: i64,
+) -> Result<bool, BudgetError> {
+    let e = |source| BudgetError::Ledger(LedgerError::Sqlite { path: tx.path.clone(), source });
+    let key = format!("{}:{request_id}", if kind == "refund" { "refund" } else { "adjust" });
+    if tx.txn_exists(&key).map_err(e)? {
+        return Ok(false);
+    }
+    let job = tx.job(token).map_err(&e)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
+    if delta < 0 {
+        if -delta > job.charged.micros() {
+            return Err(BudgetError::Invalid(format!(
+                "{} of {} is more than job {}'s net charge of {}",
+                if kind == "refund" { "a refund" } else { "an adjustment" },
+                Money::from_micros(-delta),
+                job.job_id.map(|j| j.to_string()).unwrap_or_else(|| token.to_string()),
+                job.charged
+            )));
+        }
+        take_back(tx, &key, kind, &job, -delta, memo, actor, now).map_err(&e)?;
+    } else {
+        add_cost(tx, &key, &job, delta, memo, actor, now).map_err(&e)?;
+    }
+    tx.tx
+        .execute("UPDATE jobs SET charged_micros = charged_micros + ?2 WHERE token = ?1", params![token, delta])
+        .map_err(&e)?;
+    audit(
+        tx,
+        actor,
+        now,
+        if kind == "refund" { "refund" } else { "adjust" },
+        &format!("{token} {} {} {}", Money::from_micros(delta).to_exact_string(), request_id, memo.unwrap_or("")),
+    )
+    .map_err(e)?;
+    Ok(true)
 }
 
 /// Takes `amount` back from where the job's charges went: overdraft first, then

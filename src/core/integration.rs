@@ -315,15 +315,14 @@ impl Budget {
         }
         let path = self.ledger.path().to_path_buf();
         let e = sql(&path);
+        // One write transaction from the lookup to the record: the difference is taken
+        // from the net charge as it stands, and no other update can post in between.
+        let tx = Tx::write(&mut self.ledger)?;
         // 1. Which job, and was this (cluster, job, source) applied before?
-        let (found, prior) = {
-            let tx = Tx::read(&mut self.ledger)?;
-            let found = find_job(&tx.tx, u.cluster.as_deref(), u.job_id)?;
-            let prior = match &found.cluster {
-                Some(c) => prior_update(&tx.tx, c, u.job_id, &u.source).map_err(&e)?,
-                None => None,
-            };
-            (found, prior)
+        let found = find_job(&tx.tx, u.cluster.as_deref(), u.job_id)?;
+        let prior = match &found.cluster {
+            Some(c) => prior_update(&tx.tx, c, u.job_id, &u.source).map_err(&e)?,
+            None => None,
         };
         if let Some(a) = &u.expect_account {
             if *a != found.account {
@@ -380,20 +379,27 @@ impl Budget {
                 u.job_id, found.job.state, found.job.tasks_done, found.job.tasks_total
             )));
         }
-        // 2. Post the difference through the corrections module (its own transaction).
+        // 2. Post the difference through the corrections module.
         let charged_before = found.job.charged;
         let delta = u.actual.micros() - charged_before.micros();
         let request_id = format!("{cluster}:{}:{}", u.job_id, u.source);
         let key = format!("adjust:{request_id}");
         let memo = format!("actual cost {} from {}", u.actual.to_exact_string(), u.source);
         let applied = if delta != 0 {
-            self.adjust(&found.job.token, Money::from_micros(delta), Some(&memo), &request_id, actor, now)?
+            crate::core::corrections::correct_in(
+                &tx,
+                &found.job.token,
+                "adjustment",
+                delta,
+                Some(&memo),
+                &request_id,
+                actor,
+                now,
+            )?
         } else {
             true
         };
-        // 3. Record what was reported (a crash between 2 and 3 is repaired by the replay:
-        //    the adjustment's key already exists, so only this record is written).
-        let tx = Tx::write(&mut self.ledger)?;
+        // 3. Record what was reported.
         let inserted = tx
             .tx
             .prepare_cached(
