@@ -1,7 +1,7 @@
 //! End-to-end faults (issue 7): slurmctld killed with SIGKILL in the middle of a
 //! burst of submissions and again in the middle of completions; the ledger made
 //! unavailable (locked, disk full, read-only, corrupt, missing) under both
-//! `on_ledger_error` policies; an invalid asbb.toml at `scontrol reconfigure`; a job
+//! `on_ledger_error` policies; an invalid asbb.toml, then a valid change; a job
 //! array of 1,000 tasks. After each, `asbb-admin reconcile` settles what the plugins
 //! could not, `asbb-admin verify` is clean, no hold is left open for a job SLURM no
 //! longer has, and no run is charged twice.
@@ -644,8 +644,9 @@ fn ledger_faults_with_reject_policy() {
         site.sql_i64("SELECT count(*) FROM audit_log WHERE command = 'reconcile' AND detail LIKE ?1", "%released%");
     assert!(audit >= 2, "reconcile's actions are in the audit log");
 
-    // An invalid asbb.toml at `scontrol reconfigure`: the last good config stays
-    // (jobcomp re-reads it; job_submit gets no reconfigure call in 22.05).
+    // An invalid asbb.toml: the last good config stays, and each plugin says why once:
+    // jobcomp at `scontrol reconfigure`, job_submit (which 22.05 does not tell) at its
+    // next call, which notices the file changed.
     let toml_path = site.cluster.etc_dir().join("asbb.toml");
     let good = std::fs::read_to_string(&toml_path).unwrap();
     std::fs::write(&toml_path, format!("bogus_key = 1\n{good}")).unwrap();
@@ -654,16 +655,17 @@ fn ledger_faults_with_reject_policy() {
     assert!(site.cluster.ctld_log().contains("unknown field `bogus_key`"));
     site.assert_ctld_answers();
     site.normal_job();
-    // A valid change reaches jobcomp at once but job_submit only at the next restart:
-    // until then holds use the old rates and charges the new ones.
+    site.wait_log("job_submit/asbb: kept the previous config:");
+    // A valid change reaches both plugins at their next call, with no reconfigure and
+    // no restart: the hold and the charge both use the new rate.
     std::fs::write(&toml_path, good.replace("cpu = 3.6", "cpu = 7.2")).unwrap();
-    assert!(site.cluster.run("scontrol", &["reconfigure"]).status.success());
-    site.wait_log("jobcomp/asbb: reloaded");
     let id = site.submit(&["-A", "chem", "-p", "debug", "-t", "1", "--wrap", "true"]);
+    site.wait_log("job_submit/asbb: reloaded");
     let token = site.token_of(id).unwrap();
-    assert_eq!(site.held_by(&token), ONE_MINUTE_HOLD, "job_submit still prices with the old rate");
+    assert_eq!(site.held_by(&token), 2 * ONE_MINUTE_HOLD, "job_submit prices with the new rate");
     assert_eq!(site.cluster.wait_done(id), "COMPLETED");
     site.wait_settled(&token, Duration::from_secs(30));
+    site.wait_log("jobcomp/asbb: reloaded");
     assert_eq!(site.sql_i64("SELECT charged_micros FROM jobs WHERE token = ?1", &token), 2 * site.expected_cost(id));
     site.assert_settled_and_clean();
 }

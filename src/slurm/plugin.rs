@@ -9,6 +9,7 @@ use crate::slurm::job_record::JobRecord;
 use crate::slurm::sys;
 use std::ffi::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -83,21 +84,37 @@ pub fn guard<T>(plugin_type: &str, name: &str, default: T, body: impl FnOnce() -
 }
 
 /// The core's state, one per plugin .so, set by `init` and dropped by `fini`.
-static HOOKS: Mutex<Option<Hooks>> = Mutex::new(None);
+struct Loaded {
+    hooks: Hooks,
+    /// The config file and what it looked like when last read (or found invalid).
+    config_path: PathBuf,
+    config_stamp: Option<FileStamp>,
+}
 
-fn hooks() -> MutexGuard<'static, Option<Hooks>> {
+static HOOKS: Mutex<Option<Loaded>> = Mutex::new(None);
+
+fn hooks() -> MutexGuard<'static, Option<Loaded>> {
     // A panic in a hook (caught by `guard`) poisons the lock; the ledger's own
     // transactions keep it consistent, so keep going.
     HOOKS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Device, inode, size and modification time: a changed or replaced file differs.
+type FileStamp = (u64, u64, u64, i64, i64);
+
+fn file_stamp(path: &Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+}
+
 /// `init`: reads the config (`ASBB_CONFIG`, else asbb.toml beside slurm.conf).
 pub fn init_hooks(plugin_type: &str) -> c_int {
     let path = config_path_for(conf::slurm_conf_path().as_deref());
+    let stamp = file_stamp(&path);
     match Config::load(&path) {
         Ok(config) => {
-            *hooks() = Some(Hooks::new(config));
             host::info(plugin_type, &format!("loaded {} (SLURM {SLURM_VERSION:#x})", path.display()));
+            *hooks() = Some(Loaded { hooks: Hooks::new(config), config_path: path, config_stamp: stamp });
             SLURM_SUCCESS
         }
         Err(e) => {
@@ -107,22 +124,29 @@ pub fn init_hooks(plugin_type: &str) -> c_int {
     }
 }
 
-/// Re-reads the config for `scontrol reconfigure` (22.05 calls only jobcomp's
-/// `jobcomp_p_set_location` then; job_submit plugins get no call). A bad file keeps
-/// the old config.
-pub fn reload_hooks(plugin_type: &str) -> c_int {
-    let path = config_path_for(conf::slurm_conf_path().as_deref());
-    let mut guard = hooks();
-    let Some(h) = guard.as_mut() else {
-        return SLURM_SUCCESS;
-    };
-    match Config::load(&path) {
-        Ok(config) if &config != h.config() => {
-            h.set_config(config);
-            host::info(plugin_type, &format!("reloaded {}", path.display()));
+/// Re-reads the config if the file changed since it was last read. A bad file keeps
+/// the old config and is logged once (until it changes again).
+fn reload_if_changed(plugin_type: &str, loaded: &mut Loaded) {
+    let stamp = file_stamp(&loaded.config_path);
+    if stamp == loaded.config_stamp {
+        return;
+    }
+    loaded.config_stamp = stamp;
+    match Config::load(&loaded.config_path) {
+        Ok(config) if &config != loaded.hooks.config() => {
+            loaded.hooks.set_config(config);
+            host::info(plugin_type, &format!("reloaded {}", loaded.config_path.display()));
         }
         Ok(_) => {}
         Err(e) => host::error(plugin_type, &format!("kept the previous config: {e}")),
+    }
+}
+
+/// `scontrol reconfigure` (22.05 calls only jobcomp's `jobcomp_p_set_location`; job_submit
+/// gets no call): re-reads the config when it changed, like every hook call does.
+pub fn reload_hooks(plugin_type: &str) -> c_int {
+    if let Some(loaded) = hooks().as_mut() {
+        reload_if_changed(plugin_type, loaded);
     }
     SLURM_SUCCESS
 }
@@ -133,11 +157,15 @@ pub fn fini_hooks() -> c_int {
     SLURM_SUCCESS
 }
 
-/// Runs `f` on the hooks; `None` (logged) when `init` has not succeeded.
+/// Runs `f` on the hooks, after re-reading the config if its file changed (one
+/// `stat`); `None` (logged) when `init` has not succeeded.
 pub fn with_hooks<T>(plugin_type: &str, f: impl FnOnce(&mut Hooks) -> T) -> Option<T> {
     let mut guard = hooks();
     match guard.as_mut() {
-        Some(h) => Some(f(h)),
+        Some(loaded) => {
+            reload_if_changed(plugin_type, loaded);
+            Some(f(&mut loaded.hooks))
+        }
         None => {
             host::error(plugin_type, "called before init or after fini");
             None
