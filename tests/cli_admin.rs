@@ -442,3 +442,48 @@ fn refunds_and_adjustments_by_job_id() {
     env.fails(&["job", "refund", "42", "0.01", "--reason", " "], "asbb-admin: error: a refund needs --reason");
     assert!(env.ok(&["verify"]).ends_with("ok: every balance matches the journal\n"));
 }
+
+#[test]
+fn a_ledger_created_by_root_belongs_to_slurm_user() {
+    let env = Env::new();
+    // run_as makes the user (and tells us whether we are root).
+    let Some(_) = run_as("asbbslurm", &env, &["--help"]) else { return };
+    let conf = env.dir.path().join("slurm.conf");
+    std::fs::write(&conf, "ClusterName=x\nSlurmUser=asbbslurm   # as on a real cluster\n").unwrap();
+    let ledger = env.dir.path().join("lib/asbb/ledger.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
+        .args(["account", "create", "chem", "--limit", "10"])
+        .env("ASBB_CONFIG", Env::config_path())
+        .env("ASBB_LEDGER", &ledger)
+        .env("ASBB_NOW", NOW)
+        .env("SLURM_CONF", &conf)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        String::from_utf8(out.stderr).unwrap(),
+        format!("asbb-admin: created the ledger {} for SlurmUser asbbslurm (mode 0600)\n", ledger.display())
+    );
+    use std::os::unix::fs::MetadataExt;
+    let uid: u32 = String::from_utf8(Command::new("id").args(["-u", "asbbslurm"]).output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    for p in [ledger.clone(), env.dir.path().join("lib/asbb"), env.dir.path().join("lib")] {
+        assert_eq!(std::fs::metadata(&p).unwrap().uid(), uid, "{} belongs to SlurmUser", p.display());
+    }
+    assert_eq!(std::fs::metadata(&ledger).unwrap().mode() & 0o777, 0o600);
+    // SlurmUser can use it (the plugins run as SlurmUser; so does asbb-admin from cron).
+    std::fs::set_permissions(env.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = Command::new("runuser")
+        .args(["-u", "asbbslurm", "--", "env"])
+        .arg(format!("ASBB_CONFIG={}", Env::config_path().display()))
+        .arg(format!("ASBB_LEDGER={}", ledger.display()))
+        .arg(env!("CARGO_BIN_EXE_asbb-admin"))
+        .args(["deposit", "chem", "5"])
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
