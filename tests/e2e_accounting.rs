@@ -10,8 +10,7 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 use support::cluster::{self, Cluster, ClusterOptions};
 
@@ -31,20 +30,6 @@ const MICROS_PER_CPU_S: i64 = 1_000;
 /// Associated with `chem` only (its default); `phys` exists but is not theirs.
 const USER: &str = "asbbacct";
 
-fn plugin_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("ASBB_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plugins"));
-    if dir.join("job_submit_asbb.so").exists() && dir.join("jobcomp_asbb.so").exists() {
-        return Some(dir);
-    }
-    if std::env::var("ASBB_E2E").as_deref() == Ok("1") {
-        panic!("ASBB_E2E=1 but the plugins are not built in {} (run `make build`)", dir.display());
-    }
-    eprintln!("skipped: plugins not built in {} (run `make build`)", dir.display());
-    None
-}
-
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -60,7 +45,7 @@ impl Site {
         if !cluster::require_accounting() {
             return None;
         }
-        let plugins = plugin_dir()?;
+        let plugins = support::plugin_dir()?;
         cluster::ensure_user(USER);
         let add_user = format!("add user {USER} account=chem defaultaccount=chem");
         let opts = ClusterOptions::new(name)
@@ -78,14 +63,7 @@ impl Site {
     }
 
     fn admin(&self, args: &[&str]) -> Output {
-        Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
-            .args(args)
-            .envs(self.cluster.env())
-            .env("ASBB_CONFIG", self.cluster.etc_dir().join("asbb.toml"))
-            .env_remove("ASBB_LEDGER")
-            .env_remove("ASBB_NOW")
-            .output()
-            .unwrap()
+        support::admin_command(&self.cluster).args(args).output().unwrap()
     }
 
     fn admin_ok(&self, args: &[&str]) -> String {

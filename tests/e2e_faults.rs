@@ -15,7 +15,7 @@ mod support;
 use asbb::core::slurm_snapshot::{parse_squeue_json, SlurmJob};
 use rusqlite::{Connection, OpenFlags};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -48,20 +48,6 @@ cpu = {cpu_rate}
 cpu = {cpu_rate}
 "#
     )
-}
-
-fn plugin_dir() -> Option<PathBuf> {
-    let dir = std::env::var_os("ASBB_PLUGIN_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plugins"));
-    if dir.join("job_submit_asbb.so").exists() && dir.join("jobcomp_asbb.so").exists() {
-        return Some(dir);
-    }
-    if std::env::var("ASBB_E2E").as_deref() == Ok("1") {
-        panic!("ASBB_E2E=1 but the plugins are not built in {} (run `make build`)", dir.display());
-    }
-    eprintln!("skipped: plugins not built in {} (run `make build`)", dir.display());
-    None
 }
 
 fn text(b: &[u8]) -> String {
@@ -108,7 +94,7 @@ impl Site {
         if !cluster::require_root_and_slurm() {
             return None;
         }
-        let plugins = plugin_dir()?;
+        let plugins = support::plugin_dir()?;
         cluster::ensure_user(USER);
         let opts = ClusterOptions::new(name)
             .plugin_dir(plugins)
@@ -135,12 +121,8 @@ impl Site {
     }
 
     fn admin_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_asbb-admin"));
-        c.args(args)
-            .env("ASBB_CONFIG", self.cluster.etc_dir().join("asbb.toml"))
-            .env("SLURM_CONF", self.cluster.conf_path())
-            .env_remove("ASBB_LEDGER")
-            .env_remove("ASBB_NOW");
+        let mut c = support::admin_command(&self.cluster);
+        c.args(args);
         for (k, v) in env {
             c.env(k, v);
         }
