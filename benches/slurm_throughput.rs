@@ -128,4 +128,7 @@ fn main() {
     println!("slurmctld_rss_plain_mib={:.1}", plain_rss as f64 / 1024.0);
     println!("slurmctld_rss_asbb_mib={:.1}", asbb_rss as f64 / 1024.0);
     println!("slurmctld_rss_delta_mib={:.1}", (asbb_rss as f64 - plain_rss as f64) / 1024.0);
+    // The plugins' checkpointer keeps the WAL short while submissions keep coming.
+    let wal = std::fs::metadata(asbb.dir().join("ledger.db-wal")).map(|m| m.len()).unwrap_or(0);
+    println!("ledger_wal_mib={:.1}", wal as f64 / (1024.0 * 1024.0));
 }
