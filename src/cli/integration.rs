@@ -72,18 +72,7 @@ pub fn resolve_user(text: &str) -> (String, Option<u32>) {
     if let Ok(uid) = t.parse::<u32>() {
         return (super::user_name(uid).unwrap_or_else(|| t.to_string()), Some(uid));
     }
-    (t.to_string(), uid_of_name(t))
-}
-
-/// Looks a user name up in /etc/passwd.
-pub fn uid_of_name(name: &str) -> Option<u32> {
-    let text = std::fs::read_to_string("/etc/passwd").ok()?;
-    text.lines().find_map(|l| {
-        let mut f = l.split(':');
-        (f.next()? == name).then_some(())?;
-        let _pw = f.next()?;
-        f.next()?.parse().ok()
-    })
+    (t.to_string(), super::passwd_ids(t).map(|(uid, _)| uid))
 }
 
 #[cfg(feature = "api")]

@@ -155,14 +155,13 @@ fn correct(budget: &mut Budget, a: &CorrectionArgs, signed: bool, actor: &str, n
             a.job_id
         ));
     }
-    let after = crate::core::integration::find_job(budget.ledger.connection(), a.cluster.as_deref(), a.job_id)
-        .map_err(|e| CliError::new(e.to_string()))?;
+    let net_charge = budget.job(&token)?.map_or(Money::ZERO, |j| j.charged);
     let done = match (signed, negative) {
         (false, _) => format!("refunded {amount}"),
         (true, false) => format!("adjusted by +{amount}"),
         (true, true) => format!("adjusted by -{amount}"),
     };
-    Ok(format!("job {} ({}): {done}; net charge now {} ({reason})\n", a.job_id, found.account, after.job.charged))
+    Ok(format!("job {} ({}): {done}; net charge now {} ({reason})\n", a.job_id, found.account, net_charge))
 }
 
 fn list(jobs: &[JobSummary], fmt: Format) -> String {

@@ -126,15 +126,6 @@ pub fn slurm_conf_value(text: &str, key: &str) -> Option<String> {
     })
 }
 
-/// A user's uid and primary gid from /etc/passwd.
-fn passwd_ids(name: &str) -> Option<(u32, u32)> {
-    let text = std::fs::read_to_string("/etc/passwd").ok()?;
-    text.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.len() > 3 && f[0] == name).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
-    })
-}
-
 /// Exit code of a caller who may not run `asbb-admin` (sysexits' EX_NOPERM).
 pub const EXIT_NOT_ADMIN: i32 = 77;
 
@@ -179,15 +170,24 @@ pub fn current_uid() -> u32 {
     std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX)
 }
 
-/// Looks a uid up in /etc/passwd.
-pub fn user_name(uid: u32) -> Option<String> {
+/// The first /etc/passwd entry `matches(name, uid)` accepts: (name, uid, gid).
+fn passwd_find(matches: impl Fn(&str, u32) -> bool) -> Option<(String, u32, u32)> {
     let text = std::fs::read_to_string("/etc/passwd").ok()?;
     text.lines().find_map(|l| {
-        let mut f = l.split(':');
-        let name = f.next()?;
-        let _pw = f.next()?;
-        (f.next()?.parse::<u32>().ok()? == uid).then(|| name.to_string())
+        let f: Vec<&str> = l.split(':').collect();
+        let (uid, gid) = (f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?);
+        matches(f[0], uid).then(|| (f[0].to_string(), uid, gid))
     })
+}
+
+/// Looks a uid up in /etc/passwd.
+pub fn user_name(uid: u32) -> Option<String> {
+    passwd_find(|_, u| u == uid).map(|(name, _, _)| name)
+}
+
+/// A user's uid and primary gid from /etc/passwd.
+pub fn passwd_ids(name: &str) -> Option<(u32, u32)> {
+    passwd_find(|n, _| n == name).map(|(_, uid, gid)| (uid, gid))
 }
 
 /// A table printed as aligned text or CSV.
