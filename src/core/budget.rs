@@ -602,7 +602,20 @@ impl Budget {
         let charge_key = format!("charge:{run_key}");
         let token = job.as_ref().map(|j| j.token.as_str());
         let at = if c.end_time > 0 { c.end_time } else { now };
-        post_charge(&tx, &charge_key, account.id, cost, token, Some(c.job_id), at, now).map_err(&e)?;
+        let base = NewEntry {
+            txn_key: &charge_key,
+            part: 0,
+            kind: "charge",
+            account_id: account.id,
+            allocation_id: None,
+            amount: cost,
+            token,
+            job_id: Some(c.job_id),
+            at: now,
+            actor: None,
+            memo: None,
+        };
+        post_cost(&tx, &base, cost, at).map_err(&e)?;
         // issue 6 (learning): one estimate-vs-actual sample per run, in this transaction.
         crate::core::learning::record_run(&tx, c, job.as_ref(), account.id, cost, now).map_err(&e)?;
         let mut released = Money::ZERO;
@@ -1055,63 +1068,30 @@ fn journal_count(tx: &Tx<'_>, token: &str) -> rusqlite::Result<i64> {
     tx.tx.prepare_cached("SELECT count(*) FROM journal WHERE token = ?1")?.query_row([token], |r| r.get(0))
 }
 
-/// Posts a charge over the account's allocations active at `at`, the one ending
-/// first first; what none covers is overdraft.
-#[allow(clippy::too_many_arguments)]
-fn post_charge(
-    tx: &Tx<'_>,
-    key: &str,
-    account_id: i64,
-    amount: Money,
-    token: Option<&str>,
-    job_id: Option<u32>,
-    at: i64,
-    now: i64,
-) -> rusqlite::Result<()> {
+/// Posts `amount` of cost as `base.kind` entries (`charge`, or `adjustment` for extra
+/// cost found later) against the allocations of `base.account_id` active at
+/// `active_at`, the one ending first first, the rest as overdraft; `part` and
+/// `allocation_id` are filled in. Allocation parts carry `base.memo`; the overdraft
+/// part says `overdraft` unless `base.memo` says something else.
+pub(crate) fn post_cost(tx: &Tx<'_>, base: &NewEntry<'_>, amount: Money, active_at: i64) -> rusqlite::Result<()> {
     if amount.is_zero() {
         return Ok(());
     }
     let mut left = amount.micros();
     let mut part = 0u32;
-    for a in tx.allocations(account_id)?.iter().filter(|a| a.is_active(at) && a.remaining().micros() > 0) {
+    for a in tx.allocations(base.account_id)?.iter().filter(|a| a.is_active(active_at) && a.remaining().micros() > 0) {
         let take = left.min(a.remaining().micros());
-        tx.insert_entry(&NewEntry {
-            txn_key: key,
-            part,
-            kind: "charge",
-            account_id,
-            allocation_id: Some(a.id),
-            amount: Money::from_micros(take),
-            token,
-            job_id,
-            at: now,
-            actor: None,
-            memo: None,
-        })?;
+        tx.insert_entry(&NewEntry { part, allocation_id: Some(a.id), amount: Money::from_micros(take), ..*base })?;
         tx.add_allocation_debit(a.id, take)?;
         part += 1;
         left -= take;
         if left == 0 {
-            break;
+            return Ok(());
         }
     }
-    if left > 0 {
-        tx.insert_entry(&NewEntry {
-            txn_key: key,
-            part,
-            kind: "charge",
-            account_id,
-            allocation_id: None,
-            amount: Money::from_micros(left),
-            token,
-            job_id,
-            at: now,
-            actor: None,
-            memo: Some("overdraft"),
-        })?;
-        tx.add_account_overdraft(account_id, left)?;
-    }
-    Ok(())
+    let memo = base.memo.or(Some("overdraft"));
+    tx.insert_entry(&NewEntry { part, allocation_id: None, amount: Money::from_micros(left), memo, ..*base })?;
+    tx.add_account_overdraft(base.account_id, left)
 }
 
 /// One line in `audit_log`: who did what with asbb-admin.

@@ -107,7 +107,27 @@ pub(crate) fn correct_in(
         }
         take_back(tx, &key, kind, &job, -delta, memo, actor, now).map_err(&e)?;
     } else {
-        add_cost(tx, &key, &job, delta, memo, actor, now).map_err(&e)?;
+        // Extra cost posts like a charge, against the allocations active when the job's
+        // last run ended.
+        let last_end: Option<i64> = tx
+            .tx
+            .prepare_cached("SELECT max(end_time) FROM runs WHERE token = ?1")
+            .and_then(|mut s| s.query_row([&job.token], |r| r.get(0)))
+            .map_err(&e)?;
+        let base = NewEntry {
+            txn_key: &key,
+            part: 0,
+            kind: "adjustment",
+            account_id: job.account_id,
+            allocation_id: None,
+            amount: Money::from_micros(delta),
+            token: Some(&job.token),
+            job_id: job.job_id,
+            at: now,
+            actor: Some(actor),
+            memo,
+        };
+        crate::core::budget::post_cost(tx, &base, Money::from_micros(delta), last_end.unwrap_or(now)).map_err(&e)?;
     }
     tx.tx
         .execute("UPDATE jobs SET charged_micros = charged_micros + ?2 WHERE token = ?1", params![token, delta])
@@ -180,60 +200,4 @@ fn take_back(
     }
     debug_assert_eq!(left, 0, "a job's net charge is the sum of its per-allocation nets");
     Ok(())
-}
-
-/// Posts extra cost like a charge, dated by the job's last run.
-#[allow(clippy::too_many_arguments)]
-fn add_cost(
-    tx: &Tx<'_>,
-    key: &str,
-    job: &JobRow,
-    amount: i64,
-    memo: Option<&str>,
-    actor: &str,
-    now: i64,
-) -> rusqlite::Result<()> {
-    let last_end: Option<i64> = tx
-        .tx
-        .prepare_cached("SELECT max(end_time) FROM runs WHERE token = ?1")?
-        .query_row([&job.token], |r| r.get(0))?;
-    let at = last_end.unwrap_or(now);
-    let mut left = amount;
-    let mut part = 0u32;
-    for a in tx.allocations(job.account_id)?.iter().filter(|a| a.is_active(at) && a.remaining().micros() > 0) {
-        let take = left.min(a.remaining().micros());
-        tx.insert_entry(&NewEntry {
-            txn_key: key,
-            part,
-            kind: "adjustment",
-            account_id: job.account_id,
-            allocation_id: Some(a.id),
-            amount: Money::from_micros(take),
-            token: Some(&job.token),
-            job_id: job.job_id,
-            at: now,
-            actor: Some(actor),
-            memo,
-        })?;
-        tx.add_allocation_debit(a.id, take)?;
-        part += 1;
-        left -= take;
-        if left == 0 {
-            return Ok(());
-        }
-    }
-    tx.insert_entry(&NewEntry {
-        txn_key: key,
-        part,
-        kind: "adjustment",
-        account_id: job.account_id,
-        allocation_id: None,
-        amount: Money::from_micros(left),
-        token: Some(&job.token),
-        job_id: job.job_id,
-        at: now,
-        actor: Some(actor),
-        memo: Some(memo.unwrap_or("overdraft")),
-    })?;
-    tx.add_account_overdraft(job.account_id, left)
 }

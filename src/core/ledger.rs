@@ -326,7 +326,7 @@ pub struct JobRow {
 }
 
 /// One journal entry to write.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewEntry<'a> {
     pub txn_key: &'a str,
     pub part: u32,
