@@ -349,3 +349,29 @@ fn learning_groups_samples_by_research_domain() {
     let (token, estimate) = submit(&mut b, &none, t0 + 10_001);
     assert_eq!(b.job(&token).unwrap().unwrap().hold_placed, estimate, "no samples without a domain yet");
 }
+
+/// A priced job keeps the account it was priced for: an update that moves it to another
+/// account is refused (its hold would sit on one account and be settled on the other).
+#[test]
+fn a_priced_job_cannot_move_to_another_account() {
+    let t0 = 1_800_000_000;
+    let mut b = Budget::with_ledger(config(false), Ledger::in_memory().unwrap());
+    for name in ["chem", "phys"] {
+        b.create_account(name, Money::from_dollars(100).unwrap(), t0 - 86_400, FOREVER, Money::ZERO, "sim", t0)
+            .unwrap();
+    }
+    let req = request("chem", &SimJob { submit: t0, cpus: 1, limit_min: 60, used_pct: 100 });
+    let token = match b.check_and_hold(&req, t0).unwrap() {
+        Decision::Accept { token, .. } => token,
+        d => panic!("{d:?}"),
+    };
+    let moved = JobRequest { account: "phys".into(), ..req.clone() };
+    assert_eq!(
+        b.modify(&token, &moved, false, false, t0 + 1).unwrap(),
+        asbb::core::budget::Modified::Refused {
+            reason: "asbb: this job's funds are held on account 'chem'; to run it under 'phys', cancel it and submit it again with -A phys".into()
+        }
+    );
+    assert_eq!(b.balance("phys", t0 + 1).unwrap().held, Money::ZERO);
+    assert_eq!(b.balance("chem", t0 + 1).unwrap().held, b.job(&token).unwrap().unwrap().held);
+}

@@ -429,6 +429,19 @@ impl Budget {
         let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::write(&mut self.ledger)?;
         let job = tx.job(token).map_err(&e)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
+        // The hold sits on the account the job was priced for; a job that moved would be
+        // held on one account and charged and released on the other.
+        if matches!(job.state.as_str(), "held" | "awaiting_approval" | "awaiting_funds") {
+            let priced_for = tx.account_by_id(job.account_id).map_err(&e)?.name;
+            if !priced_for.eq_ignore_ascii_case(&req.account) {
+                return Ok(Modified::Refused {
+                    reason: format!(
+                        "asbb: this job's funds are held on account '{priced_for}'; to run it under '{}', cancel it and submit it again with -A {}",
+                        req.account, req.account
+                    ),
+                });
+            }
+        }
         let domain = job.research_domain.clone().unwrap_or_default();
         let request_json = serde_json::to_string(req).map_err(|err| BudgetError::Invalid(err.to_string()))?;
         let outcome = match job.state.as_str() {

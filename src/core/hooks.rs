@@ -99,7 +99,9 @@ impl Hooks {
         // A ledger restored from backup, moved away or replaced must not be written
         // through a connection to the old file: one stat per call notices.
         if self.budget.is_some() && ledger_identity(&self.config.ledger_path) != self.ledger_identity {
+            // The checkpointer's connection is on the old file too.
             self.budget = None;
+            self.checkpointer = None;
         }
         if self.budget.is_none() {
             let path = &self.config.ledger_path;
@@ -120,8 +122,9 @@ impl Hooks {
 
     /// After a ledger error the connection is dropped, so a repaired or replaced
     /// ledger file is picked up by the next job.
+    /// A busy ledger (another writer past the bounded wait) keeps its connection.
     fn forget_ledger_on(&mut self, err: &BudgetError) {
-        if err.is_ledger() {
+        if err.is_ledger() && !matches!(err, BudgetError::Ledger(l) if l.is_busy()) {
             self.budget = None;
         }
     }

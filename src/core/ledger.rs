@@ -203,7 +203,7 @@ impl Checkpointer {
                         conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE).ok();
                     }
                     // A failure drops the connection; the next round reopens it.
-                    if !conn.as_ref().is_some_and(checkpoint_round) {
+                    if !conn.as_ref().is_some_and(|c| checkpoint_round(c, &stopped)) {
                         conn = None;
                     }
                 }
@@ -218,7 +218,7 @@ impl Checkpointer {
 /// while the WAL is long the passes follow each other closely: each then copies only
 /// the few frames written since the last one and is likely to finish between two
 /// submissions. False on an error.
-fn checkpoint_round(conn: &Connection) -> bool {
+fn checkpoint_round(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>) -> bool {
     let mut previous = None;
     for _pass in 0..MAX_PASSES_PER_ROUND {
         match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1)) {
@@ -227,7 +227,13 @@ fn checkpoint_round(conn: &Connection) -> bool {
             Ok(log_frames) if previous == Some(log_frames) => return true,
             Ok(log_frames) if log_frames > WAL_REWIND_FRAMES => {
                 previous = Some(log_frames);
-                std::thread::sleep(Duration::from_millis(1));
+                // Waits 1 ms, or ends the round at once when the Checkpointer is dropped.
+                if !matches!(
+                    stop.recv_timeout(Duration::from_millis(1)),
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+                ) {
+                    return true;
+                }
             }
             Ok(_) => return true,
             Err(_) => return false,
