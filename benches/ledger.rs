@@ -88,6 +88,7 @@ fn main() {
             task_count: 1,
             submit_time: 1_800_000_000 + i as i64,
             run_index: 0,
+            qos: None,
         };
         let t = Instant::now();
         budget.reconcile(&done, 1_800_000_700 + i as i64).expect("reconcile");

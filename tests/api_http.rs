@@ -98,6 +98,7 @@ fn completion(r: &JobRequest, token: Option<&str>, cluster: &str, job_id: u32, r
         task_count: 1,
         submit_time: end - ran_s - 60,
         run_index: 0,
+        qos: None,
     }
 }
 

@@ -215,6 +215,7 @@ fn charged_job_42(env: &Env) -> String {
         task_count: 1,
         submit_time: NOW_S + 60,
         run_index: 0,
+        qos: None,
     };
     b.reconcile(&done, NOW_S + 2000).unwrap();
     token

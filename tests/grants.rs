@@ -167,6 +167,7 @@ fn job(
             task_count: 1,
             submit_time: submit,
             run_index: 0,
+            qos: None,
         };
         b.reconcile(&done, end + 60).unwrap();
     }
@@ -821,6 +822,7 @@ proptest! {
                 task_count: 1,
                 submit_time: at,
                 run_index: 0,
+                qos: None,
             };
             b.reconcile(&done, at + hours * 3600).unwrap();
         }

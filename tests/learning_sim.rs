@@ -102,6 +102,7 @@ fn completion(req: &JobRequest, token: &str, job_id: u32, start: i64, end: i64) 
         task_count: 1,
         submit_time: start,
         run_index: 0,
+        qos: None,
     }
 }
 

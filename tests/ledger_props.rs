@@ -183,7 +183,7 @@ proptest! {
                             state: [EndState::Completed, EndState::NodeFail, EndState::Requeued][used_pct as usize % 3],
                             start_time: start + run as i64, end_time: start + run as i64 + if ran { elapsed } else { 0 },
                             allocated: ran.then(|| j.req.resources.clone()), task_count: 1,
-                            submit_time: now, run_index: run,
+                            submit_time: now, run_index: run, qos: None,
                         };
                         apply_completion(&mut budget, &cfg, &mut oracle, &c, t)?;
                         events.push(c);

@@ -61,6 +61,7 @@ fn record(job_id: u32, token: Option<&str>, state: &str, cpus: u32, elapsed_s: i
         user: Some("alice".into()),
         account: Some("chem".into()),
         partition: Some("debug".into()),
+        qos: None,
         admin_comment: token.map(|t| format!("asbb:hold={t}")),
         submit_time: NOW - 1000,
         start_time: NOW - 500,
@@ -228,6 +229,7 @@ fn completion(token: &str, job_id: u32, state: EndState, cpus: u32, elapsed_s: i
         task_count: 1,
         submit_time: NOW - 10 + run as i64,
         run_index: run,
+        qos: None,
     }
 }
 

@@ -230,6 +230,7 @@ fn record(j: &Job, r: &Run) -> SlurmJob {
         user: Some("sim".into()),
         account: Some(ACCOUNTS[j.account].into()),
         partition: Some(RATE[j.partition].0.into()),
+        qos: None,
         admin_comment: j.token.as_ref().map(|t| format!("asbb:hold={t}")),
         submit_time: r.submit_time,
         start_time: r.start_time,

@@ -498,7 +498,9 @@ impl Budget {
                     return Ok(Modified::Unchanged);
                 }
                 let needs_approval = job.state == "awaiting_approval" && !approved;
-                match decide(&self.config, &tx, req, &domain, now, approved || job.state == "awaiting_funds")? {
+                // The approval threshold is re-checked at every release (the job may have
+                // grown since it was submitted); only an operator's release approves.
+                match decide(&self.config, &tx, req, &domain, now, approved)? {
                     // issue 6 (learning): place the learned hold, not necessarily the estimate.
                     Verdict::Fits { account, hold, .. } if !needs_approval => {
                         hold_entry(&tx, token, account.id, hold, req.job_id, now, "released after hold").map_err(&e)?;
@@ -571,8 +573,13 @@ impl Budget {
                 }
             }
         };
-        let request: Option<JobRequest> = job.as_ref().and_then(|j| serde_json::from_str(&j.request_json).ok());
-        let qos = request.as_ref().and_then(|r| r.qos.clone());
+        // Priced from SLURM's record of the run (partition, QOS, allocation, elapsed),
+        // never from a stored request an update (perhaps refused by SLURM) changed.
+        // When the record names no QOS (no accounting; the safety net's sources), the
+        // one the job was last priced with stands in.
+        let qos = c.qos.clone().or_else(|| {
+            job.as_ref().and_then(|j| serde_json::from_str::<JobRequest>(&j.request_json).ok()).and_then(|r| r.qos)
+        });
         let elapsed_s = c.elapsed_s() as u64;
         let cost = match (&c.allocated, self.config.partitions.get(&c.partition)) {
             (None, _) => Money::ZERO,

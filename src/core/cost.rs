@@ -94,8 +94,9 @@ fn billing_units_micro_x1024(w: &BillingWeights, res: &Resources) -> Result<i128
     Ok(total)
 }
 
-/// One task's price after QOS multiplier and minimum charge. A run of zero seconds
-/// costs nothing (a job that never started is never charged the minimum).
+/// One task's price after QOS multiplier and minimum charge. Called only for runs
+/// that were allocated (a job that never started is never priced), so a run that
+/// started and ended within one second still costs the minimum charge.
 pub fn task_cost(
     config: &Config,
     partition: &Partition,
@@ -103,9 +104,6 @@ pub fn task_cost(
     res: &Resources,
     seconds: u64,
 ) -> Result<Money, CostError> {
-    if seconds == 0 {
-        return Ok(Money::ZERO);
-    }
     let mut cost = raw_cost(partition, res, seconds)?;
     if let Some(mult) = qos.and_then(|q| config.qos_multipliers.get(q)) {
         let scaled = (cost.micros() as i128 * *mult as i128 + MICROS_PER_UNIT as i128 / 2) / MICROS_PER_UNIT as i128;
@@ -212,7 +210,8 @@ high = 1.5
         let p = &c.partitions["debug"];
         let r = Resources { nodes: 1, cpus: 1, mem_mb: 0, gpus: BTreeMap::new() };
         assert_eq!(task_cost(&c, p, None, &r, 1).unwrap().micros(), 10_000);
-        assert_eq!(task_cost(&c, p, None, &r, 0).unwrap(), Money::ZERO);
+        // A run that started and ended within one second still pays the minimum (issue 11).
+        assert_eq!(task_cost(&c, p, None, &r, 0).unwrap().micros(), 10_000);
         assert_eq!(task_cost(&c, p, Some("high"), &r, 3600).unwrap().micros(), 180_000);
     }
 

@@ -84,6 +84,8 @@ pub struct CompletionFields {
     pub submit_time: i64,
     /// How many times the job was requeued before this run.
     pub restart_cnt: u32,
+    /// The QOS in the job record when the run ended.
+    pub qos: Option<String>,
 }
 
 /// Why a job description could not become a request.
@@ -105,6 +107,51 @@ pub enum ReadRequest {
     Priced(JobRequest),
     /// Passes untouched (policy says exempt), with why, for the log.
     Exempt(String),
+}
+
+/// Who asks for an update, judged the way slurmctld judges it. In 22.05 job_modify
+/// runs before slurmctld checks who is asking (job_mgr.c, `update_job_desc`), so the
+/// plugin must judge first and follow only changes slurmctld will make.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    /// root, SlurmUser, or a SLURM operator/administrator (`validate_operator`).
+    Operator,
+    /// The job's owner.
+    Owner,
+    /// Anyone else: slurmctld refuses the whole update.
+    Other,
+}
+
+/// The job as it will be after an update slurmctld can accept from `caller`, or
+/// `None` when slurmctld refuses it outright. `record` is the job as it is, `merged`
+/// the record with the update laid over it. Changes slurmctld refuses are left out,
+/// so the ledger never follows a refused update:
+/// - a job that is no longer pending can change only its time limit (partition,
+///   QOS, account and size are "pending only" in `_update_job`);
+/// - an owner may shorten a time limit; lengthen it only while pending and within
+///   the partition's MaxTime (only operators may do more).
+pub fn effective_update(
+    record: &SubmitFields,
+    merged: &SubmitFields,
+    caller: Caller,
+    pending: bool,
+) -> Option<SubmitFields> {
+    let mut out = match (caller, pending) {
+        (Caller::Other, _) => return None,
+        (_, true) => merged.clone(),
+        (_, false) => SubmitFields { time_limit: merged.time_limit, ..record.clone() },
+    };
+    let longer = |new: u32, old: u32| new != NO_VAL && old != INFINITE && (new == INFINITE || new > old);
+    if caller == Caller::Owner && longer(merged.time_limit, record.time_limit) {
+        let within_max = match merged.partition_max_time {
+            INFINITE => merged.time_limit != INFINITE,
+            max => max != NO_VAL && merged.time_limit <= max,
+        };
+        if !pending || !within_max {
+            out.time_limit = record.time_limit;
+        }
+    }
+    Some(out)
 }
 
 /// Extracts `asbb:hold=<token>` from an admin comment.
@@ -287,10 +334,12 @@ pub fn parse_alloc_tres(text: &str) -> Result<Resources, SpecError> {
 }
 
 impl CompletionFields {
-    /// The completion to reconcile. A run that never started has no allocation.
+    /// The completion to reconcile. A run that never started has no allocation; one
+    /// that started and ended within the same second (`--wrap true`) has one, so it
+    /// pays at least the minimum charge (SLURM's clock has one-second steps).
     pub fn to_completion(&self) -> Result<JobCompletion, SpecError> {
         let allocated = match self.tres_alloc.as_deref().filter(|s| !s.trim().is_empty()) {
-            Some(t) if self.start_time > 0 && self.end_time > self.start_time => Some(parse_alloc_tres(t)?),
+            Some(t) if self.start_time > 0 && self.end_time >= self.start_time => Some(parse_alloc_tres(t)?),
             Some(_) => None,
             None if self.start_time > 0 && self.end_time > self.start_time && self.total_cpus > 0 => {
                 Some(Resources { nodes: self.node_cnt.max(1), cpus: self.total_cpus, mem_mb: 0, gpus: BTreeMap::new() })
@@ -311,6 +360,7 @@ impl CompletionFields {
             task_count: self.task_count.max(1),
             submit_time: self.submit_time,
             run_index: self.restart_cnt,
+            qos: self.qos.clone().filter(|q| !q.is_empty()),
         })
     }
 }
@@ -414,6 +464,28 @@ mod tests {
         assert_eq!(with_hold_token(Some("x asbb:hold=1.a y"), "2.b"), "x asbb:hold=2.b y");
         assert_eq!(hold_token(Some("x asbb:hold=12.ab y")), Some("12.ab".into()));
         assert_eq!(hold_token(Some("nothing")), None);
+    }
+
+    #[test]
+    fn updates_follow_what_slurm_allows() {
+        let record = fields();
+        let mut merged = fields();
+        merged.time_limit = 600;
+        merged.partition = Some("batch".into());
+        merged.qos = Some("high".into());
+        assert_eq!(effective_update(&record, &merged, Caller::Other, true), None);
+        // Pending: the owner may lengthen within MaxTime (INFINITE here) and move it.
+        assert_eq!(effective_update(&record, &merged, Caller::Owner, true), Some(merged.clone()));
+        merged.partition_max_time = 120;
+        let owner = effective_update(&record, &merged, Caller::Owner, true).unwrap();
+        assert_eq!((owner.time_limit, owner.partition.as_deref()), (60, Some("batch")));
+        // Running: only the time limit moves; the owner only shortens it.
+        let running = effective_update(&record, &merged, Caller::Owner, false).unwrap();
+        assert_eq!((running.time_limit, running.partition.as_deref(), running.qos), (60, Some("debug"), None));
+        let op = effective_update(&record, &merged, Caller::Operator, false).unwrap();
+        assert_eq!((op.time_limit, op.partition.as_deref()), (600, Some("debug")));
+        merged.time_limit = 30;
+        assert_eq!(effective_update(&record, &merged, Caller::Owner, false).unwrap().time_limit, 30);
     }
 
     #[test]

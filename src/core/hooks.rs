@@ -32,6 +32,16 @@ pub enum SubmitAction {
     Refuse { err_msg: String, code: RefuseCode, log: String },
 }
 
+/// How job_modify was called, as the glue read it from slurmctld.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdateCall {
+    pub caller: Caller,
+    /// The job is pending (most fields can change only then).
+    pub pending: bool,
+    /// The update releases a held job (`scontrol release`).
+    pub releasing: bool,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModifyAction {
     /// Let the update through; set `admin_comment` if given.
@@ -43,7 +53,7 @@ pub enum ModifyAction {
 }
 
 use crate::core::budget::{Budget, BudgetError, Decision, Modified, Reconciled};
-use crate::core::fields::{hold_token, with_hold_token, ReadRequest};
+use crate::core::fields::{effective_update, hold_token, with_hold_token, Caller, ReadRequest};
 use crate::core::ledger::OpenMode;
 use std::path::{Path, PathBuf};
 
@@ -204,13 +214,31 @@ impl Hooks {
         }
     }
 
-    pub fn on_modify(&mut self, merged: &SubmitFields, releasing: bool, by_admin: bool, now: i64) -> ModifyAction {
-        let Some(token) = hold_token(merged.admin_comment.as_deref()) else {
+    pub fn on_modify(
+        &mut self,
+        record: &SubmitFields,
+        merged: &SubmitFields,
+        call: UpdateCall,
+        now: i64,
+    ) -> ModifyAction {
+        // The token comes from the job as it is: an update cannot re-link a job.
+        let Some(token) = hold_token(record.admin_comment.as_deref()) else {
             return ModifyAction::Allow { admin_comment: None, log: None };
         };
-        let req = match merged.to_request(&self.config) {
+        let Some(effective) = effective_update(record, merged, call.caller, call.pending) else {
+            // slurmctld refuses it after this call ("Invalid user id"); nothing to follow.
+            return ModifyAction::Allow {
+                admin_comment: None,
+                log: Some(format!(
+                    "job {}: update from a user who is neither its owner nor an operator; ledger unchanged",
+                    record.job_id
+                )),
+            };
+        };
+        let approved = call.releasing && call.caller == Caller::Operator;
+        let req = match effective.to_request(&self.config) {
             Ok(ReadRequest::Priced(r)) => r,
-            Ok(ReadRequest::Exempt(_)) => return ModifyAction::Allow { admin_comment: None, log: None },
+            Ok(ReadRequest::Exempt(why)) => return self.modify_to_exempt(&token, record.job_id, &why, call, approved),
             Err(e) => {
                 return ModifyAction::Refuse {
                     code: RefuseCode::InvalidRequest,
@@ -222,7 +250,7 @@ impl Hooks {
             Some(id) => format!("job {id}"),
             None => format!("token {token}"),
         };
-        match self.budget().and_then(|b| b.modify(&token, &req, releasing, by_admin, now)) {
+        match self.budget().and_then(|b| b.modify(&token, &req, call.releasing, approved, now)) {
             Ok(Modified::Repriced { old_hold, new_hold }) => {
                 ModifyAction::Allow { admin_comment: None, log: Some(format!("{job}: hold {old_hold} -> {new_hold}")) }
             }
@@ -254,6 +282,43 @@ impl Hooks {
                         admin_comment: None,
                         log: Some(format!("error: {job}: update allowed unchecked (on_ledger_error=accept): {e}")),
                     },
+                }
+            }
+        }
+    }
+
+    /// An update that makes a priced job exempt (e.g. `Partition=<exempt>`). A job that
+    /// waits for approval or funds is not released by it: otherwise it could be moved
+    /// to an exempt partition, released, and moved back.
+    fn modify_to_exempt(
+        &mut self,
+        token: &str,
+        job_id: u32,
+        why: &str,
+        call: UpdateCall,
+        approved: bool,
+    ) -> ModifyAction {
+        if !call.releasing || approved {
+            return ModifyAction::Allow { admin_comment: None, log: None };
+        }
+        match self.budget().and_then(|b| b.job(token)) {
+            Ok(Some(job)) if matches!(job.state.as_str(), "awaiting_approval" | "awaiting_funds") => {
+                let reason = format!(
+                    "asbb: job {job_id} still waits ({}); an exempt partition does not release it, ask your admins",
+                    job.state.replace('_', " ")
+                );
+                ModifyAction::KeepHeld {
+                    log: format!("job {job_id}: release refused, stays held ({why}): {reason}"),
+                    reason,
+                    code: RefuseCode::AccountingPolicy,
+                }
+            }
+            Ok(_) => ModifyAction::Allow { admin_comment: None, log: None },
+            Err(e) => {
+                self.forget_ledger_on(&e);
+                ModifyAction::Refuse {
+                    code: RefuseCode::LedgerUnavailable,
+                    log: format!("error: job {job_id}: release refused, the ledger cannot answer: {e}"),
                 }
             }
         }

@@ -125,6 +125,10 @@ pub struct JobCompletion {
     pub submit_time: i64,
     /// Which run of the job this is: 0 first, +1 per requeue (SLURM's restart_cnt).
     pub run_index: u32,
+    /// The QOS the run had in SLURM's record. The charge uses it, never what an
+    /// update asked for (SLURM may have refused that update after the plugin saw it).
+    #[serde(default)]
+    pub qos: Option<String>,
 }
 
 impl JobCompletion {
@@ -384,27 +388,47 @@ pub fn parse_array_task_count(text: &str) -> Result<u32, SpecError> {
     Ok(count as u32)
 }
 
+/// Distinct task ids in `ranges` (lo, hi, step), by arithmetic: no per-task work, so a
+/// spec like `0-9999999,0-9999999` costs microseconds inside slurmctld's locks.
+/// Ranges with the same step and the same residue (lo mod step) are merged exactly;
+/// overlaps between different progressions are counted twice, which can only
+/// over-count (a larger hold), never under-count.
 fn count_distinct(ranges: &[(u64, u64, u64)]) -> u64 {
-    let simple = ranges.len() == 1;
-    if simple {
-        let (lo, hi, step) = ranges[0];
-        return (hi - lo) / step + 1;
-    }
-    let total: u64 = ranges.iter().map(|(lo, hi, step)| (hi - lo) / step + 1).sum();
-    if total > MAX_ARRAY_TASKS as u64 * 4 {
-        return total;
-    }
-    let mut ids: Vec<u64> = Vec::with_capacity(total as usize);
+    // (step, residue) -> intervals of k where id = residue + k * step.
+    let mut groups: BTreeMap<(u64, u64), Vec<(u64, u64)>> = BTreeMap::new();
     for &(lo, hi, step) in ranges {
-        let mut v = lo;
-        while v <= hi {
-            ids.push(v);
-            v += step;
-        }
+        let residue = lo % step;
+        let k_hi = lo / step + (hi - lo) / step;
+        groups.entry((step, residue)).or_default().push((lo / step, k_hi));
     }
-    ids.sort_unstable();
-    ids.dedup();
-    ids.len() as u64
+    let mut total: u64 = 0;
+    for intervals in groups.values_mut() {
+        intervals.sort_unstable();
+        let (mut start, mut end) = intervals[0];
+        for &(a, b) in &intervals[1..] {
+            if a > end.saturating_add(1) {
+                total = total.saturating_add(end - start + 1);
+                (start, end) = (a, b);
+            } else {
+                end = end.max(b);
+            }
+        }
+        total = total.saturating_add(end - start + 1);
+    }
+    total
+}
+
+/// The highest task id in an array spec (`None` when it cannot be read), so a spec
+/// past SLURM's `MaxArraySize` is refused before anything is counted.
+pub fn array_max_task_id(text: &str) -> Option<u64> {
+    let spec = text.trim().split('%').next()?;
+    spec.split(',')
+        .map(|item| {
+            let range = item.split(':').next().unwrap_or(item);
+            let hi = range.rsplit('-').next().unwrap_or(range);
+            hi.parse::<u64>().ok()
+        })
+        .try_fold(0u64, |max, hi| hi.map(|h| max.max(h)))
 }
 
 #[cfg(test)]
@@ -452,6 +476,13 @@ mod tests {
         assert_eq!(parse_array_task_count("0-15:4"), Ok(4));
         assert_eq!(parse_array_task_count("1-3,2-4"), Ok(4));
         assert_eq!(parse_array_task_count("7"), Ok(1));
+        assert_eq!(parse_array_task_count("0-9,10-19,5-14"), Ok(20));
+        assert_eq!(parse_array_task_count("0-10:2,1-11:2"), Ok(12));
+        assert_eq!(parse_array_task_count("0-10:2,4-20:2"), Ok(11));
+        assert_eq!(parse_array_task_count("0-9999999,0-9999999"), Ok(10_000_000));
+        assert!(parse_array_task_count(&["0-9999999"; 400].join(",")).is_ok());
+        assert_eq!(array_max_task_id("1-100%10"), Some(100));
+        assert_eq!(array_max_task_id("3,1-50:7,9"), Some(50));
         for bad in ["", "5-1", "a-b", "1-10%", "1-10:0", "1,,2"] {
             assert!(parse_array_task_count(bad).is_err(), "{bad}");
         }

@@ -569,6 +569,7 @@ mod tests {
             user: Some("alice".into()),
             account: Some("chem".into()),
             partition: Some("debug".into()),
+            qos: None,
             admin_comment: token.map(|t| format!("asbb:hold={t}")),
             submit_time: 100,
             start_time: 110,

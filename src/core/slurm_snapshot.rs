@@ -31,6 +31,8 @@ pub struct SlurmJob {
     pub user: Option<String>,
     pub account: Option<String>,
     pub partition: Option<String>,
+    /// The job's QOS (`None` from accounting, whose format asks for none).
+    pub qos: Option<String>,
     pub admin_comment: Option<String>,
     /// Unix seconds; 0 when unknown.
     pub submit_time: i64,
@@ -122,6 +124,7 @@ impl SlurmJob {
             task_count: self.task_count,
             submit_time: self.submit_time,
             restart_cnt: self.restart_cnt.unwrap_or(0),
+            qos: self.qos.clone(),
         }
         .to_completion()
     }
@@ -203,6 +206,7 @@ struct RawJob {
     user_name: Option<Value>,
     account: Option<Value>,
     partition: Option<Value>,
+    qos: Option<Value>,
     admin_comment: Option<Value>,
     submit_time: Option<Value>,
     start_time: Option<Value>,
@@ -246,6 +250,7 @@ pub fn parse_squeue_json(text: &str) -> Result<Vec<SlurmJob>, String> {
             user: json_str(j.user_name.as_ref()),
             account: json_str(j.account.as_ref()),
             partition: json_str(j.partition.as_ref()),
+            qos: json_str(j.qos.as_ref()),
             admin_comment: json_str(j.admin_comment.as_ref()),
             submit_time: json_i64(j.submit_time.as_ref()),
             start_time: json_i64(j.start_time.as_ref()),
@@ -354,6 +359,7 @@ pub fn parse_scontrol_oneliners(text: &str) -> Result<Vec<SlurmJob>, String> {
                 user: None,
                 account: None,
                 partition: None,
+                qos: None,
                 // Every token anywhere on the line is left alone.
                 admin_comment: Some(line.to_string()),
                 submit_time: 0,
@@ -391,6 +397,7 @@ pub fn parse_scontrol_oneliners(text: &str) -> Result<Vec<SlurmJob>, String> {
             user,
             account: get("Account").and_then(null_to_none),
             partition: get("Partition").and_then(null_to_none),
+            qos: get("QOS").and_then(null_to_none),
             admin_comment: get("AdminComment").and_then(null_to_none),
             submit_time: time("SubmitTime")?,
             start_time: time("StartTime")?,
@@ -448,6 +455,7 @@ pub fn parse_sacct(text: &str) -> Result<Vec<SlurmJob>, String> {
             user: null_to_none(f[9]),
             account: null_to_none(f[7]),
             partition: null_to_none(f[8]),
+            qos: None,
             admin_comment: null_to_none(f[13]),
             submit_time: time(3, "Submit")?,
             start_time: time(4, "Start")?,

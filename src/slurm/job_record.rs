@@ -94,14 +94,20 @@ impl<'a> JobRecord<'a> {
             // SAFETY: details is NULL or owned by the live record.
             submit_time: unsafe { j.details.as_ref() }.map(|d| d.submit_time).unwrap_or(0),
             restart_cnt: j.restart_cnt as u32,
+            qos: self.qos(),
         }
     }
 
-    /// The job as it will be after `update`: the record's values overlaid with
-    /// whatever the update sets. The requested (`orig_*`) sizes are used, so an
-    /// unchanged job prices as it did at submission.
-    pub fn merged_fields(&self, update: &JobDesc) -> SubmitFields {
-        let (j, u) = (&*self.0, update.raw());
+    /// The job as it is (`update` None) or as it would be after `update`: the
+    /// record's values overlaid with whatever the update sets. The requested
+    /// (`orig_*`) sizes are used, so an unchanged job prices as it did at submission.
+    pub fn fields(&self, update: Option<&JobDesc>) -> SubmitFields {
+        let j = &*self.0;
+        let ustr = |field: fn(&sys::job_desc_msg_t) -> *mut c_char| update.and_then(|d| d.str(field));
+        // A number the update sets, else "not given".
+        let unum = |field: fn(&sys::job_desc_msg_t) -> u32| update.map_or(sys::NO_VAL, |d| field(d.raw()));
+        let unum16 = |field: fn(&sys::job_desc_msg_t) -> u16| update.map_or(sys::NO_VAL16, |d| field(d.raw()));
+        let mem = update.map_or(sys::NO_VAL64, |d| d.raw().pn_min_memory);
         // SAFETY: details is NULL or owned by the live record.
         let det = unsafe { j.details.as_ref() };
         let pick = |new: u32, old: u32| if new != sys::NO_VAL { new } else { old };
@@ -113,7 +119,7 @@ impl<'a> JobRecord<'a> {
             }
         };
         let or_str = |new: Option<String>, old: Option<String>| new.or(old);
-        let new_partition = update.str(|d| d.partition);
+        let new_partition = ustr(|d| d.partition);
         let part = match new_partition.as_deref() {
             Some(name) => partition(Some(name)),
             // SAFETY: part_ptr is NULL or a live partition record (partition lock held).
@@ -127,42 +133,42 @@ impl<'a> JobRecord<'a> {
         // A job record keeps no task list string for an array's remaining tasks
         // (and an update's array_inx is a throttle), so give the core their count.
         let array_inx = (!j.array_recs.is_null()).then(|| format!("0-{}", self.task_count() - 1));
-        // SAFETY: qos_ptr is NULL or the job's live QOS record.
-        let qos = unsafe { j.qos_ptr.as_ref() }.and_then(|q| {
-            // SAFETY: the QOS name is NULL or a C string.
-            unsafe { read_str(q.name) }
-        });
+        let qos = self.qos();
         SubmitFields {
             uid: j.user_id,
             user_name: self.user(),
-            account: or_str(update.str(|d| d.account), self.str(|j| j.account)),
+            account: or_str(ustr(|d| d.account), self.str(|j| j.account)),
             partition: or_str(new_partition, self.str(|j| j.partition)),
             partition_default_time: part.as_ref().map_or(sys::NO_VAL, |p| p.default_time),
             partition_max_time: part.as_ref().map_or(sys::NO_VAL, |p| p.max_time),
-            time_limit: pick(u.time_limit, j.time_limit),
-            min_nodes: pick(u.min_nodes, det.map_or(sys::NO_VAL, |d| d.min_nodes)),
-            max_nodes: pick(u.max_nodes, det.map_or(sys::NO_VAL, |d| d.max_nodes)),
-            num_tasks: pick(u.num_tasks, det.map_or(sys::NO_VAL, |d| d.num_tasks)),
-            ntasks_per_node: pick16(u.ntasks_per_node, det.map_or(sys::NO_VAL16, |d| d.ntasks_per_node)),
-            cpus_per_task: pick16(u.cpus_per_task, det.map_or(sys::NO_VAL16, |d| d.orig_cpus_per_task)),
-            min_cpus: pick(u.min_cpus, det.map_or(sys::NO_VAL, |d| d.orig_min_cpus)),
-            pn_min_memory: if u.pn_min_memory != sys::NO_VAL64 {
-                u.pn_min_memory
-            } else {
-                det.map_or(sys::NO_VAL64, |d| d.orig_pn_min_memory)
-            },
-            tres_per_node: or_str(update.str(|d| d.tres_per_node), self.str(|j| j.tres_per_node)),
-            tres_per_job: or_str(update.str(|d| d.tres_per_job), self.str(|j| j.tres_per_job)),
-            tres_per_task: or_str(update.str(|d| d.tres_per_task), self.str(|j| j.tres_per_task)),
+            time_limit: pick(unum(|d| d.time_limit), j.time_limit),
+            min_nodes: pick(unum(|d| d.min_nodes), det.map_or(sys::NO_VAL, |d| d.min_nodes)),
+            max_nodes: pick(unum(|d| d.max_nodes), det.map_or(sys::NO_VAL, |d| d.max_nodes)),
+            num_tasks: pick(unum(|d| d.num_tasks), det.map_or(sys::NO_VAL, |d| d.num_tasks)),
+            ntasks_per_node: pick16(unum16(|d| d.ntasks_per_node), det.map_or(sys::NO_VAL16, |d| d.ntasks_per_node)),
+            cpus_per_task: pick16(unum16(|d| d.cpus_per_task), det.map_or(sys::NO_VAL16, |d| d.orig_cpus_per_task)),
+            min_cpus: pick(unum(|d| d.min_cpus), det.map_or(sys::NO_VAL, |d| d.orig_min_cpus)),
+            pn_min_memory: if mem != sys::NO_VAL64 { mem } else { det.map_or(sys::NO_VAL64, |d| d.orig_pn_min_memory) },
+            tres_per_node: or_str(ustr(|d| d.tres_per_node), self.str(|j| j.tres_per_node)),
+            tres_per_job: or_str(ustr(|d| d.tres_per_job), self.str(|j| j.tres_per_job)),
+            tres_per_task: or_str(ustr(|d| d.tres_per_task), self.str(|j| j.tres_per_task)),
             array_inx,
-            qos: or_str(update.str(|d| d.qos), qos),
+            qos: or_str(ustr(|d| d.qos), qos),
             job_id: j.job_id,
-            name: or_str(update.str(|d| d.name), self.str(|j| j.name)),
-            admin_comment: or_str(update.str(|d| d.admin_comment), self.str(|j| j.admin_comment)),
-            comment: or_str(update.str(|d| d.comment), self.str(|j| j.comment)),
-            wckey: or_str(update.str(|d| d.wckey), self.str(|j| j.wckey)),
+            name: or_str(ustr(|d| d.name), self.str(|j| j.name)),
+            admin_comment: or_str(ustr(|d| d.admin_comment), self.str(|j| j.admin_comment)),
+            comment: or_str(ustr(|d| d.comment), self.str(|j| j.comment)),
+            wckey: or_str(ustr(|d| d.wckey), self.str(|j| j.wckey)),
             environment: Vec::new(),
         }
+    }
+
+    /// The name of the job's QOS record, if it has one.
+    pub fn qos(&self) -> Option<String> {
+        // SAFETY: qos_ptr is NULL or the job's live QOS record.
+        let q = unsafe { self.0.qos_ptr.as_ref() }?;
+        // SAFETY: the QOS name is NULL or a C string.
+        unsafe { read_str(q.name) }
     }
 
     pub fn priority(&self) -> u32 {

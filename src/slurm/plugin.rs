@@ -2,7 +2,8 @@
 //! state, and applying the core's actions to SLURM's structs.
 
 use crate::core::config::Config;
-use crate::core::hooks::{config_path_for, Hooks, ModifyAction, RefuseCode, SubmitAction};
+use crate::core::fields::Caller;
+use crate::core::hooks::{config_path_for, Hooks, ModifyAction, RefuseCode, SubmitAction, UpdateCall};
 use crate::slurm::host::{self, conf, ErrMsg};
 use crate::slurm::job_desc::{without_held_reason, JobDesc};
 use crate::slurm::job_record::JobRecord;
@@ -246,20 +247,36 @@ fn set_admin_comment(desc: &mut JobDesc, text: &str) {
     }
 }
 
-/// What job_modify passes to the core besides the merged fields.
-pub struct ModifyContext {
-    /// The update releases a held job (`scontrol release`).
-    pub releasing: bool,
-    /// The update comes from root or SlurmUser.
-    pub by_admin: bool,
+/// How job_modify was called: who asks (judged as slurmctld will judge it), whether
+/// the job is pending, and whether the update releases a held job.
+pub fn update_call(update: &JobDesc, job: &JobRecord, submit_uid: u32) -> UpdateCall {
+    let caller = if is_operator(submit_uid) {
+        Caller::Operator
+    } else if submit_uid == job.raw().user_id {
+        Caller::Owner
+    } else {
+        Caller::Other
+    };
+    UpdateCall {
+        caller,
+        pending: job.raw().job_state & sys::JOB_STATE_BASE == sys::JOB_PENDING,
+        releasing: update.raw().priority == sys::INFINITE && job.priority() == 0,
+    }
 }
 
-impl ModifyContext {
-    pub fn new(update: &JobDesc, job: &JobRecord, submit_uid: u32) -> ModifyContext {
-        ModifyContext {
-            releasing: update.raw().priority == sys::INFINITE && job.priority() == 0,
-            by_admin: submit_uid == 0 || submit_uid == conf::slurm_user_id(),
-        }
+/// root, SlurmUser, or a SLURM operator/administrator: slurmctld's own
+/// `validate_operator` (looked up at run time: slurmctld-only), else root/SlurmUser.
+fn is_operator(uid: u32) -> bool {
+    type ValidateOperator = unsafe extern "C" fn(libc_uid: u32) -> bool;
+    if uid == 0 || uid == conf::slurm_user_id() {
+        return true;
+    }
+    // SAFETY: slurmctld.h: `extern bool validate_operator(uid_t uid)`; it reads the
+    // association manager under its own locks.
+    match unsafe { host::function::<ValidateOperator>(c"validate_operator") } {
+        // SAFETY: as above.
+        Some(validate) => unsafe { validate(uid) },
+        None => false,
     }
 }
 
@@ -269,7 +286,7 @@ pub fn apply_modify(
     action: ModifyAction,
     update: &mut JobDesc,
     job: &mut JobRecord,
-    ctx: &ModifyContext,
+    call: &UpdateCall,
     start: Instant,
 ) -> c_int {
     let (rc, log) = match action {
@@ -283,7 +300,7 @@ pub fn apply_modify(
                     update.set_admin_comment(&text);
                 }
             }
-            if ctx.releasing {
+            if call.releasing {
                 // The hold reason asbb put in the comment at submission goes.
                 match update.str(|d| d.comment) {
                     Some(c) => without_held_reason(Some(&c)).into_iter().for_each(|c| update.set_comment(&c)),

@@ -5,7 +5,7 @@
 use asbb::slurm::host::ErrMsg;
 use asbb::slurm::job_desc::JobDesc;
 use asbb::slurm::job_record::JobRecord;
-use asbb::slurm::plugin::{self as p, ModifyContext, INTERNAL_ERROR, SLURM_ERROR, SLURM_SUCCESS};
+use asbb::slurm::plugin::{self as p, INTERNAL_ERROR, SLURM_ERROR, SLURM_SUCCESS};
 use asbb::slurm::sys::{job_desc_msg_t, job_record_t};
 use libc::{c_char, c_int};
 use std::time::Instant;
@@ -51,9 +51,10 @@ pub unsafe extern "C" fn job_modify(desc: *mut job_desc_msg_t, job: *mut job_rec
         else {
             return INTERNAL_ERROR;
         };
-        let (merged, ctx) = (job.merged_fields(&desc), ModifyContext::new(&desc, &job, submit_uid));
-        match p::with_hooks(PLUGIN_TYPE, |h| h.on_modify(&merged, ctx.releasing, ctx.by_admin, p::unix_now())) {
-            Some(action) => p::apply_modify(PLUGIN_TYPE, action, &mut desc, &mut job, &ctx, start),
+        let (record, merged) = (job.fields(None), job.fields(Some(&desc)));
+        let call = p::update_call(&desc, &job, submit_uid);
+        match p::with_hooks(PLUGIN_TYPE, |h| h.on_modify(&record, &merged, call, p::unix_now())) {
+            Some(action) => p::apply_modify(PLUGIN_TYPE, action, &mut desc, &mut job, &call, start),
             None => INTERNAL_ERROR,
         }
     })
