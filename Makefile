@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # asbb — build, install, demo, test. Run as root on Debian 12 for demo/test/install:
 # they install what is missing (apt packages, SLURM's source headers) first.
 
