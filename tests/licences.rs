@@ -17,8 +17,9 @@ use std::process::Command;
 /// whole distributed under the GPL.
 ///
 /// Apache-2.0 is compatible with GPL-3.0 (not with GPL-2.0-only); GPL-2.0-or-later
-/// allows distribution under GPL-3.0, so Apache-2.0 code may be combined with asbb.
-/// Most Rust crates offer `MIT OR Apache-2.0`, and MIT satisfies them either way.
+/// allows distribution under GPL-3.0, so Apache-2.0 code may be combined with asbb (a
+/// binary that links Apache-2.0-only code is then passed on under GPL-3.0 terms). Most
+/// Rust crates offer `MIT OR Apache-2.0`, and MIT satisfies them either way.
 ///
 /// Refused: GPL-3.0-only, LGPL-3.0 and AGPL (and anything not listed). Combining
 /// GPL-2.0-or-later code with them is allowed, but the result could only be passed on
