@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: GPL-2.0-or-later
 # asbb — build, install, demo, test. Run as root on Debian 12 for demo/test/install:
 # they install what is missing (apt packages, SLURM's source headers) first.
 
@@ -50,7 +51,8 @@ test-faults: build
 
 test-core:
 	$(CARGO) test --release --lib --test ledger_props --test cli_admin --test grants --test api_http \
-		--test learning_sim --test reconcile_core --test fuzz_fields --test cli_reconcile --test simulation
+		--test learning_sim --test reconcile_core --test fuzz_fields --test cli_reconcile --test simulation \
+		--test licences
 
 bench: build
 	$(CARGO) bench --bench ledger

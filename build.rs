@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Without feature `slurm`: nothing (the core and the CLIs build without SLURM or clang).
 //! With it: bindgen over SLURM's public headers and the matching source tree's
 //! internal headers (see slurm-headers/README.md), into OUT_DIR/slurm_bindings.rs.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! `cargo bench --bench grants`: how long `asbb-admin grant report` takes on a
 //! file-backed ledger with 1,000,000 journal entries over 5 years, every job charged to
 //! the account one grant funds (the worst case: the report reads all of them). Prints

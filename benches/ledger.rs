@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! `cargo bench --bench ledger`: latency of the plugin's two ledger paths
 //! (check_and_hold at submit, reconcile at completion) on a file-backed ledger with
 //! 10,000 accounts and 1,000,000 journal entries. Prints one `name=value` per figure.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! `cargo bench --bench slurm_throughput` (root, SLURM installed, plugins built):
 //! sbatch throughput of a real test cluster without and with the asbb plugins, in one
 //! run (both clusters up, submissions alternating between them in rounds), and

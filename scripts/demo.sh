@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # `make demo`: a throwaway single-node SLURM cluster with both asbb plugins and a
 # seeded ledger. Submits jobs that are accepted, held and refused, waits for them,
 # prints balances and the journal, then stops the cluster and removes everything.

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Install what asbb needs to build and to run its end-to-end tests, on Debian 12 as root.
 #
 # Idempotent and quick (a dpkg-query, well under a second) when everything is present;

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: GPL-2.0-or-later
 # Makes the SLURM source tree matching the installed SLURM available and prints its
 # path on stdout (messages go to stderr). Only its internal headers are used
 # (src/slurmctld/slurmctld.h and what it includes); nothing is configured or built.

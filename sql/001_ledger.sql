@@ -1,3 +1,4 @@
+-- SPDX-License-Identifier: GPL-2.0-or-later
 -- asbb ledger, schema 1: budget accounts, allocations, the append-only journal,
 -- jobs and their runs, and the audit log. Money columns are integer micro-dollars
 -- (`*_micros`); times are unix seconds (UTC).

@@ -1,3 +1,4 @@
+-- SPDX-License-Identifier: GPL-2.0-or-later
 -- asbb ledger, schema 2: what a job is for (research domain, project, grant) for
 -- reports and for the integration API.
 ALTER TABLE jobs ADD COLUMN research_domain TEXT;

@@ -1,3 +1,4 @@
+-- SPDX-License-Identifier: GPL-2.0-or-later
 -- asbb ledger, schema 3: grants. A grant funds a budget account through one
 -- allocation per budget period (allocations.grant_id); its charges are the journal
 -- entries posted to those allocations. Money is integer micro-dollars, rates are

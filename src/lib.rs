@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! asbb: money budgets for SLURM clusters that burst into AWS.
 //!
 //! `core` is pure Rust (no SLURM types, no unsafe): money, the cost model, the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! The integration API (issue 6) against the real server: started in-process on a free
 //! loopback port and on a unix socket in a temporary folder, talked to over real
 //! sockets. Every endpoint, auth failures, bad bodies, unknown jobs, idempotent replays

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Golden tests for `asbb-admin`: exact text for what people read, exact error lines
 //! for bad input, and nothing written when a command fails.
 

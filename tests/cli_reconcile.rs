@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! `asbb-admin reconcile` end to end through the command line, with SLURM's client
 //! commands replaced by scripts that print captured output (so it runs anywhere,
 //! without root or daemons): which source is used, the fallbacks, sacct, the text

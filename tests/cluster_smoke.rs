@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Smoke tests of the test cluster itself (tests/support/cluster.rs): a plain SLURM
 //! cluster without asbb plugins runs a job, shows it, cancels a held one, and two clusters
 //! run side by side. Skipped unless root with SLURM installed (fails instead with ASBB_E2E=1).

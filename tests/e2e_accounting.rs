@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! End-to-end with accounting: slurmctld + slurmdbd + MariaDB (started by the tests,
 //! `AccountingStorageEnforce=associations`), both asbb plugins loaded. Covers what a
 //! cluster without slurmdbd cannot: default accounts from the association manager

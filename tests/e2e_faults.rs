@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! End-to-end faults (issue 7): slurmctld killed with SIGKILL in the middle of a
 //! burst of submissions and again in the middle of completions; the ledger made
 //! unavailable (locked, disk full, read-only, corrupt, missing) under both

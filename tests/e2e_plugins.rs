@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! End-to-end: job_submit/asbb and jobcomp/asbb loaded by a real slurmctld, driven
 //! with real sbatch, scontrol and scancel, checking the exact text users see and the
 //! ledger after every terminal state. Each test starts its own cluster.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Bounded fuzzing (proptest) of everything that reads untrusted text or numbers:
 //! `SubmitFields::to_request` (what sbatch sends, SLURM's sentinels included),
 //! `parse_alloc_tres` / `CompletionFields::to_completion` (what a finished job

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Grants, agency reports and forecasts.
 //!
 //! A seeded ledger with a fixed clock: account `chem` is funded by two grants, NSF

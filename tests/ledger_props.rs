@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Property tests on a real (in-memory) SQLite ledger: random sequences of deposits,
 //! checks, modifies, reconciles (duplicated and reordered) and releases. After every
 //! step `verify` is clean, and an independent oracle agrees on the money: every

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! The reconcile safety net and completion events, against a real in-memory ledger
 //! (no SLURM): `Budget::settle` over synthetic snapshots of SLURM's jobs; duplicated,
 //! reordered and replayed completions; a requeue storm. Every case ends with

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! A seeded, deterministic simulation of many jobs through the budget core (no SLURM,
 //! an in-memory ledger), with faults injected between any two ledger steps, and an
 //! independent oracle (in the style of TigerBeetle's VOPR and auditor).

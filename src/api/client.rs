@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! A minimal, blocking HTTP/1.1 client for asbb's own service: one request per
 //! connection (`Connection: close`), over TCP or the unix socket. The user command
 //! (`asbb`) uses it to ask the service when it cannot read the ledger; the tests use it

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! `asbb-admin serve`: an HTTP/1.1 JSON service over the ledger for the sister tools
 //! (the cost advisor and the AWS burst launcher) and, over a unix socket, for users'
 //! `asbb` (issue 5). axum on a current-thread tokio runtime; every ledger call runs on

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! asbb-admin: administer asbb budgets. See `asbb-admin --help`.
 
 use clap::Parser;

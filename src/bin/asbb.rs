@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! asbb: your SLURM budget. See `asbb --help`.
 
 use clap::Parser;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! `asbb-admin`: flags in, core calls, text out. No business logic here.
 
 use super::{json, load_config, now, open_budget, CliError, Format, Table};

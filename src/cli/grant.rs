@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! `asbb-admin grant ...` and `asbb-admin forecast`: flags in, core calls, text out.
 //!
 //! `--format`: the global flag is `text|json|csv`, but `grant report` has formats of

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! `asbb-admin` commands of issue 6 (the integration API, actual-cost imports, learning)
 //! and issue 5 (account members): `serve`, `integration import-costs`,
 //! `account member add|remove|list`, `report accuracy`. Flags in, core calls, text out.

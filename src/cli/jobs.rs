@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! `asbb-admin job approve|deny|list|refund|adjust`: the admin side of jobs submitted
 //! held, the release of held jobs after a deposit, and corrections of what a job cost. The ledger is changed first, then SLURM
 //! is told (`scontrol release`, `scancel`).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Shared pieces of the two command lines: output formats, tables, the clock, and
 //! opening config and ledger from flags and environment.
 

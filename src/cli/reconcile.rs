@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! `asbb-admin reconcile`: ask SLURM which jobs exist and settle every hold the
 //! plugins left open (see `core::settle`). This file only runs SLURM's commands
 //! (bounded in time, with `SLURM_CONF` from the environment) and prints.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! `asbb`: what a user asks of their budget. Reads the ledger directly, so it runs
 //! as root or the SLURM user (the ledger is mode 0600).
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! The hold-and-approve workflow in the ledger: jobs submitted held (for approval or
 //! for funds) are approved (their hold placed), denied, or released when money
 //! arrives. Telling SLURM (release, cancel) is the command line's job; the ledger is

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Budget decisions over the ledger: accounts and deposits, check-and-hold,
 //! modify, reconcile, release, and verify.
 //!

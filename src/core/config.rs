@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! `asbb.toml`: where the ledger lives, how jobs are priced, and what to do when
 //! something is missing. Every key is checked: an unknown key, a negative rate or a
 //! partition without prices is refused with the file, the key and the reason.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Corrections to what a job was charged, as new journal entries (the journal is never
 //! edited):
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! The cost model: resources × seconds × hourly rates, in integers.
 //!
 //! Every product is formed in `i128` and divided once at the end, rounding half up to

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! The raw fields the SLURM glue copies out of `job_desc_msg_t` and `job_record_t`,
 //! as plain Rust values, and their conversion into requests and completions.
 //!

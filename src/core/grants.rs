@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Grants: the money research computing is paid from, and what funding agencies are
 //! told about it.
 //!

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! What the plugins call: one function per SLURM hook, each returning a plain
 //! action for the glue to apply. Policy lives here (exempt, ledger errors, messages);
 //! the glue only copies fields in and applies the action.

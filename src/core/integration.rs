@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! What the sister tools (the cost advisor and the AWS burst launcher) ask of asbb and
 //! tell it, independent of HTTP: a job's budget context, actual costs posted as
 //! adjustments, performance feedback, the burst launcher's reconciliation files, the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Plain Rust descriptions of a job: what was asked for at submit time and what was
 //! used when a run ended. The SLURM glue fills these from `job_desc_msg_t` and
 //! `job_record_t`; nothing here knows SLURM's types. The spec parsers (time limits,

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Learning from what jobs actually cost: holds sized from history, within a bound.
 //!
 //! Every reconciled run (and every performance feedback record, unless

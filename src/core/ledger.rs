@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! The SQLite ledger: opening (PRAGMAs, file mode, migrations) and the small set of
 //! row-level operations the budget logic is built from. Every write happens inside a
 //! transaction opened by `budget.rs`; nothing here commits on its own.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Job metadata: what a job is for, told by the user or a sister tool.
 //!
 //! Sources, highest precedence first:

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! The budget core: everything that decides money, testable without SLURM.
 
 #![forbid(unsafe_code)]

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Money: an integer count of micro-dollars with checked arithmetic.
 //!
 //! A micro-dollar is fine enough for per-second prices (a $0.01/hour rate costs

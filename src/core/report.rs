@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Grant statements and burn-rate forecasts, computed from the journal.
 //!
 //! Method, in one place (the renderers print the parts a reader needs):

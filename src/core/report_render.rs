@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! The grant statement as a grant manager files it: fixed-width text
 //! (`agency-required`), CSV, JSON (decimal strings with two decimals) and one
 //! self-contained HTML page (inline CSS, an inline SVG burn-down chart, nothing fetched).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! The safety net behind `asbb-admin reconcile`: settle whatever the plugins missed
 //! (slurmctld died between hooks, a job slurmctld refused after the plugin held
 //! money for it, a completion the ledger could not take, a job let in unchecked).

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! What SLURM says exists, read from the text its commands print: `squeue --json`
 //! (SLURM 22.05 has no `scontrol --json`; `squeue --json` gives epoch times, the
 //! restart count and the admin comment exactly), `scontrol -o show job` (the

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! `verify`: recompute every balance from the journal and check every invariant.
 //! The journal is the truth; the cached totals on accounts, allocations and jobs
 //! must agree with it exactly.

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! What slurmctld lends a plugin: its logger, its allocator, its symbols.
 
 use std::collections::BTreeMap;

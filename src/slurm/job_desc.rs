@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! `job_desc_msg_t` (a submission or an update) to and from plain Rust.
 
 use crate::core::fields::SubmitFields;

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! `job_record_t` (slurmctld's live job) to plain Rust.
 
 use crate::core::fields::{CompletionFields, SubmitFields};

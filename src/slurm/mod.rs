@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! The SLURM glue (feature `slurm`): bindgen output (`sys`), and a thin safe layer
 //! that copies SLURM's structs into the core's plain types and applies the core's
 //! actions back. Nothing here decides money.

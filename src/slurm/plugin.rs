@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Being a SLURM plugin: the exported identity symbols, panic guards, the hooks'
 //! state, and applying the core's actions to SLURM's structs.
 

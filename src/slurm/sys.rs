@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Raw bindgen output over SLURM's headers (see build.rs for what is allowlisted).
 //! Only the rest of `crate::slurm` touches these types.
 

@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! A real single-node SLURM cluster for end-to-end tests.
 //!
 //! Include it from an integration test with

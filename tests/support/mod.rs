@@ -1,3 +1,4 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
 //! Shared helpers for integration tests: `mod support;` then `support::cluster::...`
 //! (or include one file directly: `#[path = "support/cluster.rs"] mod cluster;`).
 #![allow(dead_code)]
