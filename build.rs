@@ -31,6 +31,7 @@ mod slurm {
         "slurmdb_user_rec_t",
         "assoc_mgr_lock_t",
         "job_states",
+        "job_state_reason",
         "slurm_err_t",
         "asbb_flags",
     ];

@@ -226,7 +226,9 @@ impl Site {
     /// for it to end and be settled, and checks its charge against SLURM's record.
     fn normal_job(&self) {
         let id = self.submit(&["-A", "chem", "-p", "debug", "-t", "1", "-n", "1", "--wrap", "true"]);
-        let token = self.token_of(id).unwrap_or_else(|| panic!("job {id} has no hold token"));
+        let token = self
+            .token_of(id)
+            .unwrap_or_else(|| panic!("job {id} has no hold token; log:\n{}", self.cluster.ctld_log_tail(20)));
         assert!(self.cluster.wait_done(id) == "COMPLETED");
         self.wait_settled(&token, Duration::from_secs(30));
         assert_eq!(self.held_by(&token), 0);

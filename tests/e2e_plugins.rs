@@ -40,6 +40,16 @@ struct Site {
 impl Site {
     /// A cluster with both plugins and a ledger; None when the environment cannot run it.
     fn start(name: &str, toml: &str, ctld_env: &[(&str, &str)]) -> Option<Site> {
+        Site::start_with(name, toml, ctld_env, |opts| opts)
+    }
+
+    /// `start` with more cluster options (partitions, slurm.conf lines).
+    fn start_with(
+        name: &str,
+        toml: &str,
+        ctld_env: &[(&str, &str)],
+        more: impl FnOnce(ClusterOptions) -> ClusterOptions,
+    ) -> Option<Site> {
         if !cluster::require_root_and_slurm() {
             return None;
         }
@@ -53,6 +63,7 @@ impl Site {
         for (k, v) in ctld_env {
             opts = opts.ctld_env(k, v);
         }
+        opts = more(opts);
         let site = Site { cluster: Cluster::start(opts) };
         // The ledger exists before the first job (the plugins never create it).
         site.admin_ok(&["account", "create", "chem", "--limit", "100", "--start", "2020-01-01"]);
@@ -531,5 +542,263 @@ fn each_user_sees_only_their_own_accounts_through_the_service() {
     assert!(!out.status.success(), "{}", cluster::show(&out));
     let _ = server.kill();
     let _ = server.wait();
+    site.assert_clean();
+}
+
+// ----- issue 11: what ordinary and hostile users can do with SLURM's own verbs --------
+
+/// A second unprivileged user, for attacks on someone else's job.
+const OTHER: &str = "asbbother";
+
+fn held_on(site: &Site, account: &str) -> i64 {
+    site.sql_i64("SELECT held_micros FROM accounts WHERE name = ?1", account)
+}
+
+#[test]
+fn only_the_owner_and_operators_move_a_hold_and_refused_updates_change_nothing() {
+    let Some(mut site) = Site::start("e2eauth", ASBB_TOML, &[]) else { return };
+    cluster::ensure_user(OTHER);
+    let pending =
+        submitted_id(&site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "10", "-H", "--wrap", "true"]));
+    let token = site.token_of(pending);
+    assert_eq!(site.held_by(&token), 600_000);
+
+    // Another user's update of a pending job: slurmctld refuses it after job_modify ran.
+    let job = format!("JobId={pending}");
+    let out = site.cluster.run_as(OTHER, "scontrol", &["update", &job, "TimeLimit=3-00:00:00", "NumCPUs=2"]);
+    assert!(!out.status.success(), "{}", cluster::show(&out));
+    assert!(text(&out.stderr).contains("Invalid user id"), "{}", cluster::show(&out));
+    assert_eq!(site.held_by(&token), 600_000, "someone else's refused update moved the hold");
+    assert!(site.cluster.ctld_log().contains(&format!(
+        "job {pending}: update from a user who is neither its owner nor an operator; ledger unchanged"
+    )));
+
+    // The owner may not lengthen a running job; slurmctld refuses, the hold stays.
+    let running =
+        submitted_id(&site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "5", "--wrap", "sleep 60"]));
+    let running_token = site.token_of(running);
+    site.cluster.wait_state(running, |s| s == "RUNNING", Duration::from_secs(30));
+    let out = site.cluster.run_as(USER, "scontrol", &["update", &format!("JobId={running}"), "TimeLimit=50"]);
+    assert!(!out.status.success(), "{}", cluster::show(&out));
+    assert_eq!(text(&out.stderr), "Access/permission denied for job ".to_string() + &running.to_string() + "\n");
+    assert_eq!(site.held_by(&running_token), 300_000);
+    // Nor move it to another partition.
+    let out = site.cluster.run_as(USER, "scontrol", &["update", &format!("JobId={running}"), "Partition=batch"]);
+    assert!(!out.status.success(), "{}", cluster::show(&out));
+    assert_eq!(site.held_by(&running_token), 300_000);
+
+    for id in [pending, running] {
+        assert!(site.cluster.run_as(USER, "scancel", &[&id.to_string()]).status.success());
+    }
+    assert_eq!(site.wait_settled(&token), "settled");
+    assert_eq!(site.wait_settled(&running_token), "settled");
+    site.assert_clean();
+}
+
+#[test]
+fn holds_for_jobs_slurm_never_creates_are_released_by_the_plugin() {
+    let Some(mut site) = Site::start("e2eunborn", ASBB_TOML, &[]) else { return };
+    // --test-only reaches job_submit exactly like a submission (proc_req.c, will_run):
+    // the plugin holds, then releases once SLURM has no such job.
+    let out = site.cluster.sbatch_as(USER, &["--test-only", "-A", "chem", "-p", "debug", "-t", "10", "--wrap", "true"]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+    assert!(text(&out.stderr).starts_with("sbatch: Job "), "{}", cluster::show(&out));
+    let probed = Instant::now();
+    assert_eq!(held_on(&site, "chem"), 600_000, "the provisional hold");
+
+    // Any hook call after the grace settles it; a real job (`-A CHEM`: SLURM lowercases
+    // account names after job_submit) is priced on chem and confirmed.
+    std::thread::sleep(Duration::from_secs(6));
+    let out = site.cluster.sbatch_as(USER, &["-A", "CHEM", "-p", "debug", "-t", "1", "-H", "--wrap", "true"]);
+    let real = submitted_id(&out);
+    assert_eq!(site.cluster.job_field(real, "Account").as_deref(), Some("chem"));
+    let released_after_s = probed.elapsed().as_secs_f64();
+    assert_eq!(held_on(&site, "chem"), 60_000, "only the real job's hold is left");
+    println!("test_only_hold_released_after_s={released_after_s:.1}");
+    assert!(site.cluster.ctld_log().contains("released $0.60 of "));
+    assert_eq!(
+        site.sql_i64("SELECT count(*) FROM jobs WHERE state = 'released' AND reason LIKE ?1", "SLURM never created%"),
+        1
+    );
+    // The real job is confirmed (its job id recorded) at a later check, never released.
+    std::thread::sleep(Duration::from_secs(6));
+    // (A submission asbb refuses, for no time limit, is a hook call that holds nothing.)
+    assert!(!site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "--wrap", "true"]).status.success());
+    let real_token = site.token_of(real);
+    assert_eq!(site.sql_i64("SELECT job_id FROM jobs WHERE token = ?1", &real_token), real as i64);
+    assert_eq!(site.held_by(&real_token), 60_000);
+    assert!(site.cluster.run_as(USER, "scancel", &[&real.to_string()]).status.success());
+    assert_eq!(site.wait_settled(&real_token), "settled");
+    let out = site.admin_ok(&["reconcile", "--grace", "0"]);
+    assert!(out.contains("reconcile: 0 released, 0 charged"), "{out}");
+    site.assert_clean();
+}
+
+#[test]
+fn arrays_are_counted_fast_and_a_split_task_never_shrinks_the_rest() {
+    let Some(mut site) = Site::start("e2earray", ASBB_TOML, &[]) else { return };
+    let out =
+        site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "5", "--array=0-9999999", "--wrap", "true"]);
+    assert_eq!(
+        text(&out.stderr),
+        "sbatch: error: asbb: request too large: array index 9999999 (this cluster's MaxArraySize is 1001)\n\
+         sbatch: error: Batch job submission failed: Invalid Trackable RESource (TRES) specification\n"
+    );
+    let log = site.cluster.ctld_log();
+    let line = log.lines().find(|l| l.contains("array index 9999999")).unwrap();
+    println!("array_0_9999999_job_submit_line={line}");
+
+    let id = submitted_id(
+        &site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "5", "-H", "--array=0-3", "--wrap", "true"]),
+    );
+    let token = site.token_of(id);
+    assert_eq!(site.held_by(&token), 1_200_000, "4 tasks x 5 CPU-minutes");
+    // Updating one task splits it off; the update reaches job_modify as that task alone.
+    let out = site.cluster.run_as(USER, "scontrol", &["update", &format!("JobId={id}_1"), "TimeLimit=2"]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+    assert_eq!(site.held_by(&token), 1_200_000, "a split task must not shrink the other tasks' hold");
+    let out = site.cluster.run("scontrol", &["update", &format!("JobId={id}_2"), "TimeLimit=10"]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+    assert_eq!(site.held_by(&token), 1_500_000, "one task grew by 5 CPU-minutes");
+    assert!(site.cluster.run_as(USER, "scancel", &[&id.to_string()]).status.success());
+    assert_eq!(site.wait_settled(&token), "settled");
+    site.assert_clean();
+}
+
+/// A minimum charge, an approval threshold, a dearer partition, an exempt one, and a
+/// default time limit for jobs that give none.
+const SHAPES_TOML: &str = r#"
+ledger = "{dir}/ledger.db"
+[policy]
+on_ledger_error = "reject"
+ledger_busy_timeout_ms = 50
+minimum_charge = "0.05"
+low_balance_hold_days = 30
+approval_threshold = "2.00"
+exempt_partitions = ["free"]
+[partitions.debug]
+default_time_limit_min = 7
+[partitions.debug.rates]
+cpu = 3.6
+[partitions.batch.rates]
+cpu = 7.2
+"#;
+
+#[test]
+fn shapes_that_were_under_priced_and_approval_shortcuts() {
+    let Some(mut site) = Site::start_with("e2eshapes", SHAPES_TOML, &[], |o| o.partition("free")) else { return };
+
+    // A run that starts and ends within the same second pays the minimum charge.
+    let instant =
+        submitted_id(&site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "1", "--wrap", "true"]));
+    let instant_token = site.token_of(instant);
+    assert_eq!(site.cluster.wait_done(instant), "COMPLETED");
+    assert_eq!(site.wait_settled(&instant_token), "settled");
+    assert_eq!(site.sql_i64("SELECT charged_micros FROM jobs WHERE token = ?1", &instant_token), 50_000);
+
+    // No --time on a partition without DefaultTime: priced at asbb's default, and the
+    // job gets that limit, so it cannot run past its hold.
+    let untimed = submitted_id(&site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-H", "--wrap", "true"]));
+    assert_eq!(site.cluster.job_field(untimed, "TimeLimit").as_deref(), Some("00:07:00"));
+    assert_eq!(site.held_by(&site.token_of(untimed)), 420_000);
+
+    // Several partitions: priced at the dearest.
+    let both = submitted_id(
+        &site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug,batch", "-t", "10", "-H", "--wrap", "true"]),
+    );
+    assert_eq!(site.held_by(&site.token_of(both)), 1_200_000);
+    // Exempt only when all are: free,batch is priced at batch.
+    let half_free = submitted_id(
+        &site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "free,batch", "-t", "10", "-H", "--wrap", "true"]),
+    );
+    assert_eq!(site.held_by(&site.token_of(half_free)), 1_200_000);
+
+    // Waiting for funds, grown past the approval threshold, released by its owner once
+    // money came: the threshold is re-checked, so it stays held.
+    site.admin_ok(&["account", "create", "tight", "--limit", "0.10", "--start", "2020-01-01"]);
+    let soon = chrono::Utc::now().date_naive() + chrono::Days::new(10);
+    site.admin_ok(&["deposit", "tight", "10", "--valid-from", &soon.to_string()]);
+    let short =
+        submitted_id(&site.cluster.sbatch_as(USER, &["-A", "tight", "-p", "debug", "-t", "10", "--wrap", "true"]));
+    let out = site.cluster.run_as(USER, "scontrol", &["update", &format!("JobId={short}"), "TimeLimit=60"]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+    site.admin_ok(&["deposit", "tight", "10"]);
+    let out = site.cluster.run_as(USER, "scontrol", &["release", &short.to_string()]);
+    assert!(!out.status.success(), "{}", cluster::show(&out));
+    assert_eq!(site.cluster.job_field(short, "Priority").as_deref(), Some("0"));
+    assert_eq!(
+        site.cluster.job_field(short, "Reason").as_deref(),
+        Some("asbb:_needs_approval,_estimate_$3.60_>_$2.00")
+    );
+    assert_eq!(held_on(&site, "tight"), 0);
+
+    // Waiting for approval, moved to an exempt partition and released: still held.
+    let big = submitted_id(&site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "60", "--wrap", "true"]));
+    let out = site.cluster.run_as(USER, "scontrol", &["update", &format!("JobId={big}"), "Partition=free"]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+    let out = site.cluster.run_as(USER, "scontrol", &["release", &big.to_string()]);
+    assert!(!out.status.success(), "{}", cluster::show(&out));
+    assert_eq!(site.cluster.job_field(big, "Priority").as_deref(), Some("0"));
+    assert!(site.cluster.ctld_log().contains("an exempt partition does not release it"));
+
+    for id in [untimed, both, half_free, short, big] {
+        assert!(site.cluster.run("scancel", &[&id.to_string()]).status.success());
+    }
+    for id in [untimed, both, half_free, short, big] {
+        site.wait_settled(&site.token_of(id));
+    }
+    site.assert_clean();
+}
+
+#[test]
+fn a_finished_job_requeued_by_its_owner_is_priced_again() {
+    let Some(mut site) = Site::start("e2ererun", ASBB_TOML, &[]) else { return };
+    site.admin_ok(&["account", "create", "once", "--limit", "0.40", "--start", "2020-01-01"]);
+    let first = submitted_id(
+        &site.cluster.sbatch_as(USER, &["-A", "once", "-p", "debug", "-t", "5", "--requeue", "--wrap", "true"]),
+    );
+    let first_token = site.token_of(first);
+    assert_eq!(site.cluster.wait_done(first), "COMPLETED");
+    assert_eq!(site.wait_settled(&first_token), "settled");
+    // Another job holds most of what is left: a re-run of `first` ($0.30) no longer fits.
+    let other =
+        submitted_id(&site.cluster.sbatch_as(USER, &["-A", "once", "-p", "debug", "-t", "2", "-H", "--wrap", "true"]));
+    let available = 400_000 - 120_000 - site.sql_i64("SELECT charged_micros FROM jobs WHERE token = ?1", &first_token);
+
+    // The owner requeues the finished job: no job_submit call happens in SLURM, so
+    // jobcomp prices the re-run and holds the job instead of letting it run unbudgeted.
+    let out = site.cluster.run_as(USER, "scontrol", &["requeue", &first.to_string()]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+    let reason = format!(
+        "asbb: account 'once' cannot cover this job: needs $0.30, {} available; ask your PI for funds or request less time or fewer resources",
+        asbb::core::money::Money::from_micros(available)
+    );
+    let rec = site.cluster.job_info(first).unwrap();
+    assert_eq!((rec["JobState"].as_str(), rec["Priority"].as_str()), ("PENDING", "0"), "{rec:?}");
+    assert_eq!(rec["Comment"], format!("[asbb hold] {reason}"));
+    let rerun_token = site.token_of(first);
+    assert_ne!(rerun_token, first_token, "the re-run has a hold of its own");
+    assert_eq!(
+        site.sql_i64("SELECT count(*) FROM jobs WHERE token = ?1 AND state = 'awaiting_funds'", &rerun_token),
+        1
+    );
+    assert!(site
+        .cluster
+        .ctld_log()
+        .contains(&format!("job {first} (REQUEUED): requeued after it finished; held, not run: {reason}")));
+
+    // Its owner's release is re-checked like any held job's.
+    let out = site.cluster.run_as(USER, "scontrol", &["release", &first.to_string()]);
+    assert!(!out.status.success(), "{}", cluster::show(&out));
+    assert_eq!(site.cluster.job_field(first, "Priority").as_deref(), Some("0"));
+    site.admin_ok(&["deposit", "once", "1"]);
+    let out = site.cluster.run_as(USER, "scontrol", &["release", &first.to_string()]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+    assert_eq!(site.held_by(&rerun_token), 300_000);
+    site.cluster.wait_state(first, |s| s == "COMPLETED", Duration::from_secs(60));
+    assert_eq!(site.wait_settled(&rerun_token), "settled");
+    assert_eq!(site.sql_i64("SELECT count(*) FROM runs WHERE token = ?1", &rerun_token), 1);
+    assert!(site.cluster.run_as(USER, "scancel", &[&other.to_string()]).status.success());
+    assert_eq!(site.wait_settled(&site.token_of(other)), "settled");
     site.assert_clean();
 }

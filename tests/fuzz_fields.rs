@@ -201,9 +201,6 @@ fn oracle_task_cost(cfg: &Config, partition: &str, res: &Resources, secs: u64) -
     let Pricing::Tres(r) = &p.pricing else {
         return None;
     };
-    if secs == 0 {
-        return Some(Some(0));
-    }
     let term = |n: i128, rate: i64, scale: i128| n.checked_mul(rate as i128)?.checked_mul(scale);
     let mut per_hour_x1024 = Some(0i128);
     for t in [
@@ -283,7 +280,7 @@ proptest! {
         let f = CompletionFields {
             cluster: "c".into(), job_id, uid: 1000, user_name: None, account: Some("chem".into()), partition,
             state, start_time, end_time, admin_comment: comment, tres_alloc: tres, total_cpus, node_cnt, task_count,
-            submit_time, restart_cnt,
+            submit_time, restart_cnt, qos: None,
         };
         let cfg = config();
         match f.to_completion() {

@@ -93,6 +93,16 @@ pub enum Reconciled {
     },
 }
 
+/// What a re-run of a finished job (requeued by its owner or an admin) got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rerun {
+    /// Funds held for the next run under a new token.
+    Held { token: String, hold: Money },
+    /// The account cannot cover it, it needs approval, or the job was denied: it
+    /// waits, held, under a new token; a release re-checks it.
+    Waiting { token: String, reason: String },
+}
+
 /// What a modify did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Modified {
@@ -450,12 +460,33 @@ impl Budget {
                 if job.tasks_done > 0 {
                     return Ok(Modified::Unchanged);
                 }
-                let estimate = cost::estimate(&self.config, req)?;
-                // issue 6 (learning): the new hold is sized like a submit's (= estimate when learning is off).
-                let learning = &self.config.learning;
-                let new_hold =
-                    crate::core::learning::hold_for(&tx, job.account_id, &req.partition, &domain, estimate, learning)
-                        .map_err(&e)?;
+                let (estimate, new_hold) = if job.tasks_total > 1 {
+                    // An array: an update reaches one split-off task (`123_5`) or the
+                    // unsplit rest, never the whole. It may grow the hold by what it adds
+                    // per task; it never shrinks the hold of the other tasks.
+                    let one_task = JobRequest { array_tasks: 1, ..req.clone() };
+                    let per_task_new = cost::estimate(&self.config, &one_task)?.micros();
+                    let per_task_old = job.estimate.micros() / job.tasks_total as i64;
+                    let grow = (per_task_new - per_task_old)
+                        .max(0)
+                        .checked_mul(req.array_tasks.max(1) as i64)
+                        .ok_or(BudgetError::Overflow)?;
+                    (Money::from_micros(job.estimate.micros() + grow), Money::from_micros(job.held.micros() + grow))
+                } else {
+                    let estimate = cost::estimate(&self.config, req)?;
+                    // issue 6 (learning): the new hold is sized like a submit's (= estimate when learning is off).
+                    let learning = &self.config.learning;
+                    let new_hold = crate::core::learning::hold_for(
+                        &tx,
+                        job.account_id,
+                        &req.partition,
+                        &domain,
+                        estimate,
+                        learning,
+                    )
+                    .map_err(&e)?;
+                    (estimate, new_hold)
+                };
                 let delta = new_hold.micros() - job.held.micros();
                 if delta == 0 {
                     Modified::Unchanged
@@ -522,10 +553,121 @@ impl Budget {
                     Verdict::Done(_) => Modified::Unchanged,
                 }
             }
+            "denied" if releasing && !approved => {
+                return Ok(Modified::StillHeld { reason: job.reason.clone().unwrap_or_default() })
+            }
             _ => Modified::Unchanged,
         };
         tx.commit()?;
         Ok(outcome)
+    }
+
+    /// Prices one more run of a finished job that SLURM requeued (`scontrol requeue`
+    /// of a COMPLETED/FAILED/... job by its owner or an admin: no job_submit call
+    /// happens). The re-run is priced like a submission of one task and gets a row
+    /// and token of its own. `None` when the job is not finished in the ledger (its
+    /// hold still covers the next run) or is exempt now.
+    pub fn price_rerun(&mut self, token: &str, job_id: u32, now: i64) -> Result<Option<Rerun>, BudgetError> {
+        let path = self.ledger.path().to_path_buf();
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let tx = Tx::write(&mut self.ledger)?;
+        let Some(job) = tx.job(token).map_err(&e)? else { return Ok(None) };
+        if !matches!(job.state.as_str(), "settled" | "released" | "denied") {
+            return Ok(None);
+        }
+        let mut req: JobRequest =
+            serde_json::from_str(&job.request_json).map_err(|err| BudgetError::Invalid(err.to_string()))?;
+        req.array_tasks = 1;
+        req.job_id = Some(job_id);
+        let domain = job.research_domain.clone().unwrap_or_default();
+        let per_task = Money::from_micros(job.estimate.micros() / job.tasks_total.max(1) as i64);
+        let new_token = tx.new_token().map_err(&e)?;
+        let waiting = |tx: &Tx<'_>, state: &str, reason: String, estimate: Money| -> Result<Rerun, BudgetError> {
+            let account = tx.account_by_id(job.account_id).map_err(&e)?;
+            insert_job(tx, &new_token, &account, &req, estimate, Money::ZERO, state, Some(&reason), now).map_err(&e)?;
+            Ok(Rerun::Waiting { token: new_token.clone(), reason })
+        };
+        let outcome = if job.state == "denied" {
+            let reason = format!("asbb: job {job_id} was denied by an admin; requeueing it does not let it run");
+            waiting(&tx, "denied", reason, per_task)?
+        } else {
+            match decide(&self.config, &tx, &req, &domain, now, false)? {
+                Verdict::Fits { account, estimate, hold, .. } => {
+                    insert_job(&tx, &new_token, &account, &req, estimate, hold, "held", None, now).map_err(&e)?;
+                    hold_entry(&tx, &new_token, account.id, hold, Some(job_id), now, "re-run after requeue")
+                        .map_err(&e)?;
+                    Rerun::Held { token: new_token.clone(), hold }
+                }
+                Verdict::Held { estimate, reason, state, .. } => waiting(&tx, state, reason, estimate)?,
+                Verdict::Done(Decision::Reject { reason, estimate, .. }) => {
+                    waiting(&tx, "awaiting_funds", reason, estimate.unwrap_or(per_task))?
+                }
+                Verdict::Done(_) => return Ok(None),
+            }
+        };
+        tx.commit()?;
+        Ok(Some(outcome))
+    }
+
+    /// Tokens of priced jobs SLURM has not been seen to create yet (no job id
+    /// recorded), submitted at or before `before`, oldest first.
+    pub fn unconfirmed(&mut self, before: i64, limit: u32) -> Result<Vec<String>, BudgetError> {
+        let e = sq(&self.ledger);
+        let mut stmt = self
+            .ledger
+            .conn
+            .prepare_cached(
+                "SELECT token FROM jobs WHERE job_id IS NULL AND submitted_at <= ?1
+                   AND state IN ('held', 'awaiting_approval', 'awaiting_funds')
+                 ORDER BY submitted_at LIMIT ?2",
+            )
+            .map_err(&e)?;
+        let rows = stmt.query_map(params![before, limit], |r| r.get(0)).map_err(&e)?;
+        rows.collect::<Result<Vec<String>, _>>().map_err(e)
+    }
+
+    /// Settles provisional holds in one transaction: the jobs SLURM has get their job
+    /// id (confirmed); the holds of `never_created` (SLURM refused the job after
+    /// job_submit, or it was a `--test-only` probe) are released. Returns what was
+    /// released, per token.
+    pub fn confirm_holds(
+        &mut self,
+        found: &[(String, u32)],
+        never_created: &[String],
+        now: i64,
+    ) -> Result<Vec<(String, Money)>, BudgetError> {
+        let path = self.ledger.path().to_path_buf();
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let tx = Tx::write(&mut self.ledger)?;
+        for (token, job_id) in found {
+            tx.tx
+                .prepare_cached("UPDATE jobs SET job_id = ?2 WHERE token = ?1 AND job_id IS NULL")
+                .map_err(&e)?
+                .execute(params![token, job_id])
+                .map_err(&e)?;
+        }
+        let mut released = Vec::new();
+        for token in never_created {
+            let Some(job) = tx.job(token).map_err(&e)? else { continue };
+            if job.job_id.is_some() || !matches!(job.state.as_str(), "held" | "awaiting_approval" | "awaiting_funds") {
+                continue;
+            }
+            if !job.held.is_zero() {
+                adjust_hold(&tx, &format!("release:{token}"), &job, -job.held.micros(), now).map_err(&e)?;
+            }
+            tx.tx
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'released', settled_at = ?2,
+                       reason = 'SLURM never created the job (refused after job_submit, or --test-only)'
+                     WHERE token = ?1",
+                )
+                .map_err(&e)?
+                .execute(params![token, now])
+                .map_err(&e)?;
+            released.push((token.clone(), job.held));
+        }
+        tx.commit()?;
+        Ok(released)
     }
 
     /// Releases the whole remaining hold of a job that never ran (or is abandoned).

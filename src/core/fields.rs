@@ -8,8 +8,8 @@
 
 use crate::core::config::{Config, MissingPolicy};
 use crate::core::job::{
-    parse_array_task_count, parse_gpu_spec, EndState, JobCompletion, JobRequest, Resources, SpecError, MAX_CPUS,
-    MAX_NODES, MAX_TIME_LIMIT_MIN,
+    array_max_task_id, parse_array_task_count, parse_gpu_spec, EndState, JobCompletion, JobRequest, Resources,
+    SpecError, MAX_CPUS, MAX_NODES, MAX_TIME_LIMIT_MIN,
 };
 use std::collections::BTreeMap;
 
@@ -59,6 +59,8 @@ pub struct SubmitFields {
     pub wckey: Option<String>,
     /// The job's environment as sbatch sent it (`KEY=VALUE`).
     pub environment: Vec<String>,
+    /// SLURM's `MaxArraySize` (task ids must be below it); 0 when unknown.
+    pub max_array_size: u32,
 }
 
 /// What jobcomp sees of a finished run.
@@ -157,11 +159,15 @@ pub fn effective_update(
 
 /// Extracts `asbb:hold=<token>` from an admin comment.
 pub fn hold_token(admin_comment: Option<&str>) -> Option<String> {
-    let text = admin_comment?;
+    hold_token_str(admin_comment?).map(str::to_string)
+}
+
+/// [`hold_token`] without copying: the token as a slice of `text`.
+pub fn hold_token_str(text: &str) -> Option<&str> {
     let start = text.find(HOLD_PREFIX)? + HOLD_PREFIX.len();
-    let token: String =
-        text[start..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '-').collect();
-    (!token.is_empty()).then_some(token)
+    let rest = &text[start..];
+    let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-')).unwrap_or(rest.len());
+    (end > 0).then(|| &rest[..end])
 }
 
 pub const HOLD_PREFIX: &str = "asbb:hold=";
@@ -199,24 +205,32 @@ fn present16(v: u16) -> Option<u32> {
 impl SubmitFields {
     /// Turns the description into a priced request, or says it is exempt, or why not.
     pub fn to_request(&self, config: &Config) -> Result<ReadRequest, FieldError> {
+        // slurmctld lowercases the account after job_submit (validate_job_create_req),
+        // so `-A CHEM` is the job of account `chem`.
         let account = match self.account.as_deref().map(str::trim).filter(|a| !a.is_empty()) {
-            Some(a) => a.to_string(),
+            Some(a) => a.to_ascii_lowercase(),
             None => match config.policy.no_account {
                 MissingPolicy::Exempt => return Ok(ReadRequest::Exempt("job has no account".into())),
                 MissingPolicy::Reject => return Err(FieldError::NoAccount),
             },
         };
-        let partition = match self.partition.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
-            // A job may list several partitions; price the first (SLURM tries them in order).
-            Some(p) => p.split(',').next().unwrap_or(p).to_string(),
-            None => return Err(FieldError::NoPartition),
+        let partitions: Vec<&str> = match self.partition.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
+            Some(p) => p.split(',').map(str::trim).filter(|p| !p.is_empty()).collect(),
+            None => Vec::new(),
         };
+        if partitions.is_empty() {
+            return Err(FieldError::NoPartition);
+        }
         if config.is_exempt_account(&account) {
             return Ok(ReadRequest::Exempt(format!("account {account} is exempt")));
         }
-        if config.is_exempt_partition(&partition) {
-            return Ok(ReadRequest::Exempt(format!("partition {partition} is exempt")));
+        // A job listing several partitions may run in any of them: it is exempt only
+        // when all are, and priced at the dearest of the others (below).
+        let priced: Vec<&str> = partitions.iter().copied().filter(|p| !config.is_exempt_partition(p)).collect();
+        if priced.is_empty() {
+            return Ok(ReadRequest::Exempt(format!("partition {} is exempt", partitions.join(","))));
         }
+        let partition = priced[0].to_string();
         let time_limit_min = match self.time_limit {
             INFINITE => return self.unlimited(config),
             NO_VAL => match (self.partition_default_time, self.partition_max_time) {
@@ -234,11 +248,24 @@ impl SubmitFields {
             return Err(SpecError::TooLarge(format!("time limit of {time_limit_min} minutes")).into());
         }
         let array_tasks = match self.array_inx.as_deref().filter(|s| !s.trim().is_empty()) {
-            Some(spec) => parse_array_task_count(spec)?,
+            Some(spec) => {
+                // SLURM refuses ids at or over MaxArraySize only after job_submit; asbb
+                // refuses them first, before counting anything.
+                if let Some(max_id) =
+                    array_max_task_id(spec).filter(|&m| self.max_array_size > 0 && m >= self.max_array_size as u64)
+                {
+                    return Err(SpecError::TooLarge(format!(
+                        "array index {max_id} (this cluster's MaxArraySize is {})",
+                        self.max_array_size
+                    ))
+                    .into());
+                }
+                parse_array_task_count(spec)?
+            }
             None => 1,
         };
         let resources = self.resources()?;
-        Ok(ReadRequest::Priced(JobRequest {
+        let mut request = JobRequest {
             user: self.user_name.clone().unwrap_or_else(|| self.uid.to_string()),
             uid: self.uid,
             account,
@@ -249,7 +276,9 @@ impl SubmitFields {
             qos: self.qos.clone().filter(|q| !q.is_empty()),
             job_id: present(self.job_id),
             job_name: self.name.as_deref().map(clean_text),
-        }))
+        };
+        request.partition = dearest_partition(config, &request, &priced);
+        Ok(ReadRequest::Priced(request))
     }
 
     fn unlimited(&self, config: &Config) -> Result<ReadRequest, FieldError> {
@@ -300,6 +329,25 @@ impl SubmitFields {
         res.validate()?;
         Ok(res)
     }
+}
+
+/// The partition among `candidates` where `req` would cost the most. One that cannot
+/// be priced wins, so the decision applies the unpriced-partition policy to it.
+fn dearest_partition(config: &Config, req: &JobRequest, candidates: &[&str]) -> String {
+    let mut best: Option<(Option<i64>, &str)> = None;
+    for &name in candidates {
+        let probe = JobRequest { partition: name.to_string(), ..req.clone() };
+        let cost = crate::core::cost::estimate(config, &probe).ok().map(|m| m.micros());
+        let better = match &best {
+            None => true,
+            Some((Some(b), _)) => cost.map_or(true, |c| c > *b),
+            Some((None, _)) => false,
+        };
+        if better {
+            best = Some((cost, name));
+        }
+    }
+    best.map_or_else(|| req.partition.clone(), |(_, name)| name.to_string())
 }
 
 /// Parses `tres_fmt_alloc_str` (`cpu=2,mem=200M,node=1,gres/gpu=2,gres/gpu:a100=2`).

@@ -26,9 +26,11 @@ pub enum SubmitAction {
     /// Let the job through untouched.
     Pass { log: Option<String> },
     /// Funds held: set `admin_comment`; `note` (if any) is shown to the user.
-    Accept { admin_comment: String, note: Option<String>, log: String },
+    /// `time_limit_min`: the limit the job was priced for, to write into a job that
+    /// gave none, so it cannot run past what is held for it.
+    Accept { admin_comment: String, note: Option<String>, time_limit_min: Option<u32>, log: String },
     /// Submit held (`priority = 0`) with `reason` shown in `scontrol show job`.
-    Hold { admin_comment: String, reason: String, log: String },
+    Hold { admin_comment: String, reason: String, time_limit_min: Option<u32>, log: String },
     /// Refuse with `err_msg` and `code`.
     Refuse { err_msg: String, code: RefuseCode, log: String },
 }
@@ -53,8 +55,9 @@ pub enum ModifyAction {
     Refuse { code: RefuseCode, log: String },
 }
 
-use crate::core::budget::{Budget, BudgetError, Decision, Modified, Reconciled};
-use crate::core::fields::{effective_update, hold_token, with_hold_token, Caller, ReadRequest};
+use crate::core::budget::{Budget, BudgetError, Decision, Modified, Reconciled, Rerun};
+use crate::core::fields::{effective_update, hold_token, with_hold_token, Caller, ReadRequest, INFINITE, NO_VAL};
+use crate::core::job::EndState;
 use crate::core::ledger::OpenMode;
 use std::path::{Path, PathBuf};
 
@@ -87,12 +90,25 @@ pub struct Hooks {
     ledger_identity: Option<(u64, u64)>,
     /// Tests prove a panic cannot take slurmctld down: a job with this name panics.
     panic_job_name: Option<String>,
+    /// When provisional holds are next checked against SLURM's jobs (unix s).
+    next_confirm_at: i64,
 }
+
+/// A hold placed at job_submit is provisional: slurmctld may still refuse the job
+/// (association, later plugins, a refused hetjob component) or it was only a
+/// `sbatch --test-only` probe, and job_submit cannot tell. Holds still unconfirmed
+/// this many seconds later, whose job SLURM does not have, are released. (Between
+/// job_submit and the job record slurmctld drops its locks for a moment.)
+pub const PROVISIONAL_GRACE_S: i64 = 5;
+/// How often (s) a plugin checks provisional holds, at its next hook call.
+pub const CONFIRM_EVERY_S: i64 = 2;
+/// Most holds confirmed or released in one check.
+const CONFIRM_BATCH: u32 = 1000;
 
 impl Hooks {
     pub fn new(config: Config) -> Hooks {
         let panic_job_name = std::env::var("ASBB_TEST_PANIC_JOB_NAME").ok().filter(|n| !n.is_empty());
-        Hooks { config, budget: None, checkpointer: None, ledger_identity: None, panic_job_name }
+        Hooks { config, budget: None, checkpointer: None, ledger_identity: None, panic_job_name, next_confirm_at: 0 }
     }
 
     pub fn config(&self) -> &Config {
@@ -140,6 +156,48 @@ impl Hooks {
         }
     }
 
+    /// Confirms provisional holds whose job SLURM has and releases those whose job it
+    /// never created (see [`PROVISIONAL_GRACE_S`]). `jobs_with` is the glue's look-up:
+    /// which of these tokens are in SLURM's job list, with their job ids. Runs at most
+    /// every [`CONFIRM_EVERY_S`]; returns a log line when it changed something.
+    pub fn confirm_holds(
+        &mut self,
+        now: i64,
+        jobs_with: impl FnOnce(&[String]) -> Vec<(String, u32)>,
+    ) -> Option<String> {
+        // Only over a connection a hook opened and used successfully: one opened here
+        // while the ledger is read-only would keep SQLite's shared WAL index read-only
+        // for every connection of this process, after the fault is gone.
+        if now < self.next_confirm_at || self.budget.is_none() {
+            return None;
+        }
+        self.next_confirm_at = now + CONFIRM_EVERY_S;
+        let result = self.budget().and_then(|b| {
+            let tokens = b.unconfirmed(now - PROVISIONAL_GRACE_S, CONFIRM_BATCH)?;
+            if tokens.is_empty() {
+                return Ok(None);
+            }
+            let found = jobs_with(&tokens);
+            let never: Vec<String> = tokens.into_iter().filter(|t| !found.iter().any(|(f, _)| f == t)).collect();
+            let released = b.confirm_holds(&found, &never, now)?;
+            Ok(Some((found.len(), released)))
+        });
+        match result {
+            Ok(None) => None,
+            Ok(Some((confirmed, released))) if released.is_empty() => {
+                Some(format!("confirmed {confirmed} hold(s): SLURM has their jobs"))
+            }
+            Ok(Some((confirmed, released))) => Some(format!(
+                "confirmed {confirmed} hold(s); released {}: SLURM never created their jobs",
+                released.iter().map(|(t, m)| format!("{m} of {t}")).collect::<Vec<_>>().join(", ")
+            )),
+            Err(e) => {
+                self.forget_ledger_on(&e);
+                Some(format!("error: could not check provisional holds: {e}"))
+            }
+        }
+    }
+
     pub fn on_submit(&mut self, fields: &SubmitFields, now: i64) -> SubmitAction {
         if fields.uid == 0 {
             return SubmitAction::Pass { log: None };
@@ -163,6 +221,7 @@ impl Hooks {
             }
         };
         let who = format!("{} account={} partition={}", req.user, req.account, req.partition);
+        let time_limit_min = matches!(fields.time_limit, NO_VAL | INFINITE).then_some(req.time_limit_min);
         let meta =
             match crate::core::metadata::parse(fields.comment.as_deref(), &fields.environment, fields.wckey.as_deref())
             {
@@ -182,10 +241,12 @@ impl Hooks {
             Ok(Decision::Accept { token, estimate, available_after }) => SubmitAction::Accept {
                 admin_comment: with_hold_token(fields.admin_comment.as_deref(), &token),
                 note: None,
+                time_limit_min,
                 log: format!("accepted {who}: held {estimate} (token {token}, {available_after} left)"),
             },
             Ok(Decision::Hold { token, estimate, reason }) => SubmitAction::Hold {
                 admin_comment: with_hold_token(fields.admin_comment.as_deref(), &token),
+                time_limit_min,
                 log: format!("held {who}: estimate {estimate} (token {token}): {reason}"),
                 reason,
             },
@@ -210,6 +271,7 @@ impl Hooks {
             crate::core::config::OnLedgerError::Accept => SubmitAction::Accept {
                 admin_comment: fields.admin_comment.clone().unwrap_or_default(),
                 note: Some(LEDGER_DOWN_ACCEPT.to_string()),
+                time_limit_min: None,
                 log: format!("error: accepted {who} unchecked (on_ledger_error=accept): {e}"),
             },
         }
@@ -325,27 +387,78 @@ impl Hooks {
         }
     }
 
-    /// Reconciles one ended run; returns the log line (starting `error:` on failure).
-    pub fn on_complete(&mut self, fields: &CompletionFields, now: i64) -> String {
+    /// Reconciles one ended run. Returns the log line (starting `error:` on failure)
+    /// and, for a finished job requeued to run again, what to write into its record.
+    pub fn on_complete(&mut self, fields: &CompletionFields, now: i64) -> CompleteAction {
+        let log = |line: String| CompleteAction { log: line, rerun: None };
         let completion = match fields.to_completion() {
             Ok(c) => c,
-            Err(e) => return format!("error: job {}: cannot read its allocation: {e}", fields.job_id),
+            Err(e) => return log(format!("error: job {}: cannot read its allocation: {e}", fields.job_id)),
         };
         let what = format!("job {} ({})", completion.job_id, completion.state.as_str());
         // Root's jobs pass job_submit untouched; they are not charged either.
         if fields.uid == 0 && completion.hold_token.is_none() {
-            return format!("{what}: not tracked (root's job)");
+            return log(format!("{what}: not tracked (root's job)"));
         }
         match self.budget().and_then(|b| b.reconcile(&completion, now)) {
             Ok(Reconciled::Charged { account, cost, released }) => {
-                format!("{what} account={account}: charged {cost}, released {released}")
+                log(format!("{what} account={account}: charged {cost}, released {released}"))
             }
-            Ok(Reconciled::Duplicate) => format!("{what}: already reconciled"),
-            Ok(Reconciled::NotTracked { reason }) => format!("{what}: not tracked ({reason})"),
+            // `scontrol requeue` of a finished job reports the run it already reported,
+            // as REQUEUED: the job is about to run again, so that run needs a budget.
+            Ok(Reconciled::Duplicate) if completion.state == EndState::Requeued => match &completion.hold_token {
+                Some(token) => self.price_rerun(fields, token, &what, now),
+                None => log(format!("{what}: already reconciled")),
+            },
+            Ok(Reconciled::Duplicate) => log(format!("{what}: already reconciled")),
+            Ok(Reconciled::NotTracked { reason }) => log(format!("{what}: not tracked ({reason})")),
             Err(e) => {
                 self.forget_ledger_on(&e);
-                format!("error: {what}: not reconciled, `asbb-admin reconcile` will settle it: {e}")
+                log(format!("error: {what}: not reconciled, `asbb-admin reconcile` will settle it: {e}"))
             }
         }
     }
+
+    fn price_rerun(&mut self, fields: &CompletionFields, token: &str, what: &str, now: i64) -> CompleteAction {
+        let relink = |new_token: &str| with_hold_token(fields.admin_comment.as_deref(), new_token);
+        match self.budget().and_then(|b| b.price_rerun(token, fields.job_id, now)) {
+            Ok(None) => CompleteAction { log: format!("{what}: already reconciled"), rerun: None },
+            Ok(Some(Rerun::Held { token: new_token, hold })) => CompleteAction {
+                log: format!("{what}: requeued after it finished; re-run held {hold} (token {new_token})"),
+                rerun: Some(RerunAction { admin_comment: relink(&new_token), hold_reason: None }),
+            },
+            Ok(Some(Rerun::Waiting { token: new_token, reason })) => CompleteAction {
+                log: format!("{what}: requeued after it finished; held, not run: {reason}"),
+                rerun: Some(RerunAction { admin_comment: relink(&new_token), hold_reason: Some(reason) }),
+            },
+            Err(e) => {
+                self.forget_ledger_on(&e);
+                // Fail closed or open, as for a submission.
+                let hold_reason = match self.config.policy.on_ledger_error {
+                    crate::core::config::OnLedgerError::Reject => Some(LEDGER_DOWN_REJECT.to_string()),
+                    crate::core::config::OnLedgerError::Accept => None,
+                };
+                CompleteAction {
+                    log: format!("error: {what}: requeued after it finished, re-run not priced: {e}"),
+                    rerun: hold_reason.map(|r| RerunAction { admin_comment: relink(token), hold_reason: Some(r) }),
+                }
+            }
+        }
+    }
+}
+
+/// What jobcomp does with a run's record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompleteAction {
+    pub log: String,
+    pub rerun: Option<RerunAction>,
+}
+
+/// A finished job requeued to run again: the record gets the re-run's hold token;
+/// with `hold_reason` it is held (priority 0, a user hold its owner's release
+/// re-checks) instead of running without a budget.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RerunAction {
+    pub admin_comment: String,
+    pub hold_reason: Option<String>,
 }

@@ -91,6 +91,12 @@ pub mod conf {
         unsafe { (*std::ptr::addr_of!(sys::slurm_conf)).slurm_user_id }
     }
 
+    /// `MaxArraySize`: array task ids must be below it.
+    pub fn max_array_size() -> u32 {
+        // SAFETY: as in `cluster_name`.
+        unsafe { (*std::ptr::addr_of!(sys::slurm_conf)).max_array_sz }
+    }
+
     /// The path of the slurm.conf slurmctld runs with.
     pub fn slurm_conf_path() -> Option<String> {
         // SAFETY: as in `cluster_name`.

@@ -2,7 +2,7 @@
 //! `job_desc_msg_t` (a submission or an update) to and from plain Rust.
 
 use crate::core::fields::SubmitFields;
-use crate::slurm::host::{function, read_str, set_str, symbol, user_name};
+use crate::slurm::host::{conf, function, read_str, set_str, symbol, user_name};
 use crate::slurm::sys;
 use std::ffi::{c_char, c_int, c_void, CString};
 
@@ -134,6 +134,7 @@ impl<'a> JobDesc<'a> {
             comment: self.str(|d| d.comment),
             wckey: self.str(|d| d.wckey),
             environment: self.environment(),
+            max_array_size: conf::max_array_size(),
         }
     }
 
@@ -155,6 +156,13 @@ impl<'a> JobDesc<'a> {
     pub fn set_comment(&mut self, text: &str) {
         // SAFETY: as in `set_admin_comment`.
         unsafe { set_str(&mut self.0.comment, text) }
+    }
+
+    /// Writes the time limit the job was priced for, if asbb chose it.
+    pub fn set_time_limit(&mut self, time_limit_min: Option<u32>) {
+        if let Some(t) = time_limit_min {
+            self.0.time_limit = t;
+        }
     }
 
     /// Submits the job held (a user hold: `JobHeldUser`, releasable with

@@ -161,6 +161,7 @@ impl<'a> JobRecord<'a> {
             comment: or_str(ustr(|d| d.comment), self.str(|j| j.comment)),
             wckey: or_str(ustr(|d| d.wckey), self.str(|j| j.wckey)),
             environment: Vec::new(),
+            max_array_size: 0,
         }
     }
 
@@ -197,6 +198,18 @@ impl<'a> JobRecord<'a> {
         // SAFETY: the field is NULL or xmalloc'd; slurmctld holds the job write lock
         // during job_modify.
         unsafe { set_str(&mut self.0.state_desc, text) }
+    }
+
+    /// Holds a requeued job instead of letting it run again without a budget: a user
+    /// hold (priority 0, `JobHeldUser`), so its owner's `scontrol release` reaches
+    /// job_modify and is re-checked; the reason goes into its comment, as at submit.
+    /// Call only from jobcomp during a requeue (`_job_requeue_op` keeps both).
+    pub fn hold_for_rerun(&mut self, reason: &str) {
+        self.0.priority = 0;
+        self.0.state_reason = sys::WAIT_HELD_USER;
+        let comment = crate::slurm::job_desc::with_held_reason(self.comment().as_deref(), reason);
+        self.set_comment(&comment);
+        self.set_state_desc(reason);
     }
 
     /// Sets `admin_comment` on the record itself. job_modify must use this rather

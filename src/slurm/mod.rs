@@ -5,6 +5,7 @@
 
 pub mod host;
 pub mod job_desc;
+pub mod job_list;
 pub mod job_record;
 pub mod plugin;
 pub mod sys;

@@ -4,7 +4,7 @@
 
 use crate::core::config::Config;
 use crate::core::fields::Caller;
-use crate::core::hooks::{config_path_for, Hooks, ModifyAction, RefuseCode, SubmitAction, UpdateCall};
+use crate::core::hooks::{config_path_for, CompleteAction, Hooks, ModifyAction, RefuseCode, SubmitAction, UpdateCall};
 use crate::slurm::host::{self, conf, ErrMsg};
 use crate::slurm::job_desc::{without_held_reason, JobDesc};
 use crate::slurm::job_record::JobRecord;
@@ -175,6 +175,15 @@ pub fn with_hooks<T>(plugin_type: &str, f: impl FnOnce(&mut Hooks) -> T) -> Opti
     }
 }
 
+/// Checks provisional holds against slurmctld's job list (see
+/// `Hooks::confirm_holds`). Call inside a hook: slurmctld holds its job lock then.
+pub fn confirm_holds(plugin_type: &str, hooks: &mut Hooks, now: i64) {
+    let start = Instant::now();
+    if let Some(line) = hooks.confirm_holds(now, crate::slurm::job_list::jobs_with_tokens) {
+        log_timed(plugin_type, &line, start);
+    }
+}
+
 /// job_submit's answer when the plugin failed: the job is refused with a message.
 pub fn refuse_internal(err: &mut ErrMsg) -> c_int {
     err.set(INTERNAL_ERROR_MSG);
@@ -217,15 +226,17 @@ pub fn apply_submit(
 ) -> c_int {
     let (rc, log) = match action {
         SubmitAction::Pass { log } => (SLURM_SUCCESS, log),
-        SubmitAction::Accept { admin_comment, note, log } => {
+        SubmitAction::Accept { admin_comment, note, time_limit_min, log } => {
             set_admin_comment(desc, &admin_comment);
+            desc.set_time_limit(time_limit_min);
             if let Some(note) = note {
                 err.set(&note);
             }
             (SLURM_SUCCESS, Some(log))
         }
-        SubmitAction::Hold { admin_comment, reason, log } => {
+        SubmitAction::Hold { admin_comment, reason, time_limit_min, log } => {
             set_admin_comment(desc, &admin_comment);
+            desc.set_time_limit(time_limit_min);
             desc.hold(&reason);
             err.set(&reason);
             (SLURM_SUCCESS, Some(log))
@@ -279,6 +290,17 @@ fn is_operator(uid: u32) -> bool {
         Some(validate) => unsafe { validate(uid) },
         None => false,
     }
+}
+
+/// Applies jobcomp's action to the ended run's record and logs it.
+pub fn apply_complete(plugin_type: &str, action: CompleteAction, job: &mut JobRecord, start: Instant) {
+    if let Some(rerun) = &action.rerun {
+        job.set_admin_comment(&rerun.admin_comment);
+        if let Some(reason) = &rerun.hold_reason {
+            job.hold_for_rerun(reason);
+        }
+    }
+    log_timed(plugin_type, &action.log, start);
 }
 
 /// Applies job_modify's action; returns job_modify's result.

@@ -34,7 +34,10 @@ pub unsafe extern "C" fn job_submit(desc: *mut job_desc_msg_t, _submit_uid: u32,
     let done = guard("job_submit", None, || {
         let mut desc = desc?;
         let fields = desc.submit_fields();
-        let action = p::with_hooks(PLUGIN_TYPE, |h| h.on_submit(&fields, p::unix_now()))?;
+        let action = p::with_hooks(PLUGIN_TYPE, |h| {
+            p::confirm_holds(PLUGIN_TYPE, h, p::unix_now());
+            h.on_submit(&fields, p::unix_now())
+        })?;
         Some(p::apply_submit(PLUGIN_TYPE, action, &mut desc, &mut err, start))
     });
     done.unwrap_or_else(|| p::refuse_internal(&mut err))
@@ -54,7 +57,11 @@ pub unsafe extern "C" fn job_modify(desc: *mut job_desc_msg_t, job: *mut job_rec
         };
         let (record, merged) = (job.fields(None), job.fields(Some(&desc)));
         let call = p::update_call(&desc, &job, submit_uid);
-        match p::with_hooks(PLUGIN_TYPE, |h| h.on_modify(&record, &merged, call, p::unix_now())) {
+        let modified = p::with_hooks(PLUGIN_TYPE, |h| {
+            p::confirm_holds(PLUGIN_TYPE, h, p::unix_now());
+            h.on_modify(&record, &merged, call, p::unix_now())
+        });
+        match modified {
             Some(action) => p::apply_modify(PLUGIN_TYPE, action, &mut desc, &mut job, &call, start),
             None => INTERNAL_ERROR,
         }

@@ -35,13 +35,18 @@ pub unsafe extern "C" fn jobcomp_p_log_record(job: *mut job_record_t) -> c_int {
     let start = Instant::now();
     guard("jobcomp_p_log_record", SLURM_ERROR, || {
         // SAFETY: per this function's contract.
-        let Some(job) = (unsafe { JobRecord::from_ptr(job) }) else {
+        let Some(mut job) = (unsafe { JobRecord::from_ptr(job) }) else {
             return SLURM_ERROR;
         };
         let fields = job.completion_fields();
-        match p::with_hooks(PLUGIN_TYPE, |h| h.on_complete(&fields, p::unix_now())) {
-            Some(line) => {
-                p::log_timed(PLUGIN_TYPE, &line, start);
+        let completed = p::with_hooks(PLUGIN_TYPE, |h| {
+            let action = h.on_complete(&fields, p::unix_now());
+            p::confirm_holds(PLUGIN_TYPE, h, p::unix_now());
+            action
+        });
+        match completed {
+            Some(action) => {
+                p::apply_complete(PLUGIN_TYPE, action, &mut job, start);
                 SLURM_SUCCESS
             }
             None => SLURM_ERROR,
