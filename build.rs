@@ -26,6 +26,8 @@ mod slurm {
         "job_details",
         "job_array_struct_t",
         "part_record_t",
+        "node_record_t",
+        "slurmdb_assoc_rec_t",
         "slurm_conf_t",
         "slurmdb_qos_rec_t",
         "slurmdb_user_rec_t",
@@ -118,7 +120,9 @@ mod slurm {
             "#include <slurm/slurm.h>\n#include <slurm/slurm_errno.h>\n\
              #include \"src/slurmctld/slurmctld.h\"\n#include \"src/common/assoc_mgr.h\"\n\
              /* Flags defined with SLURM_BIT(), which bindgen cannot evaluate. */\n\
-             enum asbb_flags { ASBB_JOB_REQUEUE = JOB_REQUEUE };\n",
+             enum asbb_flags { ASBB_JOB_REQUEUE = JOB_REQUEUE,\n\
+                               ASBB_ENFORCE_ASSOCS = ACCOUNTING_ENFORCE_ASSOCS,\n\
+                               ASBB_JOB_MEM_SET = JOB_MEM_SET };\n",
         )
         .unwrap_or_else(|e| fail(&format!("cannot write {}: {e}", wrapper.display())));
 

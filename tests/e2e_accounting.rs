@@ -2,9 +2,9 @@
 //! End-to-end with accounting: slurmctld + slurmdbd + MariaDB (started by the tests,
 //! `AccountingStorageEnforce=associations`), both asbb plugins loaded. Covers what a
 //! cluster without slurmdbd cannot: default accounts from the association manager
-//! (`sbatch` without `-A`), a job slurmctld refuses after job_submit accepted it
-//! (no association), and `asbb-admin reconcile` charging from `sacct` a job that
-//! slurmctld has forgotten.
+//! and default QOS (`sbatch` without `-A` or `--qos`), a job for an account the user
+//! has no association with (refused before anything is held), and `asbb-admin
+//! reconcile` charging from `sacct` a job that slurmctld has forgotten.
 //!
 //! Needs root, SLURM, slurmdbd and mariadb-server (scripts/install-deps.sh) and the
 //! built plugins (`make build`).
@@ -24,11 +24,14 @@ ledger_busy_timeout_ms = 50
 minimum_charge = "0"
 [partitions.debug.rates]
 cpu = 3.6
+[qos_multipliers]
+pricey = 2
 "#;
 
 const MICROS_PER_CPU_S: i64 = 1_000;
 
-/// Associated with `chem` only (its default); `phys` exists but is not theirs.
+/// Associated with `chem` only (its default), with QOS `pricey` by default; `phys`
+/// exists but is not theirs.
 const USER: &str = "asbbacct";
 
 fn text(b: &[u8]) -> String {
@@ -48,14 +51,14 @@ impl Site {
         }
         let plugins = support::plugin_dir()?;
         cluster::ensure_user(USER);
-        let add_user = format!("add user {USER} account=chem defaultaccount=chem");
+        let add_user = format!("add user {USER} account=chem defaultaccount=chem qos=normal,pricey defaultqos=pricey");
         let opts = ClusterOptions::new(name)
             .plugin_dir(plugins)
             .conf("JobSubmitPlugins=asbb")
             .conf(&format!("JobCompType={jobcomp}"))
             .file("asbb.toml", ASBB_TOML)
             .start_timeout(Duration::from_secs(40))
-            .accounting(&["add account chem", "add account phys", &add_user]);
+            .accounting(&["add qos pricey", "add account chem", "add account phys", &add_user]);
         let site = Site { cluster: Cluster::start(opts) };
         for account in ["chem", "phys"] {
             site.admin_ok(&["account", "create", account, "--limit", "100", "--start", "2020-01-01"]);
@@ -127,14 +130,15 @@ impl Site {
 }
 
 #[test]
-fn default_account_is_charged_and_a_job_refused_for_its_association_is_released() {
+fn default_account_and_qos_are_priced_and_foreign_accounts_are_refused_before_holding() {
     let Some(site) = Site::start("e2eacct", "jobcomp/asbb") else { return };
 
-    // No -A: slurmctld's association manager gives the user's default account, and the
-    // plugin prices and holds against that same account.
+    // No -A and no --qos: slurmctld's association manager gives the user's default
+    // account and default QOS, and the plugin prices with both (pricey: x2).
     let id = site.submit(&["-p", "debug", "-t", "1", "-n", "1", "--wrap", "true"]);
     assert_eq!(site.cluster.job_field(id, "Account").as_deref(), Some("chem"));
-    assert_eq!(site.held("chem"), 60 * MICROS_PER_CPU_S, "one CPU-minute held on chem");
+    assert_eq!(site.cluster.job_field(id, "QOS").as_deref(), Some("pricey"));
+    assert_eq!(site.held("chem"), 2 * 60 * MICROS_PER_CPU_S, "one CPU-minute at the pricey QOS held on chem");
     assert_eq!(site.cluster.wait_done(id), "COMPLETED");
     let (state, elapsed_s, cpus, account) = site.sacct_record(id);
     assert_eq!((state.as_str(), account.as_str()), ("COMPLETED", "chem"));
@@ -143,30 +147,25 @@ fn default_account_is_charged_and_a_job_refused_for_its_association_is_released(
         assert!(Instant::now() < deadline, "chem still holds; log:\n{}", site.cluster.ctld_log_tail(30));
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(site.charged("chem"), cpus * elapsed_s * MICROS_PER_CPU_S);
+    assert_eq!(site.charged("chem"), 2 * cpus * elapsed_s * MICROS_PER_CPU_S, "charged at the record's QOS");
 
-    // phys is a ledger account but not one of the user's associations. job_submit runs
-    // before slurmctld checks associations, so a hold is placed; then slurmctld refuses.
-    let out = site.cluster.sbatch_as(USER, &["-A", "phys", "-p", "debug", "-t", "1", "--wrap", "true"]);
-    assert!(!out.status.success());
-    assert_eq!(
-        text(&out.stderr),
-        "sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified\n"
-    );
-    assert_eq!(site.held("phys"), 60 * MICROS_PER_CPU_S, "the hold job_submit placed");
-    let open = "SELECT count(*) FROM jobs JOIN accounts a ON a.id = account_id WHERE a.name = ?1 AND state = 'held'";
-    assert_eq!(site.sql_i64(open, "phys"), 1);
-
-    // reconcile asks slurmctld and slurmdbd; neither has the job, so the hold goes.
-    let out = site.admin_ok(&["reconcile", "--grace", "0"]);
-    assert!(out.contains("sacct: "), "{out}");
-    assert!(out.contains("released $0.06 held for hold "), "{out}");
-    assert!(out.contains("(account phys): SLURM has no job"), "{out}");
-    assert!(out.ends_with("reconcile: 1 released, 0 charged, 0 left (younger than 0 s), 0 still in SLURM\n"), "{out}");
+    // phys is a ledger account but not one of the user's associations: slurmctld would
+    // refuse the job after job_submit, so asbb refuses it first and holds nothing. Nobody
+    // can lock up another group's money by naming its account (in any case).
+    for phys in ["phys", "PHYS"] {
+        let out = site.cluster.sbatch_as(USER, &["-A", phys, "-p", "debug", "-t", "1", "--wrap", "true"]);
+        assert!(!out.status.success());
+        assert_eq!(
+            text(&out.stderr),
+            "sbatch: error: asbb: you have no association with account 'phys'; submit with an account you belong to (sacctmgr show assoc user=$USER)\n\
+             sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified\n"
+        );
+    }
     assert_eq!(site.held("phys"), 0);
-    assert_eq!(site.charged("phys"), 0);
-    let again = site.admin_ok(&["reconcile", "--grace", "0"]);
-    assert!(again.ends_with("reconcile: 0 released, 0 charged, 0 left (younger than 0 s), 0 still in SLURM\n"));
+    let rows = "SELECT count(*) FROM jobs JOIN accounts a ON a.id = account_id WHERE a.name = ?1";
+    assert_eq!(site.sql_i64(rows, "phys"), 0);
+    let out = site.admin_ok(&["reconcile", "--grace", "0"]);
+    assert!(out.ends_with("reconcile: 0 released, 0 charged, 0 left (younger than 0 s), 0 still in SLURM\n"), "{out}");
     site.verify_clean();
 }
 
@@ -174,7 +173,7 @@ fn default_account_is_charged_and_a_job_refused_for_its_association_is_released(
 fn reconcile_charges_from_sacct_a_job_slurmctld_has_forgotten() {
     // jobcomp/none: no completion reaches the ledger, as when the hook was lost.
     let Some(mut site) = Site::start("e2esacct", "jobcomp/none") else { return };
-    let ran = site.submit(&["-A", "chem", "-p", "debug", "-t", "1", "-n", "2", "--wrap", "sleep 2"]);
+    let ran = site.submit(&["-A", "chem", "--qos", "normal", "-p", "debug", "-t", "1", "-n", "2", "--wrap", "sleep 2"]);
     assert_eq!(site.cluster.wait_done(ran), "COMPLETED");
     let (_, elapsed_s, cpus, _) = site.sacct_record(ran);
     assert_eq!(site.held("chem"), 120 * MICROS_PER_CPU_S, "the hold is still open");

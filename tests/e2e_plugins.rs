@@ -637,6 +637,11 @@ fn holds_for_jobs_slurm_never_creates_are_released_by_the_plugin() {
 #[test]
 fn arrays_are_counted_fast_and_a_split_task_never_shrinks_the_rest() {
     let Some(mut site) = Site::start("e2earray", ASBB_TOML, &[]) else { return };
+    let id = submitted_id(
+        &site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "5", "-H", "--array=0-3", "--wrap", "true"]),
+    );
+    let token = site.token_of(id);
+    // Refused before anything is counted (timed on a warm plugin: the job above came first).
     let out =
         site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "5", "--array=0-9999999", "--wrap", "true"]);
     assert_eq!(
@@ -646,12 +651,9 @@ fn arrays_are_counted_fast_and_a_split_task_never_shrinks_the_rest() {
     );
     let log = site.cluster.ctld_log();
     let line = log.lines().find(|l| l.contains("array index 9999999")).unwrap();
-    println!("array_0_9999999_job_submit_line={line}");
+    let us = line.rsplit_once('(').and_then(|(_, t)| t.strip_suffix(" us)")).unwrap();
+    println!("array_0_9999999_job_submit_us={us}");
 
-    let id = submitted_id(
-        &site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "5", "-H", "--array=0-3", "--wrap", "true"]),
-    );
-    let token = site.token_of(id);
     assert_eq!(site.held_by(&token), 1_200_000, "4 tasks x 5 CPU-minutes");
     // Updating one task splits it off; the update reaches job_modify as that task alone.
     let out = site.cluster.run_as(USER, "scontrol", &["update", &format!("JobId={id}_1"), "TimeLimit=2"]);
@@ -680,6 +682,7 @@ exempt_partitions = ["free"]
 default_time_limit_min = 7
 [partitions.debug.rates]
 cpu = 3.6
+mem_gb = 0.036
 [partitions.batch.rates]
 cpu = 7.2
 "#;
@@ -701,6 +704,37 @@ fn shapes_that_were_under_priced_and_approval_shortcuts() {
     let untimed = submitted_id(&site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-H", "--wrap", "true"]));
     assert_eq!(site.cluster.job_field(untimed, "TimeLimit").as_deref(), Some("00:07:00"));
     assert_eq!(site.held_by(&site.token_of(untimed)), 420_000);
+
+    // `--mem=0` is all of a node's memory, `--exclusive` all of its CPUs: priced so.
+    let node = cluster::parse_oneliner(&text(&site.cluster.run("scontrol", &["-o", "show", "node"]).stdout));
+    let (node_cpus, node_mem_mb): (u32, u64) = (node["CPUTot"].parse().unwrap(), node["RealMemory"].parse().unwrap());
+    let config = asbb::core::config::Config::parse(SHAPES_TOML, "shapes.toml").unwrap();
+    let price = |cpus: u32, mem_mb: u64| {
+        let resources = asbb::core::job::Resources { nodes: 1, cpus, mem_mb, gpus: Default::default() };
+        let req = asbb::core::job::JobRequest {
+            user: USER.into(),
+            uid: 0,
+            account: "chem".into(),
+            partition: "debug".into(),
+            resources,
+            time_limit_min: 10,
+            array_tasks: 1,
+            qos: None,
+            job_id: None,
+            job_name: None,
+        };
+        asbb::core::cost::estimate(&config, &req).unwrap().micros()
+    };
+    let all_mem = submitted_id(
+        &site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "10", "--mem=0", "-H", "--wrap", "true"]),
+    );
+    assert_eq!(site.held_by(&site.token_of(all_mem)), price(1, node_mem_mb), "{node_mem_mb} MB");
+    let whole = submitted_id(
+        &site
+            .cluster
+            .sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "10", "--exclusive", "-H", "--wrap", "true"]),
+    );
+    assert_eq!(site.held_by(&site.token_of(whole)), price(node_cpus, 0), "{node_cpus} CPUs");
 
     // Several partitions: priced at the dearest.
     let both = submitted_id(
@@ -741,10 +775,10 @@ fn shapes_that_were_under_priced_and_approval_shortcuts() {
     assert_eq!(site.cluster.job_field(big, "Priority").as_deref(), Some("0"));
     assert!(site.cluster.ctld_log().contains("an exempt partition does not release it"));
 
-    for id in [untimed, both, half_free, short, big] {
+    for id in [all_mem, whole, untimed, both, half_free, short, big] {
         assert!(site.cluster.run("scancel", &[&id.to_string()]).status.success());
     }
-    for id in [untimed, both, half_free, short, big] {
+    for id in [all_mem, whole, untimed, both, half_free, short, big] {
         site.wait_settled(&site.token_of(id));
     }
     site.assert_clean();

@@ -61,6 +61,17 @@ pub struct SubmitFields {
     pub environment: Vec<String>,
     /// SLURM's `MaxArraySize` (task ids must be below it); 0 when unknown.
     pub max_array_size: u32,
+    /// `--exclusive`: the job is allocated whole nodes, so it is priced for them.
+    pub exclusive: bool,
+    /// The partition's largest node: CPUs and memory (MB); 0 when unknown. `--mem=0`
+    /// asks for all of a node's memory, `--exclusive` for all its CPUs.
+    pub node_max_cpus: u32,
+    pub node_max_mem_mb: u64,
+    /// The QOS SLURM gives a job that names none (the association's default).
+    pub default_qos: Option<String>,
+    /// slurmctld enforces associations and the user has none with this account (and
+    /// partition): slurmctld would refuse the job, so asbb holds nothing for it.
+    pub association_missing: bool,
 }
 
 /// What jobcomp sees of a finished run.
@@ -100,6 +111,8 @@ pub enum FieldError {
     NoPartition,
     #[error("asbb: job has no time limit; submit with --time (e.g. --time=2:00:00) so its cost can be estimated")]
     NoTimeLimit,
+    #[error("asbb: you have no association with account '{0}'; submit with an account you belong to (sacctmgr show assoc user=$USER)")]
+    NoAssociation(String),
     #[error("asbb: {0}")]
     Spec(#[from] SpecError),
 }
@@ -221,6 +234,11 @@ impl SubmitFields {
         if partitions.is_empty() {
             return Err(FieldError::NoPartition);
         }
+        // Before anything is held: nobody can lock up the money of a group they do not
+        // belong to by naming its account.
+        if self.association_missing {
+            return Err(FieldError::NoAssociation(account));
+        }
         if config.is_exempt_account(&account) {
             return Ok(ReadRequest::Exempt(format!("account {account} is exempt")));
         }
@@ -273,7 +291,7 @@ impl SubmitFields {
             resources,
             time_limit_min,
             array_tasks,
-            qos: self.qos.clone().filter(|q| !q.is_empty()),
+            qos: self.qos.clone().filter(|q| !q.is_empty()).or_else(|| self.default_qos.clone()),
             job_id: present(self.job_id),
             job_name: self.name.as_deref().map(clean_text),
         };
@@ -300,13 +318,18 @@ impl SubmitFields {
             (None, Some(per_node)) => per_node as u64 * nodes as u64,
             (None, None) => nodes as u64,
         };
-        let cpus = (tasks * cpus_per_task).max(present(self.min_cpus).unwrap_or(0) as u64).max(1);
+        let mut cpus = (tasks * cpus_per_task).max(present(self.min_cpus).unwrap_or(0) as u64).max(1);
+        if self.exclusive && self.node_max_cpus > 0 {
+            cpus = cpus.max(self.node_max_cpus as u64 * nodes as u64);
+        }
         if cpus > MAX_CPUS as u64 {
             return Err(SpecError::TooLarge(format!("{cpus} cpus")).into());
         }
         let cpus = cpus as u32;
         let mem_mb = match self.pn_min_memory {
             NO_VAL64 | INFINITE64 => 0,
+            // `--mem=0` (or `--mem-per-cpu=0`): all the memory of each node.
+            m if m & !MEM_PER_CPU == 0 => self.node_max_mem_mb.saturating_mul(nodes as u64),
             m if m & MEM_PER_CPU != 0 => (m & !MEM_PER_CPU).saturating_mul(cpus as u64),
             m => m.saturating_mul(nodes as u64),
         };
@@ -331,20 +354,17 @@ impl SubmitFields {
     }
 }
 
-/// The partition among `candidates` where `req` would cost the most. One that cannot
-/// be priced wins, so the decision applies the unpriced-partition policy to it.
+/// The partition among `candidates` where `req` would cost the most. A partition
+/// asbb has no price for wins, so the decision applies the unpriced-partition policy
+/// to it; one that cannot price this job (a GPU type it has no rate for) loses.
 fn dearest_partition(config: &Config, req: &JobRequest, candidates: &[&str]) -> String {
-    let mut best: Option<(Option<i64>, &str)> = None;
+    use crate::core::cost::{estimate, CostError};
+    let mut best: Option<(i64, &str)> = None;
     for &name in candidates {
-        let probe = JobRequest { partition: name.to_string(), ..req.clone() };
-        let cost = crate::core::cost::estimate(config, &probe).ok().map(|m| m.micros());
-        let better = match &best {
-            None => true,
-            Some((Some(b), _)) => cost.map_or(true, |c| c > *b),
-            Some((None, _)) => false,
-        };
-        if better {
-            best = Some((cost, name));
+        match estimate(config, &JobRequest { partition: name.to_string(), ..req.clone() }) {
+            Err(CostError::UnpricedPartition(_)) => return name.to_string(),
+            Ok(cost) if best.map_or(true, |(b, _)| cost.micros() > b) => best = Some((cost.micros(), name)),
+            _ => {}
         }
     }
     best.map_or_else(|| req.partition.clone(), |(_, name)| name.to_string())
@@ -535,6 +555,37 @@ mod tests {
         assert_eq!((op.time_limit, op.partition.as_deref()), (600, Some("debug")));
         merged.time_limit = 30;
         assert_eq!(effective_update(&record, &merged, Caller::Owner, false).unwrap().time_limit, 30);
+    }
+
+    #[test]
+    fn whole_nodes_and_all_memory_are_priced_as_allocated() {
+        let mut f = fields();
+        f.min_nodes = 2;
+        f.node_max_cpus = 48;
+        f.node_max_mem_mb = 192_000;
+        f.pn_min_memory = 0;
+        assert_eq!(priced(&f).resources.mem_mb, 384_000, "--mem=0 is each node's memory");
+        f.pn_min_memory = MEM_PER_CPU;
+        assert_eq!(priced(&f).resources.mem_mb, 384_000, "--mem-per-cpu=0 too");
+        assert_eq!(priced(&f).resources.cpus, 2);
+        f.exclusive = true;
+        assert_eq!(priced(&f).resources.cpus, 96, "--exclusive is every CPU of its nodes");
+    }
+
+    #[test]
+    fn account_case_partitions_qos_and_associations() {
+        let mut f = fields();
+        f.account = Some("CHEM".into());
+        f.default_qos = Some("high".into());
+        let r = priced(&f);
+        assert_eq!((r.account.as_str(), r.qos.as_deref()), ("chem", Some("high")));
+        f.qos = Some("normal".into());
+        assert_eq!(priced(&f).qos.as_deref(), Some("normal"));
+        f.partition = Some("debug,gpu".into());
+        f.tres_per_node = Some("gres:gpu:1".into());
+        assert_eq!(priced(&f).partition, "gpu", "the dearer of the two");
+        f.association_missing = true;
+        assert_eq!(f.to_request(&config()), Err(FieldError::NoAssociation("chem".into())));
     }
 
     #[test]

@@ -212,7 +212,9 @@ impl Hooks {
             }
             Err(e) => {
                 let code = match e {
-                    crate::core::fields::FieldError::NoAccount => RefuseCode::InvalidAccount,
+                    crate::core::fields::FieldError::NoAccount | crate::core::fields::FieldError::NoAssociation(_) => {
+                        RefuseCode::InvalidAccount
+                    }
                     crate::core::fields::FieldError::NoTimeLimit => RefuseCode::InvalidTimeLimit,
                     _ => RefuseCode::InvalidRequest,
                 };

@@ -12,12 +12,124 @@ const MAX_ENV_ENTRIES: usize = 4096;
 /// Appended to a held job's `comment` so the user can read why in `scontrol show job`.
 pub const HELD_COMMENT_TAG: &str = "[asbb hold] ";
 
-/// A partition's name and default/maximum time limits, copied out of its record.
+/// A partition's name, default/maximum time limits and largest node, copied out of
+/// its record.
 #[derive(Debug, Clone)]
 pub struct PartInfo {
     pub name: Option<String>,
     pub default_time: u32,
     pub max_time: u32,
+    /// CPUs and memory (MB) of the partition's largest node; 0 when unknown.
+    pub node_max_cpus: u32,
+    pub node_max_mem_mb: u64,
+}
+
+impl PartInfo {
+    /// Copies what asbb reads out of a live partition record.
+    /// Call only under slurmctld's partition and node read locks (every hook has them).
+    pub fn of(part: &sys::part_record_t) -> PartInfo {
+        PartInfo {
+            // SAFETY: the record's name is NULL or a C string.
+            name: unsafe { read_str(part.name) },
+            default_time: part.default_time,
+            max_time: part.max_time,
+            node_max_cpus: part.max_cpu_cnt,
+            node_max_mem_mb: largest_node_mem_mb(part),
+        }
+    }
+}
+
+extern "C" {
+    // libslurmfull (bitstring.c, renamed by slurm_xlator.h).
+    fn slurm_bit_test(b: *mut sys::bitstr_t, bit: i64) -> c_int;
+}
+
+/// The most memory (MB) any node of the partition has (`--mem=0` asks for it all).
+fn largest_node_mem_mb(part: &sys::part_record_t) -> u64 {
+    let (Some(table), Some(count)) = (symbol(c"node_record_table_ptr"), symbol(c"node_record_count")) else {
+        return 0;
+    };
+    if part.node_bitmap.is_null() {
+        return 0;
+    }
+    // SAFETY: libslurmfull's `node_record_t **node_record_table_ptr` and
+    // `int node_record_count` (node_conf.h), stable under the node read lock.
+    let (table, count) = unsafe { (*(table as *const *mut *mut sys::node_record_t), *(count as *const c_int)) };
+    if table.is_null() {
+        return 0;
+    }
+    let mut max_mb = 0;
+    for i in 0..count.max(0) {
+        // SAFETY: `i` is below node_record_count; entries are NULL or live records, and
+        // the partition's bitmap has a bit per node record.
+        unsafe {
+            if slurm_bit_test(part.node_bitmap, i as i64) != 0 {
+                if let Some(node) = (*table.add(i as usize)).as_ref() {
+                    max_mb = max_mb.max(node.real_memory);
+                }
+            }
+        }
+    }
+    max_mb
+}
+
+/// What slurmctld's association manager says of a user and an account.
+#[derive(Debug, Clone, Default)]
+pub struct Association {
+    /// slurmctld enforces associations and there is none for this user and account.
+    pub missing: bool,
+    /// The association's default QOS.
+    pub default_qos: Option<String>,
+}
+
+/// Looks the user's association with `account` (and `partition`) up the way
+/// job_submit/lua does (`_get_default_qos`). Without accounting: nothing known.
+pub fn association(uid: u32, account: Option<&str>, partition: Option<&str>) -> Association {
+    type FillAssoc =
+        unsafe extern "C" fn(*mut c_void, *mut sys::slurmdb_assoc_rec_t, c_int, *mut c_void, bool) -> c_int;
+    type FillQos = unsafe extern "C" fn(*mut c_void, *mut sys::slurmdb_qos_rec_t, c_int, *mut c_void, bool) -> c_int;
+    let Some(account) = account else { return Association::default() };
+    // SAFETY: the declarations in src/common/assoc_mgr.h and slurmctld.h.
+    let (fill_assoc, fill_qos, db_conn, enforce) = unsafe {
+        let (Some(fa), Some(fq), Some(db), Some(en)) = (
+            function::<FillAssoc>(c"assoc_mgr_fill_in_assoc"),
+            function::<FillQos>(c"assoc_mgr_fill_in_qos"),
+            symbol(c"acct_db_conn"),
+            symbol(c"accounting_enforce"),
+        ) else {
+            return Association::default();
+        };
+        (fa, fq, *(db as *const *mut c_void), *(en as *const u16))
+    };
+    // slurmctld lowercases the account after job_submit; the lookup must match it.
+    let (Ok(c_account), c_partition) =
+        (CString::new(account.to_ascii_lowercase()), partition.and_then(|p| CString::new(p).ok()))
+    else {
+        return Association::default();
+    };
+    // SAFETY: all-zero is a valid empty record (integers and NULL pointers), as
+    // job_submit/lua's memset; the strings outlive the calls, which only read them.
+    let mut assoc: sys::slurmdb_assoc_rec_t = unsafe { std::mem::zeroed() };
+    assoc.uid = uid;
+    assoc.acct = c_account.as_ptr() as *mut c_char;
+    assoc.partition = c_partition.as_ref().map_or(std::ptr::null_mut(), |p| p.as_ptr() as *mut c_char);
+    // SAFETY: `locked = false`: the association manager takes its own locks.
+    let rc = unsafe { fill_assoc(db_conn, &mut assoc, enforce as c_int, std::ptr::null_mut(), false) };
+    if rc != sys::SLURM_SUCCESS as c_int {
+        return Association { missing: enforce as u32 & sys::ASBB_ENFORCE_ASSOCS != 0, default_qos: None };
+    }
+    let default_qos = (assoc.def_qos_id != 0)
+        .then(|| {
+            // SAFETY: as above; the QOS name points into the manager's list and is
+            // copied at once (job_submit/lua reads it the same way).
+            let mut qos: sys::slurmdb_qos_rec_t = unsafe { std::mem::zeroed() };
+            qos.id = assoc.def_qos_id;
+            let rc = unsafe { fill_qos(db_conn, &mut qos, enforce as c_int, std::ptr::null_mut(), false) };
+            // SAFETY: NULL or a C string owned by the association manager.
+            (rc == sys::SLURM_SUCCESS as c_int).then(|| unsafe { read_str(qos.name) }).flatten()
+        })
+        .flatten();
+    Association { missing: false, default_qos }
 }
 
 /// Finds a partition record by name (the first of a comma list), or the default
@@ -41,12 +153,7 @@ pub fn partition(name: Option<&str>) -> Option<PartInfo> {
     };
     // SAFETY: NULL or a live partition record, protected by the partition read lock.
     let part = unsafe { part.as_ref() }?;
-    Some(PartInfo {
-        // SAFETY: the record's name is NULL or a C string.
-        name: unsafe { read_str(part.name) },
-        default_time: part.default_time,
-        max_time: part.max_time,
-    })
+    Some(PartInfo::of(part))
 }
 
 /// The user's default account from slurmctld's association manager (like
@@ -108,11 +215,14 @@ impl<'a> JobDesc<'a> {
         let partition_arg = self.str(|d| d.partition);
         let part = partition(partition_arg.as_deref());
         let account = self.str(|d| d.account).or_else(|| default_account(d.user_id));
+        let partition_name = partition_arg.clone().or_else(|| part.as_ref().and_then(|p| p.name.clone()));
+        let first_partition = partition_name.as_deref().map(|p| p.split(',').next().unwrap_or(p));
+        let assoc = association(d.user_id, account.as_deref(), first_partition);
         SubmitFields {
             uid: d.user_id,
             user_name: user_name(d.user_id),
             account,
-            partition: partition_arg.or_else(|| part.as_ref().and_then(|p| p.name.clone())),
+            partition: partition_name,
             partition_default_time: part.as_ref().map_or(sys::NO_VAL, |p| p.default_time),
             partition_max_time: part.as_ref().map_or(sys::NO_VAL, |p| p.max_time),
             time_limit: d.time_limit,
@@ -135,6 +245,12 @@ impl<'a> JobDesc<'a> {
             wckey: self.str(|d| d.wckey),
             environment: self.environment(),
             max_array_size: conf::max_array_size(),
+            // JOB_SHARED_NONE: `--exclusive` (not `=user` or `=mcs`).
+            exclusive: d.shared == 0,
+            node_max_cpus: part.as_ref().map_or(0, |p| p.node_max_cpus),
+            node_max_mem_mb: part.as_ref().map_or(0, |p| p.node_max_mem_mb),
+            default_qos: assoc.default_qos,
+            association_missing: assoc.missing,
         }
     }
 

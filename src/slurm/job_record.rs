@@ -124,12 +124,7 @@ impl<'a> JobRecord<'a> {
         let part = match new_partition.as_deref() {
             Some(name) => partition(Some(name)),
             // SAFETY: part_ptr is NULL or a live partition record (partition lock held).
-            None => unsafe { j.part_ptr.as_ref() }.map(|p| crate::slurm::job_desc::PartInfo {
-                // SAFETY: the record's name is NULL or a C string.
-                name: unsafe { read_str(p.name) },
-                default_time: p.default_time,
-                max_time: p.max_time,
-            }),
+            None => unsafe { j.part_ptr.as_ref() }.map(crate::slurm::job_desc::PartInfo::of),
         };
         // A job record keeps no task list string for an array's remaining tasks
         // (and an update's array_inx is a throttle), so give the core their count.
@@ -149,7 +144,15 @@ impl<'a> JobRecord<'a> {
             ntasks_per_node: pick16(unum16(|d| d.ntasks_per_node), det.map_or(sys::NO_VAL16, |d| d.ntasks_per_node)),
             cpus_per_task: pick16(unum16(|d| d.cpus_per_task), det.map_or(sys::NO_VAL16, |d| d.orig_cpus_per_task)),
             min_cpus: pick(unum(|d| d.min_cpus), det.map_or(sys::NO_VAL, |d| d.orig_min_cpus)),
-            pn_min_memory: if mem != sys::NO_VAL64 { mem } else { det.map_or(sys::NO_VAL64, |d| d.orig_pn_min_memory) },
+            pn_min_memory: match (mem, det) {
+                (sys::NO_VAL64, Some(d)) if j.bit_flags & sys::ASBB_JOB_MEM_SET as u64 != 0 => {
+                    d.orig_pn_min_memory
+                }
+                // slurmctld fills in a default (0 without DefMemPerCPU) when the user gave
+                // none: price it as at submit, where memory was "not given".
+                (sys::NO_VAL64, _) => sys::NO_VAL64,
+                (m, _) => m,
+            },
             tres_per_node: or_str(ustr(|d| d.tres_per_node), self.str(|j| j.tres_per_node)),
             tres_per_job: or_str(ustr(|d| d.tres_per_job), self.str(|j| j.tres_per_job)),
             tres_per_task: or_str(ustr(|d| d.tres_per_task), self.str(|j| j.tres_per_task)),
@@ -162,6 +165,11 @@ impl<'a> JobRecord<'a> {
             wckey: or_str(ustr(|d| d.wckey), self.str(|j| j.wckey)),
             environment: Vec::new(),
             max_array_size: 0,
+            exclusive: det.is_some_and(|d| d.whole_node & 1 != 0),
+            node_max_cpus: part.as_ref().map_or(0, |p| p.node_max_cpus),
+            node_max_mem_mb: part.as_ref().map_or(0, |p| p.node_max_mem_mb),
+            default_qos: None,
+            association_missing: false,
         }
     }
 
