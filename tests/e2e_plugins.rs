@@ -206,6 +206,12 @@ fn refusals_print_two_lines_and_hold_nothing() {
             "sbatch: error: asbb: job has no time limit; submit with --time (e.g. --time=2:00:00) so its cost can be estimated\n\
              sbatch: error: Batch job submission failed: Requested time limit is invalid (missing or exceeds some limit)\n",
         ),
+        (
+            // A name that would forge a line in slurmctld's log.
+            &["-A", "chem\n[2026-01-01T00:00:00] job_submit/asbb: accepted", "-p", "debug", "-t", "10", "--wrap", "true"],
+            "sbatch: error: asbb: that account name is not valid (control characters, or over 128 characters)\n\
+             sbatch: error: Batch job submission failed: Invalid account or account/partition combination specified\n",
+        ),
     ];
     for (args, expected) in cases {
         let out = site.cluster.sbatch_as(USER, args);
@@ -214,6 +220,7 @@ fn refusals_print_two_lines_and_hold_nothing() {
         assert_eq!(text(&out.stderr), *expected, "{args:?}");
     }
     assert_eq!(site.sql_i64("SELECT count(*) FROM jobs WHERE user_name = ?1", USER), 0);
+    assert!(!site.cluster.ctld_log().lines().any(|l| l.starts_with("[2026-01-01T00:00:00]")), "a forged log line");
     site.assert_clean();
 }
 

@@ -23,6 +23,33 @@ pub const INFINITE64: u64 = 0xffff_ffff_ffff_ffff;
 pub const MEM_PER_CPU: u64 = 0x8000_0000_0000_0000;
 /// Longest user text asbb copies into logs or messages.
 pub const MAX_TEXT_LEN: usize = 256;
+/// Longest account or partition name asbb accepts.
+pub const MAX_NAME_LEN: usize = 128;
+/// Longest line the plugins write into slurmctld's log.
+pub const MAX_LOG_LINE: usize = 4096;
+
+/// A line for slurmctld's log: control characters (a user's `-A $'x\ny'` would forge a
+/// log line; escape sequences would reach an admin's terminal) shown as `\xNN`, and
+/// the length bounded.
+pub fn log_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_LOG_LINE));
+    for c in text.chars() {
+        if out.len() >= MAX_LOG_LINE {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.push_str(&format!("\\x{:02x}", c as u32 & 0xff));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn valid_name(name: &str) -> bool {
+    name.chars().count() <= MAX_NAME_LEN && !name.chars().any(|c| c.is_control() || c.is_whitespace())
+}
 
 /// What job_submit/job_modify see of a job description.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -113,6 +140,8 @@ pub enum FieldError {
     NoTimeLimit,
     #[error("asbb: you have no association with account '{0}'; submit with an account you belong to (sacctmgr show assoc user=$USER)")]
     NoAssociation(String),
+    #[error("asbb: that {0} name is not valid (control characters, or over {MAX_NAME_LEN} characters)")]
+    BadName(&'static str),
     #[error("asbb: {0}")]
     Spec(#[from] SpecError),
 }
@@ -227,10 +256,16 @@ impl SubmitFields {
                 MissingPolicy::Reject => return Err(FieldError::NoAccount),
             },
         };
+        if !valid_name(&account) {
+            return Err(FieldError::BadName("account"));
+        }
         let partitions: Vec<&str> = match self.partition.as_deref().map(str::trim).filter(|p| !p.is_empty()) {
             Some(p) => p.split(',').map(str::trim).filter(|p| !p.is_empty()).collect(),
             None => Vec::new(),
         };
+        if !partitions.iter().all(|p| valid_name(p)) {
+            return Err(FieldError::BadName("partition"));
+        }
         if partitions.is_empty() {
             return Err(FieldError::NoPartition);
         }
@@ -594,6 +629,18 @@ mod tests {
         assert_eq!((r.cpus, r.mem_mb, r.nodes), (2, 200, 1));
         assert_eq!(r.gpus, BTreeMap::from([("".into(), 1), ("a100".into(), 2)]));
         assert!(parse_alloc_tres("cpu=x").is_err());
+    }
+
+    #[test]
+    fn names_with_controls_are_refused_and_logs_escape_them() {
+        let mut f = fields();
+        f.account = Some("chem\nasbb: accepted".into());
+        assert_eq!(f.to_request(&config()), Err(FieldError::BadName("account")));
+        f.account = Some("chem".into());
+        f.partition = Some("debug,\x1b[31mred".into());
+        assert_eq!(f.to_request(&config()), Err(FieldError::BadName("partition")));
+        assert_eq!(log_line("a\nb\x1b[31m"), "a\\x0ab\\x1b[31m");
+        assert!(log_line(&"x".repeat(10_000)).chars().count() <= MAX_LOG_LINE + 1);
     }
 
     #[test]

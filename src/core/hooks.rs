@@ -15,6 +15,8 @@ pub enum RefuseCode {
     InvalidAccount,
     /// ESLURM_INVALID_TIME_LIMIT
     InvalidTimeLimit,
+    /// ESLURM_INVALID_PARTITION_NAME
+    InvalidPartition,
     /// ESLURM_INVALID_TRES / bad job spec
     InvalidRequest,
     /// The ledger cannot answer and policy is to fail closed.
@@ -212,9 +214,10 @@ impl Hooks {
             }
             Err(e) => {
                 let code = match e {
-                    crate::core::fields::FieldError::NoAccount | crate::core::fields::FieldError::NoAssociation(_) => {
-                        RefuseCode::InvalidAccount
-                    }
+                    crate::core::fields::FieldError::NoAccount
+                    | crate::core::fields::FieldError::NoAssociation(_)
+                    | crate::core::fields::FieldError::BadName("account") => RefuseCode::InvalidAccount,
+                    crate::core::fields::FieldError::BadName(_) => RefuseCode::InvalidPartition,
                     crate::core::fields::FieldError::NoTimeLimit => RefuseCode::InvalidTimeLimit,
                     _ => RefuseCode::InvalidRequest,
                 };

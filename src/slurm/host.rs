@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! What slurmctld lends a plugin: its logger, its allocator, its symbols.
 
+use crate::core::fields::log_line;
 use std::collections::BTreeMap;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::Mutex;
@@ -24,14 +25,14 @@ fn c_string(text: &str) -> CString {
 
 /// Logs one line at info level in slurmctld's log, prefixed with the plugin type.
 pub fn info(plugin_type: &str, msg: &str) {
-    let line = c_string(&format!("{plugin_type}: {msg}"));
+    let line = c_string(&log_line(&format!("{plugin_type}: {msg}")));
     // SAFETY: constant format and one NUL-terminated string argument, as printf wants.
     unsafe { slurm_info(c"%s".as_ptr(), line.as_ptr()) }
 }
 
 /// Logs one line at error level in slurmctld's log, prefixed with the plugin type.
 pub fn error(plugin_type: &str, msg: &str) {
-    let line = c_string(&format!("{plugin_type}: {msg}"));
+    let line = c_string(&log_line(&format!("{plugin_type}: {msg}")));
     // SAFETY: as in `info`.
     unsafe { slurm_error(c"%s".as_ptr(), line.as_ptr()) }
 }

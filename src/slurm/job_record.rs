@@ -145,9 +145,7 @@ impl<'a> JobRecord<'a> {
             cpus_per_task: pick16(unum16(|d| d.cpus_per_task), det.map_or(sys::NO_VAL16, |d| d.orig_cpus_per_task)),
             min_cpus: pick(unum(|d| d.min_cpus), det.map_or(sys::NO_VAL, |d| d.orig_min_cpus)),
             pn_min_memory: match (mem, det) {
-                (sys::NO_VAL64, Some(d)) if j.bit_flags & sys::ASBB_JOB_MEM_SET as u64 != 0 => {
-                    d.orig_pn_min_memory
-                }
+                (sys::NO_VAL64, Some(d)) if j.bit_flags & sys::ASBB_JOB_MEM_SET as u64 != 0 => d.orig_pn_min_memory,
                 // slurmctld fills in a default (0 without DefMemPerCPU) when the user gave
                 // none: price it as at submit, where memory was "not given".
                 (sys::NO_VAL64, _) => sys::NO_VAL64,

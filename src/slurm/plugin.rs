@@ -211,6 +211,7 @@ pub fn refuse_code(code: RefuseCode) -> c_int {
         RefuseCode::AccountingPolicy => sys::ESLURM_ACCOUNTING_POLICY,
         RefuseCode::InvalidAccount => sys::ESLURM_INVALID_ACCOUNT,
         RefuseCode::InvalidTimeLimit => sys::ESLURM_INVALID_TIME_LIMIT,
+        RefuseCode::InvalidPartition => sys::ESLURM_INVALID_PARTITION_NAME,
         RefuseCode::InvalidRequest => sys::ESLURM_INVALID_TRES,
         RefuseCode::LedgerUnavailable => sys::ESLURM_INTERNAL,
     }) as c_int

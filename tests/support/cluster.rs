@@ -876,17 +876,28 @@ impl Cluster {
         };
         let d = self.dir.to_string_lossy().into_owned();
         let data = format!("--datadir={d}/mysql");
+        // A tmpdir of its own: with the default /tmp, two installs at once (the tests run
+        // in parallel) failed about once in 20 (`Could not remove temporary table:
+        // '/tmp/#sql-temptable-…'`, then `Unknown table 'mysql.tmp_user_sys'`).
+        fs::create_dir_all(self.dir.join("mysql-tmp")).map_err(|e| format!("mkdir mysql-tmp: {e}"))?;
+        let tmp = format!("--tmpdir={d}/mysql-tmp");
         let mut install = self.logged_command("mariadb-install-db", &[], "mariadb-install")?;
-        install.args(["--no-defaults", &data, "--user=root", "--auth-root-authentication-method=normal"]);
+        install.args(["--no-defaults", &data, &tmp, "--user=root", "--auth-root-authentication-method=normal"]);
         install.args(["--skip-test-db", "--innodb-log-file-size=8M"]);
         let st = install.status().map_err(|e| format!("mariadb-install-db: {e}"))?;
         if !st.success() {
-            return Err(self.failure(&format!("mariadb-install-db failed ({st})")));
+            let log = self.dir.join("log");
+            return Err(format!(
+                "{}\n=== mariadb-install.stdout (tail)\n{}\n=== mariadb-install.stderr (tail)\n{}",
+                self.failure(&format!("mariadb-install-db failed ({st})")),
+                tail(&log.join("mariadb-install.stdout"), 40),
+                tail(&log.join("mariadb-install.stderr"), 40)
+            ));
         }
         // No grant tables: slurmdbd may log in as any user; the server listens on
         // loopback only and lives as long as the cluster. Durability is not wanted here.
         let mut mysqld = self.logged_command("mariadbd", &[], "mariadb")?;
-        mysqld.args(["--no-defaults", &data, "--user=root", "--bind-address=127.0.0.1", "--skip-grant-tables"]);
+        mysqld.args(["--no-defaults", &data, &tmp, "--user=root", "--bind-address=127.0.0.1", "--skip-grant-tables"]);
         mysqld.arg(format!("--port={mysql_port}"));
         mysqld.arg(format!("--socket={d}/mysql.sock")).arg(format!("--pid-file={d}/mysql.pid"));
         mysqld.arg(format!("--log-error={d}/log/mariadb.log"));
