@@ -489,6 +489,17 @@ fn held_jobs_are_approved_denied_or_released_by_a_deposit() {
     assert_eq!(site.cluster.job_field(denied, "Comment").as_deref(), Some("asbb: denied: too big for this month"));
     let token = site.token_of(denied);
     assert_eq!(site.wait_settled(&token), "denied");
+    // Its owner requeues it: the re-run stays held, and its owner cannot release it.
+    let out = site.cluster.run_as(USER, "scontrol", &["requeue", &denied.to_string()]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+    let rec = site.cluster.job_info(denied).unwrap();
+    assert_eq!((rec["JobState"].as_str(), rec["Priority"].as_str()), ("PENDING", "0"), "{rec:?}");
+    let reason = format!("asbb: job {denied} was denied by an admin; requeueing it does not let it run");
+    assert_eq!(rec["Comment"], format!("asbb: denied: too big for this month [asbb hold] {reason}"));
+    assert!(!site.cluster.run_as(USER, "scontrol", &["release", &denied.to_string()]).status.success());
+    assert_eq!(site.cluster.job_field(denied, "Priority").as_deref(), Some("0"));
+    assert!(site.cluster.run("scancel", &[&denied.to_string()]).status.success());
+    assert_eq!(site.wait_settled(&site.token_of(denied)), "denied");
 
     // Short of funds with money coming: held; a deposit with --release-held lets it run.
     site.admin_ok(&["account", "create", "tight", "--limit", "0.10", "--start", "2020-01-01"]);
