@@ -9,7 +9,7 @@ PLUGIN_DIR ?= /usr/lib/x86_64-linux-gnu/slurm-wlm
 # Where `make build` stages the plugins under their SLURM names.
 STAGE      := target/plugins
 
-.PHONY: all deps build plugins cli install demo test test-core test-faults bench clean
+.PHONY: all deps build plugins cli install demo test test-slurm test-core test-faults bench clean
 
 all: build
 
@@ -39,10 +39,26 @@ install: build
 demo: build
 	bash scripts/demo.sh
 
-# Every test: core, CLI and end-to-end against clusters the tests start themselves.
+# The SLURM releases besides the host's 22.05 whose end-to-end suites `make test` runs,
+# each in a Debian chroot (scripts/slurm-chroot.sh, scripts/test-release.sh).
+SLURM_RELEASES ?= 24.11
+SLURM ?= 22.05
+
+# Every test: core, CLI and end-to-end against clusters the tests start themselves,
+# on the host's SLURM 22.05; then the end-to-end plugin suites against each newer release.
 test: build
 	ASBB_E2E=1 ASBB_PLUGIN_DIR=$(CURDIR)/$(STAGE) ASBB_BIN_DIR=$(CURDIR)/target/release \
 		$(CARGO) test --release -- --test-threads=2
+	for r in $(SLURM_RELEASES); do bash scripts/test-release.sh $$r || exit 1; done
+
+# The end-to-end plugin suites against one release: make test-slurm SLURM=24.11
+test-slurm: build
+ifeq ($(SLURM),22.05)
+	ASBB_E2E=1 ASBB_PLUGIN_DIR=$(CURDIR)/$(STAGE) ASBB_BIN_DIR=$(CURDIR)/target/release \
+		$(CARGO) test --release --test e2e_plugins --test e2e_faults -- --test-threads=2
+else
+	bash scripts/test-release.sh $(SLURM)
+endif
 
 # Only the fault tests (kill -9, ledger faults), which `make test` also runs.
 test-faults: build

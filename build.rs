@@ -3,8 +3,22 @@
 //! With it: bindgen over SLURM's public headers and the matching source tree's
 //! internal headers (see slurm-headers/README.md), into OUT_DIR/slurm_bindings.rs.
 
+/// Differences between the SLURM releases asbb supports, as `cfg`s for the glue. The
+/// core never sees them.
+const RELEASE_CFGS: &[(&str, u32)] = &[
+    // job_modify(job_desc, job, uid, char **err_msg): since 23.02.
+    ("slurm_modify_err_msg", 0x170200),
+    // jobcomp_p_set_location(void) instead of (char *location): 24.11 has it.
+    ("slurm_jobcomp_location_void", 0x180b00),
+    // job_desc_msg_t has no job_id (only job_id_str): 26.05 (its 26.05 branch).
+    ("slurm_desc_no_job_id", 0x1a0500),
+];
+
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    for (cfg, _) in RELEASE_CFGS {
+        println!("cargo::rustc-check-cfg=cfg({cfg})");
+    }
     // issue 7: the plugins must share the system's libsqlite3 (see `bundled-sqlite` in
     // Cargo.toml). Building them in one cargo run with the CLIs unifies the features.
     if std::env::var_os("CARGO_FEATURE_SLURM").is_some() && std::env::var_os("CARGO_FEATURE_BUNDLED_SQLITE").is_some() {
@@ -71,6 +85,16 @@ mod slurm {
         std::process::exit(1);
     }
 
+    /// `SLURM_VERSION_NUMBER` from the installed `slurm_version.h` (0x160508 = 22.05.8).
+    fn slurm_version(version_h: &Path) -> u32 {
+        let text = std::fs::read_to_string(version_h)
+            .unwrap_or_else(|e| fail(&format!("cannot read {}: {e} (install libslurm-dev)", version_h.display())));
+        text.lines()
+            .find_map(|l| l.strip_prefix("#define SLURM_VERSION_NUMBER"))
+            .and_then(|v| u32::from_str_radix(v.trim().trim_start_matches("0x"), 16).ok())
+            .unwrap_or_else(|| fail(&format!("no SLURM_VERSION_NUMBER in {}", version_h.display())))
+    }
+
     /// The source tree: fetch-source.sh validates SLURM_SRC_DIR or fetches the
     /// Debian source package matching the installed SLURM.
     fn source_tree(manifest: &Path) -> PathBuf {
@@ -111,6 +135,12 @@ mod slurm {
         let include = std::env::var("SLURM_INCLUDE_DIR").unwrap_or_else(|_| "/usr/include".into());
         let version_h = Path::new(&include).join("slurm/slurm_version.h");
         println!("cargo:rerun-if-changed={}", version_h.display());
+        let version = slurm_version(&version_h);
+        for (cfg, since) in super::RELEASE_CFGS {
+            if version >= *since {
+                println!("cargo:rustc-cfg={cfg}");
+            }
+        }
         let tree = source_tree(&manifest);
         println!("cargo:rerun-if-changed={}", tree.join("src/slurmctld/slurmctld.h").display());
 

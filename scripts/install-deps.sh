@@ -27,6 +27,7 @@ PACKAGES=(
   util-linux procps                                  # runuser (tests run jobs as users), pgrep/ps
   ca-certificates                                    # HTTPS package fetches
   chromium                                           # renders the HTML grant report in tests
+  debootstrap                                        # chroots with newer SLURM releases (make test)
 )
 
 if [ "$(id -u)" -ne 0 ]; then

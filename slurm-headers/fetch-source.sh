@@ -78,40 +78,53 @@ say "fetching Debian source package slurm-wlm=$DEB_VERSION into $CACHE"
 WORK=$(mktemp -d "$CACHE/.fetch.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/lists/partial" "$WORK/cache/archives/partial" "$WORK/dl"
-cat >"$WORK/src.sources" <<'EOF'
+# The Debian release whose sources match the installed SLURM: this system's codename
+# (bookworm on the host, trixie in the 24.11 chroot), or ASBB_DEB_SUITE.
+SUITE=${ASBB_DEB_SUITE:-$(sed -n 's/^VERSION_CODENAME=//p' /etc/os-release 2>/dev/null)}
+SUITE=${SUITE:-bookworm}
+cat >"$WORK/src.sources" <<EOF
 Types: deb-src
 URIs: http://deb.debian.org/debian
-Suites: bookworm bookworm-updates
+Suites: $SUITE $SUITE-updates
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb-src
 URIs: http://deb.debian.org/debian-security
-Suites: bookworm-security
+Suites: $SUITE-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 EOF
-# Suites other than bookworm (e.g. on trixie) can be given in ASBB_DEB_SRC_SUITES.
+# Other suites can be given in ASBB_DEB_SRC_SUITES.
 if [ -n "${ASBB_DEB_SRC_SUITES:-}" ]; then
-    sed -i "s/^Suites: bookworm bookworm-updates$/Suites: $ASBB_DEB_SRC_SUITES/" "$WORK/src.sources"
+    sed -i "s/^Suites: $SUITE $SUITE-updates$/Suites: $ASBB_DEB_SRC_SUITES/" "$WORK/src.sources"
 fi
 set -- -o "Dir::Etc::SourceList=$WORK/src.sources" -o Dir::Etc::SourceParts=/dev/null \
     -o "Dir::State::Lists=$WORK/lists" -o "Dir::Cache=$WORK/cache" -o Debug::NoLocking=1 \
     -o APT::Sandbox::User=root
 apt-get "$@" -qq update >&2 || die "apt-get update of the temporary deb-src list failed"
-(cd "$WORK/dl" && apt-get "$@" -qq source --download-only "slurm-wlm=$DEB_VERSION") >&2 ||
-    die "cannot download source package slurm-wlm=$DEB_VERSION (gone from the archive? set SLURM_SRC_DIR)"
-dsc=$(ls "$WORK"/dl/slurm-wlm_*.dsc 2>/dev/null | head -n1)
-[ -n "$dsc" ] || die "no .dsc downloaded"
+if ! (cd "$WORK/dl" && apt-get "$@" -qq source --download-only "slurm-wlm=$DEB_VERSION") >&2; then
+    # A point-release or security revision (e.g. 24.11.5-4+deb13u1) whose Debian files
+    # the mirror does not serve: its upstream tarball is shared by every revision of the
+    # release. Fetch that alone; it is unpacked without Debian's patches, which do not
+    # touch the structs the plugins read (the version is checked below).
+    say "slurm-wlm=$DEB_VERSION is not fully served; fetching its upstream tarball alone"
+    rm -f "$WORK"/dl/*
+    uri=$(apt-get "$@" -qq source --print-uris "slurm-wlm=$DEB_VERSION" | sed -n "s/^'\([^']*\.orig\.tar\.[a-z0-9]*\)'.*/\1/p" | head -n1)
+    [ -n "$uri" ] || die "no upstream tarball listed for slurm-wlm=$DEB_VERSION (set SLURM_SRC_DIR)"
+    /usr/lib/apt/apt-helper -qq download-file "$uri" "$WORK/dl/${uri##*/}" >&2 ||
+        die "cannot download $uri (set SLURM_SRC_DIR)"
+fi
+dsc=$(ls "$WORK"/dl/slurm-wlm_*.dsc 2>/dev/null | head -n1 || true)
 
 if ! command -v dpkg-source >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     say "installing dpkg-dev for dpkg-source"
     apt-get install -y -qq dpkg-dev >&2 || say "could not install dpkg-dev"
 fi
-if command -v dpkg-source >/dev/null 2>&1; then
+if [ -n "$dsc" ] && command -v dpkg-source >/dev/null 2>&1; then
     dpkg-source -x "$dsc" "$WORK/tree" >&2 || die "dpkg-source -x $dsc failed"
 else
-    say "warning: no dpkg-source; unpacking the upstream tarball without Debian's patches"
+    [ -n "$dsc" ] && say "warning: no dpkg-source; unpacking the upstream tarball without Debian's patches"
     orig=$(ls "$WORK"/dl/slurm-wlm_*.orig.tar.* | head -n1)
     mkdir "$WORK/tree"
     tar -xf "$orig" -C "$WORK/tree" --strip-components=1 || die "cannot unpack $orig"

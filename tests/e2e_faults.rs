@@ -164,7 +164,7 @@ impl Site {
 
     /// Every job slurmctld has, read the way reconcile reads them.
     fn slurm_jobs(&self) -> Vec<SlurmJob> {
-        let out = self.cluster.run("squeue", &["--json", "--all"]);
+        let out = self.cluster.run("squeue", &["--json", "--all", "--states=all"]);
         assert!(out.status.success(), "squeue --json: {}", cluster::show(&out));
         parse_squeue_json(&text(&out.stdout)).unwrap()
     }
@@ -238,7 +238,14 @@ impl Site {
 
     /// CPUs × elapsed seconds × rate, from SLURM's own record of the job.
     fn expected_cost(&self, job_id: u32) -> i64 {
-        let j = self.slurm_jobs().into_iter().find(|j| j.job_id == job_id).unwrap();
+        let jobs = self.slurm_jobs();
+        let Some(j) = jobs.iter().find(|j| j.job_id == job_id) else {
+            let raw = self.cluster.run("squeue", &["--json", "--all", "--states=all"]);
+            panic!(
+                "job {job_id} not in squeue --json ({jobs:?}):\n{}",
+                text(&raw.stdout).chars().take(3000).collect::<String>()
+            );
+        };
         j.cpus as i64 * (j.end_time - j.start_time) * MICROS_PER_CPU_S
     }
 
@@ -636,11 +643,24 @@ fn ledger_faults_with_reject_policy() {
     let good = std::fs::read_to_string(&toml_path).unwrap();
     std::fs::write(&toml_path, format!("bogus_key = 1\n{good}")).unwrap();
     assert!(site.cluster.run("scontrol", &["reconfigure"]).status.success());
-    site.wait_log("jobcomp/asbb: kept the previous config:");
+    if cluster::slurm_release() < (23, 11) {
+        site.wait_log("jobcomp/asbb: kept the previous config:");
+        site.assert_ctld_answers();
+        site.normal_job();
+        site.wait_log("job_submit/asbb: kept the previous config:");
+    } else {
+        // 23.11+ reconfigures by starting a new slurmctld: its plugins have no earlier
+        // config to keep, so they load, say why, and refuse jobs until the file is fixed.
+        site.wait_log("job_submit/asbb: no valid config, every job is refused until it is fixed:");
+        site.assert_ctld_answers();
+        let out = site.sbatch(&["-A", "chem", "-p", "debug", "-t", "1", "--wrap", "true"]);
+        assert_eq!(
+            text(&out.stderr),
+            "sbatch: error: asbb: internal error; job not submitted. Please tell your admins (details are in the slurmctld log)\n\
+             sbatch: error: Batch job submission failed: Slurm internal error, contact system administrator\n"
+        );
+    }
     assert!(site.cluster.ctld_log().contains("unknown field `bogus_key`"));
-    site.assert_ctld_answers();
-    site.normal_job();
-    site.wait_log("job_submit/asbb: kept the previous config:");
     // A valid change reaches both plugins at their next call, with no reconfigure and
     // no restart: the hold and the charge both use the new rate.
     std::fs::write(&toml_path, good.replace("cpu = 3.6", "cpu = 7.2")).unwrap();

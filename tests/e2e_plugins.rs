@@ -587,9 +587,12 @@ fn only_the_owner_and_operators_move_a_hold_and_refused_updates_change_nothing()
     assert!(!out.status.success(), "{}", cluster::show(&out));
     assert!(text(&out.stderr).contains("Invalid user id"), "{}", cluster::show(&out));
     assert_eq!(site.held_by(&token), 600_000, "someone else's refused update moved the hold");
-    assert!(site.cluster.ctld_log().contains(&format!(
-        "job {pending}: update from a user who is neither its owner nor an operator; ledger unchanged"
-    )));
+    if cluster::slurm_release() < (23, 2) {
+        // 22.05 calls job_modify before it checks who asks (24.11 refuses first).
+        assert!(site.cluster.ctld_log().contains(&format!(
+            "job {pending}: update from a user who is neither its owner nor an operator; ledger unchanged"
+        )));
+    }
 
     // The owner may not lengthen a running job; slurmctld refuses, the hold stays.
     let running =

@@ -75,7 +75,7 @@ fn slurm(cmd: &str, args: &[&str]) -> Result<String, CliError> {
 
 /// Hold token → SLURM job id, for every job slurmctld knows.
 fn tokens_in_slurm() -> Result<BTreeMap<String, u32>, CliError> {
-    let text = slurm("squeue", &["--all", "--json"])?;
+    let text = slurm("squeue", &["--all", "--states=all", "--json"])?;
     let jobs = parse_squeue_json(&text).map_err(CliError::new)?;
     Ok(jobs.into_iter().filter_map(|j| hold_token(j.admin_comment.as_deref()).map(|t| (t, j.job_id))).collect())
 }

@@ -120,7 +120,8 @@ const TIME_ENV: &[(&str, &str)] = &[("SLURM_TIME_FORMAT", "%s"), ("TZ", "UTC")];
 
 /// slurmctld's jobs, from the source asked for.
 fn controller_jobs(source: JobSource, notes: &mut Vec<String>) -> Result<Vec<SlurmJob>, CliError> {
-    let json = || run_slurm("squeue", &["--json", "--all"], TIME_ENV).and_then(|t| parse_squeue_json(&t));
+    let json =
+        || run_slurm("squeue", &["--json", "--all", "--states=all"], TIME_ENV).and_then(|t| parse_squeue_json(&t));
     let oneliners =
         || run_slurm("scontrol", &["-o", "--all", "show", "job"], TIME_ENV).and_then(|t| parse_scontrol_oneliners(&t));
     let result = match source {

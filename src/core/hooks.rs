@@ -53,8 +53,9 @@ pub enum ModifyAction {
     Allow { admin_comment: Option<String>, log: Option<String> },
     /// A release that does not fit: refuse the update, the job stays held with `reason`.
     KeepHeld { reason: String, code: RefuseCode, log: String },
-    /// Refuse the update (e.g. a bigger job that no longer fits).
-    Refuse { code: RefuseCode, log: String },
+    /// Refuse the update (e.g. a bigger job that no longer fits); `reason` is what the
+    /// user is told where the release lets job_modify say it (23.02+).
+    Refuse { reason: String, code: RefuseCode, log: String },
 }
 
 use crate::core::budget::{Budget, BudgetError, Decision, Modified, Reconciled, Rerun};
@@ -79,6 +80,8 @@ pub fn config_path_for(slurm_conf_path: Option<&str>) -> PathBuf {
 
 const LEDGER_DOWN_REJECT: &str =
     "asbb: the budget ledger is unavailable, so the job cannot be priced; try again shortly or contact your admins";
+const LEDGER_DOWN_UPDATE: &str =
+    "asbb: the budget ledger is unavailable, so the change cannot be priced; try again shortly or contact your admins";
 const LEDGER_DOWN_ACCEPT: &str =
     "asbb: the budget ledger is unavailable; job accepted without a budget check and will be charged when it ends";
 
@@ -309,8 +312,9 @@ impl Hooks {
             Ok(ReadRequest::Exempt(why)) => return self.modify_to_exempt(&token, record.job_id, &why, call, approved),
             Err(e) => {
                 return ModifyAction::Refuse {
-                    code: RefuseCode::InvalidRequest,
                     log: format!("refused update of {token}: {e}"),
+                    reason: e.to_string(),
+                    code: RefuseCode::InvalidRequest,
                 }
             }
         };
@@ -333,6 +337,7 @@ impl Hooks {
             Ok(Modified::Refused { reason }) => ModifyAction::Refuse {
                 code: RefuseCode::AccountingPolicy,
                 log: format!("{job}: update refused: {reason}"),
+                reason,
             },
             Ok(Modified::Unchanged) => ModifyAction::Allow { admin_comment: None, log: None },
             Err(BudgetError::UnknownToken(_)) => ModifyAction::Allow {
@@ -343,6 +348,7 @@ impl Hooks {
                 self.forget_ledger_on(&e);
                 match self.config.policy.on_ledger_error {
                     crate::core::config::OnLedgerError::Reject => ModifyAction::Refuse {
+                        reason: LEDGER_DOWN_UPDATE.to_string(),
                         code: RefuseCode::LedgerUnavailable,
                         log: format!("error: {job}: update refused (on_ledger_error=reject): {e}"),
                     },
@@ -385,6 +391,7 @@ impl Hooks {
             Err(e) => {
                 self.forget_ledger_on(&e);
                 ModifyAction::Refuse {
+                    reason: LEDGER_DOWN_UPDATE.to_string(),
                     code: RefuseCode::LedgerUnavailable,
                     log: format!("error: job {job_id}: release refused, the ledger cannot answer: {e}"),
                 }

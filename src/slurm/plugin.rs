@@ -87,7 +87,8 @@ pub fn guard<T>(plugin_type: &str, name: &str, default: T, body: impl FnOnce() -
 
 /// The core's state, one per plugin .so, set by `init` and dropped by `fini`.
 struct Loaded {
-    hooks: Hooks,
+    /// `None` while the config file is invalid (and no valid one was read before).
+    hooks: Option<Hooks>,
     /// The config file and what it looked like when last read (or found invalid).
     config_path: PathBuf,
     config_stamp: Option<FileStamp>,
@@ -109,21 +110,26 @@ fn file_stamp(path: &Path) -> Option<FileStamp> {
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
 }
 
-/// `init`: reads the config (`ASBB_CONFIG`, else asbb.toml beside slurm.conf).
+/// `init`: reads the config (`ASBB_CONFIG`, else asbb.toml beside slurm.conf). An
+/// invalid or missing file does not fail `init`: since 23.11 `scontrol reconfigure`
+/// starts a new slurmctld, and a plugin that refused to load would take the
+/// controller down over a typo. Until the file is fixed (noticed at the next call),
+/// job_submit refuses jobs and jobcomp leaves runs to `asbb-admin reconcile`.
 pub fn init_hooks(plugin_type: &str) -> c_int {
     let path = config_path_for(conf::slurm_conf_path().as_deref());
     let stamp = file_stamp(&path);
-    match Config::load(&path) {
+    let state = match Config::load(&path) {
         Ok(config) => {
             host::info(plugin_type, &format!("loaded {} (SLURM {SLURM_VERSION:#x})", path.display()));
-            *hooks() = Some(Loaded { hooks: Hooks::new(config), config_path: path, config_stamp: stamp });
-            SLURM_SUCCESS
+            Some(Hooks::new(config))
         }
         Err(e) => {
-            host::error(plugin_type, &format!("not loaded: {e}"));
-            SLURM_ERROR
+            host::error(plugin_type, &format!("no valid config, every job is refused until it is fixed: {e}"));
+            None
         }
-    }
+    };
+    *hooks() = Some(Loaded { hooks: state, config_path: path, config_stamp: stamp });
+    SLURM_SUCCESS
 }
 
 /// Re-reads the config if the file changed since it was last read. A bad file keeps
@@ -134,13 +140,18 @@ fn reload_if_changed(plugin_type: &str, loaded: &mut Loaded) {
         return;
     }
     loaded.config_stamp = stamp;
-    match Config::load(&loaded.config_path) {
-        Ok(config) if &config != loaded.hooks.config() => {
-            loaded.hooks.set_config(config);
+    match (Config::load(&loaded.config_path), loaded.hooks.as_mut()) {
+        (Ok(config), Some(hooks)) if &config != hooks.config() => {
+            hooks.set_config(config);
             host::info(plugin_type, &format!("reloaded {}", loaded.config_path.display()));
         }
-        Ok(_) => {}
-        Err(e) => host::error(plugin_type, &format!("kept the previous config: {e}")),
+        (Ok(_), Some(_)) => {}
+        (Ok(config), None) => {
+            loaded.hooks = Some(Hooks::new(config));
+            host::info(plugin_type, &format!("reloaded {}", loaded.config_path.display()));
+        }
+        (Err(e), Some(_)) => host::error(plugin_type, &format!("kept the previous config: {e}")),
+        (Err(e), None) => host::error(plugin_type, &format!("still no valid config: {e}")),
     }
 }
 
@@ -160,13 +171,19 @@ pub fn fini_hooks() -> c_int {
 }
 
 /// Runs `f` on the hooks, after re-reading the config if its file changed (one
-/// `stat`); `None` (logged) when `init` has not succeeded.
+/// `stat`); `None` (logged) before `init`, after `fini`, or while the config is invalid.
 pub fn with_hooks<T>(plugin_type: &str, f: impl FnOnce(&mut Hooks) -> T) -> Option<T> {
     let mut guard = hooks();
     match guard.as_mut() {
         Some(loaded) => {
             reload_if_changed(plugin_type, loaded);
-            Some(f(&mut loaded.hooks))
+            match loaded.hooks.as_mut() {
+                Some(hooks) => Some(f(hooks)),
+                None => {
+                    host::error(plugin_type, &format!("no valid config in {}", loaded.config_path.display()));
+                    None
+                }
+            }
         }
         None => {
             host::error(plugin_type, "called before init or after fini");
@@ -304,13 +321,16 @@ pub fn apply_complete(plugin_type: &str, action: CompleteAction, job: &mut JobRe
     log_timed(plugin_type, &action.log, start);
 }
 
-/// Applies job_modify's action; returns job_modify's result.
+/// Applies job_modify's action; returns job_modify's result. `err` is job_modify's
+/// `err_msg` where the release has one (23.02+): the user reads why in scontrol's
+/// error; in 22.05 a refused release sets the job's Reason instead.
 pub fn apply_modify(
     plugin_type: &str,
     action: ModifyAction,
     update: &mut JobDesc,
     job: &mut JobRecord,
     call: &UpdateCall,
+    err: &mut ErrMsg,
     start: Instant,
 ) -> c_int {
     let (rc, log) = match action {
@@ -335,14 +355,87 @@ pub fn apply_modify(
         }
         ModifyAction::KeepHeld { reason, code, log } => {
             job.set_state_desc(&reason);
+            err.set(&reason);
             (refuse_code(code), Some(log))
         }
-        ModifyAction::Refuse { code, log } => (refuse_code(code), Some(log)),
+        ModifyAction::Refuse { reason, code, log } => {
+            err.set(&reason);
+            (refuse_code(code), Some(log))
+        }
     };
     if let Some(line) = log {
         log_timed(plugin_type, &line, start);
     }
     rc
+}
+
+/// Exports `job_modify` with the signature of the SLURM release built against, calling
+/// `$body(desc, job, submit_uid, err_msg)` (`err_msg` NULL where the release has none).
+#[cfg(slurm_modify_err_msg)]
+#[macro_export]
+macro_rules! asbb_job_modify {
+    ($body:path) => {
+        /// # Safety
+        /// Called by slurmctld with an update's descriptor, the job it updates and
+        /// `err_msg`, under its job write lock.
+        #[no_mangle]
+        pub unsafe extern "C" fn job_modify(
+            desc: *mut $crate::slurm::sys::job_desc_msg_t,
+            job: *mut $crate::slurm::sys::job_record_t,
+            submit_uid: u32,
+            err_msg: *mut *mut std::ffi::c_char,
+        ) -> std::ffi::c_int {
+            // SAFETY: per this function's contract.
+            unsafe { $body(desc, job, submit_uid, err_msg) }
+        }
+    };
+}
+
+/// See the other `asbb_job_modify`: before 23.02 job_modify has no `err_msg`.
+#[cfg(not(slurm_modify_err_msg))]
+#[macro_export]
+macro_rules! asbb_job_modify {
+    ($body:path) => {
+        /// # Safety
+        /// Called by slurmctld with an update's descriptor and the job it updates,
+        /// under its job write lock.
+        #[no_mangle]
+        pub unsafe extern "C" fn job_modify(
+            desc: *mut $crate::slurm::sys::job_desc_msg_t,
+            job: *mut $crate::slurm::sys::job_record_t,
+            submit_uid: u32,
+        ) -> std::ffi::c_int {
+            // SAFETY: per this function's contract; no err_msg in this release.
+            unsafe { $body(desc, job, submit_uid, std::ptr::null_mut()) }
+        }
+    };
+}
+
+/// Exports `jobcomp_p_set_location` with the release's signature, calling `$body()`.
+#[cfg(slurm_jobcomp_location_void)]
+#[macro_export]
+macro_rules! asbb_jobcomp_set_location {
+    ($body:path) => {
+        /// Called after init and on every `scontrol reconfigure`.
+        #[no_mangle]
+        pub extern "C" fn jobcomp_p_set_location() -> std::ffi::c_int {
+            $body()
+        }
+    };
+}
+
+/// See the other `asbb_jobcomp_set_location`: before 24.11 it takes `JobCompLoc`.
+#[cfg(not(slurm_jobcomp_location_void))]
+#[macro_export]
+macro_rules! asbb_jobcomp_set_location {
+    ($body:path) => {
+        /// Called after init and on every `scontrol reconfigure`. `JobCompLoc` is not
+        /// used (the ledger's path is in asbb.toml).
+        #[no_mangle]
+        pub extern "C" fn jobcomp_p_set_location(_location: *mut std::ffi::c_char) -> std::ffi::c_int {
+            $body()
+        }
+    };
 }
 
 #[cfg(test)]

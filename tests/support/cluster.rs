@@ -180,6 +180,17 @@ fn find_binary(name: &str) -> Option<PathBuf> {
     None
 }
 
+/// The installed SLURM's release (major, minor), from `slurmctld -V` ("slurm 24.11.5").
+pub fn slurm_release() -> (u32, u32) {
+    static RELEASE: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *RELEASE.get_or_init(|| {
+        let out = find_binary("slurmctld").and_then(|p| Command::new(p).arg("-V").output().ok());
+        let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        let mut nums = text.split_whitespace().nth(1).unwrap_or("").split('.').map(|n| n.parse().unwrap_or(0));
+        (nums.next().unwrap_or(0), nums.next().unwrap_or(0))
+    })
+}
+
 /// True when end-to-end tests can run here (root, SLURM daemons and clients, munge).
 /// Otherwise prints why and returns false, so a test can `return` — except when
 /// `ASBB_E2E=1` is set (CI), where a missing piece panics instead of skipping.
@@ -770,6 +781,13 @@ impl Cluster {
         }
         let conf = etc.join("slurm.conf");
         fs::write(&conf, text).map_err(|e| format!("write slurm.conf: {e}"))?;
+        // SLURM 23.02+ slurmd sets up cgroups unless told not to; the test clusters
+        // track processes without them (proctrack/linuxproc, task/none). 22.05 has no
+        // `disabled` and needs no cgroup.conf.
+        if slurm_release() >= (23, 2) {
+            fs::write(etc.join("cgroup.conf"), "CgroupPlugin=disabled\n")
+                .map_err(|e| format!("write cgroup.conf: {e}"))?;
+        }
         if let Some(a) = &accounting {
             // slurmdbd reads slurmdbd.conf from beside $SLURM_CONF and refuses one that
             // others can read (it holds the database password).

@@ -43,12 +43,21 @@ pub unsafe extern "C" fn job_submit(desc: *mut job_desc_msg_t, _submit_uid: u32,
     done.unwrap_or_else(|| p::refuse_internal(&mut err))
 }
 
+asbb::asbb_job_modify!(job_modify_body);
+
+/// job_modify, whatever the release's signature (see `asbb_job_modify!`).
+///
 /// # Safety
-/// Called by slurmctld with an update's descriptor and the job it updates, under
-/// its job write lock.
-#[no_mangle]
-pub unsafe extern "C" fn job_modify(desc: *mut job_desc_msg_t, job: *mut job_record_t, submit_uid: u32) -> c_int {
+/// Called from job_modify with slurmctld's arguments (`err_msg` NULL or live).
+unsafe fn job_modify_body(
+    desc: *mut job_desc_msg_t,
+    job: *mut job_record_t,
+    submit_uid: u32,
+    err_msg: *mut *mut c_char,
+) -> c_int {
     let start = Instant::now();
+    // SAFETY: per this function's contract.
+    let mut err = unsafe { ErrMsg::from_ptr(err_msg) };
     guard("job_modify", INTERNAL_ERROR, || {
         // SAFETY: per this function's contract.
         let (Some(mut desc), Some(mut job)) = (unsafe { JobDesc::from_ptr(desc) }, unsafe { JobRecord::from_ptr(job) })
@@ -62,7 +71,7 @@ pub unsafe extern "C" fn job_modify(desc: *mut job_desc_msg_t, job: *mut job_rec
             h.on_modify(&record, &merged, call, p::unix_now())
         });
         match modified {
-            Some(action) => p::apply_modify(PLUGIN_TYPE, action, &mut desc, &mut job, &call, start),
+            Some(action) => p::apply_modify(PLUGIN_TYPE, action, &mut desc, &mut job, &call, &mut err, start),
             None => INTERNAL_ERROR,
         }
     })

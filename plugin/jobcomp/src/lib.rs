@@ -6,7 +6,7 @@
 use asbb::slurm::job_record::JobRecord;
 use asbb::slurm::plugin::{self as p, SLURM_ERROR, SLURM_SUCCESS};
 use asbb::slurm::sys::job_record_t;
-use libc::{c_char, c_int, c_void};
+use libc::{c_int, c_void};
 use std::time::Instant;
 
 asbb::asbb_plugin!("asbb: money budgets for SLURM jobs", "jobcomp/asbb");
@@ -21,12 +21,12 @@ pub extern "C" fn fini() -> c_int {
     guard("fini", SLURM_SUCCESS, p::fini_hooks)
 }
 
-/// Called after init and on every `scontrol reconfigure`: re-reads asbb.toml.
-/// `JobCompLoc` itself is not used (the ledger's path is in asbb.toml).
-#[no_mangle]
-pub extern "C" fn jobcomp_p_set_location(_location: *mut c_char) -> c_int {
+fn set_location() -> c_int {
     guard("jobcomp_p_set_location", SLURM_SUCCESS, || p::reload_hooks(PLUGIN_TYPE))
 }
+
+// Re-reads asbb.toml if it changed.
+asbb::asbb_jobcomp_set_location!(set_location);
 
 /// # Safety
 /// Called by slurmctld with the ended job's record, under its job write lock.
@@ -52,6 +52,23 @@ pub unsafe extern "C" fn jobcomp_p_log_record(job: *mut job_record_t) -> c_int {
             None => SLURM_ERROR,
         }
     })
+}
+
+/// 25.05+ reports a job's end here (with an event code) instead of
+/// `jobcomp_p_log_record`; older releases never call it.
+///
+/// # Safety
+/// As `jobcomp_p_log_record`.
+#[no_mangle]
+pub unsafe extern "C" fn jobcomp_p_record_job_end(job: *mut job_record_t, _event: u32) -> c_int {
+    // SAFETY: the same contract.
+    unsafe { jobcomp_p_log_record(job) }
+}
+
+/// 25.05+ reports a job's start; asbb settles at the end only.
+#[no_mangle]
+pub extern "C" fn jobcomp_p_record_job_start(_job: *mut job_record_t, _event: u32) -> c_int {
+    SLURM_SUCCESS
 }
 
 /// `sacct --completion` reads job records back from a jobcomp plugin; asbb keeps

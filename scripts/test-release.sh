@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: GPL-2.0-or-later
+# Builds the plugins against one newer SLURM release and runs the end-to-end plugin
+# suites against it, inside that release's Debian chroot (scripts/slurm-chroot.sh).
+#
+#   scripts/test-release.sh 24.11|26.05
+#
+# The plugins are built on the host with the release's own headers into
+# target/slurm-RELEASE/ (plugin_version and every struct layout come from them). The
+# test binaries and the CLIs are the host's (Rust links glibc dynamically; the
+# chroots' glibc is newer); they run inside the chroot, where slurmctld, slurmd,
+# munged and the SLURM clients are the release's own.
+set -euo pipefail
+
+[ $# -eq 1 ] || { echo "usage: test-release.sh 24.11|26.05" >&2; exit 2; }
+release=$1
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+cd "$repo"
+chroot_sh=(bash "$here/slurm-chroot.sh" "$release")
+cargo=${CARGO:-cargo}
+
+started=$(date +%s)
+"${chroot_sh[@]}" ensure >/dev/null
+src=$("${chroot_sh[@]}" src)
+include=$("${chroot_sh[@]}" include)
+trap '"${chroot_sh[@]}" umount' EXIT
+
+target="$repo/target/slurm-$release"
+echo "test-release: building the plugins against SLURM $release ($src)"
+SLURM_INCLUDE_DIR="$include" SLURM_SRC_DIR="$src" \
+    "$cargo" build --release -p job_submit_asbb -p jobcomp_asbb --target-dir "$target"
+mkdir -p "$target/plugins"
+install -m 0755 "$target/release/libjob_submit_asbb.so" "$target/plugins/job_submit_asbb.so"
+install -m 0755 "$target/release/libjobcomp_asbb.so" "$target/plugins/jobcomp_asbb.so"
+
+# The host's CLIs and end-to-end test binaries (the same ones `make test` runs).
+"$cargo" build --release --bins
+mapfile -t tests < <("$cargo" test --release --no-run --test e2e_plugins --test e2e_faults --message-format=json 2>/dev/null |
+    sed -n 's/.*"executable":"\([^"]*\/deps\/[^"]*\)".*/\1/p')
+[ "${#tests[@]}" -eq 2 ] || { echo "test-release: expected 2 test binaries, got: ${tests[*]}" >&2; exit 1; }
+
+status=0
+for t in "${tests[@]}"; do
+    name=$(basename "$t")
+    echo "test-release: SLURM $release: ${name%-*}"
+    "${chroot_sh[@]}" run env ASBB_E2E=1 ASBB_PLUGIN_DIR="$target/plugins" ASBB_BIN_DIR="$repo/target/release" \
+        "$t" --test-threads=2 || status=1
+done
+echo "test-release: SLURM $release: $([ $status = 0 ] && echo passed || echo FAILED) in $(( $(date +%s) - started )) s"
+exit $status
