@@ -746,6 +746,66 @@ fn import_costs_applies_skips_and_refuses_per_file() {
     assert_eq!(ctx["metadata"]["plugin_version"], "1.4.2");
 }
 
+/// Issue 17: `serve` binds its socket through no symlink, replaces only a stale socket of
+/// its own, and never in a folder others can write to without the sticky bit.
+#[test]
+fn serve_socket_follows_no_symlink_and_replaces_only_its_own_stale_socket() {
+    use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
+    let w = world();
+    let d = w.dir.path();
+    let serve = |sock: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
+            .args(["serve", "--quiet", "--socket"])
+            .arg(sock)
+            .env("ASBB_CONFIG", w.config_file())
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8(out.stderr).unwrap())
+    };
+    let victim = d.join("victim");
+    std::fs::write(&victim, "keep\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let link = d.join("link.sock");
+    symlink(&victim, &link).unwrap();
+    assert_eq!(
+        serve(&link),
+        (Some(2), format!("asbb-admin: error: {} is a symbolic link; not replacing it\n", link.display()))
+    );
+    assert_eq!(std::fs::metadata(&victim).unwrap().mode() & 0o7777, 0o600);
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(
+        serve(&victim),
+        (Some(2), format!("asbb-admin: error: {} exists and is not a socket; not replacing it\n", victim.display()))
+    );
+    let shared = d.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let sock = shared.join("api.sock");
+    assert_eq!(
+        serve(&sock),
+        (
+            Some(2),
+            format!(
+                "asbb-admin: error: cannot listen on {}: its folder {} can be written by others (mode 0777) and has no sticky bit\n",
+                sock.display(),
+                shared.display()
+            )
+        )
+    );
+    assert!(!sock.exists());
+    if asbb::cli::current_uid() == 0 {
+        // Another user's stale socket is left alone.
+        let theirs = d.join("theirs.sock");
+        drop(std::os::unix::net::UnixListener::bind(&theirs).unwrap());
+        std::os::unix::fs::lchown(&theirs, Some(65534), Some(65534)).unwrap();
+        assert_eq!(
+            serve(&theirs),
+            (Some(2), format!("asbb-admin: error: {} is a socket of uid 65534; not replacing it\n", theirs.display()))
+        );
+        assert!(std::fs::symlink_metadata(&theirs).unwrap().file_type().is_socket());
+    }
+}
+
 /// The command line serves too (and refuses a non-loopback address).
 #[test]
 fn asbb_admin_serve_runs_and_refuses_public_addresses() {
