@@ -746,6 +746,68 @@ fn import_costs_applies_skips_and_refuses_per_file() {
     assert_eq!(ctx["metadata"]["plugin_version"], "1.4.2");
 }
 
+/// Issue 17: only small regular files of root, SlurmUser or the caller are read; a FIFO,
+/// a symlink (to /dev/zero), a folder, an oversized file and another user's file are each
+/// refused with why, at once, and the good file beside them is still applied.
+#[test]
+fn import_costs_reads_only_small_regular_files_of_trusted_owners() {
+    use std::os::unix::fs::symlink;
+    if asbb::cli::current_uid() != 0 {
+        eprintln!("skipped: needs root to give a file to uid 65534");
+        return;
+    }
+    let w = world();
+    job(&mut w.budget(), "chem", "aws", 201, "c1", Some(3_600));
+    let dir = w.dir.path().join("import");
+    std::fs::create_dir(&dir).unwrap();
+    let name = |id: u32| dir.join(format!("job-{id}-asbb-reconciliation.json"));
+    std::fs::copy(data_dir().join("job-201-asbb-reconciliation.json"), name(201)).unwrap();
+    assert!(Command::new("mkfifo").arg(name(301)).status().unwrap().success());
+    symlink("/dev/zero", name(302)).unwrap();
+    std::fs::write(name(303), vec![b' '; 64 * 1024 + 1]).unwrap();
+    std::fs::write(name(304), std::fs::read(name(201)).unwrap()).unwrap();
+    std::os::unix::fs::chown(name(304), Some(65534), Some(65534)).unwrap();
+    std::fs::create_dir(name(305)).unwrap();
+
+    let started = std::time::Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
+        .args(["integration", "import-costs"])
+        .arg(&dir)
+        .env("ASBB_CONFIG", w.config_file())
+        .env("ASBB_LEDGER", w.ledger())
+        .env("SLURM_CONF", w.dir.path().join("no-slurm.conf"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("import-costs still runs after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    let (stdout, stderr) = (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap());
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(stderr, "asbb-admin: error: 5 files refused\n");
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "job-201-asbb-reconciliation.json: applied: job 201 (chem) actual $0.25, was charged $0.09, adjustment +$0.17",
+            "job-301-asbb-reconciliation.json: refused: it is a FIFO, not a regular file",
+            "job-302-asbb-reconciliation.json: refused: it is a symbolic link, not a regular file",
+            "job-303-asbb-reconciliation.json: refused: 65537 bytes is over the limit of 65536 bytes",
+            "job-304-asbb-reconciliation.json: refused: it is owned by uid 65534, not root, SlurmUser or the caller",
+            "job-305-asbb-reconciliation.json: refused: it is a folder, not a regular file",
+            "imported 6 files: 1 applied, 0 skipped (applied before), 5 refused",
+        ],
+        "\n{stdout}"
+    );
+    w.verify_clean();
+}
+
 /// Issue 17: `serve` binds its socket through no symlink, replaces only a stale socket of
 /// its own, and never in a folder others can write to without the sticky bit.
 #[test]
