@@ -584,3 +584,40 @@ fn the_ledger_is_opened_through_no_symlink_and_only_where_others_cannot_swap_it(
     let (_, err, code) = run_on(&theirs, &conf, &["account", "list"]);
     assert_eq!(code, 0, "{err}");
 }
+
+/// Issue 17: a CSV cell a spreadsheet would run as a formula starts with `'`; plain
+/// numbers such as -0.50 stay numbers.
+#[test]
+fn csv_cells_a_spreadsheet_would_run_are_neutralised() {
+    let env = Env::new();
+    env.ok(&["account", "create", "chem", "--limit", "1", "--start", "2026-01-01"]);
+    let token = charged_job_42(&env);
+    env.ok(&["job", "adjust", "42", "+1.44", "--reason", "=1+2"]);
+    assert_eq!(
+        env.ok(&["account", "list", "--format", "csv"]),
+        "account,status,allocated,charged,held,available\nchem,active,1.00,1.50,0.00,-0.50\n"
+    );
+    let grant = |number: &str, pi: &str, extra: &[&str]| {
+        let mut args = vec!["grant", "create", "--number", number, "--agency", "NSF", "--pi", pi, "--amount", "100"];
+        args.extend(["--start", "2026-01-01", "--end", "2026-12-31"]);
+        args.extend(extra);
+        env.ok(&args);
+    };
+    grant("G-1", "=HYPERLINK(\"http://x\")", &[]);
+    grant("G-2", "@SUM(A1)", &["--account", "chem"]);
+    assert_eq!(
+        env.ok(&["grant", "list", "--format", "csv"]),
+        "\
+number,agency,pi,account,start,end,award,spent,remaining,status
+G-1,NSF,\"'=HYPERLINK(\"\"http://x\"\")\",-,2026-01-01,2026-12-31,100.00,0.00,100.00,active
+G-2,NSF,'@SUM(A1),chem,2026-01-01,2026-12-31,100.00,0.00,100.00,active
+"
+    );
+    // Text output shows the name as given.
+    assert!(env.ok(&["grant", "show", "G-1"]).contains("=HYPERLINK(\"http://x\")"));
+    let csv = env.ok(&["transactions", "chem", "--format", "csv"]);
+    let adjustments = format!(
+        "5,2026-03-01 12:00:00,adjustment,0.94,1,42,{token},'=1+2\n6,2026-03-01 12:00:00,adjustment,0.50,-,42,{token},'=1+2\n"
+    );
+    assert!(csv.contains(&adjustments), "{csv}");
+}

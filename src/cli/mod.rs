@@ -12,6 +12,7 @@ pub mod user;
 use crate::core::budget::{Budget, BudgetError};
 use crate::core::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::core::ledger::{Ledger, OpenMode};
+use crate::core::report_render::csv_cell;
 use crate::core::safe_fs::{self, passwd_find};
 use std::path::{Path, PathBuf};
 
@@ -210,14 +211,6 @@ impl Table {
             out.push_str(&(row.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(",") + "\n"));
         }
         out
-    }
-}
-
-fn csv_cell(c: &str) -> String {
-    if c.contains([',', '"', '\n']) {
-        format!("\"{}\"", c.replace('"', "\"\""))
-    } else {
-        c.to_string()
     }
 }
 
