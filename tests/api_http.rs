@@ -746,6 +746,128 @@ fn import_costs_applies_skips_and_refuses_per_file() {
     assert_eq!(ctx["metadata"]["plugin_version"], "1.4.2");
 }
 
+/// Issue 17: only small regular files of root, SlurmUser or the caller are read; a FIFO,
+/// a symlink (to /dev/zero), a folder, an oversized file and another user's file are each
+/// refused with why, at once, and the good file beside them is still applied.
+#[test]
+fn import_costs_reads_only_small_regular_files_of_trusted_owners() {
+    use std::os::unix::fs::symlink;
+    if asbb::cli::current_uid() != 0 {
+        eprintln!("skipped: needs root to give a file to uid 65534");
+        return;
+    }
+    let w = world();
+    job(&mut w.budget(), "chem", "aws", 201, "c1", Some(3_600));
+    let dir = w.dir.path().join("import");
+    std::fs::create_dir(&dir).unwrap();
+    let name = |id: u32| dir.join(format!("job-{id}-asbb-reconciliation.json"));
+    std::fs::copy(data_dir().join("job-201-asbb-reconciliation.json"), name(201)).unwrap();
+    assert!(Command::new("mkfifo").arg(name(301)).status().unwrap().success());
+    symlink("/dev/zero", name(302)).unwrap();
+    std::fs::write(name(303), vec![b' '; 64 * 1024 + 1]).unwrap();
+    std::fs::write(name(304), std::fs::read(name(201)).unwrap()).unwrap();
+    std::os::unix::fs::chown(name(304), Some(65534), Some(65534)).unwrap();
+    std::fs::create_dir(name(305)).unwrap();
+
+    let started = std::time::Instant::now();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
+        .args(["integration", "import-costs"])
+        .arg(&dir)
+        .env("ASBB_CONFIG", w.config_file())
+        .env("ASBB_LEDGER", w.ledger())
+        .env("SLURM_CONF", w.dir.path().join("no-slurm.conf"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("import-costs still runs after 10 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "took {:?}", started.elapsed());
+    let (stdout, stderr) = (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap());
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(stderr, "asbb-admin: error: 5 files refused\n");
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            "job-201-asbb-reconciliation.json: applied: job 201 (chem) actual $0.25, was charged $0.09, adjustment +$0.17",
+            "job-301-asbb-reconciliation.json: refused: it is a FIFO, not a regular file",
+            "job-302-asbb-reconciliation.json: refused: it is a symbolic link, not a regular file",
+            "job-303-asbb-reconciliation.json: refused: 65537 bytes is over the limit of 65536 bytes",
+            "job-304-asbb-reconciliation.json: refused: it is owned by uid 65534, not root, SlurmUser or the caller",
+            "job-305-asbb-reconciliation.json: refused: it is a folder, not a regular file",
+            "imported 6 files: 1 applied, 0 skipped (applied before), 5 refused",
+        ],
+        "\n{stdout}"
+    );
+    w.verify_clean();
+}
+
+/// Issue 17: `serve` binds its socket through no symlink, replaces only a stale socket of
+/// its own, and never in a folder others can write to without the sticky bit.
+#[test]
+fn serve_socket_follows_no_symlink_and_replaces_only_its_own_stale_socket() {
+    use std::os::unix::fs::{symlink, FileTypeExt, MetadataExt, PermissionsExt};
+    let w = world();
+    let d = w.dir.path();
+    let serve = |sock: &Path| {
+        let out = Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
+            .args(["serve", "--quiet", "--socket"])
+            .arg(sock)
+            .env("ASBB_CONFIG", w.config_file())
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8(out.stderr).unwrap())
+    };
+    let victim = d.join("victim");
+    std::fs::write(&victim, "keep\n").unwrap();
+    std::fs::set_permissions(&victim, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let link = d.join("link.sock");
+    symlink(&victim, &link).unwrap();
+    assert_eq!(
+        serve(&link),
+        (Some(2), format!("asbb-admin: error: {} is a symbolic link; not replacing it\n", link.display()))
+    );
+    assert_eq!(std::fs::metadata(&victim).unwrap().mode() & 0o7777, 0o600);
+    assert!(std::fs::symlink_metadata(&link).unwrap().file_type().is_symlink());
+    assert_eq!(
+        serve(&victim),
+        (Some(2), format!("asbb-admin: error: {} exists and is not a socket; not replacing it\n", victim.display()))
+    );
+    let shared = d.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let sock = shared.join("api.sock");
+    assert_eq!(
+        serve(&sock),
+        (
+            Some(2),
+            format!(
+                "asbb-admin: error: cannot listen on {}: its folder {} can be written by others (mode 0777) and has no sticky bit\n",
+                sock.display(),
+                shared.display()
+            )
+        )
+    );
+    assert!(!sock.exists());
+    if asbb::cli::current_uid() == 0 {
+        // Another user's stale socket is left alone.
+        let theirs = d.join("theirs.sock");
+        drop(std::os::unix::net::UnixListener::bind(&theirs).unwrap());
+        std::os::unix::fs::lchown(&theirs, Some(65534), Some(65534)).unwrap();
+        assert_eq!(
+            serve(&theirs),
+            (Some(2), format!("asbb-admin: error: {} is a socket of uid 65534; not replacing it\n", theirs.display()))
+        );
+        assert!(std::fs::symlink_metadata(&theirs).unwrap().file_type().is_socket());
+    }
+}
+
 /// The command line serves too (and refuses a non-loopback address).
 #[test]
 fn asbb_admin_serve_runs_and_refuses_public_addresses() {

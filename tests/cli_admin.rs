@@ -489,3 +489,135 @@ fn a_ledger_created_by_root_belongs_to_slurm_user() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// Runs asbb-admin on the ledger at `ledger`, with `slurm_conf` as slurm.conf (a
+/// missing file: no SlurmUser).
+fn run_on(ledger: &Path, slurm_conf: &Path, args: &[&str]) -> (String, String, i32) {
+    let out = Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
+        .args(args)
+        .env("ASBB_CONFIG", Env::config_path())
+        .env("ASBB_LEDGER", ledger)
+        .env("ASBB_NOW", NOW)
+        .env("SLURM_CONF", slurm_conf)
+        .output()
+        .unwrap();
+    (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap(), out.status.code().unwrap_or(-1))
+}
+
+/// Issue 17: run as root, asbb-admin neither creates nor opens a ledger through a
+/// symlink, nor in a folder others can write to or own, nor one owned by someone else.
+#[test]
+fn the_ledger_is_opened_through_no_symlink_and_only_where_others_cannot_swap_it() {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    if asbb::cli::current_uid() != 0 {
+        eprintln!("skipped: needs root to give files to uid 65534");
+        return;
+    }
+    let env = Env::new();
+    let d = env.dir.path();
+    let no_conf = d.join("no-slurm.conf");
+    let create = ["account", "create", "chem", "--limit", "1"];
+    let refused = |ledger: &Path, args: &[&str], reason: &str| {
+        let (out, err, code) = run_on(ledger, &no_conf, args);
+        assert_eq!((out.as_str(), code), ("", 2), "{ledger:?}: {err}");
+        assert_eq!(err, format!("asbb-admin: error: ledger {}: {reason}\n", ledger.display()));
+    };
+
+    // nobody's folder with l.db a symlink to a root-owned file: the file is untouched.
+    let x = d.join("x");
+    std::fs::create_dir(&x).unwrap();
+    let victim = d.join("victim");
+    std::fs::write(&victim, "keep\n").unwrap();
+    symlink(&victim, x.join("l.db")).unwrap();
+    std::os::unix::fs::lchown(x.join("l.db"), Some(65534), Some(65534)).unwrap();
+    std::os::unix::fs::chown(&x, Some(65534), Some(65534)).unwrap();
+    let symlinked = "it is a symbolic link; asbb does not follow one to the ledger";
+    refused(&x.join("l.db"), &create, symlinked);
+    refused(&x.join("l.db"), &["account", "list"], symlinked);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep\n");
+    // A dangling one: nothing is created where it points.
+    symlink(d.join("made.db"), d.join("dangling.db")).unwrap();
+    refused(&d.join("dangling.db"), &create, symlinked);
+    assert!(!d.join("made.db").exists());
+    // A symlink on the way to the ledger.
+    symlink(d, d.join("via")).unwrap();
+    refused(
+        &d.join("via/new.db"),
+        &create,
+        &format!("{} is a symbolic link; name the ledger by its real path", d.join("via").display()),
+    );
+    assert!(!d.join("new.db").exists());
+    // A new ledger in nobody's folder.
+    refused(
+        &x.join("other.db"),
+        &create,
+        &format!("its folder {} belongs to uid 65534, not root, SlurmUser or the caller", x.display()),
+    );
+    // Folders others can write to, sticky or not.
+    for mode in [0o777, 0o1777, 0o775] {
+        let shared = d.join(format!("shared{mode:o}"));
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(mode)).unwrap();
+        refused(
+            &shared.join("l.db"),
+            &create,
+            &format!(
+                "its folder {} can be written by others (mode {mode:04o}); keep the ledger in a folder only its owner can write to",
+                shared.display()
+            ),
+        );
+        assert_eq!(std::fs::read_dir(&shared).unwrap().count(), 0, "{}", shared.display());
+    }
+    // Not a regular file: a FIFO is refused at once.
+    let fifo = d.join("fifo.db");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    refused(&fifo, &["account", "list"], "it is a FIFO, not a regular file");
+    // A ledger file of someone else's; fine once slurm.conf names that user SlurmUser.
+    let theirs = d.join("theirs.db");
+    std::fs::write(&theirs, "").unwrap();
+    std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+    refused(&theirs, &["account", "list"], "it is owned by uid 65534, not root, SlurmUser or the caller");
+    assert_eq!(std::fs::read(&theirs).unwrap(), b"");
+    let nobody = Command::new("id").args(["-un", "65534"]).output().unwrap();
+    let conf = d.join("slurm.conf");
+    std::fs::write(&conf, format!("SlurmUser={}\n", String::from_utf8(nobody.stdout).unwrap().trim())).unwrap();
+    let (_, err, code) = run_on(&theirs, &conf, &["account", "list"]);
+    assert_eq!(code, 0, "{err}");
+}
+
+/// Issue 17: a CSV cell a spreadsheet would run as a formula starts with `'`; plain
+/// numbers such as -0.50 stay numbers.
+#[test]
+fn csv_cells_a_spreadsheet_would_run_are_neutralised() {
+    let env = Env::new();
+    env.ok(&["account", "create", "chem", "--limit", "1", "--start", "2026-01-01"]);
+    let token = charged_job_42(&env);
+    env.ok(&["job", "adjust", "42", "+1.44", "--reason", "=1+2"]);
+    assert_eq!(
+        env.ok(&["account", "list", "--format", "csv"]),
+        "account,status,allocated,charged,held,available\nchem,active,1.00,1.50,0.00,-0.50\n"
+    );
+    let grant = |number: &str, pi: &str, extra: &[&str]| {
+        let mut args = vec!["grant", "create", "--number", number, "--agency", "NSF", "--pi", pi, "--amount", "100"];
+        args.extend(["--start", "2026-01-01", "--end", "2026-12-31"]);
+        args.extend(extra);
+        env.ok(&args);
+    };
+    grant("G-1", "=HYPERLINK(\"http://x\")", &[]);
+    grant("G-2", "@SUM(A1)", &["--account", "chem"]);
+    assert_eq!(
+        env.ok(&["grant", "list", "--format", "csv"]),
+        "\
+number,agency,pi,account,start,end,award,spent,remaining,status
+G-1,NSF,\"'=HYPERLINK(\"\"http://x\"\")\",-,2026-01-01,2026-12-31,100.00,0.00,100.00,active
+G-2,NSF,'@SUM(A1),chem,2026-01-01,2026-12-31,100.00,0.00,100.00,active
+"
+    );
+    // Text output shows the name as given.
+    assert!(env.ok(&["grant", "show", "G-1"]).contains("=HYPERLINK(\"http://x\")"));
+    let csv = env.ok(&["transactions", "chem", "--format", "csv"]);
+    let adjustments = format!(
+        "5,2026-03-01 12:00:00,adjustment,0.94,1,42,{token},'=1+2\n6,2026-03-01 12:00:00,adjustment,0.50,-,42,{token},'=1+2\n"
+    );
+    assert!(csv.contains(&adjustments), "{csv}");
+}

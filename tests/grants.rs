@@ -838,3 +838,76 @@ proptest! {
         prop_assert!(r.projection.remaining >= Money::ZERO);
     }
 }
+
+/// Issue 17: `--output` writes through no symlink, replaces an existing file by renaming
+/// a new one over it, and in a folder others can write to only creates new files.
+#[test]
+fn report_output_follows_no_symlink_and_replaces_files_safely() {
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+    let env = seeded();
+    let d = env.dir.path();
+    let csv = env.ok(&["grant", "report", "--number", NSF, "--format", "csv"]);
+    let run = |out: &Path| {
+        env.run_at(NOW, &["grant", "report", "--number", NSF, "--format", "csv", "--output", out.to_str().unwrap()])
+    };
+    let refused = |out: &Path, reason: &str| {
+        let before = env.snapshot();
+        let (stdout, err, code) = run(out);
+        assert_eq!((stdout.as_str(), code), ("", 2), "{out:?}: {err}");
+        assert_eq!(err, format!("asbb-admin: error: cannot write {}: {reason}\n", out.display()));
+        assert_eq!(env.snapshot(), before);
+    };
+    let wrote = |out: &Path| {
+        let (stdout, err, code) = run(out);
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(stdout, format!("wrote the report for grant {NSF} to {}\n", out.display()));
+        assert_eq!(std::fs::read_to_string(out).unwrap(), csv);
+    };
+
+    // A symlink to someone's file, or to where a file would be made.
+    let victim = d.join("victim");
+    std::fs::write(&victim, "keep\n").unwrap();
+    symlink(&victim, d.join("r.csv")).unwrap();
+    refused(&d.join("r.csv"), "it is a symbolic link; asbb does not write through one");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep\n");
+    symlink(d.join("made.csv"), d.join("dangling.csv")).unwrap();
+    refused(&d.join("dangling.csv"), "it is a symbolic link; asbb does not write through one");
+    assert!(!d.join("made.csv").exists());
+    // Not a regular file (and no wait on a FIFO).
+    let fifo = d.join("fifo.csv");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    refused(&fifo, "it is a FIFO, not a regular file");
+
+    // A new file; an existing one is replaced by a new file, its mode kept.
+    let out = d.join("out.csv");
+    wrote(&out);
+    std::fs::write(&out, "old\n").unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let inode = std::fs::metadata(&out).unwrap().ino();
+    wrote(&out);
+    let m = std::fs::metadata(&out).unwrap();
+    assert_eq!(m.mode() & 0o777, 0o640);
+    assert_ne!(m.ino(), inode, "replaced by a new file, not truncated");
+    let names: Vec<String> =
+        std::fs::read_dir(d).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert!(!names.iter().any(|n| n.contains("asbb-tmp")), "{names:?}");
+
+    // A folder others can write to: never without the sticky bit; with it, new files only.
+    let shared = d.join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+    refused(
+        &shared.join("r.csv"),
+        &format!("its folder {} can be written by others (mode 0777) and has no sticky bit", shared.display()),
+    );
+    assert!(!shared.join("r.csv").exists());
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    wrote(&shared.join("r.csv"));
+    refused(
+        &shared.join("r.csv"),
+        &format!(
+            "it already exists in {}, which others can write to; asbb only creates new files there",
+            shared.display()
+        ),
+    );
+}

@@ -454,7 +454,7 @@ pub fn start(config: Config, opts: ServeOptions) -> Result<RunningServer, ServeE
                 }
             });
             if let Some(p) = socket_path {
-                let _ = std::fs::remove_file(p);
+                crate::core::safe_fs::remove_own_socket(&p);
             }
         })
         .map_err(|e| ServeError(format!("cannot start the server thread: {e}")))?;
@@ -471,28 +471,11 @@ async fn wait_stop(mut rx: tokio::sync::watch::Receiver<bool>) {
 
 /// Binds the unix socket, replacing a stale one (nothing answering) but never a live
 /// server's, and opens it to every local user: the peer's uid decides what they may do.
+/// No symlink is followed (see `safe_fs::bind_unix_socket`).
 fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    if let Ok(meta) = std::fs::symlink_metadata(path) {
-        if !meta.file_type().is_socket() {
-            return Err(ServeError(format!("{} exists and is not a socket; not replacing it", path.display())));
-        }
-        if std::os::unix::net::UnixStream::connect(path).is_ok() {
-            return Err(ServeError(format!("{} is in use by a running server", path.display())));
-        }
-        std::fs::remove_file(path).map_err(|e| ServeError(format!("cannot remove stale {}: {e}", path.display())))?;
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|e| ServeError(format!("cannot create {}: {e}", dir.display())))?;
-            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755));
-        }
-    }
-    let l = tokio::net::UnixListener::bind(path)
-        .map_err(|e| ServeError(format!("cannot listen on {}: {e}", path.display())))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
-        .map_err(|e| ServeError(format!("cannot open {} to users: {e}", path.display())))?;
-    Ok(l)
+    let l = crate::core::safe_fs::bind_unix_socket(path).map_err(ServeError)?;
+    l.set_nonblocking(true).map_err(|e| ServeError(format!("cannot listen on {}: {e}", path.display())))?;
+    tokio::net::UnixListener::from_std(l).map_err(|e| ServeError(format!("cannot listen on {}: {e}", path.display())))
 }
 
 /// `asbb-admin serve`: runs until SIGINT or SIGTERM.

@@ -312,7 +312,8 @@ pub fn run_grant(cmd: GrantCommand, config: Config, now: i64, actor: &str) -> Re
             let text = render(&report, format);
             match &a.output {
                 Some(path) => {
-                    std::fs::write(path, &text)
+                    // No symlink followed, no file replaced in a folder others can write to.
+                    crate::core::safe_fs::write_file(path, text.as_bytes())
                         .map_err(|e| CliError::new(format!("cannot write {}: {e}", path.display())))?;
                     Ok(format!("wrote the report for grant {} to {}\n", report.grant.number, path.display()))
                 }

@@ -12,6 +12,8 @@ pub mod user;
 use crate::core::budget::{Budget, BudgetError};
 use crate::core::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::core::ledger::{Ledger, OpenMode};
+use crate::core::report_render::csv_cell;
+use crate::core::safe_fs::{self, passwd_find};
 use std::path::{Path, PathBuf};
 
 /// An error a command reports: one line on stderr and an exit code.
@@ -80,7 +82,7 @@ pub fn load_config(config: Option<&Path>, ledger: Option<&Path>) -> Result<Confi
 }
 
 pub fn open_budget(config: Config, mode: OpenMode) -> Result<Budget, CliError> {
-    if mode == OpenMode::CreateIfMissing && !config.ledger_path.exists() && current_uid() == 0 {
+    if mode == OpenMode::CreateIfMissing && !safe_fs::exists(&config.ledger_path) && current_uid() == 0 {
         create_for_slurm_user(&config.ledger_path)?;
     }
     let ledger = Ledger::open(&config.ledger_path, mode, config.policy.ledger_busy_timeout_ms.max(1000))?;
@@ -90,42 +92,24 @@ pub fn open_budget(config: Config, mode: OpenMode) -> Result<Budget, CliError> {
 /// Run as root, a new ledger would belong to root and slurmctld's plugins (running as
 /// SlurmUser) could not open it. So the empty file (mode 0600) and any folder made
 /// for it are given to SlurmUser from slurm.conf (`$SLURM_CONF`, else
-/// /etc/slurm/slurm.conf) before SQLite opens it; SQLite then gives its -wal and -shm
-/// files the same owner. Nothing to do when SlurmUser is root or slurm.conf is absent.
+/// /etc/slurm/slurm.conf) before SQLite opens it, through their descriptors; SQLite
+/// then gives its -wal and -shm files the same owner. Nothing to do when SlurmUser is
+/// root or slurm.conf is absent.
 fn create_for_slurm_user(path: &Path) -> Result<(), CliError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let conf = std::env::var_os("SLURM_CONF").map(PathBuf::from).unwrap_or_else(|| "/etc/slurm/slurm.conf".into());
-    let Some(user) = std::fs::read_to_string(&conf).ok().and_then(|t| slurm_conf_value(&t, "SlurmUser")) else {
+    let Some((user, uid, gid)) = safe_fs::slurm_user().map_err(CliError::new)? else {
         return Ok(());
     };
-    if user == "root" {
+    if uid == 0 {
         return Ok(());
     }
-    let (uid, gid) = passwd_ids(&user).ok_or_else(|| {
-        CliError::new(format!("SlurmUser {user} (from {}) is not a user on this machine", conf.display()))
-    })?;
-    let fail = |what: &Path, e: std::io::Error| CliError::new(format!("cannot create {}: {e}", what.display()));
-    let mut missing: Vec<&Path> =
-        path.ancestors().skip(1).take_while(|d| !d.as_os_str().is_empty() && !d.exists()).collect();
-    missing.reverse();
-    for dir in missing {
-        std::fs::create_dir(dir).map_err(|e| fail(dir, e))?;
-        std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(|e| fail(dir, e))?;
-    }
-    std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(|e| fail(path, e))?;
-    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| fail(path, e))?;
+    safe_fs::create_ledger(path, Some((uid, gid)))
+        .map_err(|reason| CliError::from(crate::core::ledger::LedgerError::Io { path: path.to_path_buf(), reason }))?;
     eprintln!("asbb-admin: created the ledger {} for SlurmUser {user} (mode 0600)", path.display());
     Ok(())
 }
 
 /// The value of `key` in slurm.conf text (keys are case-insensitive; `#` starts a comment).
-pub fn slurm_conf_value(text: &str, key: &str) -> Option<String> {
-    text.lines().find_map(|line| {
-        let line = line.split('#').next()?.trim();
-        let (k, v) = line.split_once('=')?;
-        k.trim().eq_ignore_ascii_case(key).then(|| v.trim().to_string()).filter(|v| !v.is_empty())
-    })
-}
+pub use crate::core::safe_fs::slurm_conf_value;
 
 /// Exit code of a caller who may not run `asbb-admin` (sysexits' EX_NOPERM).
 pub const EXIT_NOT_ADMIN: i32 = 77;
@@ -167,18 +151,7 @@ pub fn actor() -> String {
 }
 
 pub fn current_uid() -> u32 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(u32::MAX)
-}
-
-/// The first /etc/passwd entry `matches(name, uid)` accepts: (name, uid, gid).
-fn passwd_find(matches: impl Fn(&str, u32) -> bool) -> Option<(String, u32, u32)> {
-    let text = std::fs::read_to_string("/etc/passwd").ok()?;
-    text.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        let (uid, gid) = (f.get(2)?.parse().ok()?, f.get(3)?.parse().ok()?);
-        matches(f[0], uid).then(|| (f[0].to_string(), uid, gid))
-    })
+    safe_fs::caller_uid()
 }
 
 /// Looks a uid up in /etc/passwd.
@@ -238,14 +211,6 @@ impl Table {
             out.push_str(&(row.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(",") + "\n"));
         }
         out
-    }
-}
-
-fn csv_cell(c: &str) -> String {
-    if c.contains([',', '"', '\n']) {
-        format!("\"{}\"", c.replace('"', "\"\""))
-    } else {
-        c.to_string()
     }
 }
 

@@ -7,12 +7,12 @@ use super::{json, open_budget, CliError, Format};
 use crate::core::budget::{format_time, DAY_S};
 use crate::core::config::Config;
 use crate::core::ledger::OpenMode;
+use crate::core::safe_fs::PrivateDir;
 use crate::core::slurm_snapshot::{
     parse_sacct, parse_scontrol_oneliners, parse_show_config, parse_squeue_json, SlurmJob, Snapshot, SACCT_FORMAT,
 };
 use clap::{Args, ValueEnum};
 use std::io::Read;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -155,11 +155,6 @@ fn accounting_jobs(since: i64, now: i64, notes: &mut Vec<String>) -> Vec<SlurmJo
     }
 }
 
-fn scratch_path() -> PathBuf {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-    std::env::temp_dir().join(format!("asbb-reconcile-dry-run-{}-{nanos}.db", std::process::id()))
-}
-
 /// Runs `asbb-admin reconcile`.
 pub fn run_reconcile(
     args: ReconcileArgs,
@@ -195,11 +190,12 @@ pub fn run_reconcile(
     let snapshot = Snapshot::merge(cluster, controller, accounting, notes);
 
     let report = if args.dry_run {
-        let path = scratch_path();
+        // The copy goes in a new folder of our own (SQLite puts -wal and -shm beside
+        // it), removed with it afterwards.
+        let scratch = PrivateDir::new("asbb-reconcile-dry-run").map_err(CliError::new)?;
+        let path = scratch.path().join("ledger.db");
         let result = budget.scratch_copy(&path).and_then(|mut copy| copy.settle(&snapshot, grace_s, actor, now));
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
-        }
+        drop(scratch);
         let mut r = result?;
         r.dry_run = true;
         r

@@ -1013,11 +1013,12 @@ impl Budget {
 
     fn import_one(&mut self, file: &Path, actor: &str, now: i64) -> Result<CostOutcome, ImportError> {
         let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-        let len = std::fs::metadata(file).map_err(|e| ImportError::Refused(format!("cannot read: {e}")))?.len();
-        if len > MAX_IMPORT_FILE_BYTES {
-            return Err(ImportError::Refused(format!("{len} bytes is over the limit of {MAX_IMPORT_FILE_BYTES}")));
-        }
-        let text = std::fs::read_to_string(file).map_err(|e| ImportError::Refused(format!("cannot read: {e}")))?;
+        // Only a regular file of root, SlurmUser or the caller, never through a symlink,
+        // never waiting on a FIFO, never more than the limit (issue 17).
+        let bytes =
+            crate::core::safe_fs::read_trusted_file(file, MAX_IMPORT_FILE_BYTES).map_err(ImportError::Refused)?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| ImportError::Refused("cannot read: stream did not contain valid UTF-8".into()))?;
         let update = parse_reconciliation_file(&name, &text).map_err(ImportError::Refused)?;
         self.apply_cost_update(&update, actor, now).map_err(|e| match e {
             IntegrationError::Budget(b) => ImportError::Ledger(IntegrationError::Budget(b)),

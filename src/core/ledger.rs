@@ -4,6 +4,7 @@
 //! transaction opened by `budget.rs`; nothing here commits on its own.
 
 use crate::core::money::Money;
+use crate::core::safe_fs;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -52,18 +53,27 @@ pub enum OpenMode {
 }
 
 impl Ledger {
+    /// Opens the ledger at `path`, creating it (mode 0600) in `CreateIfMissing` mode.
+    /// Nothing is opened through a symlink, and an existing file must pass
+    /// [`safe_fs::check_ledger`] (issue 17).
     pub fn open(path: &Path, mode: OpenMode, busy_timeout_ms: u32) -> Result<Ledger, LedgerError> {
-        let exists = path.exists() || path.as_os_str() == ":memory:";
+        let memory = path.as_os_str() == ":memory:";
+        let exists = memory || safe_fs::exists(path);
         if !exists && mode != OpenMode::CreateIfMissing {
             return Err(LedgerError::Missing(path.to_path_buf()));
         }
+        let io = |reason: String| LedgerError::Io { path: path.to_path_buf(), reason };
         if !exists {
-            create_private_file(path)?;
+            safe_fs::create_ledger(path, None).map_err(io)?;
+        } else if !memory {
+            safe_fs::check_ledger(path).map_err(io)?;
         }
+        // NOFOLLOW: SQLite refuses a path with a symlink anywhere on it.
         let flags = match mode {
-            OpenMode::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            _ => OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        };
+            OpenMode::ReadOnly => OpenFlags::SQLITE_OPEN_READ_ONLY,
+            _ => OpenFlags::SQLITE_OPEN_READ_WRITE,
+        } | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         let sq = |source| LedgerError::Sqlite { path: path.to_path_buf(), source };
         let conn = Connection::open_with_flags(path, flags).map_err(sq)?;
         conn.busy_timeout(Duration::from_millis(busy_timeout_ms as u64)).map_err(sq)?;
@@ -201,7 +211,11 @@ impl Checkpointer {
                     stopped.recv_timeout(Duration::from_millis(CHECKPOINT_INTERVAL_MS))
                 {
                     if conn.is_none() {
-                        conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_WRITE).ok();
+                        conn = Connection::open_with_flags(
+                            &path,
+                            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NOFOLLOW,
+                        )
+                        .ok();
                     }
                     // A failure drops the connection; the next round reopens it.
                     if !conn.as_ref().is_some_and(|c| checkpoint_round(c, &stopped)) {
@@ -251,25 +265,6 @@ impl Drop for Checkpointer {
             let _ = t.join();
         }
     }
-}
-
-/// Creates the ledger file with mode 0600 before SQLite opens it: budgets are
-/// readable only by the SLURM user (and root).
-fn create_private_file(path: &Path) -> Result<(), LedgerError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |reason: String| LedgerError::Io { path: path.to_path_buf(), reason };
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|e| io(format!("cannot create folder {}: {e}", dir.display())))?;
-        }
-    }
-    std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| io(format!("cannot create: {e}")))?;
-    Ok(())
 }
 
 /// A row of `accounts`.

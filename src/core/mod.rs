@@ -18,6 +18,7 @@ pub mod metadata;
 pub mod money;
 pub mod report;
 pub mod report_render;
+pub mod safe_fs; // issue 17
 pub mod settle; // issue 7
 pub mod slurm_snapshot; // issue 7
 pub mod verify;

@@ -301,11 +301,28 @@ fn agency_text(r: &GrantReport) -> String {
 
 // ----- CSV -----------------------------------------------------------------------------
 
-fn csv_cell(c: &str) -> String {
+/// One CSV cell, as every CSV asbb writes has it. A cell a spreadsheet would take for a
+/// formula (it starts with `=`, `+`, `-`, `@`, a tab or a carriage return) gets a
+/// leading `'`, as OWASP advises against CSV injection, unless it is a plain number
+/// (`-0.50` stays a number) or the lone `-` tables print for "none". A cell with a
+/// comma, quote or line break is quoted.
+pub fn csv_cell(c: &str) -> String {
+    let formula = c.starts_with(['=', '+', '-', '@', '\t', '\r']) && c != "-" && !is_plain_number(c);
+    let c = if formula { format!("'{c}") } else { c.to_string() };
     if c.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", c.replace('"', "\"\""))
     } else {
-        c.to_string()
+        c
+    }
+}
+
+/// `^-?[0-9]+(\.[0-9]+)?$`
+fn is_plain_number(c: &str) -> bool {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let unsigned = c.strip_prefix('-').unwrap_or(c);
+    match unsigned.split_once('.') {
+        Some((whole, frac)) => digits(whole) && digits(frac),
+        None => digits(unsigned),
     }
 }
 
@@ -808,4 +825,25 @@ fn html(r: &GrantReport) -> String {
     let _ = writeln!(out, "<h2>Notes</h2>\n<p class=\"notes\">{}</p>", esc(&notes(r).join(" ")));
     let _ = writeln!(out, "</body>\n</html>");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_cell;
+
+    #[test]
+    fn csv_cells_spreadsheets_would_run_are_neutralised() {
+        assert_eq!(csv_cell("=HYPERLINK(\"http://x\")"), "\"'=HYPERLINK(\"\"http://x\"\")\"");
+        assert_eq!(csv_cell("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(csv_cell("+1"), "'+1");
+        assert_eq!(csv_cell("-1+2"), "'-1+2");
+        assert_eq!(csv_cell("\tx"), "'\tx");
+        assert_eq!(csv_cell("\rx"), "\"'\rx\"");
+        assert_eq!(csv_cell("-.5"), "'-.5");
+        assert_eq!(csv_cell("-5."), "'-5.");
+        for same in ["-0.50", "-3", "12.75", "0", "-", "", "Ada Lovelace", "a=b", "2026-01-01"] {
+            assert_eq!(csv_cell(same), same);
+        }
+        assert_eq!(csv_cell("a,b"), "\"a,b\"");
+    }
 }

@@ -537,15 +537,9 @@ impl Budget {
     /// A private copy of the ledger at `path` (for a dry run: settle the copy and
     /// throw it away). `path` must not exist; it is created mode 0600.
     pub fn scratch_copy(&self, path: &Path) -> Result<Budget, BudgetError> {
-        use std::os::unix::fs::OpenOptionsExt;
         let io = |reason: String| BudgetError::Ledger(LedgerError::Io { path: path.to_path_buf(), reason });
-        // Created empty and private first; VACUUM INTO fills an empty file.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| io(format!("cannot create: {e}")))?;
+        // Created empty and private first (O_EXCL | O_NOFOLLOW); VACUUM INTO fills an empty file.
+        crate::core::safe_fs::create_new(path, 0o600).map_err(|e| io(format!("cannot create: {e}")))?;
         let target = path.to_str().ok_or_else(|| io("path is not UTF-8".into()))?;
         self.ledger.conn.execute("VACUUM INTO ?1", [target]).map_err(ledger_err(&self.ledger))?;
         let ledger = Ledger::open(path, OpenMode::MustExist, 5_000)?;
