@@ -204,7 +204,7 @@ fn falls_back_to_scontrol_and_refuses_to_guess_when_slurm_cannot_answer() {
         ),
     );
     let out = s.ok(&["reconcile", "--grace", "10m"], "accounting_storage/none");
-    assert!(out.starts_with("note: `squeue --json --all` failed (exit status: 1): squeue: error: Invalid user for SlurmUser slurm, ignored; read `scontrol -o show job` instead\n"), "{out}");
+    assert!(out.starts_with("note: `squeue --json --all --states=all` failed (exit status: 1): squeue: error: Invalid user for SlurmUser slurm, ignored; read `scontrol -o show job` instead\n"), "{out}");
     assert!(
         out.contains(&format!(
             "charged job 41 (COMPLETED, run 0, 100 s) to chem: $0.20; released $1.20 of hold {}",
