@@ -241,6 +241,56 @@ fn error_code(r: &Response) -> String {
     r.json()["error"]["code"].as_str().unwrap_or_default().to_string()
 }
 
+/// Sends `raw` on the unix socket as uid 65534 (a plain socket `user`) and returns the
+/// server's raw answer. `None` (the caller skips) without root or setpriv, or when uid
+/// 65534 cannot run this test binary. Runs this binary's `raw_socket_client` under setpriv.
+fn raw_as_nobody(w: &World, raw: &str) -> Option<String> {
+    let setpriv = Path::new("/usr/bin/setpriv");
+    if asbb::cli::current_uid() != 0 || !setpriv.exists() {
+        eprintln!("skipped: needs root and setpriv to connect as another user");
+        return None;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for p in [w.dir.path().to_path_buf(), w.dir.path().join("run")] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let hex: String = raw.bytes().map(|b| format!("{b:02x}")).collect();
+    let out = Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "raw_socket_client", "--nocapture", "--test-threads=1"])
+        .env("ASBB_TEST_SOCKET", w.socket())
+        .env("ASBB_TEST_RAW", hex)
+        .output()
+        .ok()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let Some(answer) = stdout.split("<<raw:").nth(1).and_then(|t| t.split(":raw>>").next()) else {
+        eprintln!("skipped: uid 65534 could not run the client: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    };
+    let bytes: Vec<u8> =
+        (0..answer.len() / 2).map(|i| u8::from_str_radix(&answer[2 * i..2 * i + 2], 16).unwrap()).collect();
+    Some(String::from_utf8(bytes).unwrap())
+}
+
+/// Not a test of its own: the client `raw_as_nobody` runs as another uid. Sends
+/// $ASBB_TEST_RAW (hex) on $ASBB_TEST_SOCKET and prints the answer, hex, between markers.
+#[test]
+fn raw_socket_client() {
+    use std::io::{Read, Write};
+    let (Ok(socket), Ok(hex)) = (std::env::var("ASBB_TEST_SOCKET"), std::env::var("ASBB_TEST_RAW")) else {
+        return;
+    };
+    let raw: Vec<u8> = (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(&raw).unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    let hex: String = answer.iter().map(|b| format!("{b:02x}")).collect();
+    println!("<<raw:{hex}:raw>>");
+}
+
 // ----- public endpoints -----------------------------------------------------------------------
 
 #[test]
@@ -257,14 +307,116 @@ fn health_and_metrics_answer_without_a_token() {
         "asbb_ledger_up 1",
         "asbb_jobs{state=\"held\"} 1",
         "asbb_jobs{state=\"settled\"} 4",
-        "asbb_holds_open{account=\"chem\"} 1",
+        "asbb_holds_open 1",
         "asbb_runs_without_hold 1",
+        "asbb_cost_updates 0",
+        "asbb_performance_feedback 0",
+        "asbb_learning_samples 4",
     ] {
         assert!(r.body.lines().any(|l| l == line), "no `{line}` in\n{}", r.body);
     }
-    assert!(r.body.lines().any(|l| l.starts_with("asbb_charged_dollars{account=\"phys\"} 0.")), "{}", r.body);
+    assert!(r.body.lines().any(|l| l.starts_with("asbb_holds_open_dollars 0.")), "{}", r.body);
     assert!(r.body.lines().any(|l| l.starts_with("asbb_reconcile_lag_seconds ")), "{}", r.body);
     assert!(r.body.contains("# TYPE asbb_api_requests_total counter"));
+}
+
+/// The sample lines of a scrape, `name{labels}` → value.
+fn samples(body: &str) -> std::collections::BTreeMap<String, String> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// What the journal says each account was charged and holds (micros), for checking
+/// the maintained totals /metrics reads.
+fn journal_figures(w: &World) -> Vec<(String, i64, i64, i64)> {
+    let conn = rusqlite::Connection::open(w.ledger()).unwrap();
+    let mut s = conn
+        .prepare(
+            "SELECT a.name,
+                    (SELECT count(*) FROM jobs j WHERE j.account_id = a.id AND j.held_micros > 0),
+                    coalesce((SELECT sum(CASE kind WHEN 'hold' THEN amount_micros WHEN 'release' THEN -amount_micros ELSE 0 END)
+                              FROM journal WHERE account_id = a.id), 0),
+                    coalesce((SELECT sum(CASE kind WHEN 'refund' THEN -amount_micros ELSE amount_micros END)
+                              FROM journal WHERE account_id = a.id AND kind IN ('charge', 'refund', 'adjustment')), 0)
+             FROM accounts a ORDER BY a.name",
+        )
+        .unwrap();
+    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect()
+}
+
+/// Issue 17: anonymous scrapes see totals only; a read token sees each account, and
+/// the figures (read from maintained totals) agree with the journal.
+#[test]
+fn metrics_show_accounts_only_to_readers() {
+    let w = world();
+    // Something in every kind of figure: an adjustment, feedback.
+    let body = r#"{"job_id": 101, "cost_data": {"actual_cost": "7.25"}}"#;
+    assert_eq!(w.call("POST", "/api/v1/integration/cost-update", Some(INTEGRATION), Some(body)).status, 200);
+    let body =
+        r#"{"job_id": 104, "estimated_cost": 1, "actual_cost": 1, "estimated_duration": 60, "actual_duration": 60}"#;
+    assert_eq!(w.call("POST", "/api/v1/integration/performance-feedback", Some(INTEGRATION), Some(body)).status, 200);
+
+    let anon = w.call("GET", "/metrics", None, None);
+    assert_eq!(anon.status, 200, "{}", anon.body);
+    assert!(!anon.body.contains("account="), "an account in an anonymous scrape:\n{}", anon.body);
+    assert!(!anon.body.contains("asbb_account_"), "{}", anon.body);
+    for name in ["chem", "phys"] {
+        assert!(!anon.body.contains(name), "{}", anon.body);
+    }
+    // A bad token is refused, not treated as no token.
+    let r = w.call("GET", "/metrics", Some("not-a-token"), None);
+    assert_eq!((r.status, error_code(&r).as_str()), (401, "unauthorized"));
+
+    let read = w.call("GET", "/metrics", Some(READ), None);
+    assert_eq!(read.status, 200, "{}", read.body);
+    let (a, r) = (samples(&anon.body), samples(&read.body));
+    // The totals are the same for both; the reader has the accounts besides.
+    for (k, v) in &a {
+        if !k.starts_with("asbb_api_requests_total") {
+            assert_eq!(r.get(k), Some(v), "{k}");
+        }
+    }
+    let figures = journal_figures(&w);
+    assert_eq!(figures.len(), 2);
+    let dollars = |m: i64| Money::from_micros(m).to_exact_string();
+    let (mut holds, mut held) = (0, 0);
+    for (name, n, h, charged) in &figures {
+        assert_eq!(r[&format!("asbb_account_holds_open{{account=\"{name}\"}}")], n.to_string(), "{name}");
+        assert_eq!(r[&format!("asbb_account_holds_open_dollars{{account=\"{name}\"}}")], dollars(*h), "{name}");
+        assert_eq!(r[&format!("asbb_account_charged_dollars{{account=\"{name}\"}}")], dollars(*charged), "{name}");
+        holds += n;
+        held += h;
+    }
+    assert_eq!(a["asbb_holds_open"], holds.to_string());
+    assert_eq!(a["asbb_holds_open_dollars"], dollars(held));
+    assert!(held > 0);
+    // chem's charges include the adjustment to $7.25 for job 101.
+    assert!(figures[0].3 > 7_250_000, "{figures:?}");
+    let conn = rusqlite::Connection::open(w.ledger()).unwrap();
+    for (metric, table) in [
+        ("asbb_cost_updates", "cost_updates"),
+        ("asbb_performance_feedback", "performance_feedback"),
+        ("asbb_learning_samples", "learning_samples"),
+    ] {
+        let n: i64 = conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap();
+        assert_eq!(a[metric], n.to_string(), "{metric}");
+    }
+    // Root on the socket is admin: per-account figures too.
+    let r = w.unix("GET", "/metrics", None);
+    if asbb::cli::current_uid() == 0 {
+        assert!(r.body.contains("asbb_account_charged_dollars{account=\"phys\"}"), "{}", r.body);
+    }
+    // A plain socket user gets the anonymous view.
+    if let Some(raw) = raw_as_nobody(&w, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") {
+        assert!(raw.starts_with("HTTP/1.1 200 "), "{raw}");
+        assert!(raw.contains("asbb_holds_open "), "{raw}");
+        assert!(!raw.contains("account="), "{raw}");
+    }
 }
 
 // ----- authentication and roles -------------------------------------------------------------------

@@ -6,7 +6,8 @@
 //! here is one short transaction, so slurmctld's bounded lock wait is not exceeded).
 //!
 //! Who may do what:
-//! - `/health` and `/metrics` answer anyone.
+//! - `/health` and `/metrics` answer anyone; `/metrics` shows per-account figures
+//!   only to callers with role `read` or more, anyone else gets totals.
 //! - Over TCP everything else needs `Authorization: Bearer <token>`; tokens are
 //!   configured as SHA-256 hashes (`[[api.tokens]]`) and compared in constant time.
 //! - Over the unix socket the peer's uid decides: root and the ledger file's owner are
@@ -213,26 +214,49 @@ fn peer_caller(state: &Shared, uid: u32) -> Caller {
 
 // ----- authentication middleware ---------------------------------------------------------------
 
-async fn tcp_auth(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+/// The caller a request's bearer token names: `Ok(None)` with no Authorization header,
+/// 401 for a header that names no configured token.
+fn bearer_caller(state: &Shared, req: &Request) -> Result<Option<Caller>, ApiError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let token = value
+        .to_str()
+        .ok()
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
-    let caller = match token {
-        None => {
+        .map(str::trim)
+        .ok_or_else(|| ApiError::new(401, "unauthorized", "this endpoint needs `Authorization: Bearer <token>`"))?;
+    token_caller(state, token).map(Some).ok_or_else(|| ApiError::new(401, "unauthorized", "the token is not valid"))
+}
+
+async fn tcp_auth(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let caller = match bearer_caller(&state, &req) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
             return ApiError::new(401, "unauthorized", "this endpoint needs `Authorization: Bearer <token>`")
                 .into_response()
         }
-        Some(t) => match token_caller(&state, t) {
-            Some(c) => c,
-            None => return ApiError::new(401, "unauthorized", "the token is not valid").into_response(),
-        },
+        Err(e) => return e.into_response(),
     };
     req.extensions_mut().insert(caller.clone());
     let mut res = next.run(req).await;
     res.extensions_mut().insert(caller);
+    res
+}
+
+/// For `/metrics` over TCP: a token is optional, but one that is given must be valid.
+async fn tcp_auth_optional(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let caller = match bearer_caller(&state, &req) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(c) = &caller {
+        req.extensions_mut().insert(c.clone());
+    }
+    let mut res = next.run(req).await;
+    if let Some(c) = caller {
+        res.extensions_mut().insert(c);
+    }
     res
 }
 
@@ -299,13 +323,18 @@ fn protected_routes() -> Router<AppState> {
         .route("/api/v1/me/jobs", get(my_jobs))
 }
 
-/// The public routes, the protected ones (already behind their auth layer), and what
-/// every request gets: the body limit, JSON 404/405, counting and logging.
+/// `/metrics`: anyone may scrape it; what it shows depends on the caller (the
+/// transport's auth layer, optional over TCP, is added by the caller).
+fn metrics_routes() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+/// The public routes, the others (already behind their auth layer), and what every
+/// request gets: the body limit, JSON 404/405, counting and logging.
 fn with_public_routes(state: AppState, protected: Router<AppState>) -> Router {
     let limit = state.config.api.max_body_bytes as usize;
     Router::new()
         .route("/health", get(health))
-        .route("/metrics", get(metrics))
         .merge(protected)
         .fallback(|| async { ApiError::new(404, "not_found", "no such endpoint; see README.md, Integration API") })
         .method_not_allowed_fallback(|| async {
@@ -318,13 +347,17 @@ fn with_public_routes(state: AppState, protected: Router<AppState>) -> Router {
 
 /// TCP: a bearer token names the caller.
 pub fn tcp_router(state: AppState) -> Router {
-    let p = protected_routes().route_layer(middleware::from_fn_with_state(state.clone(), tcp_auth));
+    let p = protected_routes()
+        .route_layer(middleware::from_fn_with_state(state.clone(), tcp_auth))
+        .merge(metrics_routes().route_layer(middleware::from_fn_with_state(state.clone(), tcp_auth_optional)));
     with_public_routes(state, p)
 }
 
 /// Unix socket: the peer's uid names the caller.
 pub fn unix_router(state: AppState) -> Router {
-    let p = protected_routes().route_layer(middleware::from_fn_with_state(state.clone(), unix_auth));
+    let p = protected_routes()
+        .merge(metrics_routes())
+        .route_layer(middleware::from_fn_with_state(state.clone(), unix_auth));
     with_public_routes(state, p)
 }
 
@@ -615,14 +648,24 @@ async fn health(State(state): State<AppState>) -> ApiResult {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> ApiResult {
-    let snap = state.with_budget(|b, now| Ok((b.metrics_snapshot().map_err(ApiError::from)?, now))).await;
+/// Prometheus text. Everyone gets totals over all accounts and the service's health;
+/// callers with role `read` or more (a token, or a socket peer with that role) also get
+/// each account's figures. Every figure is a maintained total (see `MetricsSnapshot`).
+async fn metrics(State(state): State<AppState>, caller: Option<axum::Extension<Caller>>) -> ApiResult {
+    let per_account = caller.is_some_and(|c| c.role >= ApiRole::Read);
+    let snap =
+        state.with_budget(move |b, now| Ok((b.metrics_snapshot(per_account).map_err(ApiError::from)?, now))).await;
     let counts: Vec<u64> = state.requests.iter().map(|c| c.load(Ordering::Relaxed)).collect();
     let text = render_metrics(snap.as_ref().ok().map(|(s, n)| (s, *n)), &counts);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 
-/// Prometheus text exposition.
+/// A label value in the Prometheus text format.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Prometheus text exposition. Per-account series only when the snapshot has them.
 pub fn render_metrics(snap: Option<(&MetricsSnapshot, i64)>, requests: &[u64]) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
@@ -632,67 +675,75 @@ pub fn render_metrics(snap: Option<(&MetricsSnapshot, i64)>, requests: &[u64]) -
         }
     };
     let dollars = |m: i64| Money::from_micros(m).to_exact_string();
+    let one = |v: String| vec![(String::new(), v)];
     metric(
         "asbb_ledger_up",
         "gauge",
         "1 when the ledger answered this scrape, 0 when it did not.",
-        vec![(String::new(), if snap.is_some() { "1" } else { "0" }.into())],
+        one(if snap.is_some() { "1" } else { "0" }.into()),
     );
     if let Some((s, now)) = snap {
         metric(
             "asbb_jobs",
             "gauge",
             "Jobs in the ledger by state: held (accepted, funds held), awaiting_approval/awaiting_funds (submitted held), settled, released, denied. Refusals write nothing to the ledger and are not counted.",
-            s.jobs_by_state.iter().map(|(st, n)| (format!("{{state=\"{st}\"}}"), n.to_string())).collect(),
+            s.jobs_by_state.iter().map(|(st, n)| (format!("{{state=\"{}\"}}", label_value(st)), n.to_string())).collect(),
         );
-        metric(
-            "asbb_holds_open",
-            "gauge",
-            "Jobs holding money, per account.",
-            s.holds.iter().map(|(a, n, _)| (format!("{{account=\"{a}\"}}"), n.to_string())).collect(),
-        );
+        metric("asbb_holds_open", "gauge", "Jobs holding money, all accounts.", one(s.holds_open.to_string()));
         metric(
             "asbb_holds_open_dollars",
             "gauge",
-            "Money held by open holds, per account.",
-            s.holds.iter().map(|(a, _, m)| (format!("{{account=\"{a}\"}}"), dollars(*m))).collect(),
-        );
-        metric(
-            "asbb_charged_dollars",
-            "gauge",
-            "Net charged per account: charges - refunds + adjustments (all time).",
-            s.charged.iter().map(|(a, m)| (format!("{{account=\"{a}\"}}"), dollars(*m))).collect(),
+            "Money held by open holds, all accounts.",
+            one(dollars(s.holds_open_micros)),
         );
         metric(
             "asbb_reconcile_lag_seconds",
             "gauge",
             "Age of the oldest open hold (0 when none): how far behind reconciliation could be.",
-            vec![(String::new(), s.oldest_open_hold_at.map_or(0, |t| (now - t).max(0)).to_string())],
+            one(s.oldest_open_hold_at.map_or(0, |t| (now - t).max(0)).to_string()),
         );
         metric(
             "asbb_runs_without_hold",
             "gauge",
             "Runs charged with no asbb hold behind them: the submit hook did not price the job (ledger unavailable with on_ledger_error = accept, or submitted before asbb). The plugins log their errors to slurmctld's log; this is the trace they leave in the ledger.",
-            vec![(String::new(), s.runs_without_hold.to_string())],
+            one(s.runs_without_hold.to_string()),
         );
         metric(
             "asbb_cost_updates",
             "gauge",
             "Actual-cost updates recorded (API and imports).",
-            vec![(String::new(), s.cost_updates.to_string())],
+            one(s.cost_updates.to_string()),
         );
-        metric(
-            "asbb_performance_feedback",
-            "gauge",
-            "Performance feedback records.",
-            vec![(String::new(), s.feedback.to_string())],
-        );
+        metric("asbb_performance_feedback", "gauge", "Performance feedback records.", one(s.feedback.to_string()));
         metric(
             "asbb_learning_samples",
             "gauge",
             "Estimate-vs-actual samples (reconciled runs and feedback).",
-            vec![(String::new(), s.learning_samples.to_string())],
+            one(s.learning_samples.to_string()),
         );
+        if let Some(accounts) = &s.accounts {
+            let per = |f: &dyn Fn(&crate::core::integration::AccountMetrics) -> String| -> Vec<(String, String)> {
+                accounts.iter().map(|a| (format!("{{account=\"{}\"}}", label_value(&a.name)), f(a))).collect()
+            };
+            metric(
+                "asbb_account_holds_open",
+                "gauge",
+                "Jobs holding money, per account.",
+                per(&|a| a.holds_open.to_string()),
+            );
+            metric(
+                "asbb_account_holds_open_dollars",
+                "gauge",
+                "Money held by open holds, per account.",
+                per(&|a| dollars(a.held_micros)),
+            );
+            metric(
+                "asbb_account_charged_dollars",
+                "gauge",
+                "Net charged per account: charges - refunds + adjustments (all time).",
+                per(&|a| dollars(a.charged_micros)),
+            );
+        }
     }
     metric(
         "asbb_api_requests_total",
