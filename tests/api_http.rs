@@ -176,6 +176,11 @@ impl World {
         assert!(report.is_clean(), "{:?}", report.problems);
     }
 
+    fn cost_update_rows(&self, source: &str) -> i64 {
+        let conn = rusqlite::Connection::open(self.ledger()).unwrap();
+        conn.query_row("SELECT count(*) FROM cost_updates WHERE source = ?1", [source], |r| r.get(0)).unwrap()
+    }
+
     fn adjustments(&self, key: &str) -> i64 {
         let conn = rusqlite::Connection::open(self.ledger()).unwrap();
         conn.query_row("SELECT count(*) FROM journal WHERE txn_key = ?1", [key], |r| r.get(0)).unwrap()
@@ -477,7 +482,7 @@ fn bad_bodies_are_refused_and_write_nothing() {
         (cu, r#"{"job_id": 101, "cost_data": {"actual_cost": -5}}"#.into(), 422, "invalid"),
         (cu, r#"{"job_id": 101, "cost_data": {"actual_cost": "12.3456789"}}"#.into(), 422, "invalid"),
         (cu, r#"{"job_id": "x", "cost_data": {"actual_cost": 1}}"#.into(), 422, "invalid"),
-        (cu, r#"{"job_id": 101, "source": "bad source!", "cost_data": {"actual_cost": 1}}"#.into(), 422, "invalid"),
+        (cu, r#"{"job_id": 101, "source": "bad source!", "cost_data": {"actual_cost": 1}}"#.into(), 400, "invalid_body"),
         (cu, format!(r#"{{"job_id": 101, "cost_data": {{"actual_cost": 1}}, "metadata": "{}"}}"#, "x".repeat(70_000)), 413, "payload_too_large"),
         (fb, r#"{"job_id": 101, "estimated_cost": 1, "actual_cost": 1, "estimated_duration": 1}"#.into(), 400, "invalid_body"),
         (fb, r#"{"job_id": 101, "estimated_cost": 1, "actual_cost": 1, "estimated_duration": 1, "actual_duration": 1, "rating": 3}"#.into(), 400, "invalid_body"),
@@ -573,10 +578,12 @@ fn cost_update_adjusts_once_and_keeps_verify_clean() {
     let r = w.call("POST", "/api/v1/integration/cost-update", Some(INTEGRATION), Some(&other));
     assert_eq!((r.status, error_code(&r).as_str()), (409, "conflict"), "{}", r.body);
     assert_eq!(w.snapshot(), before);
-    // Another source brings it down below the run's charge: money goes back.
-    let body = r#"{"job_id": 101, "source": "aws-bill", "cost_data": {"actual_cost": "0.05"}}"#;
-    let r = w.call("POST", "/api/v1/integration/cost-update", Some(INTEGRATION), Some(body));
+    // Another caller (another source) brings it down below the run's charge: money goes back.
+    let body = r#"{"job_id": 101, "cost_data": {"actual_cost": "0.05"}}"#;
+    let r = w.call("POST", "/api/v1/integration/cost-update", Some(ADMIN), Some(body));
     assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["source"], "boss");
+    assert_eq!(r.json()["journal_key"], "adjust:c1:101:boss");
     assert_eq!(r.json()["net_charge"], "0.05");
     assert!(r.json()["adjustment"].as_str().unwrap().starts_with('-'));
     w.verify_clean();
@@ -592,6 +599,57 @@ fn cost_update_adjusts_once_and_keeps_verify_clean() {
     // A job still running cannot be adjusted yet.
     let ctx = w.call("GET", "/api/v1/accounts/chem", Some(READ), None).json();
     assert!(ctx["available"].as_str().is_some());
+}
+
+/// Issue 17: the source of a cost update is the caller; a body cannot name one, so no
+/// client can pose as another or as the importer (whose one-time key stays free).
+#[test]
+fn cost_update_source_is_the_caller() {
+    let w = world();
+    let before = w.snapshot();
+    for source in ["aws-import", "launcher", "boss"] {
+        let body = format!(r#"{{"job_id": 101, "source": "{source}", "cost_data": {{"actual_cost": "1.00"}}}}"#);
+        let r = w.call("POST", "/api/v1/integration/cost-update", Some(INTEGRATION), Some(&body));
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (
+                400,
+                r#"{"error":{"code":"invalid_body","message":"unknown field `source`, expected one of `job_id`, `cluster`, `performance_data`, `cost_data`, `metadata` at line 1 column 24"}}"#
+            ),
+        );
+    }
+    assert_eq!(w.snapshot(), before);
+    let body = r#"{"job_id": 101, "cost_data": {"actual_cost": "1.00"}}"#;
+    let r = w.call("POST", "/api/v1/integration/cost-update", Some(INTEGRATION), Some(body));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["source"], "launcher");
+    assert_eq!(r.json()["journal_key"], "adjust:c1:101:launcher");
+    // The importer's key for job 101 is still free: its file applies.
+    let dir = w.dir.path().join("import");
+    std::fs::create_dir(&dir).unwrap();
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data_dir().join("job-201-asbb-reconciliation.json")).unwrap())
+            .unwrap();
+    file["job_id"] = 101.into();
+    file["partition"] = "debug".into();
+    std::fs::write(dir.join("job-101-asbb-reconciliation.json"), file.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
+        .args(["integration", "import-costs"])
+        .arg(&dir)
+        .env("ASBB_CONFIG", w.config_file())
+        .env("ASBB_LEDGER", w.ledger())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("job-101-asbb-reconciliation.json: applied: job 101 (chem) actual $0.25"), "{stdout}");
+    assert!(w.adjustments("adjust:c1:101:aws-import") >= 1);
+    assert_eq!(w.cost_update_rows("aws-import"), 1);
+    w.verify_clean();
+    // A configuration naming a token after the importer does not load.
+    let text =
+        std::fs::read_to_string(w.config_file()).unwrap().replace("name = \"launcher\"", "name = \"aws-import\"");
+    let e = Config::parse(&text, "asbb.toml").unwrap_err().to_string();
+    assert!(e.starts_with("asbb.toml: api.tokens: the name 'aws-import' is reserved"), "{e}");
 }
 
 #[test]

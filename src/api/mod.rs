@@ -845,9 +845,6 @@ struct CostUpdateBody {
     job_id: Box<RawValue>,
     #[serde(default)]
     cluster: Option<String>,
-    /// Who reports it; default: the token's name.
-    #[serde(default)]
-    source: Option<String>,
     #[serde(default)]
     performance_data: Option<Value>,
     cost_data: CostDataBody,
@@ -862,6 +859,14 @@ async fn cost_update(
 ) -> ApiResult {
     let caller = caller_of(caller)?;
     require(&caller, ApiRole::Integration)?;
+    // The source (the adjustment's idempotency key) is who is calling, never what the
+    // body says; the import's source is reserved (and refused as a token name).
+    if crate::core::config::is_import_source(&caller.name) {
+        return Err(ApiError::forbidden(format!(
+            "'{}' is the source of `asbb-admin integration import-costs`; no API caller may post as it",
+            crate::core::fields::clean_text(&caller.name)
+        )));
+    }
     let bytes = body_of(body)?;
     let b: CostUpdateBody = parse_body(&bytes)?;
     let opt = |r: &Option<Box<RawValue>>, f: &str| -> Result<Option<Money>, ApiError> {
@@ -870,7 +875,7 @@ async fn cost_update(
     let u = CostUpdate {
         cluster: b.cluster,
         job_id: job_id_from_raw(&b.job_id)?,
-        source: b.source.unwrap_or_else(|| caller.name.clone()),
+        source: caller.name.clone(),
         actual: money_from_raw(&b.cost_data.actual_cost, "cost_data.actual_cost").map_err(invalid)?,
         compute: opt(&b.cost_data.compute_cost, "cost_data.compute_cost")?,
         storage: opt(&b.cost_data.storage_cost, "cost_data.storage_cost")?,

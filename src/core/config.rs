@@ -447,6 +447,11 @@ impl Default for ApiConfig {
     }
 }
 
+/// Is `name` the import's source (`aws-import`, in any case)? No API caller may carry it.
+pub fn is_import_source(name: &str) -> bool {
+    name.trim().eq_ignore_ascii_case(crate::core::integration::IMPORT_SOURCE)
+}
+
 fn api_config(raw: &RawApi) -> Result<ApiConfig, String> {
     let listen = match &raw.listen {
         Some(l) => Some(l.trim().parse().map_err(|_| format!("api.listen: '{l}' is not ADDRESS:PORT"))?),
@@ -473,10 +478,23 @@ fn api_config(raw: &RawApi) -> Result<ApiConfig, String> {
         if t.role == ApiRole::User {
             return Err(format!("api.tokens.{}.role: use read, integration or admin", t.name));
         }
+        if is_import_source(&t.name) {
+            return Err(format!(
+                "api.tokens: the name '{}' is reserved: cost updates carry their caller's name as source, and '{}' is the source of `asbb-admin integration import-costs`; name the token after its client",
+                t.name,
+                crate::core::integration::IMPORT_SOURCE
+            ));
+        }
     }
     for p in &raw.peers {
         if p.user.is_some() == p.uid.is_some() {
             return Err("api.peers: give exactly one of user or uid for each peer".into());
+        }
+        if let Some(u) = p.user.as_deref().filter(|u| is_import_source(u)) {
+            return Err(format!(
+                "api.peers: the user '{u}' is reserved: cost updates carry their caller's name as source, and '{}' is the source of `asbb-admin integration import-costs`",
+                crate::core::integration::IMPORT_SOURCE
+            ));
         }
     }
     Ok(ApiConfig {
@@ -805,6 +823,27 @@ node_hour = 0.34
     fn refuses_negative_rates() {
         let e = Config::parse("[partitions.p.rates]\ncpu = -1\n", "a.toml").unwrap_err();
         assert_eq!(e.to_string(), "a.toml: line 2: `cpu = -1`: amount '-1' is negative; amounts must be zero or more");
+    }
+
+    #[test]
+    fn refuses_api_callers_named_like_the_import() {
+        let token = |name: &str| {
+            format!(
+                "[api]\n[[api.tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\nrole = \"integration\"\n",
+                "0".repeat(64)
+            )
+        };
+        assert!(Config::parse(&token("aws-importer"), "a.toml").is_ok());
+        for name in ["aws-import", "AWS-Import"] {
+            let e = Config::parse(&token(name), "a.toml").unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("a.toml: api.tokens: the name '{name}' is reserved: cost updates carry their caller's name as source, and 'aws-import' is the source of `asbb-admin integration import-costs`; name the token after its client")
+            );
+        }
+        let e = Config::parse("[api]\n[[api.peers]]\nuser = \"aws-import\"\nrole = \"integration\"\n", "a.toml")
+            .unwrap_err();
+        assert!(e.to_string().starts_with("a.toml: api.peers: the user 'aws-import' is reserved"), "{e}");
     }
 
     #[test]
