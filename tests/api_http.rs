@@ -877,6 +877,43 @@ fn asbb_as_a_user_reads_its_accounts_through_the_socket() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// Issue 17: a socket user asking for a job they may not see gets exactly the answer
+/// for a job id that does not exist (status, headers and body; only the date differs).
+#[test]
+fn budget_context_hides_other_accounts_jobs_from_socket_users() {
+    let w = world();
+    let get = |path: &str| {
+        raw_as_nobody(&w, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).map(|raw| {
+            raw.lines().filter(|l| !l.to_ascii_lowercase().starts_with("date:")).collect::<Vec<_>>().join("\n")
+        })
+    };
+    let ctx = "/api/v1/integration/budget-context";
+    let Some(unknown) = get(&format!("{ctx}/999")) else {
+        return;
+    };
+    assert!(unknown.starts_with("HTTP/1.1 404 Not Found\n"), "{unknown}");
+    assert!(unknown.ends_with(r#"{"error":{"code":"unknown_job","message":"no job 999 in the ledger"}}"#), "{unknown}");
+    // 101 (settled), 105 (two clusters), 103 (ran without a hold): all in chem, which
+    // uid 65534 neither ran jobs in nor is a member of; 102 has no known id. Byte for
+    // byte the answer for 999, but for the id.
+    for (id, query) in
+        [("101", ""), ("105", ""), ("103", ""), ("102", ""), ("101", "?cluster=c1"), ("105", "?cluster=c2")]
+    {
+        let hidden = get(&format!("{ctx}/{id}{query}")).unwrap();
+        let absent = get(&format!("{ctx}/999{query}")).unwrap();
+        assert_eq!(hidden, absent.replace("999", id), "{id}{query}");
+    }
+    // A member of chem sees its jobs.
+    let mut b = w.budget();
+    b.add_member("chem", "nobody", Some(65534), "test", now()).unwrap();
+    drop(b);
+    let seen = get(&format!("{ctx}/101")).unwrap();
+    assert!(seen.starts_with("HTTP/1.1 200 OK\n"), "{seen}");
+    let seen = get(&format!("{ctx}/105")).unwrap();
+    assert!(seen.starts_with("HTTP/1.1 409 Conflict\n"), "{seen}");
+    assert_eq!(get(&format!("{ctx}/999")).unwrap(), unknown);
+}
+
 // ----- the burst launcher's files ---------------------------------------------------------------------
 
 fn data_dir() -> PathBuf {

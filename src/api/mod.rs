@@ -26,7 +26,8 @@ use crate::cli::admin::RequestArgs;
 use crate::core::budget::{Budget, BudgetError, Decision};
 use crate::core::config::{ApiRole, Config};
 use crate::core::integration::{
-    count_from_raw, money_from_raw, CostUpdate, Feedback, IntegrationError, MetricsSnapshot,
+    accounts_with_job_id, count_from_raw, money_from_raw, unknown_job, CostUpdate, Feedback, IntegrationError,
+    MetricsSnapshot,
 };
 use crate::core::ledger::{Ledger, OpenMode};
 use crate::core::money::Money;
@@ -909,9 +910,20 @@ async fn budget_context(
     let q = query_of(q)?;
     let out = state
         .with_budget(move |b, now| {
-            let ctx = b.budget_context(q.cluster.as_deref(), job_id, now)?;
-            if caller.role < ApiRole::Read {
-                check_account_access(b, &caller, &ctx.account.name)?;
+            let cluster = q.cluster.as_deref();
+            if caller.role >= ApiRole::Read {
+                return Ok(b.budget_context(cluster, job_id, now)?);
+            }
+            // A user sees jobs in their accounts; any other job id gets the answer an
+            // unknown one gets, so it tells them nothing about other accounts' jobs.
+            let mine = b.accounts_of_user(caller.uid.unwrap_or(u32::MAX), Some(&caller.name))?;
+            let candidates = accounts_with_job_id(&b.ledger.conn, cluster, job_id)?;
+            if !candidates.iter().any(|a| mine.contains(a)) {
+                return Err(unknown_job(cluster, job_id).into());
+            }
+            let ctx = b.budget_context(cluster, job_id, now)?;
+            if !mine.contains(&ctx.account.name) {
+                return Err(unknown_job(cluster, job_id).into());
             }
             Ok(ctx)
         })

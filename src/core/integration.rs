@@ -179,6 +179,32 @@ pub struct FoundJob {
     pub cluster: Option<String>,
 }
 
+/// The answer for a job id the ledger does not have, and (issue 17) for one the caller
+/// may not see: the same, so it tells nothing about which.
+pub fn unknown_job(cluster: Option<&str>, job_id: u32) -> IntegrationError {
+    let where_ = cluster.map(|c| format!(" on cluster {c}")).unwrap_or_default();
+    IntegrationError::UnknownJob(format!("no job {job_id}{where_} in the ledger"))
+}
+
+/// The accounts of every job and run carrying SLURM id `job_id` (on `cluster`, when
+/// given): the candidates `find_job` chooses from.
+pub fn accounts_with_job_id(
+    conn: &Connection,
+    cluster: Option<&str>,
+    job_id: u32,
+) -> Result<Vec<String>, IntegrationError> {
+    let e =
+        |source| IntegrationError::Budget(BudgetError::Ledger(LedgerError::Sqlite { path: PathBuf::new(), source }));
+    conn.prepare_cached(
+        "SELECT a.name FROM runs r JOIN accounts a ON a.id = r.account_id
+           WHERE r.job_id = ?1 AND (?2 IS NULL OR r.cluster = ?2)
+         UNION
+         SELECT a.name FROM jobs j JOIN accounts a ON a.id = j.account_id WHERE j.job_id = ?1 AND ?2 IS NULL",
+    )
+    .and_then(|mut s| s.query_map(params![job_id, cluster], |r| r.get(0))?.collect())
+    .map_err(e)
+}
+
 /// Finds the one job with SLURM id `job_id` (on `cluster`, when given).
 pub fn find_job(conn: &Connection, cluster: Option<&str>, job_id: u32) -> Result<FoundJob, IntegrationError> {
     let e =
@@ -202,7 +228,7 @@ pub fn find_job(conn: &Connection, cluster: Option<&str>, job_id: u32) -> Result
         None => String::new(),
     };
     if rows.is_empty() {
-        return Err(IntegrationError::UnknownJob(format!("no job {job_id}{where_} in the ledger")));
+        return Err(unknown_job(cluster, job_id));
     }
     let mut tokens: Vec<&str> = rows.iter().filter_map(|(t, _)| t.as_deref()).collect();
     tokens.dedup();
