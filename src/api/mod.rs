@@ -19,8 +19,12 @@
 //!
 //! Every error is `{"error": {"code": "...", "message": "..."}}` with a 4xx/5xx status,
 //! and a request that fails writes nothing.
+//!
+//! Connections are served by `conn`: headers, bodies and idle connections are timed
+//! out and the open connections capped (`[api]`, issue 17).
 
 pub mod client;
+mod conn;
 
 use crate::cli::admin::RequestArgs;
 use crate::core::budget::{Budget, BudgetError, Decision};
@@ -267,9 +271,9 @@ pub struct PeerCred {
     pub uid: Option<u32>,
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::UnixListener>> for PeerCred {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> PeerCred {
-        PeerCred { uid: stream.io().peer_cred().ok().map(|c| c.uid()) }
+impl PeerCred {
+    fn of(stream: &tokio::net::UnixStream) -> PeerCred {
+        PeerCred { uid: stream.peer_cred().ok().map(|c| c.uid()) }
     }
 }
 
@@ -346,9 +350,65 @@ fn with_public_routes(state: AppState, protected: Router<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Reads the request body within `[api] body_read_timeout_ms` (issue 17) and up to
+/// `max_body_bytes`, before the handler runs (so a request that takes too long writes
+/// nothing): 408 and the connection closed when it does not arrive in time.
+async fn read_body_in_time(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let api = &state.config.api;
+    let limit = api.max_body_bytes as usize;
+    let too_large = || {
+        ApiError::new(413, "payload_too_large", "the request body is over the size limit ([api] max_body_bytes)")
+            .into_response()
+    };
+    let (parts, body) = req.into_parts();
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large();
+    }
+    let wait = std::time::Duration::from_millis(api.body_read_timeout_ms as u64);
+    let bytes = match tokio::time::timeout(wait, collect_body(body, limit)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(None)) => return too_large(),
+        Ok(Err(Some(why))) => {
+            return ApiError::bad_body(format!("cannot read the request body: {why}")).into_response()
+        }
+        Err(_) => {
+            let mut r = ApiError::new(
+                408,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} ms ([api] body_read_timeout_ms)",
+                    api.body_read_timeout_ms
+                ),
+            )
+            .into_response();
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
+}
+
+/// The whole body, or `Err(None)` past `limit` bytes, `Err(Some(why))` when it broke off.
+async fn collect_body(mut body: axum::body::Body, limit: usize) -> Result<Bytes, Option<String>> {
+    use axum::body::HttpBody;
+    let mut buf = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+        let frame = frame.map_err(|e| Some(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(None);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
 /// TCP: a bearer token names the caller.
 pub fn tcp_router(state: AppState) -> Router {
     let p = protected_routes()
+        .route_layer(middleware::from_fn_with_state(state.clone(), read_body_in_time))
         .route_layer(middleware::from_fn_with_state(state.clone(), tcp_auth))
         .merge(metrics_routes().route_layer(middleware::from_fn_with_state(state.clone(), tcp_auth_optional)));
     with_public_routes(state, p)
@@ -357,6 +417,7 @@ pub fn tcp_router(state: AppState) -> Router {
 /// Unix socket: the peer's uid names the caller.
 pub fn unix_router(state: AppState) -> Router {
     let p = protected_routes()
+        .route_layer(middleware::from_fn_with_state(state.clone(), read_body_in_time))
         .merge(metrics_routes())
         .route_layer(middleware::from_fn_with_state(state.clone(), unix_auth));
     with_public_routes(state, p)
@@ -437,6 +498,11 @@ pub fn start(config: Config, opts: ServeOptions) -> Result<RunningServer, ServeE
         let h = hex32(&t.sha256).ok_or_else(|| ServeError(format!("api.tokens.{}: bad sha256", t.name)))?;
         tokens.push((h, t.name.clone(), t.role));
     }
+    let limits = conn::ConnLimits {
+        header_read: std::time::Duration::from_millis(config.api.header_read_timeout_ms as u64),
+        idle: std::time::Duration::from_millis(config.api.idle_timeout_ms as u64),
+    };
+    let max_connections = config.api.max_connections;
     let state = Arc::new(Shared {
         config,
         budget: Mutex::new(None),
@@ -448,6 +514,7 @@ pub fn start(config: Config, opts: ServeOptions) -> Result<RunningServer, ServeE
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
+        .enable_time()
         .build()
         .map_err(|e| ServeError(format!("cannot start the runtime: {e}")))?;
     let tcp_listener = match listen {
@@ -468,24 +535,9 @@ pub fn start(config: Config, opts: ServeOptions) -> Result<RunningServer, ServeE
         .name("asbb-api".into())
         .spawn(move || {
             rt.block_on(async move {
-                let mut tasks = Vec::new();
-                if let Some(l) = tcp_listener {
-                    let app = tcp_router(state.clone());
-                    let rx = stop_rx.clone();
-                    tasks.push(tokio::spawn(async move {
-                        let _ = axum::serve(l, app).with_graceful_shutdown(wait_stop(rx)).await;
-                    }));
-                }
-                if let Some(l) = unix_listener {
-                    let app = unix_router(state.clone()).into_make_service_with_connect_info::<PeerCred>();
-                    let rx = stop_rx.clone();
-                    tasks.push(tokio::spawn(async move {
-                        let _ = axum::serve(l, app).with_graceful_shutdown(wait_stop(rx)).await;
-                    }));
-                }
-                for t in tasks {
-                    let _ = t.await;
-                }
+                let tcp = tcp_listener.map(|l| (l, tcp_router(state.clone())));
+                let unix = unix_listener.map(|l| (l, unix_router(state.clone())));
+                conn::serve(tcp, unix, max_connections, limits, stop_rx).await;
             });
             if let Some(p) = socket_path {
                 let _ = std::fs::remove_file(p);
@@ -493,14 +545,6 @@ pub fn start(config: Config, opts: ServeOptions) -> Result<RunningServer, ServeE
         })
         .map_err(|e| ServeError(format!("cannot start the server thread: {e}")))?;
     Ok(RunningServer { tcp: tcp_addr, socket, stop: Some(stop_tx), thread: Some(thread) })
-}
-
-async fn wait_stop(mut rx: tokio::sync::watch::Receiver<bool>) {
-    while !*rx.borrow() {
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
 }
 
 /// Binds the unix socket, replacing a stale one (nothing answering) but never a live

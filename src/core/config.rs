@@ -399,6 +399,14 @@ struct RawApi {
     #[serde(default)]
     max_body_bytes: Option<u32>,
     #[serde(default)]
+    header_read_timeout_ms: Option<u32>,
+    #[serde(default)]
+    idle_timeout_ms: Option<u32>,
+    #[serde(default)]
+    body_read_timeout_ms: Option<u32>,
+    #[serde(default)]
+    max_connections: Option<u32>,
+    #[serde(default)]
     tokens: Vec<ApiToken>,
     #[serde(default)]
     peers: Vec<ApiPeer>,
@@ -407,6 +415,13 @@ struct RawApi {
 pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8470";
 pub const DEFAULT_API_MAX_BODY_BYTES: u32 = 64 * 1024;
 pub const MAX_API_BODY_BYTES: u32 = 1024 * 1024;
+pub const DEFAULT_API_HEADER_READ_TIMEOUT_MS: u32 = 5_000;
+pub const DEFAULT_API_IDLE_TIMEOUT_MS: u32 = 30_000;
+pub const DEFAULT_API_BODY_READ_TIMEOUT_MS: u32 = 10_000;
+pub const DEFAULT_API_MAX_CONNECTIONS: u32 = 256;
+/// The range every `[api] *_timeout_ms` must be in.
+pub const API_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u32> = 100..=600_000;
+pub const MAX_API_CONNECTIONS: u32 = 65_536;
 
 /// `[api]`: `asbb-admin serve`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -416,6 +431,16 @@ pub struct ApiConfig {
     /// Listening on an address outside 127.0.0.0/8 and ::1 must be asked for.
     pub allow_non_loopback: bool,
     pub max_body_bytes: u32,
+    /// From a new connection, or the first byte of a request on a kept-alive one, until
+    /// the end of the request's headers; then the connection is closed.
+    pub header_read_timeout_ms: u32,
+    /// A kept-alive connection with no request (or a response the client does not read)
+    /// is closed after this long.
+    pub idle_timeout_ms: u32,
+    /// From the end of the headers until the whole body has arrived; then 408.
+    pub body_read_timeout_ms: u32,
+    /// Open connections, TCP and unix socket together; more wait to be accepted.
+    pub max_connections: u32,
     pub tokens: Vec<ApiToken>,
     pub peers: Vec<ApiPeer>,
 }
@@ -441,6 +466,10 @@ impl Default for ApiConfig {
             socket: None,
             allow_non_loopback: false,
             max_body_bytes: DEFAULT_API_MAX_BODY_BYTES,
+            header_read_timeout_ms: DEFAULT_API_HEADER_READ_TIMEOUT_MS,
+            idle_timeout_ms: DEFAULT_API_IDLE_TIMEOUT_MS,
+            body_read_timeout_ms: DEFAULT_API_BODY_READ_TIMEOUT_MS,
+            max_connections: DEFAULT_API_MAX_CONNECTIONS,
             tokens: Vec::new(),
             peers: Vec::new(),
         }
@@ -460,6 +489,27 @@ fn api_config(raw: &RawApi) -> Result<ApiConfig, String> {
     let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_API_MAX_BODY_BYTES);
     if !(1024..=MAX_API_BODY_BYTES).contains(&max_body_bytes) {
         return Err(format!("api.max_body_bytes: {max_body_bytes} must be from 1024 to {MAX_API_BODY_BYTES}"));
+    }
+    let timeout = |key: &str, v: Option<u32>, default: u32| -> Result<u32, String> {
+        let v = v.unwrap_or(default);
+        if API_TIMEOUT_MS_RANGE.contains(&v) {
+            Ok(v)
+        } else {
+            Err(format!(
+                "api.{key}: {v} must be from {} to {} (milliseconds)",
+                API_TIMEOUT_MS_RANGE.start(),
+                API_TIMEOUT_MS_RANGE.end()
+            ))
+        }
+    };
+    let header_read_timeout_ms =
+        timeout("header_read_timeout_ms", raw.header_read_timeout_ms, DEFAULT_API_HEADER_READ_TIMEOUT_MS)?;
+    let idle_timeout_ms = timeout("idle_timeout_ms", raw.idle_timeout_ms, DEFAULT_API_IDLE_TIMEOUT_MS)?;
+    let body_read_timeout_ms =
+        timeout("body_read_timeout_ms", raw.body_read_timeout_ms, DEFAULT_API_BODY_READ_TIMEOUT_MS)?;
+    let max_connections = raw.max_connections.unwrap_or(DEFAULT_API_MAX_CONNECTIONS);
+    if !(1..=MAX_API_CONNECTIONS).contains(&max_connections) {
+        return Err(format!("api.max_connections: {max_connections} must be from 1 to {MAX_API_CONNECTIONS}"));
     }
     let mut names = std::collections::BTreeSet::new();
     for t in &raw.tokens {
@@ -502,6 +552,10 @@ fn api_config(raw: &RawApi) -> Result<ApiConfig, String> {
         socket: raw.socket.clone(),
         allow_non_loopback: raw.allow_non_loopback,
         max_body_bytes,
+        header_read_timeout_ms,
+        idle_timeout_ms,
+        body_read_timeout_ms,
+        max_connections,
         tokens: raw.tokens.clone(),
         peers: raw.peers.clone(),
     })
