@@ -176,6 +176,11 @@ impl World {
         assert!(report.is_clean(), "{:?}", report.problems);
     }
 
+    fn cost_update_rows(&self, source: &str) -> i64 {
+        let conn = rusqlite::Connection::open(self.ledger()).unwrap();
+        conn.query_row("SELECT count(*) FROM cost_updates WHERE source = ?1", [source], |r| r.get(0)).unwrap()
+    }
+
     fn adjustments(&self, key: &str) -> i64 {
         let conn = rusqlite::Connection::open(self.ledger()).unwrap();
         conn.query_row("SELECT count(*) FROM journal WHERE txn_key = ?1", [key], |r| r.get(0)).unwrap()
@@ -241,6 +246,56 @@ fn error_code(r: &Response) -> String {
     r.json()["error"]["code"].as_str().unwrap_or_default().to_string()
 }
 
+/// Sends `raw` on the unix socket as uid 65534 (a plain socket `user`) and returns the
+/// server's raw answer. `None` (the caller skips) without root or setpriv, or when uid
+/// 65534 cannot run this test binary. Runs this binary's `raw_socket_client` under setpriv.
+fn raw_as_nobody(w: &World, raw: &str) -> Option<String> {
+    let setpriv = Path::new("/usr/bin/setpriv");
+    if asbb::cli::current_uid() != 0 || !setpriv.exists() {
+        eprintln!("skipped: needs root and setpriv to connect as another user");
+        return None;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for p in [w.dir.path().to_path_buf(), w.dir.path().join("run")] {
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let hex: String = raw.bytes().map(|b| format!("{b:02x}")).collect();
+    let out = Command::new(setpriv)
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", "raw_socket_client", "--nocapture", "--test-threads=1"])
+        .env("ASBB_TEST_SOCKET", w.socket())
+        .env("ASBB_TEST_RAW", hex)
+        .output()
+        .ok()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let Some(answer) = stdout.split("<<raw:").nth(1).and_then(|t| t.split(":raw>>").next()) else {
+        eprintln!("skipped: uid 65534 could not run the client: {}", String::from_utf8_lossy(&out.stderr));
+        return None;
+    };
+    let bytes: Vec<u8> =
+        (0..answer.len() / 2).map(|i| u8::from_str_radix(&answer[2 * i..2 * i + 2], 16).unwrap()).collect();
+    Some(String::from_utf8(bytes).unwrap())
+}
+
+/// Not a test of its own: the client `raw_as_nobody` runs as another uid. Sends
+/// $ASBB_TEST_RAW (hex) on $ASBB_TEST_SOCKET and prints the answer, hex, between markers.
+#[test]
+fn raw_socket_client() {
+    use std::io::{Read, Write};
+    let (Ok(socket), Ok(hex)) = (std::env::var("ASBB_TEST_SOCKET"), std::env::var("ASBB_TEST_RAW")) else {
+        return;
+    };
+    let raw: Vec<u8> = (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap()).collect();
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(&raw).unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    let hex: String = answer.iter().map(|b| format!("{b:02x}")).collect();
+    println!("<<raw:{hex}:raw>>");
+}
+
 // ----- public endpoints -----------------------------------------------------------------------
 
 #[test]
@@ -257,14 +312,116 @@ fn health_and_metrics_answer_without_a_token() {
         "asbb_ledger_up 1",
         "asbb_jobs{state=\"held\"} 1",
         "asbb_jobs{state=\"settled\"} 4",
-        "asbb_holds_open{account=\"chem\"} 1",
+        "asbb_holds_open 1",
         "asbb_runs_without_hold 1",
+        "asbb_cost_updates 0",
+        "asbb_performance_feedback 0",
+        "asbb_learning_samples 4",
     ] {
         assert!(r.body.lines().any(|l| l == line), "no `{line}` in\n{}", r.body);
     }
-    assert!(r.body.lines().any(|l| l.starts_with("asbb_charged_dollars{account=\"phys\"} 0.")), "{}", r.body);
+    assert!(r.body.lines().any(|l| l.starts_with("asbb_holds_open_dollars 0.")), "{}", r.body);
     assert!(r.body.lines().any(|l| l.starts_with("asbb_reconcile_lag_seconds ")), "{}", r.body);
     assert!(r.body.contains("# TYPE asbb_api_requests_total counter"));
+}
+
+/// The sample lines of a scrape, `name{labels}` → value.
+fn samples(body: &str) -> std::collections::BTreeMap<String, String> {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap();
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// What the journal says each account was charged and holds (micros), for checking
+/// the maintained totals /metrics reads.
+fn journal_figures(w: &World) -> Vec<(String, i64, i64, i64)> {
+    let conn = rusqlite::Connection::open(w.ledger()).unwrap();
+    let mut s = conn
+        .prepare(
+            "SELECT a.name,
+                    (SELECT count(*) FROM jobs j WHERE j.account_id = a.id AND j.held_micros > 0),
+                    coalesce((SELECT sum(CASE kind WHEN 'hold' THEN amount_micros WHEN 'release' THEN -amount_micros ELSE 0 END)
+                              FROM journal WHERE account_id = a.id), 0),
+                    coalesce((SELECT sum(CASE kind WHEN 'refund' THEN -amount_micros ELSE amount_micros END)
+                              FROM journal WHERE account_id = a.id AND kind IN ('charge', 'refund', 'adjustment')), 0)
+             FROM accounts a ORDER BY a.name",
+        )
+        .unwrap();
+    s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect()
+}
+
+/// Issue 17: anonymous scrapes see totals only; a read token sees each account, and
+/// the figures (read from maintained totals) agree with the journal.
+#[test]
+fn metrics_show_accounts_only_to_readers() {
+    let w = world();
+    // Something in every kind of figure: an adjustment, feedback.
+    let body = r#"{"job_id": 101, "cost_data": {"actual_cost": "7.25"}}"#;
+    assert_eq!(w.call("POST", "/api/v1/integration/cost-update", Some(INTEGRATION), Some(body)).status, 200);
+    let body =
+        r#"{"job_id": 104, "estimated_cost": 1, "actual_cost": 1, "estimated_duration": 60, "actual_duration": 60}"#;
+    assert_eq!(w.call("POST", "/api/v1/integration/performance-feedback", Some(INTEGRATION), Some(body)).status, 200);
+
+    let anon = w.call("GET", "/metrics", None, None);
+    assert_eq!(anon.status, 200, "{}", anon.body);
+    assert!(!anon.body.contains("account="), "an account in an anonymous scrape:\n{}", anon.body);
+    assert!(!anon.body.contains("asbb_account_"), "{}", anon.body);
+    for name in ["chem", "phys"] {
+        assert!(!anon.body.contains(name), "{}", anon.body);
+    }
+    // A bad token is refused, not treated as no token.
+    let r = w.call("GET", "/metrics", Some("not-a-token"), None);
+    assert_eq!((r.status, error_code(&r).as_str()), (401, "unauthorized"));
+
+    let read = w.call("GET", "/metrics", Some(READ), None);
+    assert_eq!(read.status, 200, "{}", read.body);
+    let (a, r) = (samples(&anon.body), samples(&read.body));
+    // The totals are the same for both; the reader has the accounts besides.
+    for (k, v) in &a {
+        if !k.starts_with("asbb_api_requests_total") {
+            assert_eq!(r.get(k), Some(v), "{k}");
+        }
+    }
+    let figures = journal_figures(&w);
+    assert_eq!(figures.len(), 2);
+    let dollars = |m: i64| Money::from_micros(m).to_exact_string();
+    let (mut holds, mut held) = (0, 0);
+    for (name, n, h, charged) in &figures {
+        assert_eq!(r[&format!("asbb_account_holds_open{{account=\"{name}\"}}")], n.to_string(), "{name}");
+        assert_eq!(r[&format!("asbb_account_holds_open_dollars{{account=\"{name}\"}}")], dollars(*h), "{name}");
+        assert_eq!(r[&format!("asbb_account_charged_dollars{{account=\"{name}\"}}")], dollars(*charged), "{name}");
+        holds += n;
+        held += h;
+    }
+    assert_eq!(a["asbb_holds_open"], holds.to_string());
+    assert_eq!(a["asbb_holds_open_dollars"], dollars(held));
+    assert!(held > 0);
+    // chem's charges include the adjustment to $7.25 for job 101.
+    assert!(figures[0].3 > 7_250_000, "{figures:?}");
+    let conn = rusqlite::Connection::open(w.ledger()).unwrap();
+    for (metric, table) in [
+        ("asbb_cost_updates", "cost_updates"),
+        ("asbb_performance_feedback", "performance_feedback"),
+        ("asbb_learning_samples", "learning_samples"),
+    ] {
+        let n: i64 = conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap();
+        assert_eq!(a[metric], n.to_string(), "{metric}");
+    }
+    // Root on the socket is admin: per-account figures too.
+    let r = w.unix("GET", "/metrics", None);
+    if asbb::cli::current_uid() == 0 {
+        assert!(r.body.contains("asbb_account_charged_dollars{account=\"phys\"}"), "{}", r.body);
+    }
+    // A plain socket user gets the anonymous view.
+    if let Some(raw) = raw_as_nobody(&w, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n") {
+        assert!(raw.starts_with("HTTP/1.1 200 "), "{raw}");
+        assert!(raw.contains("asbb_holds_open "), "{raw}");
+        assert!(!raw.contains("account="), "{raw}");
+    }
 }
 
 // ----- authentication and roles -------------------------------------------------------------------
@@ -325,7 +482,7 @@ fn bad_bodies_are_refused_and_write_nothing() {
         (cu, r#"{"job_id": 101, "cost_data": {"actual_cost": -5}}"#.into(), 422, "invalid"),
         (cu, r#"{"job_id": 101, "cost_data": {"actual_cost": "12.3456789"}}"#.into(), 422, "invalid"),
         (cu, r#"{"job_id": "x", "cost_data": {"actual_cost": 1}}"#.into(), 422, "invalid"),
-        (cu, r#"{"job_id": 101, "source": "bad source!", "cost_data": {"actual_cost": 1}}"#.into(), 422, "invalid"),
+        (cu, r#"{"job_id": 101, "source": "bad source!", "cost_data": {"actual_cost": 1}}"#.into(), 400, "invalid_body"),
         (cu, format!(r#"{{"job_id": 101, "cost_data": {{"actual_cost": 1}}, "metadata": "{}"}}"#, "x".repeat(70_000)), 413, "payload_too_large"),
         (fb, r#"{"job_id": 101, "estimated_cost": 1, "actual_cost": 1, "estimated_duration": 1}"#.into(), 400, "invalid_body"),
         (fb, r#"{"job_id": 101, "estimated_cost": 1, "actual_cost": 1, "estimated_duration": 1, "actual_duration": 1, "rating": 3}"#.into(), 400, "invalid_body"),
@@ -421,10 +578,12 @@ fn cost_update_adjusts_once_and_keeps_verify_clean() {
     let r = w.call("POST", "/api/v1/integration/cost-update", Some(INTEGRATION), Some(&other));
     assert_eq!((r.status, error_code(&r).as_str()), (409, "conflict"), "{}", r.body);
     assert_eq!(w.snapshot(), before);
-    // Another source brings it down below the run's charge: money goes back.
-    let body = r#"{"job_id": 101, "source": "aws-bill", "cost_data": {"actual_cost": "0.05"}}"#;
-    let r = w.call("POST", "/api/v1/integration/cost-update", Some(INTEGRATION), Some(body));
+    // Another caller (another source) brings it down below the run's charge: money goes back.
+    let body = r#"{"job_id": 101, "cost_data": {"actual_cost": "0.05"}}"#;
+    let r = w.call("POST", "/api/v1/integration/cost-update", Some(ADMIN), Some(body));
     assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["source"], "boss");
+    assert_eq!(r.json()["journal_key"], "adjust:c1:101:boss");
     assert_eq!(r.json()["net_charge"], "0.05");
     assert!(r.json()["adjustment"].as_str().unwrap().starts_with('-'));
     w.verify_clean();
@@ -440,6 +599,57 @@ fn cost_update_adjusts_once_and_keeps_verify_clean() {
     // A job still running cannot be adjusted yet.
     let ctx = w.call("GET", "/api/v1/accounts/chem", Some(READ), None).json();
     assert!(ctx["available"].as_str().is_some());
+}
+
+/// Issue 17: the source of a cost update is the caller; a body cannot name one, so no
+/// client can pose as another or as the importer (whose one-time key stays free).
+#[test]
+fn cost_update_source_is_the_caller() {
+    let w = world();
+    let before = w.snapshot();
+    for source in ["aws-import", "launcher", "boss"] {
+        let body = format!(r#"{{"job_id": 101, "source": "{source}", "cost_data": {{"actual_cost": "1.00"}}}}"#);
+        let r = w.call("POST", "/api/v1/integration/cost-update", Some(INTEGRATION), Some(&body));
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (
+                400,
+                r#"{"error":{"code":"invalid_body","message":"unknown field `source`, expected one of `job_id`, `cluster`, `performance_data`, `cost_data`, `metadata` at line 1 column 24"}}"#
+            ),
+        );
+    }
+    assert_eq!(w.snapshot(), before);
+    let body = r#"{"job_id": 101, "cost_data": {"actual_cost": "1.00"}}"#;
+    let r = w.call("POST", "/api/v1/integration/cost-update", Some(INTEGRATION), Some(body));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["source"], "launcher");
+    assert_eq!(r.json()["journal_key"], "adjust:c1:101:launcher");
+    // The importer's key for job 101 is still free: its file applies.
+    let dir = w.dir.path().join("import");
+    std::fs::create_dir(&dir).unwrap();
+    let mut file: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data_dir().join("job-201-asbb-reconciliation.json")).unwrap())
+            .unwrap();
+    file["job_id"] = 101.into();
+    file["partition"] = "debug".into();
+    std::fs::write(dir.join("job-101-asbb-reconciliation.json"), file.to_string()).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
+        .args(["integration", "import-costs"])
+        .arg(&dir)
+        .env("ASBB_CONFIG", w.config_file())
+        .env("ASBB_LEDGER", w.ledger())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.starts_with("job-101-asbb-reconciliation.json: applied: job 101 (chem) actual $0.25"), "{stdout}");
+    assert!(w.adjustments("adjust:c1:101:aws-import") >= 1);
+    assert_eq!(w.cost_update_rows("aws-import"), 1);
+    w.verify_clean();
+    // A configuration naming a token after the importer does not load.
+    let text =
+        std::fs::read_to_string(w.config_file()).unwrap().replace("name = \"launcher\"", "name = \"aws-import\"");
+    let e = Config::parse(&text, "asbb.toml").unwrap_err().to_string();
+    assert!(e.starts_with("asbb.toml: api.tokens: the name 'aws-import' is reserved"), "{e}");
 }
 
 #[test]
@@ -665,6 +875,43 @@ fn asbb_as_a_user_reads_its_accounts_through_the_socket() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// Issue 17: a socket user asking for a job they may not see gets exactly the answer
+/// for a job id that does not exist (status, headers and body; only the date differs).
+#[test]
+fn budget_context_hides_other_accounts_jobs_from_socket_users() {
+    let w = world();
+    let get = |path: &str| {
+        raw_as_nobody(&w, &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")).map(|raw| {
+            raw.lines().filter(|l| !l.to_ascii_lowercase().starts_with("date:")).collect::<Vec<_>>().join("\n")
+        })
+    };
+    let ctx = "/api/v1/integration/budget-context";
+    let Some(unknown) = get(&format!("{ctx}/999")) else {
+        return;
+    };
+    assert!(unknown.starts_with("HTTP/1.1 404 Not Found\n"), "{unknown}");
+    assert!(unknown.ends_with(r#"{"error":{"code":"unknown_job","message":"no job 999 in the ledger"}}"#), "{unknown}");
+    // 101 (settled), 105 (two clusters), 103 (ran without a hold): all in chem, which
+    // uid 65534 neither ran jobs in nor is a member of; 102 has no known id. Byte for
+    // byte the answer for 999, but for the id.
+    for (id, query) in
+        [("101", ""), ("105", ""), ("103", ""), ("102", ""), ("101", "?cluster=c1"), ("105", "?cluster=c2")]
+    {
+        let hidden = get(&format!("{ctx}/{id}{query}")).unwrap();
+        let absent = get(&format!("{ctx}/999{query}")).unwrap();
+        assert_eq!(hidden, absent.replace("999", id), "{id}{query}");
+    }
+    // A member of chem sees its jobs.
+    let mut b = w.budget();
+    b.add_member("chem", "nobody", Some(65534), "test", now()).unwrap();
+    drop(b);
+    let seen = get(&format!("{ctx}/101")).unwrap();
+    assert!(seen.starts_with("HTTP/1.1 200 OK\n"), "{seen}");
+    let seen = get(&format!("{ctx}/105")).unwrap();
+    assert!(seen.starts_with("HTTP/1.1 409 Conflict\n"), "{seen}");
+    assert_eq!(get(&format!("{ctx}/999")).unwrap(), unknown);
 }
 
 // ----- the burst launcher's files ---------------------------------------------------------------------

@@ -6,7 +6,8 @@
 //! here is one short transaction, so slurmctld's bounded lock wait is not exceeded).
 //!
 //! Who may do what:
-//! - `/health` and `/metrics` answer anyone.
+//! - `/health` and `/metrics` answer anyone; `/metrics` shows per-account figures
+//!   only to callers with role `read` or more, anyone else gets totals.
 //! - Over TCP everything else needs `Authorization: Bearer <token>`; tokens are
 //!   configured as SHA-256 hashes (`[[api.tokens]]`) and compared in constant time.
 //! - Over the unix socket the peer's uid decides: root and the ledger file's owner are
@@ -18,14 +19,19 @@
 //!
 //! Every error is `{"error": {"code": "...", "message": "..."}}` with a 4xx/5xx status,
 //! and a request that fails writes nothing.
+//!
+//! Connections are served by `conn`: headers, bodies and idle connections are timed
+//! out and the open connections capped (`[api]`, issue 17).
 
 pub mod client;
+mod conn;
 
 use crate::cli::admin::RequestArgs;
 use crate::core::budget::{Budget, BudgetError, Decision};
 use crate::core::config::{ApiRole, Config};
 use crate::core::integration::{
-    count_from_raw, money_from_raw, CostUpdate, Feedback, IntegrationError, MetricsSnapshot,
+    accounts_with_job_id, count_from_raw, money_from_raw, unknown_job, CostUpdate, Feedback, IntegrationError,
+    MetricsSnapshot,
 };
 use crate::core::ledger::{Ledger, OpenMode};
 use crate::core::money::Money;
@@ -213,26 +219,49 @@ fn peer_caller(state: &Shared, uid: u32) -> Caller {
 
 // ----- authentication middleware ---------------------------------------------------------------
 
-async fn tcp_auth(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let token = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
+/// The caller a request's bearer token names: `Ok(None)` with no Authorization header,
+/// 401 for a header that names no configured token.
+fn bearer_caller(state: &Shared, req: &Request) -> Result<Option<Caller>, ApiError> {
+    let Some(value) = req.headers().get(header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let token = value
+        .to_str()
+        .ok()
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
-    let caller = match token {
-        None => {
+        .map(str::trim)
+        .ok_or_else(|| ApiError::new(401, "unauthorized", "this endpoint needs `Authorization: Bearer <token>`"))?;
+    token_caller(state, token).map(Some).ok_or_else(|| ApiError::new(401, "unauthorized", "the token is not valid"))
+}
+
+async fn tcp_auth(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let caller = match bearer_caller(&state, &req) {
+        Ok(Some(c)) => c,
+        Ok(None) => {
             return ApiError::new(401, "unauthorized", "this endpoint needs `Authorization: Bearer <token>`")
                 .into_response()
         }
-        Some(t) => match token_caller(&state, t) {
-            Some(c) => c,
-            None => return ApiError::new(401, "unauthorized", "the token is not valid").into_response(),
-        },
+        Err(e) => return e.into_response(),
     };
     req.extensions_mut().insert(caller.clone());
     let mut res = next.run(req).await;
     res.extensions_mut().insert(caller);
+    res
+}
+
+/// For `/metrics` over TCP: a token is optional, but one that is given must be valid.
+async fn tcp_auth_optional(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    let caller = match bearer_caller(&state, &req) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(c) = &caller {
+        req.extensions_mut().insert(c.clone());
+    }
+    let mut res = next.run(req).await;
+    if let Some(c) = caller {
+        res.extensions_mut().insert(c);
+    }
     res
 }
 
@@ -242,9 +271,9 @@ pub struct PeerCred {
     pub uid: Option<u32>,
 }
 
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, tokio::net::UnixListener>> for PeerCred {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, tokio::net::UnixListener>) -> PeerCred {
-        PeerCred { uid: stream.io().peer_cred().ok().map(|c| c.uid()) }
+impl PeerCred {
+    fn of(stream: &tokio::net::UnixStream) -> PeerCred {
+        PeerCred { uid: stream.peer_cred().ok().map(|c| c.uid()) }
     }
 }
 
@@ -299,13 +328,18 @@ fn protected_routes() -> Router<AppState> {
         .route("/api/v1/me/jobs", get(my_jobs))
 }
 
-/// The public routes, the protected ones (already behind their auth layer), and what
-/// every request gets: the body limit, JSON 404/405, counting and logging.
+/// `/metrics`: anyone may scrape it; what it shows depends on the caller (the
+/// transport's auth layer, optional over TCP, is added by the caller).
+fn metrics_routes() -> Router<AppState> {
+    Router::new().route("/metrics", get(metrics))
+}
+
+/// The public routes, the others (already behind their auth layer), and what every
+/// request gets: the body limit, JSON 404/405, counting and logging.
 fn with_public_routes(state: AppState, protected: Router<AppState>) -> Router {
     let limit = state.config.api.max_body_bytes as usize;
     Router::new()
         .route("/health", get(health))
-        .route("/metrics", get(metrics))
         .merge(protected)
         .fallback(|| async { ApiError::new(404, "not_found", "no such endpoint; see README.md, Integration API") })
         .method_not_allowed_fallback(|| async {
@@ -316,15 +350,76 @@ fn with_public_routes(state: AppState, protected: Router<AppState>) -> Router {
         .with_state(state)
 }
 
+/// Reads the request body within `[api] body_read_timeout_ms` (issue 17) and up to
+/// `max_body_bytes`, before the handler runs (so a request that takes too long writes
+/// nothing): 408 and the connection closed when it does not arrive in time.
+async fn read_body_in_time(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let api = &state.config.api;
+    let limit = api.max_body_bytes as usize;
+    let too_large = || {
+        ApiError::new(413, "payload_too_large", "the request body is over the size limit ([api] max_body_bytes)")
+            .into_response()
+    };
+    let (parts, body) = req.into_parts();
+    let declared = parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return too_large();
+    }
+    let wait = std::time::Duration::from_millis(api.body_read_timeout_ms as u64);
+    let bytes = match tokio::time::timeout(wait, collect_body(body, limit)).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(None)) => return too_large(),
+        Ok(Err(Some(why))) => {
+            return ApiError::bad_body(format!("cannot read the request body: {why}")).into_response()
+        }
+        Err(_) => {
+            let mut r = ApiError::new(
+                408,
+                "request_timeout",
+                format!(
+                    "the request body did not arrive within {} ms ([api] body_read_timeout_ms)",
+                    api.body_read_timeout_ms
+                ),
+            )
+            .into_response();
+            r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return r;
+        }
+    };
+    next.run(Request::from_parts(parts, axum::body::Body::from(bytes))).await
+}
+
+/// The whole body, or `Err(None)` past `limit` bytes, `Err(Some(why))` when it broke off.
+async fn collect_body(mut body: axum::body::Body, limit: usize) -> Result<Bytes, Option<String>> {
+    use axum::body::HttpBody;
+    let mut buf = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await {
+        let frame = frame.map_err(|e| Some(e.to_string()))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(None);
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    Ok(Bytes::from(buf))
+}
+
 /// TCP: a bearer token names the caller.
 pub fn tcp_router(state: AppState) -> Router {
-    let p = protected_routes().route_layer(middleware::from_fn_with_state(state.clone(), tcp_auth));
+    let p = protected_routes()
+        .route_layer(middleware::from_fn_with_state(state.clone(), read_body_in_time))
+        .route_layer(middleware::from_fn_with_state(state.clone(), tcp_auth))
+        .merge(metrics_routes().route_layer(middleware::from_fn_with_state(state.clone(), tcp_auth_optional)));
     with_public_routes(state, p)
 }
 
 /// Unix socket: the peer's uid names the caller.
 pub fn unix_router(state: AppState) -> Router {
-    let p = protected_routes().route_layer(middleware::from_fn_with_state(state.clone(), unix_auth));
+    let p = protected_routes()
+        .route_layer(middleware::from_fn_with_state(state.clone(), read_body_in_time))
+        .merge(metrics_routes())
+        .route_layer(middleware::from_fn_with_state(state.clone(), unix_auth));
     with_public_routes(state, p)
 }
 
@@ -403,6 +498,11 @@ pub fn start(config: Config, opts: ServeOptions) -> Result<RunningServer, ServeE
         let h = hex32(&t.sha256).ok_or_else(|| ServeError(format!("api.tokens.{}: bad sha256", t.name)))?;
         tokens.push((h, t.name.clone(), t.role));
     }
+    let limits = conn::ConnLimits {
+        header_read: std::time::Duration::from_millis(config.api.header_read_timeout_ms as u64),
+        idle: std::time::Duration::from_millis(config.api.idle_timeout_ms as u64),
+    };
+    let max_connections = config.api.max_connections;
     let state = Arc::new(Shared {
         config,
         budget: Mutex::new(None),
@@ -414,6 +514,7 @@ pub fn start(config: Config, opts: ServeOptions) -> Result<RunningServer, ServeE
 
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
+        .enable_time()
         .build()
         .map_err(|e| ServeError(format!("cannot start the runtime: {e}")))?;
     let tcp_listener = match listen {
@@ -434,24 +535,9 @@ pub fn start(config: Config, opts: ServeOptions) -> Result<RunningServer, ServeE
         .name("asbb-api".into())
         .spawn(move || {
             rt.block_on(async move {
-                let mut tasks = Vec::new();
-                if let Some(l) = tcp_listener {
-                    let app = tcp_router(state.clone());
-                    let rx = stop_rx.clone();
-                    tasks.push(tokio::spawn(async move {
-                        let _ = axum::serve(l, app).with_graceful_shutdown(wait_stop(rx)).await;
-                    }));
-                }
-                if let Some(l) = unix_listener {
-                    let app = unix_router(state.clone()).into_make_service_with_connect_info::<PeerCred>();
-                    let rx = stop_rx.clone();
-                    tasks.push(tokio::spawn(async move {
-                        let _ = axum::serve(l, app).with_graceful_shutdown(wait_stop(rx)).await;
-                    }));
-                }
-                for t in tasks {
-                    let _ = t.await;
-                }
+                let tcp = tcp_listener.map(|l| (l, tcp_router(state.clone())));
+                let unix = unix_listener.map(|l| (l, unix_router(state.clone())));
+                conn::serve(tcp, unix, max_connections, limits, stop_rx).await;
             });
             if let Some(p) = socket_path {
                 crate::core::safe_fs::remove_own_socket(&p);
@@ -459,14 +545,6 @@ pub fn start(config: Config, opts: ServeOptions) -> Result<RunningServer, ServeE
         })
         .map_err(|e| ServeError(format!("cannot start the server thread: {e}")))?;
     Ok(RunningServer { tcp: tcp_addr, socket, stop: Some(stop_tx), thread: Some(thread) })
-}
-
-async fn wait_stop(mut rx: tokio::sync::watch::Receiver<bool>) {
-    while !*rx.borrow() {
-        if rx.changed().await.is_err() {
-            return;
-        }
-    }
 }
 
 /// Binds the unix socket, replacing a stale one (nothing answering) but never a live
@@ -598,14 +676,24 @@ async fn health(State(state): State<AppState>) -> ApiResult {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> ApiResult {
-    let snap = state.with_budget(|b, now| Ok((b.metrics_snapshot().map_err(ApiError::from)?, now))).await;
+/// Prometheus text. Everyone gets totals over all accounts and the service's health;
+/// callers with role `read` or more (a token, or a socket peer with that role) also get
+/// each account's figures. Every figure is a maintained total (see `MetricsSnapshot`).
+async fn metrics(State(state): State<AppState>, caller: Option<axum::Extension<Caller>>) -> ApiResult {
+    let per_account = caller.is_some_and(|c| c.role >= ApiRole::Read);
+    let snap =
+        state.with_budget(move |b, now| Ok((b.metrics_snapshot(per_account).map_err(ApiError::from)?, now))).await;
     let counts: Vec<u64> = state.requests.iter().map(|c| c.load(Ordering::Relaxed)).collect();
     let text = render_metrics(snap.as_ref().ok().map(|(s, n)| (s, *n)), &counts);
     Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response())
 }
 
-/// Prometheus text exposition.
+/// A label value in the Prometheus text format.
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+/// Prometheus text exposition. Per-account series only when the snapshot has them.
 pub fn render_metrics(snap: Option<(&MetricsSnapshot, i64)>, requests: &[u64]) -> String {
     let mut out = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, String)>| {
@@ -615,67 +703,75 @@ pub fn render_metrics(snap: Option<(&MetricsSnapshot, i64)>, requests: &[u64]) -
         }
     };
     let dollars = |m: i64| Money::from_micros(m).to_exact_string();
+    let one = |v: String| vec![(String::new(), v)];
     metric(
         "asbb_ledger_up",
         "gauge",
         "1 when the ledger answered this scrape, 0 when it did not.",
-        vec![(String::new(), if snap.is_some() { "1" } else { "0" }.into())],
+        one(if snap.is_some() { "1" } else { "0" }.into()),
     );
     if let Some((s, now)) = snap {
         metric(
             "asbb_jobs",
             "gauge",
             "Jobs in the ledger by state: held (accepted, funds held), awaiting_approval/awaiting_funds (submitted held), settled, released, denied. Refusals write nothing to the ledger and are not counted.",
-            s.jobs_by_state.iter().map(|(st, n)| (format!("{{state=\"{st}\"}}"), n.to_string())).collect(),
+            s.jobs_by_state.iter().map(|(st, n)| (format!("{{state=\"{}\"}}", label_value(st)), n.to_string())).collect(),
         );
-        metric(
-            "asbb_holds_open",
-            "gauge",
-            "Jobs holding money, per account.",
-            s.holds.iter().map(|(a, n, _)| (format!("{{account=\"{a}\"}}"), n.to_string())).collect(),
-        );
+        metric("asbb_holds_open", "gauge", "Jobs holding money, all accounts.", one(s.holds_open.to_string()));
         metric(
             "asbb_holds_open_dollars",
             "gauge",
-            "Money held by open holds, per account.",
-            s.holds.iter().map(|(a, _, m)| (format!("{{account=\"{a}\"}}"), dollars(*m))).collect(),
-        );
-        metric(
-            "asbb_charged_dollars",
-            "gauge",
-            "Net charged per account: charges - refunds + adjustments (all time).",
-            s.charged.iter().map(|(a, m)| (format!("{{account=\"{a}\"}}"), dollars(*m))).collect(),
+            "Money held by open holds, all accounts.",
+            one(dollars(s.holds_open_micros)),
         );
         metric(
             "asbb_reconcile_lag_seconds",
             "gauge",
             "Age of the oldest open hold (0 when none): how far behind reconciliation could be.",
-            vec![(String::new(), s.oldest_open_hold_at.map_or(0, |t| (now - t).max(0)).to_string())],
+            one(s.oldest_open_hold_at.map_or(0, |t| (now - t).max(0)).to_string()),
         );
         metric(
             "asbb_runs_without_hold",
             "gauge",
             "Runs charged with no asbb hold behind them: the submit hook did not price the job (ledger unavailable with on_ledger_error = accept, or submitted before asbb). The plugins log their errors to slurmctld's log; this is the trace they leave in the ledger.",
-            vec![(String::new(), s.runs_without_hold.to_string())],
+            one(s.runs_without_hold.to_string()),
         );
         metric(
             "asbb_cost_updates",
             "gauge",
             "Actual-cost updates recorded (API and imports).",
-            vec![(String::new(), s.cost_updates.to_string())],
+            one(s.cost_updates.to_string()),
         );
-        metric(
-            "asbb_performance_feedback",
-            "gauge",
-            "Performance feedback records.",
-            vec![(String::new(), s.feedback.to_string())],
-        );
+        metric("asbb_performance_feedback", "gauge", "Performance feedback records.", one(s.feedback.to_string()));
         metric(
             "asbb_learning_samples",
             "gauge",
             "Estimate-vs-actual samples (reconciled runs and feedback).",
-            vec![(String::new(), s.learning_samples.to_string())],
+            one(s.learning_samples.to_string()),
         );
+        if let Some(accounts) = &s.accounts {
+            let per = |f: &dyn Fn(&crate::core::integration::AccountMetrics) -> String| -> Vec<(String, String)> {
+                accounts.iter().map(|a| (format!("{{account=\"{}\"}}", label_value(&a.name)), f(a))).collect()
+            };
+            metric(
+                "asbb_account_holds_open",
+                "gauge",
+                "Jobs holding money, per account.",
+                per(&|a| a.holds_open.to_string()),
+            );
+            metric(
+                "asbb_account_holds_open_dollars",
+                "gauge",
+                "Money held by open holds, per account.",
+                per(&|a| dollars(a.held_micros)),
+            );
+            metric(
+                "asbb_account_charged_dollars",
+                "gauge",
+                "Net charged per account: charges - refunds + adjustments (all time).",
+                per(&|a| dollars(a.charged_micros)),
+            );
+        }
     }
     metric(
         "asbb_api_requests_total",
@@ -777,9 +873,6 @@ struct CostUpdateBody {
     job_id: Box<RawValue>,
     #[serde(default)]
     cluster: Option<String>,
-    /// Who reports it; default: the token's name.
-    #[serde(default)]
-    source: Option<String>,
     #[serde(default)]
     performance_data: Option<Value>,
     cost_data: CostDataBody,
@@ -794,6 +887,14 @@ async fn cost_update(
 ) -> ApiResult {
     let caller = caller_of(caller)?;
     require(&caller, ApiRole::Integration)?;
+    // The source (the adjustment's idempotency key) is who is calling, never what the
+    // body says; the import's source is reserved (and refused as a token name).
+    if crate::core::config::is_import_source(&caller.name) {
+        return Err(ApiError::forbidden(format!(
+            "'{}' is the source of `asbb-admin integration import-costs`; no API caller may post as it",
+            crate::core::fields::clean_text(&caller.name)
+        )));
+    }
     let bytes = body_of(body)?;
     let b: CostUpdateBody = parse_body(&bytes)?;
     let opt = |r: &Option<Box<RawValue>>, f: &str| -> Result<Option<Money>, ApiError> {
@@ -802,7 +903,7 @@ async fn cost_update(
     let u = CostUpdate {
         cluster: b.cluster,
         job_id: job_id_from_raw(&b.job_id)?,
-        source: b.source.unwrap_or_else(|| caller.name.clone()),
+        source: caller.name.clone(),
         actual: money_from_raw(&b.cost_data.actual_cost, "cost_data.actual_cost").map_err(invalid)?,
         compute: opt(&b.cost_data.compute_cost, "cost_data.compute_cost")?,
         storage: opt(&b.cost_data.storage_cost, "cost_data.storage_cost")?,
@@ -836,9 +937,20 @@ async fn budget_context(
     let q = query_of(q)?;
     let out = state
         .with_budget(move |b, now| {
-            let ctx = b.budget_context(q.cluster.as_deref(), job_id, now)?;
-            if caller.role < ApiRole::Read {
-                check_account_access(b, &caller, &ctx.account.name)?;
+            let cluster = q.cluster.as_deref();
+            if caller.role >= ApiRole::Read {
+                return Ok(b.budget_context(cluster, job_id, now)?);
+            }
+            // A user sees jobs in their accounts; any other job id gets the answer an
+            // unknown one gets, so it tells them nothing about other accounts' jobs.
+            let mine = b.accounts_of_user(caller.uid.unwrap_or(u32::MAX), Some(&caller.name))?;
+            let candidates = accounts_with_job_id(&b.ledger.conn, cluster, job_id)?;
+            if !candidates.iter().any(|a| mine.contains(a)) {
+                return Err(unknown_job(cluster, job_id).into());
+            }
+            let ctx = b.budget_context(cluster, job_id, now)?;
+            if !mine.contains(&ctx.account.name) {
+                return Err(unknown_job(cluster, job_id).into());
             }
             Ok(ctx)
         })

@@ -399,6 +399,14 @@ struct RawApi {
     #[serde(default)]
     max_body_bytes: Option<u32>,
     #[serde(default)]
+    header_read_timeout_ms: Option<u32>,
+    #[serde(default)]
+    idle_timeout_ms: Option<u32>,
+    #[serde(default)]
+    body_read_timeout_ms: Option<u32>,
+    #[serde(default)]
+    max_connections: Option<u32>,
+    #[serde(default)]
     tokens: Vec<ApiToken>,
     #[serde(default)]
     peers: Vec<ApiPeer>,
@@ -407,6 +415,13 @@ struct RawApi {
 pub const DEFAULT_API_LISTEN: &str = "127.0.0.1:8470";
 pub const DEFAULT_API_MAX_BODY_BYTES: u32 = 64 * 1024;
 pub const MAX_API_BODY_BYTES: u32 = 1024 * 1024;
+pub const DEFAULT_API_HEADER_READ_TIMEOUT_MS: u32 = 5_000;
+pub const DEFAULT_API_IDLE_TIMEOUT_MS: u32 = 30_000;
+pub const DEFAULT_API_BODY_READ_TIMEOUT_MS: u32 = 10_000;
+pub const DEFAULT_API_MAX_CONNECTIONS: u32 = 256;
+/// The range every `[api] *_timeout_ms` must be in.
+pub const API_TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u32> = 100..=600_000;
+pub const MAX_API_CONNECTIONS: u32 = 65_536;
 
 /// `[api]`: `asbb-admin serve`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -416,6 +431,16 @@ pub struct ApiConfig {
     /// Listening on an address outside 127.0.0.0/8 and ::1 must be asked for.
     pub allow_non_loopback: bool,
     pub max_body_bytes: u32,
+    /// From a new connection, or the first byte of a request on a kept-alive one, until
+    /// the end of the request's headers; then the connection is closed.
+    pub header_read_timeout_ms: u32,
+    /// A kept-alive connection with no request (or a response the client does not read)
+    /// is closed after this long.
+    pub idle_timeout_ms: u32,
+    /// From the end of the headers until the whole body has arrived; then 408.
+    pub body_read_timeout_ms: u32,
+    /// Open connections, TCP and unix socket together; more wait to be accepted.
+    pub max_connections: u32,
     pub tokens: Vec<ApiToken>,
     pub peers: Vec<ApiPeer>,
 }
@@ -441,10 +466,19 @@ impl Default for ApiConfig {
             socket: None,
             allow_non_loopback: false,
             max_body_bytes: DEFAULT_API_MAX_BODY_BYTES,
+            header_read_timeout_ms: DEFAULT_API_HEADER_READ_TIMEOUT_MS,
+            idle_timeout_ms: DEFAULT_API_IDLE_TIMEOUT_MS,
+            body_read_timeout_ms: DEFAULT_API_BODY_READ_TIMEOUT_MS,
+            max_connections: DEFAULT_API_MAX_CONNECTIONS,
             tokens: Vec::new(),
             peers: Vec::new(),
         }
     }
+}
+
+/// Is `name` the import's source (`aws-import`, in any case)? No API caller may carry it.
+pub fn is_import_source(name: &str) -> bool {
+    name.trim().eq_ignore_ascii_case(crate::core::integration::IMPORT_SOURCE)
 }
 
 fn api_config(raw: &RawApi) -> Result<ApiConfig, String> {
@@ -455,6 +489,27 @@ fn api_config(raw: &RawApi) -> Result<ApiConfig, String> {
     let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_API_MAX_BODY_BYTES);
     if !(1024..=MAX_API_BODY_BYTES).contains(&max_body_bytes) {
         return Err(format!("api.max_body_bytes: {max_body_bytes} must be from 1024 to {MAX_API_BODY_BYTES}"));
+    }
+    let timeout = |key: &str, v: Option<u32>, default: u32| -> Result<u32, String> {
+        let v = v.unwrap_or(default);
+        if API_TIMEOUT_MS_RANGE.contains(&v) {
+            Ok(v)
+        } else {
+            Err(format!(
+                "api.{key}: {v} must be from {} to {} (milliseconds)",
+                API_TIMEOUT_MS_RANGE.start(),
+                API_TIMEOUT_MS_RANGE.end()
+            ))
+        }
+    };
+    let header_read_timeout_ms =
+        timeout("header_read_timeout_ms", raw.header_read_timeout_ms, DEFAULT_API_HEADER_READ_TIMEOUT_MS)?;
+    let idle_timeout_ms = timeout("idle_timeout_ms", raw.idle_timeout_ms, DEFAULT_API_IDLE_TIMEOUT_MS)?;
+    let body_read_timeout_ms =
+        timeout("body_read_timeout_ms", raw.body_read_timeout_ms, DEFAULT_API_BODY_READ_TIMEOUT_MS)?;
+    let max_connections = raw.max_connections.unwrap_or(DEFAULT_API_MAX_CONNECTIONS);
+    if !(1..=MAX_API_CONNECTIONS).contains(&max_connections) {
+        return Err(format!("api.max_connections: {max_connections} must be from 1 to {MAX_API_CONNECTIONS}"));
     }
     let mut names = std::collections::BTreeSet::new();
     for t in &raw.tokens {
@@ -473,10 +528,23 @@ fn api_config(raw: &RawApi) -> Result<ApiConfig, String> {
         if t.role == ApiRole::User {
             return Err(format!("api.tokens.{}.role: use read, integration or admin", t.name));
         }
+        if is_import_source(&t.name) {
+            return Err(format!(
+                "api.tokens: the name '{}' is reserved: cost updates carry their caller's name as source, and '{}' is the source of `asbb-admin integration import-costs`; name the token after its client",
+                t.name,
+                crate::core::integration::IMPORT_SOURCE
+            ));
+        }
     }
     for p in &raw.peers {
         if p.user.is_some() == p.uid.is_some() {
             return Err("api.peers: give exactly one of user or uid for each peer".into());
+        }
+        if let Some(u) = p.user.as_deref().filter(|u| is_import_source(u)) {
+            return Err(format!(
+                "api.peers: the user '{u}' is reserved: cost updates carry their caller's name as source, and '{}' is the source of `asbb-admin integration import-costs`",
+                crate::core::integration::IMPORT_SOURCE
+            ));
         }
     }
     Ok(ApiConfig {
@@ -484,6 +552,10 @@ fn api_config(raw: &RawApi) -> Result<ApiConfig, String> {
         socket: raw.socket.clone(),
         allow_non_loopback: raw.allow_non_loopback,
         max_body_bytes,
+        header_read_timeout_ms,
+        idle_timeout_ms,
+        body_read_timeout_ms,
+        max_connections,
         tokens: raw.tokens.clone(),
         peers: raw.peers.clone(),
     })
@@ -805,6 +877,27 @@ node_hour = 0.34
     fn refuses_negative_rates() {
         let e = Config::parse("[partitions.p.rates]\ncpu = -1\n", "a.toml").unwrap_err();
         assert_eq!(e.to_string(), "a.toml: line 2: `cpu = -1`: amount '-1' is negative; amounts must be zero or more");
+    }
+
+    #[test]
+    fn refuses_api_callers_named_like_the_import() {
+        let token = |name: &str| {
+            format!(
+                "[api]\n[[api.tokens]]\nname = \"{name}\"\nsha256 = \"{}\"\nrole = \"integration\"\n",
+                "0".repeat(64)
+            )
+        };
+        assert!(Config::parse(&token("aws-importer"), "a.toml").is_ok());
+        for name in ["aws-import", "AWS-Import"] {
+            let e = Config::parse(&token(name), "a.toml").unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("a.toml: api.tokens: the name '{name}' is reserved: cost updates carry their caller's name as source, and 'aws-import' is the source of `asbb-admin integration import-costs`; name the token after its client")
+            );
+        }
+        let e = Config::parse("[api]\n[[api.peers]]\nuser = \"aws-import\"\nrole = \"integration\"\n", "a.toml")
+            .unwrap_err();
+        assert!(e.to_string().starts_with("a.toml: api.peers: the user 'aws-import' is reserved"), "{e}");
     }
 
     #[test]

@@ -179,6 +179,32 @@ pub struct FoundJob {
     pub cluster: Option<String>,
 }
 
+/// The answer for a job id the ledger does not have, and (issue 17) for one the caller
+/// may not see: the same, so it tells nothing about which.
+pub fn unknown_job(cluster: Option<&str>, job_id: u32) -> IntegrationError {
+    let where_ = cluster.map(|c| format!(" on cluster {c}")).unwrap_or_default();
+    IntegrationError::UnknownJob(format!("no job {job_id}{where_} in the ledger"))
+}
+
+/// The accounts of every job and run carrying SLURM id `job_id` (on `cluster`, when
+/// given): the candidates `find_job` chooses from.
+pub fn accounts_with_job_id(
+    conn: &Connection,
+    cluster: Option<&str>,
+    job_id: u32,
+) -> Result<Vec<String>, IntegrationError> {
+    let e =
+        |source| IntegrationError::Budget(BudgetError::Ledger(LedgerError::Sqlite { path: PathBuf::new(), source }));
+    conn.prepare_cached(
+        "SELECT a.name FROM runs r JOIN accounts a ON a.id = r.account_id
+           WHERE r.job_id = ?1 AND (?2 IS NULL OR r.cluster = ?2)
+         UNION
+         SELECT a.name FROM jobs j JOIN accounts a ON a.id = j.account_id WHERE j.job_id = ?1 AND ?2 IS NULL",
+    )
+    .and_then(|mut s| s.query_map(params![job_id, cluster], |r| r.get(0))?.collect())
+    .map_err(e)
+}
+
 /// Finds the one job with SLURM id `job_id` (on `cluster`, when given).
 pub fn find_job(conn: &Connection, cluster: Option<&str>, job_id: u32) -> Result<FoundJob, IntegrationError> {
     let e =
@@ -202,7 +228,7 @@ pub fn find_job(conn: &Connection, cluster: Option<&str>, job_id: u32) -> Result
         None => String::new(),
     };
     if rows.is_empty() {
-        return Err(IntegrationError::UnknownJob(format!("no job {job_id}{where_} in the ledger")));
+        return Err(unknown_job(cluster, job_id));
     }
     let mut tokens: Vec<&str> = rows.iter().filter_map(|(t, _)| t.as_deref()).collect();
     tokens.dedup();
@@ -1165,16 +1191,20 @@ impl Budget {
 
 // ----- what /metrics shows -----------------------------------------------------------------------
 
-/// Counts and amounts for `/metrics`, all read from the ledger.
+/// Counts and amounts for `/metrics`. Every figure comes from a total the ledger keeps
+/// up to date as it writes (the accounts' and allocations' cached totals, the open jobs
+/// through the `jobs_state` index, the last row id of append-only tables), so a scrape
+/// costs a few index lookups however long the journal is; nothing here reads the journal.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MetricsSnapshot {
     /// Jobs by state: what the plugin decided and where they are now. Refusals write
     /// nothing to the ledger, so they are not here.
     pub jobs_by_state: Vec<(String, i64)>,
-    /// Per account: open holds (jobs) and their amount (micros).
-    pub holds: Vec<(String, i64, i64)>,
-    /// Per account: net charged (charges − refunds + adjustments), micros.
-    pub charged: Vec<(String, i64)>,
+    /// Over all accounts: jobs holding money, and the money they hold (micros).
+    pub holds_open: i64,
+    pub holds_open_micros: i64,
+    /// Per account, only when asked for (callers with role `read` or more).
+    pub accounts: Option<Vec<AccountMetrics>>,
     /// Submit time of the oldest job still holding money.
     pub oldest_open_hold_at: Option<i64>,
     /// Runs charged with no hold behind them (the submit hook did not price the job:
@@ -1185,8 +1215,25 @@ pub struct MetricsSnapshot {
     pub learning_samples: i64,
 }
 
+/// One account's figures in `/metrics`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct AccountMetrics {
+    pub name: String,
+    /// Jobs holding money, and the money held (micros).
+    pub holds_open: i64,
+    pub held_micros: i64,
+    /// Net charged, all time (charges − refunds + adjustments, micros): what its
+    /// allocations were debited plus its overdraft.
+    pub charged_micros: i64,
+}
+
+/// States in which a job can hold money (settled, released and denied jobs hold none).
+const OPEN_STATES: &str = "('held', 'awaiting_approval', 'awaiting_funds')";
+
 impl Budget {
-    pub fn metrics_snapshot(&mut self) -> Result<MetricsSnapshot, IntegrationError> {
+    /// The figures behind `/metrics`; `per_account` adds each account's (see
+    /// `MetricsSnapshot` for where they come from).
+    pub fn metrics_snapshot(&mut self, per_account: bool) -> Result<MetricsSnapshot, IntegrationError> {
         let path = self.ledger.path().to_path_buf();
         let e = sql(&path);
         let tx = Tx::read(&mut self.ledger)?;
@@ -1195,31 +1242,55 @@ impl Budget {
             .prepare_cached("SELECT state, count(*) FROM jobs GROUP BY state ORDER BY state")
             .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .map_err(&e)?;
-        let holds = c
-            .prepare_cached(
-                "SELECT a.name, count(j.token), coalesce(sum(j.held_micros), 0) FROM accounts a
-                 LEFT JOIN jobs j ON j.account_id = a.id AND j.held_micros > 0 GROUP BY a.id ORDER BY a.name",
-            )
+        // Open holds per account id: the jobs_state index finds the open jobs.
+        let open: Vec<(i64, i64, i64)> = c
+            .prepare_cached(&format!(
+                "SELECT account_id, count(*), min(submitted_at) FROM jobs
+                 WHERE state IN {OPEN_STATES} AND held_micros > 0 GROUP BY account_id"
+            ))
             .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
             .map_err(&e)?;
-        let charged = c
-            .prepare_cached(
-                "SELECT a.name, coalesce(sum(CASE j.kind WHEN 'refund' THEN -j.amount_micros ELSE j.amount_micros END), 0)
-                 FROM accounts a LEFT JOIN journal j ON j.account_id = a.id AND j.kind IN ('charge', 'refund', 'adjustment')
-                 GROUP BY a.id ORDER BY a.name",
+        let holds_open = open.iter().map(|(_, n, _)| n).sum();
+        let oldest_open_hold_at = open.iter().map(|(_, _, t)| *t).min();
+        let one = |q: &str| -> Result<i64, IntegrationError> {
+            c.query_row(q, [], |r| r.get::<_, Option<i64>>(0)).map(Option::unwrap_or_default).map_err(&e)
+        };
+        let holds_open_micros = one("SELECT sum(held_micros) FROM accounts")?;
+        let accounts = if per_account {
+            let rows: Vec<(i64, String, i64, i64)> = c
+                .prepare_cached(
+                    "SELECT a.id, a.name, a.held_micros,
+                            a.overdraft_micros + coalesce((SELECT sum(l.debited_micros) FROM allocations l
+                                                           WHERE l.account_id = a.id), 0)
+                     FROM accounts a ORDER BY a.name",
+                )
+                .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect())
+                .map_err(&e)?;
+            Some(
+                rows.into_iter()
+                    .map(|(id, name, held_micros, charged_micros)| AccountMetrics {
+                        name,
+                        holds_open: open.iter().find(|(a, _, _)| *a == id).map_or(0, |(_, n, _)| *n),
+                        held_micros,
+                        charged_micros,
+                    })
+                    .collect(),
             )
-            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-            .map_err(&e)?;
-        let one = |q: &str| -> Result<Option<i64>, IntegrationError> { c.query_row(q, [], |r| r.get(0)).map_err(&e) };
+        } else {
+            None
+        };
+        // These tables are append-only (rows are never deleted) with integer primary
+        // keys SQLite numbers 1, 2, 3, ...: the last id is the row count.
         Ok(MetricsSnapshot {
             jobs_by_state,
-            holds,
-            charged,
-            oldest_open_hold_at: one("SELECT min(submitted_at) FROM jobs WHERE held_micros > 0")?,
-            runs_without_hold: one("SELECT count(*) FROM runs WHERE token IS NULL")?.unwrap_or(0),
-            cost_updates: one("SELECT count(*) FROM cost_updates")?.unwrap_or(0),
-            feedback: one("SELECT count(*) FROM performance_feedback")?.unwrap_or(0),
-            learning_samples: one("SELECT count(*) FROM learning_samples")?.unwrap_or(0),
+            holds_open,
+            holds_open_micros,
+            accounts,
+            oldest_open_hold_at,
+            runs_without_hold: one("SELECT count(*) FROM runs WHERE token IS NULL")?,
+            cost_updates: one("SELECT max(id) FROM cost_updates")?,
+            feedback: one("SELECT max(id) FROM performance_feedback")?,
+            learning_samples: one("SELECT max(id) FROM learning_samples")?,
         })
     }
 }
