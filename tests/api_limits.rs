@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 const TOKEN: &str = "integration-token";
 /// What the tests allow for a close the server should make at a limit of up to 1.2 s.
-const CLOSED_WITHIN: Duration = Duration::from_secs(3);
+const CLOSED_WITHIN: Duration = Duration::from_secs(5);
 
 struct World {
     _dir: tempfile::TempDir,
@@ -152,7 +152,9 @@ const HALF: &[u8] = b"GET /health HTTP/1.1\r\nHost: x\r\n";
 
 #[test]
 fn half_sent_requests_are_closed_at_the_header_timeout() {
-    let w = world("header_read_timeout_ms = 500\nidle_timeout_ms = 5000\nmax_connections = 256");
+    // 2 s: long enough that opening 100 connections and one whole request fit inside
+    // it on a loaded machine, so the check below cannot race the timeout.
+    let w = world("header_read_timeout_ms = 2000\nidle_timeout_ms = 5000\nmax_connections = 256");
     let start = Instant::now();
     let mut stalled: Vec<(Conn, Instant)> = Vec::new();
     for i in 0..100 {
@@ -182,7 +184,7 @@ fn half_sent_requests_are_closed_at_the_header_timeout() {
         let (status, body) = c.response(Duration::from_secs(2)).unwrap();
         assert_eq!((status, body.as_str()), (200, r#"{"status":"ok","ledger":"ok","schema_version":4}"#));
     }
-    assert!(start.elapsed() < Duration::from_millis(500), "the check came after the stalled ones were closed");
+    assert!(start.elapsed() < Duration::from_millis(2000), "the check came after the stalled ones were closed");
     let mut times = Vec::new();
     for (c, opened) in &mut stalled {
         let (closed, got) = c.closed_by(*opened, *opened + CLOSED_WITHIN);
@@ -192,8 +194,8 @@ fn half_sent_requests_are_closed_at_the_header_timeout() {
     }
     let first = times.iter().min().unwrap();
     let last = times.iter().max().unwrap();
-    eprintln!("100 half-sent requests (header_read_timeout_ms = 500): closed after {first:?} to {last:?}");
-    assert!(*first >= Duration::from_millis(490), "closed before the timeout: {first:?}");
+    eprintln!("100 half-sent requests (header_read_timeout_ms = 2000): closed after {first:?} to {last:?}");
+    assert!(*first >= Duration::from_millis(1990), "closed before the timeout: {first:?}");
     let trickled = trickle.join().unwrap().expect("the trickling client was never cut off");
     eprintln!("a client trickling a byte every 50 ms was cut off after {trickled:?}");
     assert!(trickled < CLOSED_WITHIN, "{trickled:?}");
