@@ -322,6 +322,10 @@ fn short_account_is_held_and_owner_release_is_rechecked() {
     // The owner cannot release it past the budget.
     let out = site.cluster.run_as(USER, "scontrol", &["release", &id.to_string()]);
     assert!(!out.status.success(), "release should be refused: {}", cluster::show(&out));
+    if cluster::slurm_release() >= (23, 2) {
+        // job_modify's err_msg reaches the user (22.05 has none).
+        assert!(text(&out.stderr).contains(&reason), "{}", cluster::show(&out));
+    }
     assert_eq!(site.cluster.job_field(id, "Priority").as_deref(), Some("0"));
     assert!(site.cluster.ctld_log().contains("release refused, stays held"));
 
