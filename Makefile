@@ -9,7 +9,7 @@ PLUGIN_DIR ?= /usr/lib/x86_64-linux-gnu/slurm-wlm
 # Where `make build` stages the plugins under their SLURM names.
 STAGE      := target/plugins
 
-.PHONY: all deps build plugins cli install demo test test-slurm test-core test-faults bench clean
+.PHONY: all deps build plugins cli install demo test test-slurm deb test-core test-faults bench clean
 
 all: build
 
@@ -50,6 +50,13 @@ test: build
 	ASBB_E2E=1 ASBB_PLUGIN_DIR=$(CURDIR)/$(STAGE) ASBB_BIN_DIR=$(CURDIR)/target/release \
 		$(CARGO) test --release -- --test-threads=2
 	for r in $(SLURM_RELEASES); do bash scripts/test-release.sh $$r || exit 1; done
+
+# The Debian package for one release: make deb SLURM=24.11 -> target/deb/asbb-slurm24.11_<version>_amd64.deb
+deb: build
+ifneq ($(SLURM),22.05)
+	bash scripts/test-release.sh $(SLURM) --build-only
+endif
+	bash scripts/make-deb.sh $(SLURM)
 
 # The end-to-end plugin suites against one release: make test-slurm SLURM=24.11
 test-slurm: build

@@ -3,7 +3,11 @@
 # Builds the plugins against one newer SLURM release and runs the end-to-end plugin
 # suites against it, inside that release's Debian chroot (scripts/slurm-chroot.sh).
 #
-#   scripts/test-release.sh 24.11|26.05
+#   scripts/test-release.sh 24.11|26.05 [--build-only]
+#
+# Then it builds the release's Debian package (scripts/make-deb.sh), installs it with
+# apt in the chroot, runs part of the plugin suite against the installed files, and
+# removes it again.
 #
 # The plugins are built on the host with the release's own headers into
 # target/slurm-RELEASE/ (plugin_version and every struct layout come from them). The
@@ -12,8 +16,9 @@
 # munged and the SLURM clients are the release's own.
 set -euo pipefail
 
-[ $# -eq 1 ] || { echo "usage: test-release.sh 24.11|26.05" >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: test-release.sh 24.11|26.05 [--build-only]" >&2; exit 2; }
 release=$1
+build_only=${2:-}
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 cd "$repo"
@@ -33,6 +38,7 @@ SLURM_INCLUDE_DIR="$include" SLURM_SRC_DIR="$src" \
 mkdir -p "$target/plugins"
 install -m 0755 "$target/release/libjob_submit_asbb.so" "$target/plugins/job_submit_asbb.so"
 install -m 0755 "$target/release/libjobcomp_asbb.so" "$target/plugins/jobcomp_asbb.so"
+[ "$build_only" = --build-only ] && exit 0
 
 # The host's CLIs and end-to-end test binaries (the same ones `make test` runs).
 "$cargo" build --release --bins
@@ -47,5 +53,22 @@ for t in "${tests[@]}"; do
     "${chroot_sh[@]}" run env ASBB_E2E=1 ASBB_PLUGIN_DIR="$target/plugins" ASBB_BIN_DIR="$repo/target/release" \
         "$t" --test-threads=2 || status=1
 done
+# The Debian package, installed with apt the way an admin would, then tested from
+# its installed files (PluginDir, /usr/bin) and removed (it would shadow the plugins
+# under test in later runs).
+deb=$(bash "$here/make-deb.sh" "$release")
+name=$(basename "$deb" | cut -d_ -f1)
+echo "test-release: SLURM $release: installing $(basename "$deb") in the chroot"
+cp "$deb" "$("${chroot_sh[@]}" ensure)/tmp/"
+if "${chroot_sh[@]}" run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "/tmp/$(basename "$deb")" >/dev/null; then
+    plugin_tests=$(printf '%s\n' "${tests[@]}" | grep '/e2e_plugins-')
+    "${chroot_sh[@]}" run env ASBB_E2E=1 ASBB_PLUGIN_DIR=/usr/lib/x86_64-linux-gnu/slurm-wlm ASBB_BIN_DIR=/usr/bin \
+        "$plugin_tests" --test-threads=2 accepted_job refusals every_terminal_state || status=1
+else
+    echo "test-release: apt-get install of $(basename "$deb") failed" >&2
+    status=1
+fi
+"${chroot_sh[@]}" run apt-get remove -y -q "$name" >/dev/null || status=1
+
 echo "test-release: SLURM $release: $([ $status = 0 ] && echo passed || echo FAILED) in $(( $(date +%s) - started )) s"
 exit $status

@@ -572,6 +572,20 @@ fn each_user_sees_only_their_own_accounts_through_the_service() {
 /// A second unprivileged user, for attacks on someone else's job.
 const OTHER: &str = "asbbother";
 
+/// `scontrol update` as `user`, tried again while slurmctld answers "Resource
+/// temporarily unavailable" (24.11 does while its scheduler holds the job).
+fn update_as(site: &Site, user: &str, args: &[&str]) -> std::process::Output {
+    let args: Vec<&str> = std::iter::once("update").chain(args.iter().copied()).collect();
+    for _ in 0..20 {
+        let out = site.cluster.run_as(user, "scontrol", &args);
+        if !text(&out.stderr).contains("Resource temporarily unavailable") {
+            return out;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    site.cluster.run_as(user, "scontrol", &args)
+}
+
 fn held_on(site: &Site, account: &str) -> i64 {
     site.sql_i64("SELECT held_micros FROM accounts WHERE name = ?1", account)
 }
@@ -793,7 +807,7 @@ fn shapes_that_were_under_priced_and_approval_shortcuts() {
 
     // Waiting for approval, moved to an exempt partition and released: still held.
     let big = submitted_id(&site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "60", "--wrap", "true"]));
-    let out = site.cluster.run_as(USER, "scontrol", &["update", &format!("JobId={big}"), "Partition=free"]);
+    let out = update_as(&site, USER, &[&format!("JobId={big}"), "Partition=free"]);
     assert!(out.status.success(), "{}", cluster::show(&out));
     let out = site.cluster.run_as(USER, "scontrol", &["release", &big.to_string()]);
     assert!(!out.status.success(), "{}", cluster::show(&out));
