@@ -471,7 +471,10 @@ impl Budget {
                         .max(0)
                         .checked_mul(req.array_tasks.max(1) as i64)
                         .ok_or(BudgetError::Overflow)?;
-                    (Money::from_micros(job.estimate.micros() + grow), Money::from_micros(job.held.micros() + grow))
+                    (
+                        job.estimate.checked_add(Money::from_micros(grow)).ok_or(BudgetError::Overflow)?,
+                        job.held.checked_add(Money::from_micros(grow)).ok_or(BudgetError::Overflow)?,
+                    )
                 } else {
                     let estimate = cost::estimate(&self.config, req)?;
                     // issue 6 (learning): the new hold is sized like a submit's (= estimate when learning is off).
@@ -607,23 +610,6 @@ impl Budget {
         };
         tx.commit()?;
         Ok(Some(outcome))
-    }
-
-    /// Tokens of priced jobs SLURM has not been seen to create yet (no job id
-    /// recorded), submitted at or before `before`, oldest first.
-    pub fn unconfirmed(&mut self, before: i64, limit: u32) -> Result<Vec<String>, BudgetError> {
-        let e = sq(&self.ledger);
-        let mut stmt = self
-            .ledger
-            .conn
-            .prepare_cached(
-                "SELECT token FROM jobs WHERE job_id IS NULL AND submitted_at <= ?1
-                   AND state IN ('held', 'awaiting_approval', 'awaiting_funds')
-                 ORDER BY submitted_at LIMIT ?2",
-            )
-            .map_err(&e)?;
-        let rows = stmt.query_map(params![before, limit], |r| r.get(0)).map_err(&e)?;
-        rows.collect::<Result<Vec<String>, _>>().map_err(e)
     }
 
     /// Settles provisional holds in one transaction: the jobs SLURM has get their job

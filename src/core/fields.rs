@@ -394,6 +394,9 @@ impl SubmitFields {
 /// to it; one that cannot price this job (a GPU type it has no rate for) loses.
 fn dearest_partition(config: &Config, req: &JobRequest, candidates: &[&str]) -> String {
     use crate::core::cost::{estimate, CostError};
+    if candidates.len() == 1 {
+        return candidates[0].to_string();
+    }
     let mut best: Option<(i64, &str)> = None;
     for &name in candidates {
         match estimate(config, &JobRequest { partition: name.to_string(), ..req.clone() }) {

@@ -97,6 +97,10 @@ pub struct Hooks {
     panic_job_name: Option<String>,
     /// When provisional holds are next checked against SLURM's jobs (unix s).
     next_confirm_at: i64,
+    /// Holds this plugin placed and has not yet seen SLURM create a job for: (token,
+    /// unix s placed), oldest first. Kept in memory so a check reads no ledger rows;
+    /// after a restart the cron `asbb-admin reconcile` settles what was queued.
+    unconfirmed: std::collections::VecDeque<(String, i64)>,
 }
 
 /// A hold placed at job_submit is provisional: slurmctld may still refuse the job
@@ -108,12 +112,22 @@ pub const PROVISIONAL_GRACE_S: i64 = 5;
 /// How often (s) a plugin checks provisional holds, at its next hook call.
 pub const CONFIRM_EVERY_S: i64 = 2;
 /// Most holds confirmed or released in one check.
-const CONFIRM_BATCH: u32 = 1000;
+const CONFIRM_BATCH: usize = 1000;
+/// Most holds waiting to be checked (beyond it the oldest are left to reconcile).
+const MAX_UNCONFIRMED: usize = 100_000;
 
 impl Hooks {
     pub fn new(config: Config) -> Hooks {
         let panic_job_name = std::env::var("ASBB_TEST_PANIC_JOB_NAME").ok().filter(|n| !n.is_empty());
-        Hooks { config, budget: None, checkpointer: None, ledger_identity: None, panic_job_name, next_confirm_at: 0 }
+        Hooks {
+            config,
+            budget: None,
+            checkpointer: None,
+            ledger_identity: None,
+            panic_job_name,
+            next_confirm_at: 0,
+            unconfirmed: Default::default(),
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -177,13 +191,15 @@ impl Hooks {
             return None;
         }
         self.next_confirm_at = now + CONFIRM_EVERY_S;
+        let ripe = self.unconfirmed.iter().take_while(|(_, at)| *at <= now - PROVISIONAL_GRACE_S).count();
+        let tokens: Vec<String> = self.unconfirmed.drain(..ripe.min(CONFIRM_BATCH)).map(|(t, _)| t).collect();
+        if tokens.is_empty() {
+            return None;
+        }
         let result = self.budget().and_then(|b| {
-            let tokens = b.unconfirmed(now - PROVISIONAL_GRACE_S, CONFIRM_BATCH)?;
-            if tokens.is_empty() {
-                return Ok(None);
-            }
             let found = jobs_with(&tokens);
-            let never: Vec<String> = tokens.into_iter().filter(|t| !found.iter().any(|(f, _)| f == t)).collect();
+            let seen: std::collections::HashSet<&str> = found.iter().map(|(t, _)| t.as_str()).collect();
+            let never: Vec<String> = tokens.iter().filter(|t| !seen.contains(t.as_str())).cloned().collect();
             let released = b.confirm_holds(&found, &never, now)?;
             Ok(Some((found.len(), released)))
         });
@@ -245,6 +261,12 @@ impl Hooks {
                 }
             };
         let result = self.budget().and_then(|b| b.submit(&req, &meta, now));
+        if let Ok(Decision::Accept { token, .. } | Decision::Hold { token, .. }) = &result {
+            if self.unconfirmed.len() >= MAX_UNCONFIRMED {
+                self.unconfirmed.pop_front();
+            }
+            self.unconfirmed.push_back((token.clone(), now));
+        }
         match result {
             Ok(Decision::Accept { token, estimate, available_after }) => SubmitAction::Accept {
                 admin_comment: with_hold_token(fields.admin_comment.as_deref(), &token),

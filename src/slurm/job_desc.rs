@@ -27,14 +27,17 @@ pub struct PartInfo {
 impl PartInfo {
     /// Copies what asbb reads out of a live partition record.
     /// Call only under slurmctld's partition and node read locks (every hook has them).
-    pub fn of(part: &sys::part_record_t) -> PartInfo {
+    /// `all_memory`: the job asks for all of a node's memory (`--mem=0`), so the
+    /// partition's largest node is looked for (a walk over the node table, which no
+    /// other job pays for).
+    pub fn of(part: &sys::part_record_t, all_memory: bool) -> PartInfo {
         PartInfo {
             // SAFETY: the record's name is NULL or a C string.
             name: unsafe { read_str(part.name) },
             default_time: part.default_time,
             max_time: part.max_time,
             node_max_cpus: part.max_cpu_cnt,
-            node_max_mem_mb: largest_node_mem_mb(part),
+            node_max_mem_mb: if all_memory { largest_node_mem_mb(part) } else { 0 },
         }
     }
 }
@@ -135,7 +138,7 @@ pub fn association(uid: u32, account: Option<&str>, partition: Option<&str>) -> 
 /// Finds a partition record by name (the first of a comma list), or the default
 /// partition for `None`. slurmctld-only symbols are looked up at run time.
 /// Call only under slurmctld's partition read lock (job_submit/job_modify hold it).
-pub fn partition(name: Option<&str>) -> Option<PartInfo> {
+pub fn partition(name: Option<&str>, all_memory: bool) -> Option<PartInfo> {
     let part: *mut sys::part_record_t = match name.map(|n| n.split(',').next().unwrap_or(n).trim()) {
         Some(first) => {
             type Find = unsafe extern "C" fn(*mut c_char) -> *mut sys::part_record_t;
@@ -153,7 +156,13 @@ pub fn partition(name: Option<&str>) -> Option<PartInfo> {
     };
     // SAFETY: NULL or a live partition record, protected by the partition read lock.
     let part = unsafe { part.as_ref() }?;
-    Some(PartInfo::of(part))
+    Some(PartInfo::of(part, all_memory))
+}
+
+/// `pn_min_memory` asks for all of each node's memory (`--mem=0`, `--mem-per-cpu=0`).
+pub fn wants_all_memory(pn_min_memory: u64) -> bool {
+    use crate::core::fields::{MEM_PER_CPU, NO_VAL64};
+    pn_min_memory != NO_VAL64 && pn_min_memory & !MEM_PER_CPU == 0
 }
 
 /// The user's default account from slurmctld's association manager (like
@@ -213,7 +222,7 @@ impl<'a> JobDesc<'a> {
     pub fn submit_fields(&self) -> SubmitFields {
         let d = &*self.0;
         let partition_arg = self.str(|d| d.partition);
-        let part = partition(partition_arg.as_deref());
+        let part = partition(partition_arg.as_deref(), wants_all_memory(d.pn_min_memory));
         let account = self.str(|d| d.account).or_else(|| default_account(d.user_id));
         let partition_name = partition_arg.clone().or_else(|| part.as_ref().and_then(|p| p.name.clone()));
         let first_partition = partition_name.as_deref().map(|p| p.split(',').next().unwrap_or(p));

@@ -4,7 +4,7 @@
 use crate::core::fields::{CompletionFields, SubmitFields};
 use crate::core::job::EndState;
 use crate::slurm::host::{conf, free_str, read_str, set_str, user_name};
-use crate::slurm::job_desc::{partition, JobDesc};
+use crate::slurm::job_desc::{partition, wants_all_memory, JobDesc, PartInfo};
 use crate::slurm::sys;
 use std::ffi::c_char;
 
@@ -120,11 +120,19 @@ impl<'a> JobRecord<'a> {
             }
         };
         let or_str = |new: Option<String>, old: Option<String>| new.or(old);
+        let pn_min_memory: u64 = match (mem, det) {
+            (sys::NO_VAL64, Some(d)) if j.bit_flags & sys::ASBB_JOB_MEM_SET as u64 != 0 => d.orig_pn_min_memory,
+            // slurmctld fills in a default (0 without DefMemPerCPU) when the user gave
+            // none: price it as at submit, where memory was "not given".
+            (sys::NO_VAL64, _) => sys::NO_VAL64,
+            (m, _) => m,
+        };
+        let all_memory = wants_all_memory(pn_min_memory);
         let new_partition = ustr(|d| d.partition);
         let part = match new_partition.as_deref() {
-            Some(name) => partition(Some(name)),
+            Some(name) => partition(Some(name), all_memory),
             // SAFETY: part_ptr is NULL or a live partition record (partition lock held).
-            None => unsafe { j.part_ptr.as_ref() }.map(crate::slurm::job_desc::PartInfo::of),
+            None => unsafe { j.part_ptr.as_ref() }.map(|p| PartInfo::of(p, all_memory)),
         };
         // A job record keeps no task list string for an array's remaining tasks
         // (and an update's array_inx is a throttle), so give the core their count.
@@ -144,13 +152,7 @@ impl<'a> JobRecord<'a> {
             ntasks_per_node: pick16(unum16(|d| d.ntasks_per_node), det.map_or(sys::NO_VAL16, |d| d.ntasks_per_node)),
             cpus_per_task: pick16(unum16(|d| d.cpus_per_task), det.map_or(sys::NO_VAL16, |d| d.orig_cpus_per_task)),
             min_cpus: pick(unum(|d| d.min_cpus), det.map_or(sys::NO_VAL, |d| d.orig_min_cpus)),
-            pn_min_memory: match (mem, det) {
-                (sys::NO_VAL64, Some(d)) if j.bit_flags & sys::ASBB_JOB_MEM_SET as u64 != 0 => d.orig_pn_min_memory,
-                // slurmctld fills in a default (0 without DefMemPerCPU) when the user gave
-                // none: price it as at submit, where memory was "not given".
-                (sys::NO_VAL64, _) => sys::NO_VAL64,
-                (m, _) => m,
-            },
+            pn_min_memory,
             tres_per_node: or_str(ustr(|d| d.tres_per_node), self.str(|j| j.tres_per_node)),
             tres_per_job: or_str(ustr(|d| d.tres_per_job), self.str(|j| j.tres_per_job)),
             tres_per_task: or_str(ustr(|d| d.tres_per_task), self.str(|j| j.tres_per_task)),

@@ -39,11 +39,7 @@ pub unsafe extern "C" fn jobcomp_p_log_record(job: *mut job_record_t) -> c_int {
             return SLURM_ERROR;
         };
         let fields = job.completion_fields();
-        let completed = p::with_hooks(PLUGIN_TYPE, |h| {
-            let action = h.on_complete(&fields, p::unix_now());
-            p::confirm_holds(PLUGIN_TYPE, h, p::unix_now());
-            action
-        });
+        let completed = p::with_hooks(PLUGIN_TYPE, |h| h.on_complete(&fields, p::unix_now()));
         match completed {
             Some(action) => {
                 p::apply_complete(PLUGIN_TYPE, action, &mut job, start);
