@@ -9,7 +9,7 @@ PLUGIN_DIR ?= /usr/lib/x86_64-linux-gnu/slurm-wlm
 # Where `make build` stages the plugins under their SLURM names.
 STAGE      := target/plugins
 
-.PHONY: all deps build plugins cli install demo test test-slurm deb test-core test-faults bench clean
+.PHONY: all deps build plugins cli install demo test test-slurm deb test-core test-faults bench bench-slurm clean
 
 all: build
 
@@ -80,6 +80,14 @@ test-core:
 bench: build
 	$(CARGO) bench --bench ledger
 	ASBB_PLUGIN_DIR=$(CURDIR)/$(STAGE) $(CARGO) bench --bench slurm_throughput
+
+# The sbatch throughput bench against one release: make bench-slurm SLURM=24.11
+bench-slurm: build
+ifeq ($(SLURM),22.05)
+	ASBB_PLUGIN_DIR=$(CURDIR)/$(STAGE) $(CARGO) bench --bench slurm_throughput
+else
+	bash scripts/test-release.sh $(SLURM) --bench
+endif
 
 clean:
 	$(CARGO) clean

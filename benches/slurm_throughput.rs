@@ -2,8 +2,8 @@
 //! `cargo bench --bench slurm_throughput` (root, SLURM installed, plugins built):
 //! sbatch throughput of a real test cluster without and with the asbb plugins, in one
 //! run (both clusters up, submissions alternating between them in rounds), and
-//! slurmctld's memory and the plugins' own time per call. Prints one `name=value` per
-//! figure.
+//! slurmctld's memory, its CPU time per submission, and the plugins' own time per
+//! call. Prints one `name=value` per figure.
 //!
 //! `ASBB_BENCH_SUBMISSIONS` (default 2000) jobs are submitted held (`-H`, so nothing
 //! runs and only the submit path is measured) from `ASBB_BENCH_CLIENTS` (default 8)
@@ -33,6 +33,19 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0)
+}
+
+/// The CPU time (user + system) a process has used so far, in microseconds, from
+/// `/proc/<pid>/stat` (fields 14 and 15, in clock ticks).
+fn cpu_us(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name (field 2) may hold spaces; the fields after it are plain.
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest.split_whitespace().collect()).unwrap_or_default();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| f.iter().filter_map(|t| t.parse::<f64>().ok()).sum());
+    // SAFETY: sysconf has no preconditions.
+    let per_s = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks * 1e6 / per_s.max(1.0)
 }
 
 /// Submits `n` held jobs from `clients` threads; returns submissions per second.
@@ -99,11 +112,19 @@ fn main() {
     // Both clusters are up (held jobs never run, so the idle one costs nothing); the
     // submissions alternate between them in rounds, so a machine that speeds up or slows
     // down during the run moves both figures alike.
+    // slurmctld's own CPU time is counted around each burst only, so the idle
+    // cluster's background work (and the other cluster's bursts) stay out of it.
+    let (plain_pid, asbb_pid) = (plain.ctld_pid().unwrap_or(0), asbb.ctld_pid().unwrap_or(0));
     let (mut plain_s, mut asbb_s) = (0.0, 0.0);
+    let (mut plain_cpu_us, mut asbb_cpu_us) = (0.0, 0.0);
     for round in 0..ROUNDS {
         let count = n / ROUNDS + usize::from(round < n % ROUNDS);
+        let before = cpu_us(plain_pid);
         plain_s += count as f64 / burst(&plain, count, clients, "chem");
+        plain_cpu_us += cpu_us(plain_pid) - before;
+        let before = cpu_us(asbb_pid);
         asbb_s += count as f64 / burst(&asbb, count, clients, "chem");
+        asbb_cpu_us += cpu_us(asbb_pid) - before;
     }
     let (per_s_plain, per_s_asbb) = (n as f64 / plain_s, n as f64 / asbb_s);
     let plain_rss = rss_kib(plain.ctld_pid().unwrap_or(0));
@@ -124,6 +145,8 @@ fn main() {
     println!("sbatch_per_s_plain={per_s_plain:.1}");
     println!("sbatch_per_s_asbb={per_s_asbb:.1}");
     println!("sbatch_throughput_ratio={:.3}", per_s_asbb / per_s_plain);
+    println!("ctld_cpu_us_per_job_plain={:.0}", plain_cpu_us / n as f64);
+    println!("ctld_cpu_us_per_job_asbb={:.0}", asbb_cpu_us / n as f64);
     println!("job_submit_p50_us={:.0}", percentile(&submit_us, 0.5));
     println!("job_submit_p99_us={:.0}", percentile(&submit_us, 0.99));
     println!("slurmctld_rss_plain_mib={:.1}", plain_rss as f64 / 1024.0);

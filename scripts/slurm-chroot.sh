@@ -116,12 +116,10 @@ case "$action" in
         ;;
     src)
         ensure
-        # 26.05: Debian's archive serves no source for sid's SLURM; the headers the
-        # build needs are committed under slurm-headers/26.05 instead.
-        if [ -d "$repo/slurm-headers/$release/src/slurmctld" ]; then
-            echo "$repo/slurm-headers/$release"
-            exit 0
-        fi
+        # 26.05: the archive serves no source for sid's slurm-wlm (measured Dec 2026:
+        # the .dsc and .orig.tar.gz answer 404), so this fails with fetch-source.sh's
+        # message. Headers of another 26.05 micro release are no substitute: 26.05.5's
+        # job_record_t is 8 bytes longer than 26.05.4's before `burst_buffer`.
         tree=$(in_chroot sh "$repo/slurm-headers/fetch-source.sh")
         echo "$root$tree"
         ;;

@@ -3,7 +3,11 @@
 # Builds the plugins against one newer SLURM release and runs the end-to-end plugin
 # suites against it, inside that release's Debian chroot (scripts/slurm-chroot.sh).
 #
-#   scripts/test-release.sh 24.11|26.05 [--build-only]
+#   scripts/test-release.sh 24.11|26.05 [--build-only | --bench]
+#
+# --build-only stops after building the plugins; --bench then runs the sbatch
+# throughput bench (benches/slurm_throughput.rs) against the release instead of the
+# tests.
 #
 # Then it builds the release's Debian package (scripts/make-deb.sh), installs it with
 # apt in the chroot, runs part of the plugin suite against the installed files, and
@@ -16,9 +20,13 @@
 # munged and the SLURM clients are the release's own.
 set -euo pipefail
 
-[ $# -ge 1 ] || { echo "usage: test-release.sh 24.11|26.05 [--build-only]" >&2; exit 2; }
+[ $# -ge 1 ] || { echo "usage: test-release.sh 24.11|26.05 [--build-only | --bench]" >&2; exit 2; }
 release=$1
-build_only=${2:-}
+mode=${2:-test}
+case "$mode" in
+    test | --build-only | --bench) ;;
+    *) echo "test-release.sh: unknown option '$mode' (--build-only or --bench)" >&2; exit 2 ;;
+esac
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 cd "$repo"
@@ -38,10 +46,19 @@ SLURM_INCLUDE_DIR="$include" SLURM_SRC_DIR="$src" \
 mkdir -p "$target/plugins"
 install -m 0755 "$target/release/libjob_submit_asbb.so" "$target/plugins/job_submit_asbb.so"
 install -m 0755 "$target/release/libjobcomp_asbb.so" "$target/plugins/jobcomp_asbb.so"
-[ "$build_only" = --build-only ] && exit 0
+[ "$mode" = --build-only ] && exit 0
 
 # The host's CLIs and end-to-end test binaries (the same ones `make test` runs).
 "$cargo" build --release --bins
+if [ "$mode" = --bench ]; then
+    bench=$("$cargo" bench --no-run --bench slurm_throughput --message-format=json 2>/dev/null |
+        sed -n 's/.*"executable":"\([^"]*\/deps\/[^"]*\)".*/\1/p')
+    [ -x "$bench" ] || { echo "test-release: no slurm_throughput bench binary" >&2; exit 1; }
+    echo "test-release: SLURM $release: sbatch throughput bench"
+    "${chroot_sh[@]}" run env ASBB_PLUGIN_DIR="$target/plugins" ${ASBB_BENCH_SUBMISSIONS:+ASBB_BENCH_SUBMISSIONS=$ASBB_BENCH_SUBMISSIONS} \
+        "$bench" --bench
+    exit
+fi
 mapfile -t tests < <("$cargo" test --release --no-run --test e2e_plugins --test e2e_faults --message-format=json 2>/dev/null |
     sed -n 's/.*"executable":"\([^"]*\/deps\/[^"]*\)".*/\1/p')
 [ "${#tests[@]}" -eq 2 ] || { echo "test-release: expected 2 test binaries, got: ${tests[*]}" >&2; exit 1; }

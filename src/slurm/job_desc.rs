@@ -247,7 +247,11 @@ impl<'a> JobDesc<'a> {
             tres_per_task: self.str(|d| d.tres_per_task),
             array_inx: self.str(|d| d.array_inx),
             qos: self.str(|d| d.qos),
+            // 26.05 moved the requested id into `step_id` (a `slurm_step_id_t`).
+            #[cfg(not(slurm_desc_no_job_id))]
             job_id: d.job_id,
+            #[cfg(slurm_desc_no_job_id)]
+            job_id: d.step_id.job_id,
             name: self.str(|d| d.name),
             admin_comment: self.str(|d| d.admin_comment),
             comment: self.str(|d| d.comment),
