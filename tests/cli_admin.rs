@@ -621,3 +621,180 @@ G-2,NSF,'@SUM(A1),chem,2026-01-01,2026-12-31,100.00,0.00,100.00,active
     );
     assert!(csv.contains(&adjustments), "{csv}");
 }
+
+/// Schema 4 as it was before `005_narrow_writes`: the same tables, the old indexes.
+/// (005 changes indexes only, so undoing it on a current ledger gives exactly the
+/// ledger an older asbb left behind.)
+const BACK_TO_SCHEMA_4: &str = "
+    DROP INDEX jobs_job_id; CREATE INDEX jobs_job_id ON jobs(job_id);
+    DROP INDEX journal_at; CREATE INDEX journal_account ON journal(account_id, at);
+    DELETE FROM schema_migrations WHERE version = 5;";
+
+#[test]
+fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
+    use asbb::core::budget::Decision;
+    use asbb::core::fields::{INFINITE, NO_VAL, NO_VAL16, NO_VAL64};
+    use asbb::core::hooks::{Hooks, SubmitAction};
+    use asbb::core::money::Money;
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = dir.path().join("ledger.db");
+    let config_path = dir.path().join("asbb.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "ledger = \"{}\"\n[policy]\nlow_balance_hold_days = 30\nminimum_charge = \"0\"\n\
+             [accounts.review]\napproval_threshold = \"1.00\"\n[partitions.debug.rates]\ncpu = 1.0\n",
+            ledger.display()
+        ),
+    )
+    .unwrap();
+    let config = Config::load(&config_path).unwrap();
+    let admin = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
+            .args(args)
+            .env("ASBB_CONFIG", &config_path)
+            .env_remove("ASBB_LEDGER")
+            .env("ASBB_NOW", NOW)
+            .output()
+            .unwrap();
+        (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap(), out.status.code())
+    };
+
+    // A ledger with jobs in every state, made by this asbb.
+    {
+        let mut b = Budget::open(config.clone(), OpenMode::CreateIfMissing).unwrap();
+        let year = NOW_S + 365 * 86_400;
+        for (name, dollars) in [("chem", 100), ("review", 100), ("short", 1)] {
+            b.create_account(
+                name,
+                Money::from_dollars(dollars).unwrap(),
+                NOW_S - 86_400,
+                year,
+                Money::ZERO,
+                "t",
+                NOW_S,
+            )
+            .unwrap();
+        }
+        // Funds for `short` that start in ten days: its big job waits for them.
+        b.deposit("short", Money::from_dollars(50).unwrap(), NOW_S + 10 * 86_400, year, None, None, "t", NOW_S)
+            .unwrap();
+        let req = |account: &str, hours: u32| JobRequest {
+            user: "alice".into(),
+            uid: 1000,
+            account: account.into(),
+            partition: "debug".into(),
+            resources: Resources { nodes: 1, cpus: 1, mem_mb: 1000, gpus: BTreeMap::new() },
+            time_limit_min: hours * 60,
+            array_tasks: 1,
+            qos: None,
+            job_id: None,
+            job_name: None,
+        };
+        let token = |d: Decision| match d {
+            Decision::Accept { token, .. } | Decision::Hold { token, .. } => token,
+            d => panic!("{d:?}"),
+        };
+        token(b.check_and_hold(&req("chem", 2), NOW_S).unwrap()); // held
+        let settled = token(b.check_and_hold(&req("chem", 2), NOW_S).unwrap());
+        let released = token(b.check_and_hold(&req("chem", 3), NOW_S).unwrap());
+        token(b.check_and_hold(&req("review", 2), NOW_S).unwrap()); // awaiting_approval
+        let denied = token(b.check_and_hold(&req("review", 3), NOW_S).unwrap());
+        token(b.check_and_hold(&req("short", 5), NOW_S).unwrap()); // awaiting_funds
+        b.reconcile(
+            &JobCompletion {
+                cluster: "c1".into(),
+                job_id: 7,
+                hold_token: Some(settled),
+                user: "alice".into(),
+                account: "chem".into(),
+                partition: "debug".into(),
+                state: EndState::Completed,
+                start_time: NOW_S + 60,
+                end_time: NOW_S + 60 + 3600,
+                allocated: Some(req("chem", 2).resources),
+                task_count: 1,
+                submit_time: NOW_S,
+                run_index: 0,
+                qos: None,
+            },
+            NOW_S + 4000,
+        )
+        .unwrap();
+        b.release(&released, NOW_S + 100).unwrap();
+        b.deny(&denied, None, "too big", "t", NOW_S + 100).unwrap();
+    }
+    let conn = rusqlite::Connection::open(&ledger).unwrap();
+    let states: Vec<String> = conn
+        .prepare("SELECT state FROM jobs GROUP BY state ORDER BY state")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(states, ["awaiting_approval", "awaiting_funds", "denied", "held", "released", "settled"]);
+    let indexes = |conn: &rusqlite::Connection| -> Vec<String> {
+        conn.prepare(
+            "SELECT name || ': ' || sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name",
+        )
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    };
+    let current_indexes = indexes(&conn);
+    let (balances, _, code) = admin(&["account", "list", "--format", "json"]);
+    assert_eq!(code, Some(0));
+
+    conn.execute_batch(BACK_TO_SCHEMA_4).unwrap();
+    drop(conn);
+
+    // Every other command, and the plugins, refuse the older schema; nothing upgrades it
+    // behind the admin's back.
+    let outdated = format!(
+        "ledger {}: schema version 4 is older than this asbb needs (5); run `asbb-admin migrate` (outside slurmctld) to upgrade it",
+        ledger.display()
+    );
+    assert_eq!(admin(&["verify"]), (String::new(), format!("asbb-admin: error: {outdated}\n"), Some(2)));
+    let mut hooks = Hooks::new(config.clone());
+    let fields = asbb::core::fields::SubmitFields {
+        uid: 1000,
+        user_name: Some("alice".into()),
+        account: Some("chem".into()),
+        partition: Some("debug".into()),
+        partition_default_time: NO_VAL,
+        partition_max_time: INFINITE,
+        time_limit: 60,
+        min_nodes: NO_VAL,
+        max_nodes: NO_VAL,
+        num_tasks: NO_VAL,
+        ntasks_per_node: NO_VAL16,
+        cpus_per_task: NO_VAL16,
+        min_cpus: 1,
+        pn_min_memory: NO_VAL64,
+        job_id: NO_VAL,
+        ..Default::default()
+    };
+    match hooks.on_submit(&fields, NOW_S) {
+        SubmitAction::Refuse { log, .. } => assert!(log.ends_with(&outdated), "{log}"),
+        other => panic!("{other:?}"),
+    }
+
+    let (out, err, code) = admin(&["migrate"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out,
+        format!(
+            "ledger {}: schema 4 -> 5 (005_narrow_writes)\nthe same balances before and after: 3 accounts, 10 journal entries, 6 jobs\n",
+            ledger.display()
+        )
+    );
+    assert_eq!(admin(&["account", "list", "--format", "json"]).0, balances);
+    assert_eq!(
+        admin(&["verify"]).0,
+        "checked 3 accounts, 4 allocations, 10 journal entries, 6 jobs\nok: every balance matches the journal\n"
+    );
+    assert_eq!(indexes(&rusqlite::Connection::open(&ledger).unwrap()), current_indexes);
+    assert_eq!(admin(&["migrate"]).0, format!("ledger {}: schema 5 is current; nothing to do\n", ledger.display()));
+}

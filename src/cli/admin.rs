@@ -47,6 +47,9 @@ pub enum AdminCommand {
     Transactions(TransactionsArgs),
     /// Recompute every balance from the journal and check every invariant.
     Verify,
+    /// Upgrade the ledger's schema to this asbb's. Until then the plugins treat the
+    /// ledger as unavailable (on_ledger_error) and the other commands refuse it.
+    Migrate,
     // ----- issue 6: integration API, actual costs, learning -----
     /// Serve the integration API (HTTP/JSON) on loopback TCP and/or a unix socket.
     #[cfg(feature = "api")]
@@ -385,6 +388,7 @@ pub fn run(cli: AdminCli) -> Result<String, CliError> {
         AdminCommand::Integration(c) => super::integration::run_integration(c, config, now, &actor, fmt),
         AdminCommand::Report(c) => super::integration::run_report(c, config, fmt),
         AdminCommand::Account(AccountCommand::Member(m)) => super::integration::run_member(m, config, now, &actor, fmt),
+        AdminCommand::Migrate => run_migrate(config, now, fmt),
         AdminCommand::Verify => {
             let budget = open_budget(config, OpenMode::MustExist)?;
             let report = budget.verify()?;
@@ -645,4 +649,70 @@ impl Budget {
     pub fn transactions(&self, account: &str, since: i64) -> Result<Vec<crate::core::ledger::EntryRow>, CliError> {
         self.journal_of(account, since).map_err(CliError::from)
     }
+}
+
+/// What must not change when a ledger is migrated: every check of `verify` and every
+/// account's balance.
+fn ledger_state(budget: &mut Budget, now: i64) -> Result<(crate::core::verify::VerifyReport, Vec<Balance>), CliError> {
+    let report = budget.verify()?;
+    let mut balances = Vec::new();
+    for account in budget.accounts()? {
+        balances.push(budget.balance(&account.name, now)?);
+    }
+    Ok((report, balances))
+}
+
+/// `asbb-admin migrate`: applies the pending schema migrations, checking that
+/// `verify` and every balance come out as they went in.
+fn run_migrate(config: crate::core::config::Config, now: i64, fmt: Format) -> Result<String, CliError> {
+    let path = config.ledger_path.clone();
+    let ledger =
+        crate::core::ledger::Ledger::open_for_migration(&path, config.policy.ledger_busy_timeout_ms.max(1000))?;
+    let mut budget = Budget::with_ledger(config, ledger);
+    let from = budget.schema_version()?;
+    let to = crate::core::ledger::LATEST_SCHEMA;
+    if from == to {
+        return Ok(match fmt {
+            Format::Json => json(&serde_json::json!({ "ledger": path, "from": from, "to": to, "applied": [] })),
+            _ => format!("ledger {}: schema {to} is current; nothing to do\n", path.display()),
+        });
+    }
+    let before = ledger_state(&mut budget, now)?;
+    let applied = budget.migrate()?;
+    let after = ledger_state(&mut budget, now)?;
+    let same = before.1 == after.1 && before.0.problems == after.0.problems;
+    if !same {
+        return Err(CliError {
+            message: format!(
+                "ledger {}: migrated from schema {from} to {to}, but verify or a balance differs afterwards; restore the backup and report this",
+                path.display()
+            ),
+            exit_code: 1,
+        });
+    }
+    Ok(match fmt {
+        Format::Json => json(&serde_json::json!({
+            "ledger": path, "from": from, "to": to, "applied": applied,
+            "accounts": after.1.len(), "journal_entries": after.0.journal_entries,
+            "verify_problems": after.0.problems,
+        })),
+        _ => {
+            let mut out = format!("ledger {}: schema {from} -> {to} ({})\n", path.display(), applied.join(", "));
+            let _ = writeln!(
+                out,
+                "the same balances before and after: {} accounts, {} journal entries, {} jobs",
+                after.1.len(),
+                after.0.journal_entries,
+                after.0.jobs
+            );
+            if !after.0.is_clean() {
+                let _ = writeln!(
+                    out,
+                    "verify finds the same {} problem(s) as before; see asbb-admin verify",
+                    after.0.problems.len()
+                );
+            }
+            out
+        }
+    })
 }

@@ -229,6 +229,17 @@ impl Budget {
         Budget { config, ledger }
     }
 
+    /// The ledger's schema version.
+    pub fn schema_version(&self) -> Result<u32, BudgetError> {
+        Ok(self.ledger.schema_version()?)
+    }
+
+    /// Upgrades the ledger to [`crate::core::ledger::LATEST_SCHEMA`] (`asbb-admin migrate`,
+    /// on a ledger opened with `Ledger::open_for_migration`); the names applied.
+    pub fn migrate(&mut self) -> Result<Vec<&'static str>, BudgetError> {
+        Ok(self.ledger.migrate()?)
+    }
+
     // ----- accounts and deposits ---------------------------------------------------
 
     /// Creates a budget account with its first allocation (`limit`, may be zero).
@@ -403,7 +414,7 @@ impl Budget {
             // issue 6 (learning): hold `hold` (= the estimate unless [learning] sized it down).
             Verdict::Fits { account, estimate, hold, available } => {
                 let token = tx.new_token().map_err(&e)?;
-                insert_job(&tx, &token, &account, req, estimate, hold, "held", None, now).map_err(&e)?;
+                insert_job(&tx, &token, &account, req, estimate, hold, "held", None, Some(meta), now).map_err(&e)?;
                 hold_entry(&tx, &token, account.id, hold, req.job_id, now, "submit").map_err(&e)?;
                 Decision::Accept {
                     token,
@@ -413,15 +424,11 @@ impl Budget {
             }
             Verdict::Held { account, estimate, reason, state } => {
                 let token = tx.new_token().map_err(&e)?;
-                insert_job(&tx, &token, &account, req, estimate, Money::ZERO, state, Some(&reason), now).map_err(&e)?;
+                insert_job(&tx, &token, &account, req, estimate, Money::ZERO, state, Some(&reason), Some(meta), now)
+                    .map_err(&e)?;
                 Decision::Hold { token, estimate, reason }
             }
         };
-        if let Decision::Accept { token, .. } | Decision::Hold { token, .. } = &decision {
-            if !meta.is_empty() {
-                store_metadata(&tx, token, meta).map_err(&e)?;
-            }
-        }
         tx.commit()?;
         Ok(decision)
     }
@@ -587,7 +594,8 @@ impl Budget {
         let new_token = tx.new_token().map_err(&e)?;
         let waiting = |tx: &Tx<'_>, state: &str, reason: String, estimate: Money| -> Result<Rerun, BudgetError> {
             let account = tx.account_by_id(job.account_id).map_err(&e)?;
-            insert_job(tx, &new_token, &account, &req, estimate, Money::ZERO, state, Some(&reason), now).map_err(&e)?;
+            insert_job(tx, &new_token, &account, &req, estimate, Money::ZERO, state, Some(&reason), None, now)
+                .map_err(&e)?;
             Ok(Rerun::Waiting { token: new_token.clone(), reason })
         };
         let outcome = if job.state == "denied" {
@@ -596,7 +604,7 @@ impl Budget {
         } else {
             match decide(&self.config, &tx, &req, &domain, now, false)? {
                 Verdict::Fits { account, estimate, hold, .. } => {
-                    insert_job(&tx, &new_token, &account, &req, estimate, hold, "held", None, now).map_err(&e)?;
+                    insert_job(&tx, &new_token, &account, &req, estimate, hold, "held", None, None, now).map_err(&e)?;
                     hold_entry(&tx, &new_token, account.id, hold, Some(job_id), now, "re-run after requeue")
                         .map_err(&e)?;
                     Rerun::Held { token: new_token.clone(), hold }
@@ -926,21 +934,6 @@ fn check_metadata(tx: &Tx<'_>, verdict: &Verdict, meta: &JobMetadata) -> rusqlit
     Ok(None)
 }
 
-fn store_metadata(tx: &Tx<'_>, token: &str, meta: &JobMetadata) -> rusqlite::Result<()> {
-    tx.tx
-        .prepare_cached(
-            "UPDATE jobs SET research_domain = ?2, project_code = ?3, grant_number = ?4, metadata_json = ?5 WHERE token = ?1",
-        )?
-        .execute(params![
-            token,
-            meta.research_domain,
-            meta.project_code,
-            meta.grant_number,
-            serde_json::to_string(meta).unwrap_or_else(|_| "{}".into())
-        ])?;
-    Ok(())
-}
-
 fn validate_name(name: &str) -> Result<(), BudgetError> {
     let ok =
         !name.is_empty() && name.len() <= 64 && name.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c));
@@ -1129,14 +1122,19 @@ fn insert_job(
     held: Money,
     state: &str,
     reason: Option<&str>,
+    meta: Option<&JobMetadata>,
     now: i64,
 ) -> rusqlite::Result<()> {
     let request_json = serde_json::to_string(req).unwrap_or_else(|_| "{}".into());
+    // The metadata goes in with the row: a second UPDATE would write the page twice.
+    let meta = meta.filter(|m| !m.is_empty());
+    let metadata_json = meta.map(|m| serde_json::to_string(m).unwrap_or_else(|_| "{}".into()));
     tx.tx
         .prepare_cached(
             "INSERT INTO jobs (token, account_id, user_name, uid, partition, job_id, job_name, request_json, estimate_micros,
-               tasks_total, state, reason, submitted_at, held_micros, hold_placed_micros)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)",
+               tasks_total, state, reason, submitted_at, held_micros, hold_placed_micros,
+               research_domain, project_code, grant_number, metadata_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15, ?16, ?17, ?18)",
         )?
         .execute(params![
             token,
@@ -1152,7 +1150,11 @@ fn insert_job(
             state,
             reason,
             now,
-            held.micros()
+            held.micros(),
+            meta.and_then(|m| m.research_domain.as_deref()),
+            meta.and_then(|m| m.project_code.as_deref()),
+            meta.and_then(|m| m.grant_number.as_deref()),
+            metadata_json,
         ])?;
     Ok(())
 }

@@ -84,7 +84,8 @@ pub struct SubmitFields {
     pub admin_comment: Option<String>,
     pub comment: Option<String>,
     pub wckey: Option<String>,
-    /// The job's environment as sbatch sent it (`KEY=VALUE`).
+    /// The `ASBB_*` entries of the job's environment as sbatch sent it (`KEY=VALUE`);
+    /// the glue copies no others.
     pub environment: Vec<String>,
     /// SLURM's `MaxArraySize` (task ids must be below it); 0 when unknown.
     pub max_array_size: u32,

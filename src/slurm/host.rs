@@ -127,17 +127,29 @@ impl ErrMsg {
 
 /// Looks up a symbol in the process (slurmctld and the libraries it loaded) at run
 /// time, so a plugin still loads where the symbol is missing (e.g. in slurmd).
-pub fn symbol(name: &CStr) -> Option<*mut c_void> {
-    // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name has no preconditions.
-    let p = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
-    (!p.is_null()).then_some(p)
+/// Each name is resolved once per load of the plugin: slurmctld's symbols never move,
+/// and a dlsym walks every loaded library's table on each call.
+pub fn symbol(name: &'static CStr) -> Option<*mut c_void> {
+    // (name, address or 0): a dozen names at most, so a list beats a map.
+    static RESOLVED: Mutex<Vec<(&'static CStr, usize)>> = Mutex::new(Vec::new());
+    let mut resolved = RESOLVED.lock().unwrap_or_else(|e| e.into_inner());
+    let address = match resolved.iter().find(|(n, _)| *n == name) {
+        Some(&(_, address)) => address,
+        None => {
+            // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name has no preconditions.
+            let address = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as usize;
+            resolved.push((name, address));
+            address
+        }
+    };
+    (address != 0).then_some(address as *mut c_void)
 }
 
 /// A function looked up with [`symbol`], as the function pointer type `F`.
 ///
 /// # Safety
 /// `F` must be the `unsafe extern "C" fn` type matching the symbol's C declaration.
-pub unsafe fn function<F: Copy>(name: &CStr) -> Option<F> {
+pub unsafe fn function<F: Copy>(name: &'static CStr) -> Option<F> {
     assert!(std::mem::size_of::<F>() == std::mem::size_of::<*mut c_void>(), "F must be a function pointer");
     let p = symbol(name)?;
     // SAFETY: same size (checked); the type is right per this function's contract.

@@ -4,7 +4,7 @@
 use crate::core::fields::SubmitFields;
 use crate::slurm::host::{conf, function, read_str, set_str, symbol, user_name};
 use crate::slurm::sys;
-use std::ffi::{c_char, c_int, c_void, CString};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 
 /// Most environment entries copied out of a submission.
 const MAX_ENV_ENTRIES: usize = 4096;
@@ -273,8 +273,18 @@ impl<'a> JobDesc<'a> {
             return Vec::new();
         }
         let n = (d.env_size as usize).min(MAX_ENV_ENTRIES);
-        // SAFETY: `environment` holds `env_size` entries, each NULL or a C string.
-        (0..n).filter_map(|i| unsafe { read_str(*d.environment.add(i)) }).collect()
+        // Only asbb's own variables carry metadata: the rest are skipped in place, not
+        // copied (an environment has a hundred entries or more).
+        (0..n)
+            .filter_map(|i| {
+                // SAFETY: `environment` holds `env_size` entries, each NULL or a C string.
+                let p = unsafe { *d.environment.add(i) };
+                // SAFETY: as above; `p` is checked for NULL first.
+                let asbb = !p.is_null() && unsafe { CStr::from_ptr(p) }.to_bytes().starts_with(b"ASBB_");
+                // SAFETY: as above.
+                asbb.then(|| unsafe { read_str(p) }).flatten()
+            })
+            .collect()
     }
 
     pub fn set_admin_comment(&mut self, text: &str) {

@@ -1,0 +1,16 @@
+-- SPDX-License-Identifier: GPL-2.0-or-later
+-- asbb ledger, schema 5 (issue 14): fewer index pages written per submission, inside
+-- slurmctld. Applied by `asbb-admin migrate`, never by the plugins. Only indexes
+-- change: no row, balance or journal entry is touched.
+
+-- A job's SLURM id is unknown when its hold is placed: index it only once known, so
+-- a submission writes no entry here.
+DROP INDEX jobs_job_id;
+CREATE INDEX jobs_job_id ON jobs(job_id) WHERE job_id IS NOT NULL;
+
+-- (account_id, at) put every journal entry on a page of its own account's range: one
+-- more cold page read and written per submission. An index on `at` grows at its right
+-- edge like the journal itself; an account's entries over a window are found through
+-- it and the account filter (statements, forecasts: admin commands, not the hot path).
+DROP INDEX journal_account;
+CREATE INDEX journal_at ON journal(at);
