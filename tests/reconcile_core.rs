@@ -318,7 +318,7 @@ fn requeue_storm_then_final_run() {
     assert_eq!(charged(&b), expected);
     assert_eq!(held(&b), 0);
     assert_eq!(sql(&b, "SELECT count(*) FROM runs"), 201);
-    assert_eq!(b.job(&t).unwrap().unwrap().state, "settled");
+    assert_eq!(b.job(&t).unwrap().unwrap().state.as_str(), "settled");
     // The safety net agrees: nothing to do once SLURM's last record is the final run.
     let mut last = record(4242, Some(&t), "COMPLETED", 2, 1800, 200);
     (last.submit_time, last.start_time, last.end_time) =

@@ -580,7 +580,7 @@ fn simulated_jobs_with_crashes_and_replays_lose_no_cent() {
     let orphan_tokens: BTreeSet<&String> =
         jobs.iter().filter(|j| j.fate == Fate::Orphan).filter_map(|j| j.token.as_ref()).collect();
     for t in &orphan_tokens {
-        assert_eq!(b.job(t).unwrap().unwrap().state, "released", "orphan hold {t}");
+        assert_eq!(b.job(t).unwrap().unwrap().state.as_str(), "released", "orphan hold {t}");
     }
     eprintln!(
         "simulation: {n_jobs} jobs (seed {seed:#x}), {} runs charged, {} completions fed ({} duplicates), \

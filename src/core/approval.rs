@@ -7,7 +7,7 @@
 
 use crate::core::budget::{format_time, job_summary_from_row, Budget, BudgetError, JobSummary, JOB_SUMMARY_COLS};
 use crate::core::job::JobRequest;
-use crate::core::ledger::{LedgerError, Tx};
+use crate::core::ledger::{JobState, Tx};
 use crate::core::money::Money;
 use rusqlite::params;
 
@@ -35,10 +35,10 @@ impl Budget {
     /// longer applies, the money must still be there). Returns the hold.
     pub fn approve(&mut self, token: &str, job_id: Option<u32>, actor: &str, now: i64) -> Result<Money, BudgetError> {
         let job = self.job(token)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
-        if job.state == "held" {
+        if job.state == JobState::Held {
             return Err(BudgetError::Invalid(format!("job {} already holds its funds", shown(job_id, token))));
         }
-        if job.state != "awaiting_approval" && job.state != "awaiting_funds" {
+        if !job.state.is_waiting() {
             return Err(BudgetError::Invalid(format!("job {} is {}, not waiting", shown(job_id, token), job.state)));
         }
         let mut req: JobRequest = serde_json::from_str(&job.request_json)
@@ -71,7 +71,7 @@ impl Budget {
         now: i64,
     ) -> Result<(), BudgetError> {
         let job = self.job(token)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
-        if matches!(job.state.as_str(), "settled" | "released" | "denied") {
+        if !job.state.is_open() {
             return Err(BudgetError::Invalid(format!("job {} is already {}", shown(job_id, token), job.state)));
         }
         self.release(token, now)?;
@@ -88,15 +88,10 @@ impl Budget {
 
     /// Records an admin action in the audit log.
     pub fn note(&mut self, actor: &str, now: i64, command: &str, detail: &str) -> Result<(), BudgetError> {
-        self.ledger
-            .connection()
-            .execute(
-                "INSERT INTO audit_log (at, actor, command, detail) VALUES (?1, ?2, ?3, ?4)",
-                params![now, actor, command, crate::core::fields::clean_text(detail)],
-            )
-            .map_err(|source| {
-                BudgetError::Ledger(LedgerError::Sqlite { path: self.ledger.path().to_path_buf(), source })
-            })?;
+        let tx = Tx::write(&mut self.ledger)?;
+        crate::core::ledger::postings::audit(&tx, actor, now, command, detail)
+            .map_err(|source| BudgetError::Ledger(tx.err(source)))?;
+        tx.commit()?;
         Ok(())
     }
 }

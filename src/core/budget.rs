@@ -23,7 +23,10 @@ use crate::core::config::{Config, MissingPolicy};
 use crate::core::cost::{self, CostError};
 use crate::core::hooks::RefuseCode;
 use crate::core::job::{EndState, JobCompletion, JobRequest};
-use crate::core::ledger::{AccountRow, AllocationRow, JobRow, Ledger, LedgerError, NewEntry, OpenMode, Tx, JOB_COLS};
+use crate::core::ledger::postings::{self, adjust_hold, audit, post_cost};
+use crate::core::ledger::{
+    AccountRow, AllocationRow, EntryKind, JobRow, JobState, Ledger, LedgerError, NewEntry, OpenMode, Tx, JOB_COLS,
+};
 use crate::core::metadata::JobMetadata;
 use crate::core::money::Money;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -277,7 +280,7 @@ impl Budget {
         let account_id = tx.tx.last_insert_rowid();
         if !limit.is_zero() {
             let key = format!("account-create:{name}:{account_id}");
-            insert_allocation(
+            postings::deposit(
                 &tx,
                 account_id,
                 limit,
@@ -337,7 +340,7 @@ impl Budget {
         if tx.txn_exists(&key).map_err(&e)? {
             return Ok(false);
         }
-        insert_allocation(&tx, acc.id, amount, valid_from, valid_until, memo, &key, actor, now, None).map_err(&e)?;
+        postings::deposit(&tx, acc.id, amount, valid_from, valid_until, memo, &key, actor, now, None).map_err(&e)?;
         audit(&tx, actor, now, "deposit", &format!("{account} {} {}", amount.to_exact_string(), memo.unwrap_or("")))
             .map_err(&e)?;
         tx.commit()?;
@@ -414,8 +417,9 @@ impl Budget {
             // issue 6 (learning): hold `hold` (= the estimate unless [learning] sized it down).
             Verdict::Fits { account, estimate, hold, available } => {
                 let token = tx.new_token().map_err(&e)?;
-                insert_job(&tx, &token, &account, req, estimate, hold, "held", None, Some(meta), now).map_err(&e)?;
-                hold_entry(&tx, &token, account.id, hold, req.job_id, now, "submit").map_err(&e)?;
+                insert_job(&tx, &token, &account, req, estimate, hold, JobState::Held, None, Some(meta), now)
+                    .map_err(&e)?;
+                postings::hold(&tx, &token, account.id, hold, req.job_id, now, "submit").map_err(&e)?;
                 Decision::Accept {
                     token,
                     estimate,
@@ -449,7 +453,7 @@ impl Budget {
         let job = tx.job(token).map_err(&e)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
         // The hold sits on the account the job was priced for; a job that moved would be
         // held on one account and charged and released on the other.
-        if matches!(job.state.as_str(), "held" | "awaiting_approval" | "awaiting_funds") {
+        if job.state.is_open() {
             let priced_for = tx.account_by_id(job.account_id).map_err(&e)?.name;
             if !priced_for.eq_ignore_ascii_case(&req.account) {
                 return Ok(Modified::Refused {
@@ -462,8 +466,8 @@ impl Budget {
         }
         let domain = job.research_domain.clone().unwrap_or_default();
         let request_json = serde_json::to_string(req).map_err(|err| BudgetError::Invalid(err.to_string()))?;
-        let outcome = match job.state.as_str() {
-            "held" => {
+        let outcome = match job.state {
+            JobState::Held => {
                 if job.tasks_done > 0 {
                     return Ok(Modified::Unchanged);
                 }
@@ -527,7 +531,7 @@ impl Budget {
                     Modified::Repriced { old_hold: job.held, new_hold }
                 }
             }
-            "awaiting_approval" | "awaiting_funds" => {
+            JobState::AwaitingApproval | JobState::AwaitingFunds => {
                 let estimate = cost::estimate(&self.config, req)?;
                 tx.tx
                     .execute(
@@ -539,13 +543,14 @@ impl Budget {
                     tx.commit()?;
                     return Ok(Modified::Unchanged);
                 }
-                let needs_approval = job.state == "awaiting_approval" && !approved;
+                let needs_approval = job.state == JobState::AwaitingApproval && !approved;
                 // The approval threshold is re-checked at every release (the job may have
                 // grown since it was submitted); only an operator's release approves.
                 match decide(&self.config, &tx, req, &domain, now, approved)? {
                     // issue 6 (learning): place the learned hold, not necessarily the estimate.
                     Verdict::Fits { account, hold, .. } if !needs_approval => {
-                        hold_entry(&tx, token, account.id, hold, req.job_id, now, "released after hold").map_err(&e)?;
+                        postings::hold(&tx, token, account.id, hold, req.job_id, now, "released after hold")
+                            .map_err(&e)?;
                         tx.tx
                             .execute(
                                 "UPDATE jobs SET held_micros = held_micros + ?2, hold_placed_micros = ?2 WHERE token = ?1",
@@ -563,7 +568,7 @@ impl Budget {
                     Verdict::Done(_) => Modified::Unchanged,
                 }
             }
-            "denied" if releasing && !approved => {
+            JobState::Denied if releasing && !approved => {
                 return Ok(Modified::StillHeld { reason: job.reason.clone().unwrap_or_default() })
             }
             _ => Modified::Unchanged,
@@ -582,7 +587,7 @@ impl Budget {
         let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::write(&mut self.ledger)?;
         let Some(job) = tx.job(token).map_err(&e)? else { return Ok(None) };
-        if !matches!(job.state.as_str(), "settled" | "released" | "denied") {
+        if job.state.is_open() {
             return Ok(None);
         }
         let mut req: JobRequest =
@@ -592,26 +597,27 @@ impl Budget {
         let domain = job.research_domain.clone().unwrap_or_default();
         let per_task = Money::from_micros(job.estimate.micros() / job.tasks_total.max(1) as i64);
         let new_token = tx.new_token().map_err(&e)?;
-        let waiting = |tx: &Tx<'_>, state: &str, reason: String, estimate: Money| -> Result<Rerun, BudgetError> {
+        let waiting = |tx: &Tx<'_>, state: JobState, reason: String, estimate: Money| -> Result<Rerun, BudgetError> {
             let account = tx.account_by_id(job.account_id).map_err(&e)?;
             insert_job(tx, &new_token, &account, &req, estimate, Money::ZERO, state, Some(&reason), None, now)
                 .map_err(&e)?;
             Ok(Rerun::Waiting { token: new_token.clone(), reason })
         };
-        let outcome = if job.state == "denied" {
+        let outcome = if job.state == JobState::Denied {
             let reason = format!("asbb: job {job_id} was denied by an admin; requeueing it does not let it run");
-            waiting(&tx, "denied", reason, per_task)?
+            waiting(&tx, JobState::Denied, reason, per_task)?
         } else {
             match decide(&self.config, &tx, &req, &domain, now, false)? {
                 Verdict::Fits { account, estimate, hold, .. } => {
-                    insert_job(&tx, &new_token, &account, &req, estimate, hold, "held", None, None, now).map_err(&e)?;
-                    hold_entry(&tx, &new_token, account.id, hold, Some(job_id), now, "re-run after requeue")
+                    insert_job(&tx, &new_token, &account, &req, estimate, hold, JobState::Held, None, None, now)
+                        .map_err(&e)?;
+                    postings::hold(&tx, &new_token, account.id, hold, Some(job_id), now, "re-run after requeue")
                         .map_err(&e)?;
                     Rerun::Held { token: new_token.clone(), hold }
                 }
                 Verdict::Held { estimate, reason, state, .. } => waiting(&tx, state, reason, estimate)?,
                 Verdict::Done(Decision::Reject { reason, estimate, .. }) => {
-                    waiting(&tx, "awaiting_funds", reason, estimate.unwrap_or(per_task))?
+                    waiting(&tx, JobState::AwaitingFunds, reason, estimate.unwrap_or(per_task))?
                 }
                 Verdict::Done(_) => return Ok(None),
             }
@@ -643,7 +649,7 @@ impl Budget {
         let mut released = Vec::new();
         for token in never_created {
             let Some(job) = tx.job(token).map_err(&e)? else { continue };
-            if job.job_id.is_some() || !matches!(job.state.as_str(), "held" | "awaiting_approval" | "awaiting_funds") {
+            if job.job_id.is_some() || !job.state.is_open() {
                 continue;
             }
             if !job.held.is_zero() {
@@ -674,7 +680,7 @@ impl Budget {
         if !released.is_zero() {
             adjust_hold(&tx, &format!("release:{token}"), &job, -released.micros(), now).map_err(&e)?;
         }
-        if matches!(job.state.as_str(), "held" | "awaiting_approval" | "awaiting_funds") {
+        if job.state.is_open() {
             tx.tx
                 .execute("UPDATE jobs SET state = 'released', settled_at = ?2 WHERE token = ?1", params![token, now])
                 .map_err(&e)?;
@@ -762,7 +768,7 @@ impl Budget {
         let base = NewEntry {
             txn_key: &charge_key,
             part: 0,
-            kind: "charge",
+            kind: EntryKind::Charge,
             account_id: account.id,
             allocation_id: None,
             amount: cost,
@@ -802,9 +808,9 @@ impl Budget {
                 }
             }
             let settled = tasks_done >= j.tasks_total;
-            let new_state = match (settled, j.state.as_str()) {
-                (true, "held") => "settled",
-                (true, "awaiting_approval" | "awaiting_funds") => "released",
+            let new_state = match (settled, j.state) {
+                (true, JobState::Held) => JobState::Settled,
+                (true, s) if s.is_waiting() => JobState::Released,
                 (_, s) => s,
             };
             tx.tx
@@ -968,7 +974,7 @@ fn balance_of(acc: &AccountRow, allocs: &[AllocationRow], now: i64) -> Balance {
 enum Verdict {
     Done(Decision),
     Fits { account: AccountRow, estimate: Money, hold: Money, available: Money },
-    Held { account: AccountRow, estimate: Money, reason: String, state: &'static str },
+    Held { account: AccountRow, estimate: Money, reason: String, state: JobState },
 }
 
 /// The decision rule, shared by quote, check_and_hold and a release re-check.
@@ -1037,7 +1043,7 @@ fn decide(
     if let Some(threshold) = config.approval_threshold_for(&account.name).filter(|_| !skip_approval) {
         if estimate > threshold {
             let reason = format!("asbb: needs approval, estimate {estimate} > {threshold}");
-            return Ok(Verdict::Held { account, estimate, reason, state: "awaiting_approval" });
+            return Ok(Verdict::Held { account, estimate, reason, state: JobState::AwaitingApproval });
         }
     }
     // issue 6 (learning): the decision compares the hold (the estimate unless learning sized it) with available.
@@ -1060,7 +1066,7 @@ fn decide(
                     available.max(Money::ZERO),
                     format_date(next.valid_from)
                 );
-                return Ok(Verdict::Held { account, estimate, reason, state: "awaiting_funds" });
+                return Ok(Verdict::Held { account, estimate, reason, state: JobState::AwaitingFunds });
             }
         }
     }
@@ -1075,43 +1081,6 @@ fn decide(
     }))
 }
 
-/// Writes an allocation and the deposit entry that funds it (`grant_id` when a grant
-/// funds it).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn insert_allocation(
-    tx: &Tx<'_>,
-    account_id: i64,
-    amount: Money,
-    valid_from: i64,
-    valid_until: i64,
-    memo: Option<&str>,
-    key: &str,
-    actor: &str,
-    now: i64,
-    grant_id: Option<i64>,
-) -> rusqlite::Result<i64> {
-    tx.tx.execute(
-        "INSERT INTO allocations (account_id, amount_micros, valid_from, valid_until, memo, created_at, grant_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![account_id, amount.micros(), valid_from, valid_until, memo, now, grant_id],
-    )?;
-    let allocation_id = tx.tx.last_insert_rowid();
-    tx.insert_entry(&NewEntry {
-        txn_key: key,
-        part: 0,
-        kind: "deposit",
-        account_id,
-        allocation_id: Some(allocation_id),
-        amount,
-        token: None,
-        job_id: None,
-        at: now,
-        actor: Some(actor),
-        memo,
-    })?;
-    Ok(allocation_id)
-}
-
 #[allow(clippy::too_many_arguments)]
 fn insert_job(
     tx: &Tx<'_>,
@@ -1120,7 +1089,7 @@ fn insert_job(
     req: &JobRequest,
     estimate: Money,
     held: Money,
-    state: &str,
+    state: JobState,
     reason: Option<&str>,
     meta: Option<&JobMetadata>,
     now: i64,
@@ -1159,97 +1128,6 @@ fn insert_job(
     Ok(())
 }
 
-/// The journal entry and account total of a job's first hold (the job row carries
-/// `held_micros` itself: written with the row at submit, updated at a release).
-fn hold_entry(
-    tx: &Tx<'_>,
-    token: &str,
-    account_id: i64,
-    amount: Money,
-    job_id: Option<u32>,
-    now: i64,
-    why: &str,
-) -> rusqlite::Result<()> {
-    if amount.is_zero() {
-        return Ok(());
-    }
-    tx.insert_entry(&NewEntry {
-        txn_key: &format!("hold:{token}"),
-        part: 0,
-        kind: "hold",
-        account_id,
-        allocation_id: None,
-        amount,
-        token: Some(token),
-        job_id,
-        at: now,
-        actor: None,
-        memo: Some(why),
-    })?;
-    tx.add_account_held(account_id, amount.micros())
-}
-
-/// Grows (delta > 0) or shrinks (delta < 0) a job's hold.
-fn adjust_hold(tx: &Tx<'_>, key: &str, job: &JobRow, delta: i64, now: i64) -> rusqlite::Result<()> {
-    if delta == 0 {
-        return Ok(());
-    }
-    tx.insert_entry(&NewEntry {
-        txn_key: key,
-        part: 0,
-        kind: if delta > 0 { "hold" } else { "release" },
-        account_id: job.account_id,
-        allocation_id: None,
-        amount: Money::from_micros(delta.abs()),
-        token: Some(&job.token),
-        job_id: job.job_id,
-        at: now,
-        actor: None,
-        memo: None,
-    })?;
-    tx.add_account_held(job.account_id, delta)?;
-    tx.tx.execute(
-        "UPDATE jobs SET held_micros = held_micros + ?2, hold_placed_micros = CASE WHEN ?2 > 0 THEN hold_placed_micros + ?2 ELSE hold_placed_micros END WHERE token = ?1",
-        params![job.token, delta],
-    )?;
-    Ok(())
-}
-
 fn journal_count(tx: &Tx<'_>, token: &str) -> rusqlite::Result<i64> {
     tx.tx.prepare_cached("SELECT count(*) FROM journal WHERE token = ?1")?.query_row([token], |r| r.get(0))
-}
-
-/// Posts `amount` of cost as `base.kind` entries (`charge`, or `adjustment` for extra
-/// cost found later) against the allocations of `base.account_id` active at
-/// `active_at`, the one ending first first, the rest as overdraft; `part` and
-/// `allocation_id` are filled in. Allocation parts carry `base.memo`; the overdraft
-/// part says `overdraft` unless `base.memo` says something else.
-pub(crate) fn post_cost(tx: &Tx<'_>, base: &NewEntry<'_>, amount: Money, active_at: i64) -> rusqlite::Result<()> {
-    if amount.is_zero() {
-        return Ok(());
-    }
-    let mut left = amount.micros();
-    let mut part = 0u32;
-    for a in tx.allocations(base.account_id)?.iter().filter(|a| a.is_active(active_at) && a.remaining().micros() > 0) {
-        let take = left.min(a.remaining().micros());
-        tx.insert_entry(&NewEntry { part, allocation_id: Some(a.id), amount: Money::from_micros(take), ..*base })?;
-        tx.add_allocation_debit(a.id, take)?;
-        part += 1;
-        left -= take;
-        if left == 0 {
-            return Ok(());
-        }
-    }
-    let memo = base.memo.or(Some("overdraft"));
-    tx.insert_entry(&NewEntry { part, allocation_id: None, amount: Money::from_micros(left), memo, ..*base })?;
-    tx.add_account_overdraft(base.account_id, left)
-}
-
-/// One line in `audit_log`: who did what with asbb-admin.
-pub(crate) fn audit(tx: &Tx<'_>, actor: &str, now: i64, command: &str, detail: &str) -> rusqlite::Result<()> {
-    tx.tx.execute(
-        "INSERT INTO audit_log (at, actor, command, detail) VALUES (?1, ?2, ?3, ?4)",
-        params![now, actor, command, crate::core::fields::clean_text(detail)],
-    )?;
-    Ok(())
 }

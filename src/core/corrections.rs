@@ -16,8 +16,8 @@
 //! replay changes nothing and returns `false`.
 
 use crate::core::budget::{Budget, BudgetError};
-use crate::core::grants::audit;
-use crate::core::ledger::{JobRow, LedgerError, NewEntry, Tx};
+use crate::core::ledger::postings::{self, audit};
+use crate::core::ledger::{EntryKind, LedgerError, NewEntry, Tx};
 use crate::core::money::Money;
 use rusqlite::params;
 
@@ -36,7 +36,7 @@ impl Budget {
         if amount.micros() <= 0 {
             return Err(BudgetError::Invalid("refund amount must be above zero".into()));
         }
-        self.correct(token, "refund", -amount.micros(), memo, request_id, actor, now)
+        self.correct(token, EntryKind::Refund, -amount.micros(), memo, request_id, actor, now)
     }
 
     /// Adjusts job `token`'s cost by `delta` (signed micro-dollars; positive = more cost).
@@ -53,14 +53,14 @@ impl Budget {
         if delta.is_zero() {
             return Err(BudgetError::Invalid("adjustment must not be zero".into()));
         }
-        self.correct(token, "adjustment", delta.micros(), memo, request_id, actor, now)
+        self.correct(token, EntryKind::Adjustment, delta.micros(), memo, request_id, actor, now)
     }
 
     #[allow(clippy::too_many_arguments)]
     fn correct(
         &mut self,
         token: &str,
-        kind: &'static str,
+        kind: EntryKind,
         delta: i64,
         memo: Option<&str>,
         request_id: &str,
@@ -83,7 +83,7 @@ impl Budget {
 pub(crate) fn correct_in(
     tx: &Tx<'_>,
     token: &str,
-    kind: &'static str,
+    kind: EntryKind,
     delta: i64,
     memo: Option<&str>,
     request_id: &str,
@@ -91,7 +91,7 @@ pub(crate) fn correct_in(
     now: i64,
 ) -> Result<bool, BudgetError> {
     let e = |source| BudgetError::Ledger(LedgerError::Sqlite { path: tx.path.clone(), source });
-    let key = format!("{}:{request_id}", if kind == "refund" { "refund" } else { "adjust" });
+    let key = format!("{}:{request_id}", if kind == EntryKind::Refund { "refund" } else { "adjust" });
     if tx.txn_exists(&key).map_err(e)? {
         return Ok(false);
     }
@@ -100,13 +100,13 @@ pub(crate) fn correct_in(
         if -delta > job.charged.micros() {
             return Err(BudgetError::Invalid(format!(
                 "{} of {} is more than job {}'s net charge of {}",
-                if kind == "refund" { "a refund" } else { "an adjustment" },
+                if kind == EntryKind::Refund { "a refund" } else { "an adjustment" },
                 Money::from_micros(-delta),
                 job.job_id.map(|j| j.to_string()).unwrap_or_else(|| token.to_string()),
                 job.charged
             )));
         }
-        take_back(tx, &key, kind, &job, -delta, memo, actor, now).map_err(&e)?;
+        postings::take_back(tx, &key, kind, &job, -delta, memo, actor, now).map_err(&e)?;
     } else {
         // Extra cost posts like a charge, against the allocations active when the job's
         // last run ended.
@@ -118,7 +118,7 @@ pub(crate) fn correct_in(
         let base = NewEntry {
             txn_key: &key,
             part: 0,
-            kind: "adjustment",
+            kind: EntryKind::Adjustment,
             account_id: job.account_id,
             allocation_id: None,
             amount: Money::from_micros(delta),
@@ -128,7 +128,7 @@ pub(crate) fn correct_in(
             actor: Some(actor),
             memo,
         };
-        crate::core::budget::post_cost(tx, &base, Money::from_micros(delta), last_end.unwrap_or(now)).map_err(&e)?;
+        postings::post_cost(tx, &base, Money::from_micros(delta), last_end.unwrap_or(now)).map_err(&e)?;
     }
     tx.tx
         .execute("UPDATE jobs SET charged_micros = charged_micros + ?2 WHERE token = ?1", params![token, delta])
@@ -137,68 +137,9 @@ pub(crate) fn correct_in(
         tx,
         actor,
         now,
-        if kind == "refund" { "refund" } else { "adjust" },
+        if kind == EntryKind::Refund { "refund" } else { "adjust" },
         &format!("{token} {} {} {}", Money::from_micros(delta).to_exact_string(), request_id, memo.unwrap_or("")),
     )
     .map_err(e)?;
     Ok(true)
-}
-
-/// Takes `amount` back from where the job's charges went: overdraft first, then
-/// allocations ending last first.
-#[allow(clippy::too_many_arguments)]
-fn take_back(
-    tx: &Tx<'_>,
-    key: &str,
-    kind: &'static str,
-    job: &JobRow,
-    amount: i64,
-    memo: Option<&str>,
-    actor: &str,
-    now: i64,
-) -> rusqlite::Result<()> {
-    let net: Vec<(Option<i64>, i64)> = tx
-        .tx
-        .prepare_cached(
-            "SELECT j.allocation_id,
-                    sum(CASE j.kind WHEN 'refund' THEN -j.amount_micros ELSE j.amount_micros END) AS net
-             FROM journal j LEFT JOIN allocations a ON a.id = j.allocation_id
-             WHERE j.token = ?1 AND j.kind IN ('charge', 'refund', 'adjustment')
-             GROUP BY j.allocation_id
-             ORDER BY j.allocation_id IS NOT NULL, max(a.valid_until) DESC, j.allocation_id DESC",
-        )?
-        .query_map([&job.token], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    let mut left = amount;
-    let mut part = 0u32;
-    for (allocation_id, available) in net {
-        let take = left.min(available.max(0));
-        if take == 0 {
-            continue;
-        }
-        tx.insert_entry(&NewEntry {
-            txn_key: key,
-            part,
-            kind,
-            account_id: job.account_id,
-            allocation_id,
-            amount: Money::from_micros(if kind == "refund" { take } else { -take }),
-            token: Some(&job.token),
-            job_id: job.job_id,
-            at: now,
-            actor: Some(actor),
-            memo,
-        })?;
-        match allocation_id {
-            Some(a) => tx.add_allocation_debit(a, -take)?,
-            None => tx.add_account_overdraft(job.account_id, -take)?,
-        }
-        part += 1;
-        left -= take;
-        if left == 0 {
-            break;
-        }
-    }
-    debug_assert_eq!(left, 0, "a job's net charge is the sum of its per-allocation nets");
-    Ok(())
 }

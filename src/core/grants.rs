@@ -24,7 +24,8 @@
 //! to the account and, with nothing else funding it, becomes overdraft).
 
 use crate::core::budget::{format_date, Budget, BudgetError, DAY_S};
-use crate::core::ledger::{LedgerError, NewEntry, Tx};
+use crate::core::ledger::postings::{self, audit};
+use crate::core::ledger::{LedgerError, Tx};
 use crate::core::money::Money;
 use chrono::{DateTime, Months, Utc};
 use rusqlite::{params, OptionalExtension};
@@ -411,8 +412,6 @@ pub(crate) fn periods_of(conn: &rusqlite::Connection, grant_id: i64) -> rusqlite
     rows.collect()
 }
 
-pub(crate) use crate::core::budget::audit;
-
 fn unknown_grant(number: &str) -> BudgetError {
     BudgetError::Invalid(format!("unknown grant '{}'", crate::core::fields::clean_text(number)))
 }
@@ -591,20 +590,7 @@ impl Budget {
             for a in allocs.iter().filter(|a| ours.contains(&a.id) && a.valid_until > now) {
                 let remaining = a.remaining();
                 if remaining.micros() > 0 {
-                    tx.insert_entry(&NewEntry {
-                        txn_key: &key,
-                        part,
-                        kind: "expiry",
-                        account_id,
-                        allocation_id: Some(a.id),
-                        amount: remaining,
-                        token: None,
-                        job_id: None,
-                        at: now,
-                        actor: Some(actor),
-                        memo: Some("grant closed: unspent remainder"),
-                    })
-                    .map_err(&e)?;
+                    postings::expire(&tx, &key, part, account_id, a.id, remaining, actor, now).map_err(&e)?;
                     part += 1;
                     closed.expired = Money::from_micros(closed.expired.micros() + remaining.micros());
                 }
@@ -620,7 +606,7 @@ impl Budget {
             let other_funding =
                 allocs.iter().any(|a| !ours.contains(&a.id) && a.valid_until > now && a.remaining().micros() > 0);
             if !other_funding {
-                let (jobs, released) = release_account_holds(&tx, account_id, &key, now).map_err(&e)?;
+                let (jobs, released) = postings::release_account_holds(&tx, account_id, &key, now).map_err(&e)?;
                 closed.jobs_released = jobs;
                 closed.holds_released = released;
             }
@@ -659,56 +645,7 @@ fn insert_grant_allocation(
     actor: &str,
     now: i64,
 ) -> rusqlite::Result<i64> {
-    crate::core::budget::insert_allocation(
-        tx,
-        account_id,
-        amount,
-        valid_from,
-        valid_until,
-        Some(memo),
-        key,
-        actor,
-        now,
-        Some(grant_id),
-    )
-}
-
-/// Releases every open hold of an account's jobs (as `Budget::release` does, inside
-/// the caller's transaction). Returns how many jobs and how much.
-fn release_account_holds(tx: &Tx<'_>, account_id: i64, key: &str, now: i64) -> rusqlite::Result<(u32, Money)> {
-    let held: Vec<(String, i64, Option<u32>)> = tx
-        .tx
-        .prepare_cached(
-            "SELECT token, held_micros, job_id FROM jobs WHERE account_id = ?1 AND held_micros > 0 ORDER BY token",
-        )?
-        .query_map([account_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?;
-    let mut total = 0i64;
-    for (token, amount, job_id) in &held {
-        tx.insert_entry(&NewEntry {
-            txn_key: &format!("{key}:release:{token}"),
-            part: 0,
-            kind: "release",
-            account_id,
-            allocation_id: None,
-            amount: Money::from_micros(*amount),
-            token: Some(token),
-            job_id: *job_id,
-            at: now,
-            actor: None,
-            memo: Some("grant closed: no funding left"),
-        })?;
-        tx.add_account_held(account_id, -amount)?;
-        tx.tx.execute(
-            "UPDATE jobs SET held_micros = 0,
-               state = CASE WHEN state IN ('held', 'awaiting_approval', 'awaiting_funds') THEN 'released' ELSE state END,
-               settled_at = coalesce(settled_at, ?2)
-             WHERE token = ?1",
-            params![token, now],
-        )?;
-        total += amount;
-    }
-    Ok((held.len() as u32, Money::from_micros(total)))
+    postings::deposit(tx, account_id, amount, valid_from, valid_until, Some(memo), key, actor, now, Some(grant_id))
 }
 
 #[cfg(test)]

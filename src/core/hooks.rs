@@ -398,10 +398,10 @@ impl Hooks {
             return ModifyAction::Allow { admin_comment: None, log: None };
         }
         match self.budget().and_then(|b| b.job(token)) {
-            Ok(Some(job)) if matches!(job.state.as_str(), "awaiting_approval" | "awaiting_funds") => {
+            Ok(Some(job)) if job.state.is_waiting() => {
                 let reason = format!(
                     "asbb: job {job_id} still waits ({}); an exempt partition does not release it, ask your admins",
-                    job.state.replace('_', " ")
+                    job.state.as_str().replace('_', " ")
                 );
                 ModifyAction::KeepHeld {
                     log: format!("job {job_id}: release refused, stays held ({why}): {reason}"),

@@ -25,7 +25,7 @@
 use crate::core::budget::{format_date, format_time, Balance, Budget, BudgetError, Decision, DAY_S};
 use crate::core::job::JobRequest;
 use crate::core::learning::{self, Sample};
-use crate::core::ledger::{job_from_row, JobRow, LedgerError, Tx, JOB_COLS};
+use crate::core::ledger::{job_from_row, JobRow, JobState, LedgerError, Tx, JOB_COLS};
 use crate::core::money::Money;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize, Serializer};
@@ -400,7 +400,7 @@ impl Budget {
                 journal_key: p.txn_key,
             });
         }
-        if !matches!(found.job.state.as_str(), "settled" | "released") {
+        if !matches!(found.job.state, JobState::Settled | JobState::Released) {
             return Err(IntegrationError::NotSettled(format!(
                 "job {} is still {} in the ledger ({} of {} tasks reconciled); send its cost after every run has ended",
                 u.job_id, found.job.state, found.job.tasks_done, found.job.tasks_total
@@ -416,7 +416,7 @@ impl Budget {
             crate::core::corrections::correct_in(
                 &tx,
                 &found.job.token,
-                "adjustment",
+                crate::core::ledger::EntryKind::Adjustment,
                 delta,
                 Some(&memo),
                 &request_id,
@@ -828,7 +828,7 @@ impl Budget {
             token: job.token,
             user: job.user_name,
             partition: job.partition,
-            state: job.state,
+            state: job.state.to_string(),
             submitted_at: format_time(job.submitted_at),
             settled_at: job.settled_at.map(format_time),
             estimate: job.estimate,
@@ -1096,7 +1096,7 @@ impl Budget {
             )
             .map_err(&e)?;
         if n == 1 {
-            crate::core::grants::audit(&tx, actor, now, "account member add", &format!("{account} {user}"))
+            crate::core::ledger::postings::audit(&tx, actor, now, "account member add", &format!("{account} {user}"))
                 .map_err(&e)?;
         }
         tx.commit()?;
@@ -1123,8 +1123,14 @@ impl Budget {
             .execute("DELETE FROM account_members WHERE account_id = ?1 AND user_name = ?2", params![acc.id, user])
             .map_err(&e)?;
         if n == 1 {
-            crate::core::grants::audit(&tx, actor, now, "account member remove", &format!("{account} {user}"))
-                .map_err(&e)?;
+            crate::core::ledger::postings::audit(
+                &tx,
+                actor,
+                now,
+                "account member remove",
+                &format!("{account} {user}"),
+            )
+            .map_err(&e)?;
         }
         tx.commit()?;
         Ok(n == 1)

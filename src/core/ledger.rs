@@ -9,6 +9,8 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub mod postings;
+
 /// Schema migrations, applied in order and recorded in `schema_migrations`.
 pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "001_ledger", include_str!("../../sql/001_ledger.sql")),
@@ -380,7 +382,7 @@ pub struct JobRow {
     pub held: Money,
     pub hold_placed: Money,
     pub charged: Money,
-    pub state: String,
+    pub state: JobState,
     pub reason: Option<String>,
     pub submitted_at: i64,
     pub settled_at: Option<i64>,
@@ -388,12 +390,122 @@ pub struct JobRow {
     pub research_domain: Option<String>,
 }
 
-/// One journal entry to write.
+/// Where a priced job stands (the `jobs.state` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobState {
+    /// Funds held; the job may run.
+    Held,
+    /// Submitted held until an admin approves it.
+    AwaitingApproval,
+    /// Submitted held until its account can cover it.
+    AwaitingFunds,
+    /// Every run charged, the rest of the hold released.
+    Settled,
+    /// Ended without charge (cancelled before it ran, never created).
+    Released,
+    /// Refused by an admin.
+    Denied,
+}
+
+impl JobState {
+    pub const ALL: [JobState; 6] = [
+        JobState::Held,
+        JobState::AwaitingApproval,
+        JobState::AwaitingFunds,
+        JobState::Settled,
+        JobState::Released,
+        JobState::Denied,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Held => "held",
+            JobState::AwaitingApproval => "awaiting_approval",
+            JobState::AwaitingFunds => "awaiting_funds",
+            JobState::Settled => "settled",
+            JobState::Released => "released",
+            JobState::Denied => "denied",
+        }
+    }
+
+    /// Not finished: it holds money, or may yet.
+    pub fn is_open(self) -> bool {
+        matches!(self, JobState::Held | JobState::AwaitingApproval | JobState::AwaitingFunds)
+    }
+
+    /// Submitted held, waiting for an approval or for funds.
+    pub fn is_waiting(self) -> bool {
+        matches!(self, JobState::AwaitingApproval | JobState::AwaitingFunds)
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl rusqlite::ToSql for JobState {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+impl rusqlite::types::FromSql for JobState {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        let text = value.as_str()?;
+        JobState::ALL
+            .into_iter()
+            .find(|s| s.as_str() == text)
+            .ok_or_else(|| rusqlite::types::FromSqlError::Other(format!("unknown job state '{text}'").into()))
+    }
+}
+
+/// What a journal entry records (the `kind` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// Money into an allocation.
+    Deposit,
+    /// Money set aside for a job (positive), or more of it.
+    Hold,
+    /// A hold given back.
+    Release,
+    /// A run's cost, against an allocation or as overdraft.
+    Charge,
+    /// Cost given back by an admin.
+    Refund,
+    /// A signed correction of cost (positive = more cost).
+    Adjustment,
+    /// An allocation's unspent rest, when its grant closes.
+    Expiry,
+}
+
+impl EntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryKind::Deposit => "deposit",
+            EntryKind::Hold => "hold",
+            EntryKind::Release => "release",
+            EntryKind::Charge => "charge",
+            EntryKind::Refund => "refund",
+            EntryKind::Adjustment => "adjustment",
+            EntryKind::Expiry => "expiry",
+        }
+    }
+}
+
+impl rusqlite::ToSql for EntryKind {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(self.as_str().into())
+    }
+}
+
+/// One journal entry to write; only [`postings`] writes them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NewEntry<'a> {
     pub txn_key: &'a str,
     pub part: u32,
-    pub kind: &'static str,
+    pub kind: EntryKind,
     pub account_id: i64,
     pub allocation_id: Option<i64>,
     pub amount: Money,
@@ -539,7 +651,7 @@ impl<'c> Tx<'c> {
         self.tx.prepare_cached("SELECT 1 FROM journal WHERE txn_key = ?1 LIMIT 1")?.exists([txn_key])
     }
 
-    pub fn insert_entry(&self, e: &NewEntry<'_>) -> rusqlite::Result<()> {
+    fn insert_entry(&self, e: &NewEntry<'_>) -> rusqlite::Result<()> {
         self.tx
             .prepare_cached(
                 "INSERT INTO journal (txn_key, part, kind, account_id, allocation_id, amount_micros, token, job_id, at, actor, memo)
@@ -561,21 +673,21 @@ impl<'c> Tx<'c> {
         Ok(())
     }
 
-    pub fn add_account_held(&self, account_id: i64, delta: i64) -> rusqlite::Result<()> {
+    fn add_account_held(&self, account_id: i64, delta: i64) -> rusqlite::Result<()> {
         self.tx
             .prepare_cached("UPDATE accounts SET held_micros = held_micros + ?2 WHERE id = ?1")?
             .execute(params![account_id, delta])?;
         Ok(())
     }
 
-    pub fn add_account_overdraft(&self, account_id: i64, delta: i64) -> rusqlite::Result<()> {
+    fn add_account_overdraft(&self, account_id: i64, delta: i64) -> rusqlite::Result<()> {
         self.tx
             .prepare_cached("UPDATE accounts SET overdraft_micros = overdraft_micros + ?2 WHERE id = ?1")?
             .execute(params![account_id, delta])?;
         Ok(())
     }
 
-    pub fn add_allocation_debit(&self, allocation_id: i64, delta: i64) -> rusqlite::Result<()> {
+    fn add_allocation_debit(&self, allocation_id: i64, delta: i64) -> rusqlite::Result<()> {
         self.tx
             .prepare_cached("UPDATE allocations SET debited_micros = debited_micros + ?2 WHERE id = ?1")?
             .execute(params![allocation_id, delta])?;

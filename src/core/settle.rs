@@ -31,9 +31,6 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// Ledger states of a job whose hold is still open.
-pub const OPEN_STATES: &[&str] = &["held", "awaiting_approval", "awaiting_funds"];
-
 /// A job the ledger still holds money (or a place) for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OpenHold {
@@ -492,7 +489,7 @@ impl Budget {
     ) -> Result<Option<SettleAction>, BudgetError> {
         // A run reconciled just before (or the plugin, meanwhile) may have settled it.
         match self.job(token)? {
-            Some(j) if OPEN_STATES.contains(&j.state.as_str()) => {}
+            Some(j) if j.state.is_open() => {}
             _ => return Ok(None),
         }
         let job_id = self.job(token)?.and_then(|j| j.job_id);
@@ -523,14 +520,10 @@ impl Budget {
     }
 
     fn audit_settle(&mut self, actor: &str, now: i64, detail: &str) -> Result<(), BudgetError> {
-        let e = ledger_err(&self.ledger);
-        self.ledger
-            .conn
-            .execute(
-                "INSERT INTO audit_log (at, actor, command, detail) VALUES (?1, ?2, 'reconcile', ?3)",
-                params![now, actor, crate::core::fields::clean_text(detail)],
-            )
-            .map_err(e)?;
+        let tx = crate::core::ledger::Tx::write(&mut self.ledger)?;
+        crate::core::ledger::postings::audit(&tx, actor, now, "reconcile", detail)
+            .map_err(|source| BudgetError::Ledger(tx.err(source)))?;
+        tx.commit()?;
         Ok(())
     }
 

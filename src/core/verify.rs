@@ -143,7 +143,7 @@ impl Budget {
         let mut stmt = conn
             .prepare("SELECT token, held_micros, charged_micros, state, tasks_done, tasks_total FROM jobs")
             .map_err(e)?;
-        let jobs: Vec<(String, i64, i64, String, i64, i64)> = stmt
+        let jobs: Vec<(String, i64, i64, crate::core::ledger::JobState, i64, i64)> = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
             .map_err(e)?
             .collect::<Result<_, _>>()
@@ -161,7 +161,7 @@ impl Budget {
             if j_charged != charged {
                 problems.push(format!("job {token}: cached charged {charged} micros, journal says {j_charged}"));
             }
-            if matches!(state.as_str(), "settled" | "released" | "denied") && held != 0 {
+            if !state.is_open() && held != 0 {
                 problems.push(format!("job {token}: {state} but still holds {held} micros"));
             }
             if done > total {
