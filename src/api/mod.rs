@@ -26,7 +26,6 @@
 pub mod client;
 mod conn;
 
-use crate::cli::admin::RequestArgs;
 use crate::core::budget::{Budget, BudgetError, Decision};
 use crate::core::config::{ApiRole, Config};
 use crate::core::integration::{
@@ -37,6 +36,7 @@ use crate::core::ledger::{Ledger, OpenMode};
 use crate::core::money::Money;
 use crate::core::report::ReportRange;
 use crate::core::report_render::{render, ReportFormat};
+use crate::shape::RequestArgs;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path as UrlPath, Query, Request, State};
@@ -165,7 +165,7 @@ impl Shared {
                 *guard = Some(Budget::with_ledger(c.clone(), ledger));
             }
             let budget = guard.as_mut().expect("opened above");
-            let now = crate::cli::now().map_err(|e| ApiError::new(500, "internal", e.message))?;
+            let now = crate::system::now().map_err(|e| ApiError::new(500, "internal", e))?;
             let out = f(budget, now);
             if let Err(e) = &out {
                 if e.code == "ledger_unavailable" {
@@ -212,7 +212,7 @@ fn token_caller(state: &Shared, token: &str) -> Option<Caller> {
 }
 
 fn peer_caller(state: &Shared, uid: u32) -> Caller {
-    let name = crate::cli::user_name(uid);
+    let name = crate::system::user_name(uid);
     let role = state.config.api.local_role(uid, name.as_deref(), state.ledger_owner);
     Caller { role, name: name.unwrap_or_else(|| format!("uid{uid}")), uid: Some(uid) }
 }
@@ -1044,7 +1044,7 @@ async fn check(
         (ApiRole::User, Some(uid)) => (caller.name.clone(), uid),
         _ => (b.user.clone().unwrap_or_else(|| caller.name.clone()), caller.uid.unwrap_or(0)),
     };
-    let mut req = args.to_request(&b.account, &user, uid).map_err(|e| ApiError::new(422, "invalid", e.message))?;
+    let mut req = args.to_request(&b.account, &user, uid).map_err(|e| ApiError::new(422, "invalid", e.0))?;
     if let Some(m) = b.mem_mb {
         req.resources.mem_mb = m;
         req.resources.validate().map_err(|e| ApiError::new(422, "invalid", e.to_string()))?;
@@ -1118,7 +1118,7 @@ async fn member_add(
     let caller = caller_of(caller)?;
     require(&caller, ApiRole::Admin)?;
     let (account, user) = path_of(p)?;
-    let (user, uid) = crate::cli::integration::resolve_user(&user);
+    let (user, uid) = crate::system::resolve_user(&user);
     let out = state
         .with_budget(move |b, now| {
             let added = b.add_member(&account, &user, uid, &caller.name, now)?;
@@ -1136,7 +1136,7 @@ async fn member_remove(
     let caller = caller_of(caller)?;
     require(&caller, ApiRole::Admin)?;
     let (account, user) = path_of(p)?;
-    let (user, _) = crate::cli::integration::resolve_user(&user);
+    let (user, _) = crate::system::resolve_user(&user);
     let out = state
         .with_budget(move |b, now| {
             let removed = b.remove_member(&account, &user, &caller.name, now)?;

@@ -4,14 +4,10 @@
 use super::{json, load_config, now, open_budget, CliError, Format, Table};
 use crate::core::budget::{format_date, format_time, parse_date, Balance, Budget, Decision, DAY_S, FOREVER};
 use crate::core::cost;
-use crate::core::job::{
-    format_time_limit, parse_array_task_count, parse_gpu_spec, parse_mem_mb, parse_time_limit_min, JobRequest,
-    Resources,
-};
+use crate::core::job::{format_time_limit, JobRequest};
 use crate::core::ledger::{AllocationRow, OpenMode};
 use crate::core::money::Money;
 use clap::{Args, Parser, Subcommand};
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -123,39 +119,7 @@ pub struct DepositArgs {
     pub release_held: bool,
 }
 
-/// A job's shape, shared by `asbb-admin estimate` and `asbb quick-check`.
-#[derive(Args, Debug, Clone)]
-pub struct RequestArgs {
-    #[arg(long, short = 'p', env = "ASBB_DEFAULT_PARTITION")]
-    pub partition: Option<String>,
-    #[arg(long, short = 'N', default_value_t = 1)]
-    pub nodes: u32,
-    /// CPUs on each node.
-    #[arg(long)]
-    pub cpus_per_node: Option<u32>,
-    /// CPUs in total (instead of --cpus-per-node).
-    #[arg(long, conflicts_with = "cpus_per_node")]
-    pub cpus: Option<u32>,
-    /// Memory per node: 4000 (MB), 4G, 512M.
-    #[arg(long)]
-    pub mem: Option<String>,
-    /// Memory per CPU (instead of --mem).
-    #[arg(long, conflicts_with = "mem")]
-    pub mem_per_cpu: Option<String>,
-    /// GPUs per node, untyped.
-    #[arg(long)]
-    pub gpus: Option<u32>,
-    /// GRES per node, e.g. gpu:a100:2.
-    #[arg(long, conflicts_with = "gpus")]
-    pub gres: Option<String>,
-    /// Time limit: MM, HH:MM:SS, D-HH:MM, 2h, 90m, 1d.
-    #[arg(long, short = 't')]
-    pub time: String,
-    #[arg(long, default_value_t = 1)]
-    pub array_tasks: u32,
-    #[arg(long)]
-    pub qos: Option<String>,
-}
+pub use crate::shape::RequestArgs;
 
 #[derive(Args, Debug)]
 pub struct EstimateArgs {
@@ -172,62 +136,6 @@ pub struct TransactionsArgs {
     /// Only entries on or after this day (YYYY-MM-DD).
     #[arg(long)]
     pub since: Option<String>,
-}
-
-impl RequestArgs {
-    /// Builds the request the plugin would build for the same sbatch flags.
-    pub fn to_request(&self, account: &str, user: &str, uid: u32) -> Result<JobRequest, CliError> {
-        let partition = self
-            .partition
-            .clone()
-            .ok_or_else(|| CliError::new("no partition: give --partition or set ASBB_DEFAULT_PARTITION"))?;
-        if self.nodes == 0 {
-            return Err(CliError::new("--nodes must be at least 1"));
-        }
-        let cpus = match (self.cpus, self.cpus_per_node) {
-            (Some(c), _) => c as u64,
-            (None, Some(c)) => c as u64 * self.nodes as u64,
-            (None, None) => self.nodes as u64,
-        };
-        let mem_mb = match (&self.mem, &self.mem_per_cpu) {
-            (Some(m), _) => parse_mem_mb(m).map_err(|e| CliError::new(e.to_string()))? * self.nodes as u64,
-            (None, Some(m)) => parse_mem_mb(m).map_err(|e| CliError::new(e.to_string()))? * cpus,
-            (None, None) => 0,
-        };
-        let mut gpus = match (&self.gres, self.gpus) {
-            (Some(g), _) => parse_gpu_spec(g).map_err(|e| CliError::new(e.to_string()))?,
-            (None, Some(n)) if n > 0 => BTreeMap::from([(String::new(), n)]),
-            _ => BTreeMap::new(),
-        };
-        for n in gpus.values_mut() {
-            *n = n.checked_mul(self.nodes).ok_or_else(|| CliError::new("too many GPUs"))?;
-        }
-        let resources = Resources {
-            nodes: self.nodes,
-            cpus: u32::try_from(cpus).map_err(|_| CliError::new("too many CPUs"))?,
-            mem_mb,
-            gpus,
-        };
-        resources.validate().map_err(|e| CliError::new(e.to_string()))?;
-        let time_limit_min = parse_time_limit_min(&self.time).map_err(|e| CliError::new(e.to_string()))?;
-        if self.array_tasks == 0 {
-            return Err(CliError::new("--array-tasks must be at least 1"));
-        }
-        // Bounds-check the array size with the same rule as sbatch --array.
-        parse_array_task_count(&format!("1-{}", self.array_tasks)).map_err(|e| CliError::new(e.to_string()))?;
-        Ok(JobRequest {
-            user: user.to_string(),
-            uid,
-            account: account.to_string(),
-            partition,
-            resources,
-            time_limit_min,
-            array_tasks: self.array_tasks,
-            qos: self.qos.clone(),
-            job_id: None,
-            job_name: None,
-        })
-    }
 }
 
 /// Describes a request in one line: `2 nodes, 32 CPUs, 64 GB memory, 2 GPUs (a100), 02:00:00, 1 task`.

@@ -67,14 +67,7 @@ pub enum ReportCommand {
     },
 }
 
-/// `alice` → (alice, uid of alice); `1001` → (name of 1001 or "1001", 1001).
-pub fn resolve_user(text: &str) -> (String, Option<u32>) {
-    let t = text.trim();
-    if let Ok(uid) = t.parse::<u32>() {
-        return (super::user_name(uid).unwrap_or_else(|| t.to_string()), Some(uid));
-    }
-    (t.to_string(), super::passwd_ids(t).map(|(uid, _)| uid))
-}
+pub use crate::system::resolve_user;
 
 #[cfg(feature = "api")]
 pub fn run_serve(a: ServeArgs, config: Config) -> Result<String, CliError> {

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! Shared pieces of the two command lines: output formats, tables, the clock, and
-//! opening config and ledger from flags and environment.
+//! Shared pieces of the two command lines: output formats, tables, errors, and opening
+//! config and ledger from flags and environment (the clock and the user database are
+//! `crate::system`, shared with the API).
 
 pub mod admin;
 pub mod grant;
@@ -13,7 +14,7 @@ use crate::core::budget::{Budget, BudgetError};
 use crate::core::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::core::ledger::{Ledger, OpenMode};
 use crate::core::report_render::csv_cell;
-use crate::core::safe_fs::{self, passwd_find};
+use crate::core::safe_fs;
 use std::path::{Path, PathBuf};
 
 /// An error a command reports: one line on stderr and an exit code.
@@ -41,6 +42,12 @@ impl From<crate::core::ledger::LedgerError> for CliError {
     }
 }
 
+impl From<crate::shape::ShapeError> for CliError {
+    fn from(e: crate::shape::ShapeError) -> CliError {
+        CliError::new(e.0)
+    }
+}
+
 impl From<crate::core::config::ConfigError> for CliError {
     fn from(e: crate::core::config::ConfigError) -> CliError {
         CliError::new(e.to_string())
@@ -55,20 +62,9 @@ pub enum Format {
     Csv,
 }
 
-/// The time commands act at: now, or `ASBB_NOW` (unix seconds or RFC 3339), which
-/// makes reports and tests reproducible.
+/// The time commands act at (see [`crate::system::now`]).
 pub fn now() -> Result<i64, CliError> {
-    match std::env::var("ASBB_NOW") {
-        Ok(v) if !v.is_empty() => {
-            if let Ok(n) = v.parse::<i64>() {
-                return Ok(n);
-            }
-            chrono::DateTime::parse_from_rfc3339(&v)
-                .map(|t| t.timestamp())
-                .map_err(|_| CliError::new(format!("ASBB_NOW '{v}' is not unix seconds or RFC 3339")))
-        }
-        _ => Ok(chrono::Utc::now().timestamp()),
-    }
+    crate::system::now().map_err(CliError::new)
 }
 
 /// Loads the config named by `--config`/`ASBB_CONFIG` (or the default path).
@@ -154,15 +150,7 @@ pub fn current_uid() -> u32 {
     safe_fs::caller_uid()
 }
 
-/// Looks a uid up in /etc/passwd.
-pub fn user_name(uid: u32) -> Option<String> {
-    passwd_find(|_, u| u == uid).map(|(name, _, _)| name)
-}
-
-/// A user's uid and primary gid from /etc/passwd.
-pub fn passwd_ids(name: &str) -> Option<(u32, u32)> {
-    passwd_find(|n, _| n == name).map(|(_, uid, gid)| (uid, gid))
-}
+pub use crate::system::{passwd_ids, user_name};
 
 /// A table printed as aligned text or CSV.
 pub struct Table {

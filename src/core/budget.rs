@@ -21,7 +21,6 @@
 
 use crate::core::config::{Config, MissingPolicy};
 use crate::core::cost::{self, CostError};
-use crate::core::hooks::RefuseCode;
 use crate::core::job::{EndState, JobCompletion, JobRequest};
 use crate::core::ledger::postings::{self, adjust_hold, audit, post_cost};
 use crate::core::ledger::{
@@ -58,6 +57,23 @@ impl BudgetError {
     pub fn is_ledger(&self) -> bool {
         matches!(self, BudgetError::Ledger(_))
     }
+}
+
+/// Why a job or change is refused; the glue returns the matching ESLURM code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefuseCode {
+    /// ESLURM_ACCOUNTING_POLICY: "Job violates accounting/QOS policy ..."
+    AccountingPolicy,
+    /// ESLURM_INVALID_ACCOUNT
+    InvalidAccount,
+    /// ESLURM_INVALID_TIME_LIMIT
+    InvalidTimeLimit,
+    /// ESLURM_INVALID_PARTITION_NAME
+    InvalidPartition,
+    /// ESLURM_INVALID_TRES / bad job spec
+    InvalidRequest,
+    /// The ledger cannot answer and policy is to fail closed.
+    LedgerUnavailable,
 }
 
 /// What the budget says about a submission.

@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+/// The import source name (the idempotency key's last part).
+pub const IMPORT_SOURCE: &str = "aws-import";
+
 /// Where the config is looked for when nothing else says.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/slurm/asbb.toml";
 pub const DEFAULT_LEDGER_PATH: &str = "/var/lib/asbb/ledger.db";
@@ -478,7 +481,7 @@ impl Default for ApiConfig {
 
 /// Is `name` the import's source (`aws-import`, in any case)? No API caller may carry it.
 pub fn is_import_source(name: &str) -> bool {
-    name.trim().eq_ignore_ascii_case(crate::core::integration::IMPORT_SOURCE)
+    name.trim().eq_ignore_ascii_case(IMPORT_SOURCE)
 }
 
 fn api_config(raw: &RawApi) -> Result<ApiConfig, String> {
@@ -532,7 +535,7 @@ fn api_config(raw: &RawApi) -> Result<ApiConfig, String> {
             return Err(format!(
                 "api.tokens: the name '{}' is reserved: cost updates carry their caller's name as source, and '{}' is the source of `asbb-admin integration import-costs`; name the token after its client",
                 t.name,
-                crate::core::integration::IMPORT_SOURCE
+                IMPORT_SOURCE
             ));
         }
     }
@@ -543,7 +546,7 @@ fn api_config(raw: &RawApi) -> Result<ApiConfig, String> {
         if let Some(u) = p.user.as_deref().filter(|u| is_import_source(u)) {
             return Err(format!(
                 "api.peers: the user '{u}' is reserved: cost updates carry their caller's name as source, and '{}' is the source of `asbb-admin integration import-costs`",
-                crate::core::integration::IMPORT_SOURCE
+                IMPORT_SOURCE
             ));
         }
     }

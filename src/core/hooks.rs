@@ -6,22 +6,8 @@
 use crate::core::config::Config;
 use crate::core::fields::{CompletionFields, SubmitFields};
 
-/// Which ESLURM code the glue returns when a job is refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefuseCode {
-    /// ESLURM_ACCOUNTING_POLICY: "Job violates accounting/QOS policy ..."
-    AccountingPolicy,
-    /// ESLURM_INVALID_ACCOUNT
-    InvalidAccount,
-    /// ESLURM_INVALID_TIME_LIMIT
-    InvalidTimeLimit,
-    /// ESLURM_INVALID_PARTITION_NAME
-    InvalidPartition,
-    /// ESLURM_INVALID_TRES / bad job spec
-    InvalidRequest,
-    /// The ledger cannot answer and policy is to fail closed.
-    LedgerUnavailable,
-}
+// A decision's refusal reason; the glue maps it to an ESLURM code.
+pub use crate::core::budget::RefuseCode;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubmitAction {

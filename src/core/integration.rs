@@ -954,8 +954,7 @@ pub enum FileOutcome {
     },
 }
 
-/// The import source name (the idempotency key's last part).
-pub const IMPORT_SOURCE: &str = "aws-import";
+pub use crate::core::config::IMPORT_SOURCE;
 
 /// Parses one reconciliation file into a cost update.
 pub fn parse_reconciliation_file(name: &str, text: &str) -> Result<CostUpdate, String> {
