@@ -777,7 +777,7 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
         ..Default::default()
     };
     match hooks.on_submit(&fields, NOW_S) {
-        SubmitAction::Refuse { log, .. } => assert!(log.ends_with(&outdated), "{log}"),
+        SubmitAction::Refuse { log, .. } => assert!(log.text.ends_with(&outdated), "{log}"),
         other => panic!("{other:?}"),
     }
 

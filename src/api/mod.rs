@@ -106,7 +106,18 @@ impl ApiError {
 
 impl From<IntegrationError> for ApiError {
     fn from(e: IntegrationError) -> ApiError {
-        ApiError::new(e.http_status(), e.code(), e.to_string())
+        // HTTP belongs here, at the edge: core says what went wrong, not how HTTP says it.
+        let status = match &e {
+            IntegrationError::UnknownJob(_) | IntegrationError::UnknownAccount(_) => 404,
+            IntegrationError::AmbiguousJob(_)
+            | IntegrationError::NotSettled(_)
+            | IntegrationError::NotPriced(_)
+            | IntegrationError::Conflict(_) => 409,
+            IntegrationError::Invalid(_) => 422,
+            IntegrationError::Budget(b) if b.is_ledger() => 503,
+            IntegrationError::Budget(_) => 500,
+        };
+        ApiError::new(status, e.code(), e.to_string())
     }
 }
 

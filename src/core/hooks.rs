@@ -12,15 +12,44 @@ pub use crate::core::budget::RefuseCode;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubmitAction {
     /// Let the job through untouched.
-    Pass { log: Option<String> },
+    Pass { log: Option<LogLine> },
     /// Funds held: set `admin_comment`; `note` (if any) is shown to the user.
     /// `time_limit_min`: the limit the job was priced for, to write into a job that
     /// gave none, so it cannot run past what is held for it.
-    Accept { admin_comment: String, note: Option<String>, time_limit_min: Option<u32>, log: String },
+    Accept { admin_comment: String, note: Option<String>, time_limit_min: Option<u32>, log: LogLine },
     /// Submit held (`priority = 0`) with `reason` shown in `scontrol show job`.
-    Hold { admin_comment: String, reason: String, time_limit_min: Option<u32>, log: String },
+    Hold { admin_comment: String, reason: String, time_limit_min: Option<u32>, log: LogLine },
     /// Refuse with `err_msg` and `code`.
-    Refuse { err_msg: String, code: RefuseCode, log: String },
+    Refuse { err_msg: String, code: RefuseCode, log: LogLine },
+}
+
+/// A line for slurmctld's log, and the level it goes at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogLevel {
+    Info,
+    Error,
+}
+
+impl LogLine {
+    pub fn info(text: String) -> LogLine {
+        LogLine { level: LogLevel::Info, text }
+    }
+
+    pub fn error(text: String) -> LogLine {
+        LogLine { level: LogLevel::Error, text }
+    }
+}
+
+impl std::fmt::Display for LogLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
 }
 
 /// How job_modify was called, as the glue read it from slurmctld.
@@ -36,12 +65,12 @@ pub struct UpdateCall {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ModifyAction {
     /// Let the update through; set `admin_comment` if given.
-    Allow { admin_comment: Option<String>, log: Option<String> },
+    Allow { admin_comment: Option<String>, log: Option<LogLine> },
     /// A release that does not fit: refuse the update, the job stays held with `reason`.
-    KeepHeld { reason: String, code: RefuseCode, log: String },
+    KeepHeld { reason: String, code: RefuseCode, log: LogLine },
     /// Refuse the update (e.g. a bigger job that no longer fits); `reason` is what the
     /// user is told where the release lets job_modify say it (23.02+).
-    Refuse { reason: String, code: RefuseCode, log: String },
+    Refuse { reason: String, code: RefuseCode, log: LogLine },
 }
 
 use crate::core::budget::{Budget, BudgetError, Decision, Modified, Reconciled, Rerun};
@@ -169,7 +198,7 @@ impl Hooks {
         &mut self,
         now: i64,
         jobs_with: impl FnOnce(&[String]) -> Vec<(String, u32)>,
-    ) -> Option<String> {
+    ) -> Option<LogLine> {
         // Only over a connection a hook opened and used successfully: one opened here
         // while the ledger is read-only would keep SQLite's shared WAL index read-only
         // for every connection of this process, after the fault is gone.
@@ -192,15 +221,15 @@ impl Hooks {
         match result {
             Ok(None) => None,
             Ok(Some((confirmed, released))) if released.is_empty() => {
-                Some(format!("confirmed {confirmed} hold(s): SLURM has their jobs"))
+                Some(LogLine::info(format!("confirmed {confirmed} hold(s): SLURM has their jobs")))
             }
-            Ok(Some((confirmed, released))) => Some(format!(
+            Ok(Some((confirmed, released))) => Some(LogLine::info(format!(
                 "confirmed {confirmed} hold(s); released {}: SLURM never created their jobs",
                 released.iter().map(|(t, m)| format!("{m} of {t}")).collect::<Vec<_>>().join(", ")
-            )),
+            ))),
             Err(e) => {
                 self.forget_ledger_on(&e);
-                Some(format!("error: could not check provisional holds: {e}"))
+                Some(LogLine::error(format!("could not check provisional holds: {e}")))
             }
         }
     }
@@ -215,7 +244,7 @@ impl Hooks {
         let req = match fields.to_request(&self.config) {
             Ok(ReadRequest::Priced(r)) => r,
             Ok(ReadRequest::Exempt(why)) => {
-                return SubmitAction::Pass { log: Some(format!("uid {} passes: {why}", fields.uid)) }
+                return SubmitAction::Pass { log: Some(LogLine::info(format!("uid {} passes: {why}", fields.uid))) }
             }
             Err(e) => {
                 let code = match e {
@@ -227,7 +256,11 @@ impl Hooks {
                     _ => RefuseCode::InvalidRequest,
                 };
                 let err_msg = e.to_string();
-                return SubmitAction::Refuse { log: format!("refused uid {}: {err_msg}", fields.uid), err_msg, code };
+                return SubmitAction::Refuse {
+                    log: LogLine::info(format!("refused uid {}: {err_msg}", fields.uid)),
+                    err_msg,
+                    code,
+                };
             }
         };
         let who = format!("{} account={} partition={}", req.user, req.account, req.partition);
@@ -240,7 +273,7 @@ impl Hooks {
                     let err_msg = e.to_string();
                     // Budget policy, not a resource spec: the first line says exactly what is wrong.
                     return SubmitAction::Refuse {
-                        log: format!("refused {who}: {err_msg}"),
+                        log: LogLine::info(format!("refused {who}: {err_msg}")),
                         err_msg,
                         code: RefuseCode::AccountingPolicy,
                     };
@@ -258,18 +291,20 @@ impl Hooks {
                 admin_comment: with_hold_token(fields.admin_comment.as_deref(), &token),
                 note: None,
                 time_limit_min,
-                log: format!("accepted {who}: held {estimate} (token {token}, {available_after} left)"),
+                log: LogLine::info(format!("accepted {who}: held {estimate} (token {token}, {available_after} left)")),
             },
             Ok(Decision::Hold { token, estimate, reason }) => SubmitAction::Hold {
                 admin_comment: with_hold_token(fields.admin_comment.as_deref(), &token),
                 time_limit_min,
-                log: format!("held {who}: estimate {estimate} (token {token}): {reason}"),
+                log: LogLine::info(format!("held {who}: estimate {estimate} (token {token}): {reason}")),
                 reason,
             },
             Ok(Decision::Reject { reason, code, .. }) => {
-                SubmitAction::Refuse { log: format!("refused {who}: {reason}"), err_msg: reason, code }
+                SubmitAction::Refuse { log: LogLine::info(format!("refused {who}: {reason}")), err_msg: reason, code }
             }
-            Ok(Decision::Exempt { reason }) => SubmitAction::Pass { log: Some(format!("{who} passes: {reason}")) },
+            Ok(Decision::Exempt { reason }) => {
+                SubmitAction::Pass { log: Some(LogLine::info(format!("{who} passes: {reason}"))) }
+            }
             Err(e) => {
                 self.forget_ledger_on(&e);
                 self.ledger_down(fields, &who, &e)
@@ -282,13 +317,13 @@ impl Hooks {
             crate::core::config::OnLedgerError::Reject => SubmitAction::Refuse {
                 err_msg: LEDGER_DOWN_REJECT.to_string(),
                 code: RefuseCode::LedgerUnavailable,
-                log: format!("error: refused {who} (on_ledger_error=reject): {e}"),
+                log: LogLine::error(format!("refused {who} (on_ledger_error=reject): {e}")),
             },
             crate::core::config::OnLedgerError::Accept => SubmitAction::Accept {
                 admin_comment: fields.admin_comment.clone().unwrap_or_default(),
                 note: Some(LEDGER_DOWN_ACCEPT.to_string()),
                 time_limit_min: None,
-                log: format!("error: accepted {who} unchecked (on_ledger_error=accept): {e}"),
+                log: LogLine::error(format!("accepted {who} unchecked (on_ledger_error=accept): {e}")),
             },
         }
     }
@@ -308,10 +343,10 @@ impl Hooks {
             // slurmctld refuses it after this call ("Invalid user id"); nothing to follow.
             return ModifyAction::Allow {
                 admin_comment: None,
-                log: Some(format!(
+                log: Some(LogLine::info(format!(
                     "job {}: update from a user who is neither its owner nor an operator; ledger unchanged",
                     record.job_id
-                )),
+                ))),
             };
         };
         let approved = call.releasing && call.caller == Caller::Operator;
@@ -320,7 +355,7 @@ impl Hooks {
             Ok(ReadRequest::Exempt(why)) => return self.modify_to_exempt(&token, record.job_id, &why, call, approved),
             Err(e) => {
                 return ModifyAction::Refuse {
-                    log: format!("refused update of {token}: {e}"),
+                    log: LogLine::info(format!("refused update of {token}: {e}")),
                     reason: e.to_string(),
                     code: RefuseCode::InvalidRequest,
                 }
@@ -331,26 +366,28 @@ impl Hooks {
             None => format!("token {token}"),
         };
         match self.budget().and_then(|b| b.modify(&token, &req, call.releasing, approved, now)) {
-            Ok(Modified::Repriced { old_hold, new_hold }) => {
-                ModifyAction::Allow { admin_comment: None, log: Some(format!("{job}: hold {old_hold} -> {new_hold}")) }
-            }
-            Ok(Modified::Released { hold }) => {
-                ModifyAction::Allow { admin_comment: None, log: Some(format!("{job}: released, held {hold}")) }
-            }
+            Ok(Modified::Repriced { old_hold, new_hold }) => ModifyAction::Allow {
+                admin_comment: None,
+                log: Some(LogLine::info(format!("{job}: hold {old_hold} -> {new_hold}"))),
+            },
+            Ok(Modified::Released { hold }) => ModifyAction::Allow {
+                admin_comment: None,
+                log: Some(LogLine::info(format!("{job}: released, held {hold}"))),
+            },
             Ok(Modified::StillHeld { reason }) => ModifyAction::KeepHeld {
-                log: format!("{job}: release refused, stays held: {reason}"),
+                log: LogLine::info(format!("{job}: release refused, stays held: {reason}")),
                 reason,
                 code: RefuseCode::AccountingPolicy,
             },
             Ok(Modified::Refused { reason }) => ModifyAction::Refuse {
                 code: RefuseCode::AccountingPolicy,
-                log: format!("{job}: update refused: {reason}"),
+                log: LogLine::info(format!("{job}: update refused: {reason}")),
                 reason,
             },
             Ok(Modified::Unchanged) => ModifyAction::Allow { admin_comment: None, log: None },
             Err(BudgetError::UnknownToken(_)) => ModifyAction::Allow {
                 admin_comment: None,
-                log: Some(format!("{job}: token {token} is not in the ledger")),
+                log: Some(LogLine::info(format!("{job}: token {token} is not in the ledger"))),
             },
             Err(e) => {
                 self.forget_ledger_on(&e);
@@ -358,11 +395,13 @@ impl Hooks {
                     crate::core::config::OnLedgerError::Reject => ModifyAction::Refuse {
                         reason: LEDGER_DOWN_UPDATE.to_string(),
                         code: RefuseCode::LedgerUnavailable,
-                        log: format!("error: {job}: update refused (on_ledger_error=reject): {e}"),
+                        log: LogLine::error(format!("{job}: update refused (on_ledger_error=reject): {e}")),
                     },
                     crate::core::config::OnLedgerError::Accept => ModifyAction::Allow {
                         admin_comment: None,
-                        log: Some(format!("error: {job}: update allowed unchecked (on_ledger_error=accept): {e}")),
+                        log: Some(LogLine::error(format!(
+                            "{job}: update allowed unchecked (on_ledger_error=accept): {e}"
+                        ))),
                     },
                 }
             }
@@ -390,7 +429,7 @@ impl Hooks {
                     job.state.as_str().replace('_', " ")
                 );
                 ModifyAction::KeepHeld {
-                    log: format!("job {job_id}: release refused, stays held ({why}): {reason}"),
+                    log: LogLine::info(format!("job {job_id}: release refused, stays held ({why}): {reason}")),
                     reason,
                     code: RefuseCode::AccountingPolicy,
                 }
@@ -401,7 +440,7 @@ impl Hooks {
                 ModifyAction::Refuse {
                     reason: LEDGER_DOWN_UPDATE.to_string(),
                     code: RefuseCode::LedgerUnavailable,
-                    log: format!("error: job {job_id}: release refused, the ledger cannot answer: {e}"),
+                    log: LogLine::error(format!("job {job_id}: release refused, the ledger cannot answer: {e}")),
                 }
             }
         }
@@ -410,31 +449,31 @@ impl Hooks {
     /// Reconciles one ended run. Returns the log line (starting `error:` on failure)
     /// and, for a finished job requeued to run again, what to write into its record.
     pub fn on_complete(&mut self, fields: &CompletionFields, now: i64) -> CompleteAction {
-        let log = |line: String| CompleteAction { log: line, rerun: None };
+        let log = |line: LogLine| CompleteAction { log: line, rerun: None };
         let completion = match fields.to_completion() {
             Ok(c) => c,
-            Err(e) => return log(format!("error: job {}: cannot read its allocation: {e}", fields.job_id)),
+            Err(e) => return log(LogLine::error(format!("job {}: cannot read its allocation: {e}", fields.job_id))),
         };
         let what = format!("job {} ({})", completion.job_id, completion.state.as_str());
         // Root's jobs pass job_submit untouched; they are not charged either.
         if fields.uid == 0 && completion.hold_token.is_none() {
-            return log(format!("{what}: not tracked (root's job)"));
+            return log(LogLine::info(format!("{what}: not tracked (root's job)")));
         }
         match self.budget().and_then(|b| b.reconcile(&completion, now)) {
             Ok(Reconciled::Charged { account, cost, released }) => {
-                log(format!("{what} account={account}: charged {cost}, released {released}"))
+                log(LogLine::info(format!("{what} account={account}: charged {cost}, released {released}")))
             }
             // `scontrol requeue` of a finished job reports the run it already reported,
             // as REQUEUED: the job is about to run again, so that run needs a budget.
             Ok(Reconciled::Duplicate) if completion.state == EndState::Requeued => match &completion.hold_token {
                 Some(token) => self.price_rerun(fields, token, &what, now),
-                None => log(format!("{what}: already reconciled")),
+                None => log(LogLine::info(format!("{what}: already reconciled"))),
             },
-            Ok(Reconciled::Duplicate) => log(format!("{what}: already reconciled")),
-            Ok(Reconciled::NotTracked { reason }) => log(format!("{what}: not tracked ({reason})")),
+            Ok(Reconciled::Duplicate) => log(LogLine::info(format!("{what}: already reconciled"))),
+            Ok(Reconciled::NotTracked { reason }) => log(LogLine::info(format!("{what}: not tracked ({reason})"))),
             Err(e) => {
                 self.forget_ledger_on(&e);
-                log(format!("error: {what}: not reconciled, `asbb-admin reconcile` will settle it: {e}"))
+                log(LogLine::error(format!("{what}: not reconciled, `asbb-admin reconcile` will settle it: {e}")))
             }
         }
     }
@@ -442,13 +481,15 @@ impl Hooks {
     fn price_rerun(&mut self, fields: &CompletionFields, token: &str, what: &str, now: i64) -> CompleteAction {
         let relink = |new_token: &str| with_hold_token(fields.admin_comment.as_deref(), new_token);
         match self.budget().and_then(|b| b.price_rerun(token, fields.job_id, now)) {
-            Ok(None) => CompleteAction { log: format!("{what}: already reconciled"), rerun: None },
+            Ok(None) => CompleteAction { log: LogLine::info(format!("{what}: already reconciled")), rerun: None },
             Ok(Some(Rerun::Held { token: new_token, hold })) => CompleteAction {
-                log: format!("{what}: requeued after it finished; re-run held {hold} (token {new_token})"),
+                log: LogLine::info(format!(
+                    "{what}: requeued after it finished; re-run held {hold} (token {new_token})"
+                )),
                 rerun: Some(RerunAction { admin_comment: relink(&new_token), hold_reason: None }),
             },
             Ok(Some(Rerun::Waiting { token: new_token, reason })) => CompleteAction {
-                log: format!("{what}: requeued after it finished; held, not run: {reason}"),
+                log: LogLine::info(format!("{what}: requeued after it finished; held, not run: {reason}")),
                 rerun: Some(RerunAction { admin_comment: relink(&new_token), hold_reason: Some(reason) }),
             },
             Err(e) => {
@@ -459,7 +500,7 @@ impl Hooks {
                     crate::core::config::OnLedgerError::Accept => None,
                 };
                 CompleteAction {
-                    log: format!("error: {what}: requeued after it finished, re-run not priced: {e}"),
+                    log: LogLine::error(format!("{what}: requeued after it finished, re-run not priced: {e}")),
                     rerun: hold_reason.map(|r| RerunAction { admin_comment: relink(token), hold_reason: Some(r) }),
                 }
             }
@@ -470,7 +511,7 @@ impl Hooks {
 /// What jobcomp does with a run's record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CompleteAction {
-    pub log: String,
+    pub log: LogLine,
     pub rerun: Option<RerunAction>,
 }
 

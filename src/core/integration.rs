@@ -72,20 +72,6 @@ impl IntegrationError {
             IntegrationError::Budget(_) => "internal",
         }
     }
-
-    /// The HTTP status that goes with it.
-    pub fn http_status(&self) -> u16 {
-        match self {
-            IntegrationError::UnknownJob(_) | IntegrationError::UnknownAccount(_) => 404,
-            IntegrationError::AmbiguousJob(_)
-            | IntegrationError::NotSettled(_)
-            | IntegrationError::NotPriced(_)
-            | IntegrationError::Conflict(_) => 409,
-            IntegrationError::Invalid(_) => 422,
-            IntegrationError::Budget(e) if e.is_ledger() => 503,
-            IntegrationError::Budget(_) => 500,
-        }
-    }
 }
 
 impl From<BudgetError> for IntegrationError {

@@ -4,7 +4,9 @@
 
 use crate::core::config::Config;
 use crate::core::fields::Caller;
-use crate::core::hooks::{config_path_for, CompleteAction, Hooks, ModifyAction, RefuseCode, SubmitAction, UpdateCall};
+use crate::core::hooks::{
+    config_path_for, CompleteAction, Hooks, LogLevel, LogLine, ModifyAction, RefuseCode, SubmitAction, UpdateCall,
+};
 use crate::slurm::host::{self, conf, ErrMsg};
 use crate::slurm::job_desc::{without_held_reason, JobDesc};
 use crate::slurm::job_record::JobRecord;
@@ -212,13 +214,12 @@ pub fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Logs a hook's line with the microseconds since `start`; lines the core starts
-/// with `error:` go to slurmctld's error level.
-pub fn log_timed(plugin_type: &str, line: &str, start: Instant) {
-    let line = format!("{line} ({} us)", start.elapsed().as_micros());
-    match line.strip_prefix("error: ") {
-        Some(rest) => host::error(plugin_type, rest),
-        None => host::info(plugin_type, &line),
+/// Logs a hook's line, at its level, with the microseconds since `start`.
+pub fn log_timed(plugin_type: &str, line: &LogLine, start: Instant) {
+    let text = format!("{} ({} us)", line.text, start.elapsed().as_micros());
+    match line.level {
+        LogLevel::Error => host::error(plugin_type, &text),
+        LogLevel::Info => host::info(plugin_type, &text),
     }
 }
 
