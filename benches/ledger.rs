@@ -45,13 +45,27 @@ fn main() {
     // As the plugins open it: no automatic checkpoint in the writing connection, a
     // checkpointer thread beside it.
     let ledger = Ledger::open(&path, OpenMode::MustExist, 50).and_then(|l| l.without_autocheckpoint()).expect("open");
-    let _checkpointer = asbb::core::ledger::Checkpointer::start(&path);
-
     let mut budget = Budget::with_ledger(config, ledger);
+
+    // Pages written per call, from the WAL's growth while nothing checkpoints it: the
+    // figure that does not move with the machine's load (each frame is a page plus a
+    // 24-byte header).
+    let wal_path = std::path::PathBuf::from(format!("{}-wal", path.display()));
+    let wal_len = || std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);
+    let page_bytes: u64 = budget_page_size(&path) + 24;
+    let (mut check_frames, mut reconcile_frames) = (0u64, 0u64);
+    const PAGE_PROBES: u64 = 200;
 
     let mut check_us = Vec::with_capacity(iterations as usize);
     let mut reconcile_us = Vec::with_capacity(iterations as usize);
-    for i in 0..iterations {
+    let mut checkpointer = None;
+    for i in 0..PAGE_PROBES + iterations {
+        if i == PAGE_PROBES {
+            println!("wal_pages_per_check={:.1}", check_frames as f64 / page_bytes as f64 / PAGE_PROBES as f64);
+            println!("wal_pages_per_reconcile={:.1}", reconcile_frames as f64 / page_bytes as f64 / PAGE_PROBES as f64);
+            checkpointer = Some(asbb::core::ledger::Checkpointer::start(&path));
+        }
+        let probing = i < PAGE_PROBES;
         let account = format!("acct{:05}", (i * 7919) % accounts);
         let req = JobRequest {
             user: "bench".into(),
@@ -68,9 +82,13 @@ fn main() {
         if gap_us > 0 {
             std::thread::sleep(std::time::Duration::from_micros(gap_us));
         }
-        let t = Instant::now();
+        let (t, wal_before) = (Instant::now(), wal_len());
         let decision = budget.check_and_hold(&req, 1_800_000_000 + i as i64).expect("check");
-        check_us.push(t.elapsed().as_secs_f64() * 1e6);
+        if probing {
+            check_frames += wal_len() - wal_before;
+        } else {
+            check_us.push(t.elapsed().as_secs_f64() * 1e6);
+        }
         let token = match decision {
             Decision::Accept { token, .. } => token,
             other => panic!("bench job not accepted: {other:?}"),
@@ -91,14 +109,19 @@ fn main() {
             run_index: 0,
             qos: None,
         };
-        let t = Instant::now();
+        let (t, wal_before) = (Instant::now(), wal_len());
         budget.reconcile(&done, 1_800_000_700 + i as i64).expect("reconcile");
-        reconcile_us.push(t.elapsed().as_secs_f64() * 1e6);
+        if probing {
+            reconcile_frames += wal_len() - wal_before;
+        } else {
+            reconcile_us.push(t.elapsed().as_secs_f64() * 1e6);
+        }
     }
+    drop(checkpointer);
     check_us.sort_by(f64::total_cmp);
     reconcile_us.sort_by(f64::total_cmp);
     println!("ledger_accounts={accounts}");
-    println!("ledger_journal_entries={}", entries + 4 * iterations);
+    println!("ledger_journal_entries={}", entries + 4 * (iterations + PAGE_PROBES));
     println!("seed_s={seed_s:.1}");
     println!("iterations={iterations}");
     println!("gap_us={gap_us}");
@@ -148,4 +171,10 @@ fn seed(conn: &rusqlite::Connection, accounts: u64, entries: u64) {
          PRAGMA wal_checkpoint(TRUNCATE);"
     );
     conn.execute_batch(&sql).expect("seed");
+}
+
+/// The ledger's page size in bytes.
+fn budget_page_size(path: &std::path::Path) -> u64 {
+    let conn = rusqlite::Connection::open(path).expect("open for page size");
+    conn.query_row("PRAGMA page_size", [], |r| r.get(0)).expect("page size")
 }

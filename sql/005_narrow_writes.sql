@@ -14,3 +14,14 @@ CREATE INDEX jobs_job_id ON jobs(job_id) WHERE job_id IS NOT NULL;
 -- it and the account filter (statements, forecasts: admin commands, not the hot path).
 DROP INDEX journal_account;
 CREATE INDEX journal_at ON journal(at);
+
+-- Holds and releases, written on every submission and completion, are never looked up
+-- by token (a job's hold changes are keyed `modify:<token>:<n>` and counted through
+-- the key index); only the cost entries are, to take a refund back from where they went.
+DROP INDEX journal_token;
+CREATE INDEX journal_token_cost ON journal(token) WHERE kind IN ('charge', 'refund', 'adjustment');
+
+-- Only open jobs are looked up by state (the safety net's open holds, the waiting
+-- list, the metrics): a finished job leaves the index instead of moving within it.
+DROP INDEX jobs_state;
+CREATE INDEX jobs_open ON jobs(state, submitted_at) WHERE state IN ('held', 'awaiting_approval', 'awaiting_funds');

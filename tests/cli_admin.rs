@@ -628,6 +628,8 @@ G-2,NSF,'@SUM(A1),chem,2026-01-01,2026-12-31,100.00,0.00,100.00,active
 const BACK_TO_SCHEMA_4: &str = "
     DROP INDEX jobs_job_id; CREATE INDEX jobs_job_id ON jobs(job_id);
     DROP INDEX journal_at; CREATE INDEX journal_account ON journal(account_id, at);
+    DROP INDEX journal_token_cost; CREATE INDEX journal_token ON journal(token) WHERE token IS NOT NULL;
+    DROP INDEX jobs_open; CREATE INDEX jobs_state ON jobs(state, submitted_at);
     DELETE FROM schema_migrations WHERE version = 5;";
 
 #[test]

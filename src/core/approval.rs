@@ -12,7 +12,10 @@ use crate::core::money::Money;
 use rusqlite::params;
 
 /// States of a job submitted held by asbb, not yet holding funds.
-const WAITING: &str = "state IN ('awaiting_approval', 'awaiting_funds')";
+/// Waiting jobs (of `jobs j`). The first term is the `jobs_open` index's own
+/// condition, word for word, so SQLite uses that index; the second leaves out the
+/// held ones.
+const WAITING: &str = "j.state IN ('held', 'awaiting_approval', 'awaiting_funds') AND j.state <> 'held'";
 
 impl Budget {
     /// Jobs waiting for approval or funds, oldest first (optionally one account's).
@@ -23,7 +26,7 @@ impl Budget {
             .connection()
             .prepare(&format!(
                 "SELECT {JOB_SUMMARY_COLS} FROM jobs j JOIN accounts a ON a.id = j.account_id
-                 WHERE j.{WAITING} AND (?1 IS NULL OR a.name = ?1)
+                 WHERE {WAITING} AND (?1 IS NULL OR a.name = ?1)
                  ORDER BY j.submitted_at, j.rowid"
             ))
             .map_err(e)?;

@@ -536,7 +536,7 @@ impl Budget {
                             });
                         }
                     }
-                    let key = format!("modify:{token}:{}", journal_count(&tx, token).map_err(&e)?);
+                    let key = next_modify_key(&tx, token).map_err(&e)?;
                     adjust_hold(&tx, &key, &job, delta, now).map_err(&e)?;
                     tx.tx
                         .execute(
@@ -1144,6 +1144,20 @@ fn insert_job(
     Ok(())
 }
 
-fn journal_count(tx: &Tx<'_>, token: &str) -> rusqlite::Result<i64> {
-    tx.tx.prepare_cached("SELECT count(*) FROM journal WHERE token = ?1")?.query_row([token], |r| r.get(0))
+/// The key of a job's next hold change, `modify:<token>:<n>`: the first `n` from the
+/// number of its earlier changes that no entry uses (ledgers before schema 5 counted
+/// all of the job's entries instead, so a count alone could repeat one of their keys).
+/// The count is a range over the journal's key index, not a look-up by token.
+fn next_modify_key(tx: &Tx<'_>, token: &str) -> rusqlite::Result<String> {
+    let prefix = format!("modify:{token}:");
+    // ';' is the character after ':', so [prefix, end) holds exactly the keys with it.
+    let end = format!("modify:{token};");
+    let mut n: i64 = tx
+        .tx
+        .prepare_cached("SELECT count(DISTINCT txn_key) FROM journal WHERE txn_key >= ?1 AND txn_key < ?2")?
+        .query_row([&prefix, &end], |r| r.get(0))?;
+    while tx.txn_exists(&format!("{prefix}{n}"))? {
+        n += 1;
+    }
+    Ok(format!("{prefix}{n}"))
 }
