@@ -199,6 +199,7 @@ fn seed(conn: &rusqlite::Connection, entries: u64, start: i64) {
          UPDATE allocations SET debited_micros = (
            SELECT coalesce(sum(CASE kind WHEN 'refund' THEN -amount_micros ELSE amount_micros END), 0)
            FROM journal WHERE allocation_id = allocations.id AND kind IN ('charge', 'refund', 'adjustment'));
+         INSERT OR IGNORE INTO account_job_users (uid, account_id) SELECT DISTINCT uid, account_id FROM jobs;
          COMMIT;
          PRAGMA wal_checkpoint(TRUNCATE);"
     );

@@ -167,6 +167,7 @@ fn seed(conn: &rusqlite::Connection, accounts: u64, entries: u64) {
            SELECT 'release:seed:' || job_id || ':0', 'release', account_id, 100000, token, job_id, settled_at FROM jobs;
          CREATE TEMP TABLE seed_counts AS SELECT account_id, count(*) AS n FROM jobs GROUP BY account_id;
          UPDATE allocations SET debited_micros = 50000 * coalesce((SELECT n FROM seed_counts s WHERE s.account_id = allocations.account_id), 0);
+         INSERT OR IGNORE INTO account_job_users (uid, account_id) SELECT DISTINCT uid, account_id FROM jobs;
          COMMIT;
          PRAGMA wal_checkpoint(TRUNCATE);"
     );

@@ -25,3 +25,14 @@ CREATE INDEX journal_token_cost ON journal(token) WHERE kind IN ('charge', 'refu
 -- list, the metrics): a finished job leaves the index instead of moving within it.
 DROP INDEX jobs_state;
 CREATE INDEX jobs_open ON jobs(state, submitted_at) WHERE state IN ('held', 'awaiting_approval', 'awaiting_funds');
+
+-- Which accounts a user has run jobs in (what the API lets them read) was an index on
+-- every job row, (uid, account_id): a page per submission. A user's first job in an
+-- account adds a row here; later ones find it and write nothing.
+CREATE TABLE account_job_users (
+    uid         INTEGER NOT NULL,
+    account_id  INTEGER NOT NULL REFERENCES accounts(id),
+    PRIMARY KEY (uid, account_id)
+) WITHOUT ROWID;
+INSERT INTO account_job_users (uid, account_id) SELECT DISTINCT uid, account_id FROM jobs;
+DROP INDEX jobs_uid;

@@ -630,6 +630,7 @@ const BACK_TO_SCHEMA_4: &str = "
     DROP INDEX journal_at; CREATE INDEX journal_account ON journal(account_id, at);
     DROP INDEX journal_token_cost; CREATE INDEX journal_token ON journal(token) WHERE token IS NOT NULL;
     DROP INDEX jobs_open; CREATE INDEX jobs_state ON jobs(state, submitted_at);
+    DROP TABLE account_job_users; CREATE INDEX jobs_uid ON jobs(uid, account_id);
     DELETE FROM schema_migrations WHERE version = 5;";
 
 #[test]
@@ -797,6 +798,15 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
         admin(&["verify"]).0,
         "checked 3 accounts, 4 allocations, 10 journal entries, 6 jobs\nok: every balance matches the journal\n"
     );
-    assert_eq!(indexes(&rusqlite::Connection::open(&ledger).unwrap()), current_indexes);
+    let conn = rusqlite::Connection::open(&ledger).unwrap();
+    assert_eq!(indexes(&conn), current_indexes);
+    let pairs = |sql: &str| -> Vec<(u32, i64)> {
+        conn.prepare(sql).unwrap().query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+    };
+    assert_eq!(
+        pairs("SELECT uid, account_id FROM account_job_users ORDER BY 1, 2"),
+        pairs("SELECT DISTINCT uid, account_id FROM jobs ORDER BY 1, 2")
+    );
+    assert_eq!(pairs("SELECT uid, account_id FROM account_job_users").len(), 3);
     assert_eq!(admin(&["migrate"]).0, format!("ledger {}: schema 5 is current; nothing to do\n", ledger.display()));
 }

@@ -1141,6 +1141,10 @@ fn insert_job(
             meta.and_then(|m| m.grant_number.as_deref()),
             metadata_json,
         ])?;
+    // Usually there already: then this reads a page and writes none.
+    tx.tx
+        .prepare_cached("INSERT OR IGNORE INTO account_job_users (uid, account_id) VALUES (?1, ?2)")?
+        .execute(params![req.uid, account.id])?;
     Ok(())
 }
 

@@ -1170,7 +1170,7 @@ impl Budget {
             .conn
             .prepare_cached(
                 "SELECT a.name FROM accounts a WHERE
-                   EXISTS (SELECT 1 FROM jobs j WHERE j.account_id = a.id AND j.uid = ?1)
+                   EXISTS (SELECT 1 FROM account_job_users u WHERE u.account_id = a.id AND u.uid = ?1)
                    OR EXISTS (SELECT 1 FROM account_members m WHERE m.account_id = a.id
                               AND (m.uid = ?1 OR (?2 IS NOT NULL AND m.user_name = ?2)))
                  ORDER BY a.name",

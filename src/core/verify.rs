@@ -202,6 +202,26 @@ impl Budget {
         if orphans > 0 {
             problems.push(format!("{orphans} charge entries have no run"));
         }
+        // Who may read which account through the API follows from the jobs they ran
+        // (schema 5+: `asbb-admin migrate` verifies the older ledger too).
+        let has_users: bool = conn
+            .query_row("SELECT count(*) > 0 FROM sqlite_master WHERE name = 'account_job_users'", [], |r| r.get(0))
+            .map_err(e)?;
+        let missing_users: i64 = if has_users {
+            conn.query_row(
+                "SELECT count(*) FROM (SELECT DISTINCT uid, account_id FROM jobs) j
+                 WHERE NOT EXISTS (SELECT 1 FROM account_job_users u WHERE u.uid = j.uid AND u.account_id = j.account_id)",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(e)?
+        } else {
+            0
+        };
+        if missing_users > 0 {
+            problems
+                .push(format!("{missing_users} (user, account) pairs with jobs are missing from account_job_users"));
+        }
         let integrity: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(e)?;
         if integrity != "ok" {
             problems.push(format!("SQLite integrity check: {integrity}"));
