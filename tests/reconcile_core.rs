@@ -328,3 +328,29 @@ fn requeue_storm_then_final_run() {
     assert_eq!(counts(&r), (0, 0, 0, 0), "{}", r.to_text());
     assert_clean(&b);
 }
+
+#[test]
+fn a_rerun_keeps_the_jobs_project_and_domain() {
+    let mut b = budget();
+    let meta = asbb::core::metadata::parse(Some("asbb:project=proj7,domain=climate"), &[], None).unwrap();
+    let token = match b.submit(&request(1, 10, 1), &meta, NOW).unwrap() {
+        Decision::Accept { token, .. } => token,
+        other => panic!("{other:?}"),
+    };
+    b.reconcile(&completion(&token, 41, EndState::Completed, 1, 60, 0), NOW + 100).unwrap();
+    let rerun = match b.price_rerun(&token, 41, NOW + 200).unwrap() {
+        Some(asbb::core::budget::Rerun::Held { token, .. }) => token,
+        other => panic!("{other:?}"),
+    };
+    let row = |t: &str| -> (Option<String>, Option<String>, Option<String>) {
+        b.ledger
+            .connection()
+            .query_row("SELECT project_code, research_domain, metadata_json FROM jobs WHERE token = ?1", [t], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .unwrap()
+    };
+    assert_eq!(row(&rerun), row(&token));
+    assert_eq!(row(&rerun).0.as_deref(), Some("proj7"));
+    assert_clean(&b);
+}

@@ -610,12 +610,20 @@ impl Budget {
             serde_json::from_str(&job.request_json).map_err(|err| BudgetError::Invalid(err.to_string()))?;
         req.array_tasks = 1;
         req.job_id = Some(job_id);
+        // The re-run is the same job: its grant, project and domain go with it, so
+        // reports and learning count its cost where the first run's went.
+        let metadata_json: Option<String> = tx
+            .tx
+            .prepare_cached("SELECT metadata_json FROM jobs WHERE token = ?1")
+            .and_then(|mut s| s.query_row([token], |r| r.get(0)))
+            .map_err(&e)?;
+        let meta: Option<JobMetadata> = metadata_json.as_deref().and_then(|j| serde_json::from_str(j).ok());
         let domain = job.research_domain.clone().unwrap_or_default();
         let per_task = Money::from_micros(job.estimate.micros() / job.tasks_total.max(1) as i64);
         let new_token = tx.new_token().map_err(&e)?;
         let waiting = |tx: &Tx<'_>, state: JobState, reason: String, estimate: Money| -> Result<Rerun, BudgetError> {
             let account = tx.account_by_id(job.account_id).map_err(&e)?;
-            insert_job(tx, &new_token, &account, &req, estimate, Money::ZERO, state, Some(&reason), None, now)
+            insert_job(tx, &new_token, &account, &req, estimate, Money::ZERO, state, Some(&reason), meta.as_ref(), now)
                 .map_err(&e)?;
             Ok(Rerun::Waiting { token: new_token.clone(), reason })
         };
@@ -625,8 +633,19 @@ impl Budget {
         } else {
             match decide(&self.config, &tx, &req, &domain, now, false)? {
                 Verdict::Fits { account, estimate, hold, .. } => {
-                    insert_job(&tx, &new_token, &account, &req, estimate, hold, JobState::Held, None, None, now)
-                        .map_err(&e)?;
+                    insert_job(
+                        &tx,
+                        &new_token,
+                        &account,
+                        &req,
+                        estimate,
+                        hold,
+                        JobState::Held,
+                        None,
+                        meta.as_ref(),
+                        now,
+                    )
+                    .map_err(&e)?;
                     postings::hold(&tx, &new_token, account.id, hold, Some(job_id), now, "re-run after requeue")
                         .map_err(&e)?;
                     Rerun::Held { token: new_token.clone(), hold }
