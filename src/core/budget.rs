@@ -537,7 +537,7 @@ impl Budget {
                         }
                     }
                     let key = next_modify_key(&tx, token).map_err(&e)?;
-                    adjust_hold(&tx, &key, &job, delta, now).map_err(&e)?;
+                    adjust_hold(&tx, &key, &job, Money::from_micros(delta), now).map_err(&e)?;
                     tx.tx
                         .execute(
                             "UPDATE jobs SET estimate_micros = ?2, request_json = ?3, partition = ?4 WHERE token = ?1",
@@ -688,7 +688,7 @@ impl Budget {
                 continue;
             }
             if !job.held.is_zero() {
-                adjust_hold(&tx, &format!("release:{token}"), &job, -job.held.micros(), now).map_err(&e)?;
+                postings::release(&tx, &format!("release:{token}"), &job, job.held, now).map_err(&e)?;
             }
             tx.tx
                 .prepare_cached(
@@ -713,7 +713,7 @@ impl Budget {
         let job = tx.job(token).map_err(&e)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
         let released = job.held;
         if !released.is_zero() {
-            adjust_hold(&tx, &format!("release:{token}"), &job, -released.micros(), now).map_err(&e)?;
+            postings::release(&tx, &format!("release:{token}"), &job, released, now).map_err(&e)?;
         }
         if job.state.is_open() {
             tx.tx
@@ -838,7 +838,7 @@ impl Budget {
                     Money::from_micros((per_task * (tasks_done - j.tasks_done) as i64).min(j.held.micros()))
                 };
                 if !release.is_zero() {
-                    adjust_hold(&tx, &format!("release:{run_key}"), j, -release.micros(), now).map_err(&e)?;
+                    postings::release(&tx, &format!("release:{run_key}"), j, release, now).map_err(&e)?;
                     released = release;
                 }
             }

@@ -106,7 +106,7 @@ pub(crate) fn correct_in(
                 job.charged
             )));
         }
-        postings::take_back(tx, &key, kind, &job, -delta, memo, actor, now).map_err(&e)?;
+        postings::take_back(tx, &key, kind, &job, Money::from_micros(-delta), memo, actor, now).map_err(&e)?;
     } else {
         // Extra cost posts like a charge, against the allocations active when the job's
         // last run ended.

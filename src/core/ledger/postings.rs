@@ -75,8 +75,14 @@ pub(crate) fn hold(
     tx.add_account_held(account_id, amount.micros())
 }
 
+/// Gives back `amount` of a job's hold.
+pub(crate) fn release(tx: &Tx<'_>, key: &str, job: &JobRow, amount: Money, now: i64) -> rusqlite::Result<()> {
+    adjust_hold(tx, key, job, Money::from_micros(-amount.micros()), now)
+}
+
 /// Grows (delta > 0) or shrinks (delta < 0) a job's hold.
-pub(crate) fn adjust_hold(tx: &Tx<'_>, key: &str, job: &JobRow, delta: i64, now: i64) -> rusqlite::Result<()> {
+pub(crate) fn adjust_hold(tx: &Tx<'_>, key: &str, job: &JobRow, delta: Money, now: i64) -> rusqlite::Result<()> {
+    let delta = delta.micros();
     if delta == 0 {
         return Ok(());
     }
@@ -135,11 +141,12 @@ pub(crate) fn take_back(
     key: &str,
     kind: EntryKind,
     job: &JobRow,
-    amount: i64,
+    amount: Money,
     memo: Option<&str>,
     actor: &str,
     now: i64,
 ) -> rusqlite::Result<()> {
+    let amount = amount.micros();
     let net: Vec<(Option<i64>, i64)> = tx
         .tx
         .prepare_cached(
