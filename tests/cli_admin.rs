@@ -789,7 +789,8 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     assert_eq!(
         out,
         format!(
-            "ledger {}: schema 4 -> 5 (005_narrow_writes)\nthe same balances before and after: 3 accounts, 10 journal entries, 6 jobs\n",
+            "ledger {}: schema 4 -> 5 (005_narrow_writes)\nthe ledger as it was: {}.schema-4.bak (delete it once you are satisfied)\nthe same balances before and after: 3 accounts, 10 journal entries, 6 jobs\n",
+            ledger.display(),
             ledger.display()
         )
     );
@@ -800,6 +801,10 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     );
     let conn = rusqlite::Connection::open(&ledger).unwrap();
     assert_eq!(indexes(&conn), current_indexes);
+    // The backup is the ledger as it was: schema 4, every entry.
+    let backup = rusqlite::Connection::open(format!("{}.schema-4.bak", ledger.display())).unwrap();
+    let one = |sql: &str| -> i64 { backup.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!((one("SELECT max(version) FROM schema_migrations"), one("SELECT count(*) FROM journal")), (4, 10));
     let pairs = |sql: &str| -> Vec<(u32, i64)> {
         conn.prepare(sql).unwrap().query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
     };

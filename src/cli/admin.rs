@@ -586,26 +586,33 @@ fn run_migrate(config: crate::core::config::Config, now: i64, fmt: Format) -> Re
         });
     }
     let before = ledger_state(&mut budget, now)?;
+    // The ledger as it was, beside it: what to go back to if the check below fails.
+    let mut backup = path.clone().into_os_string();
+    backup.push(format!(".schema-{from}.bak"));
+    let backup = std::path::PathBuf::from(backup);
+    budget.backup_to(&backup)?;
     let applied = budget.migrate()?;
     let after = ledger_state(&mut budget, now)?;
     let same = before.1 == after.1 && before.0.problems == after.0.problems;
     if !same {
         return Err(CliError {
             message: format!(
-                "ledger {}: migrated from schema {from} to {to}, but verify or a balance differs afterwards; restore the backup and report this",
-                path.display()
+                "ledger {}: migrated from schema {from} to {to}, but verify or a balance differs afterwards; stop slurmctld, put {} back in its place and report this",
+                path.display(),
+                backup.display()
             ),
             exit_code: 1,
         });
     }
     Ok(match fmt {
         Format::Json => json(&serde_json::json!({
-            "ledger": path, "from": from, "to": to, "applied": applied,
+            "ledger": path, "from": from, "to": to, "applied": applied, "backup": backup,
             "accounts": after.1.len(), "journal_entries": after.0.journal_entries,
             "verify_problems": after.0.problems,
         })),
         _ => {
             let mut out = format!("ledger {}: schema {from} -> {to} ({})\n", path.display(), applied.join(", "));
+            let _ = writeln!(out, "the ledger as it was: {} (delete it once you are satisfied)", backup.display());
             let _ = writeln!(
                 out,
                 "the same balances before and after: {} accounts, {} journal entries, {} jobs",

@@ -259,6 +259,11 @@ impl Budget {
         Ok(self.ledger.migrate()?)
     }
 
+    /// Copies the ledger into a new private file at `path` (see `Ledger::copy_to`).
+    pub fn backup_to(&self, path: &std::path::Path) -> Result<(), BudgetError> {
+        Ok(self.ledger.copy_to(path)?)
+    }
+
     // ----- accounts and deposits ---------------------------------------------------
 
     /// Creates a budget account with its first allocation (`limit`, may be zero).

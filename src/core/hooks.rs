@@ -446,8 +446,8 @@ impl Hooks {
         }
     }
 
-    /// Reconciles one ended run. Returns the log line (starting `error:` on failure)
-    /// and, for a finished job requeued to run again, what to write into its record.
+    /// Reconciles one ended run. Returns the log line (at error level on failure) and,
+    /// for a finished job requeued to run again, what to write into its record.
     pub fn on_complete(&mut self, fields: &CompletionFields, now: i64) -> CompleteAction {
         let log = |line: LogLine| CompleteAction { log: line, rerun: None };
         let completion = match fields.to_completion() {

@@ -28,6 +28,15 @@ const STATEMENT_CACHE_CAPACITY: usize = 64;
 /// The schema this build reads and writes.
 pub const LATEST_SCHEMA: u32 = MIGRATIONS[MIGRATIONS.len() - 1].0;
 
+/// Which schema versions an open accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SchemaAge {
+    /// Only this build's (every open but a migration's).
+    Current,
+    /// This build's or any older one (`asbb-admin migrate`).
+    AnyOlder,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     #[error("ledger {0} does not exist; create it with `asbb-admin account create`")]
@@ -71,6 +80,16 @@ impl Ledger {
     /// Nothing is opened through a symlink, and an existing file must pass
     /// [`safe_fs::check_ledger`] (issue 17).
     pub fn open(path: &Path, mode: OpenMode, busy_timeout_ms: u32) -> Result<Ledger, LedgerError> {
+        Ledger::open_schema(path, mode, busy_timeout_ms, SchemaAge::Current)
+    }
+
+    /// Opens an existing ledger of this or any older schema for `asbb-admin migrate`,
+    /// which then calls [`Ledger::migrate`].
+    pub fn open_for_migration(path: &Path, busy_timeout_ms: u32) -> Result<Ledger, LedgerError> {
+        Ledger::open_schema(path, OpenMode::MustExist, busy_timeout_ms, SchemaAge::AnyOlder)
+    }
+
+    fn open_schema(path: &Path, mode: OpenMode, busy_timeout_ms: u32, age: SchemaAge) -> Result<Ledger, LedgerError> {
         let memory = path.as_os_str() == ":memory:";
         let exists = memory || safe_fs::exists(path);
         if !exists && mode != OpenMode::CreateIfMissing {
@@ -96,7 +115,7 @@ impl Ledger {
         // again inside the hooks.
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         let mut ledger = Ledger { conn, path: path.to_path_buf() };
-        ledger.configure(mode)?;
+        ledger.configure(mode, age)?;
         Ok(ledger)
     }
 
@@ -105,7 +124,7 @@ impl Ledger {
         let path = PathBuf::from(":memory:");
         let conn = Connection::open_in_memory().map_err(|source| LedgerError::Sqlite { path: path.clone(), source })?;
         let mut ledger = Ledger { conn, path };
-        ledger.configure(OpenMode::CreateIfMissing)?;
+        ledger.configure(OpenMode::CreateIfMissing, SchemaAge::Current)?;
         Ok(ledger)
     }
 
@@ -128,7 +147,7 @@ impl Ledger {
         LedgerError::Sqlite { path: self.path.clone(), source }
     }
 
-    fn configure(&mut self, mode: OpenMode) -> Result<(), LedgerError> {
+    fn configure(&mut self, mode: OpenMode, age: SchemaAge) -> Result<(), LedgerError> {
         // WAL lets readers (asbb, reports) run beside the plugin's writes;
         // synchronous=NORMAL keeps commits off fsync on the slurmctld path while WAL
         // still guarantees a consistent database after a crash.
@@ -142,35 +161,26 @@ impl Ledger {
         if found == 0 && mode != OpenMode::ReadOnly && self.is_empty()? {
             // A new ledger gets the whole schema at once.
             self.migrate()?;
-        } else if found < LATEST_SCHEMA {
+        } else if found < LATEST_SCHEMA && age == SchemaAge::Current {
             return Err(LedgerError::Outdated { path: self.path.clone(), found, known: LATEST_SCHEMA });
         }
+        Ok(())
+    }
+
+    /// Copies the whole ledger, consistent as of now, into a new private file (mode
+    /// 0600, which must not exist): a backup, or a scratch copy to try things on.
+    pub fn copy_to(&self, path: &Path) -> Result<(), LedgerError> {
+        let io = |reason: String| LedgerError::Io { path: path.to_path_buf(), reason };
+        // Created empty and private first (O_EXCL | O_NOFOLLOW); VACUUM INTO fills an empty file.
+        safe_fs::create_new(path, 0o600).map_err(|e| io(format!("cannot create: {e}")))?;
+        let target = path.to_str().ok_or_else(|| io("path is not UTF-8".into()))?;
+        self.conn.execute("VACUUM INTO ?1", [target]).map_err(|e| self.err(e))?;
         Ok(())
     }
 
     /// No tables at all: a file just created (or left empty).
     fn is_empty(&self) -> Result<bool, LedgerError> {
         self.conn.query_row("SELECT count(*) = 0 FROM sqlite_master", [], |r| r.get(0)).map_err(|e| self.err(e))
-    }
-
-    /// Opens an existing ledger of any older schema for `asbb-admin migrate`, which
-    /// then calls [`Ledger::migrate`].
-    pub fn open_for_migration(path: &Path, busy_timeout_ms: u32) -> Result<Ledger, LedgerError> {
-        let io = |reason: String| LedgerError::Io { path: path.to_path_buf(), reason };
-        if !safe_fs::exists(path) {
-            return Err(LedgerError::Missing(path.to_path_buf()));
-        }
-        safe_fs::check_ledger(path).map_err(io)?;
-        let sq = |source| LedgerError::Sqlite { path: path.to_path_buf(), source };
-        let flags =
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-        let conn = Connection::open_with_flags(path, flags).map_err(sq)?;
-        conn.busy_timeout(Duration::from_millis(busy_timeout_ms as u64)).map_err(sq)?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;")
-            .map_err(sq)?;
-        let ledger = Ledger { conn, path: path.to_path_buf() };
-        ledger.check_version()?;
-        Ok(ledger)
     }
 
     fn check_version(&self) -> Result<u32, LedgerError> {

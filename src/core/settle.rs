@@ -275,10 +275,6 @@ impl SettleReport {
     }
 }
 
-fn ledger_err(ledger: &Ledger) -> impl Fn(rusqlite::Error) -> BudgetError + '_ {
-    move |e| BudgetError::Ledger(LedgerError::Sqlite { path: ledger.path().to_path_buf(), source: e })
-}
-
 impl Budget {
     /// Reads what [`plan`] needs for this snapshot (one read transaction).
     pub fn ledger_view(&mut self, snapshot: &Snapshot) -> Result<LedgerView, BudgetError> {
@@ -530,11 +526,7 @@ impl Budget {
     /// A private copy of the ledger at `path` (for a dry run: settle the copy and
     /// throw it away). `path` must not exist; it is created mode 0600.
     pub fn scratch_copy(&self, path: &Path) -> Result<Budget, BudgetError> {
-        let io = |reason: String| BudgetError::Ledger(LedgerError::Io { path: path.to_path_buf(), reason });
-        // Created empty and private first (O_EXCL | O_NOFOLLOW); VACUUM INTO fills an empty file.
-        crate::core::safe_fs::create_new(path, 0o600).map_err(|e| io(format!("cannot create: {e}")))?;
-        let target = path.to_str().ok_or_else(|| io("path is not UTF-8".into()))?;
-        self.ledger.conn.execute("VACUUM INTO ?1", [target]).map_err(ledger_err(&self.ledger))?;
+        self.ledger.copy_to(path)?;
         let ledger = Ledger::open(path, OpenMode::MustExist, 5_000)?;
         Ok(Budget::with_ledger(self.config.clone(), ledger))
     }

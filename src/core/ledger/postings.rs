@@ -100,10 +100,12 @@ pub(crate) fn adjust_hold(tx: &Tx<'_>, key: &str, job: &JobRow, delta: Money, no
         memo: None,
     })?;
     tx.add_account_held(job.account_id, delta)?;
-    tx.tx.execute(
-        "UPDATE jobs SET held_micros = held_micros + ?2, hold_placed_micros = CASE WHEN ?2 > 0 THEN hold_placed_micros + ?2 ELSE hold_placed_micros END WHERE token = ?1",
-        params![job.token, delta],
-    )?;
+    // Cached: every completion releases through here, inside slurmctld.
+    tx.tx
+        .prepare_cached(
+            "UPDATE jobs SET held_micros = held_micros + ?2, hold_placed_micros = CASE WHEN ?2 > 0 THEN hold_placed_micros + ?2 ELSE hold_placed_micros END WHERE token = ?1",
+        )?
+        .execute(params![job.token, delta])?;
     Ok(())
 }
 
