@@ -7,11 +7,11 @@
 //! Sizes can be lowered for a quick run: `ASBB_BENCH_ENTRIES`, `ASBB_BENCH_ITERATIONS`;
 //! `ASBB_BENCH_DB=/path` keeps the seeded ledger (and reuses it next time).
 
-use asbb::core::budget::{parse_date, Budget, DAY_S};
 use asbb::core::config::Config;
+use asbb::core::decisions::{parse_date, Budget, DAY_S};
+use asbb::core::grants::report::ReportRange;
 use asbb::core::ledger::{Ledger, OpenMode};
-use asbb::core::report::ReportRange;
-use asbb::core::report_render::{render, ReportFormat};
+use asbb::render::{render, ReportFormat};
 use std::time::Instant;
 
 fn env_or(name: &str, default: u64) -> u64 {

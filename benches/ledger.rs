@@ -6,10 +6,10 @@
 //! Sizes can be lowered for a quick run: `ASBB_BENCH_ACCOUNTS`, `ASBB_BENCH_ENTRIES`,
 //! `ASBB_BENCH_ITERATIONS`. `ASBB_BENCH_GAP_US` pauses before each submission.
 
-use asbb::core::budget::{Budget, Decision};
 use asbb::core::config::Config;
-use asbb::core::job::{EndState, JobCompletion, JobRequest, Resources};
+use asbb::core::decisions::{Budget, Decision};
 use asbb::core::ledger::{Ledger, OpenMode};
+use asbb::core::pricing::job::{EndState, JobCompletion, JobRequest, Resources};
 use std::collections::BTreeMap;
 use std::time::Instant;
 

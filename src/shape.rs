@@ -3,7 +3,7 @@
 //! (`asbb-admin estimate`, `asbb quick-check`) or the same fields in the API's JSON.
 //! One conversion to the request the plugin would build, for both.
 
-use crate::core::job::{
+use crate::core::pricing::job::{
     parse_array_task_count, parse_gpu_spec, parse_mem_mb, parse_time_limit_min, JobRequest, Resources,
 };
 use clap::Args;

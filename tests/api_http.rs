@@ -10,13 +10,13 @@
 
 use asbb::api::client::{request, Response, Target};
 use asbb::api::{self, RunningServer, ServeOptions};
-use asbb::core::budget::{Budget, Decision, FOREVER};
 use asbb::core::config::{ApiRole, Config, LearningConfig};
+use asbb::core::decisions::{Budget, Decision, FOREVER};
 use asbb::core::grants::{NewGrant, PeriodSplit};
-use asbb::core::job::{EndState, JobCompletion, JobRequest, Resources};
-use asbb::core::learning::{factor_from_ratios, hold_for_conn, hold_from_factor, PPM};
 use asbb::core::ledger::OpenMode;
 use asbb::core::money::Money;
+use asbb::core::pricing::job::{EndState, JobCompletion, JobRequest, Resources};
+use asbb::core::pricing::learning::{factor_from_ratios, hold_for_conn, hold_from_factor, PPM};
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};

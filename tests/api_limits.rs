@@ -7,8 +7,8 @@
 #![cfg(feature = "api")]
 
 use asbb::api::{self, RunningServer, ServeOptions};
-use asbb::core::budget::{Budget, FOREVER};
 use asbb::core::config::Config;
+use asbb::core::decisions::{Budget, FOREVER};
 use asbb::core::ledger::OpenMode;
 use asbb::core::money::Money;
 use sha2::{Digest, Sha256};

@@ -2,10 +2,10 @@
 //! Golden tests for `asbb-admin`: exact text for what people read, exact error lines
 //! for bad input, and nothing written when a command fails.
 
-use asbb::core::budget::Budget;
 use asbb::core::config::Config;
-use asbb::core::job::{EndState, JobCompletion, JobRequest, Resources};
+use asbb::core::decisions::Budget;
 use asbb::core::ledger::OpenMode;
+use asbb::core::pricing::job::{EndState, JobCompletion, JobRequest, Resources};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -199,7 +199,7 @@ fn charged_job_42(env: &Env) -> String {
         job_name: None,
     };
     let token = match b.check_and_hold(&req, NOW_S + 60).unwrap() {
-        asbb::core::budget::Decision::Accept { token, .. } => token,
+        asbb::core::decisions::Decision::Accept { token, .. } => token,
         d => panic!("{d:?}"),
     };
     let done = JobCompletion {
@@ -635,9 +635,9 @@ const BACK_TO_SCHEMA_4: &str = "
 
 #[test]
 fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
-    use asbb::core::budget::Decision;
-    use asbb::core::fields::{INFINITE, NO_VAL, NO_VAL16, NO_VAL64};
-    use asbb::core::hooks::{Hooks, SubmitAction};
+    use asbb::adapter::fields::{INFINITE, NO_VAL, NO_VAL16, NO_VAL64};
+    use asbb::adapter::hooks::{Hooks, SubmitAction};
+    use asbb::core::decisions::Decision;
     use asbb::core::money::Money;
     let dir = tempfile::tempdir().unwrap();
     let ledger = dir.path().join("ledger.db");
@@ -761,7 +761,7 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     );
     assert_eq!(admin(&["verify"]), (String::new(), format!("asbb-admin: error: {outdated}\n"), Some(2)));
     let mut hooks = Hooks::new(config.clone());
-    let fields = asbb::core::fields::SubmitFields {
+    let fields = asbb::adapter::fields::SubmitFields {
         uid: 1000,
         user_name: Some("alice".into()),
         account: Some("chem".into()),

@@ -4,11 +4,11 @@
 //! without root or daemons): which source is used, the fallbacks, sacct, the text
 //! and JSON output, idempotence, and that nothing is written when SLURM cannot answer.
 
-use asbb::core::budget::{Budget, Decision, FOREVER};
 use asbb::core::config::Config;
-use asbb::core::job::{JobRequest, Resources};
+use asbb::core::decisions::{Budget, Decision, FOREVER};
 use asbb::core::ledger::{Ledger, OpenMode};
 use asbb::core::money::Money;
+use asbb::core::pricing::job::{JobRequest, Resources};
 use std::collections::BTreeMap;
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;

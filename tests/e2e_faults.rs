@@ -13,7 +13,7 @@
 
 mod support;
 
-use asbb::core::slurm_snapshot::{parse_squeue_json, SlurmJob};
+use asbb::adapter::snapshot::{parse_squeue_json, SlurmJob};
 use rusqlite::{Connection, OpenFlags};
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -749,8 +749,8 @@ fn shapes_that_were_under_priced_and_approval_shortcuts() {
     let (node_cpus, node_mem_mb): (u32, u64) = (node["CPUTot"].parse().unwrap(), node["RealMemory"].parse().unwrap());
     let config = asbb::core::config::Config::parse(SHAPES_TOML, "shapes.toml").unwrap();
     let price = |cpus: u32, mem_mb: u64| {
-        let resources = asbb::core::job::Resources { nodes: 1, cpus, mem_mb, gpus: Default::default() };
-        let req = asbb::core::job::JobRequest {
+        let resources = asbb::core::pricing::job::Resources { nodes: 1, cpus, mem_mb, gpus: Default::default() };
+        let req = asbb::core::pricing::job::JobRequest {
             user: USER.into(),
             uid: 0,
             account: "chem".into(),
@@ -762,7 +762,7 @@ fn shapes_that_were_under_priced_and_approval_shortcuts() {
             job_id: None,
             job_name: None,
         };
-        asbb::core::cost::estimate(&config, &req).unwrap().micros()
+        asbb::core::pricing::cost::estimate(&config, &req).unwrap().micros()
     };
     let all_mem = submitted_id(
         &site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "10", "--mem=0", "-H", "--wrap", "true"]),

@@ -10,13 +10,15 @@
 //! `PROPTEST_CASES` sets the number of cases per property (default 4,096 in release
 //! builds, as `make test` runs them, and 512 in debug builds).
 
-use asbb::core::config::{Config, Pricing};
-use asbb::core::cost::{self, CostError};
-use asbb::core::fields::{
+use asbb::adapter::fields::{
     parse_alloc_tres, CompletionFields, ReadRequest, SubmitFields, INFINITE, INFINITE16, INFINITE64, MEM_PER_CPU,
     NO_VAL, NO_VAL16, NO_VAL64,
 };
-use asbb::core::job::{EndState, JobRequest, Resources, MAX_ARRAY_TASKS, MAX_CPUS, MAX_NODES, MAX_TIME_LIMIT_MIN};
+use asbb::core::config::{Config, Pricing};
+use asbb::core::pricing::cost::{self, CostError};
+use asbb::core::pricing::job::{
+    EndState, JobRequest, Resources, MAX_ARRAY_TASKS, MAX_CPUS, MAX_NODES, MAX_TIME_LIMIT_MIN,
+};
 use proptest::prelude::*;
 
 fn config() -> Config {

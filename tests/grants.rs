@@ -11,14 +11,14 @@
 //! rendered by headless Chromium and its chart checked, and bad input gets one exact
 //! error line and writes nothing.
 
-use asbb::core::budget::{parse_date, Budget, Decision, DAY_S};
 use asbb::core::config::Config;
+use asbb::core::decisions::{parse_date, Budget, Decision, DAY_S};
+use asbb::core::grants::report::ReportRange;
 use asbb::core::grants::{direct_of, indirect_of, split_periods, NewGrant, PeriodSplit};
-use asbb::core::job::{EndState, JobCompletion, JobRequest, Resources};
 use asbb::core::ledger::{Ledger, OpenMode};
 use asbb::core::money::Money;
-use asbb::core::report::ReportRange;
-use asbb::core::report_render::{ACTUAL_COLOUR, PROJECTION_COLOUR};
+use asbb::core::pricing::job::{EndState, JobCompletion, JobRequest, Resources};
+use asbb::render::{ACTUAL_COLOUR, PROJECTION_COLOUR};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -9,11 +9,11 @@
 //! its available money `A`, so at most `A / min_hold_factor` of estimates can be running
 //! at once, and the worst overdraft they cause is `A × (1 − min) / min` (= A at 0.5).
 
-use asbb::core::budget::{Budget, Decision, FOREVER};
 use asbb::core::config::Config;
-use asbb::core::job::{EndState, JobCompletion, JobRequest, Resources};
+use asbb::core::decisions::{Budget, Decision, FOREVER};
 use asbb::core::ledger::Ledger;
 use asbb::core::money::Money;
+use asbb::core::pricing::job::{EndState, JobCompletion, JobRequest, Resources};
 use std::collections::BTreeMap;
 
 fn config(learning: bool) -> Config {
@@ -331,14 +331,16 @@ fn learning_groups_samples_by_research_domain() {
     let mut b = Budget::with_ledger(config(true), Ledger::in_memory().unwrap());
     b.create_account("sim", Money::from_dollars(1_000_000).unwrap(), t0 - 86_400, FOREVER, Money::ZERO, "sim", t0)
         .unwrap();
-    let climate = asbb::core::metadata::JobMetadata { research_domain: Some("climate".into()), ..Default::default() };
-    let none = asbb::core::metadata::JobMetadata::default();
+    let climate =
+        asbb::core::pricing::metadata::JobMetadata { research_domain: Some("climate".into()), ..Default::default() };
+    let none = asbb::core::pricing::metadata::JobMetadata::default();
     let job = SimJob { submit: t0, cpus: 4, limit_min: 600, used_pct: 25 };
     let req = request("sim", &job);
-    let submit = |b: &mut Budget, meta: &asbb::core::metadata::JobMetadata, t: i64| match b.submit(&req, meta, t) {
-        Ok(Decision::Accept { token, estimate, .. }) => (token, estimate),
-        other => panic!("{other:?}"),
-    };
+    let submit =
+        |b: &mut Budget, meta: &asbb::core::pricing::metadata::JobMetadata, t: i64| match b.submit(&req, meta, t) {
+            Ok(Decision::Accept { token, estimate, .. }) => (token, estimate),
+            other => panic!("{other:?}"),
+        };
     // 20 climate jobs (min_samples) that use a quarter of their time limit.
     for i in 0..20 {
         let t = t0 + i * 60;
@@ -370,7 +372,7 @@ fn a_priced_job_cannot_move_to_another_account() {
     let moved = JobRequest { account: "phys".into(), ..req.clone() };
     assert_eq!(
         b.modify(&token, &moved, false, false, t0 + 1).unwrap(),
-        asbb::core::budget::Modified::Refused {
+        asbb::core::decisions::Modified::Refused {
             reason: "asbb: this job's funds are held on account 'chem'; to run it under 'phys', cancel it and submit it again with -A phys".into()
         }
     );

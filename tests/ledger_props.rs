@@ -5,12 +5,12 @@
 //! deposit is there, every run is charged exactly its cost once, and when every job
 //! is finished no cent is left held.
 
-use asbb::core::budget::{Budget, Decision, Modified, Reconciled, FOREVER};
 use asbb::core::config::Config;
-use asbb::core::cost;
-use asbb::core::job::{EndState, JobCompletion, JobRequest, Resources};
+use asbb::core::decisions::{Budget, Decision, Modified, Reconciled, FOREVER};
 use asbb::core::ledger::Ledger;
 use asbb::core::money::Money;
+use asbb::core::pricing::cost;
+use asbb::core::pricing::job::{EndState, JobCompletion, JobRequest, Resources};
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -4,13 +4,13 @@
 //! reordered and replayed completions; a requeue storm. Every case ends with
 //! `verify` clean and the money equal to what an oracle computes by itself.
 
-use asbb::core::budget::{Budget, Decision, Reconciled, FOREVER};
+use asbb::adapter::reconcile::SettleReport;
+use asbb::adapter::snapshot::{RecordSource, SlurmJob, Snapshot};
 use asbb::core::config::Config;
-use asbb::core::job::{EndState, JobCompletion, JobRequest, Resources};
+use asbb::core::decisions::{Budget, Decision, Reconciled, FOREVER};
 use asbb::core::ledger::Ledger;
 use asbb::core::money::Money;
-use asbb::core::settle::SettleReport;
-use asbb::core::slurm_snapshot::{RecordSource, SlurmJob, Snapshot};
+use asbb::core::pricing::job::{EndState, JobCompletion, JobRequest, Resources};
 use std::collections::BTreeMap;
 
 const NOW: i64 = 1_780_000_000;
@@ -332,14 +332,14 @@ fn requeue_storm_then_final_run() {
 #[test]
 fn a_rerun_keeps_the_jobs_project_and_domain() {
     let mut b = budget();
-    let meta = asbb::core::metadata::parse(Some("asbb:project=proj7,domain=climate"), &[], None).unwrap();
+    let meta = asbb::core::pricing::metadata::parse(Some("asbb:project=proj7,domain=climate"), &[], None).unwrap();
     let token = match b.submit(&request(1, 10, 1), &meta, NOW).unwrap() {
         Decision::Accept { token, .. } => token,
         other => panic!("{other:?}"),
     };
     b.reconcile(&completion(&token, 41, EndState::Completed, 1, 60, 0), NOW + 100).unwrap();
     let rerun = match b.price_rerun(&token, 41, NOW + 200).unwrap() {
-        Some(asbb::core::budget::Rerun::Held { token, .. }) => token,
+        Some(asbb::core::decisions::Rerun::Held { token, .. }) => token,
         other => panic!("{other:?}"),
     };
     let row = |t: &str| -> (Option<String>, Option<String>, Option<String>) {

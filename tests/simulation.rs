@@ -25,12 +25,12 @@
 //! `ASBB_SIM_JOBS` (default 100,000 in release builds, 5,000 in debug builds) and
 //! `ASBB_SIM_SEED` choose the size and the seed.
 
-use asbb::core::budget::{Budget, Decision, Reconciled, FOREVER};
+use asbb::adapter::snapshot::{RecordSource, SlurmJob, Snapshot};
 use asbb::core::config::Config;
-use asbb::core::job::{JobRequest, Resources};
+use asbb::core::decisions::{Budget, Decision, Reconciled, FOREVER};
 use asbb::core::ledger::Ledger;
 use asbb::core::money::Money;
-use asbb::core::slurm_snapshot::{RecordSource, SlurmJob, Snapshot};
+use asbb::core::pricing::job::{JobRequest, Resources};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::Instant;
 

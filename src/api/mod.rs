@@ -26,16 +26,16 @@
 pub mod client;
 mod conn;
 
-use crate::core::budget::{Budget, BudgetError, Decision};
 use crate::core::config::{ApiRole, Config};
+use crate::core::decisions::{Budget, BudgetError, Decision};
+use crate::core::grants::report::ReportRange;
 use crate::core::integration::{
     accounts_with_job_id, count_from_raw, money_from_raw, unknown_job, CostUpdate, Feedback, IntegrationError,
     MetricsSnapshot,
 };
 use crate::core::ledger::{Ledger, OpenMode};
 use crate::core::money::Money;
-use crate::core::report::ReportRange;
-use crate::core::report_render::{render, ReportFormat};
+use crate::render::{render, ReportFormat};
 use crate::shape::RequestArgs;
 use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -313,7 +313,7 @@ async fn count_and_log(State(state): State<AppState>, req: Request, next: Next) 
     if state.log {
         eprintln!(
             "asbb-admin serve: {} {method} {uri} -> {} {}",
-            crate::core::budget::format_time(chrono::Utc::now().timestamp()),
+            crate::core::decisions::format_time(chrono::Utc::now().timestamp()),
             res.status().as_u16(),
             caller.unwrap_or_else(|| "-".into())
         );
@@ -662,7 +662,7 @@ fn check_account_access(budget: &mut Budget, caller: &Caller, account: &str) -> 
         Err(ApiError::forbidden(format!(
             "{} may read only accounts they run jobs in or are a member of; account '{}' is not one",
             caller.name,
-            crate::core::fields::clean_text(account)
+            crate::core::text::clean_text(account)
         )))
     }
 }
@@ -903,7 +903,7 @@ async fn cost_update(
     if crate::core::config::is_import_source(&caller.name) {
         return Err(ApiError::forbidden(format!(
             "'{}' is the source of `asbb-admin integration import-costs`; no API caller may post as it",
-            crate::core::fields::clean_text(&caller.name)
+            crate::core::text::clean_text(&caller.name)
         )));
     }
     let bytes = body_of(body)?;
@@ -1183,10 +1183,7 @@ async fn grant_report(
             return Err(ApiError::new(
                 400,
                 "invalid_query",
-                format!(
-                    "format '{}' is not json, csv, html or agency-required",
-                    crate::core::fields::clean_text(other)
-                ),
+                format!("format '{}' is not json, csv, html or agency-required", crate::core::text::clean_text(other)),
             ))
         }
     };

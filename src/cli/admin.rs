@@ -2,11 +2,11 @@
 //! `asbb-admin`: flags in, core calls, text out. No business logic here.
 
 use super::{json, load_config, now, open_budget, CliError, Format, Table};
-use crate::core::budget::{format_date, format_time, parse_date, Balance, Budget, Decision, DAY_S, FOREVER};
-use crate::core::cost;
-use crate::core::job::{format_time_limit, JobRequest};
+use crate::core::decisions::{format_date, format_time, parse_date, Balance, Budget, Decision, DAY_S, FOREVER};
 use crate::core::ledger::{AllocationRow, OpenMode};
 use crate::core::money::Money;
+use crate::core::pricing::cost;
+use crate::core::pricing::job::{format_time_limit, JobRequest};
 use clap::{Args, Parser, Subcommand};
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -561,7 +561,10 @@ impl Budget {
 
 /// What must not change when a ledger is migrated: every check of `verify` and every
 /// account's balance.
-fn ledger_state(budget: &mut Budget, now: i64) -> Result<(crate::core::verify::VerifyReport, Vec<Balance>), CliError> {
+fn ledger_state(
+    budget: &mut Budget,
+    now: i64,
+) -> Result<(crate::core::decisions::verify::VerifyReport, Vec<Balance>), CliError> {
     let report = budget.verify()?;
     let mut balances = Vec::new();
     for account in budget.accounts()? {

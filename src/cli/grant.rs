@@ -11,13 +11,13 @@
 //! and `report` has its own argument (id `report_format`) spelled `--format`.
 
 use super::{json, open_budget, CliError, Format, Table};
-use crate::core::budget::{format_date, parse_date, DAY_S};
 use crate::core::config::Config;
+use crate::core::decisions::{format_date, parse_date, DAY_S};
+use crate::core::grants::report::{format_bps, Forecast, ReportRange, Subject};
 use crate::core::grants::{format_rate, parse_rate, GrantDetail, GrantFilter, NewGrant, PeriodSplit};
 use crate::core::ledger::OpenMode;
 use crate::core::money::Money;
-use crate::core::report::{format_bps, Forecast, ReportRange, Subject};
-use crate::core::report_render::{
+use crate::render::{
     alert_text, burn_text, exhaustion_text, method_text, projection_json, render, status_text, window_text,
     ReportFormat,
 };
@@ -167,7 +167,7 @@ pub struct ForecastArgs {
     pub check: bool,
 }
 
-fn invalid(e: crate::core::budget::BudgetError) -> CliError {
+fn invalid(e: crate::core::decisions::BudgetError) -> CliError {
     CliError::new(e.to_string())
 }
 
@@ -184,7 +184,7 @@ fn parse_window(text: &str) -> Result<u32, CliError> {
         Ok(n) if (1..=max).contains(&n) && digits.chars().all(|c| c.is_ascii_digit()) => Ok(n),
         _ => Err(CliError::new(format!(
             "--window: '{}' is not a number of days from 1 to {max}, like 30d",
-            crate::core::fields::clean_text(t)
+            crate::core::text::clean_text(t)
         ))),
     }
 }
@@ -384,7 +384,7 @@ fn show_forecast(f: &Forecast, fmt: Format) -> String {
                     format!("account {name}")
                 }
             };
-            kv(&mut out, "As of", &format!("{} UTC", crate::core::budget::format_time(p.as_of)));
+            kv(&mut out, "As of", &format!("{} UTC", crate::core::decisions::format_time(p.as_of)));
             let _ = writeln!(out);
             if p.daily.is_empty() {
                 let _ = writeln!(out, "No complete day in the window yet.");
@@ -444,7 +444,7 @@ fn grant_json(d: &GrantDetail) -> serde_json::Value {
         "indirect_spent": d.indirect_spent().to_decimal_string(),
         "spent": d.spent().to_decimal_string(),
         "remaining": d.remaining().to_decimal_string(),
-        "closed_at": g.closed_at.map(crate::core::budget::format_time),
+        "closed_at": g.closed_at.map(crate::core::decisions::format_time),
         "periods": d.periods.iter().map(|p| serde_json::json!({
             "period": p.period_no,
             "start": format_date(p.start),

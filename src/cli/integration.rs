@@ -6,9 +6,9 @@
 use super::{json, open_budget, CliError, Format, Table};
 use crate::core::config::Config;
 use crate::core::integration::{FileOutcome, IntegrationError};
-use crate::core::learning::{self, format_ppm};
 use crate::core::ledger::OpenMode;
 use crate::core::money::Money;
+use crate::core::pricing::learning::{self, format_ppm};
 use clap::Subcommand;
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -325,8 +325,8 @@ pub fn run_report(cmd: ReportCommand, config: Config, fmt: Format) -> Result<Str
 
 // ----- issue 5: `asbb` through the service's unix socket ------------------------------------
 
-use crate::core::budget::{Balance, Budget, Decision, JobSummary};
-use crate::core::job::JobRequest;
+use crate::core::decisions::{Balance, Budget, Decision, JobSummary};
+use crate::core::pricing::job::JobRequest;
 
 /// What `asbb` (the user command) reads: the ledger itself, or the service's unix socket
 /// when the ledger is not readable by the user (it is mode 0600).
@@ -431,7 +431,7 @@ impl UserLedger for SocketLedger {
             Some("hold") => Decision::Hold { token: String::new(), estimate: money_at(&v, "estimate")?, reason },
             Some("reject") => Decision::Reject {
                 reason,
-                code: crate::core::hooks::RefuseCode::AccountingPolicy,
+                code: crate::adapter::hooks::RefuseCode::AccountingPolicy,
                 estimate: money_at(&v, "estimate").ok(),
             },
             _ => Decision::Exempt { reason },

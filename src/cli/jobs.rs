@@ -4,11 +4,11 @@
 //! is told (`scontrol release`, `scancel`).
 
 use super::{json, CliError, Format, Table};
-use crate::core::approval::describe_waiting;
-use crate::core::budget::{format_time, Budget, JobSummary};
-use crate::core::fields::hold_token;
+use crate::adapter::snapshot::parse_squeue_json;
+use crate::core::decisions::approval::describe_waiting;
+use crate::core::decisions::{format_time, Budget, JobSummary};
 use crate::core::money::Money;
-use crate::core::slurm_snapshot::parse_squeue_json;
+use crate::core::text::hold_token;
 use clap::{Args, Subcommand};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -97,7 +97,7 @@ pub fn run(cmd: JobCommand, budget: &mut Budget, actor: &str, now: i64, fmt: For
         JobCommand::Deny { job_id, reason } => {
             let token = token_of(job_id)?;
             budget.deny(&token, Some(job_id), &reason, actor, now)?;
-            let comment = format!("Comment=asbb: denied: {}", crate::core::fields::clean_text(&reason));
+            let comment = format!("Comment=asbb: denied: {}", crate::core::text::clean_text(&reason));
             slurm("scontrol", &["update", &format!("JobId={job_id}"), &comment])?;
             slurm("scancel", &[&job_id.to_string()])?;
             Ok(format!("denied job {job_id}: cancelled ({reason})\n"))
@@ -136,7 +136,7 @@ fn correct(budget: &mut Budget, a: &CorrectionArgs, signed: bool, actor: &str, n
         _ => (false, text),
     };
     let amount = Money::parse(digits).map_err(|e| CliError::new(format!("{what}: {e}")))?;
-    let reason = crate::core::fields::clean_text(&a.reason);
+    let reason = crate::core::text::clean_text(&a.reason);
     if reason.trim().is_empty() {
         return Err(CliError::new(format!("a {what} needs --reason")));
     }

@@ -10,11 +10,11 @@ pub mod jobs;
 pub mod reconcile; // issue 7
 pub mod user;
 
-use crate::core::budget::{Budget, BudgetError};
 use crate::core::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::core::decisions::{Budget, BudgetError};
 use crate::core::ledger::{Ledger, OpenMode};
-use crate::core::report_render::csv_cell;
 use crate::core::safe_fs;
+use crate::render::csv_cell;
 use std::path::{Path, PathBuf};
 
 /// An error a command reports: one line on stderr and an exit code.

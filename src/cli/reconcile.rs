@@ -4,13 +4,13 @@
 //! (bounded in time, with `SLURM_CONF` from the environment) and prints.
 
 use super::{json, open_budget, CliError, Format};
-use crate::core::budget::{format_time, DAY_S};
-use crate::core::config::Config;
-use crate::core::ledger::OpenMode;
-use crate::core::safe_fs::PrivateDir;
-use crate::core::slurm_snapshot::{
+use crate::adapter::snapshot::{
     parse_sacct, parse_scontrol_oneliners, parse_show_config, parse_squeue_json, SlurmJob, Snapshot, SACCT_FORMAT,
 };
+use crate::core::config::Config;
+use crate::core::decisions::{format_time, DAY_S};
+use crate::core::ledger::OpenMode;
+use crate::core::safe_fs::PrivateDir;
 use clap::{Args, ValueEnum};
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -110,7 +110,7 @@ fn run_slurm(cmd: &str, args: &[&str], env: &[(&str, &str)]) -> Result<String, S
     let stderr = String::from_utf8_lossy(&t_err.join().unwrap_or_default()).into_owned();
     if !status.success() {
         let why = stderr.lines().chain(stdout.lines()).find(|l| !l.trim().is_empty()).unwrap_or("no output");
-        return Err(format!("`{shown}` failed ({status}): {}", crate::core::fields::clean_text(why)));
+        return Err(format!("`{shown}` failed ({status}): {}", crate::core::text::clean_text(why)));
     }
     Ok(stdout)
 }

@@ -5,7 +5,7 @@
 use super::admin::{describe_decision, describe_request, RequestArgs};
 use super::integration::UserLedger; // issue 5
 use super::{json, load_config, now, open_budget, CliError, Table};
-use crate::core::budget::{format_date, format_time, Balance, Decision};
+use crate::core::decisions::{format_date, format_time, Balance, Decision};
 use crate::core::ledger::OpenMode;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::fmt::Write as _;
@@ -213,7 +213,7 @@ fn balances(budget: &mut dyn UserLedger, account: Option<String>, now: i64) -> R
 
 fn valid_until(b: &Balance) -> String {
     match b.valid_until {
-        Some(u) if u < crate::core::budget::FOREVER => format_date(u - crate::core::budget::DAY_S),
+        Some(u) if u < crate::core::decisions::FOREVER => format_date(u - crate::core::decisions::DAY_S),
         Some(_) => "open".into(),
         None => "-".into(),
     }

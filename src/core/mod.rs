@@ -1,24 +1,23 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! The budget core: everything that decides money, testable without SLURM.
+//! The budget core: the money rules, testable without SLURM or HTTP.
+//!
+//! Read it from the bottom up:
+//! - `money` (integer micro-dollars, checked arithmetic), `config` (asbb.toml), `text`
+//!   (names, user text and hold tokens), `safe_fs` (files opened without following links);
+//! - `ledger`: the SQLite store and its `postings`, the only code that writes the journal;
+//! - `pricing`: a job request, its cost, its metadata, and the holds learning sizes;
+//! - `decisions`: what happens to money at submit, modify, release and settle, approval,
+//!   corrections and `verify`;
+//! - `grants` (awards, periods, agency reports) and `integration` (what the sister tools
+//!   ask of asbb and tell it).
 
 #![forbid(unsafe_code)]
-pub mod approval;
-pub mod budget;
 pub mod config;
-pub mod corrections;
-pub mod cost;
-pub mod fields;
+pub mod decisions;
 pub mod grants;
-pub mod hooks;
-pub mod integration; // issue 6
-pub mod job;
-pub mod learning; // issue 6
+pub mod integration;
 pub mod ledger;
-pub mod metadata;
 pub mod money;
-pub mod report;
-pub mod report_render;
-pub mod safe_fs; // issue 17
-pub mod settle; // issue 7
-pub mod slurm_snapshot; // issue 7
-pub mod verify;
+pub mod pricing;
+pub mod safe_fs;
+pub mod text;

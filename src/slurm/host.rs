@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! What slurmctld lends a plugin: its logger, its allocator, its symbols.
 
-use crate::core::fields::log_line;
+use crate::adapter::fields::log_line;
 use std::collections::BTreeMap;
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::Mutex;

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! `job_desc_msg_t` (a submission or an update) to and from plain Rust.
 
-use crate::core::fields::SubmitFields;
+use crate::adapter::fields::SubmitFields;
 use crate::slurm::host::{conf, function, read_str, set_str, symbol, user_name};
 use crate::slurm::sys;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
@@ -161,7 +161,7 @@ pub fn partition(name: Option<&str>, all_memory: bool) -> Option<PartInfo> {
 
 /// `pn_min_memory` asks for all of each node's memory (`--mem=0`, `--mem-per-cpu=0`).
 pub fn wants_all_memory(pn_min_memory: u64) -> bool {
-    use crate::core::fields::{MEM_PER_CPU, NO_VAL64};
+    use crate::adapter::fields::{MEM_PER_CPU, NO_VAL64};
     pn_min_memory != NO_VAL64 && pn_min_memory & !MEM_PER_CPU == 0
 }
 

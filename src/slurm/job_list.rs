@@ -2,7 +2,7 @@
 //! Reading slurmctld's job list: which provisional hold tokens belong to jobs that
 //! SLURM has. Call only from a hook, which runs under slurmctld's job lock.
 
-use crate::core::fields::hold_token_str;
+use crate::core::text::hold_token_str;
 use crate::slurm::host::symbol;
 use crate::slurm::sys;
 use std::collections::HashSet;

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! `job_record_t` (slurmctld's live job) to plain Rust.
 
-use crate::core::fields::{CompletionFields, SubmitFields};
-use crate::core::job::EndState;
+use crate::adapter::fields::{CompletionFields, SubmitFields};
+use crate::core::pricing::job::EndState;
 use crate::slurm::host::{conf, free_str, read_str, set_str, user_name};
 use crate::slurm::job_desc::{partition, wants_all_memory, JobDesc, PartInfo};
 use crate::slurm::sys;

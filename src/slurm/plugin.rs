@@ -2,11 +2,11 @@
 //! Being a SLURM plugin: the exported identity symbols, panic guards, the hooks'
 //! state, and applying the core's actions to SLURM's structs.
 
-use crate::core::config::Config;
-use crate::core::fields::Caller;
-use crate::core::hooks::{
+use crate::adapter::fields::Caller;
+use crate::adapter::hooks::{
     config_path_for, CompleteAction, Hooks, LogLevel, LogLine, ModifyAction, RefuseCode, SubmitAction, UpdateCall,
 };
+use crate::core::config::Config;
 use crate::slurm::host::{self, conf, ErrMsg};
 use crate::slurm::job_desc::{without_held_reason, JobDesc};
 use crate::slurm::job_record::JobRecord;

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! job_submit/asbb: prices each submission and holds its estimated cost in the
 //! budget ledger (or holds or refuses the job), and re-checks updates. The logic
-//! lives in `asbb::core::hooks`; this file only crosses the C boundary.
+//! lives in `asbb::adapter::hooks`; this file only crosses the C boundary.
 
 use asbb::slurm::host::ErrMsg;
 use asbb::slurm::job_desc::JobDesc;

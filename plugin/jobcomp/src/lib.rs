@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! jobcomp/asbb: reconciles every ended job run (charges the actual cost, releases
-//! the rest of the hold). The logic lives in `asbb::core::hooks`; this file only
+//! the rest of the hold). The logic lives in `asbb::adapter::hooks`; this file only
 //! crosses the C boundary.
 
 use asbb::slurm::job_record::JobRecord;

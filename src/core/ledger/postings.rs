@@ -269,7 +269,7 @@ pub(crate) fn release_account_holds(
 pub(crate) fn audit(tx: &Tx<'_>, actor: &str, now: i64, command: &str, detail: &str) -> rusqlite::Result<()> {
     tx.tx.execute(
         "INSERT INTO audit_log (at, actor, command, detail) VALUES (?1, ?2, ?3, ?4)",
-        params![now, actor, command, crate::core::fields::clean_text(detail)],
+        params![now, actor, command, crate::core::text::clean_text(detail)],
     )?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! The SQLite ledger: opening (PRAGMAs, file mode, migrations) and the small set of
 //! row-level operations the budget logic is built from. Every write happens inside a
-//! transaction opened by `budget.rs`; nothing here commits on its own.
+//! transaction opened by `core::decisions`; nothing here commits on its own.
 
 use crate::core::money::Money;
 use crate::core::safe_fs;
@@ -13,13 +13,13 @@ pub mod postings;
 
 /// Schema migrations, applied in order and recorded in `schema_migrations`.
 pub const MIGRATIONS: &[(u32, &str, &str)] = &[
-    (1, "001_ledger", include_str!("../../sql/001_ledger.sql")),
-    (2, "002_job_metadata", include_str!("../../sql/002_job_metadata.sql")),
-    (3, "003_grant_management", include_str!("../../sql/003_grant_management.sql")),
+    (1, "001_ledger", include_str!("../../../sql/001_ledger.sql")),
+    (2, "002_job_metadata", include_str!("../../../sql/002_job_metadata.sql")),
+    (3, "003_grant_management", include_str!("../../../sql/003_grant_management.sql")),
     // issue 6: integration API, learning samples, account members.
-    (4, "004_integration", include_str!("../../sql/004_integration.sql")),
+    (4, "004_integration", include_str!("../../../sql/004_integration.sql")),
     // issue 14: fewer index pages written per submission.
-    (5, "005_narrow_writes", include_str!("../../sql/005_narrow_writes.sql")),
+    (5, "005_narrow_writes", include_str!("../../../sql/005_narrow_writes.sql")),
 ];
 
 /// Prepared statements kept per connection.

@@ -4,12 +4,12 @@
 //! self-contained HTML page (inline CSS, an inline SVG burn-down chart, nothing fetched).
 //! Every renderer reads the same `GrantReport`; none computes money of its own.
 
-use crate::core::budget::{format_date, format_time, DAY_S};
+use crate::core::decisions::{format_date, format_time, DAY_S};
 use crate::core::grants::format_rate;
-use crate::core::money::Money;
-use crate::core::report::{
+use crate::core::grants::report::{
     format_bps, format_ratio, Amounts, Exhaustion, GrantReport, Line, Projection, Section, SpendStatus,
 };
+use crate::core::money::Money;
 use std::fmt::Write as _;
 
 /// The report formats `grant report --format` offers.

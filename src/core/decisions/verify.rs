@@ -3,7 +3,7 @@
 //! The journal is the truth; the cached totals on accounts, allocations and jobs
 //! must agree with it exactly.
 
-use crate::core::budget::Budget;
+use crate::core::decisions::Budget;
 use crate::core::ledger::LedgerError;
 use std::collections::BTreeMap;
 

@@ -13,6 +13,7 @@
 //! amount like `120` or `99.50`. Anything else is refused, naming the bad token.
 
 use crate::core::money::Money;
+use crate::core::text::{METADATA_KEY, METADATA_VALUE};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -47,15 +48,6 @@ pub struct MetadataError {
 }
 
 const MAX_HINTS: usize = 32;
-const MAX_VALUE_LEN: usize = 64;
-
-fn valid_value(v: &str) -> bool {
-    !v.is_empty() && v.len() <= MAX_VALUE_LEN && v.chars().all(|c| c.is_ascii_alphanumeric() || "_-.:/".contains(c))
-}
-
-fn valid_key(k: &str) -> bool {
-    !k.is_empty() && k.len() <= 32 && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-}
 
 /// One `key=value` from any source, applied unless a higher source already set it.
 fn apply(
@@ -66,7 +58,7 @@ fn apply(
     shown: &str,
 ) -> Result<(), MetadataError> {
     let bad = |reason: &str| MetadataError {
-        token: crate::core::fields::clean_text(shown),
+        token: crate::core::text::clean_text(shown),
         source_name: source,
         reason: reason.to_string(),
     };
@@ -77,7 +69,7 @@ fn apply(
         meta.cost_constraints.entry("max_cost".into()).or_insert(amount);
         return Ok(());
     }
-    if !valid_value(value) {
+    if !METADATA_VALUE.accepts(value) {
         return Err(bad("values are 1-64 letters, digits or _ - . : /"));
     }
     let slot = match key {
@@ -89,7 +81,7 @@ fn apply(
             let hint = other
                 .strip_prefix("hint.")
                 .ok_or_else(|| bad("unknown key; use grant, project, domain, mpi, max_cost or hint.<key>"))?;
-            if !valid_key(hint) {
+            if !METADATA_KEY.accepts(hint) {
                 return Err(bad("hint keys are 1-32 letters, digits or _"));
             }
             if meta.performance_hints.len() >= MAX_HINTS && !meta.performance_hints.contains_key(hint) {
@@ -114,7 +106,7 @@ pub fn parse(comment: Option<&str>, environment: &[String], wckey: Option<&str>)
             let Some(body) = word.strip_prefix("asbb:").filter(|b| !b.is_empty()) else { continue };
             for pair in body.split(',') {
                 let (k, v) = pair.split_once('=').ok_or_else(|| MetadataError {
-                    token: crate::core::fields::clean_text(pair),
+                    token: crate::core::text::clean_text(pair),
                     source_name: "--comment",
                     reason: "expected KEY=VALUE".into(),
                 })?;

@@ -4,10 +4,11 @@
 //! restart count and the admin comment exactly), `scontrol -o show job` (the
 //! fallback, one line per job) and `sacct -P` (finished jobs slurmctld has already
 //! purged, when accounting is on). Pure parsing: running the commands is the
-//! command line's job (`src/cli/reconcile.rs`), deciding is `settle.rs`'s.
+//! command line's job (`src/cli/reconcile.rs`), deciding is `adapter::reconcile`'s.
 
-use crate::core::fields::{hold_token, CompletionFields, HOLD_PREFIX};
-use crate::core::job::{parse_array_task_count, EndState, JobCompletion, SpecError};
+use crate::adapter::fields::CompletionFields;
+use crate::core::pricing::job::{parse_array_task_count, EndState, JobCompletion, SpecError};
+use crate::core::text::{all_hold_tokens, hold_token};
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -134,19 +135,6 @@ impl SlurmJob {
     pub fn run_key_prefix(&self, cluster: &str) -> String {
         format!("{cluster}:{}:{}:", self.job_id, self.submit_time)
     }
-}
-
-/// Every `asbb:hold=<token>` in a text.
-pub fn all_hold_tokens(text: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut rest = text;
-    while let Some(i) = rest.find(HOLD_PREFIX) {
-        if let Some(t) = hold_token(Some(&rest[i..])) {
-            out.insert(t);
-        }
-        rest = &rest[i + HOLD_PREFIX.len()..];
-    }
-    out
 }
 
 /// Most records read from one command's output (a bound on memory and time).
@@ -301,9 +289,9 @@ pub fn parse_slurm_time(text: &str) -> Result<i64, String> {
     if t.chars().all(|c| c.is_ascii_digit()) {
         return t.parse::<i64>().map_err(|_| format!("time '{t}' is out of range"));
     }
-    chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S").map(|d| d.and_utc().timestamp()).map_err(|_| {
-        format!("time '{}' is not unix seconds or YYYY-MM-DDTHH:MM:SS", crate::core::fields::clean_text(t))
-    })
+    chrono::NaiveDateTime::parse_from_str(t, "%Y-%m-%dT%H:%M:%S")
+        .map(|d| d.and_utc().timestamp())
+        .map_err(|_| format!("time '{}' is not unix seconds or YYYY-MM-DDTHH:MM:SS", crate::core::text::clean_text(t)))
 }
 
 fn null_to_none(v: &str) -> Option<String> {
@@ -351,7 +339,7 @@ pub fn parse_scontrol_oneliners(text: &str) -> Result<Vec<SlurmJob>, String> {
         let get = |k: &str| fields.iter().find(|(key, _)| key == k).map(|(_, v)| v.as_str());
         let job_id: u32 = get("JobId")
             .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| format!("scontrol: no job id in '{}'", crate::core::fields::clean_text(line)))?;
+            .ok_or_else(|| format!("scontrol: no job id in '{}'", crate::core::text::clean_text(line)))?;
         if ambiguous {
             out.push(SlurmJob {
                 job_id,
@@ -433,7 +421,7 @@ pub fn parse_sacct(text: &str) -> Result<Vec<SlurmJob>, String> {
         }
         let f: Vec<&str> = line.splitn(14, '|').collect();
         if f.len() != 14 {
-            return Err(format!("sacct: '{}' does not have 14 fields", crate::core::fields::clean_text(line)));
+            return Err(format!("sacct: '{}' does not have 14 fields", crate::core::text::clean_text(line)));
         }
         // JobIDRaw of an array task is its own job id; of a job step, `id.step`
         // (-X leaves those out; skip any that slip through).

@@ -5,8 +5,8 @@
 //! the micro-dollar, so a price never drifts with the order of the terms.
 
 use crate::core::config::{BillingWeights, Config, Partition, Pricing, TresRates};
-use crate::core::job::{JobRequest, Resources};
 use crate::core::money::{Money, MICROS_PER_UNIT};
+use crate::core::pricing::job::{JobRequest, Resources};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CostError {
@@ -124,7 +124,7 @@ pub fn estimate(config: &Config, req: &JobRequest) -> Result<Money, CostError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::job::JobRequest;
+    use crate::core::pricing::job::JobRequest;
     use std::collections::BTreeMap;
 
     fn config() -> Config {

@@ -30,12 +30,12 @@
 //!   `[forecast] overspend_ratio` is overspending, below `underspend_ratio`
 //!   underspending, otherwise on track.
 
-use crate::core::budget::{Budget, BudgetError, DAY_S, FOREVER};
 use crate::core::config::{Config, Pricing};
+use crate::core::decisions::{Budget, BudgetError, DAY_S, FOREVER};
 use crate::core::grants::{grant_by_number, indirect_of, periods_of, Grant, GrantPeriod, PPM};
-use crate::core::job::{JobRequest, Resources};
 use crate::core::ledger::{LedgerError, Tx};
 use crate::core::money::Money;
+use crate::core::pricing::job::{JobRequest, Resources};
 use rusqlite::params;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -673,7 +673,7 @@ impl Budget {
         let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::read(&mut self.ledger)?;
         let grant = grant_by_number(&tx.tx, number).map_err(&e)?.ok_or_else(|| {
-            BudgetError::Invalid(format!("unknown grant '{}'", crate::core::fields::clean_text(number)))
+            BudgetError::Invalid(format!("unknown grant '{}'", crate::core::text::clean_text(number)))
         })?;
         let periods = periods_of(&tx.tx, grant.id).map_err(&e)?;
         let rate = grant.indirect_rate_ppm;
@@ -706,15 +706,15 @@ impl Budget {
                 if until <= from {
                     return Err(BudgetError::Invalid(format!(
                         "report end {} is not after its start {}",
-                        crate::core::budget::format_date(until - DAY_S),
-                        crate::core::budget::format_date(from)
+                        crate::core::decisions::format_date(until - DAY_S),
+                        crate::core::decisions::format_date(from)
                     )));
                 }
                 (
                     format!(
                         "{} to {}",
-                        crate::core::budget::format_date(from),
-                        crate::core::budget::format_date(until - DAY_S)
+                        crate::core::decisions::format_date(from),
+                        crate::core::decisions::format_date(until - DAY_S)
                     ),
                     until,
                     1,

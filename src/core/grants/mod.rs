@@ -23,7 +23,9 @@
 //! are released (the jobs keep running; whatever they cost when they end is charged
 //! to the account and, with nothing else funding it, becomes overdraft).
 
-use crate::core::budget::{format_date, Budget, BudgetError, DAY_S};
+pub mod report;
+
+use crate::core::decisions::{format_date, Budget, BudgetError, DAY_S};
 use crate::core::ledger::postings::{self, audit};
 use crate::core::ledger::{LedgerError, Tx};
 use crate::core::money::Money;
@@ -61,7 +63,7 @@ impl PeriodSplit {
             Ok(n) if (2..=MAX_PERIODS).contains(&n) => Ok(PeriodSplit::Count(n)),
             _ => Err(BudgetError::Invalid(format!(
                 "'{}' is not 'yearly' or a number of budget periods from 1 to {MAX_PERIODS}",
-                crate::core::fields::clean_text(t)
+                crate::core::text::clean_text(t)
             ))),
         }
     }
@@ -207,7 +209,7 @@ pub fn parse_rate(text: &str) -> Result<i64, BudgetError> {
     let bad = || {
         BudgetError::Invalid(format!(
             "indirect cost rate '{}' is not a rate from 0 up to (not including) 1, like 0.30 or 30%",
-            crate::core::fields::clean_text(t)
+            crate::core::text::clean_text(t)
         ))
     };
     let (number, scale) = match t.strip_suffix('%') {
@@ -309,7 +311,7 @@ fn check_number(number: &str) -> Result<(), BudgetError> {
     } else {
         Err(BudgetError::Invalid(format!(
             "grant number '{}' must be 1-64 letters, digits, '-', '_', '.' or '/'",
-            crate::core::fields::clean_text(number)
+            crate::core::text::clean_text(number)
         )))
     }
 }
@@ -413,7 +415,7 @@ pub(crate) fn periods_of(conn: &rusqlite::Connection, grant_id: i64) -> rusqlite
 }
 
 fn unknown_grant(number: &str) -> BudgetError {
-    BudgetError::Invalid(format!("unknown grant '{}'", crate::core::fields::clean_text(number)))
+    BudgetError::Invalid(format!("unknown grant '{}'", crate::core::text::clean_text(number)))
 }
 
 impl Budget {
@@ -684,8 +686,8 @@ mod tests {
 
     #[test]
     fn periods_split_the_award_exactly() {
-        let start = crate::core::budget::parse_date("2024-07-01").unwrap();
-        let end = crate::core::budget::parse_date("2027-01-01").unwrap();
+        let start = crate::core::decisions::parse_date("2024-07-01").unwrap();
+        let end = crate::core::decisions::parse_date("2027-01-01").unwrap();
         let award = Money::from_micros(100_000_000_001);
         let p = split_periods(start, end, award, PeriodSplit::Yearly).unwrap();
         assert_eq!(p.len(), 3);

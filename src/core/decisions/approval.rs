@@ -5,10 +5,10 @@
 //! always changed first, so a failed SLURM call leaves funds held, never a job
 //! running without them.
 
-use crate::core::budget::{format_time, job_summary_from_row, Budget, BudgetError, JobSummary, JOB_SUMMARY_COLS};
-use crate::core::job::JobRequest;
+use crate::core::decisions::{format_time, job_summary_from_row, Budget, BudgetError, JobSummary, JOB_SUMMARY_COLS};
 use crate::core::ledger::{JobState, Tx};
 use crate::core::money::Money;
+use crate::core::pricing::job::JobRequest;
 use rusqlite::params;
 
 /// States of a job submitted held by asbb, not yet holding funds.
@@ -48,7 +48,7 @@ impl Budget {
             .map_err(|err| BudgetError::Invalid(format!("stored request: {err}")))?;
         req.job_id = job_id.or(job.job_id);
         match self.modify(token, &req, true, true, now)? {
-            crate::core::budget::Modified::Released { hold } => {
+            crate::core::decisions::Modified::Released { hold } => {
                 self.note(
                     actor,
                     now,
@@ -57,7 +57,7 @@ impl Budget {
                 )?;
                 Ok(hold)
             }
-            crate::core::budget::Modified::StillHeld { reason } => {
+            crate::core::decisions::Modified::StillHeld { reason } => {
                 Err(BudgetError::Invalid(reason.trim_start_matches("asbb: ").to_string()))
             }
             other => Err(BudgetError::Invalid(format!("job {} was not approved ({other:?})", shown(job_id, token)))),
@@ -82,7 +82,7 @@ impl Budget {
         tx.tx
             .execute(
                 "UPDATE jobs SET state = 'denied', reason = ?2, settled_at = ?3, job_id = coalesce(job_id, ?4) WHERE token = ?1",
-                params![token, crate::core::fields::clean_text(reason), now, job_id],
+                params![token, crate::core::text::clean_text(reason), now, job_id],
             )
             .map_err(|source| BudgetError::Ledger(tx.err(source)))?;
         tx.commit()?;

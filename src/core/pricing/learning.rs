@@ -28,9 +28,9 @@
 //! so a hold is never below the bound).
 
 use crate::core::config::LearningConfig;
-use crate::core::job::{EndState, JobCompletion, JobRequest};
 use crate::core::ledger::{JobRow, Tx};
 use crate::core::money::Money;
+use crate::core::pricing::job::{EndState, JobCompletion, JobRequest};
 use rusqlite::{params, Connection};
 use serde::Serialize;
 use std::collections::BTreeMap;

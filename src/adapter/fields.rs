@@ -7,10 +7,11 @@
 //! input — is pure, unit-tested and fuzzed without a slurmctld.
 
 use crate::core::config::{Config, MissingPolicy};
-use crate::core::job::{
+use crate::core::pricing::job::{
     array_max_task_id, parse_array_task_count, parse_gpu_spec, EndState, JobCompletion, JobRequest, Resources,
     SpecError, MAX_CPUS, MAX_NODES, MAX_TIME_LIMIT_MIN,
 };
+use crate::core::text::{clean_text, hold_token};
 use std::collections::BTreeMap;
 
 pub const NO_VAL: u32 = 0xffff_fffe;
@@ -21,8 +22,6 @@ pub const NO_VAL64: u64 = 0xffff_ffff_ffff_fffe;
 pub const INFINITE64: u64 = 0xffff_ffff_ffff_ffff;
 /// Set in `pn_min_memory` when the value is per CPU rather than per node.
 pub const MEM_PER_CPU: u64 = 0x8000_0000_0000_0000;
-/// Longest user text asbb copies into logs or messages.
-pub const MAX_TEXT_LEN: usize = 256;
 /// Longest account or partition name asbb accepts.
 pub const MAX_NAME_LEN: usize = 128;
 /// Longest line the plugins write into slurmctld's log.
@@ -200,43 +199,6 @@ pub fn effective_update(
     Some(out)
 }
 
-/// Extracts `asbb:hold=<token>` from an admin comment.
-pub fn hold_token(admin_comment: Option<&str>) -> Option<String> {
-    hold_token_str(admin_comment?).map(str::to_string)
-}
-
-/// [`hold_token`] without copying: the token as a slice of `text`.
-pub fn hold_token_str(text: &str) -> Option<&str> {
-    let start = text.find(HOLD_PREFIX)? + HOLD_PREFIX.len();
-    let rest = &text[start..];
-    let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || c == '.' || c == '-')).unwrap_or(rest.len());
-    (end > 0).then(|| &rest[..end])
-}
-
-pub const HOLD_PREFIX: &str = "asbb:hold=";
-
-/// `admin_comment` with the hold token added, keeping any existing text.
-pub fn with_hold_token(admin_comment: Option<&str>, token: &str) -> String {
-    let tag = format!("{HOLD_PREFIX}{token}");
-    match admin_comment.map(str::trim).filter(|s| !s.is_empty()) {
-        Some(existing) if hold_token(Some(existing)).is_some() => {
-            let old = hold_token(Some(existing)).unwrap_or_default();
-            existing.replace(&format!("{HOLD_PREFIX}{old}"), &tag)
-        }
-        Some(existing) => format!("{existing} {tag}"),
-        None => tag,
-    }
-}
-
-/// Strips control characters and bounds length, so user text cannot forge log lines.
-pub fn clean_text(text: &str) -> String {
-    let mut out: String = text.chars().filter(|c| !c.is_control()).take(MAX_TEXT_LEN).collect();
-    if text.chars().filter(|c| !c.is_control()).count() > MAX_TEXT_LEN {
-        out.push('…');
-    }
-    out
-}
-
 fn present(v: u32) -> Option<u32> {
     (v != NO_VAL && v != INFINITE && v != 0).then_some(v)
 }
@@ -394,7 +356,7 @@ impl SubmitFields {
 /// asbb has no price for wins, so the decision applies the unpriced-partition policy
 /// to it; one that cannot price this job (a GPU type it has no rate for) loses.
 fn dearest_partition(config: &Config, req: &JobRequest, candidates: &[&str]) -> String {
-    use crate::core::cost::{estimate, CostError};
+    use crate::core::pricing::cost::{estimate, CostError};
     if candidates.len() == 1 {
         return candidates[0].to_string();
     }
@@ -420,7 +382,7 @@ pub fn parse_alloc_tres(text: &str) -> Result<Resources, SpecError> {
         match name {
             "cpu" => res.cpus = value.parse().map_err(|_| bad())?,
             "node" => res.nodes = value.parse().map_err(|_| bad())?,
-            "mem" => res.mem_mb = crate::core::job::parse_mem_mb(value)?,
+            "mem" => res.mem_mb = crate::core::pricing::job::parse_mem_mb(value)?,
             "gres/gpu" => generic_gpus = Some(value.parse().map_err(|_| bad())?),
             other => {
                 if let Some(typ) = other.strip_prefix("gres/gpu:") {
@@ -476,6 +438,7 @@ impl CompletionFields {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::text::{with_hold_token, MAX_TEXT_LEN};
 
     fn config() -> Config {
         Config::parse(

@@ -20,12 +20,12 @@
 //! are matched to holds by the token in `AdminComment`, and only when the record's
 //! uid is the hold's.
 
-use crate::core::budget::{Budget, BudgetError, Reconciled};
+use crate::adapter::snapshot::{RecordSource, Snapshot};
 use crate::core::config::Config;
-use crate::core::job::JobCompletion;
+use crate::core::decisions::{Budget, BudgetError, Reconciled};
 use crate::core::ledger::{Ledger, LedgerError, OpenMode};
 use crate::core::money::Money;
-use crate::core::slurm_snapshot::{RecordSource, Snapshot};
+use crate::core::pricing::job::JobCompletion;
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -535,7 +535,7 @@ impl Budget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::slurm_snapshot::SlurmJob;
+    use crate::adapter::snapshot::SlurmJob;
 
     fn config() -> Config {
         Config::parse("[policy]\nexempt_partitions=[\"free\"]\n[partitions.debug.rates]\ncpu = 3.6\n", "t").unwrap()

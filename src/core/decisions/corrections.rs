@@ -15,7 +15,7 @@
 //! entry, so `verify` stays clean. Each correction has a caller-chosen request id; a
 //! replay changes nothing and returns `false`.
 
-use crate::core::budget::{Budget, BudgetError};
+use crate::core::decisions::{Budget, BudgetError};
 use crate::core::ledger::postings::{self, audit};
 use crate::core::ledger::{EntryKind, LedgerError, NewEntry, Tx};
 use crate::core::money::Money;

@@ -3,11 +3,11 @@
 //! action for the glue to apply. Policy lives here (exempt, ledger errors, messages);
 //! the glue only copies fields in and applies the action.
 
+use crate::adapter::fields::{CompletionFields, SubmitFields};
 use crate::core::config::Config;
-use crate::core::fields::{CompletionFields, SubmitFields};
 
 // A decision's refusal reason; the glue maps it to an ESLURM code.
-pub use crate::core::budget::RefuseCode;
+pub use crate::core::decisions::RefuseCode;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubmitAction {
@@ -73,10 +73,11 @@ pub enum ModifyAction {
     Refuse { reason: String, code: RefuseCode, log: LogLine },
 }
 
-use crate::core::budget::{Budget, BudgetError, Decision, Modified, Reconciled, Rerun};
-use crate::core::fields::{effective_update, hold_token, with_hold_token, Caller, ReadRequest, INFINITE, NO_VAL};
-use crate::core::job::EndState;
+use crate::adapter::fields::{effective_update, Caller, ReadRequest, INFINITE, NO_VAL};
+use crate::core::decisions::{Budget, BudgetError, Decision, Modified, Reconciled, Rerun};
 use crate::core::ledger::OpenMode;
+use crate::core::pricing::job::EndState;
+use crate::core::text::{hold_token, with_hold_token};
 use std::path::{Path, PathBuf};
 
 fn ledger_identity(path: &Path) -> Option<(u64, u64)> {
@@ -248,11 +249,11 @@ impl Hooks {
             }
             Err(e) => {
                 let code = match e {
-                    crate::core::fields::FieldError::NoAccount
-                    | crate::core::fields::FieldError::NoAssociation(_)
-                    | crate::core::fields::FieldError::BadName("account") => RefuseCode::InvalidAccount,
-                    crate::core::fields::FieldError::BadName(_) => RefuseCode::InvalidPartition,
-                    crate::core::fields::FieldError::NoTimeLimit => RefuseCode::InvalidTimeLimit,
+                    crate::adapter::fields::FieldError::NoAccount
+                    | crate::adapter::fields::FieldError::NoAssociation(_)
+                    | crate::adapter::fields::FieldError::BadName("account") => RefuseCode::InvalidAccount,
+                    crate::adapter::fields::FieldError::BadName(_) => RefuseCode::InvalidPartition,
+                    crate::adapter::fields::FieldError::NoTimeLimit => RefuseCode::InvalidTimeLimit,
                     _ => RefuseCode::InvalidRequest,
                 };
                 let err_msg = e.to_string();
@@ -265,20 +266,22 @@ impl Hooks {
         };
         let who = format!("{} account={} partition={}", req.user, req.account, req.partition);
         let time_limit_min = matches!(fields.time_limit, NO_VAL | INFINITE).then_some(req.time_limit_min);
-        let meta =
-            match crate::core::metadata::parse(fields.comment.as_deref(), &fields.environment, fields.wckey.as_deref())
-            {
-                Ok(m) => m,
-                Err(e) => {
-                    let err_msg = e.to_string();
-                    // Budget policy, not a resource spec: the first line says exactly what is wrong.
-                    return SubmitAction::Refuse {
-                        log: LogLine::info(format!("refused {who}: {err_msg}")),
-                        err_msg,
-                        code: RefuseCode::AccountingPolicy,
-                    };
-                }
-            };
+        let meta = match crate::core::pricing::metadata::parse(
+            fields.comment.as_deref(),
+            &fields.environment,
+            fields.wckey.as_deref(),
+        ) {
+            Ok(m) => m,
+            Err(e) => {
+                let err_msg = e.to_string();
+                // Budget policy, not a resource spec: the first line says exactly what is wrong.
+                return SubmitAction::Refuse {
+                    log: LogLine::info(format!("refused {who}: {err_msg}")),
+                    err_msg,
+                    code: RefuseCode::AccountingPolicy,
+                };
+            }
+        };
         let result = self.budget().and_then(|b| b.submit(&req, &meta, now));
         if let Ok(Decision::Accept { token, .. } | Decision::Hold { token, .. }) = &result {
             if self.unconfirmed.len() >= MAX_UNCONFIRMED {

@@ -1,0 +1,277 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+//! Budget decisions over the ledger: what happens to money when an account is funded
+//! (`accounts`), a job is submitted (`submit`), changed (`modify`), ends (`settle`),
+//! waits for a PI (`approval`), is corrected (`corrections`), and how the books are
+//! checked (`verify`). Each is a method on [`Budget`] writing through the ledger's
+//! postings.
+//!
+//! The money model, in one place:
+//! - An account's money comes from allocations, each valid in a window.
+//! - A hold is a pending debit on the account (not on an allocation). Holds are
+//!   placed at submit, grown or shrunk by modify, and released when the job ends.
+//! - A charge posts a run's actual cost against the account's active allocations,
+//!   the one ending first first; any part no allocation covers is overdraft.
+//! - available = Σ active allocations (amount − debited) − overdraft − open holds
+//!   + credit limit.
+//!
+//! Requeued jobs: the hold covers one final run per task. A run that ends in a
+//! requeue SLURM announces (`scontrol requeue`, requeue on exit: state REQUEUED) is
+//! charged and keeps the hold for the next run. The first other run to end (of each
+//! job id) releases that task's share of the hold; a later run of the same job id
+//! (after a node-failure requeue, which SLURM does not announce) is charged in full
+//! with no hold left behind it. Every run is charged exactly once, keyed by cluster,
+//! job id, submit time and restart count (see `JobCompletion::run_key`).
+
+mod accounts;
+pub mod approval;
+pub mod corrections;
+mod modify;
+mod settle;
+mod submit;
+pub mod verify;
+
+use crate::core::config::{Config, MissingPolicy};
+use crate::core::ledger::postings::{self, adjust_hold, audit, post_cost};
+use crate::core::ledger::{
+    AccountRow, AllocationRow, EntryKind, JobRow, JobState, Ledger, LedgerError, NewEntry, OpenMode, Tx, JOB_COLS,
+};
+use crate::core::money::Money;
+use crate::core::pricing::cost::{self, CostError};
+use crate::core::pricing::job::{EndState, JobCompletion, JobRequest};
+use crate::core::pricing::metadata::JobMetadata;
+use chrono::{DateTime, NaiveDate, Utc};
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+/// Seconds in a day.
+pub const DAY_S: i64 = 86_400;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BudgetError {
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    #[error("unknown account '{0}'")]
+    UnknownAccount(String),
+    #[error("account '{0}' already exists")]
+    DuplicateAccount(String),
+    #[error("unknown hold token '{0}'")]
+    UnknownToken(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Cost(#[from] CostError),
+    #[error("amount overflow")]
+    Overflow,
+}
+
+impl BudgetError {
+    pub fn is_ledger(&self) -> bool {
+        matches!(self, BudgetError::Ledger(_))
+    }
+}
+
+/// Why a job or change is refused; the glue returns the matching ESLURM code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefuseCode {
+    /// ESLURM_ACCOUNTING_POLICY: "Job violates accounting/QOS policy ..."
+    AccountingPolicy,
+    /// ESLURM_INVALID_ACCOUNT
+    InvalidAccount,
+    /// ESLURM_INVALID_TIME_LIMIT
+    InvalidTimeLimit,
+    /// ESLURM_INVALID_PARTITION_NAME
+    InvalidPartition,
+    /// ESLURM_INVALID_TRES / bad job spec
+    InvalidRequest,
+    /// The ledger cannot answer and policy is to fail closed.
+    LedgerUnavailable,
+}
+
+/// What the budget says about a submission.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "decision", rename_all = "snake_case")]
+pub enum Decision {
+    /// Funds held under `token`.
+    Accept { token: String, estimate: Money, available_after: Money },
+    /// Submitted held; `token` links the job for approval or a later re-check.
+    Hold { token: String, estimate: Money, reason: String },
+    /// Refused; `reason` is the one line the user sees.
+    Reject {
+        reason: String,
+        #[serde(skip)]
+        code: RefuseCode,
+        estimate: Option<Money>,
+    },
+    /// Not priced (exempt account or partition), with why.
+    Exempt { reason: String },
+}
+
+/// What a reconcile did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Reconciled {
+    Charged {
+        account: String,
+        cost: Money,
+        released: Money,
+    },
+    /// The same run was reconciled before: nothing changed.
+    Duplicate,
+    /// No budget account to charge (exempt, or unknown and exempt by policy).
+    NotTracked {
+        reason: String,
+    },
+}
+
+/// What a re-run of a finished job (requeued by its owner or an admin) got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rerun {
+    /// Funds held for the next run under a new token.
+    Held { token: String, hold: Money },
+    /// The account cannot cover it, it needs approval, or the job was denied: it
+    /// waits, held, under a new token; a release re-checks it.
+    Waiting { token: String, reason: String },
+}
+
+/// What a modify did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Modified {
+    /// The hold now matches the new estimate.
+    Repriced { old_hold: Money, new_hold: Money },
+    /// A held job's release was re-checked: it now holds funds.
+    Released { hold: Money },
+    /// Still does not fit; stays held.
+    StillHeld { reason: String },
+    /// The change does not fit the budget.
+    Refused { reason: String },
+    /// Nothing to do (settled job, unchanged estimate).
+    Unchanged,
+}
+
+/// An account's balance at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Balance {
+    pub account: String,
+    pub status: String,
+    /// Σ active allocations.
+    pub allocated: Money,
+    /// Charged against active allocations, plus overdraft.
+    pub charged: Money,
+    pub held: Money,
+    pub credit_limit: Money,
+    pub available: Money,
+    /// Start of the earliest active allocation, end of the latest (unix s).
+    pub valid_from: Option<i64>,
+    pub valid_until: Option<i64>,
+}
+
+/// One job as users see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobSummary {
+    pub job_id: Option<u32>,
+    pub account: String,
+    pub partition: String,
+    pub submitted_at: i64,
+    pub state: String,
+    pub estimate: Money,
+    pub held: Money,
+    pub charged: Money,
+    pub token: String,
+    pub user: String,
+    /// Why the job waits, for jobs submitted held.
+    pub reason: Option<String>,
+}
+
+/// The columns `job_summary_from_row` reads, from `jobs j JOIN accounts a`.
+pub(crate) const JOB_SUMMARY_COLS: &str = "j.job_id, a.name, j.partition, j.submitted_at, j.state, j.estimate_micros, \
+     j.held_micros, j.charged_micros, j.token, j.user_name, j.reason";
+
+pub(crate) fn job_summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobSummary> {
+    Ok(JobSummary {
+        job_id: r.get(0)?,
+        account: r.get(1)?,
+        partition: r.get(2)?,
+        submitted_at: r.get(3)?,
+        state: r.get(4)?,
+        estimate: Money::from_micros(r.get(5)?),
+        held: Money::from_micros(r.get(6)?),
+        charged: Money::from_micros(r.get(7)?),
+        token: r.get(8)?,
+        user: r.get(9)?,
+        reason: r.get(10)?,
+    })
+}
+
+/// The budget core: config + ledger.
+pub struct Budget {
+    pub config: Config,
+    pub ledger: Ledger,
+}
+
+fn sq(ledger: &Ledger) -> impl Fn(rusqlite::Error) -> BudgetError + '_ {
+    move |e| BudgetError::Ledger(ledger.err(e))
+}
+
+/// UTC midnight of a `YYYY-MM-DD` date.
+pub fn parse_date(text: &str) -> Result<i64, BudgetError> {
+    let d = NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+        .map_err(|_| BudgetError::Invalid(format!("date '{text}' is not YYYY-MM-DD")))?;
+    Ok(d.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp()).unwrap_or(0))
+}
+
+/// `YYYY-MM-DD` of a unix time (UTC).
+pub fn format_date(unix_s: i64) -> String {
+    DateTime::<Utc>::from_timestamp(unix_s, 0)
+        .map(|t| t.format("%Y-%m-%d").to_string())
+        .unwrap_or_else(|| unix_s.to_string())
+}
+
+/// `YYYY-MM-DD HH:MM:SS` of a unix time (UTC).
+pub fn format_time(unix_s: i64) -> String {
+    DateTime::<Utc>::from_timestamp(unix_s, 0)
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| unix_s.to_string())
+}
+
+/// Far future for open-ended allocations (9999-12-31).
+pub const FOREVER: i64 = 253_402_214_400;
+
+/// Sums in i128 (no i64 overflow however many large allocations), saturated to Money.
+fn saturate(micros: i128) -> Money {
+    Money::from_micros(micros.clamp(i64::MIN as i128, i64::MAX as i128) as i64)
+}
+
+fn available_of(account: &AccountRow, allocations: &[AllocationRow], now: i64) -> Money {
+    let active: i128 = allocations.iter().filter(|a| a.is_active(now)).map(|a| a.remaining().micros() as i128).sum();
+    saturate(
+        active - account.overdraft.micros() as i128 - account.held.micros() as i128
+            + account.credit_limit.micros() as i128,
+    )
+}
+
+impl Budget {
+    pub fn open(config: Config, mode: OpenMode) -> Result<Budget, BudgetError> {
+        let ledger = Ledger::open(&config.ledger_path, mode, config.policy.ledger_busy_timeout_ms)?;
+        Ok(Budget { config, ledger })
+    }
+
+    pub fn with_ledger(config: Config, ledger: Ledger) -> Budget {
+        Budget { config, ledger }
+    }
+
+    /// The ledger's schema version.
+    pub fn schema_version(&self) -> Result<u32, BudgetError> {
+        Ok(self.ledger.schema_version()?)
+    }
+
+    /// Upgrades the ledger to [`crate::core::ledger::LATEST_SCHEMA`] (`asbb-admin migrate`,
+    /// on a ledger opened with `Ledger::open_for_migration`); the names applied.
+    pub fn migrate(&mut self) -> Result<Vec<&'static str>, BudgetError> {
+        Ok(self.ledger.migrate()?)
+    }
+
+    /// Copies the ledger into a new private file at `path` (see `Ledger::copy_to`).
+    pub fn backup_to(&self, path: &std::path::Path) -> Result<(), BudgetError> {
+        Ok(self.ledger.copy_to(path)?)
+    }
+}

@@ -1,0 +1,278 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+//! A job changed after submit (`scontrol update`, a re-run): the hold follows it; and
+//! provisional holds confirmed or dropped once slurmctld has the job.
+
+use super::submit::{decide, insert_job, Verdict};
+use super::*;
+
+impl Budget {
+    /// Re-prices a job whose request changed, or re-checks a held job being released.
+    /// `approved` skips the approval threshold (an admin approved the job).
+    pub fn modify(
+        &mut self,
+        token: &str,
+        req: &JobRequest,
+        releasing: bool,
+        approved: bool,
+        now: i64,
+    ) -> Result<Modified, BudgetError> {
+        let path = self.ledger.path().to_path_buf();
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let tx = Tx::write(&mut self.ledger)?;
+        let job = tx.job(token).map_err(&e)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
+        // The hold sits on the account the job was priced for; a job that moved would be
+        // held on one account and charged and released on the other.
+        if job.state.is_open() {
+            let priced_for = tx.account_by_id(job.account_id).map_err(&e)?.name;
+            if !priced_for.eq_ignore_ascii_case(&req.account) {
+                return Ok(Modified::Refused {
+                    reason: format!(
+                        "asbb: this job's funds are held on account '{priced_for}'; to run it under '{}', cancel it and submit it again with -A {}",
+                        req.account, req.account
+                    ),
+                });
+            }
+        }
+        let domain = job.research_domain.clone().unwrap_or_default();
+        let request_json = serde_json::to_string(req).map_err(|err| BudgetError::Invalid(err.to_string()))?;
+        let outcome = match job.state {
+            JobState::Held => {
+                if job.tasks_done > 0 {
+                    return Ok(Modified::Unchanged);
+                }
+                let (estimate, new_hold) = if job.tasks_total > 1 {
+                    // An array: an update reaches one split-off task (`123_5`) or the
+                    // unsplit rest, never the whole. It may grow the hold by what it adds
+                    // per task; it never shrinks the hold of the other tasks.
+                    let one_task = JobRequest { array_tasks: 1, ..req.clone() };
+                    let per_task_new = cost::estimate(&self.config, &one_task)?.micros();
+                    let per_task_old = job.estimate.micros() / job.tasks_total as i64;
+                    let grow = (per_task_new - per_task_old)
+                        .max(0)
+                        .checked_mul(req.array_tasks.max(1) as i64)
+                        .ok_or(BudgetError::Overflow)?;
+                    (
+                        job.estimate.checked_add(Money::from_micros(grow)).ok_or(BudgetError::Overflow)?,
+                        job.held.checked_add(Money::from_micros(grow)).ok_or(BudgetError::Overflow)?,
+                    )
+                } else {
+                    let estimate = cost::estimate(&self.config, req)?;
+                    // issue 6 (learning): the new hold is sized like a submit's (= estimate when learning is off).
+                    let learning = &self.config.learning;
+                    let new_hold = crate::core::pricing::learning::hold_for(
+                        &tx,
+                        job.account_id,
+                        &req.partition,
+                        &domain,
+                        estimate,
+                        learning,
+                    )
+                    .map_err(&e)?;
+                    (estimate, new_hold)
+                };
+                let delta = new_hold.micros() - job.held.micros();
+                if delta == 0 {
+                    Modified::Unchanged
+                } else {
+                    if delta > 0 {
+                        let acc = tx.account_by_id(job.account_id).map_err(&e)?;
+                        let allocs = tx.allocations(acc.id).map_err(&e)?;
+                        let available = available_of(&acc, &allocs, now);
+                        if available.micros() < delta {
+                            return Ok(Modified::Refused {
+                                reason: format!(
+                                    "asbb: account '{}' cannot cover this change: it needs {} more, {} available",
+                                    acc.name,
+                                    Money::from_micros(delta),
+                                    available.max(Money::ZERO)
+                                ),
+                            });
+                        }
+                    }
+                    let key = next_modify_key(&tx, token).map_err(&e)?;
+                    adjust_hold(&tx, &key, &job, Money::from_micros(delta), now).map_err(&e)?;
+                    tx.tx
+                        .execute(
+                            "UPDATE jobs SET estimate_micros = ?2, request_json = ?3, partition = ?4 WHERE token = ?1",
+                            params![token, estimate.micros(), request_json, req.partition],
+                        )
+                        .map_err(&e)?;
+                    Modified::Repriced { old_hold: job.held, new_hold }
+                }
+            }
+            JobState::AwaitingApproval | JobState::AwaitingFunds => {
+                let estimate = cost::estimate(&self.config, req)?;
+                tx.tx
+                    .execute(
+                        "UPDATE jobs SET estimate_micros = ?2, request_json = ?3, partition = ?4 WHERE token = ?1",
+                        params![token, estimate.micros(), request_json, req.partition],
+                    )
+                    .map_err(&e)?;
+                if !releasing {
+                    tx.commit()?;
+                    return Ok(Modified::Unchanged);
+                }
+                let needs_approval = job.state == JobState::AwaitingApproval && !approved;
+                // The approval threshold is re-checked at every release (the job may have
+                // grown since it was submitted); only an operator's release approves.
+                match decide(&self.config, &tx, req, &domain, now, approved)? {
+                    // issue 6 (learning): place the learned hold, not necessarily the estimate.
+                    Verdict::Fits { account, hold, .. } if !needs_approval => {
+                        postings::hold(&tx, token, account.id, hold, req.job_id, now, "released after hold")
+                            .map_err(&e)?;
+                        tx.tx
+                            .execute(
+                                "UPDATE jobs SET held_micros = held_micros + ?2, hold_placed_micros = ?2 WHERE token = ?1",
+                                params![token, hold.micros()],
+                            )
+                            .map_err(&e)?;
+                        tx.tx
+                            .execute("UPDATE jobs SET state = 'held', reason = NULL WHERE token = ?1", [token])
+                            .map_err(&e)?;
+                        Modified::Released { hold }
+                    }
+                    Verdict::Fits { .. } => Modified::StillHeld { reason: job.reason.clone().unwrap_or_default() },
+                    Verdict::Held { reason, .. } => Modified::StillHeld { reason },
+                    Verdict::Done(Decision::Reject { reason, .. }) => Modified::StillHeld { reason },
+                    Verdict::Done(_) => Modified::Unchanged,
+                }
+            }
+            JobState::Denied if releasing && !approved => {
+                return Ok(Modified::StillHeld { reason: job.reason.clone().unwrap_or_default() })
+            }
+            _ => Modified::Unchanged,
+        };
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    /// Prices one more run of a finished job that SLURM requeued (`scontrol requeue`
+    /// of a COMPLETED/FAILED/... job by its owner or an admin: no job_submit call
+    /// happens). The re-run is priced like a submission of one task and gets a row
+    /// and token of its own. `None` when the job is not finished in the ledger (its
+    /// hold still covers the next run) or is exempt now.
+    pub fn price_rerun(&mut self, token: &str, job_id: u32, now: i64) -> Result<Option<Rerun>, BudgetError> {
+        let path = self.ledger.path().to_path_buf();
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let tx = Tx::write(&mut self.ledger)?;
+        let Some(job) = tx.job(token).map_err(&e)? else { return Ok(None) };
+        if job.state.is_open() {
+            return Ok(None);
+        }
+        let mut req: JobRequest =
+            serde_json::from_str(&job.request_json).map_err(|err| BudgetError::Invalid(err.to_string()))?;
+        req.array_tasks = 1;
+        req.job_id = Some(job_id);
+        // The re-run is the same job: its grant, project and domain go with it, so
+        // reports and learning count its cost where the first run's went.
+        let metadata_json: Option<String> = tx
+            .tx
+            .prepare_cached("SELECT metadata_json FROM jobs WHERE token = ?1")
+            .and_then(|mut s| s.query_row([token], |r| r.get(0)))
+            .map_err(&e)?;
+        let meta: Option<JobMetadata> = metadata_json.as_deref().and_then(|j| serde_json::from_str(j).ok());
+        let domain = job.research_domain.clone().unwrap_or_default();
+        let per_task = Money::from_micros(job.estimate.micros() / job.tasks_total.max(1) as i64);
+        let new_token = tx.new_token().map_err(&e)?;
+        let waiting = |tx: &Tx<'_>, state: JobState, reason: String, estimate: Money| -> Result<Rerun, BudgetError> {
+            let account = tx.account_by_id(job.account_id).map_err(&e)?;
+            insert_job(tx, &new_token, &account, &req, estimate, Money::ZERO, state, Some(&reason), meta.as_ref(), now)
+                .map_err(&e)?;
+            Ok(Rerun::Waiting { token: new_token.clone(), reason })
+        };
+        let outcome = if job.state == JobState::Denied {
+            let reason = format!("asbb: job {job_id} was denied by an admin; requeueing it does not let it run");
+            waiting(&tx, JobState::Denied, reason, per_task)?
+        } else {
+            match decide(&self.config, &tx, &req, &domain, now, false)? {
+                Verdict::Fits { account, estimate, hold, .. } => {
+                    insert_job(
+                        &tx,
+                        &new_token,
+                        &account,
+                        &req,
+                        estimate,
+                        hold,
+                        JobState::Held,
+                        None,
+                        meta.as_ref(),
+                        now,
+                    )
+                    .map_err(&e)?;
+                    postings::hold(&tx, &new_token, account.id, hold, Some(job_id), now, "re-run after requeue")
+                        .map_err(&e)?;
+                    Rerun::Held { token: new_token.clone(), hold }
+                }
+                Verdict::Held { estimate, reason, state, .. } => waiting(&tx, state, reason, estimate)?,
+                Verdict::Done(Decision::Reject { reason, estimate, .. }) => {
+                    waiting(&tx, JobState::AwaitingFunds, reason, estimate.unwrap_or(per_task))?
+                }
+                Verdict::Done(_) => return Ok(None),
+            }
+        };
+        tx.commit()?;
+        Ok(Some(outcome))
+    }
+
+    /// Settles provisional holds in one transaction: the jobs SLURM has get their job
+    /// id (confirmed); the holds of `never_created` (SLURM refused the job after
+    /// job_submit, or it was a `--test-only` probe) are released. Returns what was
+    /// released, per token.
+    pub fn confirm_holds(
+        &mut self,
+        found: &[(String, u32)],
+        never_created: &[String],
+        now: i64,
+    ) -> Result<Vec<(String, Money)>, BudgetError> {
+        let path = self.ledger.path().to_path_buf();
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let tx = Tx::write(&mut self.ledger)?;
+        for (token, job_id) in found {
+            tx.tx
+                .prepare_cached("UPDATE jobs SET job_id = ?2 WHERE token = ?1 AND job_id IS NULL")
+                .map_err(&e)?
+                .execute(params![token, job_id])
+                .map_err(&e)?;
+        }
+        let mut released = Vec::new();
+        for token in never_created {
+            let Some(job) = tx.job(token).map_err(&e)? else { continue };
+            if job.job_id.is_some() || !job.state.is_open() {
+                continue;
+            }
+            if !job.held.is_zero() {
+                postings::release(&tx, &format!("release:{token}"), &job, job.held, now).map_err(&e)?;
+            }
+            tx.tx
+                .prepare_cached(
+                    "UPDATE jobs SET state = 'released', settled_at = ?2,
+                       reason = 'SLURM never created the job (refused after job_submit, or --test-only)'
+                     WHERE token = ?1",
+                )
+                .map_err(&e)?
+                .execute(params![token, now])
+                .map_err(&e)?;
+            released.push((token.clone(), job.held));
+        }
+        tx.commit()?;
+        Ok(released)
+    }
+}
+
+/// The key of a job's next hold change, `modify:<token>:<n>`: the first `n` from the
+/// number of its earlier changes that no entry uses (ledgers before schema 5 counted
+/// all of the job's entries instead, so a count alone could repeat one of their keys).
+/// The count is a range over the journal's key index, not a look-up by token.
+fn next_modify_key(tx: &Tx<'_>, token: &str) -> rusqlite::Result<String> {
+    let prefix = format!("modify:{token}:");
+    // ';' is the character after ':', so [prefix, end) holds exactly the keys with it.
+    let end = format!("modify:{token};");
+    let mut n: i64 = tx
+        .tx
+        .prepare_cached("SELECT count(DISTINCT txn_key) FROM journal WHERE txn_key >= ?1 AND txn_key < ?2")?
+        .query_row([&prefix, &end], |r| r.get(0))?;
+    while tx.txn_exists(&format!("{prefix}{n}"))? {
+        n += 1;
+    }
+    Ok(format!("{prefix}{n}"))
+}

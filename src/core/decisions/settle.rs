@@ -1,0 +1,163 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+//! A run ends: charge its actual cost, release the rest of the hold, exactly once.
+
+use super::*;
+
+impl Budget {
+    /// Releases the whole remaining hold of a job that never ran (or is abandoned).
+    pub fn release(&mut self, token: &str, now: i64) -> Result<Money, BudgetError> {
+        let path = self.ledger.path().to_path_buf();
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let tx = Tx::write(&mut self.ledger)?;
+        let job = tx.job(token).map_err(&e)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
+        let released = job.held;
+        if !released.is_zero() {
+            postings::release(&tx, &format!("release:{token}"), &job, released, now).map_err(&e)?;
+        }
+        if job.state.is_open() {
+            tx.tx
+                .execute("UPDATE jobs SET state = 'released', settled_at = ?2 WHERE token = ?1", params![token, now])
+                .map_err(&e)?;
+        }
+        tx.commit()?;
+        Ok(released)
+    }
+
+    /// Charges a run's actual cost and releases its share of the hold. Idempotent.
+    pub fn reconcile(&mut self, c: &JobCompletion, now: i64) -> Result<Reconciled, BudgetError> {
+        let path = self.ledger.path().to_path_buf();
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let run_key = c.run_key();
+        let tx = Tx::write(&mut self.ledger)?;
+        if tx.tx.prepare_cached("SELECT 1 FROM runs WHERE run_key = ?1").map_err(&e)?.exists([&run_key]).map_err(&e)? {
+            return Ok(Reconciled::Duplicate);
+        }
+        let job = match c.hold_token.as_deref() {
+            Some(t) => tx.job(t).map_err(&e)?,
+            None => None,
+        };
+        let account = match &job {
+            Some(j) => tx.account_by_id(j.account_id).map_err(&e)?,
+            None => {
+                if self.config.is_exempt_account(&c.account) || self.config.is_exempt_partition(&c.partition) {
+                    return Ok(Reconciled::NotTracked { reason: "exempt".into() });
+                }
+                match tx.account_by_name(&c.account).map_err(&e)? {
+                    Some(a) => a,
+                    None => {
+                        return Ok(Reconciled::NotTracked { reason: format!("account '{}' has no budget", c.account) })
+                    }
+                }
+            }
+        };
+        // Priced from SLURM's record of the run (partition, QOS, allocation, elapsed),
+        // never from a stored request an update (perhaps refused by SLURM) changed.
+        // When the record names no QOS (no accounting; the safety net's sources), the
+        // one the job was last priced with stands in.
+        let qos = c.qos.clone().or_else(|| {
+            job.as_ref().and_then(|j| serde_json::from_str::<JobRequest>(&j.request_json).ok()).and_then(|r| r.qos)
+        });
+        let elapsed_s = c.elapsed_s() as u64;
+        let cost = match (&c.allocated, self.config.partitions.get(&c.partition)) {
+            (None, _) => Money::ZERO,
+            (Some(res), Some(p)) => cost::task_cost(&self.config, p, qos.as_deref(), res, elapsed_s)?,
+            // Priced at submit but the partition is now unpriced: charge the estimate share,
+            // so a config change never loses money.
+            (Some(_), None) => match &job {
+                Some(j) => Money::from_micros(j.estimate.micros() / j.tasks_total as i64),
+                None => {
+                    return Ok(Reconciled::NotTracked { reason: format!("partition '{}' has no price", c.partition) })
+                }
+            },
+        };
+        let share = job.as_ref().map(|j| j.estimate.micros() / j.tasks_total as i64).unwrap_or(0);
+        tx.tx
+            .prepare_cached(
+                "INSERT INTO runs (run_key, token, account_id, cluster, job_id, user_name, partition, end_state, start_time,
+                   end_time, elapsed_s, alloc_json, cost_micros, estimate_share_micros, reconciled_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+            )
+            .map_err(&e)?
+            .execute(params![
+                run_key,
+                job.as_ref().map(|j| j.token.clone()),
+                account.id,
+                c.cluster,
+                c.job_id,
+                c.user,
+                c.partition,
+                c.state.as_str(),
+                c.start_time,
+                c.end_time,
+                elapsed_s as i64,
+                c.allocated.as_ref().and_then(|a| serde_json::to_string(a).ok()),
+                cost.micros(),
+                share,
+                now
+            ])
+            .map_err(&e)?;
+        let charge_key = format!("charge:{run_key}");
+        let token = job.as_ref().map(|j| j.token.as_str());
+        let at = if c.end_time > 0 { c.end_time } else { now };
+        let base = NewEntry {
+            txn_key: &charge_key,
+            part: 0,
+            kind: EntryKind::Charge,
+            account_id: account.id,
+            allocation_id: None,
+            amount: cost,
+            token,
+            job_id: Some(c.job_id),
+            at: now,
+            actor: None,
+            memo: None,
+        };
+        post_cost(&tx, &base, cost, at).map_err(&e)?;
+        // issue 6 (learning): one estimate-vs-actual sample per run, in this transaction.
+        crate::core::pricing::learning::record_run(&tx, c, job.as_ref(), account.id, cost, now).map_err(&e)?;
+        let mut released = Money::ZERO;
+        if let Some(j) = &job {
+            let will_run_again = c.state == EndState::Requeued;
+            let first_run_of_this_id: bool = !will_run_again
+                && !tx
+                    .tx
+                    .prepare_cached(
+                        "SELECT 1 FROM runs WHERE token = ?1 AND job_id = ?2 AND run_key <> ?3 AND end_state <> 'REQUEUED'",
+                    )
+                    .map_err(&e)?
+                    .exists(params![j.token, c.job_id, run_key])
+                    .map_err(&e)?;
+            let mut tasks_done = j.tasks_done;
+            if first_run_of_this_id && j.tasks_done < j.tasks_total {
+                tasks_done = (j.tasks_done + c.task_count).min(j.tasks_total);
+                let release = if tasks_done >= j.tasks_total {
+                    j.held
+                } else {
+                    let per_task = j.hold_placed.micros() / j.tasks_total as i64;
+                    Money::from_micros((per_task * (tasks_done - j.tasks_done) as i64).min(j.held.micros()))
+                };
+                if !release.is_zero() {
+                    postings::release(&tx, &format!("release:{run_key}"), j, release, now).map_err(&e)?;
+                    released = release;
+                }
+            }
+            let settled = tasks_done >= j.tasks_total;
+            let new_state = match (settled, j.state) {
+                (true, JobState::Held) => JobState::Settled,
+                (true, s) if s.is_waiting() => JobState::Released,
+                (_, s) => s,
+            };
+            tx.tx
+                .prepare_cached(
+                    "UPDATE jobs SET tasks_done = ?2, charged_micros = charged_micros + ?3, state = ?4,
+                       settled_at = CASE WHEN ?5 THEN ?6 ELSE settled_at END, job_id = coalesce(job_id, ?7)
+                     WHERE token = ?1",
+                )
+                .map_err(&e)?
+                .execute(params![j.token, tasks_done, cost.micros(), new_state, settled, now, c.job_id])
+                .map_err(&e)?;
+        }
+        tx.commit()?;
+        Ok(Reconciled::Charged { account: account.name, cost, released })
+    }
+}
