@@ -74,16 +74,10 @@ pub enum ModifyAction {
 }
 
 use crate::adapter::fields::{effective_update, Caller, ReadRequest, INFINITE, NO_VAL};
-use crate::core::decisions::{Budget, BudgetError, Decision, Modified, Reconciled, Rerun};
-use crate::core::ledger::OpenMode;
+use crate::core::decisions::{BudgetError, BudgetHandle, Decision, Modified, Reconciled, Rerun};
 use crate::core::pricing::job::EndState;
 use crate::core::text::{hold_token, with_hold_token};
 use std::path::{Path, PathBuf};
-
-fn ledger_identity(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
 
 /// `ASBB_CONFIG` if set, else `asbb.toml` in the folder of slurm.conf.
 pub fn config_path_for(slurm_conf_path: Option<&str>) -> PathBuf {
@@ -101,14 +95,10 @@ const LEDGER_DOWN_UPDATE: &str =
 const LEDGER_DOWN_ACCEPT: &str =
     "asbb: the budget ledger is unavailable; job accepted without a budget check and will be charged when it ends";
 
-/// The plugins' state: the config read at init and the ledger, opened on first use
-/// and reopened after an error.
+/// The plugins' state: the config read at init and the ledger handle (opened on first
+/// use, reopened by [`BudgetHandle`]'s policy; checkpoints off the hook path).
 pub struct Hooks {
-    config: Config,
-    budget: Option<Budget>,
-    checkpointer: Option<crate::core::ledger::Checkpointer>,
-    /// Device and inode of the ledger file the open connection uses.
-    ledger_identity: Option<(u64, u64)>,
+    ledger: BudgetHandle,
     /// Tests prove a panic cannot take slurmctld down: a job with this name panics.
     panic_job_name: Option<String>,
     /// When provisional holds are next checked against SLURM's jobs (unix s).
@@ -135,11 +125,9 @@ const MAX_UNCONFIRMED: usize = 100_000;
 impl Hooks {
     pub fn new(config: Config) -> Hooks {
         let panic_job_name = std::env::var("ASBB_TEST_PANIC_JOB_NAME").ok().filter(|n| !n.is_empty());
+        let busy_timeout_ms = config.policy.ledger_busy_timeout_ms;
         Hooks {
-            config,
-            budget: None,
-            checkpointer: None,
-            ledger_identity: None,
+            ledger: BudgetHandle::new(config, busy_timeout_ms, true),
             panic_job_name,
             next_confirm_at: 0,
             unconfirmed: Default::default(),
@@ -147,48 +135,13 @@ impl Hooks {
     }
 
     pub fn config(&self) -> &Config {
-        &self.config
+        self.ledger.config()
     }
 
     /// Replaces the config (reconfigure); the ledger is reopened on next use.
     pub fn set_config(&mut self, config: Config) {
-        self.config = config;
-        self.budget = None;
-        self.checkpointer = None;
-    }
-
-    fn budget(&mut self) -> Result<&mut Budget, BudgetError> {
-        // A ledger restored from backup, moved away or replaced must not be written
-        // through a connection to the old file: one stat per call notices.
-        if self.budget.is_some() && ledger_identity(&self.config.ledger_path) != self.ledger_identity {
-            // The checkpointer's connection is on the old file too.
-            self.budget = None;
-            self.checkpointer = None;
-        }
-        if self.budget.is_none() {
-            let path = &self.config.ledger_path;
-            let ledger = crate::core::ledger::Ledger::open(
-                path,
-                OpenMode::MustExist,
-                self.config.policy.ledger_busy_timeout_ms,
-            )?
-            .without_autocheckpoint()?;
-            if self.checkpointer.is_none() {
-                self.checkpointer = Some(crate::core::ledger::Checkpointer::start(path));
-            }
-            self.budget = Some(Budget::with_ledger(self.config.clone(), ledger));
-            self.ledger_identity = ledger_identity(&self.config.ledger_path);
-        }
-        Ok(self.budget.as_mut().expect("just opened"))
-    }
-
-    /// After a ledger error the connection is dropped, so a repaired or replaced
-    /// ledger file is picked up by the next job.
-    /// A busy ledger (another writer past the bounded wait) keeps its connection.
-    fn forget_ledger_on(&mut self, err: &BudgetError) {
-        if err.is_ledger() && !matches!(err, BudgetError::Ledger(l) if l.is_busy()) {
-            self.budget = None;
-        }
+        let busy_timeout_ms = config.policy.ledger_busy_timeout_ms;
+        self.ledger.set_config(config, busy_timeout_ms);
     }
 
     /// Confirms provisional holds whose job SLURM has and releases those whose job it
@@ -203,7 +156,7 @@ impl Hooks {
         // Only over a connection a hook opened and used successfully: one opened here
         // while the ledger is read-only would keep SQLite's shared WAL index read-only
         // for every connection of this process, after the fault is gone.
-        if now < self.next_confirm_at || self.budget.is_none() {
+        if now < self.next_confirm_at || !self.ledger.is_open() {
             return None;
         }
         self.next_confirm_at = now + CONFIRM_EVERY_S;
@@ -212,7 +165,7 @@ impl Hooks {
         if tokens.is_empty() {
             return None;
         }
-        let result = self.budget().and_then(|b| {
+        let result = self.ledger.get().and_then(|b| {
             let found = jobs_with(&tokens);
             let seen: std::collections::HashSet<&str> = found.iter().map(|(t, _)| t.as_str()).collect();
             let never: Vec<String> = tokens.iter().filter(|t| !seen.contains(t.as_str())).cloned().collect();
@@ -229,7 +182,7 @@ impl Hooks {
                 released.iter().map(|(t, m)| format!("{m} of {t}")).collect::<Vec<_>>().join(", ")
             ))),
             Err(e) => {
-                self.forget_ledger_on(&e);
+                self.ledger.forget_on(&e);
                 Some(LogLine::error(format!("could not check provisional holds: {e}")))
             }
         }
@@ -242,7 +195,7 @@ impl Hooks {
         if self.panic_job_name.is_some() && fields.name == self.panic_job_name {
             panic!("ASBB_TEST_PANIC_JOB_NAME matched job name {:?}", fields.name);
         }
-        let req = match fields.to_request(&self.config) {
+        let req = match fields.to_request(self.config()) {
             Ok(ReadRequest::Priced(r)) => r,
             Ok(ReadRequest::Exempt(why)) => {
                 return SubmitAction::Pass { log: Some(LogLine::info(format!("uid {} passes: {why}", fields.uid))) }
@@ -282,7 +235,7 @@ impl Hooks {
                 };
             }
         };
-        let result = self.budget().and_then(|b| b.submit(&req, &meta, now));
+        let result = self.ledger.get().and_then(|b| b.submit(&req, &meta, now));
         if let Ok(Decision::Accept { token, .. } | Decision::Hold { token, .. }) = &result {
             if self.unconfirmed.len() >= MAX_UNCONFIRMED {
                 self.unconfirmed.pop_front();
@@ -309,14 +262,14 @@ impl Hooks {
                 SubmitAction::Pass { log: Some(LogLine::info(format!("{who} passes: {reason}"))) }
             }
             Err(e) => {
-                self.forget_ledger_on(&e);
+                self.ledger.forget_on(&e);
                 self.ledger_down(fields, &who, &e)
             }
         }
     }
 
     fn ledger_down(&self, fields: &SubmitFields, who: &str, e: &BudgetError) -> SubmitAction {
-        match self.config.policy.on_ledger_error {
+        match self.config().policy.on_ledger_error {
             crate::core::config::OnLedgerError::Reject => SubmitAction::Refuse {
                 err_msg: LEDGER_DOWN_REJECT.to_string(),
                 code: RefuseCode::LedgerUnavailable,
@@ -353,7 +306,7 @@ impl Hooks {
             };
         };
         let approved = call.releasing && call.caller == Caller::Operator;
-        let req = match effective.to_request(&self.config) {
+        let req = match effective.to_request(self.config()) {
             Ok(ReadRequest::Priced(r)) => r,
             Ok(ReadRequest::Exempt(why)) => return self.modify_to_exempt(&token, record.job_id, &why, call, approved),
             Err(e) => {
@@ -368,7 +321,7 @@ impl Hooks {
             Some(id) => format!("job {id}"),
             None => format!("token {token}"),
         };
-        match self.budget().and_then(|b| b.modify(&token, &req, call.releasing, approved, now)) {
+        match self.ledger.get().and_then(|b| b.modify(&token, &req, call.releasing, approved, now)) {
             Ok(Modified::Repriced { old_hold, new_hold }) => ModifyAction::Allow {
                 admin_comment: None,
                 log: Some(LogLine::info(format!("{job}: hold {old_hold} -> {new_hold}"))),
@@ -393,8 +346,8 @@ impl Hooks {
                 log: Some(LogLine::info(format!("{job}: token {token} is not in the ledger"))),
             },
             Err(e) => {
-                self.forget_ledger_on(&e);
-                match self.config.policy.on_ledger_error {
+                self.ledger.forget_on(&e);
+                match self.config().policy.on_ledger_error {
                     crate::core::config::OnLedgerError::Reject => ModifyAction::Refuse {
                         reason: LEDGER_DOWN_UPDATE.to_string(),
                         code: RefuseCode::LedgerUnavailable,
@@ -425,7 +378,7 @@ impl Hooks {
         if !call.releasing || approved {
             return ModifyAction::Allow { admin_comment: None, log: None };
         }
-        match self.budget().and_then(|b| b.job(token)) {
+        match self.ledger.get().and_then(|b| b.job(token)) {
             Ok(Some(job)) if job.state.is_waiting() => {
                 let reason = format!(
                     "asbb: job {job_id} still waits ({}); an exempt partition does not release it, ask your admins",
@@ -439,7 +392,7 @@ impl Hooks {
             }
             Ok(_) => ModifyAction::Allow { admin_comment: None, log: None },
             Err(e) => {
-                self.forget_ledger_on(&e);
+                self.ledger.forget_on(&e);
                 ModifyAction::Refuse {
                     reason: LEDGER_DOWN_UPDATE.to_string(),
                     code: RefuseCode::LedgerUnavailable,
@@ -462,7 +415,7 @@ impl Hooks {
         if fields.uid == 0 && completion.hold_token.is_none() {
             return log(LogLine::info(format!("{what}: not tracked (root's job)")));
         }
-        match self.budget().and_then(|b| b.reconcile(&completion, now)) {
+        match self.ledger.get().and_then(|b| b.reconcile(&completion, now)) {
             Ok(Reconciled::Charged { account, cost, released }) => {
                 log(LogLine::info(format!("{what} account={account}: charged {cost}, released {released}")))
             }
@@ -475,7 +428,7 @@ impl Hooks {
             Ok(Reconciled::Duplicate) => log(LogLine::info(format!("{what}: already reconciled"))),
             Ok(Reconciled::NotTracked { reason }) => log(LogLine::info(format!("{what}: not tracked ({reason})"))),
             Err(e) => {
-                self.forget_ledger_on(&e);
+                self.ledger.forget_on(&e);
                 log(LogLine::error(format!("{what}: not reconciled, `asbb-admin reconcile` will settle it: {e}")))
             }
         }
@@ -483,7 +436,7 @@ impl Hooks {
 
     fn price_rerun(&mut self, fields: &CompletionFields, token: &str, what: &str, now: i64) -> CompleteAction {
         let relink = |new_token: &str| with_hold_token(fields.admin_comment.as_deref(), new_token);
-        match self.budget().and_then(|b| b.price_rerun(token, fields.job_id, now)) {
+        match self.ledger.get().and_then(|b| b.price_rerun(token, fields.job_id, now)) {
             Ok(None) => CompleteAction { log: LogLine::info(format!("{what}: already reconciled")), rerun: None },
             Ok(Some(Rerun::Held { token: new_token, hold })) => CompleteAction {
                 log: LogLine::info(format!(
@@ -496,9 +449,9 @@ impl Hooks {
                 rerun: Some(RerunAction { admin_comment: relink(&new_token), hold_reason: Some(reason) }),
             },
             Err(e) => {
-                self.forget_ledger_on(&e);
+                self.ledger.forget_on(&e);
                 // Fail closed or open, as for a submission.
-                let hold_reason = match self.config.policy.on_ledger_error {
+                let hold_reason = match self.config().policy.on_ledger_error {
                     crate::core::config::OnLedgerError::Reject => Some(LEDGER_DOWN_REJECT.to_string()),
                     crate::core::config::OnLedgerError::Accept => None,
                 };

@@ -25,6 +25,7 @@
 mod accounts;
 pub mod approval;
 pub mod corrections;
+mod handle;
 mod modify;
 mod settle;
 mod submit;
@@ -40,6 +41,7 @@ use crate::core::pricing::cost::{self, CostError};
 use crate::core::pricing::job::{EndState, JobCompletion, JobRequest};
 use crate::core::pricing::metadata::JobMetadata;
 use chrono::{DateTime, NaiveDate, Utc};
+pub use handle::BudgetHandle;
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 

@@ -1,0 +1,416 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+//! The endpoints: each names the role it needs ([`Authed`]) and the path, query and
+//! body it takes ([`PathArg`], [`QueryArgs`], [`Body`]), then asks the core through
+//! the one ledger handle (`Shared::with_budget`).
+
+use super::auth::{check_account_access, Admin, AnyCaller, Authed, CostSource, Integrator, Quoter, Reader};
+use super::server::AppState;
+use super::wire::*;
+use crate::core::config::ApiRole;
+use crate::core::decisions::BudgetError;
+use crate::core::grants::report::ReportRange;
+use crate::core::integration::{accounts_with_job_id, money_from_raw, unknown_job, CostUpdate, Feedback};
+use crate::core::money::Money;
+use crate::render::{render, ReportFormat};
+use crate::shape::RequestArgs;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use serde_json::{json, Value};
+
+pub(super) async fn health(State(state): State<AppState>) -> ApiResult {
+    let r = state
+        .with_budget(|b, _| {
+            b.ledger.schema_version().map_err(|e| ApiError::new(503, "ledger_unavailable", e.to_string()))
+        })
+        .await;
+    match r {
+        Ok(v) => ok_json(json!({"status": "ok", "ledger": "ok", "schema_version": v})),
+        Err(e) => Ok((
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(
+                json!({"status": "unavailable", "ledger": e.message, "error": {"code": e.code, "message": e.message}}),
+            ),
+        )
+            .into_response()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct FeedbackBody {
+    job_id: Box<RawValue>,
+    #[serde(default)]
+    cluster: Option<String>,
+    estimated_cost: Box<RawValue>,
+    actual_cost: Box<RawValue>,
+    estimated_duration: Box<RawValue>,
+    actual_duration: Box<RawValue>,
+    #[serde(default)]
+    performance_rating: Option<Box<RawValue>>,
+    #[serde(default)]
+    optimization_hints: Option<Value>,
+}
+
+pub(super) async fn feedback(
+    State(state): State<AppState>,
+    Authed(caller, _): Authed<Integrator>,
+    Body(b): Body<FeedbackBody>,
+) -> ApiResult {
+    let rating = match &b.performance_rating {
+        None => None,
+        Some(r) if r.get().trim() == "null" => None,
+        Some(r) => {
+            let text = r.get().trim();
+            let s = if text.starts_with('"') {
+                serde_json::from_str::<String>(text).map_err(|e| ApiError::bad_body(e.to_string()))?
+            } else {
+                money_from_raw(r, "performance_rating").map_err(invalid)?;
+                text.to_string()
+            };
+            if s.len() > 64 || s.chars().any(char::is_control) {
+                return Err(ApiError::new(422, "invalid", "performance_rating: at most 64 printable characters"));
+            }
+            Some(s)
+        }
+    };
+    let f = Feedback {
+        cluster: b.cluster,
+        job_id: job_id_from_raw(&b.job_id)?,
+        estimated_cost: money_from_raw(&b.estimated_cost, "estimated_cost").map_err(invalid)?,
+        actual_cost: money_from_raw(&b.actual_cost, "actual_cost").map_err(invalid)?,
+        estimated_duration_s: seconds_from_raw(&b.estimated_duration, "estimated_duration")?,
+        actual_duration_s: seconds_from_raw(&b.actual_duration, "actual_duration")?,
+        performance_rating: rating,
+        optimization_hints: b.optimization_hints,
+    };
+    let name = caller.name.clone();
+    let out = state.with_budget(move |bud, now| Ok(bud.record_feedback(&f, &name, now)?)).await?;
+    ok_json(serde_json::to_value(out).unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CostDataBody {
+    actual_cost: Box<RawValue>,
+    #[serde(default)]
+    compute_cost: Option<Box<RawValue>>,
+    #[serde(default)]
+    storage_cost: Option<Box<RawValue>>,
+    #[serde(default)]
+    network_cost: Option<Box<RawValue>>,
+    #[serde(default)]
+    spot_savings: Option<Box<RawValue>>,
+    #[serde(default)]
+    instance_types: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CostUpdateBody {
+    job_id: Box<RawValue>,
+    #[serde(default)]
+    cluster: Option<String>,
+    #[serde(default)]
+    performance_data: Option<Value>,
+    cost_data: CostDataBody,
+    #[serde(default)]
+    metadata: Option<Value>,
+}
+
+pub(super) async fn cost_update(
+    State(state): State<AppState>,
+    Authed(caller, _): Authed<CostSource>,
+    Body(b): Body<CostUpdateBody>,
+) -> ApiResult {
+    let opt = |r: &Option<Box<RawValue>>, f: &str| -> Result<Option<Money>, ApiError> {
+        r.as_deref().map(|r| money_from_raw(r, f).map_err(invalid)).transpose()
+    };
+    let u = CostUpdate {
+        cluster: b.cluster,
+        job_id: job_id_from_raw(&b.job_id)?,
+        source: caller.name.clone(),
+        actual: money_from_raw(&b.cost_data.actual_cost, "cost_data.actual_cost").map_err(invalid)?,
+        compute: opt(&b.cost_data.compute_cost, "cost_data.compute_cost")?,
+        storage: opt(&b.cost_data.storage_cost, "cost_data.storage_cost")?,
+        network: opt(&b.cost_data.network_cost, "cost_data.network_cost")?,
+        spot_savings: opt(&b.cost_data.spot_savings, "cost_data.spot_savings")?,
+        instance_types: b.cost_data.instance_types,
+        performance: b.performance_data,
+        metadata: b.metadata,
+        expect_account: None,
+        expect_partition: None,
+    };
+    let name = caller.name.clone();
+    let out = state.with_budget(move |bud, now| Ok(bud.apply_cost_update(&u, &name, now)?)).await?;
+    ok_json(serde_json::to_value(out).unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ClusterQuery {
+    cluster: Option<String>,
+}
+
+pub(super) async fn budget_context(
+    State(state): State<AppState>,
+    Authed(caller, _): Authed<AnyCaller>,
+    PathArg(job_id): PathArg<String>,
+    QueryArgs(q): QueryArgs<ClusterQuery>,
+) -> ApiResult {
+    let job_id = job_id_of(&job_id)?;
+    let out = state
+        .with_budget(move |b, now| {
+            let cluster = q.cluster.as_deref();
+            if caller.role >= ApiRole::Read {
+                return Ok(b.budget_context(cluster, job_id, now)?);
+            }
+            // A user sees jobs in their accounts; any other job id gets the answer an
+            // unknown one gets, so it tells them nothing about other accounts' jobs.
+            let mine = b.accounts_of_user(caller.uid.unwrap_or(u32::MAX), Some(&caller.name))?;
+            let candidates = accounts_with_job_id(&b.ledger.conn, cluster, job_id)?;
+            if !candidates.iter().any(|a| mine.contains(a)) {
+                return Err(unknown_job(cluster, job_id).into());
+            }
+            let ctx = b.budget_context(cluster, job_id, now)?;
+            if !mine.contains(&ctx.account.name) {
+                return Err(unknown_job(cluster, job_id).into());
+            }
+            Ok(ctx)
+        })
+        .await?;
+    ok_json(serde_json::to_value(out).unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct CheckBody {
+    account: String,
+    partition: String,
+    #[serde(default = "one")]
+    nodes: u32,
+    #[serde(default)]
+    cpus: Option<u32>,
+    #[serde(default)]
+    cpus_per_node: Option<u32>,
+    #[serde(default)]
+    mem: Option<String>,
+    #[serde(default)]
+    mem_per_cpu: Option<String>,
+    /// Memory for the whole job in MB (instead of mem / mem_per_cpu).
+    #[serde(default)]
+    mem_mb: Option<u64>,
+    #[serde(default)]
+    gpus: Option<u32>,
+    #[serde(default)]
+    gres: Option<String>,
+    time: String,
+    #[serde(default = "one")]
+    array_tasks: u32,
+    #[serde(default)]
+    qos: Option<String>,
+    #[serde(default)]
+    user: Option<String>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+pub(super) async fn check(
+    State(state): State<AppState>,
+    Authed(caller, _): Authed<Quoter>,
+    Body(b): Body<CheckBody>,
+) -> ApiResult {
+    let args = RequestArgs {
+        partition: Some(b.partition),
+        nodes: b.nodes,
+        cpus_per_node: b.cpus_per_node,
+        cpus: b.cpus,
+        mem: b.mem,
+        mem_per_cpu: b.mem_per_cpu,
+        gpus: b.gpus,
+        gres: b.gres,
+        time: b.time,
+        array_tasks: b.array_tasks,
+        qos: b.qos,
+    };
+    if args.cpus.is_some() && args.cpus_per_node.is_some() {
+        return Err(ApiError::new(422, "invalid", "give cpus or cpus_per_node, not both"));
+    }
+    if b.mem_mb.is_some() && (args.mem.is_some() || args.mem_per_cpu.is_some()) {
+        return Err(ApiError::new(422, "invalid", "give one of mem, mem_per_cpu or mem_mb"));
+    }
+    let (user, uid) = match (caller.role, caller.uid) {
+        (ApiRole::User, Some(uid)) => (caller.name.clone(), uid),
+        _ => (b.user.clone().unwrap_or_else(|| caller.name.clone()), caller.uid.unwrap_or(0)),
+    };
+    let mut req = args.to_request(&b.account, &user, uid).map_err(|e| ApiError::new(422, "invalid", e.0))?;
+    if let Some(m) = b.mem_mb {
+        req.resources.mem_mb = m;
+        req.resources.validate().map_err(|e| ApiError::new(422, "invalid", e.to_string()))?;
+    }
+    let out = state
+        .with_budget(move |bud, now| {
+            check_account_access(bud, &caller, &req.account)?;
+            let (decision, hold) = bud.check_quote(&req, now)?;
+            let available = bud.balance(&req.account, now).ok().map(|b| b.available.to_exact_string());
+            let mut v = decision_json(&decision, hold);
+            v["account"] = json!(req.account);
+            v["partition"] = json!(req.partition);
+            v["available"] = json!(available);
+            Ok(v)
+        })
+        .await?;
+    ok_json(out)
+}
+
+pub(super) async fn accounts(State(state): State<AppState>, _: Authed<Reader>) -> ApiResult {
+    let out = state
+        .with_budget(move |b, now| {
+            let names: Vec<String> = b.accounts()?.into_iter().map(|a| a.name).collect();
+            let mut v = Vec::new();
+            for n in names {
+                let bal = b.balance(&n, now)?;
+                v.push(serde_json::to_value(b.account_context(&bal, now)?).unwrap_or_default());
+            }
+            Ok(v)
+        })
+        .await?;
+    ok_json(Value::Array(out))
+}
+
+pub(super) async fn account(
+    State(state): State<AppState>,
+    Authed(caller, _): Authed<AnyCaller>,
+    PathArg(name): PathArg<String>,
+) -> ApiResult {
+    let out = state
+        .with_budget(move |b, now| {
+            check_account_access(b, &caller, &name)?;
+            let bal = b.balance(&name, now)?;
+            Ok(b.account_context(&bal, now)?)
+        })
+        .await?;
+    ok_json(serde_json::to_value(out).unwrap_or_default())
+}
+
+pub(super) async fn members(
+    State(state): State<AppState>,
+    _: Authed<Reader>,
+    PathArg(name): PathArg<String>,
+) -> ApiResult {
+    let out = state.with_budget(move |b, _| Ok(b.members(&name)?)).await?;
+    ok_json(serde_json::to_value(out).unwrap_or_default())
+}
+
+pub(super) async fn member_add(
+    State(state): State<AppState>,
+    Authed(caller, _): Authed<Admin>,
+    PathArg((account, user)): PathArg<(String, String)>,
+) -> ApiResult {
+    let (user, uid) = crate::system::resolve_user(&user);
+    let out = state
+        .with_budget(move |b, now| {
+            let added = b.add_member(&account, &user, uid, &caller.name, now)?;
+            Ok(json!({"account": account, "user": user, "uid": uid, "applied": added}))
+        })
+        .await?;
+    ok_json(out)
+}
+
+pub(super) async fn member_remove(
+    State(state): State<AppState>,
+    Authed(caller, _): Authed<Admin>,
+    PathArg((account, user)): PathArg<(String, String)>,
+) -> ApiResult {
+    let (user, _) = crate::system::resolve_user(&user);
+    let out = state
+        .with_budget(move |b, now| {
+            let removed = b.remove_member(&account, &user, &caller.name, now)?;
+            Ok(json!({"account": account, "user": user, "applied": removed}))
+        })
+        .await?;
+    ok_json(out)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ReportQuery {
+    format: Option<String>,
+    period: Option<u32>,
+}
+
+pub(super) async fn grant_report(
+    State(state): State<AppState>,
+    _: Authed<Reader>,
+    PathArg(number): PathArg<String>,
+    QueryArgs(q): QueryArgs<ReportQuery>,
+) -> ApiResult {
+    let (format, ctype) = match q.format.as_deref().unwrap_or("json") {
+        "json" => (ReportFormat::Json, "application/json"),
+        "csv" => (ReportFormat::Csv, "text/csv; charset=utf-8"),
+        "html" => (ReportFormat::Html, "text/html; charset=utf-8"),
+        "agency-required" => (ReportFormat::AgencyRequired, "text/plain; charset=utf-8"),
+        other => {
+            return Err(ApiError::new(
+                400,
+                "invalid_query",
+                format!("format '{}' is not json, csv, html or agency-required", crate::core::text::clean_text(other)),
+            ))
+        }
+    };
+    let range = match q.period {
+        Some(p) => ReportRange::Period(p),
+        None => ReportRange::Whole,
+    };
+    let text = state
+        .with_budget(move |b, now| {
+            let r = b.grant_report(&number, range, None, now).map_err(|e| match e {
+                BudgetError::Invalid(m) if m.starts_with("unknown grant") => ApiError::new(404, "unknown_grant", m),
+                other => other.into(),
+            })?;
+            Ok(render(&r, format))
+        })
+        .await?;
+    Ok(([(header::CONTENT_TYPE, ctype)], text).into_response())
+}
+
+pub(super) async fn me(State(state): State<AppState>, Authed(caller, _): Authed<AnyCaller>) -> ApiResult {
+    let c2 = caller.clone();
+    let out = state
+        .with_budget(move |b, now| {
+            let names: Vec<String> = if c2.role >= ApiRole::Read {
+                b.accounts()?.into_iter().map(|a| a.name).collect()
+            } else {
+                b.accounts_of_user(c2.uid.unwrap_or(u32::MAX), Some(&c2.name))?
+            };
+            let mut v = Vec::new();
+            for n in names {
+                let bal = b.balance(&n, now)?;
+                v.push(serde_json::to_value(b.account_context(&bal, now)?).unwrap_or_default());
+            }
+            Ok(v)
+        })
+        .await?;
+    ok_json(json!({"user": caller.name, "uid": caller.uid, "role": caller.role.as_str(), "accounts": out}))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct JobsQuery {
+    limit: Option<u32>,
+}
+
+pub(super) async fn my_jobs(
+    State(state): State<AppState>,
+    Authed(caller, _): Authed<AnyCaller>,
+    QueryArgs(q): QueryArgs<JobsQuery>,
+) -> ApiResult {
+    let limit = q.limit.unwrap_or(20).min(1000);
+    let name = caller.name.clone();
+    let jobs = state.with_budget(move |b, _| Ok(b.recent_jobs(&name, limit)?)).await?;
+    ok_json(serde_json::to_value(jobs).unwrap_or_default())
+}
