@@ -52,11 +52,32 @@ pub struct RequestArgs {
     pub array_tasks: u32,
     #[arg(long)]
     pub qos: Option<String>,
+    /// Memory for the whole job in MB (the API's `mem_mb`; no flag).
+    #[arg(skip)]
+    pub mem_mb: Option<u64>,
+}
+
+/// Fields of which a shape may give one, not both (clap refuses them on the command
+/// line first; the API's JSON has only this check).
+fn conflict(args: &RequestArgs) -> Option<&'static str> {
+    let pairs = [
+        (args.cpus.is_some() && args.cpus_per_node.is_some(), "give cpus or cpus_per_node, not both"),
+        (args.mem.is_some() && args.mem_per_cpu.is_some(), "give mem or mem_per_cpu, not both"),
+        (args.gpus.is_some() && args.gres.is_some(), "give gpus or gres, not both"),
+        (
+            args.mem_mb.is_some() && (args.mem.is_some() || args.mem_per_cpu.is_some()),
+            "give one of mem, mem_per_cpu or mem_mb",
+        ),
+    ];
+    pairs.into_iter().find_map(|(clash, why)| clash.then_some(why))
 }
 
 impl RequestArgs {
     /// Builds the request the plugin would build for the same sbatch flags.
     pub fn to_request(&self, account: &str, user: &str, uid: u32) -> Result<JobRequest, ShapeError> {
+        if let Some(why) = conflict(self) {
+            return Err(ShapeError::new(why));
+        }
         let partition = self
             .partition
             .clone()
@@ -72,7 +93,7 @@ impl RequestArgs {
         let mem_mb = match (&self.mem, &self.mem_per_cpu) {
             (Some(m), _) => parse_mem_mb(m).map_err(|e| ShapeError::new(e.to_string()))? * self.nodes as u64,
             (None, Some(m)) => parse_mem_mb(m).map_err(|e| ShapeError::new(e.to_string()))? * cpus,
-            (None, None) => 0,
+            (None, None) => self.mem_mb.unwrap_or(0),
         };
         let mut gpus = match (&self.gres, self.gpus) {
             (Some(g), _) => parse_gpu_spec(g).map_err(|e| ShapeError::new(e.to_string()))?,

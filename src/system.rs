@@ -1,8 +1,17 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! What the machine says, for the command lines and the API alike: the time they act
-//! at and the local user database.
+//! at, the local user database, and SLURM's client commands.
 
 use crate::core::safe_fs::passwd_find;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Longest a SLURM client command may run.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Where a long-running server reads the time (tests give a fixed one).
+pub type Clock = fn() -> Result<i64, String>;
 
 /// The time commands act at: now, or `ASBB_NOW` (unix seconds or RFC 3339), which
 /// makes reports and tests reproducible.
@@ -37,4 +46,48 @@ pub fn resolve_user(text: &str) -> (String, Option<u32>) {
         return (user_name(uid).unwrap_or_else(|| t.to_string()), Some(uid));
     }
     (t.to_string(), passwd_ids(t).map(|(uid, _)| uid))
+}
+
+/// Runs a SLURM client (`squeue`, `scontrol`, `sacct`, ...) for at most
+/// [`COMMAND_TIMEOUT`]; its stdout, or one line saying why not (its stderr, cleaned).
+pub fn run_slurm(cmd: &str, args: &[&str], env: &[(&str, &str)]) -> Result<String, String> {
+    let mut c = Command::new(cmd);
+    c.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let shown = format!("{cmd} {}", args.join(" "));
+    let mut child = c.spawn().map_err(|e| format!("cannot run `{shown}`: {e}"))?;
+    let mut so = child.stdout.take().ok_or("no stdout")?;
+    let mut se = child.stderr.take().ok_or("no stderr")?;
+    let t_out = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = so.read_to_end(&mut v);
+        v
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut v = Vec::new();
+        let _ = se.read_to_end(&mut v);
+        v
+    });
+    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("`{shown}` did not finish within {} s", COMMAND_TIMEOUT.as_secs()));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => return Err(format!("`{shown}`: {e}")),
+        }
+    };
+    let stdout = String::from_utf8_lossy(&t_out.join().unwrap_or_default()).into_owned();
+    let stderr = String::from_utf8_lossy(&t_err.join().unwrap_or_default()).into_owned();
+    if !status.success() {
+        let why = stderr.lines().chain(stdout.lines()).find(|l| !l.trim().is_empty()).unwrap_or("no output");
+        return Err(format!("`{shown}` failed ({status}): {}", crate::core::text::clean_text(why)));
+    }
+    Ok(stdout)
 }

@@ -236,6 +236,7 @@ fn world() -> World {
             listen: Some("127.0.0.1:0".parse().unwrap()),
             socket: Some(dir.path().join("run/api.sock")),
             log: false,
+            ..Default::default()
         },
     )
     .unwrap();
@@ -503,6 +504,26 @@ fn bad_bodies_are_refused_and_write_nothing() {
     }
     assert_eq!(w.snapshot(), before);
     w.verify_clean();
+}
+
+/// A quote's shape takes one of each pair of fields, as the command line's flags do
+/// (`--cpus` or `--cpus-per-node`, ...): the API used to pick one silently.
+#[test]
+fn a_quote_with_two_answers_to_one_question_is_refused() {
+    let w = world();
+    let before = w.snapshot();
+    let base = r#""account": "chem", "partition": "debug", "time": "2h""#;
+    for (extra, message) in [
+        (r#""cpus": 2, "cpus_per_node": 2"#, "give cpus or cpus_per_node, not both"),
+        (r#""mem": "1G", "mem_per_cpu": "1G""#, "give mem or mem_per_cpu, not both"),
+        (r#""gpus": 1, "gres": "gpu:a100:1""#, "give gpus or gres, not both"),
+        (r#""mem_mb": 100, "mem": "1G""#, "give one of mem, mem_per_cpu or mem_mb"),
+    ] {
+        let r = w.call("POST", "/api/v1/budget/check", Some(INTEGRATION), Some(&format!("{{{base}, {extra}}}")));
+        assert_eq!((r.status, error_code(&r).as_str()), (422, "invalid"), "{extra}: {}", r.body);
+        assert_eq!(r.json()["error"]["message"], message, "{}", r.body);
+    }
+    assert_eq!(w.snapshot(), before);
 }
 
 #[test]

@@ -46,7 +46,12 @@ fn world(api: &str) -> World {
     let socket = dir.path().join("api.sock");
     let server = api::start(
         config,
-        ServeOptions { listen: Some("127.0.0.1:0".parse().unwrap()), socket: Some(socket.clone()), log: false },
+        ServeOptions {
+            listen: Some("127.0.0.1:0".parse().unwrap()),
+            socket: Some(socket.clone()),
+            log: false,
+            ..Default::default()
+        },
     )
     .unwrap();
     World { _dir: dir, socket, server }

@@ -237,16 +237,13 @@ impl SubmitFields {
         if self.association_missing {
             return Err(FieldError::NoAssociation(account));
         }
-        if config.is_exempt_account(&account) {
-            return Ok(ReadRequest::Exempt(format!("account {account} is exempt")));
+        if let Some(why) = config.exemption(&account, &partitions) {
+            return Ok(ReadRequest::Exempt(why));
         }
-        // A job listing several partitions may run in any of them: it is exempt only
-        // when all are, and priced at the dearest of the others (below).
+        // A job listing several partitions may run in any of them: priced at the dearest
+        // of those not exempt (below).
         let priced: Vec<&str> = partitions.iter().copied().filter(|p| !config.is_exempt_partition(p)).collect();
-        if priced.is_empty() {
-            return Ok(ReadRequest::Exempt(format!("partition {} is exempt", partitions.join(","))));
-        }
-        let partition = priced[0].to_string();
+        let partition = priced.first().or(partitions.first()).copied().unwrap_or_default().to_string();
         let time_limit_min = match self.time_limit {
             INFINITE => return self.unlimited(config),
             NO_VAL => match (self.partition_default_time, self.partition_max_time) {

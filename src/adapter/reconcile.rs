@@ -152,8 +152,7 @@ pub fn plan(snapshot: &Snapshot, view: &LedgerView, config: &Config, now: i64, g
             if !r.ran()
                 || r.uid == Some(0)
                 || !view.accounts.contains(account)
-                || config.is_exempt_account(account)
-                || config.is_exempt_partition(partition)
+                || config.exemption(account, &[partition]).is_some()
             {
                 continue;
             }

@@ -236,22 +236,13 @@ pub(super) async fn check(
         time: b.time,
         array_tasks: b.array_tasks,
         qos: b.qos,
+        mem_mb: b.mem_mb,
     };
-    if args.cpus.is_some() && args.cpus_per_node.is_some() {
-        return Err(ApiError::new(422, "invalid", "give cpus or cpus_per_node, not both"));
-    }
-    if b.mem_mb.is_some() && (args.mem.is_some() || args.mem_per_cpu.is_some()) {
-        return Err(ApiError::new(422, "invalid", "give one of mem, mem_per_cpu or mem_mb"));
-    }
     let (user, uid) = match (caller.role, caller.uid) {
         (ApiRole::User, Some(uid)) => (caller.name.clone(), uid),
         _ => (b.user.clone().unwrap_or_else(|| caller.name.clone()), caller.uid.unwrap_or(0)),
     };
-    let mut req = args.to_request(&b.account, &user, uid).map_err(|e| ApiError::new(422, "invalid", e.0))?;
-    if let Some(m) = b.mem_mb {
-        req.resources.mem_mb = m;
-        req.resources.validate().map_err(|e| ApiError::new(422, "invalid", e.to_string()))?;
-    }
+    let req = args.to_request(&b.account, &user, uid).map_err(|e| ApiError::new(422, "invalid", e.0))?;
     let out = state
         .with_budget(move |bud, now| {
             check_account_access(bud, &caller, &req.account)?;

@@ -11,6 +11,7 @@ use super::wire::ApiError;
 use crate::core::config::{ApiRole, Config};
 use crate::core::decisions::{Budget, BudgetHandle};
 use crate::core::ledger::{Ledger, OpenMode};
+use crate::system::Clock;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue};
@@ -30,6 +31,8 @@ pub struct ServeOptions {
     pub socket: Option<PathBuf>,
     /// One line per request on stderr.
     pub log: bool,
+    /// The time requests act at; `None` is [`crate::system::now`].
+    pub clock: Option<Clock>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +46,7 @@ pub struct Shared {
     pub(super) tokens: Vec<([u8; 32], String, ApiRole)>,
     pub(super) ledger_owner: Option<u32>,
     log: bool,
+    clock: Clock,
     pub(super) requests: [AtomicU64; 5],
 }
 
@@ -59,7 +63,7 @@ impl Shared {
         tokio::task::spawn_blocking(move || {
             let mut handle = me.ledger.lock().unwrap_or_else(|p| p.into_inner());
             let budget = handle.get().map_err(|e| ApiError::new(503, "ledger_unavailable", e.to_string()))?;
-            let now = crate::system::now().map_err(|e| ApiError::new(500, "internal", e))?;
+            let now = (me.clock)().map_err(|e| ApiError::new(500, "internal", e))?;
             let out = f(budget, now);
             if matches!(&out, Err(e) if e.reopen_ledger) {
                 handle.forget();
@@ -80,7 +84,7 @@ async fn count_and_log(State(state): State<AppState>, req: Request, next: Next) 
     if state.log {
         eprintln!(
             "asbb-admin serve: {} {method} {uri} -> {} {}",
-            crate::core::decisions::format_time(chrono::Utc::now().timestamp()),
+            (state.clock)().map_or_else(|e| e, crate::core::decisions::format_time),
             res.status().as_u16(),
             caller.unwrap_or_else(|| "-".into())
         );
@@ -286,6 +290,7 @@ pub fn start(config: Config, opts: ServeOptions) -> Result<RunningServer, ServeE
         tokens,
         ledger_owner,
         log: opts.log,
+        clock: opts.clock.unwrap_or(crate::system::now),
         requests: Default::default(),
     });
 

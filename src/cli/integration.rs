@@ -75,7 +75,7 @@ pub fn run_serve(a: ServeArgs, config: Config) -> Result<String, CliError> {
         Some(l) => Some(l.parse().map_err(|_| CliError::new(format!("--listen: '{l}' is not ADDRESS:PORT")))?),
         None => None,
     };
-    let opts = crate::api::ServeOptions { listen, socket: a.socket, log: !a.quiet };
+    let opts = crate::api::ServeOptions { listen, socket: a.socket, log: !a.quiet, clock: None };
     crate::api::serve_forever(config, opts).map_err(|e| CliError::new(e.0))
 }
 

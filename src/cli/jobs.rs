@@ -12,7 +12,6 @@ use crate::core::text::hold_token;
 use clap::{Args, Subcommand};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::process::Command;
 
 #[derive(Subcommand, Debug)]
 pub enum JobCommand {
@@ -62,15 +61,7 @@ pub struct JobListArgs {
 
 /// Runs a SLURM client command; stdout on success, one clear line on failure.
 fn slurm(cmd: &str, args: &[&str]) -> Result<String, CliError> {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .map_err(|e| CliError::new(format!("cannot run {cmd}: {e} (is slurm-client installed?)")))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        return Err(CliError::new(format!("{cmd} {}: {}", args.join(" "), err.trim())));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    crate::system::run_slurm(cmd, args, &[]).map_err(CliError::new)
 }
 
 /// Hold token → SLURM job id, for every job slurmctld knows.

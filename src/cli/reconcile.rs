@@ -12,12 +12,6 @@ use crate::core::decisions::{format_time, DAY_S};
 use crate::core::ledger::OpenMode;
 use crate::core::safe_fs::PrivateDir;
 use clap::{Args, ValueEnum};
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-/// Longest a SLURM command may take before reconcile gives up (and changes nothing).
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 /// Furthest back sacct is asked about.
 const MAX_SACCT_DAYS: i64 = 366;
 /// How far back sacct looks when no open hold is older.
@@ -72,58 +66,19 @@ pub fn parse_duration_s(text: &str) -> Result<i64, CliError> {
     Ok(n * mult)
 }
 
-/// Runs a SLURM client with a bound; Err with its stderr when it fails.
-fn run_slurm(cmd: &str, args: &[&str], env: &[(&str, &str)]) -> Result<String, String> {
-    let mut c = Command::new(cmd);
-    c.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let shown = format!("{cmd} {}", args.join(" "));
-    let mut child = c.spawn().map_err(|e| format!("cannot run `{shown}`: {e}"))?;
-    let mut so = child.stdout.take().ok_or("no stdout")?;
-    let mut se = child.stderr.take().ok_or("no stderr")?;
-    let t_out = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = so.read_to_end(&mut v);
-        v
-    });
-    let t_err = std::thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = se.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break s,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Err(format!("`{shown}` did not finish within {} s", COMMAND_TIMEOUT.as_secs()));
-            }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(format!("`{shown}`: {e}")),
-        }
-    };
-    let stdout = String::from_utf8_lossy(&t_out.join().unwrap_or_default()).into_owned();
-    let stderr = String::from_utf8_lossy(&t_err.join().unwrap_or_default()).into_owned();
-    if !status.success() {
-        let why = stderr.lines().chain(stdout.lines()).find(|l| !l.trim().is_empty()).unwrap_or("no output");
-        return Err(format!("`{shown}` failed ({status}): {}", crate::core::text::clean_text(why)));
-    }
-    Ok(stdout)
-}
-
 /// Epoch seconds and UTC for every time SLURM prints to us.
 const TIME_ENV: &[(&str, &str)] = &[("SLURM_TIME_FORMAT", "%s"), ("TZ", "UTC")];
 
 /// slurmctld's jobs, from the source asked for.
 fn controller_jobs(source: JobSource, notes: &mut Vec<String>) -> Result<Vec<SlurmJob>, CliError> {
-    let json =
-        || run_slurm("squeue", &["--json", "--all", "--states=all"], TIME_ENV).and_then(|t| parse_squeue_json(&t));
-    let oneliners =
-        || run_slurm("scontrol", &["-o", "--all", "show", "job"], TIME_ENV).and_then(|t| parse_scontrol_oneliners(&t));
+    let json = || {
+        crate::system::run_slurm("squeue", &["--json", "--all", "--states=all"], TIME_ENV)
+            .and_then(|t| parse_squeue_json(&t))
+    };
+    let oneliners = || {
+        crate::system::run_slurm("scontrol", &["-o", "--all", "show", "job"], TIME_ENV)
+            .and_then(|t| parse_scontrol_oneliners(&t))
+    };
     let result = match source {
         JobSource::Json => json(),
         JobSource::Scontrol => oneliners(),
@@ -143,7 +98,7 @@ fn accounting_jobs(since: i64, now: i64, notes: &mut Vec<String>) -> Vec<SlurmJo
     let end = format_time(now).replace(' ', "T");
     let format = format!("--format={SACCT_FORMAT}");
     let args = ["-a", "-X", "-n", "-P", "-S", &start, "-E", &end, &format];
-    match run_slurm("sacct", &args, TIME_ENV).and_then(|t| parse_sacct(&t)) {
+    match crate::system::run_slurm("sacct", &args, TIME_ENV).and_then(|t| parse_sacct(&t)) {
         Ok(jobs) => {
             notes.push(format!("sacct: {} jobs since {}", jobs.len(), format_time(since)));
             jobs
@@ -170,7 +125,7 @@ pub fn run_reconcile(
     // SLURM first, then the ledger: a hold placed after this snapshot is younger
     // than the grace period, never mistaken for a job that is gone.
     let mut notes = Vec::new();
-    let config_text = run_slurm("scontrol", &["show", "config"], TIME_ENV)
+    let config_text = crate::system::run_slurm("scontrol", &["show", "config"], TIME_ENV)
         .map_err(|e| CliError::new(format!("reconcile: cannot reach SLURM, so nothing was changed: {e}")))?;
     let (cluster, storage) = parse_show_config(&config_text);
     let cluster = cluster.ok_or_else(|| CliError::new("reconcile: `scontrol show config` printed no ClusterName"))?;

@@ -733,10 +733,21 @@ impl Config {
             .unwrap_or(self.policy.release_held_on_deposit)
     }
 
-    pub fn is_exempt_account(&self, account: &str) -> bool {
-        self.policy.exempt_accounts.iter().any(|a| a == account)
+    /// Why a job in `account` that may run in any of `partitions` is not charged, or
+    /// `None` when it is: an exempt account, or every partition exempt (a job listing
+    /// several may run in any of them). The one exemption rule for submit, settle and
+    /// reconcile.
+    pub fn exemption(&self, account: &str, partitions: &[&str]) -> Option<String> {
+        let policy = &self.policy;
+        if policy.exempt_accounts.iter().any(|a| a == account) {
+            return Some(format!("account {account} is exempt"));
+        }
+        let exempt = |p: &&str| policy.exempt_partitions.iter().any(|e| e == p);
+        (!partitions.is_empty() && partitions.iter().all(exempt))
+            .then(|| format!("partition {} is exempt", partitions.join(",")))
     }
 
+    /// True when `partition` is exempt (a job listing several is priced at the others).
     pub fn is_exempt_partition(&self, partition: &str) -> bool {
         self.policy.exempt_partitions.iter().any(|p| p == partition)
     }

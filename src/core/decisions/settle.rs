@@ -39,7 +39,7 @@ impl Budget {
         let account = match &job {
             Some(j) => tx.account_by_id(j.account_id).map_err(&e)?,
             None => {
-                if self.config.is_exempt_account(&c.account) || self.config.is_exempt_partition(&c.partition) {
+                if self.config.exemption(&c.account, &[&c.partition]).is_some() {
                     return Ok(Reconciled::NotTracked { reason: "exempt".into() });
                 }
                 match tx.account_by_name(&c.account).map_err(&e)? {

@@ -6,17 +6,25 @@ use super::*;
 impl Budget {
     /// Prices and decides without writing anything (a quote).
     pub fn quote(&mut self, req: &JobRequest, now: i64) -> Result<Decision, BudgetError> {
+        Ok(self.quote_with_hold(req, now)?.0)
+    }
+
+    /// [`Self::quote`] and, for a job that fits, the hold submit would place (learning
+    /// may size it below the estimate).
+    pub fn quote_with_hold(&mut self, req: &JobRequest, now: i64) -> Result<(Decision, Option<Money>), BudgetError> {
         let tx = Tx::read(&mut self.ledger)?;
         let verdict = decide(&self.config, &tx, req, "", now, false)?;
         Ok(match verdict {
-            Verdict::Done(d) => d,
-            // issue 6 (learning): what is left after the hold, which learning may size below the estimate.
-            Verdict::Fits { estimate, hold, available, .. } => Decision::Accept {
-                token: String::new(),
-                estimate,
-                available_after: Money::from_micros(available.micros() - hold.micros()),
-            },
-            Verdict::Held { estimate, reason, .. } => Decision::Hold { token: String::new(), estimate, reason },
+            Verdict::Done(d) => (d, None),
+            Verdict::Fits { estimate, hold, available, .. } => (
+                Decision::Accept {
+                    token: String::new(),
+                    estimate,
+                    available_after: Money::from_micros(available.micros() - hold.micros()),
+                },
+                Some(hold),
+            ),
+            Verdict::Held { estimate, reason, .. } => (Decision::Hold { token: String::new(), estimate, reason }, None),
         })
     }
 
@@ -107,7 +115,7 @@ pub(super) fn check_metadata(tx: &Tx<'_>, verdict: &Verdict, meta: &JobMetadata)
     Ok(None)
 }
 
-// issue 6 (learning): `Fits::hold` is what to hold, `learning::hold_for` of the estimate.
+// `Fits::hold` is what to hold: `learning::hold_for` of the estimate.
 pub(super) enum Verdict {
     Done(Decision),
     Fits { account: AccountRow, estimate: Money, hold: Money, available: Money },
@@ -123,11 +131,8 @@ pub(super) fn decide(
     now: i64,
     skip_approval: bool,
 ) -> Result<Verdict, BudgetError> {
-    if config.is_exempt_account(&req.account) {
-        return Ok(Verdict::Done(Decision::Exempt { reason: format!("account {} is exempt", req.account) }));
-    }
-    if config.is_exempt_partition(&req.partition) {
-        return Ok(Verdict::Done(Decision::Exempt { reason: format!("partition {} is exempt", req.partition) }));
+    if let Some(reason) = config.exemption(&req.account, &[&req.partition]) {
+        return Ok(Verdict::Done(Decision::Exempt { reason }));
     }
     let estimate = match cost::estimate(config, req) {
         Ok(m) => m,

@@ -287,26 +287,6 @@ impl Budget {
     /// A quote (the plugin's decision, nothing held) and, when it would be accepted, the
     /// hold learning would place (the estimate when learning is off).
     pub fn check_quote(&mut self, req: &JobRequest, now: i64) -> Result<(Decision, Option<Money>), IntegrationError> {
-        let decision = self.quote(req, now)?;
-        let hold = match &decision {
-            Decision::Accept { estimate, .. } => {
-                let path = self.ledger.path().to_path_buf();
-                let e = sql(&path);
-                let conn = &self.ledger.conn;
-                let id: Option<i64> = conn
-                    .prepare_cached("SELECT id FROM accounts WHERE name = ?1")
-                    .and_then(|mut s| s.query_row([&req.account], |r| r.get(0)).optional())
-                    .map_err(&e)?;
-                match id {
-                    Some(id) => Some(
-                        learning::hold_for_conn(conn, id, &req.partition, "", *estimate, &self.config.learning)
-                            .map_err(&e)?,
-                    ),
-                    None => Some(*estimate),
-                }
-            }
-            _ => None,
-        };
-        Ok((decision, hold))
+        Ok(self.quote_with_hold(req, now)?)
     }
 }

@@ -120,7 +120,7 @@ pub(crate) fn hold_for(
     hold_for_conn(&tx.tx, account_id, partition, domain, estimate, cfg)
 }
 
-/// `hold_for` on a plain connection (quotes from the API).
+/// `hold_for` on a plain connection.
 pub fn hold_for_conn(
     conn: &Connection,
     account_id: i64,
