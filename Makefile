@@ -9,7 +9,7 @@ PLUGIN_DIR ?= /usr/lib/x86_64-linux-gnu/slurm-wlm
 # Where `make build` stages the plugins under their SLURM names.
 STAGE      := target/plugins
 
-.PHONY: all deps build plugins cli install demo test test-slurm deb test-core test-faults bench bench-slurm clean
+.PHONY: all deps build plugins test-plugins cli install demo test test-slurm deb test-core test-faults bench bench-slurm clean
 
 all: build
 
@@ -29,6 +29,16 @@ plugins: deps
 
 build: cli plugins
 
+# For `make test` only: job_submit with the test-only hook (feature test-hooks: a job
+# name that panics, to prove slurmctld survives it), in a target dir of its own so the
+# plugins `make build` stages and `make install` installs never have it.
+TEST_STAGE := target/test-plugins
+test-plugins: plugins
+	$(CARGO) build --release -p job_submit_asbb --features job_submit_asbb/test-hooks --target-dir target/test-hooks
+	mkdir -p $(TEST_STAGE)
+	install -m 0755 target/test-hooks/release/libjob_submit_asbb.so $(TEST_STAGE)/job_submit_asbb.so
+	install -m 0755 $(STAGE)/jobcomp_asbb.so $(TEST_STAGE)/jobcomp_asbb.so
+
 install: build
 	install -d $(DESTDIR)$(PLUGIN_DIR) $(DESTDIR)$(PREFIX)/bin
 	install -m 0755 $(STAGE)/job_submit_asbb.so $(STAGE)/jobcomp_asbb.so $(DESTDIR)$(PLUGIN_DIR)/
@@ -46,8 +56,8 @@ SLURM ?= 22.05
 
 # Every test: core, CLI and end-to-end against clusters the tests start themselves,
 # on the host's SLURM 22.05; then the end-to-end plugin suites against each newer release.
-test: build
-	ASBB_E2E=1 ASBB_PLUGIN_DIR=$(CURDIR)/$(STAGE) ASBB_BIN_DIR=$(CURDIR)/target/release \
+test: build test-plugins
+	ASBB_E2E=1 ASBB_TEST_HOOKS=1 ASBB_PLUGIN_DIR=$(CURDIR)/$(TEST_STAGE) ASBB_BIN_DIR=$(CURDIR)/target/release \
 		$(CARGO) test --release -- --test-threads=2
 	for r in $(SLURM_RELEASES); do bash scripts/test-release.sh $$r || exit 1; done
 
@@ -59,9 +69,9 @@ endif
 	bash scripts/make-deb.sh $(SLURM)
 
 # The end-to-end plugin suites against one release: make test-slurm SLURM=24.11
-test-slurm: build
+test-slurm: build test-plugins
 ifeq ($(SLURM),22.05)
-	ASBB_E2E=1 ASBB_PLUGIN_DIR=$(CURDIR)/$(STAGE) ASBB_BIN_DIR=$(CURDIR)/target/release \
+	ASBB_E2E=1 ASBB_TEST_HOOKS=1 ASBB_PLUGIN_DIR=$(CURDIR)/$(TEST_STAGE) ASBB_BIN_DIR=$(CURDIR)/target/release \
 		$(CARGO) test --release --test e2e_plugins --test e2e_faults -- --test-threads=2
 else
 	bash scripts/test-release.sh $(SLURM)

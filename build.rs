@@ -19,7 +19,7 @@ fn main() {
     for (cfg, _) in RELEASE_CFGS {
         println!("cargo::rustc-check-cfg=cfg({cfg})");
     }
-    // issue 7: the plugins must share the system's libsqlite3 (see `bundled-sqlite` in
+    // The plugins must share the system's libsqlite3 (see `bundled-sqlite` in
     // Cargo.toml). Building them in one cargo run with the CLIs unifies the features.
     if std::env::var_os("CARGO_FEATURE_SLURM").is_some() && std::env::var_os("CARGO_FEATURE_BUNDLED_SQLITE").is_some() {
         println!("cargo:warning=the SLURM plugins are being built with a private copy of SQLite: two plugins in slurmctld then break each other's locks; build them alone (make plugins)");

@@ -9,13 +9,13 @@
 //! runs and only the submit path is measured) from `ASBB_BENCH_CLIENTS` (default 8)
 //! parallel clients, as an unprivileged user (root's jobs bypass asbb).
 
-#[path = "../tests/support/cluster.rs"]
-mod cluster;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
-use cluster::{Cluster, ClusterOptions};
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Instant;
+use support::cluster::{self, Cluster, ClusterOptions};
 
 const USER: &str = "asbbbench";
 /// Submissions alternate between the two clusters in this many rounds.

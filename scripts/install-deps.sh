@@ -7,7 +7,7 @@
 # a policy-rc.d that answers 101 ("action forbidden") is in place while apt installs, so
 # the packages' postinst scripts (munge, slurm*, mariadb call `invoke-rc.d ... start`)
 # neither start daemons nor fail in a machine without systemd. The tests start munged,
-# slurmctld, slurmd, and (for accounting tests) slurmdbd and MariaDB themselves (tests/support/cluster.rs).
+# slurmctld, slurmd, and (for accounting tests) slurmdbd and MariaDB themselves (tests/support/cluster/).
 #
 # At the end, if slurm-headers/fetch-source.sh exists it is run (it fetches the SLURM
 # source tree whose internal headers the plugins need); its failure fails this script.

@@ -1,5 +1,5 @@
 -- SPDX-License-Identifier: GPL-2.0-or-later
--- asbb ledger, schema 4: the integration API (issue 6) and account members (issue 5).
+-- asbb ledger, schema 4: the integration API and account members.
 -- Money columns are integer micro-dollars (`*_micros`); times are unix seconds (UTC);
 -- durations are whole seconds (`*_s`).
 

@@ -1,5 +1,5 @@
 -- SPDX-License-Identifier: GPL-2.0-or-later
--- asbb ledger, schema 5 (issue 14): fewer index pages written per submission, inside
+-- asbb ledger, schema 5: fewer index pages written per submission, inside
 -- slurmctld. Applied by `asbb-admin migrate`, never by the plugins. Only indexes
 -- change: no row, balance or journal entry is touched.
 

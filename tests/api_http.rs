@@ -1,9 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! The integration API (issue 6) against the real server: started in-process on a free
+//! The integration API against the real server: started in-process on a free
 //! loopback port and on a unix socket in a temporary folder, talked to over real
 //! sockets. Every endpoint, auth failures, bad bodies, unknown jobs, idempotent replays
 //! (with `verify` clean after), the burst launcher's cost files (tests/data/import), the
-//! unix socket's user role (issue 5, through `asbb` run as another uid), and the learning
+//! unix socket's user role (through `asbb` run as another uid), and the learning
 //! bound as a property.
 
 #![cfg(feature = "api")]
@@ -355,7 +355,7 @@ fn journal_figures(w: &World) -> Vec<(String, i64, i64, i64)> {
     s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))).unwrap().map(Result::unwrap).collect()
 }
 
-/// Issue 17: anonymous scrapes see totals only; a read token sees each account, and
+/// anonymous scrapes see totals only; a read token sees each account, and
 /// the figures (read from maintained totals) agree with the journal.
 #[test]
 fn metrics_show_accounts_only_to_readers() {
@@ -622,7 +622,7 @@ fn cost_update_adjusts_once_and_keeps_verify_clean() {
     assert!(ctx["available"].as_str().is_some());
 }
 
-/// Issue 17: the source of a cost update is the caller; a body cannot name one, so no
+/// the source of a cost update is the caller; a body cannot name one, so no
 /// client can pose as another or as the importer (whose one-time key stays free).
 #[test]
 fn cost_update_source_is_the_caller() {
@@ -811,7 +811,7 @@ fn unix_socket_maps_the_peer_to_a_role() {
     assert_eq!(api_config.local_role(5002, None, None), ApiRole::User);
 }
 
-/// Issue 5: `asbb` run as an ordinary user cannot open the 0600 ledger and asks the
+/// `asbb` run as an ordinary user cannot open the 0600 ledger and asks the
 /// service's socket, which shows them only their accounts.
 #[test]
 fn asbb_as_a_user_reads_its_accounts_through_the_socket() {
@@ -898,7 +898,7 @@ fn asbb_as_a_user_reads_its_accounts_through_the_socket() {
     assert_eq!(out.status.code(), Some(2));
 }
 
-/// Issue 17: a socket user asking for a job they may not see gets exactly the answer
+/// a socket user asking for a job they may not see gets exactly the answer
 /// for a job id that does not exist (status, headers and body; only the date differs).
 #[test]
 fn budget_context_hides_other_accounts_jobs_from_socket_users() {
@@ -1014,7 +1014,7 @@ fn import_costs_applies_skips_and_refuses_per_file() {
     assert_eq!(ctx["metadata"]["plugin_version"], "1.4.2");
 }
 
-/// Issue 17: only small regular files of root, SlurmUser or the caller are read; a FIFO,
+/// only small regular files of root, SlurmUser or the caller are read; a FIFO,
 /// a symlink (to /dev/zero), a folder, an oversized file and another user's file are each
 /// refused with why, at once, and the good file beside them is still applied.
 #[test]
@@ -1076,7 +1076,7 @@ fn import_costs_reads_only_small_regular_files_of_trusted_owners() {
     w.verify_clean();
 }
 
-/// Issue 17: `serve` binds its socket through no symlink, replaces only a stale socket of
+/// `serve` binds its socket through no symlink, replaces only a stale socket of
 /// its own, and never in a folder others can write to without the sticky bit.
 #[test]
 fn serve_socket_follows_no_symlink_and_replaces_only_its_own_stale_socket() {

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! Issue 17: unfinished requests are timed out and connections are capped. The real
+//! unfinished requests are timed out and connections are capped. The real
 //! server, started in-process on a loopback port and a unix socket with short limits,
 //! and raw sockets that send half a request and stall, trickle bytes, send half a
 //! body, stay idle after a response, or come when every slot is taken.

@@ -504,7 +504,7 @@ fn run_on(ledger: &Path, slurm_conf: &Path, args: &[&str]) -> (String, String, i
     (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap(), out.status.code().unwrap_or(-1))
 }
 
-/// Issue 17: run as root, asbb-admin neither creates nor opens a ledger through a
+/// run as root, asbb-admin neither creates nor opens a ledger through a
 /// symlink, nor in a folder others can write to or own, nor one owned by someone else.
 #[test]
 fn the_ledger_is_opened_through_no_symlink_and_only_where_others_cannot_swap_it() {
@@ -585,7 +585,7 @@ fn the_ledger_is_opened_through_no_symlink_and_only_where_others_cannot_swap_it(
     assert_eq!(code, 0, "{err}");
 }
 
-/// Issue 17: a CSV cell a spreadsheet would run as a formula starts with `'`; plain
+/// a CSV cell a spreadsheet would run as a formula starts with `'`; plain
 /// numbers such as -0.50 stay numbers.
 #[test]
 fn csv_cells_a_spreadsheet_would_run_are_neutralised() {

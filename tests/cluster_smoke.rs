@@ -1,13 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! Smoke tests of the test cluster itself (tests/support/cluster.rs): a plain SLURM
+//! Smoke tests of the test cluster itself (tests/support/cluster/): a plain SLURM
 //! cluster without asbb plugins runs a job, shows it, cancels a held one, and two clusters
 //! run side by side. Skipped unless root with SLURM installed (fails instead with ASBB_E2E=1).
 
-#[path = "support/cluster.rs"]
-mod cluster;
+mod support;
 
-use cluster::{Cluster, ClusterOptions};
 use std::time::{Duration, Instant};
+use support::cluster::{self, Cluster, ClusterOptions};
 
 #[test]
 fn plain_cluster_runs_and_cancels_jobs() {

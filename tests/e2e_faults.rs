@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! End-to-end faults (issue 7): slurmctld killed with SIGKILL in the middle of a
+//! End-to-end faults: slurmctld killed with SIGKILL in the middle of a
 //! burst of submissions and again in the middle of completions; the ledger made
 //! unavailable (locked, disk full, read-only, corrupt, missing) under both
 //! `on_ledger_error` policies; an invalid asbb.toml, then a valid change; a job
@@ -493,7 +493,7 @@ impl Site {
     /// Puts the fault in place. Faults that change the file under an open connection
     /// (read-only, corrupt, missing) are followed by a restart of slurmctld, so the
     /// plugins meet them when they next open the ledger: an open SQLite connection
-    /// keeps using the inode it opened (see the report on issue 7).
+    /// keeps using the inode it opened.
     fn inject(&mut self, fault: Fault) -> Injected {
         let injected = match fault {
             Fault::Locked => {

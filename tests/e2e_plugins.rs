@@ -343,17 +343,23 @@ fn ledger_errors_and_panics_leave_slurmctld_running() {
     let Some(mut site) = Site::start("e2efault", ASBB_TOML, &[("ASBB_TEST_PANIC_JOB_NAME", "asbb-panic-test")]) else {
         return;
     };
-    // A panic inside the plugin refuses the job; slurmctld lives.
-    let out = site
-        .cluster
-        .sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "1", "-J", "asbb-panic-test", "--wrap", "true"]);
-    assert_eq!(out.status.code(), Some(1), "{}", cluster::show(&out));
-    assert!(
-        text(&out.stderr).starts_with("sbatch: error: asbb: internal error; job not submitted"),
-        "{}",
-        cluster::show(&out)
-    );
-    assert!(site.cluster.ctld_alive());
+    // A panic inside the plugin refuses the job; slurmctld lives. Only plugins built
+    // with the test-only hook can be made to panic (`make test` builds them and says so
+    // with ASBB_TEST_HOOKS=1); installed and packaged plugins have no such hook.
+    if std::env::var("ASBB_TEST_HOOKS").as_deref() == Ok("1") {
+        let out = site
+            .cluster
+            .sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "1", "-J", "asbb-panic-test", "--wrap", "true"]);
+        assert_eq!(out.status.code(), Some(1), "{}", cluster::show(&out));
+        assert!(
+            text(&out.stderr).starts_with("sbatch: error: asbb: internal error; job not submitted"),
+            "{}",
+            cluster::show(&out)
+        );
+        assert!(site.cluster.ctld_alive());
+    } else {
+        eprintln!("ledger_errors_and_panics_leave_slurmctld_running: no panic case (plugins without test hooks)");
+    }
     // The ledger gone: policy reject, one clear message.
     let moved = site.cluster.dir().join("ledger.moved");
     std::fs::rename(site.ledger(), &moved).unwrap();
@@ -567,7 +573,7 @@ fn each_user_sees_only_their_own_accounts_through_the_service() {
     site.assert_clean();
 }
 
-// ----- issue 11: what ordinary and hostile users can do with SLURM's own verbs --------
+// ----- what ordinary and hostile users can do with SLURM's own verbs --------
 
 /// A second unprivileged user, for attacks on someone else's job.
 const OTHER: &str = "asbbother";

@@ -839,7 +839,7 @@ proptest! {
     }
 }
 
-/// Issue 17: `--output` writes through no symlink, replaces an existing file by renaming
+/// `--output` writes through no symlink, replaces an existing file by renaming
 /// a new one over it, and in a folder others can write to only creates new files.
 #[test]
 fn report_output_follows_no_symlink_and_replaces_files_safely() {

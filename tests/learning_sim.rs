@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! Learning (issue 6) on a seeded synthetic workload through the real budget core and
+//! Learning on a seeded synthetic workload through the real budget core and
 //! an in-memory ledger: how much held-but-unused money it frees, and how far an account
 //! can be overdrawn under the bound. Run with `--nocapture` to see the figures.
 //!

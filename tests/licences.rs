@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! Dependency licences (issue 18): asbb is GPL-2.0-or-later, so every package it
+//! Dependency licences: asbb is GPL-2.0-or-later, so every package it
 //! depends on (normal, build and dev, every platform, as `cargo metadata` lists them)
 //! must carry a licence that can be distributed together with GPL-2.0-or-later code.
 //! Each package's `license` SPDX expression is evaluated against `ALLOWED`; a package

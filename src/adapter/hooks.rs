@@ -7,7 +7,7 @@ use crate::adapter::fields::{CompletionFields, SubmitFields};
 use crate::core::config::Config;
 
 // A decision's refusal reason; the glue maps it to an ESLURM code.
-pub use crate::core::decisions::RefuseCode;
+pub use crate::core::decisions::Refusal;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SubmitAction {
@@ -20,7 +20,7 @@ pub enum SubmitAction {
     /// Submit held (`priority = 0`) with `reason` shown in `scontrol show job`.
     Hold { admin_comment: String, reason: String, time_limit_min: Option<u32>, log: LogLine },
     /// Refuse with `err_msg` and `code`.
-    Refuse { err_msg: String, code: RefuseCode, log: LogLine },
+    Refuse { err_msg: String, refusal: Refusal, log: LogLine },
 }
 
 /// A line for slurmctld's log, and the level it goes at.
@@ -67,10 +67,10 @@ pub enum ModifyAction {
     /// Let the update through; set `admin_comment` if given.
     Allow { admin_comment: Option<String>, log: Option<LogLine> },
     /// A release that does not fit: refuse the update, the job stays held with `reason`.
-    KeepHeld { reason: String, code: RefuseCode, log: LogLine },
+    KeepHeld { reason: String, refusal: Refusal, log: LogLine },
     /// Refuse the update (e.g. a bigger job that no longer fits); `reason` is what the
     /// user is told where the release lets job_modify say it (23.02+).
-    Refuse { reason: String, code: RefuseCode, log: LogLine },
+    Refuse { reason: String, refusal: Refusal, log: LogLine },
 }
 
 use crate::adapter::fields::{effective_update, Caller, ReadRequest, INFINITE, NO_VAL};
@@ -99,7 +99,9 @@ const LEDGER_DOWN_ACCEPT: &str =
 /// use, reopened by [`BudgetHandle`]'s policy; checkpoints off the hook path).
 pub struct Hooks {
     ledger: BudgetHandle,
-    /// Tests prove a panic cannot take slurmctld down: a job with this name panics.
+    /// Tests prove a panic cannot take slurmctld down: a job with this name panics
+    /// (feature `test-hooks`, built only for `make test`).
+    #[cfg(feature = "test-hooks")]
     panic_job_name: Option<String>,
     /// When provisional holds are next checked against SLURM's jobs (unix s).
     next_confirm_at: i64,
@@ -124,11 +126,11 @@ const MAX_UNCONFIRMED: usize = 100_000;
 
 impl Hooks {
     pub fn new(config: Config) -> Hooks {
-        let panic_job_name = std::env::var("ASBB_TEST_PANIC_JOB_NAME").ok().filter(|n| !n.is_empty());
         let busy_timeout_ms = config.policy.ledger_busy_timeout_ms;
         Hooks {
             ledger: BudgetHandle::new(config, busy_timeout_ms, true),
-            panic_job_name,
+            #[cfg(feature = "test-hooks")]
+            panic_job_name: std::env::var("ASBB_TEST_PANIC_JOB_NAME").ok().filter(|n| !n.is_empty()),
             next_confirm_at: 0,
             unconfirmed: Default::default(),
         }
@@ -192,6 +194,7 @@ impl Hooks {
         if fields.uid == 0 {
             return SubmitAction::Pass { log: None };
         }
+        #[cfg(feature = "test-hooks")]
         if self.panic_job_name.is_some() && fields.name == self.panic_job_name {
             panic!("ASBB_TEST_PANIC_JOB_NAME matched job name {:?}", fields.name);
         }
@@ -204,16 +207,16 @@ impl Hooks {
                 let code = match e {
                     crate::adapter::fields::FieldError::NoAccount
                     | crate::adapter::fields::FieldError::NoAssociation(_)
-                    | crate::adapter::fields::FieldError::BadName("account") => RefuseCode::InvalidAccount,
-                    crate::adapter::fields::FieldError::BadName(_) => RefuseCode::InvalidPartition,
-                    crate::adapter::fields::FieldError::NoTimeLimit => RefuseCode::InvalidTimeLimit,
-                    _ => RefuseCode::InvalidRequest,
+                    | crate::adapter::fields::FieldError::BadName("account") => Refusal::UnknownAccount,
+                    crate::adapter::fields::FieldError::BadName(_) => Refusal::BadPartition,
+                    crate::adapter::fields::FieldError::NoTimeLimit => Refusal::BadTimeLimit,
+                    _ => Refusal::BadRequest,
                 };
                 let err_msg = e.to_string();
                 return SubmitAction::Refuse {
                     log: LogLine::info(format!("refused uid {}: {err_msg}", fields.uid)),
                     err_msg,
-                    code,
+                    refusal: code,
                 };
             }
         };
@@ -231,7 +234,7 @@ impl Hooks {
                 return SubmitAction::Refuse {
                     log: LogLine::info(format!("refused {who}: {err_msg}")),
                     err_msg,
-                    code: RefuseCode::AccountingPolicy,
+                    refusal: Refusal::BudgetRule,
                 };
             }
         };
@@ -255,9 +258,11 @@ impl Hooks {
                 log: LogLine::info(format!("held {who}: estimate {estimate} (token {token}): {reason}")),
                 reason,
             },
-            Ok(Decision::Reject { reason, code, .. }) => {
-                SubmitAction::Refuse { log: LogLine::info(format!("refused {who}: {reason}")), err_msg: reason, code }
-            }
+            Ok(Decision::Reject { reason, refusal, .. }) => SubmitAction::Refuse {
+                log: LogLine::info(format!("refused {who}: {reason}")),
+                err_msg: reason,
+                refusal,
+            },
             Ok(Decision::Exempt { reason }) => {
                 SubmitAction::Pass { log: Some(LogLine::info(format!("{who} passes: {reason}"))) }
             }
@@ -272,7 +277,7 @@ impl Hooks {
         match self.config().policy.on_ledger_error {
             crate::core::config::OnLedgerError::Reject => SubmitAction::Refuse {
                 err_msg: LEDGER_DOWN_REJECT.to_string(),
-                code: RefuseCode::LedgerUnavailable,
+                refusal: Refusal::LedgerUnavailable,
                 log: LogLine::error(format!("refused {who} (on_ledger_error=reject): {e}")),
             },
             crate::core::config::OnLedgerError::Accept => SubmitAction::Accept {
@@ -313,7 +318,7 @@ impl Hooks {
                 return ModifyAction::Refuse {
                     log: LogLine::info(format!("refused update of {token}: {e}")),
                     reason: e.to_string(),
-                    code: RefuseCode::InvalidRequest,
+                    refusal: Refusal::BadRequest,
                 }
             }
         };
@@ -333,10 +338,10 @@ impl Hooks {
             Ok(Modified::StillHeld { reason }) => ModifyAction::KeepHeld {
                 log: LogLine::info(format!("{job}: release refused, stays held: {reason}")),
                 reason,
-                code: RefuseCode::AccountingPolicy,
+                refusal: Refusal::BudgetRule,
             },
             Ok(Modified::Refused { reason }) => ModifyAction::Refuse {
-                code: RefuseCode::AccountingPolicy,
+                refusal: Refusal::BudgetRule,
                 log: LogLine::info(format!("{job}: update refused: {reason}")),
                 reason,
             },
@@ -350,7 +355,7 @@ impl Hooks {
                 match self.config().policy.on_ledger_error {
                     crate::core::config::OnLedgerError::Reject => ModifyAction::Refuse {
                         reason: LEDGER_DOWN_UPDATE.to_string(),
-                        code: RefuseCode::LedgerUnavailable,
+                        refusal: Refusal::LedgerUnavailable,
                         log: LogLine::error(format!("{job}: update refused (on_ledger_error=reject): {e}")),
                     },
                     crate::core::config::OnLedgerError::Accept => ModifyAction::Allow {
@@ -387,7 +392,7 @@ impl Hooks {
                 ModifyAction::KeepHeld {
                     log: LogLine::info(format!("job {job_id}: release refused, stays held ({why}): {reason}")),
                     reason,
-                    code: RefuseCode::AccountingPolicy,
+                    refusal: Refusal::BudgetRule,
                 }
             }
             Ok(_) => ModifyAction::Allow { admin_comment: None, log: None },
@@ -395,7 +400,7 @@ impl Hooks {
                 self.ledger.forget_on(&e);
                 ModifyAction::Refuse {
                     reason: LEDGER_DOWN_UPDATE.to_string(),
-                    code: RefuseCode::LedgerUnavailable,
+                    refusal: Refusal::LedgerUnavailable,
                     log: LogLine::error(format!("job {job_id}: release refused, the ledger cannot answer: {e}")),
                 }
             }

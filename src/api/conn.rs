@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! Serving connections within limits (issue 17): a local user must not be able to hold
+//! Serving connections within limits: a local user must not be able to hold
 //! the service's connections (and file descriptors) open by sending half a request.
 //!
 //! Each accepted connection is served by hyper's HTTP/1 connection with a watchdog that

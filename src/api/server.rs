@@ -130,7 +130,7 @@ fn with_public_routes(state: AppState, protected: Router<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Reads the request body within `[api] body_read_timeout_ms` (issue 17) and up to
+/// Reads the request body within `[api] body_read_timeout_ms` and up to
 /// `max_body_bytes`, before the handler runs (so a request that takes too long writes
 /// nothing): 408 and the connection closed when it does not arrive in time.
 async fn read_body_in_time(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -46,7 +46,7 @@ pub enum AdminCommand {
     /// Upgrade the ledger's schema to this asbb's. Until then the plugins treat the
     /// ledger as unavailable (on_ledger_error) and the other commands refuse it.
     Migrate,
-    // ----- issue 6: integration API, actual costs, learning -----
+    // ----- integration API, actual costs, learning -----
     /// Serve the integration API (HTTP/JSON) on loopback TCP and/or a unix socket.
     #[cfg(feature = "api")]
     Serve(super::integration::ServeArgs),
@@ -60,7 +60,7 @@ pub enum AdminCommand {
     Grant(super::grant::GrantCommand),
     /// Burn rate, projected exhaustion and spending status of an account or a grant.
     Forecast(super::grant::ForecastArgs),
-    // issue 7
+
     /// Ask SLURM which jobs exist and settle every hold the plugins left open.
     Reconcile(super::reconcile::ReconcileArgs),
 }
@@ -73,7 +73,7 @@ pub enum AccountCommand {
     List,
     /// One account's balance and allocations.
     Show { account: String },
-    /// Who may read the account through `asbb` and the API's unix socket (issue 5).
+    /// Who may read the account through `asbb` and the API's unix socket.
     #[command(subcommand)]
     Member(super::integration::MemberCommand),
 }
@@ -290,7 +290,7 @@ pub fn run(cli: AdminCli) -> Result<String, CliError> {
         AdminCommand::Grant(g) => super::grant::run_grant(g, config, now, &actor),
         AdminCommand::Forecast(f) => super::grant::run_forecast(f, config, now, fmt),
         AdminCommand::Reconcile(r) => super::reconcile::run_reconcile(r, config, now, &actor, fmt),
-        // issue 6 (and issue 5's account members)
+        // The integration API, actual costs, learning and account members.
         #[cfg(feature = "api")]
         AdminCommand::Serve(a) => super::integration::run_serve(a, config),
         AdminCommand::Integration(c) => super::integration::run_integration(c, config, now, &actor, fmt),

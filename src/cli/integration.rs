@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! `asbb-admin` commands of issue 6 (the integration API, actual-cost imports, learning)
-//! and issue 5 (account members): `serve`, `integration import-costs`,
+//! `asbb-admin` commands for the integration API, actual-cost imports, learning and
+//! account members: `serve`, `integration import-costs`,
 //! `account member add|remove|list`, `report accuracy`. Flags in, core calls, text out.
 
 use super::{json, open_budget, CliError, Format, Table};
@@ -323,7 +323,7 @@ pub fn run_report(cmd: ReportCommand, config: Config, fmt: Format) -> Result<Str
     }
 }
 
-// ----- issue 5: `asbb` through the service's unix socket ------------------------------------
+// ----- `asbb` through the service's unix socket ------------------------------------
 
 use crate::core::decisions::{Balance, Budget, Decision, JobSummary};
 use crate::core::pricing::job::JobRequest;
@@ -431,7 +431,7 @@ impl UserLedger for SocketLedger {
             Some("hold") => Decision::Hold { token: String::new(), estimate: money_at(&v, "estimate")?, reason },
             Some("reject") => Decision::Reject {
                 reason,
-                code: crate::adapter::hooks::RefuseCode::AccountingPolicy,
+                refusal: crate::core::decisions::Refusal::BudgetRule,
                 estimate: money_at(&v, "estimate").ok(),
             },
             _ => Decision::Exempt { reason },

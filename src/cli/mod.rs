@@ -5,9 +5,9 @@
 
 pub mod admin;
 pub mod grant;
-pub mod integration; // issue 6
+pub mod integration;
 pub mod jobs;
-pub mod reconcile; // issue 7
+pub mod reconcile;
 pub mod user;
 
 use crate::core::config::{Config, DEFAULT_CONFIG_PATH};

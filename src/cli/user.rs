@@ -3,7 +3,7 @@
 //! as root or the SLURM user (the ledger is mode 0600).
 
 use super::admin::{describe_decision, describe_request, RequestArgs};
-use super::integration::UserLedger; // issue 5
+use super::integration::UserLedger;
 use super::{json, load_config, now, open_budget, CliError, Table};
 use crate::core::decisions::{format_date, format_time, Balance, Decision};
 use crate::core::ledger::OpenMode;
@@ -67,7 +67,7 @@ pub fn run(cli: UserCli) -> Result<(String, i32), CliError> {
     let config = load_config(Some(&cli.config), cli.ledger.as_deref())?;
     let now = now()?;
     let fmt = cli.format;
-    // issue 5: a user cannot read the ledger (mode 0600); with a service socket
+    // A user cannot read the ledger (mode 0600); with a service socket
     // (`ASBB_SOCKET` or `[api] socket`), ask `asbb-admin serve` instead.
     let (ledger_path, api_socket) = (config.ledger_path.clone(), config.api.socket.clone());
     let mut budget: Box<dyn UserLedger> = match open_budget(config, OpenMode::MustExist) {
@@ -206,7 +206,7 @@ pub fn run(cli: UserCli) -> Result<(String, i32), CliError> {
 fn balances(budget: &mut dyn UserLedger, account: Option<String>, now: i64) -> Result<Vec<Balance>, CliError> {
     let names = match account {
         Some(a) => vec![a],
-        None => budget.account_names()?, // issue 5: the ledger's accounts, or the caller's via the service
+        None => budget.account_names()?, // The ledger's accounts, or the caller's via the service
     };
     names.iter().map(|n| budget.balance(n, now)).collect()
 }

@@ -140,7 +140,7 @@ struct RawConfig {
     qos_multipliers: BTreeMap<String, Money>,
     #[serde(default)]
     forecast: RawForecast,
-    // issue 6: learning from actual costs, and the integration API.
+    // Learning from actual costs, and the integration API.
     #[serde(default)]
     learning: RawLearning,
     #[serde(default)]
@@ -238,7 +238,7 @@ fn forecast_config(raw: &RawForecast) -> Result<ForecastConfig, String> {
     Ok(ForecastConfig { overspend_ratio_ppm: over, underspend_ratio_ppm: under, window_days: raw.window_days })
 }
 
-// ----- [learning] and [api] (issue 6: integration API, learning) ---------------------
+// ----- [learning] and [api] (integration API, learning) ---------------------
 
 /// `[learning]` as written. Ratios are decimals read exactly like amounts.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -618,9 +618,9 @@ pub struct Config {
     /// Multipliers in micro-units (1.0 = 1_000_000).
     pub qos_multipliers: BTreeMap<String, i64>,
     pub forecast: ForecastConfig,
-    /// issue 6: hold sizing from history.
+    /// Hold sizing from history.
     pub learning: LearningConfig,
-    /// issue 6: `asbb-admin serve`.
+    /// `asbb-admin serve`.
     pub api: ApiConfig,
     pub accounts: BTreeMap<String, AccountPolicy>,
 }

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! Files asbb creates, writes or reads, often as root, without being tricked by other
-//! local users (issue 17):
+//! local users:
 //!
 //! - no symlink is followed: new files are opened `O_EXCL | O_NOFOLLOW`, an existing
 //!   file is replaced by renaming a new one over it, and files are checked with `lstat`

@@ -4,7 +4,7 @@
 
 use crate::adapter::fields::Caller;
 use crate::adapter::hooks::{
-    config_path_for, CompleteAction, Hooks, LogLevel, LogLine, ModifyAction, RefuseCode, SubmitAction, UpdateCall,
+    config_path_for, CompleteAction, Hooks, LogLevel, LogLine, ModifyAction, Refusal, SubmitAction, UpdateCall,
 };
 use crate::core::config::Config;
 use crate::slurm::host::{self, conf, ErrMsg};
@@ -224,14 +224,14 @@ pub fn log_timed(plugin_type: &str, line: &LogLine, start: Instant) {
 }
 
 /// The ESLURM code returned for a refusal.
-pub fn refuse_code(code: RefuseCode) -> c_int {
-    (match code {
-        RefuseCode::AccountingPolicy => sys::ESLURM_ACCOUNTING_POLICY,
-        RefuseCode::InvalidAccount => sys::ESLURM_INVALID_ACCOUNT,
-        RefuseCode::InvalidTimeLimit => sys::ESLURM_INVALID_TIME_LIMIT,
-        RefuseCode::InvalidPartition => sys::ESLURM_INVALID_PARTITION_NAME,
-        RefuseCode::InvalidRequest => sys::ESLURM_INVALID_TRES,
-        RefuseCode::LedgerUnavailable => sys::ESLURM_INTERNAL,
+pub fn refuse_code(refusal: Refusal) -> c_int {
+    (match refusal {
+        Refusal::BudgetRule => sys::ESLURM_ACCOUNTING_POLICY,
+        Refusal::UnknownAccount => sys::ESLURM_INVALID_ACCOUNT,
+        Refusal::BadTimeLimit => sys::ESLURM_INVALID_TIME_LIMIT,
+        Refusal::BadPartition => sys::ESLURM_INVALID_PARTITION_NAME,
+        Refusal::BadRequest => sys::ESLURM_INVALID_TRES,
+        Refusal::LedgerUnavailable => sys::ESLURM_INTERNAL,
     }) as c_int
 }
 
@@ -260,9 +260,9 @@ pub fn apply_submit(
             err.set(&reason);
             (SLURM_SUCCESS, Some(log))
         }
-        SubmitAction::Refuse { err_msg, code, log } => {
+        SubmitAction::Refuse { err_msg, refusal, log } => {
             err.set(&err_msg);
-            (refuse_code(code), Some(log))
+            (refuse_code(refusal), Some(log))
         }
     };
     if let Some(line) = log {
@@ -354,14 +354,14 @@ pub fn apply_modify(
             }
             (SLURM_SUCCESS, log)
         }
-        ModifyAction::KeepHeld { reason, code, log } => {
+        ModifyAction::KeepHeld { reason, refusal, log } => {
             job.set_state_desc(&reason);
             err.set(&reason);
-            (refuse_code(code), Some(log))
+            (refuse_code(refusal), Some(log))
         }
-        ModifyAction::Refuse { reason, code, log } => {
+        ModifyAction::Refuse { reason, refusal, log } => {
             err.set(&reason);
-            (refuse_code(code), Some(log))
+            (refuse_code(refusal), Some(log))
         }
     };
     if let Some(line) = log {
@@ -452,11 +452,11 @@ mod tests {
 
     #[test]
     fn refusals_map_to_eslurm_codes() {
-        assert_eq!(refuse_code(RefuseCode::AccountingPolicy), 2050);
-        assert_eq!(refuse_code(RefuseCode::InvalidAccount), 2045);
-        assert_eq!(refuse_code(RefuseCode::InvalidTimeLimit), 2051);
-        assert_eq!(refuse_code(RefuseCode::InvalidRequest), 2115);
-        assert_eq!(refuse_code(RefuseCode::LedgerUnavailable), 2090);
+        assert_eq!(refuse_code(Refusal::BudgetRule), 2050);
+        assert_eq!(refuse_code(Refusal::UnknownAccount), 2045);
+        assert_eq!(refuse_code(Refusal::BadTimeLimit), 2051);
+        assert_eq!(refuse_code(Refusal::BadRequest), 2115);
+        assert_eq!(refuse_code(Refusal::LedgerUnavailable), 2090);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! Shared helpers for integration tests: `mod support;` then `support::cluster::...`
-//! (or include one file directly: `#[path = "support/cluster.rs"] mod cluster;`).
+//! Shared helpers for integration tests, included one way: `mod support;` then
+//! `support::cluster::...` (the test cluster, `cluster/`) and the helpers below.
 #![allow(dead_code)]
 
 pub mod cluster;

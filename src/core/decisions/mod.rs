@@ -74,17 +74,18 @@ impl BudgetError {
 
 /// Why a job or change is refused; the glue returns the matching ESLURM code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RefuseCode {
-    /// ESLURM_ACCOUNTING_POLICY: "Job violates accounting/QOS policy ..."
-    AccountingPolicy,
-    /// ESLURM_INVALID_ACCOUNT
-    InvalidAccount,
-    /// ESLURM_INVALID_TIME_LIMIT
-    InvalidTimeLimit,
-    /// ESLURM_INVALID_PARTITION_NAME
-    InvalidPartition,
-    /// ESLURM_INVALID_TRES / bad job spec
-    InvalidRequest,
+pub enum Refusal {
+    /// A budget rule refuses the job: not enough money, over its `max_cost`, or a grant
+    /// that cannot fund it.
+    BudgetRule,
+    /// The job names an account asbb does not know or cannot read.
+    UnknownAccount,
+    /// The job's time limit is missing (and policy refuses that) or unreadable.
+    BadTimeLimit,
+    /// The job names no partition, or one the price list does not have.
+    BadPartition,
+    /// Anything else about the request that cannot be priced.
+    BadRequest,
     /// The ledger cannot answer and policy is to fail closed.
     LedgerUnavailable,
 }
@@ -101,7 +102,7 @@ pub enum Decision {
     Reject {
         reason: String,
         #[serde(skip)]
-        code: RefuseCode,
+        refusal: Refusal,
         estimate: Option<Money>,
     },
     /// Not priced (exempt account or partition), with why.

@@ -57,7 +57,7 @@ impl Budget {
                     )
                 } else {
                     let estimate = cost::estimate(&self.config, req)?;
-                    // issue 6 (learning): the new hold is sized like a submit's (= estimate when learning is off).
+                    // The new hold is sized like a submit's (= estimate when learning is off).
                     let learning = &self.config.learning;
                     let new_hold = crate::core::pricing::learning::hold_for(
                         &tx,
@@ -116,7 +116,7 @@ impl Budget {
                 // The approval threshold is re-checked at every release (the job may have
                 // grown since it was submitted); only an operator's release approves.
                 match decide(&self.config, &tx, req, &domain, now, approved)? {
-                    // issue 6 (learning): place the learned hold, not necessarily the estimate.
+                    // Place the learned hold, not necessarily the estimate.
                     Verdict::Fits { account, hold, .. } if !needs_approval => {
                         postings::hold(&tx, token, account.id, hold, req.job_id, now, "released after hold")
                             .map_err(&e)?;

@@ -113,7 +113,7 @@ impl Budget {
             memo: None,
         };
         post_cost(&tx, &base, cost, at).map_err(&e)?;
-        // issue 6 (learning): one estimate-vs-actual sample per run, in this transaction.
+        // One estimate-vs-actual sample per run, in this transaction.
         crate::core::pricing::learning::record_run(&tx, c, job.as_ref(), account.id, cost, now).map_err(&e)?;
         let mut released = Money::ZERO;
         if let Some(j) = &job {

@@ -47,7 +47,7 @@ impl Budget {
         }
         let decision = match verdict {
             Verdict::Done(d) => return Ok(d),
-            // issue 6 (learning): hold `hold` (= the estimate unless [learning] sized it down).
+            // Hold `hold` (= the estimate unless [learning] sized it down).
             Verdict::Fits { account, estimate, hold, available } => {
                 let token = tx.new_token().map_err(&e)?;
                 insert_job(&tx, &token, &account, req, estimate, hold, JobState::Held, None, Some(meta), now)
@@ -78,9 +78,8 @@ pub(super) fn check_metadata(tx: &Tx<'_>, verdict: &Verdict, meta: &JobMetadata)
         Verdict::Fits { account, estimate, .. } | Verdict::Held { account, estimate, .. } => (account, *estimate),
         Verdict::Done(_) => return Ok(None),
     };
-    let reject = |reason: String| {
-        Some(Decision::Reject { reason, code: RefuseCode::AccountingPolicy, estimate: Some(estimate) })
-    };
+    let reject =
+        |reason: String| Some(Decision::Reject { reason, refusal: Refusal::BudgetRule, estimate: Some(estimate) });
     if let Some(max) = meta.max_cost() {
         if estimate > max {
             return Ok(reject(format!(
@@ -143,7 +142,7 @@ pub(super) fn decide(
                     reason: format!(
                     "asbb: partition '{p}' has no price in asbb; ask your admins to add it or use another partition"
                 ),
-                    code: RefuseCode::InvalidRequest,
+                    refusal: Refusal::BadRequest,
                     estimate: None,
                 },
             }))
@@ -151,7 +150,7 @@ pub(super) fn decide(
         Err(err) => {
             return Ok(Verdict::Done(Decision::Reject {
                 reason: format!("asbb: {err}"),
-                code: RefuseCode::InvalidRequest,
+                refusal: Refusal::BadRequest,
                 estimate: None,
             }))
         }
@@ -167,7 +166,7 @@ pub(super) fn decide(
                         "asbb: account '{}' has no budget in asbb; ask your admins to create one",
                         req.account
                     ),
-                    code: RefuseCode::InvalidAccount,
+                    refusal: Refusal::UnknownAccount,
                     estimate: Some(estimate),
                 },
             }))
@@ -176,7 +175,7 @@ pub(super) fn decide(
     if account.status != "active" {
         return Ok(Verdict::Done(Decision::Reject {
             reason: format!("asbb: account '{}' is {}; no new jobs can be charged to it", account.name, account.status),
-            code: RefuseCode::AccountingPolicy,
+            refusal: Refusal::BudgetRule,
             estimate: Some(estimate),
         }));
     }
@@ -188,7 +187,7 @@ pub(super) fn decide(
             return Ok(Verdict::Held { account, estimate, reason, state: JobState::AwaitingApproval });
         }
     }
-    // issue 6 (learning): the decision compares the hold (the estimate unless learning sized it) with available.
+    // The decision compares the hold (the estimate unless learning sized it) with available.
     let hold =
         crate::core::pricing::learning::hold_for(tx, account.id, &req.partition, domain, estimate, &config.learning)
             .map_err(ledger_err)?;
@@ -219,7 +218,7 @@ pub(super) fn decide(
             account.name,
             available.max(Money::ZERO)
         ),
-        code: RefuseCode::AccountingPolicy,
+        refusal: Refusal::BudgetRule,
         estimate: Some(estimate),
     }))
 }

@@ -139,7 +139,7 @@ impl Budget {
     fn import_one(&mut self, file: &Path, actor: &str, now: i64) -> Result<CostOutcome, ImportError> {
         let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
         // Only a regular file of root, SlurmUser or the caller, never through a symlink,
-        // never waiting on a FIFO, never more than the limit (issue 17).
+        // never waiting on a FIFO, never more than the limit.
         let bytes =
             crate::core::safe_fs::read_trusted_file(file, MAX_IMPORT_FILE_BYTES).map_err(ImportError::Refused)?;
         let text = String::from_utf8(bytes)

@@ -12,7 +12,7 @@ pub struct FoundJob {
     pub cluster: Option<String>,
 }
 
-/// The answer for a job id the ledger does not have, and (issue 17) for one the caller
+/// The answer for a job id the ledger does not have, and for one the caller
 /// may not see: the same, so it tells nothing about which.
 pub fn unknown_job(cluster: Option<&str>, job_id: u32) -> IntegrationError {
     let where_ = cluster.map(|c| format!(" on cluster {c}")).unwrap_or_default();

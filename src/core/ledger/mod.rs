@@ -16,9 +16,9 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     (1, "001_ledger", include_str!("../../../sql/001_ledger.sql")),
     (2, "002_job_metadata", include_str!("../../../sql/002_job_metadata.sql")),
     (3, "003_grant_management", include_str!("../../../sql/003_grant_management.sql")),
-    // issue 6: integration API, learning samples, account members.
+    // Integration API, learning samples, account members.
     (4, "004_integration", include_str!("../../../sql/004_integration.sql")),
-    // issue 14: fewer index pages written per submission.
+    // Fewer index pages written per submission.
     (5, "005_narrow_writes", include_str!("../../../sql/005_narrow_writes.sql")),
 ];
 
@@ -78,7 +78,7 @@ pub enum OpenMode {
 impl Ledger {
     /// Opens the ledger at `path`, creating it (mode 0600) in `CreateIfMissing` mode.
     /// Nothing is opened through a symlink, and an existing file must pass
-    /// [`safe_fs::check_ledger`] (issue 17).
+    /// [`safe_fs::check_ledger`].
     pub fn open(path: &Path, mode: OpenMode, busy_timeout_ms: u32) -> Result<Ledger, LedgerError> {
         Ledger::open_schema(path, mode, busy_timeout_ms, SchemaAge::Current)
     }

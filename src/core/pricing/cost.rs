@@ -24,7 +24,7 @@ const MB_PER_GB: i128 = 1024;
 /// Cost of one task holding `res` for `seconds` in `partition`, before minimum
 /// charge and QOS multiplier.
 pub fn raw_cost(partition: &Partition, res: &Resources, seconds: u64) -> Result<Money, CostError> {
-    // issue 7: every product is checked. A completion's elapsed time comes from SLURM's
+    // Every product is checked. A completion's elapsed time comes from SLURM's
     // record and is not bounded like a time limit; fuzzing found i128 overflows (a
     // panic in debug builds, a silently wrong charge in release) with billing prices.
     let secs = seconds as i128;
@@ -211,7 +211,7 @@ high = 1.5
         let p = &c.partitions["debug"];
         let r = Resources { nodes: 1, cpus: 1, mem_mb: 0, gpus: BTreeMap::new() };
         assert_eq!(task_cost(&c, p, None, &r, 1).unwrap().micros(), 10_000);
-        // A run that started and ended within one second still pays the minimum (issue 11).
+        // A run that started and ended within one second still pays the minimum.
         assert_eq!(task_cost(&c, p, None, &r, 0).unwrap().micros(), 10_000);
         assert_eq!(task_cost(&c, p, Some("high"), &r, 3600).unwrap().micros(), 180_000);
     }

@@ -2,7 +2,7 @@
 //! A real single-node SLURM cluster for end-to-end tests.
 //!
 //! Include it from an integration test with
-//! `#[path = "support/cluster.rs"] mod cluster;` (or `mod support;` + `support::cluster`).
+//! `mod support;` and `support::cluster`.
 //!
 //! ```ignore
 //! if !cluster::require_root_and_slurm() { return; }
@@ -25,16 +25,23 @@
 //! replaced before use, e.g. `("ASBB_LEDGER", "{dir}/ledger.db")`.
 #![allow(dead_code)]
 
+mod host;
+mod options;
+mod ports;
+mod process;
+
+pub use self::host::*;
+pub use self::options::*;
+use self::ports::*;
+pub use self::process::*;
+
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::Read;
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -64,516 +71,6 @@ const WAIT_DONE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a daemon gets between SIGTERM and SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-// ---------------------------------------------------------------------------------------
-// Options
-// ---------------------------------------------------------------------------------------
-
-/// What kind of cluster to start. Build with [`ClusterOptions::new`] and the chained
-/// setters, or fill the public fields.
-#[derive(Clone, Debug)]
-pub struct ClusterOptions {
-    /// `ClusterName` (lower case letters, digits, `_`; made lower case).
-    pub name: String,
-    /// `(SlurmctldPort, SlurmdPort)`; `None` picks a free pair (recommended).
-    pub ports: Option<(u16, u16)>,
-    /// Directory appended to Debian's `PluginDir` (where `job_submit_asbb.so` etc. are);
-    /// `None` = no asbb plugins.
-    pub plugin_dir: Option<PathBuf>,
-    /// Extra slurm.conf lines, e.g. `JobSubmitPlugins=asbb`, `JobCompType=jobcomp/asbb`.
-    /// A line whose key is already in the base config replaces that line.
-    pub extra_conf: Vec<String>,
-    /// Extra partitions: a bare name (`"aws"` → `PartitionName=aws Nodes=<node>
-    /// MaxTime=INFINITE State=UP`) or a full `PartitionName=...` line.
-    pub extra_partitions: Vec<String>,
-    /// Environment for slurmctld (e.g. `ASBB_CONFIG`, `ASBB_LEDGER`).
-    pub ctld_env: Vec<(String, String)>,
-    /// Environment for slurmd.
-    pub slurmd_env: Vec<(String, String)>,
-    /// Files written beside slurm.conf: (file name, contents), e.g. `("asbb.toml", ...)`.
-    pub files: Vec<(String, String)>,
-    /// How long to wait for the node to become idle.
-    pub start_timeout: Duration,
-    /// `Some(commands)`: run slurmdbd (on a MariaDB of the cluster's own) with
-    /// `AccountingStorageEnforce=associations`; the cluster is registered and each
-    /// command is run as `sacctmgr -i <command>` before slurmctld starts, e.g.
-    /// `"add account chem"`, `"add user alice account=chem defaultaccount=chem"`.
-    pub accounting: Option<Vec<String>>,
-}
-
-impl Default for ClusterOptions {
-    fn default() -> Self {
-        ClusterOptions {
-            name: "asbbtest".to_string(),
-            ports: None,
-            plugin_dir: None,
-            extra_conf: Vec::new(),
-            extra_partitions: Vec::new(),
-            ctld_env: Vec::new(),
-            slurmd_env: Vec::new(),
-            files: Vec::new(),
-            start_timeout: Duration::from_secs(20),
-            accounting: None,
-        }
-    }
-}
-
-impl ClusterOptions {
-    pub fn new(name: &str) -> Self {
-        ClusterOptions { name: name.to_string(), ..Default::default() }
-    }
-    pub fn ports(mut self, ctld: u16, slurmd: u16) -> Self {
-        self.ports = Some((ctld, slurmd));
-        self
-    }
-    pub fn plugin_dir(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.plugin_dir = Some(dir.into());
-        self
-    }
-    pub fn conf(mut self, line: &str) -> Self {
-        self.extra_conf.push(line.to_string());
-        self
-    }
-    pub fn partition(mut self, name_or_line: &str) -> Self {
-        self.extra_partitions.push(name_or_line.to_string());
-        self
-    }
-    pub fn ctld_env(mut self, key: &str, value: &str) -> Self {
-        self.ctld_env.push((key.to_string(), value.to_string()));
-        self
-    }
-    pub fn slurmd_env(mut self, key: &str, value: &str) -> Self {
-        self.slurmd_env.push((key.to_string(), value.to_string()));
-        self
-    }
-    pub fn file(mut self, name: &str, contents: &str) -> Self {
-        self.files.push((name.to_string(), contents.to_string()));
-        self
-    }
-    pub fn start_timeout(mut self, t: Duration) -> Self {
-        self.start_timeout = t;
-        self
-    }
-    /// Accounting through slurmdbd, set up with these `sacctmgr -i` commands.
-    pub fn accounting(mut self, sacctmgr_commands: &[&str]) -> Self {
-        self.accounting = Some(sacctmgr_commands.iter().map(|c| c.to_string()).collect());
-        self
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Environment checks
-// ---------------------------------------------------------------------------------------
-
-fn effective_uid() -> Option<u32> {
-    let status = fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("Uid:"))?;
-    line.split_whitespace().nth(2)?.parse().ok()
-}
-
-fn find_binary(name: &str) -> Option<PathBuf> {
-    for dir in ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/sbin", "/usr/local/bin"] {
-        let p = Path::new(dir).join(name);
-        if p.is_file() {
-            return Some(p);
-        }
-    }
-    None
-}
-
-/// The installed SLURM's release (major, minor), from `slurmctld -V` ("slurm 24.11.5").
-pub fn slurm_release() -> (u32, u32) {
-    static RELEASE: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
-    *RELEASE.get_or_init(|| {
-        let out = find_binary("slurmctld").and_then(|p| Command::new(p).arg("-V").output().ok());
-        let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
-        let mut nums = text.split_whitespace().nth(1).unwrap_or("").split('.').map(|n| n.parse().unwrap_or(0));
-        (nums.next().unwrap_or(0), nums.next().unwrap_or(0))
-    })
-}
-
-/// True when end-to-end tests can run here (root, SLURM daemons and clients, munge).
-/// Otherwise prints why and returns false, so a test can `return` — except when
-/// `ASBB_E2E=1` is set (CI), where a missing piece panics instead of skipping.
-pub fn require_root_and_slurm() -> bool {
-    let mut missing = Vec::new();
-    if effective_uid() != Some(0) {
-        missing.push("not running as root".to_string());
-    }
-    for bin in ["slurmctld", "slurmd", "sbatch", "scontrol", "sinfo", "munged", "munge", "runuser"] {
-        if find_binary(bin).is_none() {
-            missing.push(format!("{bin} not installed"));
-        }
-    }
-    if missing.is_empty() {
-        return true;
-    }
-    let why = missing.join(", ");
-    if std::env::var("ASBB_E2E").map(|v| v == "1").unwrap_or(false) {
-        panic!("ASBB_E2E=1 but the end-to-end environment is broken: {why} (run scripts/install-deps.sh as root)");
-    }
-    eprintln!("skipped: {why} (set ASBB_E2E=1 to make this an error)");
-    false
-}
-
-/// Like [`require_root_and_slurm`], for clusters with accounting: also needs slurmdbd,
-/// MariaDB's server, sacctmgr and sacct.
-pub fn require_accounting() -> bool {
-    if !require_root_and_slurm() {
-        return false;
-    }
-    let missing: Vec<&str> = ["slurmdbd", "mariadbd", "mariadb-install-db", "sacctmgr", "sacct"]
-        .into_iter()
-        .filter(|b| find_binary(b).is_none())
-        .collect();
-    if missing.is_empty() {
-        return true;
-    }
-    let why = format!("not installed: {}", missing.join(", "));
-    if std::env::var("ASBB_E2E").map(|v| v == "1").unwrap_or(false) {
-        panic!("ASBB_E2E=1 but the accounting environment is broken: {why} (run scripts/install-deps.sh as root)");
-    }
-    eprintln!("skipped: {why} (set ASBB_E2E=1 to make this an error)");
-    false
-}
-
-/// Makes sure a local user exists (for `run_as`); returns its uid.
-pub fn ensure_user(name: &str) -> u32 {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let uid = || -> Option<u32> {
-        let out = Command::new("id").args(["-u", name]).output().ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        String::from_utf8_lossy(&out.stdout).trim().parse().ok()
-    };
-    for _ in 0..20 {
-        if let Some(u) = uid() {
-            return u;
-        }
-        // Another test binary may hold /etc/passwd's lock; retry.
-        let _ = Command::new("useradd")
-            .args(["--no-create-home", "--shell", "/bin/sh", name])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-        if let Some(u) = uid() {
-            return u;
-        }
-        thread::sleep(Duration::from_millis(100));
-    }
-    panic!("could not create user {name}");
-}
-
-// ---------------------------------------------------------------------------------------
-// munged (shared by every cluster; started once, left running)
-// ---------------------------------------------------------------------------------------
-
-fn munge_works() -> bool {
-    Command::new("munge")
-        .arg("-n")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-/// Starts munged as the munge user unless a working one is already there.
-pub fn ensure_munged() -> Result<(), String> {
-    static LOCK: Mutex<()> = Mutex::new(());
-    let _g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    if munge_works() {
-        return Ok(());
-    }
-    let _ = fs::create_dir_all("/run/munge");
-    let _ = Command::new("chown").args(["munge:munge", "/run/munge"]).status();
-    let _ = fs::set_permissions("/run/munge", fs::Permissions::from_mode(0o755));
-    // munged daemonizes itself; a second one started at the same moment by another test
-    // binary just fails, and the first serves both. Retry a couple of times to cover
-    // a lost race against a dying instance.
-    let mut last = String::new();
-    for attempt in 0..3 {
-        // Later attempts add --force (run despite a stale socket left by a killed munged);
-        // we only get here when no munged answers.
-        let mut args = vec!["-u", "munge", "--", "/usr/sbin/munged"];
-        if attempt > 0 {
-            args.push("--force");
-        }
-        let out = Command::new("runuser")
-            .args(&args)
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run munged: {e}"))?;
-        last = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if munge_works() {
-                return Ok(());
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
-    }
-    Err(format!("munged did not come up: {last}"))
-}
-
-// ---------------------------------------------------------------------------------------
-// Ports: a free pair, reserved against other test binaries with a lock directory
-// ---------------------------------------------------------------------------------------
-
-const PORT_LOCK_DIR: &str = "/tmp/asbb-cluster-ports";
-const PORT_RANGE: (u16, u16) = (20000, 29000); // below the kernel's ephemeral range
-
-struct PortLock {
-    path: PathBuf,
-}
-
-impl Drop for PortLock {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.path);
-    }
-}
-
-fn pid_alive(pid: u32) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-}
-
-fn try_lock_port(port: u16) -> Option<PortLock> {
-    let base = Path::new(PORT_LOCK_DIR);
-    let _ = fs::create_dir_all(base);
-    let path = base.join(port.to_string());
-    for _ in 0..2 {
-        match fs::create_dir(&path) {
-            Ok(()) => {
-                let _ = fs::write(path.join("pid"), std::process::id().to_string());
-                return Some(PortLock { path });
-            }
-            Err(_) => {
-                // Held. Stale if its owner is gone (or it never wrote a pid and is old).
-                let owner = fs::read_to_string(path.join("pid")).ok().and_then(|s| s.trim().parse::<u32>().ok());
-                let stale = match owner {
-                    Some(pid) => !pid_alive(pid),
-                    None => fs::metadata(&path)
-                        .and_then(|m| m.modified())
-                        .map(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(30))
-                        .unwrap_or(false),
-                };
-                if !stale {
-                    return None;
-                }
-                // Move it aside atomically so only one reclaimer wins.
-                let nanos = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_nanos())
-                    .unwrap_or(0);
-                let aside = base.join(format!("stale-{port}-{}-{nanos}", std::process::id()));
-                if fs::rename(&path, &aside).is_ok() {
-                    let _ = fs::remove_dir_all(&aside);
-                }
-            }
-        }
-    }
-    None
-}
-
-fn port_free(port: u16) -> bool {
-    TcpListener::bind(("0.0.0.0", port)).is_ok()
-}
-
-fn reserve_ports() -> Result<(u16, u16, PortLock), String> {
-    static SEQ: AtomicU32 = AtomicU32::new(0);
-    let seq = SEQ.fetch_add(1, Ordering::SeqCst);
-    let nanos =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
-    let slots = u32::from(PORT_RANGE.1 - PORT_RANGE.0) / 2;
-    let start = (std::process::id().wrapping_mul(131) ^ nanos ^ seq.wrapping_mul(7919)) % slots;
-    for i in 0..400u32 {
-        let slot = (start + i) % slots;
-        let ctld = PORT_RANGE.0 + (slot * 2) as u16;
-        let slurmd = ctld + 1;
-        if !port_free(ctld) || !port_free(slurmd) {
-            continue;
-        }
-        if let Some(lock) = try_lock_port(ctld) {
-            if port_free(ctld) && port_free(slurmd) {
-                return Ok((ctld, slurmd, lock));
-            }
-        }
-    }
-    Err("no free port pair in 20000..29000".to_string())
-}
-
-// ---------------------------------------------------------------------------------------
-// Host facts
-// ---------------------------------------------------------------------------------------
-
-struct NodeFacts {
-    /// `NodeName=... CPUs=... RealMemory=...` (first line of `slurmd -C`).
-    line: String,
-    name: String,
-}
-
-fn node_facts() -> &'static NodeFacts {
-    static FACTS: OnceLock<NodeFacts> = OnceLock::new();
-    FACTS.get_or_init(|| {
-        let out = Command::new("slurmd").arg("-C").output().expect("run slurmd -C");
-        let text = String::from_utf8_lossy(&out.stdout).to_string();
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("NodeName="))
-            .unwrap_or_else(|| panic!("slurmd -C printed no NodeName line: {text}"))
-            .trim()
-            .to_string();
-        let name = line.split_whitespace().next().and_then(|t| t.strip_prefix("NodeName=")).unwrap().to_string();
-        NodeFacts { line, name }
-    })
-}
-
-fn debian_plugin_dir() -> String {
-    if let Ok(entries) = fs::read_dir("/usr/lib") {
-        for e in entries.flatten() {
-            let p = e.path().join("slurm-wlm");
-            if p.join("select_cons_tres.so").exists() {
-                return p.to_string_lossy().into_owned();
-            }
-        }
-    }
-    for p in ["/usr/lib/slurm-wlm", "/usr/lib64/slurm", "/usr/lib/slurm", "/usr/local/lib/slurm"] {
-        if Path::new(p).join("select_cons_tres.so").exists() {
-            return p.to_string();
-        }
-    }
-    "/usr/lib/x86_64-linux-gnu/slurm-wlm".to_string()
-}
-
-// ---------------------------------------------------------------------------------------
-// Running commands with a bound
-// ---------------------------------------------------------------------------------------
-
-/// Runs `cmd` to completion, capturing output; kills it after `timeout` (then the status
-/// is the killed one and stderr ends with a note).
-fn output_with_timeout(mut cmd: Command, timeout: Duration) -> std::io::Result<Output> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn()?;
-    let mut so = child.stdout.take().unwrap();
-    let mut se = child.stderr.take().unwrap();
-    let t_out = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = so.read_to_end(&mut v);
-        v
-    });
-    let t_err = thread::spawn(move || {
-        let mut v = Vec::new();
-        let _ = se.read_to_end(&mut v);
-        v
-    });
-    let deadline = Instant::now() + timeout;
-    let mut timed_out = false;
-    let status = loop {
-        if let Some(s) = child.try_wait()? {
-            break s;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            timed_out = true;
-            break child.wait()?;
-        }
-        thread::sleep(Duration::from_millis(10));
-    };
-    let stdout = t_out.join().unwrap_or_default();
-    let mut stderr = t_err.join().unwrap_or_default();
-    if timed_out {
-        stderr.extend_from_slice(format!("\n[killed after {timeout:?}]\n").as_bytes());
-    }
-    Ok(Output { status, stdout, stderr })
-}
-
-fn signal(pid: u32, sig: &str) {
-    let _ = Command::new("kill")
-        .args([&format!("-{sig}"), &pid.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// SIGTERM, wait up to `grace`, then SIGKILL. Returns the exit status if reaped.
-fn stop_child(child: &mut Child, grace: Duration) -> Option<ExitStatus> {
-    if let Ok(Some(s)) = child.try_wait() {
-        return Some(s);
-    }
-    signal(child.id(), "TERM");
-    let deadline = Instant::now() + grace;
-    while Instant::now() < deadline {
-        if let Ok(Some(s)) = child.try_wait() {
-            return Some(s);
-        }
-        thread::sleep(Duration::from_millis(20));
-    }
-    let _ = child.kill();
-    child.wait().ok()
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    match fs::read(path) {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            let all: Vec<&str> = text.lines().collect();
-            all[all.len().saturating_sub(lines)..].join("\n")
-        }
-        Err(e) => format!("<cannot read {}: {e}>", path.display()),
-    }
-}
-
-/// Output as text, for messages.
-pub fn show(out: &Output) -> String {
-    format!(
-        "status {}\n--- stdout\n{}\n--- stderr\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout).trim_end(),
-        String::from_utf8_lossy(&out.stderr).trim_end()
-    )
-}
-
-/// Parses one line of `scontrol show ... -o` into key → value. Values may contain spaces
-/// (a new key starts at a space followed by `Key=`).
-pub fn parse_oneliner(line: &str) -> HashMap<String, String> {
-    let mut map = HashMap::new();
-    let mut key: Option<String> = None;
-    let mut val = String::new();
-    for tok in line.split(' ') {
-        let new_key = tok.find('=').and_then(|i| {
-            let k = &tok[..i];
-            let ok = !k.is_empty()
-                && k.chars().next().unwrap().is_ascii_alphabetic()
-                && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | ':' | '/' | '.'));
-            ok.then(|| (k.to_string(), tok[i + 1..].to_string()))
-        });
-        match new_key {
-            Some((k, v)) => {
-                if let Some(old) = key.take() {
-                    map.insert(old, std::mem::take(&mut val).trim().to_string());
-                }
-                key = Some(k);
-                val = v;
-            }
-            None => {
-                if key.is_some() {
-                    val.push(' ');
-                    val.push_str(tok);
-                }
-            }
-        }
-    }
-    if let Some(k) = key {
-        map.insert(k, val.trim_end().to_string());
-    }
-    map
-}
-
-// ---------------------------------------------------------------------------------------
-// The cluster
-// ---------------------------------------------------------------------------------------
-
 /// A running single-node cluster (slurmctld + slurmd) in its own temp dir.
 pub struct Cluster {
     name: String,
@@ -594,7 +91,7 @@ pub struct Cluster {
 }
 
 /// slurmdbd and its MariaDB, private to one cluster.
-struct Accounting {
+pub(super) struct Accounting {
     dbd_port: u16,
     mysql_port: u16,
     /// `sacctmgr -i` commands run once the cluster is registered.
@@ -604,11 +101,11 @@ struct Accounting {
     _port_lock: PortLock,
 }
 
-fn subst(s: &str, dir: &Path, etc: &Path) -> String {
+pub(super) fn subst(s: &str, dir: &Path, etc: &Path) -> String {
     s.replace("{dir}", &dir.to_string_lossy()).replace("{etc}", &etc.to_string_lossy())
 }
 
-fn conf_key(line: &str) -> Option<String> {
+pub(super) fn conf_key(line: &str) -> Option<String> {
     let l = line.trim();
     if l.is_empty() || l.starts_with('#') {
         return None;
@@ -1369,7 +866,7 @@ impl Cluster {
     }
 }
 
-fn strip_slurm_env(cmd: &mut Command) {
+pub(super) fn strip_slurm_env(cmd: &mut Command) {
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy();
         if k.starts_with("SLURM_")
