@@ -21,11 +21,12 @@ cli:
 	$(CARGO) build --release --bins
 
 plugins: deps
-	$(CARGO) build --release -p job_submit_asbb -p jobcomp_asbb
+	$(CARGO) build --release -p job_submit_asbb -p jobcomp_asbb -p prep_asbb
 	mkdir -p $(STAGE)
 	# install(1) writes a new inode: a slurmctld that has the old file loaded keeps it.
 	install -m 0755 target/release/libjob_submit_asbb.so $(STAGE)/job_submit_asbb.so
 	install -m 0755 target/release/libjobcomp_asbb.so $(STAGE)/jobcomp_asbb.so
+	install -m 0755 target/release/libprep_asbb.so $(STAGE)/prep_asbb.so
 
 build: cli plugins
 
@@ -37,11 +38,11 @@ test-plugins: plugins
 	$(CARGO) build --release -p job_submit_asbb --features job_submit_asbb/test-hooks --target-dir target/test-hooks
 	mkdir -p $(TEST_STAGE)
 	install -m 0755 target/test-hooks/release/libjob_submit_asbb.so $(TEST_STAGE)/job_submit_asbb.so
-	install -m 0755 $(STAGE)/jobcomp_asbb.so $(TEST_STAGE)/jobcomp_asbb.so
+	install -m 0755 $(STAGE)/jobcomp_asbb.so $(STAGE)/prep_asbb.so $(TEST_STAGE)/
 
 install: build
 	install -d $(DESTDIR)$(PLUGIN_DIR) $(DESTDIR)$(PREFIX)/bin
-	install -m 0755 $(STAGE)/job_submit_asbb.so $(STAGE)/jobcomp_asbb.so $(DESTDIR)$(PLUGIN_DIR)/
+	install -m 0755 $(STAGE)/job_submit_asbb.so $(STAGE)/jobcomp_asbb.so $(STAGE)/prep_asbb.so $(DESTDIR)$(PLUGIN_DIR)/
 	install -m 0755 target/release/asbb target/release/asbb-admin $(DESTDIR)$(PREFIX)/bin/
 	@echo "installed the plugins into $(PLUGIN_DIR) and asbb, asbb-admin into $(PREFIX)/bin;"
 	@echo "restart slurmctld to load them (scontrol reconfigure does not reload a loaded plugin)"
@@ -72,7 +73,7 @@ endif
 test-slurm: build test-plugins
 ifeq ($(SLURM),22.05)
 	ASBB_E2E=1 ASBB_TEST_HOOKS=1 ASBB_PLUGIN_DIR=$(CURDIR)/$(TEST_STAGE) ASBB_BIN_DIR=$(CURDIR)/target/release \
-		$(CARGO) test --release --test e2e_plugins --test e2e_faults -- --test-threads=2
+		$(CARGO) test --release --test e2e_plugins --test e2e_faults --test e2e_prep -- --test-threads=2
 else
 	bash scripts/test-release.sh $(SLURM)
 endif

@@ -5,7 +5,7 @@
 #
 #   scripts/make-deb.sh 22.05|24.11     -> target/deb/asbb-slurm<release>_<version>_amd64.deb
 #
-# The package holds the two plugins in Debian's SLURM PluginDir, asbb and asbb-admin
+# The package holds the three plugins (job_submit, jobcomp, prep) in Debian's SLURM PluginDir, asbb and asbb-admin
 # in /usr/bin, the commented example config and the README under /usr/share/doc, a
 # systemd unit for `asbb-admin serve` and a timer for `asbb-admin reconcile`. It
 # depends on slurmctld of exactly the upstream release the plugins were built for
@@ -24,7 +24,7 @@ case "$release" in
     24.11) plugins="$repo/target/slurm-$release/plugins"; include="$(bash "$here/slurm-chroot.sh" "$release" include)" ;;
     *) die "unknown SLURM release '$release' (22.05 or 24.11)" ;;
 esac
-for f in "$plugins/job_submit_asbb.so" "$plugins/jobcomp_asbb.so" target/release/asbb target/release/asbb-admin; do
+for f in "$plugins/job_submit_asbb.so" "$plugins/jobcomp_asbb.so" "$plugins/prep_asbb.so" target/release/asbb target/release/asbb-admin; do
     [ -f "$f" ] || die "$f is missing: run make build (and scripts/test-release.sh $release for 24.11) first"
 done
 # The exact upstream release, from the headers the plugins were built with.
@@ -44,7 +44,7 @@ root="$out/$name"
 rm -rf "$root"
 install -d "$root/DEBIAN" "$root$plugindir" "$root/usr/bin" "$root/usr/share/doc/$name" "$root/lib/systemd/system"
 # install -s would strip the symbols slurmctld looks up; strip only the debug info.
-install -m 0755 "$plugins/job_submit_asbb.so" "$plugins/jobcomp_asbb.so" "$root$plugindir/"
+install -m 0755 "$plugins/job_submit_asbb.so" "$plugins/jobcomp_asbb.so" "$plugins/prep_asbb.so" "$root$plugindir/"
 install -m 0755 target/release/asbb target/release/asbb-admin "$root/usr/bin/"
 strip --strip-debug "$root$plugindir"/*.so "$root/usr/bin/asbb" "$root/usr/bin/asbb-admin"
 install -m 0644 etc/asbb.toml "$root/usr/share/doc/$name/asbb.toml.example"

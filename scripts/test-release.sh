@@ -42,10 +42,11 @@ trap '"${chroot_sh[@]}" umount' EXIT
 target="$repo/target/slurm-$release"
 echo "test-release: building the plugins against SLURM $release ($src)"
 SLURM_INCLUDE_DIR="$include" SLURM_SRC_DIR="$src" \
-    "$cargo" build --release -p job_submit_asbb -p jobcomp_asbb --target-dir "$target"
+    "$cargo" build --release -p job_submit_asbb -p jobcomp_asbb -p prep_asbb --target-dir "$target"
 mkdir -p "$target/plugins"
-install -m 0755 "$target/release/libjob_submit_asbb.so" "$target/plugins/job_submit_asbb.so"
-install -m 0755 "$target/release/libjobcomp_asbb.so" "$target/plugins/jobcomp_asbb.so"
+for p in job_submit jobcomp prep; do
+    install -m 0755 "$target/release/lib${p}_asbb.so" "$target/plugins/${p}_asbb.so"
+done
 [ "$mode" = --build-only ] && exit 0
 
 # The host's CLIs and end-to-end test binaries (the same ones `make test` runs).
@@ -59,9 +60,9 @@ if [ "$mode" = --bench ]; then
         "$bench" --bench
     exit
 fi
-mapfile -t tests < <("$cargo" test --release --no-run --test e2e_plugins --test e2e_faults --message-format=json 2>/dev/null |
+mapfile -t tests < <("$cargo" test --release --no-run --test e2e_plugins --test e2e_faults --test e2e_prep --message-format=json 2>/dev/null |
     sed -n 's/.*"executable":"\([^"]*\/deps\/[^"]*\)".*/\1/p')
-[ "${#tests[@]}" -eq 2 ] || { echo "test-release: expected 2 test binaries, got: ${tests[*]}" >&2; exit 1; }
+[ "${#tests[@]}" -eq 3 ] || { echo "test-release: expected 3 test binaries, got: ${tests[*]}" >&2; exit 1; }
 
 status=0
 for t in "${tests[@]}"; do

@@ -9,10 +9,10 @@
 
 mod support;
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::cluster::{self, Cluster, ClusterOptions};
+use support::cluster;
+use support::site::{submitted_id, text, Site, USER};
 
 /// $0.001 per CPU-second and no minimum charge: every cost is easy to check.
 const ASBB_TOML: &str = r#"
@@ -28,131 +28,7 @@ cpu = 3.6
 cpu = 3.6
 "#;
 
-/// The unprivileged user every test job runs as (root's jobs pass untouched).
-const USER: &str = "asbbuser";
-
 const MICROS_PER_CPU_S: i64 = 1_000;
-
-struct Site {
-    cluster: Cluster,
-}
-
-impl Site {
-    /// A cluster with both plugins and a ledger; None when the environment cannot run it.
-    fn start(name: &str, toml: &str, ctld_env: &[(&str, &str)]) -> Option<Site> {
-        Site::start_with(name, toml, ctld_env, |opts| opts)
-    }
-
-    /// `start` with more cluster options (partitions, slurm.conf lines).
-    fn start_with(
-        name: &str,
-        toml: &str,
-        ctld_env: &[(&str, &str)],
-        more: impl FnOnce(ClusterOptions) -> ClusterOptions,
-    ) -> Option<Site> {
-        if !cluster::require_root_and_slurm() {
-            return None;
-        }
-        let plugins = support::plugin_dir()?;
-        cluster::ensure_user(USER);
-        let mut opts = ClusterOptions::new(name)
-            .plugin_dir(plugins)
-            .conf("JobSubmitPlugins=asbb")
-            .conf("JobCompType=jobcomp/asbb")
-            .file("asbb.toml", toml);
-        for (k, v) in ctld_env {
-            opts = opts.ctld_env(k, v);
-        }
-        opts = more(opts);
-        let site = Site { cluster: Cluster::start(opts) };
-        // The ledger exists before the first job (the plugins never create it).
-        site.admin_ok(&["account", "create", "chem", "--limit", "100", "--start", "2020-01-01"]);
-        Some(site)
-    }
-
-    fn ledger(&self) -> PathBuf {
-        self.cluster.dir().join("ledger.db")
-    }
-
-    fn admin(&self, args: &[&str]) -> std::process::Output {
-        support::admin_command(&self.cluster).args(args).output().unwrap()
-    }
-
-    fn admin_ok(&self, args: &[&str]) -> String {
-        let out = self.admin(args);
-        assert!(out.status.success(), "asbb-admin {args:?}: {}", cluster::show(&out));
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn sql_i64(&self, sql: &str, param: &str) -> i64 {
-        let conn =
-            rusqlite::Connection::open_with_flags(self.ledger(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
-        conn.busy_timeout(Duration::from_secs(5)).unwrap();
-        conn.query_row(sql, [param], |r| r.get(0)).unwrap()
-    }
-
-    fn token_of(&self, job_id: u32) -> String {
-        let comment = self.cluster.job_field(job_id, "AdminComment").unwrap_or_default();
-        comment
-            .strip_prefix("asbb:hold=")
-            .unwrap_or_else(|| panic!("job {job_id} AdminComment={comment:?}"))
-            .to_string()
-    }
-
-    fn held_by(&self, token: &str) -> i64 {
-        self.sql_i64("SELECT held_micros FROM jobs WHERE token = ?1", token)
-    }
-
-    /// Waits until jobcomp has reconciled every task of the token's job.
-    fn wait_settled(&self, token: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let conn = rusqlite::Connection::open_with_flags(self.ledger(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .unwrap();
-            conn.busy_timeout(Duration::from_secs(5)).unwrap();
-            let state: String =
-                conn.query_row("SELECT state FROM jobs WHERE token = ?1", [token], |r| r.get(0)).unwrap();
-            if state != "held" && state != "awaiting_funds" && state != "awaiting_approval" {
-                return state;
-            }
-            assert!(Instant::now() < deadline, "job {token} still {state}; log:\n{}", self.cluster.ctld_log_tail(30));
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
-
-    /// Seconds the job ran, from SLURM's own record.
-    fn elapsed_s(&self, job_id: u32) -> i64 {
-        let rec = self.cluster.job_info(job_id).unwrap();
-        let t = |k: &str| {
-            chrono::NaiveDateTime::parse_from_str(&rec[k], "%Y-%m-%dT%H:%M:%S").unwrap().and_utc().timestamp()
-        };
-        t("EndTime") - t("StartTime")
-    }
-
-    fn assert_clean(&mut self) {
-        let out = self.admin(&["verify"]);
-        assert!(out.status.success(), "verify: {}", cluster::show(&out));
-        assert_eq!(
-            self.sql_i64("SELECT coalesce(sum(held_micros), 0) FROM accounts WHERE name <> ?1", ""),
-            0,
-            "money still held"
-        );
-        assert!(self.cluster.ctld_alive(), "slurmctld died; log:\n{}", self.cluster.ctld_log_tail(40));
-    }
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
-
-fn submitted_id(out: &std::process::Output) -> u32 {
-    let stdout = text(&out.stdout);
-    stdout
-        .trim()
-        .strip_prefix("Submitted batch job ")
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("not submitted: {}", cluster::show(out)))
-}
 
 #[test]
 fn accepted_job_holds_then_is_charged_exactly() {

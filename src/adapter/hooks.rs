@@ -4,7 +4,7 @@
 //! the glue only copies fields in and applies the action.
 
 use crate::adapter::fields::{CompletionFields, SubmitFields};
-use crate::core::config::Config;
+use crate::core::config::{CompletionHook, Config};
 
 // A decision's refusal reason; the glue maps it to an ESLURM code.
 pub use crate::core::decisions::Refusal;
@@ -75,6 +75,7 @@ pub enum ModifyAction {
 
 use crate::adapter::fields::{effective_update, Caller, ReadRequest, INFINITE, NO_VAL};
 use crate::core::decisions::{BudgetError, BudgetHandle, Decision, Modified, Reconciled, Rerun};
+use crate::core::ledger::JobState;
 use crate::core::pricing::job::EndState;
 use crate::core::text::{hold_token, with_hold_token};
 use std::path::{Path, PathBuf};
@@ -109,6 +110,12 @@ pub struct Hooks {
     /// unix s placed), oldest first. Kept in memory so a check reads no ledger rows;
     /// after a restart the cron `asbb-admin reconcile` settles what was queued.
     unconfirmed: std::collections::VecDeque<(String, i64)>,
+    /// When jobs that ended unallocated are next looked for (prep/asbb, unix s).
+    next_sweep_at: i64,
+    /// (job id, submit time) of those already settled, so each is settled once.
+    swept: std::collections::HashSet<(u32, i64)>,
+    /// (job id, restart count) of requeued jobs already looked at.
+    rerun_checked: std::collections::HashSet<(u32, u32)>,
 }
 
 /// A hold placed at job_submit is provisional: slurmctld may still refuse the job
@@ -121,6 +128,9 @@ pub const PROVISIONAL_GRACE_S: i64 = 5;
 pub const CONFIRM_EVERY_S: i64 = 2;
 /// Most holds confirmed or released in one check.
 const CONFIRM_BATCH: usize = 1000;
+/// Most settled unallocated jobs remembered (beyond it they are forgotten: settling
+/// one again changes nothing, it only costs a look at the ledger).
+const MAX_SWEPT: usize = 100_000;
 /// Most holds waiting to be checked (beyond it the oldest are left to reconcile).
 const MAX_UNCONFIRMED: usize = 100_000;
 
@@ -133,6 +143,9 @@ impl Hooks {
             panic_job_name: std::env::var("ASBB_TEST_PANIC_JOB_NAME").ok().filter(|n| !n.is_empty()),
             next_confirm_at: 0,
             unconfirmed: Default::default(),
+            next_sweep_at: 0,
+            swept: Default::default(),
+            rerun_checked: Default::default(),
         }
     }
 
@@ -409,6 +422,78 @@ impl Hooks {
 
     /// Reconciles one ended run. Returns the log line (at error level on failure) and,
     /// for a finished job requeued to run again, what to write into its record.
+    /// True when SLURM's job list is due another look for what PrEp does not report
+    /// ([`Self::settle_unallocated`], [`Self::price_requeued`]): at most every
+    /// [`CONFIRM_EVERY_S`], since each look walks the whole list.
+    pub fn sweep_due(&mut self, now: i64) -> bool {
+        if now < self.next_sweep_at {
+            return false;
+        }
+        self.next_sweep_at = now + CONFIRM_EVERY_S;
+        if self.swept.len() > MAX_SWEPT {
+            self.swept.clear();
+        }
+        if self.rerun_checked.len() > MAX_SWEPT {
+            self.rerun_checked.clear();
+        }
+        true
+    }
+
+    /// Settles jobs that ended without ever being allocated (cancelled while pending),
+    /// which no PrEp hook reports: `ended` is the glue's look at SLURM's job list for
+    /// such jobs with an asbb hold, skipping those settled already. Each is settled as
+    /// jobcomp would settle it (the same completion, so the same run key: never twice,
+    /// whichever hook saw it).
+    pub fn settle_unallocated(
+        &mut self,
+        now: i64,
+        ended: impl FnOnce(&std::collections::HashSet<(u32, i64)>) -> Vec<CompletionFields>,
+    ) -> Vec<LogLine> {
+        let found = ended(&self.swept);
+        let mut lines = Vec::with_capacity(found.len());
+        for fields in found {
+            let action = self.on_complete(&fields, now);
+            // A ledger error leaves it for the next look.
+            if action.log.level != LogLevel::Error {
+                self.swept.insert((fields.job_id, fields.submit_time));
+            }
+            lines.push(action.log);
+        }
+        lines
+    }
+
+    /// A finished job its owner requeues (`scontrol requeue`) reaches no PrEp hook:
+    /// `requeued` is the glue's look at SLURM's pending jobs that ran before and carry
+    /// an asbb hold (skipping those looked at). Those whose hold is already settled
+    /// get their re-run priced and held when it no longer fits, as jobcomp does when
+    /// it sees the requeue; the actions are for the glue to apply to each job id.
+    /// (A requeue SLURM reports keeps its hold, and is left alone.)
+    pub fn price_requeued(
+        &mut self,
+        now: i64,
+        requeued: impl FnOnce(&std::collections::HashSet<(u32, u32)>) -> Vec<CompletionFields>,
+    ) -> Vec<(u32, CompleteAction)> {
+        let mut out = Vec::new();
+        for fields in requeued(&self.rerun_checked) {
+            let Some(token) = hold_token(fields.admin_comment.as_deref()) else { continue };
+            let job = match self.ledger.get().and_then(|b| b.job(&token)) {
+                Ok(job) => job,
+                Err(e) => {
+                    self.ledger.forget_on(&e);
+                    let line = LogLine::error(format!("job {}: cannot check its requeue: {e}", fields.job_id));
+                    out.push((fields.job_id, CompleteAction { log: line, rerun: None }));
+                    continue;
+                }
+            };
+            self.rerun_checked.insert((fields.job_id, fields.restart_cnt));
+            if job.is_some_and(|j| matches!(j.state, JobState::Settled | JobState::Released)) {
+                let what = format!("job {} (REQUEUED)", fields.job_id);
+                out.push((fields.job_id, self.price_rerun(&fields, &token, &what, now)));
+            }
+        }
+        out
+    }
+
     pub fn on_complete(&mut self, fields: &CompletionFields, now: i64) -> CompleteAction {
         let log = |line: LogLine| CompleteAction { log: line, rerun: None };
         let completion = match fields.to_completion() {
@@ -483,4 +568,84 @@ pub struct CompleteAction {
 pub struct RerunAction {
     pub admin_comment: String,
     pub hold_reason: Option<String>,
+}
+
+/// Which of asbb's completion hooks slurm.conf loads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompletionHooksLoaded {
+    /// `JobCompType=jobcomp/asbb`.
+    pub jobcomp: bool,
+    /// `asbb` in `PrEpPlugins`.
+    pub prep: bool,
+    /// `asbb` is not the first of several PrEp plugins.
+    pub prep_not_first: bool,
+}
+
+impl CompletionHooksLoaded {
+    /// From slurm.conf's `JobCompType` and `PrEpPlugins`.
+    pub fn from_conf(job_comp_type: Option<&str>, prep_plugins: Option<&str>) -> CompletionHooksLoaded {
+        let is_asbb = |name: &str| matches!(name.trim(), "asbb" | "prep/asbb");
+        let preps: Vec<&str> = prep_plugins.unwrap_or("").split(',').filter(|p| !p.trim().is_empty()).collect();
+        let position = preps.iter().position(|p| is_asbb(p));
+        CompletionHooksLoaded {
+            jobcomp: job_comp_type.map(str::trim) == Some("jobcomp/asbb"),
+            prep: position.is_some(),
+            prep_not_first: position.is_some_and(|i| i > 0),
+        }
+    }
+}
+
+/// The line a plugin logs at start when asbb.toml's `completion_hook` and slurm.conf
+/// disagree, or `None` when they agree.
+pub fn completion_setup(expected: CompletionHook, loaded: CompletionHooksLoaded) -> Option<LogLine> {
+    let toml = format!("asbb.toml says completion_hook = \"{}\"", expected.as_str());
+    let text = match (expected, loaded.jobcomp, loaded.prep) {
+        (_, false, false) => format!(
+            "slurm.conf loads no asbb completion hook (JobCompType=jobcomp/asbb or PrEpPlugins=asbb): \
+             jobs are held at submit but not charged when they end, and their holds stay until \
+             `asbb-admin reconcile` ({toml})"
+        ),
+        (CompletionHook::Jobcomp, false, true) => format!(
+            "{toml} but slurm.conf loads PrEpPlugins=asbb, not JobCompType=jobcomp/asbb: \
+             set completion_hook = \"prep\" or change slurm.conf"
+        ),
+        (CompletionHook::Prep, true, false) => format!(
+            "{toml} but slurm.conf loads JobCompType=jobcomp/asbb, not PrEpPlugins=asbb: \
+             set completion_hook = \"jobcomp\" or change slurm.conf"
+        ),
+        (_, true, true) => format!(
+            "{toml}, and slurm.conf loads both JobCompType=jobcomp/asbb and PrEpPlugins=asbb: \
+             each run is still settled once, but remove the one you do not use"
+        ),
+        (CompletionHook::Prep, false, true) if loaded.prep_not_first => format!(
+            "{toml}: list asbb first in PrEpPlugins, since slurmctld skips the PrEp plugins \
+             after one that fails, and a job whose end asbb misses is settled only by \
+             `asbb-admin reconcile`"
+        ),
+        _ => return None,
+    };
+    Some(LogLine::error(text))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loaded(job_comp_type: &str, prep_plugins: &str) -> CompletionHooksLoaded {
+        CompletionHooksLoaded::from_conf(Some(job_comp_type), Some(prep_plugins))
+    }
+
+    #[test]
+    fn completion_setup_warns_when_slurm_conf_and_asbb_toml_disagree() {
+        use CompletionHook::{Jobcomp, Prep};
+        assert_eq!(completion_setup(Jobcomp, loaded("jobcomp/asbb", "")), None);
+        assert_eq!(completion_setup(Prep, loaded("jobcomp/filetxt", "asbb,script")), None);
+        assert_eq!(completion_setup(Prep, loaded("jobcomp/none", " prep/asbb ")), None);
+        let text = |hook, l| completion_setup(hook, l).map(|line| line.text).unwrap_or_default();
+        assert!(text(Jobcomp, loaded("jobcomp/filetxt", "")).starts_with("slurm.conf loads no asbb completion hook"));
+        assert!(text(Prep, loaded("jobcomp/asbb", "")).contains("not PrEpPlugins=asbb"));
+        assert!(text(Jobcomp, loaded("jobcomp/filetxt", "asbb")).contains("not JobCompType=jobcomp/asbb"));
+        assert!(text(Prep, loaded("jobcomp/asbb", "asbb")).contains("loads both"));
+        assert!(text(Prep, loaded("jobcomp/filetxt", "script,asbb")).contains("list asbb first"));
+    }
 }

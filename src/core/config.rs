@@ -35,6 +35,25 @@ pub enum OnLedgerError {
     Accept,
 }
 
+/// Which SLURM hook settles a job when it ends: `JobCompType=jobcomp/asbb`, or
+/// `PrEpPlugins=asbb,...` beside a site's own JobCompType.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CompletionHook {
+    #[default]
+    Jobcomp,
+    Prep,
+}
+
+impl CompletionHook {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CompletionHook::Jobcomp => "jobcomp",
+            CompletionHook::Prep => "prep",
+        }
+    }
+}
+
 /// What to do with a job that asbb cannot price or place.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
@@ -80,6 +99,10 @@ pub struct Policy {
     /// A deposit releases the account's held jobs that now fit, oldest first.
     #[serde(default)]
     pub release_held_on_deposit: bool,
+    /// The hook slurm.conf loads to settle ended jobs; each plugin warns at start when
+    /// slurm.conf does not match.
+    #[serde(default)]
+    pub completion_hook: CompletionHook,
 }
 
 fn default_busy_timeout_ms() -> u32 {

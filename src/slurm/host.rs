@@ -98,6 +98,18 @@ pub mod conf {
         unsafe { (*std::ptr::addr_of!(sys::slurm_conf)).max_array_sz }
     }
 
+    /// `JobCompType`.
+    pub fn job_comp_type() -> Option<String> {
+        // SAFETY: as in `cluster_name`.
+        unsafe { read_str((*std::ptr::addr_of!(sys::slurm_conf)).job_comp_type) }
+    }
+
+    /// `PrEpPlugins`.
+    pub fn prep_plugins() -> Option<String> {
+        // SAFETY: as in `cluster_name`.
+        unsafe { read_str((*std::ptr::addr_of!(sys::slurm_conf)).prep_plugins) }
+    }
+
     /// The path of the slurm.conf slurmctld runs with.
     pub fn slurm_conf_path() -> Option<String> {
         // SAFETY: as in `cluster_name`.

@@ -4,9 +4,10 @@
 
 use crate::adapter::fields::Caller;
 use crate::adapter::hooks::{
-    config_path_for, CompleteAction, Hooks, LogLevel, LogLine, ModifyAction, Refusal, SubmitAction, UpdateCall,
+    completion_setup, config_path_for, CompleteAction, CompletionHooksLoaded, Hooks, LogLevel, LogLine, ModifyAction,
+    Refusal, SubmitAction, UpdateCall,
 };
-use crate::core::config::Config;
+use crate::core::config::{CompletionHook, Config};
 use crate::slurm::host::{self, conf, ErrMsg};
 use crate::slurm::job_desc::{without_held_reason, JobDesc};
 use crate::slurm::job_record::JobRecord;
@@ -123,6 +124,11 @@ pub fn init_hooks(plugin_type: &str) -> c_int {
     let state = match Config::load(&path) {
         Ok(config) => {
             host::info(plugin_type, &format!("loaded {} (SLURM {SLURM_VERSION:#x})", path.display()));
+            let loaded =
+                CompletionHooksLoaded::from_conf(conf::job_comp_type().as_deref(), conf::prep_plugins().as_deref());
+            if let Some(line) = completion_setup(config.policy.completion_hook, loaded) {
+                log_line(plugin_type, &line);
+            }
             Some(Hooks::new(config))
         }
         Err(e) => {
@@ -166,6 +172,21 @@ pub fn reload_hooks(plugin_type: &str) -> c_int {
     SLURM_SUCCESS
 }
 
+/// True inside slurmctld; false in slurmd, which loads PrEp plugins too.
+pub fn in_slurmctld() -> bool {
+    host::symbol(c"slurmctld_config").is_some()
+}
+
+/// prep/asbb's `init`: in slurmctld as `init_hooks`; in slurmd nothing (asbb does its
+/// work in slurmctld; `prep_p_required` tells slurmd it has nothing to call).
+pub fn init_prep(plugin_type: &str) -> c_int {
+    if in_slurmctld() {
+        init_hooks(plugin_type)
+    } else {
+        SLURM_SUCCESS
+    }
+}
+
 /// `fini`: drops the hooks (closing the ledger).
 pub fn fini_hooks() -> c_int {
     *hooks() = None;
@@ -194,12 +215,44 @@ pub fn with_hooks<T>(plugin_type: &str, f: impl FnOnce(&mut Hooks) -> T) -> Opti
     }
 }
 
-/// Checks provisional holds against slurmctld's job list (see
-/// `Hooks::confirm_holds`). Call inside a hook: slurmctld holds its job lock then.
-pub fn confirm_holds(plugin_type: &str, hooks: &mut Hooks, now: i64) {
+/// Holds the ledger against slurmctld's job list: confirms or drops provisional holds
+/// (see `Hooks::confirm_holds`) and, when PrEp settles jobs, does what PrEp does not
+/// report (see [`sweep`]; under job_submit's read lock, nothing that changes a job).
+/// Call inside a hook: slurmctld holds its job lock then.
+pub fn check_holds(plugin_type: &str, hooks: &mut Hooks, now: i64) {
     let start = Instant::now();
     if let Some(line) = hooks.confirm_holds(now, crate::slurm::job_list::jobs_with_tokens) {
         log_timed(plugin_type, &line, start);
+    }
+    if hooks.config().policy.completion_hook == CompletionHook::Prep {
+        sweep(plugin_type, hooks, now, false);
+    }
+}
+
+/// What PrEp does not report, at most every 2 s: held jobs that ended unallocated are
+/// settled (`Hooks::settle_unallocated`) and, with `job_write_lock` (a PrEp epilog),
+/// finished jobs requeued by their owner have their re-run priced
+/// (`Hooks::price_requeued`).
+pub fn sweep(plugin_type: &str, hooks: &mut Hooks, now: i64, job_write_lock: bool) {
+    if !hooks.sweep_due(now) {
+        return;
+    }
+    let start = Instant::now();
+    for line in hooks.settle_unallocated(now, crate::slurm::job_list::ended_unallocated) {
+        log_timed(plugin_type, &line, start);
+    }
+    if job_write_lock {
+        for (job_id, action) in hooks.price_requeued(now, crate::slurm::job_list::requeued_pending) {
+            let mut action = Some(action);
+            crate::slurm::job_list::with_job(job_id, |job| {
+                if let Some(action) = action.take() {
+                    apply_complete(plugin_type, action, job, start);
+                }
+            });
+            if let Some(action) = action {
+                log_timed(plugin_type, &action.log, start);
+            }
+        }
     }
 }
 
@@ -216,10 +269,17 @@ pub fn unix_now() -> i64 {
 
 /// Logs a hook's line, at its level, with the microseconds since `start`.
 pub fn log_timed(plugin_type: &str, line: &LogLine, start: Instant) {
-    let text = format!("{} ({} us)", line.text, start.elapsed().as_micros());
+    log_line(
+        plugin_type,
+        &LogLine { level: line.level, text: format!("{} ({} us)", line.text, start.elapsed().as_micros()) },
+    );
+}
+
+/// Logs a line at its level.
+pub fn log_line(plugin_type: &str, line: &LogLine) {
     match line.level {
-        LogLevel::Error => host::error(plugin_type, &text),
-        LogLevel::Info => host::info(plugin_type, &text),
+        LogLevel::Error => host::error(plugin_type, &line.text),
+        LogLevel::Info => host::info(plugin_type, &line.text),
     }
 }
 

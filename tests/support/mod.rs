@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod cluster;
+pub mod site;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,7 +15,7 @@ pub fn plugin_dir() -> Option<PathBuf> {
     let dir = std::env::var_os("ASBB_PLUGIN_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/plugins"));
-    if dir.join("job_submit_asbb.so").exists() && dir.join("jobcomp_asbb.so").exists() {
+    if ["job_submit_asbb.so", "jobcomp_asbb.so", "prep_asbb.so"].iter().all(|so| dir.join(so).exists()) {
         return Some(dir);
     }
     if std::env::var("ASBB_E2E").as_deref() == Ok("1") {
