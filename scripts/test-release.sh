@@ -80,8 +80,11 @@ echo "test-release: SLURM $release: installing $(basename "$deb") in the chroot"
 cp "$deb" "$("${chroot_sh[@]}" ensure)/tmp/"
 if "${chroot_sh[@]}" run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "/tmp/$(basename "$deb")" >/dev/null; then
     plugin_tests=$(printf '%s\n' "${tests[@]}" | grep '/e2e_plugins-')
+    prep_tests=$(printf '%s\n' "${tests[@]}" | grep '/e2e_prep-')
     "${chroot_sh[@]}" run env ASBB_E2E=1 ASBB_PLUGIN_DIR=/usr/lib/x86_64-linux-gnu/slurm-wlm ASBB_BIN_DIR=/usr/bin \
         "$plugin_tests" --test-threads=2 accepted_job refusals every_terminal_state || status=1
+    "${chroot_sh[@]}" run env ASBB_E2E=1 ASBB_PLUGIN_DIR=/usr/lib/x86_64-linux-gnu/slurm-wlm ASBB_BIN_DIR=/usr/bin \
+        "$prep_tests" --test-threads=2 every_terminal_state || status=1
 else
     echo "test-release: apt-get install of $(basename "$deb") failed" >&2
     status=1
