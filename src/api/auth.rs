@@ -4,9 +4,8 @@
 //! middleware puts a [`Caller`] on the request; a handler names the role it needs in
 //! its signature with [`Authed`], so no handler can forget to check.
 
-use super::server::Shared;
+use super::state::{AppState, Shared};
 use super::wire::ApiError;
-use super::AppState;
 use crate::core::config::ApiRole;
 use crate::core::decisions::Budget;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};

@@ -4,7 +4,7 @@
 //! the one ledger handle (`Shared::with_budget`).
 
 use super::auth::{check_account_access, Admin, AnyCaller, Authed, CostSource, Integrator, Quoter, Reader};
-use super::server::AppState;
+use super::state::AppState;
 use super::wire::*;
 use crate::core::config::ApiRole;
 use crate::core::decisions::BudgetError;

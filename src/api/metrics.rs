@@ -3,7 +3,7 @@
 //! request counts.
 
 use super::auth::Caller;
-use super::server::AppState;
+use super::state::AppState;
 use super::wire::{ApiError, ApiResult};
 use crate::core::config::ApiRole;
 use crate::core::integration::MetricsSnapshot;

@@ -23,7 +23,8 @@
 //! Connections are served by `conn`: headers, bodies and idle connections are timed
 //! out and the open connections capped (`[api]`).
 //!
-//! The files: `server` (state, routes, start and stop), `auth` (who is calling and the
+//! The files: `server` (routes, start and stop), `state` (what requests share, the
+//! one ledger handle), `auth` (who is calling and the
 //! [`Authed`](auth) extractor), `handlers` (the endpoints), `metrics`, `wire` (errors,
 //! HTTP statuses, extractors, exact JSON numbers), `conn` (connection limits) and
 //! `client` (what `asbb` uses to call the socket).
@@ -34,6 +35,7 @@ mod conn;
 mod handlers;
 mod metrics;
 mod server;
+mod state;
 mod wire;
 
 pub use auth::{Caller, PeerCred};

@@ -7,9 +7,10 @@ use super::auth::{hex32, tcp_auth, tcp_auth_optional, unix_auth, Caller};
 use super::conn;
 use super::handlers::*;
 use super::metrics::metrics;
+pub use super::state::{AppState, Shared};
 use super::wire::ApiError;
-use crate::core::config::{ApiRole, Config};
-use crate::core::decisions::{Budget, BudgetHandle};
+use crate::core::config::Config;
+use crate::core::decisions::BudgetHandle;
 use crate::core::ledger::{Ledger, OpenMode};
 use crate::system::Clock;
 use axum::body::Bytes;
@@ -21,7 +22,7 @@ use axum::routing::{get, post, put};
 use axum::Router;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 /// Where to listen.
@@ -38,42 +39,6 @@ pub struct ServeOptions {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct ServeError(pub String);
-
-pub struct Shared {
-    pub(super) config: Config,
-    /// The ledger, opened on first use and reopened by `BudgetHandle`'s policy.
-    ledger: Mutex<BudgetHandle>,
-    pub(super) tokens: Vec<([u8; 32], String, ApiRole)>,
-    pub(super) ledger_owner: Option<u32>,
-    log: bool,
-    clock: Clock,
-    pub(super) requests: [AtomicU64; 5],
-}
-
-pub type AppState = Arc<Shared>;
-
-impl Shared {
-    /// Runs `f` on the ledger on the blocking pool.
-    pub(super) async fn with_budget<T, F>(self: &Arc<Self>, f: F) -> Result<T, ApiError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut Budget, i64) -> Result<T, ApiError> + Send + 'static,
-    {
-        let me = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let mut handle = me.ledger.lock().unwrap_or_else(|p| p.into_inner());
-            let budget = handle.get().map_err(|e| ApiError::new(503, "ledger_unavailable", e.to_string()))?;
-            let now = (me.clock)().map_err(|e| ApiError::new(500, "internal", e))?;
-            let out = f(budget, now);
-            if matches!(&out, Err(e) if e.reopen_ledger) {
-                handle.forget();
-            }
-            out
-        })
-        .await
-        .map_err(|e| ApiError::new(500, "internal", format!("request failed: {e}")))?
-    }
-}
 
 async fn count_and_log(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let (method, uri) = (req.method().clone(), req.uri().path().to_string());
