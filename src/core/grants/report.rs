@@ -657,6 +657,230 @@ fn check_window(window_days: u32) -> Result<(), BudgetError> {
     Ok(())
 }
 
+/// What a report covers: its label, when it ends, how many sections it has, and the
+/// dates a row must fall in to count (all time unless the range is dates).
+struct Scope {
+    label: String,
+    until: i64,
+    n_sections: usize,
+    dates: (i64, i64),
+}
+
+fn scope_of(grant: &Grant, periods: &[GrantPeriod], range: ReportRange) -> Result<Scope, BudgetError> {
+    let (scope, scope_until, n_sections) = match range {
+        ReportRange::Whole => ("whole grant".to_string(), grant.end, periods.len()),
+        ReportRange::Period(n) => {
+            let p = periods.get((n as usize).wrapping_sub(1)).ok_or_else(|| {
+                BudgetError::Invalid(format!(
+                    "grant {} has {} budget period{}; there is no period {n}",
+                    grant.number,
+                    periods.len(),
+                    if periods.len() == 1 { "" } else { "s" }
+                ))
+            })?;
+            (format!("budget period {n}"), p.end, 1)
+        }
+        ReportRange::Dates { from, until } => {
+            let from = from.unwrap_or(grant.start);
+            let until = until.unwrap_or(grant.end);
+            if until <= from {
+                return Err(BudgetError::Invalid(format!(
+                    "report end {} is not after its start {}",
+                    crate::core::decisions::format_date(until - DAY_S),
+                    crate::core::decisions::format_date(from)
+                )));
+            }
+            (
+                format!(
+                    "{} to {}",
+                    crate::core::decisions::format_date(from),
+                    crate::core::decisions::format_date(until - DAY_S)
+                ),
+                until,
+                1,
+            )
+        }
+    };
+    let (dates_from, dates_until) = match range {
+        ReportRange::Dates { from, until } => (from.unwrap_or(grant.start), until.unwrap_or(grant.end)),
+        _ => (i64::MIN, i64::MAX),
+    };
+    Ok(Scope { label: scope, until: scope_until, n_sections, dates: (dates_from, dates_until) })
+}
+
+/// One cost entry of a grant: a charge, refund (negative) or adjustment.
+struct CostRow {
+    amount: i64,
+    at: i64,
+    allocation_id: i64,
+    account_id: i64,
+    /// Run key (charges) or hold token (others), in `arena`.
+    key: std::ops::Range<usize>,
+    is_run: bool,
+}
+
+/// A grant's cost entries, their run keys (charges) or hold tokens (the others) in one
+/// arena, and the rows of its earliest and latest charge.
+struct Costs {
+    arena: String,
+    rows: Vec<CostRow>,
+    earliest: Option<(i64, usize)>,
+    latest: Option<(i64, usize)>,
+}
+
+type SqlErr<'a> = &'a dyn Fn(rusqlite::Error) -> BudgetError;
+
+/// The grant's cost entries. What each was for (partition, user, resources) comes
+/// from its run (charges) or its job (refunds, adjustments), looked up afterwards in
+/// bulk (`describe_costs`) rather than joined row by row.
+fn costs_of(tx: &Tx<'_>, grant_id: i64, e: SqlErr<'_>) -> Result<Costs, BudgetError> {
+    let mut arena = String::new();
+    let mut cost_rows: Vec<CostRow> = Vec::new();
+    let mut earliest: Option<(i64, usize)> = None;
+    let mut latest: Option<(i64, usize)> = None;
+    {
+        let mut stmt = tx
+            .tx
+            .prepare_cached(
+                "SELECT kind, amount_micros, at, allocation_id, account_id, txn_key, token FROM journal
+                 WHERE allocation_id IN (SELECT id FROM allocations WHERE grant_id = ?1)
+                   AND kind IN ('charge', 'refund', 'adjustment')",
+            )
+            .map_err(&e)?;
+        let mut rows = stmt.query(params![grant_id]).map_err(&e)?;
+        while let Some(r) = rows.next().map_err(&e)? {
+            let kind = r.get_ref(0).and_then(|v| Ok(text(v)?)).map_err(&e)?;
+            let amount: i64 = r.get(1).map_err(&e)?;
+            let amount = if kind == "refund" { -amount } else { amount };
+            let is_run = kind == "charge";
+            let at: i64 = r.get(2).map_err(&e)?;
+            let key = if is_run {
+                let k = r.get_ref(5).and_then(|v| Ok(text(v)?)).map_err(&e)?;
+                k.strip_prefix("charge:").unwrap_or(k)
+            } else {
+                r.get_ref(6).and_then(|v| Ok(text(v)?)).map_err(&e)?
+            };
+            let start = arena.len();
+            arena.push_str(key);
+            if is_run {
+                let i = cost_rows.len();
+                if earliest.map_or(true, |(t, _)| at < t) {
+                    earliest = Some((at, i));
+                }
+                if latest.map_or(true, |(t, _)| at >= t) {
+                    latest = Some((at, i));
+                }
+            }
+            cost_rows.push(CostRow {
+                amount,
+                at,
+                allocation_id: r.get(3).map_err(&e)?,
+                account_id: r.get(4).map_err(&e)?,
+                key: start..arena.len(),
+                is_run,
+            });
+        }
+    }
+    Ok(Costs { arena, rows: cost_rows, earliest, latest })
+}
+
+/// For each cost row, the ids of its partition, user and resource split: one look-up
+/// per distinct run or token, most of them in one range scan of the runs.
+fn describe_costs(
+    tx: &Tx<'_>,
+    costs: &Costs,
+    grant_id: i64,
+    config: &Config,
+    keys: &mut Keys,
+    cache: &mut SplitCache,
+    e: SqlErr<'_>,
+) -> Result<Vec<(u32, u32, u32)>, BudgetError> {
+    let Costs { arena, rows: cost_rows, earliest, latest } = costs;
+    let (earliest, latest) = (*earliest, *latest);
+    let mut slot_of: FastMap<(&str, bool), u32> =
+        FastMap::with_capacity_and_hasher(cost_rows.len(), BuildHasherDefault::default());
+    let mut row_slot: Vec<u32> = Vec::with_capacity(cost_rows.len());
+    for row in cost_rows {
+        let k = (&arena[row.key.clone()], row.is_run);
+        let next = slot_of.len() as u32;
+        row_slot.push(*slot_of.entry(k).or_insert(next));
+    }
+    let mut slots: Vec<Option<(u32, u32, u32)>> = vec![None; slot_of.len()];
+    // Runs are numbered in the order they were reconciled, as their charges were
+    // posted: the grant's runs lie between those of its earliest and latest charge.
+    // One range scan finds them; any not found there is looked up by key.
+    let run_id = |row: Option<(i64, usize)>| -> Result<Option<i64>, BudgetError> {
+        let Some((_, i)) = row else { return Ok(None) };
+        rusqlite::OptionalExtension::optional(
+            tx.tx
+                .prepare_cached("SELECT id FROM runs WHERE run_key = ?1")
+                .and_then(|mut st| st.query_row([&arena[cost_rows[i].key.clone()]], |r| r.get::<_, i64>(0))),
+        )
+        .map_err(&e)
+    };
+    if let (Some(a), Some(b)) = (run_id(earliest)?, run_id(latest)?) {
+        let mut stmt = tx
+            .tx
+            .prepare_cached(
+                "SELECT run_key, partition, user_name, alloc_json FROM runs
+                 WHERE id BETWEEN ?1 AND ?2
+                   AND account_id IN (SELECT account_id FROM allocations WHERE grant_id = ?3)",
+            )
+            .map_err(&e)?;
+        let mut rows = stmt.query(params![a.min(b), a.max(b), grant_id]).map_err(&e)?;
+        while let Some(r) = rows.next().map_err(&e)? {
+            let run_key = r.get_ref(0).and_then(|v| Ok(text(v)?)).map_err(&e)?;
+            let Some(&slot) = slot_of.get(&(run_key, true)) else { continue };
+            let partition = r.get_ref(1).and_then(|v| Ok(text(v)?)).map_err(&e)?;
+            let user = r.get_ref(2).and_then(|v| Ok(text(v)?)).map_err(&e)?;
+            let json = r.get_ref(3).and_then(|v| Ok(v.as_str_or_null()?)).map_err(&e)?;
+            let p = keys.partitions.id(partition);
+            let u = keys.users.id(user);
+            slots[slot as usize] = Some((p, u, cache.id(config, keys, p, partition, json, false)));
+        }
+    }
+    for (&(key, is_run), &slot) in &slot_of {
+        if slots[slot as usize].is_some() {
+            continue;
+        }
+        let sql = if is_run {
+            "SELECT partition, user_name, alloc_json FROM runs WHERE run_key = ?1"
+        } else {
+            "SELECT partition, user_name, request_json FROM jobs WHERE token = ?1"
+        };
+        let found: Option<(String, String, Option<String>)> = rusqlite::OptionalExtension::optional(
+            tx.tx.prepare_cached(sql).and_then(|mut st| st.query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))),
+        )
+        .map_err(&e)?;
+        let (partition, user, json) = found.unwrap_or_else(|| ("(none)".into(), "(none)".into(), None));
+        let p = keys.partitions.id(&partition);
+        let u = keys.users.id(&user);
+        slots[slot as usize] = Some((p, u, cache.id(config, keys, p, &partition, json.as_deref(), !is_run)));
+    }
+    Ok(row_slot.iter().map(|&slot| slots[slot as usize].unwrap_or_default()).collect())
+}
+
+/// The open holds on the account a grant funds.
+fn open_holds(tx: &Tx<'_>, account_id: Option<i64>, e: SqlErr<'_>) -> Result<Vec<HoldLine>, BudgetError> {
+    Ok(match account_id {
+        Some(id) => tx
+            .tx
+            .prepare_cached(
+                "SELECT a.name, a.held_micros,
+                        (SELECT count(*) FROM jobs j WHERE j.account_id = a.id AND j.held_micros > 0)
+                 FROM accounts a WHERE a.id = ?1",
+            )
+            .map_err(&e)?
+            .query_map([id], |r| {
+                Ok(HoldLine { account: r.get(0)?, amount: Money::from_micros(r.get(1)?), jobs: r.get(2)? })
+            })
+            .map_err(&e)?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(&e)?,
+        None => Vec::new(),
+    })
+}
+
 impl Budget {
     /// The statement for grant `number` over `range`, as of `now`; burn rate over the
     /// `[forecast] window_days` of the config unless `window_days` is given.
@@ -686,45 +910,8 @@ impl Budget {
             })
         };
 
-        // What the report covers: which rows go to which section, and where it ends.
-        let (scope, scope_until, n_sections) = match range {
-            ReportRange::Whole => ("whole grant".to_string(), grant.end, periods.len()),
-            ReportRange::Period(n) => {
-                let p = periods.get((n as usize).wrapping_sub(1)).ok_or_else(|| {
-                    BudgetError::Invalid(format!(
-                        "grant {} has {} budget period{}; there is no period {n}",
-                        grant.number,
-                        periods.len(),
-                        if periods.len() == 1 { "" } else { "s" }
-                    ))
-                })?;
-                (format!("budget period {n}"), p.end, 1)
-            }
-            ReportRange::Dates { from, until } => {
-                let from = from.unwrap_or(grant.start);
-                let until = until.unwrap_or(grant.end);
-                if until <= from {
-                    return Err(BudgetError::Invalid(format!(
-                        "report end {} is not after its start {}",
-                        crate::core::decisions::format_date(until - DAY_S),
-                        crate::core::decisions::format_date(from)
-                    )));
-                }
-                (
-                    format!(
-                        "{} to {}",
-                        crate::core::decisions::format_date(from),
-                        crate::core::decisions::format_date(until - DAY_S)
-                    ),
-                    until,
-                    1,
-                )
-            }
-        };
-        let (dates_from, dates_until) = match range {
-            ReportRange::Dates { from, until } => (from.unwrap_or(grant.start), until.unwrap_or(grant.end)),
-            _ => (i64::MIN, i64::MAX),
-        };
+        let Scope { label: scope, until: scope_until, n_sections, dates: (dates_from, dates_until) } =
+            scope_of(&grant, &periods, range)?;
         let as_of = now.min(scope_until).min(grant.end).min(grant.closed_at.unwrap_or(i64::MAX));
         let period_of: HashMap<i64, usize> =
             periods.iter().enumerate().filter_map(|(i, p)| p.allocation_id.map(|a| (a, i))).collect();
@@ -746,132 +933,12 @@ impl Budget {
         let mut cache = SplitCache::default();
         let config = &self.config;
 
-        // 1. The grant's cost entries. What each was for (partition, user, resources)
-        //    comes from its run (charges) or its job (refunds, adjustments), looked up
-        //    below in bulk rather than joined row by row.
-        struct CostRow {
-            amount: i64,
-            at: i64,
-            allocation_id: i64,
-            account_id: i64,
-            /// Run key (charges) or hold token (others), in `arena`.
-            key: std::ops::Range<usize>,
-            is_run: bool,
-        }
-        let mut arena = String::new();
-        let mut cost_rows: Vec<CostRow> = Vec::new();
-        let mut earliest: Option<(i64, usize)> = None;
-        let mut latest: Option<(i64, usize)> = None;
-        {
-            let mut stmt = tx
-                .tx
-                .prepare_cached(
-                    "SELECT kind, amount_micros, at, allocation_id, account_id, txn_key, token FROM journal
-                     WHERE allocation_id IN (SELECT id FROM allocations WHERE grant_id = ?1)
-                       AND kind IN ('charge', 'refund', 'adjustment')",
-                )
-                .map_err(&e)?;
-            let mut rows = stmt.query(params![grant.id]).map_err(&e)?;
-            while let Some(r) = rows.next().map_err(&e)? {
-                let kind = r.get_ref(0).and_then(|v| Ok(text(v)?)).map_err(&e)?;
-                let amount: i64 = r.get(1).map_err(&e)?;
-                let amount = if kind == "refund" { -amount } else { amount };
-                let is_run = kind == "charge";
-                let at: i64 = r.get(2).map_err(&e)?;
-                let key = if is_run {
-                    let k = r.get_ref(5).and_then(|v| Ok(text(v)?)).map_err(&e)?;
-                    k.strip_prefix("charge:").unwrap_or(k)
-                } else {
-                    r.get_ref(6).and_then(|v| Ok(text(v)?)).map_err(&e)?
-                };
-                let start = arena.len();
-                arena.push_str(key);
-                if is_run {
-                    let i = cost_rows.len();
-                    if earliest.map_or(true, |(t, _)| at < t) {
-                        earliest = Some((at, i));
-                    }
-                    if latest.map_or(true, |(t, _)| at >= t) {
-                        latest = Some((at, i));
-                    }
-                }
-                cost_rows.push(CostRow {
-                    amount,
-                    at,
-                    allocation_id: r.get(3).map_err(&e)?,
-                    account_id: r.get(4).map_err(&e)?,
-                    key: start..arena.len(),
-                    is_run,
-                });
-            }
-        }
-
-        // 2. One id per distinct run or token; then their partition, user and split ids.
-        let mut slot_of: FastMap<(&str, bool), u32> =
-            FastMap::with_capacity_and_hasher(cost_rows.len(), BuildHasherDefault::default());
-        let mut row_slot: Vec<u32> = Vec::with_capacity(cost_rows.len());
-        for row in &cost_rows {
-            let k = (&arena[row.key.clone()], row.is_run);
-            let next = slot_of.len() as u32;
-            row_slot.push(*slot_of.entry(k).or_insert(next));
-        }
-        let mut slots: Vec<Option<(u32, u32, u32)>> = vec![None; slot_of.len()];
-        // Runs are numbered in the order they were reconciled, as their charges were
-        // posted: the grant's runs lie between those of its earliest and latest charge.
-        // One range scan finds them; any not found there is looked up by key.
-        let run_id = |row: Option<(i64, usize)>| -> Result<Option<i64>, BudgetError> {
-            let Some((_, i)) = row else { return Ok(None) };
-            rusqlite::OptionalExtension::optional(
-                tx.tx
-                    .prepare_cached("SELECT id FROM runs WHERE run_key = ?1")
-                    .and_then(|mut st| st.query_row([&arena[cost_rows[i].key.clone()]], |r| r.get::<_, i64>(0))),
-            )
-            .map_err(&e)
-        };
-        if let (Some(a), Some(b)) = (run_id(earliest)?, run_id(latest)?) {
-            let mut stmt = tx
-                .tx
-                .prepare_cached(
-                    "SELECT run_key, partition, user_name, alloc_json FROM runs
-                     WHERE id BETWEEN ?1 AND ?2
-                       AND account_id IN (SELECT account_id FROM allocations WHERE grant_id = ?3)",
-                )
-                .map_err(&e)?;
-            let mut rows = stmt.query(params![a.min(b), a.max(b), grant.id]).map_err(&e)?;
-            while let Some(r) = rows.next().map_err(&e)? {
-                let run_key = r.get_ref(0).and_then(|v| Ok(text(v)?)).map_err(&e)?;
-                let Some(&slot) = slot_of.get(&(run_key, true)) else { continue };
-                let partition = r.get_ref(1).and_then(|v| Ok(text(v)?)).map_err(&e)?;
-                let user = r.get_ref(2).and_then(|v| Ok(text(v)?)).map_err(&e)?;
-                let json = r.get_ref(3).and_then(|v| Ok(v.as_str_or_null()?)).map_err(&e)?;
-                let p = keys.partitions.id(partition);
-                let u = keys.users.id(user);
-                slots[slot as usize] = Some((p, u, cache.id(config, &mut keys, p, partition, json, false)));
-            }
-        }
-        for (&(key, is_run), &slot) in &slot_of {
-            if slots[slot as usize].is_some() {
-                continue;
-            }
-            let sql = if is_run {
-                "SELECT partition, user_name, alloc_json FROM runs WHERE run_key = ?1"
-            } else {
-                "SELECT partition, user_name, request_json FROM jobs WHERE token = ?1"
-            };
-            let found: Option<(String, String, Option<String>)> = rusqlite::OptionalExtension::optional(
-                tx.tx
-                    .prepare_cached(sql)
-                    .and_then(|mut st| st.query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))),
-            )
-            .map_err(&e)?;
-            let (partition, user, json) = found.unwrap_or_else(|| ("(none)".into(), "(none)".into(), None));
-            let p = keys.partitions.id(&partition);
-            let u = keys.users.id(&user);
-            slots[slot as usize] = Some((p, u, cache.id(config, &mut keys, p, &partition, json.as_deref(), !is_run)));
-        }
+        // 1. The grant's cost entries; 2. what each was for (partition, user, resources).
+        let costs = costs_of(&tx, grant.id, &e)?;
+        let ids = describe_costs(&tx, &costs, grant.id, config, &mut keys, &mut cache, &e)?;
 
         // 3. Add every cost to its section, the cumulative block and its day.
-        for (row, &slot) in cost_rows.iter().zip(&row_slot) {
+        for (row, &(partition_id, user_id, split_id)) in costs.rows.iter().zip(&ids) {
             let (signed, at) = (row.amount, row.at);
             let pidx = period_of.get(&row.allocation_id).copied().unwrap_or(usize::MAX);
             let section = match range {
@@ -888,7 +955,6 @@ impl Budget {
             if section >= sections.len() && !in_cumulative {
                 continue;
             }
-            let (partition_id, user_id, split_id) = slots[slot as usize].unwrap_or_default();
             let account = match account_ids.get(&row.account_id) {
                 Some(&a) => a,
                 None => {
@@ -986,23 +1052,7 @@ impl Budget {
             running += direct;
             curve.push(CurvePoint { day, cumulative_total: Amounts::of_direct(running, rate).total });
         }
-        let open_holds = match grant.account_id {
-            Some(id) => tx
-                .tx
-                .prepare_cached(
-                    "SELECT a.name, a.held_micros,
-                            (SELECT count(*) FROM jobs j WHERE j.account_id = a.id AND j.held_micros > 0)
-                     FROM accounts a WHERE a.id = ?1",
-                )
-                .map_err(&e)?
-                .query_map([id], |r| {
-                    Ok(HoldLine { account: r.get(0)?, amount: Money::from_micros(r.get(1)?), jobs: r.get(2)? })
-                })
-                .map_err(&e)?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(&e)?,
-            None => Vec::new(),
-        };
+        let open_holds = open_holds(&tx, grant.account_id, &e)?;
         Ok(GrantReport {
             grant,
             periods,
