@@ -67,7 +67,8 @@ fn every_terminal_state_is_settled_through_prep_beside_filetxt() {
     let pending = sub(&["-A", "chem", "-p", "batch", "-t", "2", "-H", "--wrap", "true"]);
     let array = sub(&["-A", "chem", "-p", "debug", "-t", "1", "--array=1-3", "--wrap", "sleep 1"]);
     let requeued = sub(&["-A", "chem", "-p", "debug", "-t", "2", "--requeue", "--wrap", "sleep 3"]);
-    let ids = [completed, failed, running, pending, array, requeued];
+    let requeued_then_cancelled = sub(&["-A", "chem", "-p", "debug", "-t", "2", "--requeue", "--wrap", "sleep 60"]);
+    let ids = [completed, failed, running, pending, array, requeued, requeued_then_cancelled];
     let tokens: Vec<String> = ids.iter().map(|&id| site.token_of(id)).collect();
     assert_eq!(site.held_by(&tokens[3]), 120_000, "2 CPU-minutes held for the pending job");
 
@@ -82,6 +83,17 @@ fn every_terminal_state_is_settled_through_prep_beside_filetxt() {
     site.cluster.wait_state(requeued, |s| s == "RUNNING", Duration::from_secs(30));
     std::thread::sleep(Duration::from_secs(1));
     let out = site.cluster.run("scontrol", &["requeue", &requeued.to_string()]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+
+    // Requeued while running, then cancelled while it waits to run again: its first
+    // run is charged, and the rest of its hold released (the end of a pending job
+    // reaches no PrEp hook; slurmctld keeps the first run's TRES on the record).
+    site.cluster.wait_state(requeued_then_cancelled, |s| s == "RUNNING", Duration::from_secs(30));
+    std::thread::sleep(Duration::from_secs(1));
+    let out = site.cluster.run("scontrol", &["requeue", &requeued_then_cancelled.to_string()]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+    site.cluster.wait_state(requeued_then_cancelled, |s| s == "PENDING", Duration::from_secs(30));
+    let out = site.cluster.run_as(USER, "scancel", &[&requeued_then_cancelled.to_string()]);
     assert!(out.status.success(), "{}", cluster::show(&out));
 
     assert_eq!(site.cluster.wait_done(completed), "COMPLETED");
@@ -110,6 +122,12 @@ fn every_terminal_state_is_settled_through_prep_beside_filetxt() {
     }
     assert_eq!(site.cluster.wait_done(requeued), "COMPLETED");
     assert_eq!(site.wait_settled(&tokens[5]), "settled");
+    assert_eq!(site.cluster.wait_done(requeued_then_cancelled), "CANCELLED");
+    assert_eq!(site.wait_settled(&tokens[6]), "settled");
+    assert_eq!(site.held_by(&tokens[6]), 0);
+    let runs = "SELECT count(*) FROM runs WHERE token = ?1";
+    assert_eq!(site.sql_i64(runs, &tokens[6]), 2, "the requeued run and the cancelled one");
+    assert_eq!(site.sql_i64(&format!("{runs} AND cost_micros > 0"), &tokens[6]), 1, "only the run that ran is charged");
     for token in &tokens {
         assert_each_run_charged_once(&site, token);
     }
@@ -204,7 +222,7 @@ fn switching_a_live_ledger_from_jobcomp_to_prep_charges_nothing_twice() {
     assert_eq!(site.wait_settled(&tokens[1]), "settled");
     let out = site.cluster.run_as(USER, "scancel", &[&pending.to_string()]);
     assert!(out.status.success(), "{}", cluster::show(&out));
-    // Whatever job comes next also looks for holds whose job ended unallocated.
+    // prep/asbb's thread settles the cancelled job; the next job is settled as usual.
     let next = sub(&site, &["-A", "chem", "-p", "debug", "-t", "1", "--wrap", "true"]);
     assert_eq!(site.wait_settled(&tokens[2]), "settled");
     assert_eq!(site.held_by(&tokens[2]), 0);
@@ -220,7 +238,7 @@ fn switching_a_live_ledger_from_jobcomp_to_prep_charges_nothing_twice() {
 }
 
 /// PrEp sees no `scontrol requeue` of a finished job; the re-run is priced before it
-/// can start (SLURM delays a requeued job by `cred_expire`), at the next job end.
+/// can start (SLURM delays a requeued job by `cred_expire`), by prep/asbb's thread.
 #[test]
 fn a_finished_job_requeued_by_its_owner_is_priced_again_in_prep_mode() {
     let Some(mut site) = start("preprerun") else { return };
@@ -238,12 +256,11 @@ fn a_finished_job_requeued_by_its_owner_is_priced_again_in_prep_mode() {
 
     let out = site.cluster.run_as(USER, "scontrol", &["requeue", &first.to_string()]);
     assert!(out.status.success(), "{}", cluster::show(&out));
-    // Any job's end lets prep/asbb look at SLURM's job list (at most every 2 s; the
-    // last look was at `first`'s end).
-    std::thread::sleep(Duration::from_secs(2));
-    let trigger =
-        submitted_id(&site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "1", "--wrap", "true"]));
-    assert_eq!(site.cluster.wait_done(trigger), "COMPLETED");
+    // The owner tries to make it start at once, before prep/asbb's thread looks again
+    // (it looks every 2 s, and SLURM would otherwise wait cred_expire, 5 s here): the
+    // update reaches job_modify, which prices the re-run first.
+    let out = site.cluster.run_as(USER, "scontrol", &["update", &format!("JobId={first}"), "StartTime=now"]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
     let reason = format!(
         "asbb: account 'once' cannot cover this job: needs $0.30, {} available; ask your PI for funds or request less time or fewer resources",
         asbb::core::money::Money::from_micros(available)
@@ -271,9 +288,6 @@ fn a_finished_job_requeued_by_its_owner_is_priced_again_in_prep_mode() {
     assert_eq!(site.wait_settled(&rerun_token), "settled");
     assert_eq!(site.sql_i64("SELECT count(*) FROM runs WHERE token = ?1", &rerun_token), 1);
     assert!(site.cluster.run_as(USER, "scancel", &[&other.to_string()]).status.success());
-    let trigger =
-        submitted_id(&site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "1", "--wrap", "true"]));
-    assert_eq!(site.cluster.wait_done(trigger), "COMPLETED");
     assert_eq!(site.wait_settled(&site.token_of(other)), "settled");
     site.assert_clean();
 }

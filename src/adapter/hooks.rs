@@ -462,7 +462,8 @@ impl Hooks {
         lines
     }
 
-    /// A finished job its owner requeues (`scontrol requeue`) reaches no PrEp hook:
+    /// A finished job its owner requeues (`scontrol requeue`) reaches no PrEp hook (nor
+    /// does a node-failure requeue's re-run, which this prices too):
     /// `requeued` is the glue's look at SLURM's pending jobs that ran before and carry
     /// an asbb hold (skipping those looked at). Those whose hold is already settled
     /// get their re-run priced and held when it no longer fits, as jobcomp does when
@@ -485,11 +486,18 @@ impl Hooks {
                     continue;
                 }
             };
-            self.rerun_checked.insert((fields.job_id, fields.restart_cnt));
-            if job.is_some_and(|j| matches!(j.state, JobState::Settled | JobState::Released)) {
-                let what = format!("job {} (REQUEUED)", fields.job_id);
-                out.push((fields.job_id, self.price_rerun(&fields, &token, &what, now)));
+            if !job.is_some_and(|j| matches!(j.state, JobState::Settled | JobState::Released)) {
+                self.rerun_checked.insert((fields.job_id, fields.restart_cnt));
+                continue;
             }
+            let what = format!("job {} (REQUEUED)", fields.job_id);
+            let action = self.price_rerun(&fields, &token, &what, now);
+            // A ledger error is tried again at the next look (the job is held meanwhile
+            // when asbb fails closed).
+            if action.log.level != LogLevel::Error {
+                self.rerun_checked.insert((fields.job_id, fields.restart_cnt));
+            }
+            out.push((fields.job_id, action));
         }
         out
     }

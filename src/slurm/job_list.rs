@@ -4,6 +4,7 @@
 //! a hook, which runs under slurmctld's job lock.
 
 use crate::adapter::fields::CompletionFields;
+use crate::core::pricing::job::EndState;
 use crate::core::text::hold_token_str;
 use crate::slurm::host::symbol;
 use crate::slurm::job_record::{end_state, JobRecord};
@@ -23,10 +24,15 @@ extern "C" {
 }
 
 /// What one walk does with each record: `false` stops the walk.
-type Visitor<'v> = &'v mut dyn FnMut(&mut sys::job_record_t) -> bool;
+type Visitor<'v> = &'v mut dyn FnMut(*mut sys::job_record_t) -> bool;
 
-/// Calls `visit` on every job record slurmctld has (nothing outside slurmctld).
-fn for_each_job(mut visit: impl FnMut(&mut sys::job_record_t) -> bool) {
+/// Most records one look settles or prices (the rest wait for the next look).
+const MAX_PER_LOOK: usize = 1000;
+
+/// Calls `visit` on every job record slurmctld has (nothing outside slurmctld). The
+/// caller holds slurmctld's job lock and is not inside one of slurmctld's own walks of
+/// the job list.
+fn for_each_job(mut visit: impl FnMut(*mut sys::job_record_t) -> bool) {
     let Some(list_loc) = symbol(c"job_list") else {
         return;
     };
@@ -44,18 +50,13 @@ fn for_each_job(mut visit: impl FnMut(&mut sys::job_record_t) -> bool) {
 /// One job record of the walk. Never unwinds into C.
 unsafe extern "C" fn visit_one(item: *mut c_void, arg: *mut c_void) -> c_int {
     let body = AssertUnwindSafe(|| {
-        // SAFETY: `arg` is the `Visitor` passed by `for_each_job`; `item` a live
-        // `job_record_t` of the list.
-        let (visitor, job) = unsafe { (&mut *(arg as *mut Visitor<'_>), (item as *mut sys::job_record_t).as_mut()) };
-        match job {
-            Some(job) => {
-                if visitor(job) {
-                    0
-                } else {
-                    -1
-                }
-            }
-            None => 0,
+        // SAFETY: `arg` is the `Visitor` passed by `for_each_job`.
+        let visitor = unsafe { &mut *(arg as *mut Visitor<'_>) };
+        let job = item as *mut sys::job_record_t;
+        if job.is_null() || visitor(job) {
+            0
+        } else {
+            -1
         }
     });
     catch_unwind(body).unwrap_or(-1)
@@ -77,6 +78,8 @@ pub fn jobs_with_tokens(tokens: &[String]) -> Vec<(String, u32)> {
     let mut wanted: HashSet<&str> = tokens.iter().map(String::as_str).collect();
     let mut found = Vec::new();
     for_each_job(|job| {
+        // SAFETY: a live record of the walk, only read.
+        let job = unsafe { &*job };
         if let Some(token) = token_of(job) {
             if wanted.remove(token) {
                 found.push((token.to_string(), job.job_id));
@@ -87,23 +90,30 @@ pub fn jobs_with_tokens(tokens: &[String]) -> Vec<(String, u32)> {
     found
 }
 
-/// The completion of every job with an asbb hold that ended without ever being
-/// allocated (cancelled, or failed, while pending): no PrEp hook sees those. Skips
-/// the (job id, submit time) pairs in `settled`.
+/// The completion of every job with an asbb hold whose last run ended without an
+/// allocation (cancelled, or failed, while pending; also after a requeue): no PrEp
+/// hook sees those. Its allocation is left out (a requeued job keeps its previous
+/// run's TRES string). Skips the (job id, submit time) pairs in `settled`.
 pub fn ended_unallocated(settled: &HashSet<(u32, i64)>) -> Vec<CompletionFields> {
     let mut found = Vec::new();
-    for_each_job(|job| {
-        let ended = end_state(job.job_state).is_some_and(|s| s != crate::core::pricing::job::EndState::Requeued);
-        if ended && job.tres_alloc_str.is_null() && token_of(job).is_some() {
+    for_each_job(|ptr| {
+        // SAFETY: a live record of the walk, only read.
+        let job = unsafe { &*ptr };
+        let ended = end_state(job.job_state).is_some_and(|s| s != EndState::Requeued);
+        // Never allocated, or not this time: no nodes, and a start equal to the end
+        // (slurmctld sets both when it ends a pending job).
+        let unallocated = job.node_bitmap.is_null() && (job.tres_alloc_str.is_null() || job.start_time == job.end_time);
+        // SAFETY: details is NULL or owned by the live record.
+        let submit_time = unsafe { job.details.as_ref() }.map_or(0, |d| d.submit_time);
+        if ended && unallocated && !settled.contains(&(job.job_id, submit_time)) && token_of(job).is_some() {
             // SAFETY: the live record of this walk, under slurmctld's job lock.
-            if let Some(record) = unsafe { JobRecord::from_ptr(job) } {
-                let fields = record.completion_fields();
-                if !settled.contains(&(fields.job_id, fields.submit_time)) {
-                    found.push(fields);
-                }
+            if let Some(record) = unsafe { JobRecord::from_ptr(ptr) } {
+                let mut fields = record.completion_fields();
+                fields.tres_alloc = None;
+                found.push(fields);
             }
         }
-        true
+        found.len() < MAX_PER_LOOK
     });
     found
 }
@@ -112,7 +122,9 @@ pub fn ended_unallocated(settled: &HashSet<(u32, i64)>) -> Vec<CompletionFields>
 /// it was requeued. Skips the (job id, restart count) pairs in `checked`.
 pub fn requeued_pending(checked: &HashSet<(u32, u32)>) -> Vec<CompletionFields> {
     let mut found = Vec::new();
-    for_each_job(|job| {
+    for_each_job(|ptr| {
+        // SAFETY: a live record of the walk, only read.
+        let job = unsafe { &*ptr };
         let pending = job.job_state & sys::JOB_STATE_BASE == sys::JOB_PENDING;
         if pending
             && job.restart_cnt > 0
@@ -120,25 +132,26 @@ pub fn requeued_pending(checked: &HashSet<(u32, u32)>) -> Vec<CompletionFields> 
             && token_of(job).is_some()
         {
             // SAFETY: the live record of this walk, under slurmctld's job lock.
-            if let Some(record) = unsafe { JobRecord::from_ptr(job) } {
+            if let Some(record) = unsafe { JobRecord::from_ptr(ptr) } {
                 found.push(record.completion_fields());
             }
         }
-        true
+        found.len() < MAX_PER_LOOK
     });
     found
 }
 
 /// Runs `f` on job `job_id`'s record, if slurmctld has it. Only under slurmctld's job
-/// write lock (a PrEp epilog), since `f` may change the record.
+/// write lock, since `f` may change the record.
 pub fn with_job(job_id: u32, f: impl FnOnce(&mut JobRecord<'_>)) {
     let mut f = Some(f);
-    for_each_job(|job| {
-        if job.job_id != job_id {
+    for_each_job(|ptr| {
+        // SAFETY: a live record of the walk; the caller holds the job write lock.
+        if unsafe { (*ptr).job_id } != job_id {
             return true;
         }
-        // SAFETY: the live record of this walk, under slurmctld's job write lock.
-        if let (Some(mut record), Some(f)) = (unsafe { JobRecord::from_ptr(job) }, f.take()) {
+        // SAFETY: as above; no other reference to this record is alive here.
+        if let (Some(mut record), Some(f)) = (unsafe { JobRecord::from_ptr(ptr) }, f.take()) {
             f(&mut record);
         }
         false

@@ -99,6 +99,21 @@ impl<'a> JobRecord<'a> {
         }
     }
 
+    /// What prep/asbb's epilog reports for the run that just ended. A requeue counts
+    /// the next run (restart count + 1) and makes the job PENDING before slurmctld
+    /// calls the epilog, after jobcomp has logged the run: the run is reported as
+    /// jobcomp saw it, with its own restart count, as REQUEUED (`scontrol requeue`)
+    /// or NODE_FAIL (requeued by slurmctld after a node failure), so both hooks give
+    /// it the same run key.
+    pub fn epilog_completion_fields(&self) -> CompletionFields {
+        let mut fields = self.completion_fields();
+        if self.0.job_state & sys::JOB_STATE_BASE == sys::JOB_PENDING {
+            fields.restart_cnt = fields.restart_cnt.saturating_sub(1);
+            fields.state.get_or_insert(EndState::NodeFail);
+        }
+        fields
+    }
+
     /// The job as it is (`update` None) or as it would be after `update`: the
     /// record's values overlaid with whatever the update sets. The requested
     /// (`orig_*`) sizes are used, so an unchanged job prices as it did at submission.

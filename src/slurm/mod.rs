@@ -8,4 +8,5 @@ pub mod job_desc;
 pub mod job_list;
 pub mod job_record;
 pub mod plugin;
+pub mod sweeper;
 pub mod sys;

@@ -179,12 +179,24 @@ pub fn in_slurmctld() -> bool {
 
 /// prep/asbb's `init`: in slurmctld as `init_hooks`; in slurmd nothing (asbb does its
 /// work in slurmctld; `prep_p_required` tells slurmd it has nothing to call).
-pub fn init_prep(plugin_type: &str) -> c_int {
-    if in_slurmctld() {
-        init_hooks(plugin_type)
-    } else {
-        SLURM_SUCCESS
+pub fn init_prep(plugin_type: &'static str) -> c_int {
+    if !in_slurmctld() {
+        return SLURM_SUCCESS;
     }
+    let rc = init_hooks(plugin_type);
+    if !crate::slurm::sweeper::start(plugin_type) {
+        host::error(
+            plugin_type,
+            "no sweep thread: jobs cancelled while pending keep their holds until `asbb-admin reconcile`",
+        );
+    }
+    rc
+}
+
+/// prep/asbb's `fini`: stops the sweep thread, then drops the hooks.
+pub fn fini_prep() -> c_int {
+    crate::slurm::sweeper::stop();
+    fini_hooks()
 }
 
 /// `fini`: drops the hooks (closing the ledger).
@@ -215,24 +227,49 @@ pub fn with_hooks<T>(plugin_type: &str, f: impl FnOnce(&mut Hooks) -> T) -> Opti
     }
 }
 
-/// Holds the ledger against slurmctld's job list: confirms or drops provisional holds
-/// (see `Hooks::confirm_holds`) and, when PrEp settles jobs, does what PrEp does not
-/// report (see [`sweep`]; under job_submit's read lock, nothing that changes a job).
-/// Call inside a hook: slurmctld holds its job lock then.
-pub fn check_holds(plugin_type: &str, hooks: &mut Hooks, now: i64) {
+/// [`with_hooks`] without logging when there are none (for a thread that asks every 2 s).
+pub fn with_loaded_hooks<T>(plugin_type: &str, f: impl FnOnce(&mut Hooks) -> T) -> Option<T> {
+    let mut guard = hooks();
+    let loaded = guard.as_mut()?;
+    reload_if_changed(plugin_type, loaded);
+    loaded.hooks.as_mut().map(f)
+}
+
+/// Checks provisional holds against slurmctld's job list (see
+/// `Hooks::confirm_holds`). Call inside a hook: slurmctld holds its job lock then.
+pub fn confirm_holds(plugin_type: &str, hooks: &mut Hooks, now: i64) {
     let start = Instant::now();
     if let Some(line) = hooks.confirm_holds(now, crate::slurm::job_list::jobs_with_tokens) {
         log_timed(plugin_type, &line, start);
     }
-    if hooks.config().policy.completion_hook == CompletionHook::Prep {
-        sweep(plugin_type, hooks, now, false);
+}
+
+/// In PrEp mode, a finished job its owner requeued is priced before an update of it
+/// can go through (`scontrol update StartTime=now` would let it start before
+/// prep/asbb's thread looks again). job_modify holds the job write lock.
+pub fn price_if_requeued(plugin_type: &str, hooks: &mut Hooks, job: &mut JobRecord, now: i64) {
+    let raw = job.raw();
+    if hooks.config().policy.completion_hook != CompletionHook::Prep
+        || raw.job_state & sys::JOB_STATE_BASE != sys::JOB_PENDING
+        || raw.restart_cnt == 0
+    {
+        return;
+    }
+    let start = Instant::now();
+    let fields = job.completion_fields();
+    let key = (fields.job_id, fields.restart_cnt);
+    let priced = hooks.price_requeued(now, |checked| if checked.contains(&key) { Vec::new() } else { vec![fields] });
+    for (_, action) in priced {
+        apply_complete(plugin_type, action, job, start);
     }
 }
 
 /// What PrEp does not report, at most every 2 s: held jobs that ended unallocated are
-/// settled (`Hooks::settle_unallocated`) and, with `job_write_lock` (a PrEp epilog),
-/// finished jobs requeued by their owner have their re-run priced
-/// (`Hooks::price_requeued`).
+/// settled (`Hooks::settle_unallocated`) and, with `job_write_lock`, finished jobs
+/// requeued by their owner have their re-run priced (`Hooks::price_requeued`). Only
+/// from prep/asbb's thread (`sweeper`), which holds slurmctld's job write lock: never
+/// from inside a hook, which slurmctld may call from inside its own walk of the job
+/// list (a nested walk of that list aborts slurmctld).
 pub fn sweep(plugin_type: &str, hooks: &mut Hooks, now: i64, job_write_lock: bool) {
     if !hooks.sweep_due(now) {
         return;

@@ -35,7 +35,7 @@ pub unsafe extern "C" fn job_submit(desc: *mut job_desc_msg_t, _submit_uid: u32,
         let mut desc = desc?;
         let fields = desc.submit_fields();
         let action = p::with_hooks(PLUGIN_TYPE, |h| {
-            p::check_holds(PLUGIN_TYPE, h, p::unix_now());
+            p::confirm_holds(PLUGIN_TYPE, h, p::unix_now());
             h.on_submit(&fields, p::unix_now())
         })?;
         Some(p::apply_submit(PLUGIN_TYPE, action, &mut desc, &mut err, start))
@@ -64,10 +64,12 @@ unsafe fn job_modify_body(
         else {
             return INTERNAL_ERROR;
         };
-        let (record, merged) = (job.fields(None), job.fields(Some(&desc)));
         let call = p::update_call(&desc, &job, submit_uid);
         let modified = p::with_hooks(PLUGIN_TYPE, |h| {
-            p::check_holds(PLUGIN_TYPE, h, p::unix_now());
+            p::confirm_holds(PLUGIN_TYPE, h, p::unix_now());
+            // May give the job a new hold token: read its fields after.
+            p::price_if_requeued(PLUGIN_TYPE, h, &mut job, p::unix_now());
+            let (record, merged) = (job.fields(None), job.fields(Some(&desc)));
             h.on_modify(&record, &merged, call, p::unix_now())
         });
         match modified {

@@ -5,9 +5,9 @@
 //!
 //! slurmctld calls `prep_p_epilog_slurmctld` when a job that had an allocation ends.
 //! Jobs that ended without one (cancelled while pending) and finished jobs requeued
-//! by their owner reach no PrEp hook, so each call also looks for those in
-//! slurmctld's job list (at most every 2 s). slurmd loads
-//! PrEp plugins too: there `init` does nothing and `prep_p_required` asks for no call.
+//! by their owner reach no PrEp hook: the plugin's own thread looks for those in
+//! slurmctld's job list every 2 s (`asbb::slurm::sweeper`). slurmd loads PrEp plugins
+//! too: there `init` does nothing and `prep_p_required` asks for no call.
 
 use asbb::slurm::job_record::JobRecord;
 use asbb::slurm::plugin::{self as p, SLURM_ERROR, SLURM_SUCCESS};
@@ -27,7 +27,7 @@ pub extern "C" fn init() -> c_int {
 
 #[no_mangle]
 pub extern "C" fn fini() -> c_int {
-    guard("fini", SLURM_SUCCESS, p::fini_hooks)
+    guard("fini", SLURM_SUCCESS, p::fini_prep)
 }
 
 /// Which calls this plugin needs: only slurmctld's epilog (slurmd calls nothing).
@@ -69,11 +69,10 @@ pub extern "C" fn prep_p_prolog_slurmctld(_job: *mut job_record_t, _async: *mut 
 }
 
 /// A job's allocation ends: settle the run (charge it, release the rest of the hold),
-/// then what PrEp does not report (held jobs that ended unallocated, finished jobs
-/// requeued by their owner; see `asbb::slurm::plugin::sweep`). `*async` stays false (true would leave
-/// the job COMPLETING until a callback). Always SLURM_SUCCESS: slurmctld skips the
-/// PrEp plugins after one that fails, and asbb's own failures are logged and left to
-/// `asbb-admin reconcile`.
+/// as jobcomp/asbb would. `*async` stays false (true would leave the job COMPLETING
+/// until a callback). Always SLURM_SUCCESS: slurmctld skips the PrEp plugins after one
+/// that fails, and asbb's own failures are logged and left to `asbb-admin reconcile`.
+/// No walk of the job list here: slurmctld calls this from inside its own walks.
 ///
 /// # Safety
 /// Called by slurmctld with the ended job's record, under its job write lock.
@@ -85,12 +84,8 @@ pub unsafe extern "C" fn prep_p_epilog_slurmctld(job: *mut job_record_t, _async:
         let Some(mut job) = (unsafe { JobRecord::from_ptr(job) }) else {
             return SLURM_SUCCESS;
         };
-        let fields = job.completion_fields();
-        let completed = p::with_hooks(PLUGIN_TYPE, |h| {
-            let action = h.on_complete(&fields, p::unix_now());
-            p::sweep(PLUGIN_TYPE, h, p::unix_now(), true);
-            action
-        });
+        let fields = job.epilog_completion_fields();
+        let completed = p::with_hooks(PLUGIN_TYPE, |h| h.on_complete(&fields, p::unix_now()));
         if let Some(action) = completed {
             p::apply_complete(PLUGIN_TYPE, action, &mut job, start);
         }
