@@ -184,7 +184,9 @@ pub fn init_prep(plugin_type: &'static str) -> c_int {
         return SLURM_SUCCESS;
     }
     let rc = init_hooks(plugin_type);
-    if !crate::slurm::sweeper::start(plugin_type) {
+    if !crate::slurm::sweeper::start(plugin_type, |plugin_type| {
+        with_loaded_hooks(plugin_type, |h| sweep(plugin_type, h, unix_now(), true));
+    }) {
         host::error(
             plugin_type,
             "no sweep thread: jobs cancelled while pending keep their holds until `asbb-admin reconcile`",

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! prep/asbb's own thread inside slurmctld: every 2 s it takes slurmctld's job write
 //! lock, as slurmctld's own threads do, and does what no PrEp hook reports (see
-//! `plugin::sweep`). It runs outside every hook, so it never walks the job list from
+//! `plugin::sweep`, handed in as `look`). It runs outside every hook, so it never walks the job list from
 //! inside one of slurmctld's own walks, and it works on a quiet cluster too.
 //!
 //! Lock order is slurmctld's locks, then the plugin's hooks mutex: the same order as
@@ -11,7 +11,6 @@
 //! that wakes after `fini` finds its code and leaves.
 
 use crate::slurm::host::function;
-use crate::slurm::plugin::{sweep, unix_now, with_loaded_hooks};
 use std::ffi::c_int;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -44,8 +43,9 @@ static GENERATION: AtomicU64 = AtomicU64::new(0);
 /// How often the thread looks.
 const EVERY: Duration = Duration::from_secs(2);
 
-/// Starts the thread (inside slurmctld only). Logs and returns false when it cannot.
-pub fn start(plugin_type: &'static str) -> bool {
+/// Starts the thread (inside slurmctld only), which runs `look(plugin_type)` every 2 s
+/// under slurmctld's job write lock. Logs and returns false when it cannot.
+pub fn start(plugin_type: &'static str, look: fn(&'static str)) -> bool {
     // SAFETY: locks.h: `extern void lock_slurmctld(slurmctld_lock_t lock_levels)`, and
     // the same for unlock_slurmctld.
     let (Some(lock), Some(unlock)) =
@@ -65,9 +65,7 @@ pub fn start(plugin_type: &'static str) -> bool {
             unsafe { lock(LEVELS) };
             if GENERATION.load(Ordering::SeqCst) == generation {
                 // A panic is caught, so the lock is always released.
-                let _ = std::panic::catch_unwind(|| {
-                    with_loaded_hooks(plugin_type, |h| sweep(plugin_type, h, unix_now(), true));
-                });
+                let _ = std::panic::catch_unwind(|| look(plugin_type));
             }
             // SAFETY: as above; the same levels as the lock.
             unsafe { unlock(LEVELS) };
