@@ -110,8 +110,6 @@ pub struct Hooks {
     /// unix s placed), oldest first. Kept in memory so a check reads no ledger rows;
     /// after a restart the cron `asbb-admin reconcile` settles what was queued.
     unconfirmed: std::collections::VecDeque<(String, i64)>,
-    /// When jobs that ended unallocated are next looked for (prep/asbb, unix s).
-    next_sweep_at: i64,
     /// (job id, submit time) of those already settled, so each is settled once.
     swept: std::collections::HashSet<(u32, i64)>,
     /// (job id, restart count) of requeued jobs already looked at.
@@ -128,6 +126,9 @@ pub const PROVISIONAL_GRACE_S: i64 = 5;
 pub const CONFIRM_EVERY_S: i64 = 2;
 /// Most holds confirmed or released in one check.
 const CONFIRM_BATCH: usize = 1000;
+/// See [`Hooks::sweep_marks`].
+pub type SweepMarks<'a> = (&'a std::collections::HashSet<(u32, i64)>, &'a std::collections::HashSet<(u32, u32)>);
+
 /// Most settled unallocated jobs remembered (beyond it they are forgotten: settling
 /// one again changes nothing, it only costs a look at the ledger).
 const MAX_SWEPT: usize = 100_000;
@@ -143,7 +144,6 @@ impl Hooks {
             panic_job_name: std::env::var("ASBB_TEST_PANIC_JOB_NAME").ok().filter(|n| !n.is_empty()),
             next_confirm_at: 0,
             unconfirmed: Default::default(),
-            next_sweep_at: 0,
             swept: Default::default(),
             rerun_checked: Default::default(),
         }
@@ -420,23 +420,17 @@ impl Hooks {
         }
     }
 
-    /// Reconciles one ended run. Returns the log line (at error level on failure) and,
-    /// for a finished job requeued to run again, what to write into its record.
-    /// True when SLURM's job list is due another look for what PrEp does not report
-    /// ([`Self::settle_unallocated`], [`Self::price_requeued`]): at most every
-    /// [`CONFIRM_EVERY_S`], since each look walks the whole list.
-    pub fn sweep_due(&mut self, now: i64) -> bool {
-        if now < self.next_sweep_at {
-            return false;
-        }
-        self.next_sweep_at = now + CONFIRM_EVERY_S;
+    /// What prep/asbb's looks at SLURM's job list skip: (job id, submit time) of jobs
+    /// settled as ended unallocated, and (job id, restart count) of requeued jobs
+    /// looked at. Forgotten when large (looking again changes nothing).
+    pub fn sweep_marks(&mut self) -> SweepMarks<'_> {
         if self.swept.len() > MAX_SWEPT {
             self.swept.clear();
         }
         if self.rerun_checked.len() > MAX_SWEPT {
             self.rerun_checked.clear();
         }
-        true
+        (&self.swept, &self.rerun_checked)
     }
 
     /// Settles jobs that ended without ever being allocated (cancelled while pending),
@@ -502,6 +496,8 @@ impl Hooks {
         out
     }
 
+    /// Reconciles one ended run. Returns the log line (at error level on failure) and,
+    /// for a finished job requeued to run again, what to write into its record.
     pub fn on_complete(&mut self, fields: &CompletionFields, now: i64) -> CompleteAction {
         let log = |line: LogLine| CompleteAction { log: line, rerun: None };
         let completion = match fields.to_completion() {

@@ -184,9 +184,11 @@ pub fn init_prep(plugin_type: &'static str) -> c_int {
         return SLURM_SUCCESS;
     }
     let rc = init_hooks(plugin_type);
-    if !crate::slurm::sweeper::start(plugin_type, |plugin_type| {
-        with_loaded_hooks(plugin_type, |h| sweep(plugin_type, h, unix_now(), true));
-    }) {
+    let needed = |plugin_type: &'static str| with_loaded_hooks(plugin_type, sweep_needed).unwrap_or(false);
+    let look = |plugin_type: &'static str| {
+        with_loaded_hooks(plugin_type, |h| sweep(plugin_type, h, unix_now()));
+    };
+    if !crate::slurm::sweeper::start(plugin_type, needed, look) {
         host::error(
             plugin_type,
             "no sweep thread: jobs cancelled while pending keep their holds until `asbb-admin reconcile`",
@@ -248,7 +250,10 @@ pub fn confirm_holds(plugin_type: &str, hooks: &mut Hooks, now: i64) {
 
 /// In PrEp mode, a finished job its owner requeued is priced before an update of it
 /// can go through (`scontrol update StartTime=now` would let it start before
-/// prep/asbb's thread looks again). job_modify holds the job write lock.
+/// prep/asbb's thread looks again). job_modify holds the job write lock. slurmctld
+/// calls job_modify before it checks who is asking, so anyone's update (even one it
+/// then refuses) may trigger this: it writes only what the thread would write within
+/// 2 s anyway, once per run (the re-run's hold, on the job owner's account).
 pub fn price_if_requeued(plugin_type: &str, hooks: &mut Hooks, job: &mut JobRecord, now: i64) {
     let raw = job.raw();
     if hooks.config().policy.completion_hook != CompletionHook::Prep
@@ -266,31 +271,34 @@ pub fn price_if_requeued(plugin_type: &str, hooks: &mut Hooks, job: &mut JobReco
     }
 }
 
-/// What PrEp does not report, at most every 2 s: held jobs that ended unallocated are
-/// settled (`Hooks::settle_unallocated`) and, with `job_write_lock`, finished jobs
-/// requeued by their owner have their re-run priced (`Hooks::price_requeued`). Only
-/// from prep/asbb's thread (`sweeper`), which holds slurmctld's job write lock: never
-/// from inside a hook, which slurmctld may call from inside its own walk of the job
-/// list (a nested walk of that list aborts slurmctld).
-pub fn sweep(plugin_type: &str, hooks: &mut Hooks, now: i64, job_write_lock: bool) {
-    if !hooks.sweep_due(now) {
-        return;
-    }
+/// Whether SLURM's job list has anything for [`sweep`]: one read-only walk for each
+/// kind, so the job write lock is taken only when there is work.
+pub fn sweep_needed(hooks: &mut Hooks) -> bool {
+    let (settled, checked) = hooks.sweep_marks();
+    !crate::slurm::job_list::ended_unallocated(settled).is_empty()
+        || !crate::slurm::job_list::requeued_pending(checked).is_empty()
+}
+
+/// What PrEp does not report: held jobs that ended unallocated are settled
+/// (`Hooks::settle_unallocated`), and finished jobs requeued by their owner have their
+/// re-run priced (`Hooks::price_requeued`), the ledger and the job record changed
+/// under one lock. Only from prep/asbb's thread (`sweeper`), which holds slurmctld's
+/// job write lock: never from inside a hook, which slurmctld may call from inside its
+/// own walk of the job list (a nested walk of that list aborts slurmctld).
+pub fn sweep(plugin_type: &str, hooks: &mut Hooks, now: i64) {
     let start = Instant::now();
     for line in hooks.settle_unallocated(now, crate::slurm::job_list::ended_unallocated) {
         log_timed(plugin_type, &line, start);
     }
-    if job_write_lock {
-        for (job_id, action) in hooks.price_requeued(now, crate::slurm::job_list::requeued_pending) {
-            let mut action = Some(action);
-            crate::slurm::job_list::with_job(job_id, |job| {
-                if let Some(action) = action.take() {
-                    apply_complete(plugin_type, action, job, start);
-                }
-            });
-            if let Some(action) = action {
-                log_timed(plugin_type, &action.log, start);
+    for (job_id, action) in hooks.price_requeued(now, crate::slurm::job_list::requeued_pending) {
+        let mut action = Some(action);
+        crate::slurm::job_list::with_job(job_id, |job| {
+            if let Some(action) = action.take() {
+                apply_complete(plugin_type, action, job, start);
             }
+        });
+        if let Some(action) = action {
+            log_timed(plugin_type, &action.log, start);
         }
     }
 }

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! prep/asbb's own thread inside slurmctld: every 2 s it takes slurmctld's job write
-//! lock, as slurmctld's own threads do, and does what no PrEp hook reports (see
-//! `plugin::sweep`, handed in as `look`). It runs outside every hook, so it never walks the job list from
+//! prep/asbb's own thread inside slurmctld: every 2 s it looks at the job list under
+//! slurmctld's read locks (`needed`), and only when there is something to do takes the
+//! job write lock, as slurmctld's own threads do, to do what no PrEp hook reports
+//! (`look`: see `plugin::sweep_needed` and `plugin::sweep`). It runs outside every hook, so it never walks the job list from
 //! inside one of slurmctld's own walks, and it works on a quiet cluster too.
 //!
 //! Lock order is slurmctld's locks, then the plugin's hooks mutex: the same order as
@@ -30,9 +31,10 @@ struct LockLevels {
 const NO_LOCK: c_int = 0;
 const READ_LOCK: c_int = 1;
 const WRITE_LOCK: c_int = 2;
-/// What the sweep reads and writes: the jobs (written), their partitions and nodes
-/// (read), the config (read).
-const LEVELS: LockLevels =
+/// The look for work: everything read.
+const READ: LockLevels = LockLevels { conf: READ_LOCK, job: READ_LOCK, node: READ_LOCK, part: READ_LOCK, fed: NO_LOCK };
+/// The work: the jobs written; their partitions and nodes and the config read.
+const WRITE: LockLevels =
     LockLevels { conf: READ_LOCK, job: WRITE_LOCK, node: READ_LOCK, part: READ_LOCK, fed: NO_LOCK };
 
 type LockFn = unsafe extern "C" fn(LockLevels);
@@ -43,9 +45,10 @@ static GENERATION: AtomicU64 = AtomicU64::new(0);
 /// How often the thread looks.
 const EVERY: Duration = Duration::from_secs(2);
 
-/// Starts the thread (inside slurmctld only), which runs `look(plugin_type)` every 2 s
-/// under slurmctld's job write lock. Logs and returns false when it cannot.
-pub fn start(plugin_type: &'static str, look: fn(&'static str)) -> bool {
+/// Starts the thread (inside slurmctld only): every 2 s `needed(plugin_type)` under
+/// slurmctld's read locks, then, when it says so, `look(plugin_type)` under the job
+/// write lock. Logs and returns false when it cannot.
+pub fn start(plugin_type: &'static str, needed: fn(&'static str) -> bool, look: fn(&'static str)) -> bool {
     // SAFETY: locks.h: `extern void lock_slurmctld(slurmctld_lock_t lock_levels)`, and
     // the same for unlock_slurmctld.
     let (Some(lock), Some(unlock)) =
@@ -59,16 +62,25 @@ pub fn start(plugin_type: &'static str, look: fn(&'static str)) -> bool {
     }
     let generation = GENERATION.fetch_add(1, Ordering::SeqCst) + 1;
     let spawned = std::thread::Builder::new().name("asbb-prep".into()).spawn(move || {
+        // Runs `f` under `levels` unless this thread's generation has ended; a panic
+        // is caught, so the locks are always released.
+        let locked = |levels: LockLevels, f: &dyn Fn() -> bool| {
+            // SAFETY: the functions looked up above, with slurmctld's lock levels.
+            unsafe { lock(levels) };
+            let out = GENERATION.load(Ordering::SeqCst) == generation
+                && std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(false);
+            // SAFETY: as above; the same levels as the lock.
+            unsafe { unlock(levels) };
+            out
+        };
         while GENERATION.load(Ordering::SeqCst) == generation {
             std::thread::sleep(EVERY);
-            // SAFETY: the functions looked up above, with slurmctld's lock levels.
-            unsafe { lock(LEVELS) };
-            if GENERATION.load(Ordering::SeqCst) == generation {
-                // A panic is caught, so the lock is always released.
-                let _ = std::panic::catch_unwind(|| look(plugin_type));
+            if locked(READ, &|| needed(plugin_type)) {
+                locked(WRITE, &|| {
+                    look(plugin_type);
+                    true
+                });
             }
-            // SAFETY: as above; the same levels as the lock.
-            unsafe { unlock(LEVELS) };
         }
     });
     spawned.is_ok()
