@@ -622,16 +622,18 @@ G-2,NSF,'@SUM(A1),chem,2026-01-01,2026-12-31,100.00,0.00,100.00,active
     assert!(csv.contains(&adjustments), "{csv}");
 }
 
-/// Schema 4 as it was before `005_narrow_writes`: the same tables, the old indexes.
-/// (005 changes indexes only, so undoing it on a current ledger gives exactly the
-/// ledger an older asbb left behind.)
+/// Schema 4 as it was before `005_narrow_writes` and `006_grant_directed`: the same
+/// tables, the old indexes, no cached grant holds. (005 changes indexes only and 006
+/// adds a cached column, so undoing them on a current ledger gives exactly the ledger
+/// an older asbb left behind.)
 const BACK_TO_SCHEMA_4: &str = "
     DROP INDEX jobs_job_id; CREATE INDEX jobs_job_id ON jobs(job_id);
     DROP INDEX journal_at; CREATE INDEX journal_account ON journal(account_id, at);
     DROP INDEX journal_token_cost; CREATE INDEX journal_token ON journal(token) WHERE token IS NOT NULL;
     DROP INDEX jobs_open; CREATE INDEX jobs_state ON jobs(state, submitted_at);
     DROP TABLE account_job_users; CREATE INDEX jobs_uid ON jobs(uid, account_id);
-    DELETE FROM schema_migrations WHERE version = 5;";
+    ALTER TABLE grant_accounts DROP COLUMN held_micros;
+    DELETE FROM schema_migrations WHERE version IN (5, 6);";
 
 #[test]
 fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
@@ -727,6 +729,46 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
         b.release(&released, NOW_S + 100).unwrap();
         b.deny(&denied, None, "too big", "t", NOW_S + 100).unwrap();
     }
+    // A job held against a grant (006 keeps the grant's open holds beside it).
+    let (_, err, code) = admin(&[
+        "grant",
+        "create",
+        "--number",
+        "NSF-1",
+        "--agency",
+        "NSF",
+        "--pi",
+        "Ada",
+        "--amount",
+        "50",
+        "--start",
+        "2026-01-01",
+        "--end",
+        "2026-12-31",
+        "--indirect-rate",
+        "0",
+        "--account",
+        "chem",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    {
+        let mut b = Budget::open(config.clone(), OpenMode::MustExist).unwrap();
+        let meta =
+            asbb::core::pricing::metadata::JobMetadata { grant_number: Some("NSF-1".into()), ..Default::default() };
+        let req = JobRequest {
+            user: "bob".into(),
+            uid: 1001,
+            account: "chem".into(),
+            partition: "debug".into(),
+            resources: Resources { nodes: 1, cpus: 1, mem_mb: 1000, gpus: BTreeMap::new() },
+            time_limit_min: 120,
+            array_tasks: 1,
+            qos: None,
+            job_id: None,
+            job_name: None,
+        };
+        assert!(matches!(b.submit(&req, &meta, NOW_S).unwrap(), Decision::Accept { .. }));
+    }
     let conn = rusqlite::Connection::open(&ledger).unwrap();
     let states: Vec<String> = conn
         .prepare("SELECT state FROM jobs GROUP BY state ORDER BY state")
@@ -756,7 +798,7 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     // Every other command, and the plugins, refuse the older schema; nothing upgrades it
     // behind the admin's back.
     let outdated = format!(
-        "ledger {}: schema version 4 is older than this asbb needs (5); run `asbb-admin migrate` (outside slurmctld) to upgrade it",
+        "ledger {}: schema version 4 is older than this asbb needs (6); run `asbb-admin migrate` (outside slurmctld) to upgrade it",
         ledger.display()
     );
     assert_eq!(admin(&["verify"]), (String::new(), format!("asbb-admin: error: {outdated}\n"), Some(2)));
@@ -789,7 +831,7 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     assert_eq!(
         out,
         format!(
-            "ledger {}: schema 4 -> 5 (005_narrow_writes)\nthe ledger as it was: {}.schema-4.bak (delete it once you are satisfied)\nthe same balances before and after: 3 accounts, 10 journal entries, 6 jobs\n",
+            "ledger {}: schema 4 -> 6 (005_narrow_writes, 006_grant_directed)\nthe ledger as it was: {}.schema-4.bak (delete it once you are satisfied)\nthe same balances before and after: 3 accounts, 12 journal entries, 7 jobs\n",
             ledger.display(),
             ledger.display()
         )
@@ -797,14 +839,19 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     assert_eq!(admin(&["account", "list", "--format", "json"]).0, balances);
     assert_eq!(
         admin(&["verify"]).0,
-        "checked 3 accounts, 4 allocations, 10 journal entries, 6 jobs\nok: every balance matches the journal\n"
+        "checked 3 accounts, 5 allocations, 12 journal entries, 7 jobs\nok: every balance matches the journal\n"
     );
     let conn = rusqlite::Connection::open(&ledger).unwrap();
     assert_eq!(indexes(&conn), current_indexes);
+    // The grant's open hold is its job's: $2.00 for two CPU-hours at $1.
+    let grant_held: i64 = conn
+        .query_row("SELECT held_micros FROM grant_accounts WHERE grant_number = 'NSF-1'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(grant_held, 2_000_000);
     // The backup is the ledger as it was: schema 4, every entry.
     let backup = rusqlite::Connection::open(format!("{}.schema-4.bak", ledger.display())).unwrap();
     let one = |sql: &str| -> i64 { backup.query_row(sql, [], |r| r.get(0)).unwrap() };
-    assert_eq!((one("SELECT max(version) FROM schema_migrations"), one("SELECT count(*) FROM journal")), (4, 10));
+    assert_eq!((one("SELECT max(version) FROM schema_migrations"), one("SELECT count(*) FROM journal")), (4, 12));
     let pairs = |sql: &str| -> Vec<(u32, i64)> {
         conn.prepare(sql).unwrap().query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
     };
@@ -812,6 +859,6 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
         pairs("SELECT uid, account_id FROM account_job_users ORDER BY 1, 2"),
         pairs("SELECT DISTINCT uid, account_id FROM jobs ORDER BY 1, 2")
     );
-    assert_eq!(pairs("SELECT uid, account_id FROM account_job_users").len(), 3);
-    assert_eq!(admin(&["migrate"]).0, format!("ledger {}: schema 5 is current; nothing to do\n", ledger.display()));
+    assert_eq!(pairs("SELECT uid, account_id FROM account_job_users").len(), 4);
+    assert_eq!(admin(&["migrate"]).0, format!("ledger {}: schema 6 is current; nothing to do\n", ledger.display()));
 }

@@ -324,7 +324,29 @@ fn job_metadata_reaches_the_ledger_and_is_enforced() {
     assert_eq!(field(&from_wckey, "project_code"), "w7");
 
     let policy = "sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)\n";
+    // A grant too small for the job: a job that names it is refused, though the account could pay.
+    site.admin_ok(&[
+        "grant",
+        "create",
+        "--number",
+        "NSF-TINY",
+        "--agency",
+        "NSF",
+        "--pi",
+        "Ada",
+        "--amount",
+        "0.50",
+        "--start",
+        "2020-01-01",
+        "--end",
+        "2099-12-31",
+        "--indirect-rate",
+        "0",
+        "--account",
+        "chem",
+    ]);
     let cases: &[(&str, &str)] = &[
+        ("asbb:grant_number=NSF-TINY", "sbatch: error: asbb: grant 'NSF-TINY' cannot cover this job: needs $0.60, $0.50 of it available to account 'chem'; ask your PI for funds or request less time or fewer resources\n"),
         ("asbb:max_cost=0.10", "sbatch: error: asbb: estimate $0.60 is above your max_cost $0.10; request less time or fewer resources, or raise max_cost\n"),
         ("asbb:colour=blue", "sbatch: error: asbb: bad job metadata 'colour=blue' in --comment: unknown key; use grant, project, domain, mpi, max_cost or hint.<key>\n"),
         ("asbb:grant=NSF-0", "sbatch: error: asbb: grant 'NSF-0' is not known to asbb; check the grant number\n"),

@@ -911,3 +911,137 @@ fn report_output_follows_no_symlink_and_replaces_files_safely() {
         ),
     );
 }
+
+/// A job of `hours` on one node with 4 CPUs, 16 GB and a GPU in `debug` ($1.16 an
+/// hour), submitted with `grant` named (or none) and run to its limit at `NOW`.
+/// Returns the decision and, when it ran, its token.
+fn directed_job(b: &mut Budget, job_id: u32, grant: Option<&str>, hours: u32) -> (Decision, Option<String>) {
+    let resources = Resources { nodes: 1, cpus: 4, mem_mb: 16 * 1024, gpus: BTreeMap::from([(String::new(), 1)]) };
+    let req = JobRequest {
+        user: "alice".into(),
+        uid: 1000,
+        account: "chem".into(),
+        partition: "debug".into(),
+        resources: resources.clone(),
+        time_limit_min: hours * 60,
+        array_tasks: 1,
+        qos: None,
+        job_id: Some(job_id),
+        job_name: None,
+    };
+    let meta =
+        asbb::core::pricing::metadata::JobMetadata { grant_number: grant.map(str::to_string), ..Default::default() };
+    let submit = parse_date("2026-08-15").unwrap();
+    let decision = b.submit(&req, &meta, submit).unwrap();
+    let Decision::Accept { token, .. } = &decision else { return (decision, None) };
+    let end = submit + hours as i64 * 3600;
+    let done = JobCompletion {
+        cluster: "c1".into(),
+        job_id,
+        hold_token: Some(token.clone()),
+        user: "alice".into(),
+        account: "chem".into(),
+        partition: "debug".into(),
+        state: EndState::Completed,
+        start_time: submit,
+        end_time: end,
+        allocated: Some(resources),
+        task_count: 1,
+        submit_time: submit,
+        run_index: 0,
+        qos: None,
+    };
+    b.reconcile(&done, end + 60).unwrap();
+    let token = token.clone();
+    (decision, Some(token))
+}
+
+#[test]
+fn a_job_that_names_a_grant_is_held_and_charged_against_that_grant_only() {
+    let env = Env::new();
+    env.ok_at(CREATED, &["account", "create", "chem", "--limit", "0", "--start", "2025-06-15"]);
+    for (number, amount, end) in [("NSF-A", "1000", "2027-06-30"), ("NIH-B", "100", "2026-12-31")] {
+        env.ok_at(
+            CREATED,
+            &[
+                "grant",
+                "create",
+                "--number",
+                number,
+                "--agency",
+                "NSF",
+                "--pi",
+                "Ada Lovelace",
+                "--amount",
+                amount,
+                "--start",
+                "2026-01-01",
+                "--end",
+                end,
+                "--indirect-rate",
+                "0",
+                "--account",
+                "chem",
+            ],
+        );
+    }
+    let debited = |b: &mut Budget| -> BTreeMap<String, i64> {
+        b.allocations("chem")
+            .unwrap()
+            .iter()
+            .map(|a| (a.memo.clone().unwrap_or_default(), a.debited.micros()))
+            .collect()
+    };
+    let mut b = env.budget();
+    // Named: NSF-A pays although NIH-B ends first.
+    let first = directed_job(&mut b, 1, Some("NSF-A"), 10).1.unwrap();
+    // Named none: the one ending first, as before.
+    directed_job(&mut b, 2, None, 10);
+    assert_eq!(
+        debited(&mut b),
+        BTreeMap::from([("grant NIH-B".to_string(), 11_600_000), ("grant NSF-A".to_string(), 11_600_000)])
+    );
+    // NIH-B cannot cover 100 hours: refused, naming the grant, though the account could.
+    let (d, _) = directed_job(&mut b, 3, Some("NIH-B"), 100);
+    match d {
+        Decision::Reject { reason, .. } => assert_eq!(
+            reason,
+            "asbb: grant 'NIH-B' cannot cover this job: needs $116.00, $88.40 of it available to account 'chem'; ask your PI for funds or request less time or fewer resources"
+        ),
+        d => panic!("{d:?}"),
+    }
+    // The same job naming no grant fits: nothing else was tried for the named one.
+    assert!(matches!(directed_job(&mut b, 30, None, 1).0, Decision::Accept { .. }));
+    // Extra cost found later follows the job's grant.
+    let at = t("2026-08-16", 0);
+    assert!(b.adjust(&first, Money::parse("2.00").unwrap(), Some("AWS invoice"), "a-1", "tester", at).unwrap());
+    assert_eq!(debited(&mut b)["grant NSF-A"], 13_600_000);
+    assert_eq!(debited(&mut b)["grant NIH-B"], 11_600_000 + 1_160_000);
+    drop(b);
+
+    // An account's default grant: its jobs that name none are held and charged there.
+    let mut cfg = Config::load(&Env::config_path()).unwrap();
+    cfg.ledger_path = env.ledger();
+    cfg.accounts.entry("chem".into()).or_default().default_grant = Some("NSF-A".into());
+    let mut b = Budget::open(cfg.clone(), OpenMode::MustExist).unwrap();
+    directed_job(&mut b, 4, None, 10);
+    directed_job(&mut b, 5, Some("NIH-B"), 10);
+    assert_eq!(
+        debited(&mut b),
+        BTreeMap::from([("grant NIH-B".to_string(), 24_360_000), ("grant NSF-A".to_string(), 25_200_000)])
+    );
+    // The grant's own statement shows what its jobs cost.
+    let v: serde_json::Value = serde_json::from_str(&env.ok(&["grant", "show", "NSF-A", "--format", "json"])).unwrap();
+    assert_eq!(v["spent"], "25.20");
+    drop(b);
+    cfg.accounts.entry("chem".into()).or_default().default_grant = Some("NSF-X".into());
+    let mut b = Budget::open(cfg, OpenMode::MustExist).unwrap();
+    match directed_job(&mut b, 6, None, 1).0 {
+        Decision::Reject { reason, .. } => assert_eq!(
+            reason,
+            "asbb: grant 'NSF-X', the default grant of account 'chem', is not known to asbb; name another grant with --comment asbb:grant=NUMBER, or ask your admins to change the default"
+        ),
+        d => panic!("{d:?}"),
+    }
+    assert!(b.verify().unwrap().is_clean(), "{:?}", b.verify().unwrap().problems);
+}

@@ -11,6 +11,7 @@ use crate::core::decisions::BudgetError;
 use crate::core::grants::report::ReportRange;
 use crate::core::integration::{accounts_with_job_id, money_from_raw, unknown_job, CostUpdate, Feedback};
 use crate::core::money::Money;
+use crate::core::pricing::metadata::MetadataFields;
 use crate::render::{render, ReportFormat};
 use crate::shape::RequestArgs;
 use axum::extract::State;
@@ -213,6 +214,9 @@ pub(super) struct CheckBody {
     qos: Option<String>,
     #[serde(default)]
     user: Option<String>,
+    /// Grant, project, domain, hints and cost constraints, as at submit.
+    #[serde(default)]
+    job_metadata: Option<MetadataFields>,
 }
 
 fn one() -> u32 {
@@ -243,10 +247,16 @@ pub(super) async fn check(
         _ => (b.user.clone().unwrap_or_else(|| caller.name.clone()), caller.uid.unwrap_or(0)),
     };
     let req = args.to_request(&b.account, &user, uid).map_err(|e| ApiError::new(422, "invalid", e.0))?;
+    let meta = b
+        .job_metadata
+        .map(|m| m.into_metadata("job_metadata"))
+        .transpose()
+        .map_err(|e| ApiError::new(422, "invalid", e.to_string()))?
+        .unwrap_or_default();
     let out = state
         .with_budget(move |bud, now| {
             check_account_access(bud, &caller, &req.account)?;
-            let (decision, hold) = bud.check_quote(&req, now)?;
+            let (decision, hold) = bud.check_quote(&req, &meta, now)?;
             let available = bud.balance(&req.account, now).ok().map(|b| b.available.to_exact_string());
             let mut v = decision_json(&decision, hold);
             v["account"] = json!(req.account);

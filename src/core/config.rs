@@ -178,6 +178,8 @@ struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct AccountPolicy {
     pub approval_threshold: Option<Money>,
+    /// The grant the account's jobs are held and charged against when they name none.
+    pub default_grant: Option<String>,
     pub low_balance_hold_days: Option<u32>,
     pub release_held_on_deposit: Option<bool>,
 }
@@ -725,6 +727,15 @@ impl Config {
         let forecast = forecast_config(&raw.forecast).map_err(err)?;
         let learning = learning_config(&raw.learning).map_err(err)?;
         let api = api_config(&raw.api).map_err(err)?;
+        for (name, a) in &raw.accounts {
+            if let Some(g) = &a.default_grant {
+                if !crate::core::text::METADATA_VALUE.accepts(g) {
+                    return Err(err(format!(
+                        "accounts.{name}.default_grant: '{g}' is not a grant number (1-64 letters, digits or _ - . : /)"
+                    )));
+                }
+            }
+        }
         Ok(Config {
             source: source.to_string(),
             ledger_path: raw.ledger.unwrap_or_else(|| PathBuf::from(DEFAULT_LEDGER_PATH)),
@@ -742,6 +753,11 @@ impl Config {
     /// The approval threshold for an account: its own, else `[policy]`'s.
     pub fn approval_threshold_for(&self, account: &str) -> Option<Money> {
         self.accounts.get(account).and_then(|a| a.approval_threshold).or(self.policy.approval_threshold)
+    }
+
+    /// The grant a job in `account` is charged to when it names none.
+    pub fn default_grant_for(&self, account: &str) -> Option<&str> {
+        self.accounts.get(account).and_then(|a| a.default_grant.as_deref())
     }
 
     pub fn low_balance_hold_days_for(&self, account: &str) -> u32 {

@@ -128,7 +128,13 @@ pub(crate) fn correct_in(
             actor: Some(actor),
             memo,
         };
-        postings::post_cost(tx, &base, Money::from_micros(delta), last_end.unwrap_or(now)).map_err(&e)?;
+        // It follows the job's grant, as the job's charges did.
+        let grant = match job.grant_number.as_deref() {
+            Some(number) => tx.grant_funds(number).map_err(&e)?,
+            None => None,
+        };
+        postings::post_cost(tx, &base, Money::from_micros(delta), last_end.unwrap_or(now), grant.as_ref())
+            .map_err(&e)?;
     }
     tx.tx
         .execute("UPDATE jobs SET charged_micros = charged_micros + ?2 WHERE token = ?1", params![token, delta])

@@ -34,7 +34,8 @@ pub mod verify;
 use crate::core::config::{Config, MissingPolicy};
 use crate::core::ledger::postings::{self, adjust_hold, audit, post_cost};
 use crate::core::ledger::{
-    AccountRow, AllocationRow, EntryKind, JobRow, JobState, Ledger, LedgerError, NewEntry, OpenMode, Tx, JOB_COLS,
+    AccountRow, AllocationRow, EntryKind, GrantFunds, JobRow, JobState, Ledger, LedgerError, NewEntry, OpenMode, Tx,
+    JOB_COLS,
 };
 use crate::core::money::Money;
 use crate::core::pricing::cost::{self, CostError};
@@ -42,7 +43,7 @@ use crate::core::pricing::job::{EndState, JobCompletion, JobRequest};
 use crate::core::pricing::metadata::JobMetadata;
 use chrono::{DateTime, NaiveDate, Utc};
 pub use handle::BudgetHandle;
-use rusqlite::{params, OptionalExtension};
+use rusqlite::params;
 use serde::Serialize;
 
 /// Seconds in a day.
@@ -242,6 +243,17 @@ pub const FOREVER: i64 = 253_402_214_400;
 /// Sums in i128 (no i64 overflow however many large allocations), saturated to Money.
 fn saturate(micros: i128) -> Money {
     Money::from_micros(micros.clamp(i64::MIN as i128, i64::MAX as i128) as i64)
+}
+
+/// What is left of a grant for new holds: its allocations active at `now` (among
+/// `allocations`, the account's) less the open holds of the jobs that name it.
+fn grant_available_of(grant: &GrantFunds, allocations: &[AllocationRow], now: i64) -> Money {
+    let active: i128 = allocations
+        .iter()
+        .filter(|a| a.grant_id == Some(grant.id) && a.is_active(now))
+        .map(|a| a.remaining().micros() as i128)
+        .sum();
+    saturate(active - grant.held.micros() as i128)
 }
 
 fn available_of(account: &AccountRow, allocations: &[AllocationRow], now: i64) -> Money {

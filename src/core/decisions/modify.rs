@@ -2,7 +2,7 @@
 //! A job changed after submit (`scontrol update`, a re-run): the hold follows it; and
 //! provisional holds confirmed or dropped once slurmctld has the job.
 
-use super::submit::{decide, insert_job, Verdict};
+use super::submit::{decide, insert_job, GrantAsk, NewJob, Verdict};
 use super::*;
 
 impl Budget {
@@ -78,6 +78,22 @@ impl Budget {
                         let acc = tx.account_by_id(job.account_id).map_err(&e)?;
                         let allocs = tx.allocations(acc.id).map_err(&e)?;
                         let available = available_of(&acc, &allocs, now);
+                        if let Some(grant) = job.grant_number.as_deref() {
+                            let left = match tx.grant_funds(grant).map_err(&e)? {
+                                Some(g) => grant_available_of(&g, &allocs, now),
+                                None => Money::ZERO,
+                            };
+                            if left.micros() < delta && left < available {
+                                return Ok(Modified::Refused {
+                                    reason: format!(
+                                        "asbb: grant '{grant}' cannot cover this change: it needs {} more, {} of it available to account '{}'",
+                                        Money::from_micros(delta),
+                                        left.max(Money::ZERO),
+                                        acc.name
+                                    ),
+                                });
+                            }
+                        }
                         if available.micros() < delta {
                             return Ok(Modified::Refused {
                                 reason: format!(
@@ -115,10 +131,12 @@ impl Budget {
                 let needs_approval = job.state == JobState::AwaitingApproval && !approved;
                 // The approval threshold is re-checked at every release (the job may have
                 // grown since it was submitted); only an operator's release approves.
-                match decide(&self.config, &tx, req, &domain, now, approved)? {
+                let ask = GrantAsk::stored(job.grant_number.as_deref());
+                match decide(&self.config, &tx, req, &domain, ask, now, approved)? {
                     // Place the learned hold, not necessarily the estimate.
-                    Verdict::Fits { account, hold, .. } if !needs_approval => {
-                        postings::hold(&tx, token, account.id, hold, req.job_id, now, "released after hold")
+                    Verdict::Fits { account, hold, grant, .. } if !needs_approval => {
+                        let grant = grant.as_ref().map(|g| g.number.as_str());
+                        postings::hold(&tx, token, account.id, grant, hold, req.job_id, now, "released after hold")
                             .map_err(&e)?;
                         tx.tx
                             .execute(
@@ -176,30 +194,37 @@ impl Budget {
         let new_token = tx.new_token().map_err(&e)?;
         let waiting = |tx: &Tx<'_>, state: JobState, reason: String, estimate: Money| -> Result<Rerun, BudgetError> {
             let account = tx.account_by_id(job.account_id).map_err(&e)?;
-            insert_job(tx, &new_token, &account, &req, estimate, Money::ZERO, state, Some(&reason), meta.as_ref(), now)
-                .map_err(&e)?;
+            let row = NewJob {
+                token: &new_token,
+                account: &account,
+                req: &req,
+                estimate,
+                held: Money::ZERO,
+                grant: job.grant_number.as_deref(),
+                meta: meta.as_ref(),
+            };
+            insert_job(tx, &row, state, Some(&reason), now).map_err(&e)?;
             Ok(Rerun::Waiting { token: new_token.clone(), reason })
         };
         let outcome = if job.state == JobState::Denied {
             let reason = format!("asbb: job {job_id} was denied by an admin; requeueing it does not let it run");
             waiting(&tx, JobState::Denied, reason, per_task)?
         } else {
-            match decide(&self.config, &tx, &req, &domain, now, false)? {
-                Verdict::Fits { account, estimate, hold, .. } => {
-                    insert_job(
-                        &tx,
-                        &new_token,
-                        &account,
-                        &req,
+            let ask = GrantAsk::stored(job.grant_number.as_deref());
+            match decide(&self.config, &tx, &req, &domain, ask, now, false)? {
+                Verdict::Fits { account, estimate, hold, grant, .. } => {
+                    let grant = grant.as_ref().map(|g| g.number.as_str());
+                    let row = NewJob {
+                        token: &new_token,
+                        account: &account,
+                        req: &req,
                         estimate,
-                        hold,
-                        JobState::Held,
-                        None,
-                        meta.as_ref(),
-                        now,
-                    )
-                    .map_err(&e)?;
-                    postings::hold(&tx, &new_token, account.id, hold, Some(job_id), now, "re-run after requeue")
+                        held: hold,
+                        grant,
+                        meta: meta.as_ref(),
+                    };
+                    insert_job(&tx, &row, JobState::Held, None, now).map_err(&e)?;
+                    postings::hold(&tx, &new_token, account.id, grant, hold, Some(job_id), now, "re-run after requeue")
                         .map_err(&e)?;
                     Rerun::Held { token: new_token.clone(), hold }
                 }

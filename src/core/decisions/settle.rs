@@ -112,7 +112,12 @@ impl Budget {
             actor: None,
             memo: None,
         };
-        post_cost(&tx, &base, cost, at).map_err(&e)?;
+        // A job that names a grant is charged to that grant only.
+        let grant = match job.as_ref().and_then(|j| j.grant_number.as_deref()) {
+            Some(number) => tx.grant_funds(number).map_err(&e)?,
+            None => None,
+        };
+        post_cost(&tx, &base, cost, at, grant.as_ref()).map_err(&e)?;
         // One estimate-vs-actual sample per run, in this transaction.
         crate::core::pricing::learning::record_run(&tx, c, job.as_ref(), account.id, cost, now).map_err(&e)?;
         let mut released = Money::ZERO;

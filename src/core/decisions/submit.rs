@@ -6,14 +6,25 @@ use super::*;
 impl Budget {
     /// Prices and decides without writing anything (a quote).
     pub fn quote(&mut self, req: &JobRequest, now: i64) -> Result<Decision, BudgetError> {
-        Ok(self.quote_with_hold(req, now)?.0)
+        Ok(self.quote_with_hold(req, &JobMetadata::default(), now)?.0)
     }
 
-    /// [`Self::quote`] and, for a job that fits, the hold submit would place (learning
-    /// may size it below the estimate).
-    pub fn quote_with_hold(&mut self, req: &JobRequest, now: i64) -> Result<(Decision, Option<Money>), BudgetError> {
+    /// [`Self::quote`] for a job that carries metadata (its grant, `max_cost` and
+    /// learning group apply as at submit) and, for a job that fits, the hold submit
+    /// would place (learning may size it below the estimate).
+    pub fn quote_with_hold(
+        &mut self,
+        req: &JobRequest,
+        meta: &JobMetadata,
+        now: i64,
+    ) -> Result<(Decision, Option<Money>), BudgetError> {
         let tx = Tx::read(&mut self.ledger)?;
-        let verdict = decide(&self.config, &tx, req, "", now, false)?;
+        let domain = meta.research_domain.as_deref().unwrap_or("");
+        let ask = GrantAsk::of(&self.config, &req.account, meta.grant_number.as_deref());
+        let verdict = decide(&self.config, &tx, req, domain, ask, now, false)?;
+        if let Some(refusal) = check_metadata(&verdict, meta) {
+            return Ok((refusal, None));
+        }
         Ok(match verdict {
             Verdict::Done(d) => (d, None),
             Verdict::Fits { estimate, hold, available, .. } => (
@@ -34,35 +45,48 @@ impl Budget {
         self.submit(req, &JobMetadata::default(), now)
     }
 
-    /// `check_and_hold` for a job that carries metadata: a named grant must exist,
-    /// be open and fund the job's account; `max_cost` must cover the estimate.
+    /// `check_and_hold` for a job that carries metadata: a named grant (or the
+    /// account's default grant) must exist, be open, fund the job's account and cover
+    /// the job; `max_cost` must cover the estimate.
     pub fn submit(&mut self, req: &JobRequest, meta: &JobMetadata, now: i64) -> Result<Decision, BudgetError> {
         let path = self.ledger.path().to_path_buf();
         let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::write(&mut self.ledger)?;
         let domain = meta.research_domain.as_deref().unwrap_or("");
-        let verdict = decide(&self.config, &tx, req, domain, now, false)?;
-        if let Some(refusal) = check_metadata(&tx, &verdict, meta).map_err(&e)? {
+        let ask = GrantAsk::of(&self.config, &req.account, meta.grant_number.as_deref());
+        let verdict = decide(&self.config, &tx, req, domain, ask, now, false)?;
+        if let Some(refusal) = check_metadata(&verdict, meta) {
             return Ok(refusal);
         }
         let decision = match verdict {
             Verdict::Done(d) => return Ok(d),
             // Hold `hold` (= the estimate unless [learning] sized it down).
-            Verdict::Fits { account, estimate, hold, available } => {
+            Verdict::Fits { account, estimate, hold, available, grant } => {
                 let token = tx.new_token().map_err(&e)?;
-                insert_job(&tx, &token, &account, req, estimate, hold, JobState::Held, None, Some(meta), now)
-                    .map_err(&e)?;
-                postings::hold(&tx, &token, account.id, hold, req.job_id, now, "submit").map_err(&e)?;
+                let grant = grant.as_ref().map(|g| g.number.as_str());
+                let row =
+                    NewJob { token: &token, account: &account, req, estimate, held: hold, grant, meta: Some(meta) };
+                insert_job(&tx, &row, JobState::Held, None, now).map_err(&e)?;
+                postings::hold(&tx, &token, account.id, grant, hold, req.job_id, now, "submit").map_err(&e)?;
                 Decision::Accept {
                     token,
                     estimate,
                     available_after: Money::from_micros(available.micros() - hold.micros()),
                 }
             }
-            Verdict::Held { account, estimate, reason, state } => {
+            Verdict::Held { account, estimate, reason, state, grant } => {
                 let token = tx.new_token().map_err(&e)?;
-                insert_job(&tx, &token, &account, req, estimate, Money::ZERO, state, Some(&reason), Some(meta), now)
-                    .map_err(&e)?;
+                let grant = grant.as_ref().map(|g| g.number.as_str());
+                let row = NewJob {
+                    token: &token,
+                    account: &account,
+                    req,
+                    estimate,
+                    held: Money::ZERO,
+                    grant,
+                    meta: Some(meta),
+                };
+                insert_job(&tx, &row, state, Some(&reason), now).map_err(&e)?;
                 Decision::Hold { token, estimate, reason }
             }
         };
@@ -71,54 +95,81 @@ impl Budget {
     }
 }
 
-/// Refuses a job whose metadata does not fit: an unknown, closed or foreign grant, or
-/// a `max_cost` below the estimate.
-pub(super) fn check_metadata(tx: &Tx<'_>, verdict: &Verdict, meta: &JobMetadata) -> rusqlite::Result<Option<Decision>> {
-    let (account, estimate) = match verdict {
-        Verdict::Fits { account, estimate, .. } | Verdict::Held { account, estimate, .. } => (account, *estimate),
-        Verdict::Done(_) => return Ok(None),
+/// Refuses a job whose `max_cost` is below its estimate.
+pub(super) fn check_metadata(verdict: &Verdict, meta: &JobMetadata) -> Option<Decision> {
+    let estimate = match verdict {
+        Verdict::Fits { estimate, .. } | Verdict::Held { estimate, .. } => *estimate,
+        Verdict::Done(_) => return None,
     };
-    let reject =
-        |reason: String| Some(Decision::Reject { reason, refusal: Refusal::BudgetRule, estimate: Some(estimate) });
-    if let Some(max) = meta.max_cost() {
-        if estimate > max {
-            return Ok(reject(format!(
-                "asbb: estimate {estimate} is above your max_cost {max}; request less time or fewer resources, or raise max_cost"
-            )));
+    let max = meta.max_cost()?;
+    (estimate > max).then(|| Decision::Reject {
+        reason: format!(
+            "asbb: estimate {estimate} is above your max_cost {max}; request less time or fewer resources, or raise max_cost"
+        ),
+        refusal: Refusal::BudgetRule,
+        estimate: Some(estimate),
+    })
+}
+
+/// The grant a job is to be held and charged against: the one it names, else its
+/// account's default (`[accounts.<name>] default_grant`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct GrantAsk<'a> {
+    number: &'a str,
+    /// Not named by the job: its account's default.
+    by_default: bool,
+}
+
+impl<'a> GrantAsk<'a> {
+    pub(super) fn of(config: &'a Config, account: &str, named: Option<&'a str>) -> Option<GrantAsk<'a>> {
+        match named {
+            Some(number) => Some(GrantAsk { number, by_default: false }),
+            None => config.default_grant_for(account).map(|number| GrantAsk { number, by_default: true }),
         }
     }
-    if let Some(number) = &meta.grant_number {
-        let has_grants: bool = tx
-            .tx
-            .prepare_cached("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'grant_accounts'")?
-            .exists([])?;
-        let grant: Option<(String, Option<i64>)> = if has_grants {
-            tx.tx
-                .prepare_cached("SELECT status, budget_account_id FROM grant_accounts WHERE grant_number = ?1")?
-                .query_row([number], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?
+
+    /// The grant a stored job was priced against (named or default alike).
+    pub(super) fn stored(number: Option<&'a str>) -> Option<GrantAsk<'a>> {
+        number.map(|number| GrantAsk { number, by_default: false })
+    }
+
+    /// How a refusal names the grant.
+    fn named(&self, account: &str) -> String {
+        if self.by_default {
+            format!("grant '{}', the default grant of account '{account}',", self.number)
         } else {
-            None
-        };
-        match grant {
-            None => return Ok(reject(format!("asbb: grant '{number}' is not known to asbb; check the grant number"))),
-            Some((status, _)) if status != "active" => {
-                return Ok(reject(format!("asbb: grant '{number}' is {status}; no new jobs can be charged to it")))
-            }
-            Some((_, funded)) if funded != Some(account.id) => {
-                return Ok(reject(format!("asbb: grant '{number}' does not fund account '{}'", account.name)))
-            }
-            Some(_) => {}
+            format!("grant '{}'", self.number)
         }
     }
-    Ok(None)
+
+    /// The grant, if it may fund a job in `account`; otherwise why not.
+    fn check(&self, tx: &Tx<'_>, account: &AccountRow) -> rusqlite::Result<Result<GrantFunds, String>> {
+        let named = self.named(&account.name);
+        let fix = if self.by_default {
+            "; name another grant with --comment asbb:grant=NUMBER, or ask your admins to change the default"
+        } else {
+            ""
+        };
+        Ok(match tx.grant_funds(self.number)? {
+            None if self.by_default => Err(format!("asbb: {named} is not known to asbb{fix}")),
+            None => Err(format!("asbb: {named} is not known to asbb; check the grant number")),
+            Some(g) if g.status != "active" => {
+                Err(format!("asbb: {named} is {}; no new jobs can be charged to it{fix}", g.status))
+            }
+            Some(g) if g.account_id != Some(account.id) => {
+                Err(format!("asbb: {named} does not fund account '{}'{fix}", account.name))
+            }
+            Some(g) => Ok(g),
+        })
+    }
 }
 
 // `Fits::hold` is what to hold: `learning::hold_for` of the estimate.
+// `grant`: the grant the job is held and charged against, if any.
 pub(super) enum Verdict {
     Done(Decision),
-    Fits { account: AccountRow, estimate: Money, hold: Money, available: Money },
-    Held { account: AccountRow, estimate: Money, reason: String, state: JobState },
+    Fits { account: AccountRow, estimate: Money, hold: Money, available: Money, grant: Option<GrantFunds> },
+    Held { account: AccountRow, estimate: Money, reason: String, state: JobState, grant: Option<GrantFunds> },
 }
 
 /// The decision rule, shared by quote, check_and_hold and a release re-check.
@@ -127,6 +178,7 @@ pub(super) fn decide(
     tx: &Tx<'_>,
     req: &JobRequest,
     domain: &str,
+    grant: Option<GrantAsk<'_>>,
     now: i64,
     skip_approval: bool,
 ) -> Result<Verdict, BudgetError> {
@@ -179,12 +231,32 @@ pub(super) fn decide(
             estimate: Some(estimate),
         }));
     }
+    let grant = match grant.map(|ask| (ask, ask.check(tx, &account))) {
+        None => None,
+        Some((ask, checked)) => match checked.map_err(ledger_err)? {
+            Ok(g) => Some((ask, g)),
+            Err(reason) => {
+                return Ok(Verdict::Done(Decision::Reject {
+                    reason,
+                    refusal: Refusal::BudgetRule,
+                    estimate: Some(estimate),
+                }))
+            }
+        },
+    };
     let allocs = tx.allocations(account.id).map_err(ledger_err)?;
-    let available = available_of(&account, &allocs, now);
+    let account_available = available_of(&account, &allocs, now);
+    // A job held against a grant fits only in what is left of that grant.
+    let grant_available = grant.as_ref().map(|(_, g)| grant_available_of(g, &allocs, now));
+    let available = grant_available.map_or(account_available, |g| g.min(account_available));
+    let (ask, grant) = match grant {
+        Some((ask, g)) => (Some(ask), Some(g)),
+        None => (None, None),
+    };
     if let Some(threshold) = config.approval_threshold_for(&account.name).filter(|_| !skip_approval) {
         if estimate > threshold {
             let reason = format!("asbb: needs approval, estimate {estimate} > {threshold}");
-            return Ok(Verdict::Held { account, estimate, reason, state: JobState::AwaitingApproval });
+            return Ok(Verdict::Held { account, estimate, reason, state: JobState::AwaitingApproval, grant });
         }
     }
     // The decision compares the hold (the estimate unless learning sized it) with available.
@@ -192,50 +264,76 @@ pub(super) fn decide(
         crate::core::pricing::learning::hold_for(tx, account.id, &req.partition, domain, estimate, &config.learning)
             .map_err(ledger_err)?;
     if hold <= available {
-        return Ok(Verdict::Fits { account, estimate, hold, available });
+        return Ok(Verdict::Fits { account, estimate, hold, available, grant });
     }
-    // Short now; does an allocation start soon that would cover it?
+    // Which money is short: the grant's (when it is the smaller) or the account's.
+    let short_grant = match (ask, grant_available) {
+        (Some(ask), Some(g)) if g < account_available => Some(ask),
+        _ => None,
+    };
+    // Short now; does an allocation (of the grant, for a job held against one) start
+    // soon that would cover it?
     let hold_days = config.low_balance_hold_days_for(&account.name);
     if hold_days > 0 {
         let horizon = now + hold_days as i64 * DAY_S;
-        if let Some(next) =
-            allocs.iter().filter(|a| a.valid_from > now && a.valid_from <= horizon).min_by_key(|a| a.valid_from)
+        if let Some(next) = allocs
+            .iter()
+            .filter(|a| grant.as_ref().map_or(true, |g| a.grant_id == Some(g.id)))
+            .filter(|a| a.valid_from > now && a.valid_from <= horizon)
+            .min_by_key(|a| a.valid_from)
         {
             if available.micros() + next.remaining().micros() >= hold.micros() {
+                let short = match short_grant {
+                    Some(ask) => {
+                        format!("{} is short of funds for account '{}'", ask.named(&account.name), account.name)
+                    }
+                    None => format!("account '{}' is short of funds", account.name),
+                };
                 let reason = format!(
-                    "asbb: account '{}' is short of funds (needs {estimate}, {} available); held until the allocation starting {}",
-                    account.name,
+                    "asbb: {short} (needs {estimate}, {} available); held until the allocation starting {}",
                     available.max(Money::ZERO),
                     format_date(next.valid_from)
                 );
-                return Ok(Verdict::Held { account, estimate, reason, state: JobState::AwaitingFunds });
+                return Ok(Verdict::Held { account, estimate, reason, state: JobState::AwaitingFunds, grant });
             }
         }
     }
-    Ok(Verdict::Done(Decision::Reject {
-        reason: format!(
+    let reason = match short_grant {
+        Some(ask) => format!(
+            "asbb: {} cannot cover this job: needs {estimate}, {} of it available to account '{}'; ask your PI for funds or request less time or fewer resources",
+            ask.named(&account.name),
+            available.max(Money::ZERO),
+            account.name
+        ),
+        None => format!(
             "asbb: account '{}' cannot cover this job: needs {estimate}, {} available; ask your PI for funds or request less time or fewer resources",
             account.name,
             available.max(Money::ZERO)
         ),
-        refusal: Refusal::BudgetRule,
-        estimate: Some(estimate),
-    }))
+    };
+    Ok(Verdict::Done(Decision::Reject { reason, refusal: Refusal::BudgetRule, estimate: Some(estimate) }))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// A job row as submit (and a re-run) writes it.
+pub(super) struct NewJob<'a> {
+    pub token: &'a str,
+    pub account: &'a AccountRow,
+    pub req: &'a JobRequest,
+    pub estimate: Money,
+    pub held: Money,
+    /// The grant it is held and charged against (named or its account's default).
+    pub grant: Option<&'a str>,
+    pub meta: Option<&'a JobMetadata>,
+}
+
 pub(super) fn insert_job(
     tx: &Tx<'_>,
-    token: &str,
-    account: &AccountRow,
-    req: &JobRequest,
-    estimate: Money,
-    held: Money,
+    job: &NewJob<'_>,
     state: JobState,
     reason: Option<&str>,
-    meta: Option<&JobMetadata>,
     now: i64,
 ) -> rusqlite::Result<()> {
+    let NewJob { token, account, req, estimate, held, grant, meta } = *job;
     let request_json = serde_json::to_string(req).unwrap_or_else(|_| "{}".into());
     // The metadata goes in with the row: a second UPDATE would write the page twice.
     let meta = meta.filter(|m| !m.is_empty());
@@ -264,7 +362,7 @@ pub(super) fn insert_job(
             held.micros(),
             meta.and_then(|m| m.research_domain.as_deref()),
             meta.and_then(|m| m.project_code.as_deref()),
-            meta.and_then(|m| m.grant_number.as_deref()),
+            grant,
             metadata_json,
         ])?;
     // Usually there already: then this reads a page and writes none.

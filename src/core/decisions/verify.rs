@@ -202,6 +202,33 @@ impl Budget {
         if orphans > 0 {
             problems.push(format!("{orphans} charge entries have no run"));
         }
+        // A grant's open holds are its jobs' (schema 6+).
+        let has_grant_holds: bool = conn
+            .query_row(
+                "SELECT count(*) > 0 FROM pragma_table_info('grant_accounts') WHERE name = 'held_micros'",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(e)?;
+        if has_grant_holds {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT g.grant_number, g.held_micros, coalesce((SELECT sum(j.held_micros) FROM jobs j
+                       WHERE j.grant_number = g.grant_number), 0)
+                     FROM grant_accounts g ORDER BY g.grant_number",
+                )
+                .map_err(e)?;
+            let grants: Vec<(String, i64, i64)> = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .map_err(e)?
+                .collect::<Result<_, _>>()
+                .map_err(e)?;
+            for (number, held, jobs_held) in grants {
+                if held != jobs_held {
+                    problems.push(format!("grant {number}: cached held {held} micros, its jobs hold {jobs_held}"));
+                }
+            }
+        }
         // Who may read which account through the API follows from the jobs they ran
         // (schema 5+: `asbb-admin migrate` verifies the older ledger too).
         let has_users: bool = conn

@@ -286,7 +286,12 @@ impl Budget {
 
     /// A quote (the plugin's decision, nothing held) and, when it would be accepted, the
     /// hold learning would place (the estimate when learning is off).
-    pub fn check_quote(&mut self, req: &JobRequest, now: i64) -> Result<(Decision, Option<Money>), IntegrationError> {
-        Ok(self.quote_with_hold(req, now)?)
+    pub fn check_quote(
+        &mut self,
+        req: &JobRequest,
+        meta: &JobMetadata,
+        now: i64,
+    ) -> Result<(Decision, Option<Money>), IntegrationError> {
+        Ok(self.quote_with_hold(req, meta, now)?)
     }
 }

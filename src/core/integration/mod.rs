@@ -36,6 +36,7 @@ use crate::core::ledger::{job_from_row, JobRow, JobState, LedgerError, Tx, JOB_C
 use crate::core::money::Money;
 use crate::core::pricing::job::JobRequest;
 use crate::core::pricing::learning::{self, Sample};
+use crate::core::pricing::metadata::JobMetadata;
 use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;

@@ -20,6 +20,8 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     (4, "004_integration", include_str!("../../../sql/004_integration.sql")),
     // Fewer index pages written per submission.
     (5, "005_narrow_writes", include_str!("../../../sql/005_narrow_writes.sql")),
+    // Grant-directed charging: each grant's open holds.
+    (6, "006_grant_directed", include_str!("../../../sql/006_grant_directed.sql")),
 ];
 
 /// Prepared statements kept per connection.
@@ -363,6 +365,8 @@ pub struct AllocationRow {
     pub valid_until: i64,
     pub memo: Option<String>,
     pub debited: Money,
+    /// The grant that funds it, if any.
+    pub grant_id: Option<i64>,
 }
 
 impl AllocationRow {
@@ -398,6 +402,22 @@ pub struct JobRow {
     pub settled_at: Option<i64>,
     /// From the job's metadata (`domain=`); groups learning samples.
     pub research_domain: Option<String>,
+    /// The grant the job holds and is charged against (named, or its account's
+    /// default); `None`: the account's allocations, the one ending first first.
+    pub grant_number: Option<String>,
+}
+
+/// A grant as the submit path sees it: who it funds, whether it is open, and what
+/// its jobs hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantFunds {
+    pub id: i64,
+    pub number: String,
+    pub status: String,
+    /// The account it funds (`None`: a record that funds no account).
+    pub account_id: Option<i64>,
+    /// The open holds of the jobs that name it.
+    pub held: Money,
 }
 
 /// Where a priced job stands (the `jobs.state` column).
@@ -545,7 +565,7 @@ pub struct EntryRow {
 
 pub(crate) const ACCOUNT_COLS: &str =
     "id, name, status, credit_limit_micros, description, created_at, held_micros, overdraft_micros";
-pub(crate) const JOB_COLS: &str = "token, account_id, user_name, uid, partition, job_id, job_name, request_json, estimate_micros, tasks_total, tasks_done, held_micros, hold_placed_micros, charged_micros, state, reason, submitted_at, settled_at, research_domain";
+pub(crate) const JOB_COLS: &str = "token, account_id, user_name, uid, partition, job_id, job_name, request_json, estimate_micros, tasks_total, tasks_done, held_micros, hold_placed_micros, charged_micros, state, reason, submitted_at, settled_at, research_domain, grant_number";
 
 pub(crate) fn account_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
     Ok(AccountRow {
@@ -581,6 +601,7 @@ pub(crate) fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         submitted_at: r.get(16)?,
         settled_at: r.get(17)?,
         research_domain: r.get(18)?,
+        grant_number: r.get(19)?,
     })
 }
 
@@ -633,7 +654,7 @@ impl<'c> Tx<'c> {
 
     pub fn allocations(&self, account_id: i64) -> rusqlite::Result<Vec<AllocationRow>> {
         let mut stmt = self.tx.prepare_cached(
-            "SELECT id, account_id, amount_micros, valid_from, valid_until, memo, debited_micros
+            "SELECT id, account_id, amount_micros, valid_from, valid_until, memo, debited_micros, grant_id
              FROM allocations WHERE account_id = ?1 ORDER BY valid_until, id",
         )?;
         let rows = stmt.query_map([account_id], |r| {
@@ -645,9 +666,29 @@ impl<'c> Tx<'c> {
                 valid_until: r.get(4)?,
                 memo: r.get(5)?,
                 debited: Money::from_micros(r.get(6)?),
+                grant_id: r.get(7)?,
             })
         })?;
         rows.collect()
+    }
+
+    /// What a decision needs of the grant a job names: `None` when no grant has
+    /// that number.
+    pub fn grant_funds(&self, number: &str) -> rusqlite::Result<Option<GrantFunds>> {
+        self.tx
+            .prepare_cached(
+                "SELECT id, grant_number, status, budget_account_id, held_micros FROM grant_accounts WHERE grant_number = ?1",
+            )?
+            .query_row([number], |r| {
+                Ok(GrantFunds {
+                    id: r.get(0)?,
+                    number: r.get(1)?,
+                    status: r.get(2)?,
+                    account_id: r.get(3)?,
+                    held: Money::from_micros(r.get(4)?),
+                })
+            })
+            .optional()
     }
 
     pub fn job(&self, token: &str) -> rusqlite::Result<Option<JobRow>> {
@@ -687,6 +728,14 @@ impl<'c> Tx<'c> {
         self.tx
             .prepare_cached("UPDATE accounts SET held_micros = held_micros + ?2 WHERE id = ?1")?
             .execute(params![account_id, delta])?;
+        Ok(())
+    }
+
+    /// Keeps a grant's open holds in step with its jobs' (`grant_number` is unique).
+    fn add_grant_held(&self, grant_number: &str, delta: i64) -> rusqlite::Result<()> {
+        self.tx
+            .prepare_cached("UPDATE grant_accounts SET held_micros = held_micros + ?2 WHERE grant_number = ?1")?
+            .execute(params![grant_number, delta])?;
         Ok(())
     }
 

@@ -4,7 +4,7 @@
 //! allocations' debited, jobs' held) in step, inside the caller's transaction.
 //! `verify` re-derives every one of those totals from the entries written here.
 
-use super::{EntryKind, JobRow, NewEntry, Tx};
+use super::{EntryKind, GrantFunds, JobRow, NewEntry, Tx};
 use crate::core::money::Money;
 use rusqlite::params;
 
@@ -45,12 +45,15 @@ pub(crate) fn deposit(
     Ok(allocation_id)
 }
 
-/// The journal entry and account total of a job's first hold (the job row carries
-/// `held_micros` itself: written with the row at submit, updated at a release).
+/// The journal entry and account total (and the total of `grant`, the grant the job
+/// names) of a job's first hold (the job row carries `held_micros` itself: written
+/// with the row at submit, updated at a release).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn hold(
     tx: &Tx<'_>,
     token: &str,
     account_id: i64,
+    grant: Option<&str>,
     amount: Money,
     job_id: Option<u32>,
     now: i64,
@@ -72,6 +75,9 @@ pub(crate) fn hold(
         actor: None,
         memo: Some(why),
     })?;
+    if let Some(number) = grant {
+        tx.add_grant_held(number, amount.micros())?;
+    }
     tx.add_account_held(account_id, amount.micros())
 }
 
@@ -100,6 +106,9 @@ pub(crate) fn adjust_hold(tx: &Tx<'_>, key: &str, job: &JobRow, delta: Money, no
         memo: None,
     })?;
     tx.add_account_held(job.account_id, delta)?;
+    if let Some(number) = &job.grant_number {
+        tx.add_grant_held(number, delta)?;
+    }
     // Cached: every completion releases through here, inside slurmctld.
     tx.tx
         .prepare_cached(
@@ -112,15 +121,26 @@ pub(crate) fn adjust_hold(tx: &Tx<'_>, key: &str, job: &JobRow, delta: Money, no
 /// Posts `amount` of cost as `base.kind` entries (`charge`, or `adjustment` for extra
 /// cost found later) against the allocations of `base.account_id` active at
 /// `active_at`, the one ending first first, the rest as overdraft; `part` and
-/// `allocation_id` are filled in. Allocation parts carry `base.memo`; the overdraft
-/// part says `overdraft` unless `base.memo` says something else.
-pub(crate) fn post_cost(tx: &Tx<'_>, base: &NewEntry<'_>, amount: Money, active_at: i64) -> rusqlite::Result<()> {
+/// `allocation_id` are filled in. A job that names a grant (`grant`) is charged to
+/// that grant's allocations only: what they cannot cover is overdraft, never another
+/// source's money. Allocation parts carry `base.memo`; the overdraft part says
+/// `overdraft` (naming the grant) unless `base.memo` says something else.
+pub(crate) fn post_cost(
+    tx: &Tx<'_>,
+    base: &NewEntry<'_>,
+    amount: Money,
+    active_at: i64,
+    grant: Option<&GrantFunds>,
+) -> rusqlite::Result<()> {
     if amount.is_zero() {
         return Ok(());
     }
     let mut left = amount.micros();
     let mut part = 0u32;
-    for a in tx.allocations(base.account_id)?.iter().filter(|a| a.is_active(active_at) && a.remaining().micros() > 0) {
+    let funds = |a: &&super::AllocationRow| {
+        a.is_active(active_at) && a.remaining().micros() > 0 && grant.map_or(true, |g| a.grant_id == Some(g.id))
+    };
+    for a in tx.allocations(base.account_id)?.iter().filter(funds) {
         let take = left.min(a.remaining().micros());
         tx.insert_entry(&NewEntry { part, allocation_id: Some(a.id), amount: Money::from_micros(take), ..*base })?;
         tx.add_allocation_debit(a.id, take)?;
@@ -130,7 +150,8 @@ pub(crate) fn post_cost(tx: &Tx<'_>, base: &NewEntry<'_>, amount: Money, active_
             return Ok(());
         }
     }
-    let memo = base.memo.or(Some("overdraft"));
+    let grant_memo = grant.map(|g| format!("overdraft: grant {} had nothing left", g.number));
+    let memo = base.memo.or(grant_memo.as_deref()).or(Some("overdraft"));
     tx.insert_entry(&NewEntry { part, allocation_id: None, amount: Money::from_micros(left), memo, ..*base })?;
     tx.add_account_overdraft(base.account_id, left)
 }
@@ -230,15 +251,15 @@ pub(crate) fn release_account_holds(
     key: &str,
     now: i64,
 ) -> rusqlite::Result<(u32, Money)> {
-    let held: Vec<(String, i64, Option<u32>)> = tx
+    let held: Vec<(String, i64, Option<u32>, Option<String>)> = tx
         .tx
         .prepare_cached(
-            "SELECT token, held_micros, job_id FROM jobs WHERE account_id = ?1 AND held_micros > 0 ORDER BY token",
+            "SELECT token, held_micros, job_id, grant_number FROM jobs WHERE account_id = ?1 AND held_micros > 0 ORDER BY token",
         )?
-        .query_map([account_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .query_map([account_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
     let mut total = 0i64;
-    for (token, amount, job_id) in &held {
+    for (token, amount, job_id, grant) in &held {
         tx.insert_entry(&NewEntry {
             txn_key: &format!("{key}:release:{token}"),
             part: 0,
@@ -253,6 +274,9 @@ pub(crate) fn release_account_holds(
             memo: Some("grant closed: no funding left"),
         })?;
         tx.add_account_held(account_id, -amount)?;
+        if let Some(number) = grant {
+            tx.add_grant_held(number, -amount)?;
+        }
         tx.tx.execute(
             "UPDATE jobs SET held_micros = 0,
                state = CASE WHEN state IN ('held', 'awaiting_approval', 'awaiting_funds') THEN 'released' ELSE state END,

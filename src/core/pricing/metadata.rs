@@ -8,7 +8,9 @@
 //!    `ASBB_DOMAIN`, `ASBB_MPI_PROFILE`, `ASBB_MAX_COST`, `ASBB_HINT_<KEY>`.
 //! 3. `--wckey` as the project code.
 //!
-//! Keys: `grant`, `project`, `domain`, `mpi`, `max_cost` (dollars), `hint.<key>`.
+//! Keys: `grant`, `project`, `domain`, `mpi` (or the long names `grant_number`,
+//! `project_code`, `research_domain`, `mpi_profile`), `max_cost` (dollars), `hint.<key>`.
+//! The integration API takes the same as a `job_metadata` object ([`MetadataFields`]).
 //! Values: 1-64 characters of letters, digits and `_ - . : /`; `max_cost` is an
 //! amount like `120` or `99.50`. Anything else is refused, naming the bad token.
 
@@ -72,11 +74,12 @@ fn apply(
     if !METADATA_VALUE.accepts(value) {
         return Err(bad("values are 1-64 letters, digits or _ - . : /"));
     }
+    // The short names, and the long ones the sister tools use.
     let slot = match key {
-        "grant" => &mut meta.grant_number,
-        "project" => &mut meta.project_code,
-        "domain" => &mut meta.research_domain,
-        "mpi" => &mut meta.mpi_profile,
+        "grant" | "grant_number" => &mut meta.grant_number,
+        "project" | "project_code" => &mut meta.project_code,
+        "domain" | "research_domain" => &mut meta.research_domain,
+        "mpi" | "mpi_profile" => &mut meta.mpi_profile,
         other => {
             let hint = other
                 .strip_prefix("hint.")
@@ -95,6 +98,67 @@ fn apply(
         *slot = Some(value.to_string());
     }
     Ok(())
+}
+
+/// The roadmap's `job_metadata` object, as the integration API receives it: the same
+/// rules as `--comment` (`source_name` says where, e.g. "job_metadata"). Hints may be
+/// strings, numbers or booleans; cost constraints are amounts, of which `max_cost`
+/// is enforced.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetadataFields {
+    #[serde(default)]
+    pub grant_number: Option<String>,
+    #[serde(default)]
+    pub project_code: Option<String>,
+    #[serde(default)]
+    pub research_domain: Option<String>,
+    #[serde(default)]
+    pub mpi_profile: Option<String>,
+    #[serde(default)]
+    pub performance_hints: BTreeMap<String, serde_json::Value>,
+    #[serde(default)]
+    pub cost_constraints: BTreeMap<String, serde_json::Value>,
+}
+
+impl MetadataFields {
+    pub fn into_metadata(self, source: &'static str) -> Result<JobMetadata, MetadataError> {
+        let mut meta = JobMetadata::default();
+        let text = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        let named = [
+            ("grant_number", self.grant_number),
+            ("project_code", self.project_code),
+            ("research_domain", self.research_domain),
+            ("mpi_profile", self.mpi_profile),
+        ];
+        for (key, value) in named {
+            if let Some(v) = value {
+                apply(&mut meta, key, &v, source, &format!("{key}={v}"))?;
+            }
+        }
+        for (key, v) in &self.performance_hints {
+            let v = text(v);
+            apply(&mut meta, &format!("hint.{key}"), &v, source, &format!("performance_hints.{key}={v}"))?;
+        }
+        for (key, v) in &self.cost_constraints {
+            let v = text(v);
+            let shown = format!("cost_constraints.{key}={v}");
+            let bad = |reason: String| MetadataError {
+                token: crate::core::text::clean_text(&shown),
+                source_name: source,
+                reason,
+            };
+            if !METADATA_KEY.accepts(key) {
+                return Err(bad("constraint names are 1-32 letters, digits or _".into()));
+            }
+            let amount = Money::parse(v.trim()).map_err(|e| bad(e.to_string()))?;
+            meta.cost_constraints.insert(key.clone(), amount);
+        }
+        Ok(meta)
+    }
 }
 
 /// Reads metadata from a job's comment, environment and wckey.
