@@ -474,7 +474,7 @@ fn bad_bodies_are_refused_and_write_nothing() {
     let fb = "/api/v1/integration/performance-feedback";
     let cases: Vec<(&str, String, u16, &str)> = vec![
         (cu, r#"{"job_id": 101, "cost_data": {"actual_cost": "1.00"}, "extra": 1}"#.into(), 400, "invalid_body"),
-        (cu, r#"{"job_id": 101, "cost_data": {"actual_cost": "1.00", "gpu_cost": 1}}"#.into(), 400, "invalid_body"),
+        (cu, r#"{"job_id": 101, "cost_data": {"compute_cost": 1}}"#.into(), 400, "invalid_body"),
         (cu, r#"{"job_id": 101, "cost_data": {"actual_cost": "1.00""#.into(), 400, "malformed_json"),
         (cu, "not json".into(), 400, "malformed_json"),
         (cu, String::new(), 400, "invalid_body"),
@@ -485,7 +485,6 @@ fn bad_bodies_are_refused_and_write_nothing() {
         (cu, r#"{"job_id": "x", "cost_data": {"actual_cost": 1}}"#.into(), 422, "invalid"),
         (cu, r#"{"job_id": 101, "source": "bad source!", "cost_data": {"actual_cost": 1}}"#.into(), 400, "invalid_body"),
         (cu, format!(r#"{{"job_id": 101, "cost_data": {{"actual_cost": 1}}, "metadata": "{}"}}"#, "x".repeat(70_000)), 413, "payload_too_large"),
-        (fb, r#"{"job_id": 101, "estimated_cost": 1, "actual_cost": 1, "estimated_duration": 1}"#.into(), 400, "invalid_body"),
         (fb, r#"{"job_id": 101, "estimated_cost": 1, "actual_cost": 1, "estimated_duration": 1, "actual_duration": 1, "rating": 3}"#.into(), 400, "invalid_body"),
         (fb, r#"{"job_id": 101, "estimated_cost": "1,0", "actual_cost": 1, "estimated_duration": 1, "actual_duration": 1}"#.into(), 422, "invalid"),
         ("/api/v1/budget/check", r#"{"account": "chem", "partition": "debug", "time": "2h", "gpu": 1}"#.into(), 400, "invalid_body"),
@@ -613,7 +612,7 @@ fn cost_update_adjusts_once_and_keeps_verify_clean() {
     assert_eq!(ctx["actual"], "0.05");
     assert_eq!(ctx["account"]["name"], "chem");
     assert_eq!(ctx["grant"]["number"], "NSF-1");
-    assert_eq!(ctx["metadata"]["research_domain"], "chemistry");
+    assert_eq!(ctx["cost_updates"][0]["metadata"]["research_domain"], "chemistry");
     assert_eq!(ctx["cost_updates"].as_array().unwrap().len(), 2);
     assert_eq!(ctx["cost_updates"][0]["spot_savings"], "1.50");
     assert_eq!(ctx["runs"][0]["cluster"], "c1");
@@ -1010,8 +1009,8 @@ fn import_costs_applies_skips_and_refuses_per_file() {
     assert_eq!(ctx["cost_updates"][0]["source"], "aws-import");
     assert_eq!(ctx["cost_updates"][0]["compute"], "0.20");
     assert_eq!(ctx["cost_updates"][0]["instance_types"][0], "c5.large");
-    assert_eq!(ctx["metadata"]["duration_s"], 3780);
-    assert_eq!(ctx["metadata"]["plugin_version"], "1.4.2");
+    assert_eq!(ctx["cost_updates"][0]["metadata"]["duration_s"], 3780);
+    assert_eq!(ctx["cost_updates"][0]["metadata"]["plugin_version"], "1.4.2");
 }
 
 /// only small regular files of root, SlurmUser or the caller are read; a FIFO,
@@ -1232,4 +1231,88 @@ proptest! {
             prop_assert_eq!(hold, estimate);
         }
     }
+}
+
+#[test]
+fn job_metadata_in_quotes_cost_data_as_sent_and_partial_feedback() {
+    let w = world();
+    let base = r#""account": "chem", "partition": "debug", "cpus": 4, "time": "2h""#;
+    let quote = |metadata: &str| {
+        let body = format!("{{{base}, \"job_metadata\": {metadata}}}");
+        w.call("POST", "/api/v1/budget/check", Some(INTEGRATION), Some(&body))
+    };
+    // What the plugin applies: max_cost, the named grant.
+    let v = quote(r#"{"cost_constraints": {"max_cost": "0.05"}, "research_domain": "chemistry"}"#).json();
+    assert_eq!(v["decision"], "reject");
+    assert_eq!(
+        v["reason"],
+        "asbb: estimate $0.16 is above your max_cost $0.05; request less time or fewer resources, or raise max_cost"
+    );
+    let v = quote(r#"{"grant_number": "NIH-9"}"#).json();
+    assert_eq!(v["reason"], "asbb: grant 'NIH-9' is not known to asbb; check the grant number");
+    let v = quote(r#"{"grant_number": "NSF-1", "project_code": "p7", "mpi_profile": "openmpi", "performance_hints": {"io": "heavy", "nodes": 2}}"#).json();
+    assert_eq!((v["decision"].as_str(), v["estimate"].as_str()), (Some("accept"), Some("0.16")));
+    // Bad metadata: one clear line, as at submit.
+    let r = quote(r#"{"research_domain": "a;rm"}"#);
+    assert_eq!((r.status, error_code(&r).as_str()), (422, "invalid"), "{}", r.body);
+    assert_eq!(
+        r.json()["error"]["message"],
+        "asbb: bad job metadata 'research_domain=a;rm' in job_metadata: values are 1-64 letters, digits or _ - . : /"
+    );
+    let r = quote(r#"{"colour": "blue"}"#);
+    assert_eq!((r.status, error_code(&r).as_str()), (400, "invalid_body"), "{}", r.body);
+
+    // cost_data keeps keys asbb does not read, as sent; actual_cost stays required.
+    let body = r#"{"job_id": 101, "cluster": "c1",
+                   "cost_data": {"actual_cost": "1.00", "egress_gb": 12.5, "billing": {"account": "123456789012"}}}"#;
+    let r = w.call("POST", "/api/v1/integration/cost-update", Some(INTEGRATION), Some(body));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = w.call(
+        "POST",
+        "/api/v1/integration/cost-update",
+        Some(INTEGRATION),
+        Some(r#"{"job_id": 101, "cost_data": {"egress_gb": 1}}"#),
+    );
+    assert_eq!((r.status, error_code(&r).as_str()), (400, "invalid_body"), "{}", r.body);
+    let ctx = w.call("GET", "/api/v1/integration/budget-context/101?cluster=c1", Some(READ), None).json();
+    assert_eq!(ctx["cost_updates"][0]["cost_data"]["egress_gb"], 12.5);
+    assert_eq!(ctx["cost_updates"][0]["cost_data"]["billing"]["account"], "123456789012");
+    // The job's own metadata (none was given: every field empty) and its account's grant.
+    assert_eq!(ctx["metadata"]["grant_number"], serde_json::Value::Null);
+    assert_eq!(ctx["grant"]["number"], "NSF-1");
+
+    // Feedback may be partial; without both costs it is no learning sample.
+    let r = w.call(
+        "POST",
+        "/api/v1/integration/performance-feedback",
+        Some(INTEGRATION),
+        Some(r#"{"job_id": 104, "actual_duration": 1800, "performance_rating": "good"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!((r.json()["applied"].as_bool(), r.json()["learning_sample"].as_bool()), (Some(true), Some(false)));
+    let ctx = w.call("GET", "/api/v1/integration/budget-context/104", Some(READ), None).json();
+    assert_eq!(ctx["feedback"]["actual_duration"], 1800);
+    assert_eq!(ctx["feedback"]["estimated_cost"], serde_json::Value::Null);
+    w.verify_clean();
+}
+
+#[test]
+fn budget_context_shows_the_grant_and_metadata_the_job_was_priced_with() {
+    let w = world();
+    let mut b = w.budget();
+    let meta = asbb::core::pricing::metadata::JobMetadata {
+        grant_number: Some("NSF-1".into()),
+        research_domain: Some("chemistry".into()),
+        project_code: Some("p7".into()),
+        ..Default::default()
+    };
+    let r = req("chem", "debug", 2, 60, Some(301));
+    assert!(matches!(b.submit(&r, &meta, now()).unwrap(), Decision::Accept { .. }));
+    drop(b);
+    let ctx = w.call("GET", "/api/v1/integration/budget-context/301", Some(READ), None).json();
+    assert_eq!(ctx["metadata"]["grant_number"], "NSF-1");
+    assert_eq!(ctx["metadata"]["research_domain"], "chemistry");
+    assert_eq!(ctx["metadata"]["project_code"], "p7");
+    assert_eq!(ctx["grant"]["number"], "NSF-1");
+    w.verify_clean();
 }

@@ -45,14 +45,30 @@ pub(super) struct FeedbackBody {
     job_id: Box<RawValue>,
     #[serde(default)]
     cluster: Option<String>,
-    estimated_cost: Box<RawValue>,
-    actual_cost: Box<RawValue>,
-    estimated_duration: Box<RawValue>,
-    actual_duration: Box<RawValue>,
+    // Each may be left out (a partial record).
+    #[serde(default)]
+    estimated_cost: Option<Box<RawValue>>,
+    #[serde(default)]
+    actual_cost: Option<Box<RawValue>>,
+    #[serde(default)]
+    estimated_duration: Option<Box<RawValue>>,
+    #[serde(default)]
+    actual_duration: Option<Box<RawValue>>,
     #[serde(default)]
     performance_rating: Option<Box<RawValue>>,
     #[serde(default)]
     optimization_hints: Option<Value>,
+}
+
+/// A field that may be left out (or sent as null), read with `read` when given.
+fn given<T>(
+    raw: &Option<Box<RawValue>>,
+    read: impl Fn(&RawValue) -> Result<T, ApiError>,
+) -> Result<Option<T>, ApiError> {
+    match raw.as_deref() {
+        Some(r) if r.get().trim() != "null" => read(r).map(Some),
+        _ => Ok(None),
+    }
 }
 
 pub(super) async fn feedback(
@@ -80,10 +96,10 @@ pub(super) async fn feedback(
     let f = Feedback {
         cluster: b.cluster,
         job_id: job_id_from_raw(&b.job_id)?,
-        estimated_cost: money_from_raw(&b.estimated_cost, "estimated_cost").map_err(invalid)?,
-        actual_cost: money_from_raw(&b.actual_cost, "actual_cost").map_err(invalid)?,
-        estimated_duration_s: seconds_from_raw(&b.estimated_duration, "estimated_duration")?,
-        actual_duration_s: seconds_from_raw(&b.actual_duration, "actual_duration")?,
+        estimated_cost: given(&b.estimated_cost, |r| money_from_raw(r, "estimated_cost").map_err(invalid))?,
+        actual_cost: given(&b.actual_cost, |r| money_from_raw(r, "actual_cost").map_err(invalid))?,
+        estimated_duration_s: given(&b.estimated_duration, |r| seconds_from_raw(r, "estimated_duration"))?,
+        actual_duration_s: given(&b.actual_duration, |r| seconds_from_raw(r, "actual_duration"))?,
         performance_rating: rating,
         optimization_hints: b.optimization_hints,
     };
@@ -92,8 +108,9 @@ pub(super) async fn feedback(
     ok_json(serde_json::to_value(out).unwrap_or_default())
 }
 
+/// `cost_data`: the keys asbb reads; any others are kept as sent (the whole object is
+/// stored with the update and shown in the job's budget context).
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(super) struct CostDataBody {
     actual_cost: Box<RawValue>,
     #[serde(default)]
@@ -116,7 +133,8 @@ pub(super) struct CostUpdateBody {
     cluster: Option<String>,
     #[serde(default)]
     performance_data: Option<Value>,
-    cost_data: CostDataBody,
+    /// Read twice: as the fields asbb uses, and as the object to keep.
+    cost_data: Box<RawValue>,
     #[serde(default)]
     metadata: Option<Value>,
 }
@@ -129,18 +147,23 @@ pub(super) async fn cost_update(
     let opt = |r: &Option<Box<RawValue>>, f: &str| -> Result<Option<Money>, ApiError> {
         r.as_deref().map(|r| money_from_raw(r, f).map_err(invalid)).transpose()
     };
+    let as_sent: serde_json::Map<String, Value> =
+        serde_json::from_str(b.cost_data.get()).map_err(|e| ApiError::bad_body(format!("cost_data: {e}")))?;
+    let data: CostDataBody =
+        serde_json::from_str(b.cost_data.get()).map_err(|e| ApiError::bad_body(format!("cost_data: {e}")))?;
     let u = CostUpdate {
         cluster: b.cluster,
         job_id: job_id_from_raw(&b.job_id)?,
         source: caller.name.clone(),
-        actual: money_from_raw(&b.cost_data.actual_cost, "cost_data.actual_cost").map_err(invalid)?,
-        compute: opt(&b.cost_data.compute_cost, "cost_data.compute_cost")?,
-        storage: opt(&b.cost_data.storage_cost, "cost_data.storage_cost")?,
-        network: opt(&b.cost_data.network_cost, "cost_data.network_cost")?,
-        spot_savings: opt(&b.cost_data.spot_savings, "cost_data.spot_savings")?,
-        instance_types: b.cost_data.instance_types,
+        actual: money_from_raw(&data.actual_cost, "cost_data.actual_cost").map_err(invalid)?,
+        compute: opt(&data.compute_cost, "cost_data.compute_cost")?,
+        storage: opt(&data.storage_cost, "cost_data.storage_cost")?,
+        network: opt(&data.network_cost, "cost_data.network_cost")?,
+        spot_savings: opt(&data.spot_savings, "cost_data.spot_savings")?,
+        instance_types: data.instance_types,
         performance: b.performance_data,
         metadata: b.metadata,
+        cost_data: Some(Value::Object(as_sent)),
         expect_account: None,
         expect_partition: None,
     };

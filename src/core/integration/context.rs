@@ -46,6 +46,9 @@ pub struct CostUpdateInfo {
     pub spot_savings: Option<Money>,
     pub instance_types: serde_json::Value,
     pub received_at: String,
+    /// The `cost_data` object and the metadata, as sent.
+    pub cost_data: Option<serde_json::Value>,
+    pub metadata: Option<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -100,7 +103,7 @@ pub struct BudgetContext {
     pub runs: Vec<RunInfo>,
     pub account: AccountContext,
     pub grant: Option<GrantRef>,
-    /// The metadata of the latest cost update, as sent.
+    /// The job's own metadata (grant_number: the grant it is held and charged against).
     pub metadata: Option<serde_json::Value>,
     pub cost_updates: Vec<CostUpdateInfo>,
     pub feedback: Option<serde_json::Value>,
@@ -119,7 +122,7 @@ impl Budget {
     ) -> Result<BudgetContext, IntegrationError> {
         let path = self.ledger.path().to_path_buf();
         let e = sql(&path);
-        let (found, runs, grant_number, updates, feedback) = {
+        let (found, runs, grant_number, metadata_json, updates, feedback) = {
             let tx = Tx::read(&mut self.ledger)?;
             let found = find_job(&tx.tx, cluster, job_id)?;
             let runs: Vec<RunInfo> = tx
@@ -143,19 +146,29 @@ impl Budget {
                     .collect()
                 })
                 .map_err(&e)?;
-            let grant_number: Option<String> = tx
+            // The job's own grant (named, or its account's default when it was priced);
+            // for a job that names none, the account's current grant, if it has one.
+            let grant_number: Option<String> = match &found.job.grant_number {
+                Some(n) => Some(n.clone()),
+                None => tx
+                    .tx
+                    .prepare_cached(
+                        "SELECT grant_number FROM grant_accounts WHERE budget_account_id = ?1
+                         ORDER BY status = 'active' DESC, grant_end_date DESC LIMIT 1",
+                    )
+                    .and_then(|mut s| s.query_row([found.job.account_id], |r| r.get(0)).optional())
+                    .map_err(&e)?,
+            };
+            let metadata_json: Option<String> = tx
                 .tx
-                .prepare_cached(
-                    "SELECT grant_number FROM grant_accounts WHERE budget_account_id = ?1
-                     ORDER BY status = 'active' DESC, grant_end_date DESC LIMIT 1",
-                )
-                .and_then(|mut s| s.query_row([found.job.account_id], |r| r.get(0)).optional())
+                .prepare_cached("SELECT metadata_json FROM jobs WHERE token = ?1")
+                .and_then(|mut s| s.query_row([&found.job.token], |r| r.get(0)))
                 .map_err(&e)?;
-            let updates: Vec<(CostUpdateInfo, Option<String>)> = tx
+            let updates: Vec<CostUpdateInfo> = tx
                 .tx
                 .prepare_cached(
                     "SELECT source, actual_micros, delta_micros, compute_micros, storage_micros, network_micros,
-                       spot_savings_micros, instance_types, received_at, metadata_json
+                       spot_savings_micros, instance_types, received_at, metadata_json, cost_data_json
                      FROM cost_updates WHERE token = ?1 ORDER BY id",
                 )
                 .and_then(|mut s| {
@@ -164,22 +177,24 @@ impl Budget {
                             Ok(r.get::<_, Option<i64>>(i)?.map(Money::from_micros))
                         };
                         let types: Option<String> = r.get(7)?;
-                        Ok((
-                            CostUpdateInfo {
-                                source: r.get(0)?,
-                                actual: Money::from_micros(r.get(1)?),
-                                adjustment: Money::from_micros(r.get(2)?),
-                                compute: m(3)?,
-                                storage: m(4)?,
-                                network: m(5)?,
-                                spot_savings: m(6)?,
-                                instance_types: types
-                                    .and_then(|t| serde_json::from_str(&t).ok())
-                                    .unwrap_or(serde_json::Value::Array(vec![])),
-                                received_at: format_time(r.get(8)?),
-                            },
-                            r.get(9)?,
-                        ))
+                        let json = |i: usize| -> rusqlite::Result<Option<serde_json::Value>> {
+                            Ok(r.get::<_, Option<String>>(i)?.and_then(|t| serde_json::from_str(&t).ok()))
+                        };
+                        Ok(CostUpdateInfo {
+                            source: r.get(0)?,
+                            actual: Money::from_micros(r.get(1)?),
+                            adjustment: Money::from_micros(r.get(2)?),
+                            compute: m(3)?,
+                            storage: m(4)?,
+                            network: m(5)?,
+                            spot_savings: m(6)?,
+                            instance_types: types
+                                .and_then(|t| serde_json::from_str(&t).ok())
+                                .unwrap_or(serde_json::Value::Array(vec![])),
+                            received_at: format_time(r.get(8)?),
+                            metadata: json(9)?,
+                            cost_data: json(10)?,
+                        })
                     })?
                     .collect()
                 })
@@ -194,11 +209,14 @@ impl Budget {
                 .and_then(|mut s| {
                     s.query_row([&found.job.token], |r| {
                         let hints: Option<String> = r.get(5)?;
+                        let money = |i: usize| -> rusqlite::Result<Option<String>> {
+                            Ok(r.get::<_, Option<i64>>(i)?.map(|m| Money::from_micros(m).to_exact_string()))
+                        };
                         Ok(serde_json::json!({
-                            "estimated_cost": Money::from_micros(r.get(0)?).to_exact_string(),
-                            "actual_cost": Money::from_micros(r.get(1)?).to_exact_string(),
-                            "estimated_duration": r.get::<_, i64>(2)?,
-                            "actual_duration": r.get::<_, i64>(3)?,
+                            "estimated_cost": money(0)?,
+                            "actual_cost": money(1)?,
+                            "estimated_duration": r.get::<_, Option<i64>>(2)?,
+                            "actual_duration": r.get::<_, Option<i64>>(3)?,
                             "performance_rating": r.get::<_, Option<String>>(4)?,
                             "optimization_hints": hints.and_then(|h| serde_json::from_str::<serde_json::Value>(&h).ok()),
                             "received_at": format_time(r.get(6)?),
@@ -207,7 +225,7 @@ impl Budget {
                     .optional()
                 })
                 .map_err(&e)?;
-            (found, runs, grant_number, updates, feedback)
+            (found, runs, grant_number, metadata_json, updates, feedback)
         };
         let balance = self.balance(&found.account, now)?;
         let grant = match grant_number {
@@ -227,10 +245,11 @@ impl Budget {
             None => None,
         };
         let account = self.account_context(&balance, now)?;
-        let metadata = updates
-            .iter()
-            .rev()
-            .find_map(|(_, m)| m.as_deref().and_then(|m| serde_json::from_str::<serde_json::Value>(m).ok()));
+        // The job's own metadata, with the grant it is charged to.
+        let mut meta: JobMetadata =
+            metadata_json.as_deref().and_then(|m| serde_json::from_str(m).ok()).unwrap_or_default();
+        meta.grant_number = found.job.grant_number.clone();
+        let metadata = serde_json::to_value(&meta).ok();
         let job = found.job;
         Ok(BudgetContext {
             job_id,
@@ -252,7 +271,7 @@ impl Budget {
             account,
             grant,
             metadata,
-            cost_updates: updates.into_iter().map(|(u, _)| u).collect(),
+            cost_updates: updates,
             feedback,
         })
     }

@@ -18,6 +18,8 @@ pub struct CostUpdate {
     pub instance_types: Vec<String>,
     pub performance: Option<serde_json::Value>,
     pub metadata: Option<serde_json::Value>,
+    /// The whole `cost_data` object as sent (its keys beyond the ones above included).
+    pub cost_data: Option<serde_json::Value>,
     /// When the reporter says which account and partition the job used, they must match the ledger.
     pub expect_account: Option<String>,
     pub expect_partition: Option<String>,
@@ -165,8 +167,8 @@ impl Budget {
             .prepare_cached(
                 "INSERT OR IGNORE INTO cost_updates (cluster, job_id, source, token, actual_micros, charged_before_micros,
                    delta_micros, compute_micros, storage_micros, network_micros, spot_savings_micros, instance_types,
-                   performance_json, metadata_json, txn_key, received_at, actor)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                   performance_json, metadata_json, txn_key, received_at, actor, cost_data_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             )
             .and_then(|mut s| {
                 s.execute(params![
@@ -186,7 +188,8 @@ impl Budget {
                     u.metadata.as_ref().map(|v| v.to_string()),
                     (delta != 0).then(|| key.clone()),
                     now,
-                    actor
+                    actor,
+                    u.cost_data.as_ref().map(|v| v.to_string()),
                 ])
             })
             .map_err(&e)?;

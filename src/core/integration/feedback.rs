@@ -8,10 +8,12 @@ use super::*;
 pub struct Feedback {
     pub cluster: Option<String>,
     pub job_id: u32,
-    pub estimated_cost: Money,
-    pub actual_cost: Money,
-    pub estimated_duration_s: u64,
-    pub actual_duration_s: u64,
+    /// Each of these may be missing (a partial record); a learning sample needs both
+    /// costs.
+    pub estimated_cost: Option<Money>,
+    pub actual_cost: Option<Money>,
+    pub estimated_duration_s: Option<u64>,
+    pub actual_duration_s: Option<u64>,
     /// As sent (a number's text or a string).
     pub performance_rating: Option<String>,
     pub optimization_hints: Option<serde_json::Value>,
@@ -40,7 +42,7 @@ impl Budget {
             check_name("cluster", c)?;
         }
         const MAX_DURATION_S: u64 = 100 * 365 * DAY_S as u64;
-        if f.estimated_duration_s > MAX_DURATION_S || f.actual_duration_s > MAX_DURATION_S {
+        if f.estimated_duration_s.max(f.actual_duration_s).is_some_and(|d| d > MAX_DURATION_S) {
             return Err(IntegrationError::Invalid("durations must be at most 100 years in seconds".into()));
         }
         let path = self.ledger.path().to_path_buf();
@@ -60,10 +62,10 @@ impl Budget {
                     cluster,
                     f.job_id,
                     found.job.token,
-                    f.estimated_cost.micros(),
-                    f.actual_cost.micros(),
-                    f.estimated_duration_s as i64,
-                    f.actual_duration_s as i64,
+                    f.estimated_cost.map(Money::micros),
+                    f.actual_cost.map(Money::micros),
+                    f.estimated_duration_s.map(|d| d as i64),
+                    f.actual_duration_s.map(|d| d as i64),
                     f.performance_rating,
                     f.optimization_hints.as_ref().map(|v| v.to_string()),
                     now,
@@ -72,7 +74,7 @@ impl Budget {
             })
             .map_err(&e)?;
         let mut sample = false;
-        if n == 1 {
+        if let (1, Some(estimate), Some(actual)) = (n, f.estimated_cost, f.actual_cost) {
             sample = learning::record(
                 &tx.tx,
                 &Sample {
@@ -83,10 +85,10 @@ impl Budget {
                     domain: found.job.research_domain.as_deref().unwrap_or(""),
                     token: Some(&found.job.token),
                     job_id: Some(f.job_id),
-                    estimate: f.estimated_cost,
-                    actual: f.actual_cost,
-                    estimated_s: Some(f.estimated_duration_s as i64),
-                    actual_s: Some(f.actual_duration_s as i64),
+                    estimate,
+                    actual,
+                    estimated_s: f.estimated_duration_s.map(|d| d as i64),
+                    actual_s: f.actual_duration_s.map(|d| d as i64),
                     at: now,
                 },
             )

@@ -92,6 +92,7 @@ pub fn parse_reconciliation_file(name: &str, text: &str) -> Result<CostUpdate, S
         instance_types: f.instance_types,
         performance: None,
         metadata: Some(serde_json::Value::Object(metadata)),
+        cost_data: None,
         expect_account: Some(f.account),
         expect_partition: Some(f.partition),
     })
