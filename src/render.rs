@@ -5,10 +5,10 @@
 //! Every renderer reads the same `GrantReport`; none computes money of its own.
 
 use crate::core::decisions::{format_date, format_time, DAY_S};
-use crate::core::grants::format_rate;
 use crate::core::grants::report::{
     format_bps, format_ratio, Amounts, Exhaustion, GrantReport, Line, Projection, Section, SpendStatus,
 };
+use crate::core::grants::{format_rate, GrantDetail};
 use crate::core::money::Money;
 use std::fmt::Write as _;
 
@@ -300,6 +300,40 @@ fn agency_text(r: &GrantReport) -> String {
 }
 
 // ----- CSV -----------------------------------------------------------------------------
+
+/// A grant as JSON (`asbb-admin grant show/list`, `GET /api/v1/grants`, `asbb grants`).
+pub fn grant_json(d: &GrantDetail) -> serde_json::Value {
+    let g = &d.grant;
+    serde_json::json!({
+        "number": g.number,
+        "status": g.status,
+        "agency": g.agency,
+        "program": g.program,
+        "federal_award_id": g.federal_award_id,
+        "principal_investigator": g.pi,
+        "co_investigators": g.co_pis,
+        "account": g.account,
+        "start": format_date(g.start),
+        "end": format_date(g.end - DAY_S),
+        "award": g.award.to_decimal_string(),
+        "indirect_rate": format_rate(g.indirect_rate_ppm).trim_end_matches('%').to_string(),
+        "direct_budget": d.direct_budget().to_decimal_string(),
+        "direct_spent": d.direct_spent().to_decimal_string(),
+        "indirect_spent": d.indirect_spent().to_decimal_string(),
+        "spent": d.spent().to_decimal_string(),
+        "remaining": d.remaining().to_decimal_string(),
+        "closed_at": g.closed_at.map(format_time),
+        "periods": d.periods.iter().map(|p| serde_json::json!({
+            "period": p.period_no,
+            "start": format_date(p.start),
+            "end": format_date(p.end - DAY_S),
+            "award": p.amount.to_decimal_string(),
+            "direct_budget": p.direct_budget.to_decimal_string(),
+            "direct_spent": p.direct_spent.to_decimal_string(),
+            "allocation_id": p.allocation_id,
+        })).collect::<Vec<_>>(),
+    })
+}
 
 /// One CSV cell, as every CSV asbb writes has it. A cell a spreadsheet would take for a
 /// formula (it starts with `=`, `+`, `-`, `@`, a tab or a carriage return) gets a

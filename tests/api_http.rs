@@ -868,6 +868,45 @@ fn asbb_as_a_user_reads_its_accounts_through_the_socket() {
     assert_eq!(code, Some(0), "{err}");
     assert!(out.lines().nth(1).unwrap_or_default().starts_with("chem "), "{out}");
     assert!(!out.contains("phys"));
+    // Their grants: those funding chem, not phys's.
+    let out = Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
+        .args([
+            "grant",
+            "create",
+            "--number",
+            "DOE-9",
+            "--agency",
+            "DOE",
+            "--pi",
+            "Enrico",
+            "--amount",
+            "40",
+            "--start",
+            "2020-01-01",
+            "--end",
+            "2099-12-31",
+            "--indirect-rate",
+            "0",
+            "--account",
+            "phys",
+        ])
+        .env("ASBB_CONFIG", w.config_file())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let (out, err, code) = as_nobody(&["--format", "csv", "grants"]);
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[1].starts_with("NSF-1,NSF,Ada,chem,"), "{out}");
+    let (out, err, code) = as_nobody(&["grant", "report", "NSF-1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("NSF-1"), "{out}");
+    let (out, err, code) = as_nobody(&["--format", "json", "grant", "report", "NSF-1"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap()["grant"]["number"], "NSF-1");
+    let (_, err, code) = as_nobody(&["grant", "report", "DOE-9"]);
+    assert_eq!((code, err.as_str()), (Some(2), "asbb: error: unknown grant 'DOE-9'\n"));
     let (out, _, code) = as_nobody(&[
         "quick-check",
         "-A",
@@ -1294,6 +1333,22 @@ fn job_metadata_in_quotes_cost_data_as_sent_and_partial_feedback() {
     assert_eq!(ctx["feedback"]["actual_duration"], 1800);
     assert_eq!(ctx["feedback"]["estimated_cost"], serde_json::Value::Null);
     w.verify_clean();
+}
+
+#[test]
+fn grants_are_listed_and_shown_to_readers() {
+    let w = world();
+    let r = w.call("GET", "/api/v1/grants", Some(READ), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!((v[0]["number"].as_str(), v[0]["account"].as_str()), (Some("NSF-1"), Some("chem")));
+    let v = w.call("GET", "/api/v1/grants/NSF-1", Some(READ), None).json();
+    assert_eq!((v["award"].as_str(), v["principal_investigator"].as_str()), (Some("500.00"), Some("Ada")));
+    let r = w.call("GET", "/api/v1/grants/NSF-2", Some(READ), None);
+    assert_eq!((r.status, error_code(&r).as_str()), (404, "unknown_grant"));
+    assert_eq!(r.json()["error"]["message"], "unknown grant 'NSF-2'");
+    assert_eq!(w.call("GET", "/api/v1/grants", None, None).status, 401);
 }
 
 #[test]

@@ -3,16 +3,18 @@
 //! body it takes ([`PathArg`], [`QueryArgs`], [`Body`]), then asks the core through
 //! the one ledger handle (`Shared::with_budget`).
 
-use super::auth::{check_account_access, Admin, AnyCaller, Authed, CostSource, Integrator, Quoter, Reader};
+use super::auth::{check_account_access, Admin, AnyCaller, Authed, Caller, CostSource, Integrator, Quoter, Reader};
 use super::state::AppState;
 use super::wire::*;
 use crate::core::config::ApiRole;
+use crate::core::decisions::Budget;
 use crate::core::decisions::BudgetError;
 use crate::core::grants::report::ReportRange;
+use crate::core::grants::{GrantDetail, GrantFilter};
 use crate::core::integration::{accounts_with_job_id, money_from_raw, unknown_job, CostUpdate, Feedback};
 use crate::core::money::Money;
 use crate::core::pricing::metadata::MetadataFields;
-use crate::render::{render, ReportFormat};
+use crate::render::{grant_json, render, ReportFormat};
 use crate::shape::RequestArgs;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -367,9 +369,43 @@ pub(super) struct ReportQuery {
     period: Option<u32>,
 }
 
+/// The grants a caller may read: all for the read role and above; for a user on the
+/// socket, those that fund an account they belong to (have jobs in or are a member of).
+fn visible_grants(b: &mut Budget, caller: &Caller) -> Result<Vec<GrantDetail>, ApiError> {
+    let all = b.grants(&GrantFilter::default())?;
+    if caller.role >= ApiRole::Read {
+        return Ok(all);
+    }
+    let mine = b.accounts_of_user(caller.uid.unwrap_or(u32::MAX), Some(&caller.name))?;
+    Ok(all.into_iter().filter(|g| g.grant.account.as_ref().is_some_and(|a| mine.contains(a))).collect())
+}
+
+/// One grant the caller may read; any other number answers the 404 of an unknown one.
+fn visible_grant(b: &mut Budget, caller: &Caller, number: &str) -> Result<GrantDetail, ApiError> {
+    visible_grants(b, caller)?.into_iter().find(|g| g.grant.number == number).ok_or_else(|| {
+        ApiError::new(404, "unknown_grant", format!("unknown grant '{}'", crate::core::text::clean_text(number)))
+    })
+}
+
+pub(super) async fn grants(State(state): State<AppState>, Authed(caller, _): Authed<AnyCaller>) -> ApiResult {
+    let out = state
+        .with_budget(move |b, _| Ok(visible_grants(b, &caller)?.iter().map(grant_json).collect::<Vec<_>>()))
+        .await?;
+    ok_json(Value::Array(out))
+}
+
+pub(super) async fn grant(
+    State(state): State<AppState>,
+    Authed(caller, _): Authed<AnyCaller>,
+    PathArg(number): PathArg<String>,
+) -> ApiResult {
+    let out = state.with_budget(move |b, _| Ok(grant_json(&visible_grant(b, &caller, &number)?))).await?;
+    ok_json(out)
+}
+
 pub(super) async fn grant_report(
     State(state): State<AppState>,
-    _: Authed<Reader>,
+    Authed(caller, _): Authed<AnyCaller>,
     PathArg(number): PathArg<String>,
     QueryArgs(q): QueryArgs<ReportQuery>,
 ) -> ApiResult {
@@ -392,6 +428,7 @@ pub(super) async fn grant_report(
     };
     let text = state
         .with_budget(move |b, now| {
+            visible_grant(b, &caller, &number)?;
             let r = b.grant_report(&number, range, None, now).map_err(|e| match e {
                 BudgetError::Invalid(m) if m.starts_with("unknown grant") => ApiError::new(404, "unknown_grant", m),
                 other => other.into(),

@@ -18,7 +18,7 @@ use crate::core::grants::{format_rate, parse_rate, GrantDetail, GrantFilter, New
 use crate::core::ledger::OpenMode;
 use crate::core::money::Money;
 use crate::render::{
-    alert_text, burn_text, exhaustion_text, method_text, projection_json, render, status_text, window_text,
+    alert_text, burn_text, exhaustion_text, grant_json, method_text, projection_json, render, status_text, window_text,
     ReportFormat,
 };
 use clap::{ArgGroup, Args, Subcommand, ValueEnum};
@@ -422,39 +422,6 @@ fn show_forecast(f: &Forecast, fmt: Format) -> String {
             out
         }
     }
-}
-
-fn grant_json(d: &GrantDetail) -> serde_json::Value {
-    let g = &d.grant;
-    serde_json::json!({
-        "number": g.number,
-        "status": g.status,
-        "agency": g.agency,
-        "program": g.program,
-        "federal_award_id": g.federal_award_id,
-        "principal_investigator": g.pi,
-        "co_investigators": g.co_pis,
-        "account": g.account,
-        "start": format_date(g.start),
-        "end": format_date(g.end - DAY_S),
-        "award": g.award.to_decimal_string(),
-        "indirect_rate": format_rate(g.indirect_rate_ppm).trim_end_matches('%').to_string(),
-        "direct_budget": d.direct_budget().to_decimal_string(),
-        "direct_spent": d.direct_spent().to_decimal_string(),
-        "indirect_spent": d.indirect_spent().to_decimal_string(),
-        "spent": d.spent().to_decimal_string(),
-        "remaining": d.remaining().to_decimal_string(),
-        "closed_at": g.closed_at.map(crate::core::decisions::format_time),
-        "periods": d.periods.iter().map(|p| serde_json::json!({
-            "period": p.period_no,
-            "start": format_date(p.start),
-            "end": format_date(p.end - DAY_S),
-            "award": p.amount.to_decimal_string(),
-            "direct_budget": p.direct_budget.to_decimal_string(),
-            "direct_spent": p.direct_spent.to_decimal_string(),
-            "allocation_id": p.allocation_id,
-        })).collect::<Vec<_>>(),
-    })
 }
 
 fn show_grant(d: &GrantDetail, fmt: Format) -> String {

@@ -336,6 +336,17 @@ pub trait UserLedger {
     /// The accounts to show when none is named: all (ledger) or the caller's (service).
     fn account_names(&mut self) -> Result<Vec<String>, CliError>;
     fn recent_jobs(&mut self, user: &str, limit: u32) -> Result<Vec<JobSummary>, CliError>;
+    /// The grants to show (as `grant_json`): all (ledger) or those funding the caller's
+    /// accounts (service).
+    fn grants(&mut self) -> Result<Vec<serde_json::Value>, CliError>;
+    /// A grant's report, whole or one budget period, rendered.
+    fn grant_report(
+        &mut self,
+        number: &str,
+        period: Option<u32>,
+        format: crate::render::ReportFormat,
+        now: i64,
+    ) -> Result<String, CliError>;
 }
 
 impl UserLedger for Budget {
@@ -353,6 +364,23 @@ impl UserLedger for Budget {
 
     fn recent_jobs(&mut self, user: &str, limit: u32) -> Result<Vec<JobSummary>, CliError> {
         Ok(Budget::recent_jobs(self, user, limit)?)
+    }
+
+    fn grants(&mut self) -> Result<Vec<serde_json::Value>, CliError> {
+        let all = Budget::grants(self, &crate::core::grants::GrantFilter::default())?;
+        Ok(all.iter().map(crate::render::grant_json).collect())
+    }
+
+    fn grant_report(
+        &mut self,
+        number: &str,
+        period: Option<u32>,
+        format: crate::render::ReportFormat,
+        now: i64,
+    ) -> Result<String, CliError> {
+        use crate::core::grants::report::ReportRange;
+        let range = period.map_or(ReportRange::Whole, ReportRange::Period);
+        Ok(crate::render::render(&Budget::grant_report(self, number, range, None, now)?, format))
     }
 }
 
@@ -378,6 +406,16 @@ pub struct SocketLedger {
 #[cfg(feature = "api")]
 impl SocketLedger {
     fn call(&self, method: &str, target: &str, body: Option<&[u8]>) -> Result<serde_json::Value, CliError> {
+        Ok(self.call_raw(method, target, body)?.json())
+    }
+
+    /// The answer as it came (a report's text, say), once it is a 200.
+    fn call_raw(
+        &self,
+        method: &str,
+        target: &str,
+        body: Option<&[u8]>,
+    ) -> Result<crate::api::client::Response, CliError> {
         use crate::api::client::{request, Target};
         let r = request(&Target::Unix(&self.path), method, target, &[], body, std::time::Duration::from_secs(10))
             .map_err(|e| {
@@ -386,12 +424,12 @@ impl SocketLedger {
                     self.path.display()
                 ))
             })?;
-        let v = r.json();
         if r.status != 200 {
+            let v = r.json();
             let msg = v["error"]["message"].as_str().map(str::to_string).unwrap_or_else(|| r.body.clone());
             return Err(CliError::new(msg));
         }
-        Ok(v)
+        Ok(r)
     }
 }
 
@@ -486,5 +524,36 @@ impl UserLedger for SocketLedger {
             });
         }
         Ok(out)
+    }
+
+    fn grants(&mut self) -> Result<Vec<serde_json::Value>, CliError> {
+        Ok(self.call("GET", "/api/v1/grants", None)?.as_array().cloned().unwrap_or_default())
+    }
+
+    fn grant_report(
+        &mut self,
+        number: &str,
+        period: Option<u32>,
+        format: crate::render::ReportFormat,
+        _now: i64,
+    ) -> Result<String, CliError> {
+        use crate::render::ReportFormat;
+        let format = match format {
+            ReportFormat::AgencyRequired => "agency-required",
+            ReportFormat::Csv => "csv",
+            ReportFormat::Json => "json",
+            ReportFormat::Html => "html",
+        };
+        // Grant numbers may hold '/' and ':': one path segment, percent-encoded.
+        let segment: String = number
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' => (b as char).to_string(),
+                other => format!("%{other:02X}"),
+            })
+            .collect();
+        let period = period.map(|p| format!("&period={p}")).unwrap_or_default();
+        let r = self.call_raw("GET", &format!("/api/v1/grants/{segment}/report?format={format}{period}"), None)?;
+        Ok(r.body)
     }
 }

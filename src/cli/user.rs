@@ -7,6 +7,7 @@ use super::integration::UserLedger;
 use super::{json, load_config, now, open_budget, CliError, Table};
 use crate::core::decisions::{format_date, format_time, Balance, Decision};
 use crate::core::ledger::OpenMode;
+use crate::render::ReportFormat;
 use clap::{Parser, Subcommand, ValueEnum};
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -30,6 +31,10 @@ pub enum UserFormat {
     Json,
     /// `export ASBB_...=...` lines for `eval`.
     Env,
+    /// `grants` and `grant report` only.
+    Csv,
+    /// `grant report` only: a self-contained page.
+    Html,
 }
 
 #[derive(Subcommand, Debug)]
@@ -60,6 +65,24 @@ pub enum UserCommand {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+    /// The grants that fund your accounts: award, spent, remaining.
+    Grants,
+    /// A grant's statements.
+    Grant {
+        #[command(subcommand)]
+        command: UserGrantCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UserGrantCommand {
+    /// The grant's report for its agency (--format text, csv, json or html).
+    Report {
+        number: String,
+        /// One budget period (1, 2, ...) instead of the whole grant.
+        #[arg(long)]
+        period: Option<u32>,
+    },
 }
 
 /// Runs one user command; returns stdout and the exit code.
@@ -82,7 +105,64 @@ pub fn run(cli: UserCli) -> Result<(String, i32), CliError> {
             return Err(e);
         }
     };
+    let table_only = matches!(cli.command, UserCommand::Grants | UserCommand::Grant { .. });
+    match fmt {
+        UserFormat::Csv if !table_only => {
+            return Err(CliError::new("--format csv is for `asbb grants` and `asbb grant report`"))
+        }
+        UserFormat::Html if !matches!(cli.command, UserCommand::Grant { .. }) => {
+            return Err(CliError::new("--format html is for `asbb grant report`"))
+        }
+        UserFormat::Env if table_only => {
+            return Err(CliError::new("--format env is for `asbb quick-check`, `status` and `remaining`"))
+        }
+        _ => {}
+    }
     match cli.command {
+        UserCommand::Grants => {
+            let grants = budget.grants()?;
+            let out = match fmt {
+                UserFormat::Json => json(&grants),
+                _ => {
+                    let mut t = Table::new(vec![
+                        "NUMBER",
+                        "AGENCY",
+                        "PI",
+                        "ACCOUNT",
+                        "END",
+                        "AWARD",
+                        "SPENT",
+                        "REMAINING",
+                        "STATUS",
+                    ]);
+                    let field = |g: &serde_json::Value, k: &str| g[k].as_str().unwrap_or("-").to_string();
+                    for g in &grants {
+                        t.push(
+                            ["number", "agency", "principal_investigator", "account", "end", "award", "spent"]
+                                .iter()
+                                .chain(&["remaining", "status"])
+                                .map(|k| field(g, k))
+                                .collect(),
+                        );
+                    }
+                    if fmt == UserFormat::Csv {
+                        t.to_csv()
+                    } else {
+                        t.to_text()
+                    }
+                }
+            };
+            Ok((out, 0))
+        }
+        UserCommand::Grant { command: UserGrantCommand::Report { number, period } } => {
+            let format = match fmt {
+                UserFormat::Csv => ReportFormat::Csv,
+                UserFormat::Json => ReportFormat::Json,
+                UserFormat::Html => ReportFormat::Html,
+                _ => ReportFormat::AgencyRequired,
+            };
+            Ok((budget.grant_report(&number, period, format, now)?, 0))
+        }
         UserCommand::QuickCheck { request, account } => {
             let uid = super::current_uid();
             let user = super::user_name(uid).unwrap_or_else(|| uid.to_string());
@@ -115,7 +195,7 @@ pub fn run(cli: UserCli) -> Result<(String, i32), CliError> {
                     }
                     out
                 }
-                UserFormat::Text => {
+                UserFormat::Text | UserFormat::Csv | UserFormat::Html => {
                     let mut out = String::new();
                     let _ = writeln!(out, "Account:    {account}");
                     let _ = writeln!(out, "Request:    {} on {}", describe_request(&req), req.partition);
@@ -136,7 +216,7 @@ pub fn run(cli: UserCli) -> Result<(String, i32), CliError> {
             let out = match fmt {
                 UserFormat::Json => json(&balances.iter().map(balance_json).collect::<Vec<_>>()),
                 UserFormat::Env => env_lines(&balances),
-                UserFormat::Text => {
+                UserFormat::Text | UserFormat::Csv | UserFormat::Html => {
                     let mut t = Table::new(vec!["ACCOUNT", "ALLOCATED", "CHARGED", "HELD", "AVAILABLE", "VALID UNTIL"]);
                     for b in &balances {
                         t.push(vec![
@@ -163,7 +243,9 @@ pub fn run(cli: UserCli) -> Result<(String, i32), CliError> {
                         .collect::<serde_json::Map<_, _>>(),
                 ),
                 UserFormat::Env => env_lines(&balances),
-                UserFormat::Text => balances.iter().map(|b| b.available.to_decimal_string() + "\n").collect(),
+                UserFormat::Text | UserFormat::Csv | UserFormat::Html => {
+                    balances.iter().map(|b| b.available.to_decimal_string() + "\n").collect()
+                }
             };
             Ok((out, 0))
         }
