@@ -135,6 +135,15 @@ fn main() {
     let report = budget.verify().expect("verify");
     println!("verify_s={:.2}", t.elapsed().as_secs_f64());
     println!("verify_clean={}", report.is_clean());
+    // Chargeback over the whole journal (an admin's report; the bound is 1 s).
+    use asbb::core::usage::UsageKey;
+    for (name, by) in [("account", vec![UsageKey::Account]), ("account_user", vec![UsageKey::Account, UsageKey::User])]
+    {
+        let t = Instant::now();
+        let r = budget.usage_report(0, 253_402_214_400, &by).expect("usage report");
+        println!("usage_report_by_{name}_s={:.2}", t.elapsed().as_secs_f64());
+        println!("usage_report_by_{name}_rows={}", r.rows.len());
+    }
 }
 
 /// Fills the ledger with accounts and a journal of settled jobs, in bulk SQL, keeping

@@ -10,6 +10,7 @@ use crate::core::grants::report::{
 };
 use crate::core::grants::{format_rate, GrantDetail};
 use crate::core::money::Money;
+use crate::core::usage::{self, UsageFigures, UsageReport};
 use std::fmt::Write as _;
 
 /// The report formats `grant report --format` offers.
@@ -333,6 +334,56 @@ pub fn grant_json(d: &GrantDetail) -> serde_json::Value {
             "allocation_id": p.allocation_id,
         })).collect::<Vec<_>>(),
     })
+}
+
+/// A table printed as aligned text or CSV.
+pub struct Table {
+    pub headers: Vec<&'static str>,
+    pub rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(headers: Vec<&'static str>) -> Table {
+        Table { headers, rows: Vec::new() }
+    }
+
+    pub fn push(&mut self, row: Vec<String>) {
+        self.rows.push(row);
+    }
+
+    pub fn to_text(&self) -> String {
+        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
+        for row in &self.rows {
+            for (i, cell) in row.iter().enumerate() {
+                widths[i] = widths[i].max(cell.chars().count());
+            }
+        }
+        let line = |cells: Vec<&str>| {
+            let mut out = String::new();
+            for (i, c) in cells.iter().enumerate() {
+                if i + 1 == cells.len() {
+                    out.push_str(c);
+                } else {
+                    out.push_str(&format!("{c:<w$}  ", w = widths[i]));
+                }
+            }
+            out.trim_end().to_string() + "\n"
+        };
+        let mut out = line(self.headers.clone());
+        for row in &self.rows {
+            out.push_str(&line(row.iter().map(String::as_str).collect()));
+        }
+        out
+    }
+
+    pub fn to_csv(&self) -> String {
+        let mut out =
+            self.headers.iter().map(|h| csv_cell(&h.to_ascii_lowercase())).collect::<Vec<_>>().join(",") + "\n";
+        for row in &self.rows {
+            out.push_str(&(row.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(",") + "\n"));
+        }
+        out
+    }
 }
 
 /// One CSV cell, as every CSV asbb writes has it. A cell a spreadsheet would take for a
@@ -859,6 +910,117 @@ fn html(r: &GrantReport) -> String {
     let _ = writeln!(out, "<h2>Notes</h2>\n<p class=\"notes\">{}</p>", esc(&notes(r).join(" ")));
     let _ = writeln!(out, "</body>\n</html>");
     out
+}
+
+// ----- usage (chargeback) ---------------------------------------------------------------
+
+/// The usage report as a table: one column per `--by` key, then the figures, then a
+/// total line. Amounts are dollars with cents (text) or exact (csv).
+pub fn usage_table(r: &UsageReport, exact: bool) -> Table {
+    let mut headers: Vec<&'static str> = r.by.iter().map(|k| k.name()).collect();
+    headers.extend(["cost", "charges", "refunds", "adjustments", "jobs", "cpu_hours", "gpu_hours"]);
+    let mut t = Table::new(headers.into_iter().map(|h| if exact { h } else { upper(h) }).collect());
+    let money = |m: Money| if exact { m.to_exact_string() } else { m.to_string() };
+    let figures = |f: &UsageFigures| {
+        vec![
+            money(f.cost),
+            money(f.charges),
+            money(f.refunds),
+            money(f.adjustments),
+            f.jobs.to_string(),
+            usage::hours_text(f.cpu_seconds),
+            usage::hours_text(f.gpu_seconds),
+        ]
+    };
+    for row in &r.rows {
+        let mut cells = row.group.clone();
+        cells.extend(figures(&row.figures));
+        t.push(cells);
+    }
+    let mut total = vec!["TOTAL".to_string()];
+    total.extend(std::iter::repeat(String::new()).take(r.by.len() - 1));
+    total.extend(figures(&r.total));
+    t.push(total);
+    t
+}
+
+/// Column names as the text table shows them.
+fn upper(h: &'static str) -> &'static str {
+    match h {
+        "account" => "ACCOUNT",
+        "user" => "USER",
+        "project" => "PROJECT",
+        "domain" => "DOMAIN",
+        "grant" => "GRANT",
+        "partition" => "PARTITION",
+        "qos" => "QOS",
+        "cost" => "COST",
+        "charges" => "CHARGES",
+        "refunds" => "REFUNDS",
+        "adjustments" => "ADJUSTMENTS",
+        "jobs" => "JOBS",
+        "cpu_hours" => "CPU_HOURS",
+        "gpu_hours" => "GPU_HOURS",
+        other => other,
+    }
+}
+
+/// The usage report in a format: a header line and the table (text), the table
+/// (csv), or an object with the window, the grouping, rows and the total (json).
+pub fn render_usage(r: &UsageReport, format: UsageFormat) -> String {
+    match format {
+        UsageFormat::Text => {
+            format!(
+                "Usage {} to {} by {}\n\n{}",
+                format_date(r.from),
+                format_date(r.until - DAY_S),
+                r.by.iter().map(|k| k.name()).collect::<Vec<_>>().join(", "),
+                usage_table(r, false).to_text()
+            )
+        }
+        UsageFormat::Csv => usage_table(r, true).to_csv(),
+        UsageFormat::Json => {
+            let figures = |f: &UsageFigures| {
+                serde_json::json!({
+                    "cost": f.cost.to_exact_string(),
+                    "charges": f.charges.to_exact_string(),
+                    "refunds": f.refunds.to_exact_string(),
+                    "adjustments": f.adjustments.to_exact_string(),
+                    "jobs": f.jobs,
+                    "cpu_hours": usage::hours_text(f.cpu_seconds),
+                    "gpu_hours": usage::hours_text(f.gpu_seconds),
+                })
+            };
+            let rows: Vec<serde_json::Value> = r
+                .rows
+                .iter()
+                .map(|row| {
+                    let mut v = figures(&row.figures);
+                    for (k, g) in r.by.iter().zip(&row.group) {
+                        v[k.name()] = serde_json::Value::String(g.clone());
+                    }
+                    v
+                })
+                .collect();
+            serde_json::to_string_pretty(&serde_json::json!({
+                "from": format_date(r.from),
+                "to": format_date(r.until - DAY_S),
+                "by": r.by.iter().map(|k| k.name()).collect::<Vec<_>>(),
+                "rows": rows,
+                "total": figures(&r.total),
+            }))
+            .unwrap_or_default()
+                + "\n"
+        }
+    }
+}
+
+/// How a usage report is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageFormat {
+    Text,
+    Csv,
+    Json,
 }
 
 #[cfg(test)]

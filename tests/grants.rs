@@ -1045,3 +1045,93 @@ fn a_job_that_names_a_grant_is_held_and_charged_against_that_grant_only() {
     }
     assert!(b.verify().unwrap().is_clean(), "{:?}", b.verify().unwrap().problems);
 }
+
+#[test]
+fn usage_report_goldens_for_every_grouping() {
+    let env = seeded();
+    let mut b = env.budget();
+    // Two jobs that say what they are for (project, domain, a grant, a QOS).
+    for (job_id, project, domain, grant, qos) in
+        [(301, "p-alpha", "chemistry", Some(NSF), Some("high")), (302, "p-beta", "materials", None, None)]
+    {
+        let resources = Resources { nodes: 1, cpus: 8, mem_mb: 32 * 1024, gpus: BTreeMap::new() };
+        let req = JobRequest {
+            user: "erin".into(),
+            uid: 1300,
+            account: "chem".into(),
+            partition: "batch".into(),
+            resources: resources.clone(),
+            time_limit_min: 5 * 60,
+            array_tasks: 1,
+            qos: qos.map(str::to_string),
+            job_id: Some(job_id),
+            job_name: None,
+        };
+        let meta = asbb::core::pricing::metadata::JobMetadata {
+            project_code: Some(project.into()),
+            research_domain: Some(domain.into()),
+            grant_number: grant.map(str::to_string),
+            ..Default::default()
+        };
+        let submit = t("2026-08-14", 9);
+        let Decision::Accept { token, .. } = b.submit(&req, &meta, submit).unwrap() else { panic!() };
+        let done = JobCompletion {
+            cluster: "c1".into(),
+            job_id,
+            hold_token: Some(token),
+            user: "erin".into(),
+            account: "chem".into(),
+            partition: "batch".into(),
+            state: EndState::Completed,
+            start_time: submit,
+            end_time: submit + 4 * 3600,
+            allocated: Some(resources),
+            task_count: 1,
+            submit_time: submit,
+            run_index: 0,
+            qos: qos.map(str::to_string),
+        };
+        b.reconcile(&done, submit + 4 * 3600 + 60).unwrap();
+    }
+    drop(b);
+    let usage = |by: &str, format: &str| {
+        env.ok(&["report", "usage", "--from", "2025-07-01", "--to", "2026-08-31", "--by", by, "--format", format])
+    };
+    for key in ["account", "user", "project", "domain", "grant", "partition", "qos"] {
+        golden(&format!("usage-by-{key}.txt"), &usage(key, "text"));
+    }
+    golden("usage-by-account-user.txt", &usage("account,user", "text"));
+    golden("usage-by-grant-project.csv", &usage("grant,project", "csv"));
+    let json = usage("domain", "json");
+    golden("usage-by-domain.json", &json);
+    // Repeated --by nests as a comma list does.
+    assert_eq!(
+        env.ok(&["report", "usage", "--from", "2025-07-01", "--to", "2026-08-31", "--by", "account", "--by", "user"]),
+        usage("account,user", "text")
+    );
+    // Every grouping adds up to the same total, which is the journal's net cost.
+    let totals: Vec<String> = ["account", "user", "project", "domain", "grant", "partition", "qos"]
+        .iter()
+        .map(|k| usage(k, "csv").lines().last().unwrap().split(',').skip(1).collect::<Vec<_>>().join(","))
+        .collect();
+    assert!(totals.windows(2).all(|w| w[0] == w[1]), "{totals:?}");
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let net: i64 = rusqlite::Connection::open(env.ledger())
+        .unwrap()
+        .query_row(
+            "SELECT sum(CASE kind WHEN 'refund' THEN -amount_micros ELSE amount_micros END) FROM journal
+             WHERE kind IN ('charge', 'refund', 'adjustment')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(v["total"]["cost"], Money::from_micros(net).to_exact_string());
+    env.fails(
+        &["report", "usage", "--from", "2026-01-01", "--to", "2026-01-31", "--by", "colour"],
+        "asbb-admin: error: --by: cannot group by 'colour'; use account, user, project, domain, grant, partition or qos",
+    );
+    env.fails(
+        &["report", "usage", "--from", "2026-02-01", "--to", "2026-01-31", "--by", "user"],
+        "asbb-admin: error: --to is before --from",
+    );
+}

@@ -9,12 +9,14 @@ use super::wire::*;
 use crate::core::config::ApiRole;
 use crate::core::decisions::Budget;
 use crate::core::decisions::BudgetError;
+use crate::core::decisions::{parse_date, DAY_S};
 use crate::core::grants::report::ReportRange;
 use crate::core::grants::{GrantDetail, GrantFilter};
 use crate::core::integration::{accounts_with_job_id, money_from_raw, unknown_job, CostUpdate, Feedback};
 use crate::core::money::Money;
 use crate::core::pricing::metadata::MetadataFields;
-use crate::render::{grant_json, render, ReportFormat};
+use crate::core::usage::UsageKey;
+use crate::render::{grant_json, render, render_usage, ReportFormat, UsageFormat};
 use crate::shape::RequestArgs;
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -436,6 +438,41 @@ pub(super) async fn grant_report(
             Ok(render(&r, format))
         })
         .await?;
+    Ok(([(header::CONTENT_TYPE, ctype)], text).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UsageQuery {
+    from: String,
+    to: String,
+    /// Comma-separated: account, user, project, domain, grant, partition, qos.
+    by: String,
+    format: Option<String>,
+}
+
+/// `asbb-admin report usage` over HTTP.
+pub(super) async fn usage_report(
+    State(state): State<AppState>,
+    _: Authed<Reader>,
+    QueryArgs(q): QueryArgs<UsageQuery>,
+) -> ApiResult {
+    let bad = |m: String| ApiError::new(400, "invalid_query", m);
+    let (format, ctype) = match q.format.as_deref().unwrap_or("json") {
+        "json" => (UsageFormat::Json, "application/json"),
+        "csv" => (UsageFormat::Csv, "text/csv; charset=utf-8"),
+        "text" => (UsageFormat::Text, "text/plain; charset=utf-8"),
+        other => {
+            return Err(bad(format!("format '{}' is not json, csv or text", crate::core::text::clean_text(other))))
+        }
+    };
+    let day = |name: &str, text: &str| parse_date(text).map_err(|e| bad(format!("{name}: {e}")));
+    let (from, until) = (day("from", &q.from)?, day("to", &q.to)? + DAY_S);
+    let by =
+        q.by.split(',')
+            .map(|k| UsageKey::parse(k.trim()).map_err(|e| bad(format!("by: {e}"))))
+            .collect::<Result<Vec<_>, _>>()?;
+    let text = state.with_budget(move |b, _| Ok(render_usage(&b.usage_report(from, until, &by)?, format))).await?;
     Ok(([(header::CONTENT_TYPE, ctype)], text).into_response())
 }
 

@@ -68,6 +68,7 @@ fn protected_routes() -> Router<AppState> {
         .route("/api/v1/accounts/{account}", get(account))
         .route("/api/v1/accounts/{account}/members", get(members))
         .route("/api/v1/accounts/{account}/members/{user}", put(member_add).delete(member_remove))
+        .route("/api/v1/reports/usage", get(usage_report))
         .route("/api/v1/grants", get(grants))
         .route("/api/v1/grants/{number}", get(grant))
         .route("/api/v1/grants/{number}/report", get(grant_report))

@@ -65,6 +65,19 @@ pub enum ReportCommand {
         #[arg(long, short = 'p')]
         partition: Option<String>,
     },
+    /// Chargeback: cost, CPU-hours, GPU-hours, jobs, refunds and adjustments posted
+    /// between two days, grouped by account, user, project, domain, grant, partition
+    /// or qos (repeat --by, or give a comma list, to nest).
+    Usage {
+        /// First day (YYYY-MM-DD, UTC).
+        #[arg(long)]
+        from: String,
+        /// Last day, inclusive.
+        #[arg(long)]
+        to: String,
+        #[arg(long, required = true, value_delimiter = ',')]
+        by: Vec<String>,
+    },
 }
 
 pub use crate::system::resolve_user;
@@ -235,6 +248,23 @@ pub fn run_member(cmd: MemberCommand, config: Config, now: i64, actor: &str, fmt
 
 pub fn run_report(cmd: ReportCommand, config: Config, fmt: Format) -> Result<String, CliError> {
     match cmd {
+        ReportCommand::Usage { from, to, by } => {
+            let day = |flag: &str, text: &str| {
+                crate::core::decisions::parse_date(text).map_err(|e| CliError::new(format!("{flag}: {e}")))
+            };
+            let (from, until) = (day("--from", &from)?, day("--to", &to)? + crate::core::decisions::DAY_S);
+            let by = by
+                .iter()
+                .map(|k| crate::core::usage::UsageKey::parse(k.trim()).map_err(|e| CliError::new(format!("--by: {e}"))))
+                .collect::<Result<Vec<_>, _>>()?;
+            let report = open_budget(config, OpenMode::MustExist)?.usage_report(from, until, &by)?;
+            let format = match fmt {
+                Format::Text => crate::render::UsageFormat::Text,
+                Format::Csv => crate::render::UsageFormat::Csv,
+                Format::Json => crate::render::UsageFormat::Json,
+            };
+            Ok(crate::render::render_usage(&report, format))
+        }
         ReportCommand::Accuracy { account, partition } => {
             let cfg = config.learning.clone();
             let budget = open_budget(config, OpenMode::MustExist)?;

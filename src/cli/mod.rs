@@ -14,7 +14,6 @@ use crate::core::config::{Config, DEFAULT_CONFIG_PATH};
 use crate::core::decisions::{Budget, BudgetError};
 use crate::core::ledger::{Ledger, OpenMode};
 use crate::core::safe_fs;
-use crate::render::csv_cell;
 use std::path::{Path, PathBuf};
 
 /// An error a command reports: one line on stderr and an exit code.
@@ -152,55 +151,7 @@ pub fn current_uid() -> u32 {
 
 pub use crate::system::{passwd_ids, user_name};
 
-/// A table printed as aligned text or CSV.
-pub struct Table {
-    pub headers: Vec<&'static str>,
-    pub rows: Vec<Vec<String>>,
-}
-
-impl Table {
-    pub fn new(headers: Vec<&'static str>) -> Table {
-        Table { headers, rows: Vec::new() }
-    }
-
-    pub fn push(&mut self, row: Vec<String>) {
-        self.rows.push(row);
-    }
-
-    pub fn to_text(&self) -> String {
-        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
-        for row in &self.rows {
-            for (i, cell) in row.iter().enumerate() {
-                widths[i] = widths[i].max(cell.chars().count());
-            }
-        }
-        let line = |cells: Vec<&str>| {
-            let mut out = String::new();
-            for (i, c) in cells.iter().enumerate() {
-                if i + 1 == cells.len() {
-                    out.push_str(c);
-                } else {
-                    out.push_str(&format!("{c:<w$}  ", w = widths[i]));
-                }
-            }
-            out.trim_end().to_string() + "\n"
-        };
-        let mut out = line(self.headers.clone());
-        for row in &self.rows {
-            out.push_str(&line(row.iter().map(String::as_str).collect()));
-        }
-        out
-    }
-
-    pub fn to_csv(&self) -> String {
-        let mut out =
-            self.headers.iter().map(|h| csv_cell(&h.to_ascii_lowercase())).collect::<Vec<_>>().join(",") + "\n";
-        for row in &self.rows {
-            out.push_str(&(row.iter().map(|c| csv_cell(c)).collect::<Vec<_>>().join(",") + "\n"));
-        }
-        out
-    }
-}
+pub use crate::render::Table;
 
 /// Prints JSON with a trailing newline.
 pub fn json<T: serde::Serialize>(value: &T) -> String {

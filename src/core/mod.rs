@@ -8,7 +8,8 @@
 //! - `pricing`: a job request, its cost, its metadata, and the holds learning sizes;
 //! - `decisions`: what happens to money at submit, modify, release and settle, approval,
 //!   corrections and `verify`;
-//! - `grants` (awards, periods, agency reports) and `integration` (what the sister tools
+//! - `grants` (awards, periods, agency reports), `usage` (chargeback by account, user,
+//!   project, domain, grant, partition or QOS) and `integration` (what the sister tools
 //!   ask of asbb and tell it).
 
 #![forbid(unsafe_code)]
@@ -21,3 +22,4 @@ pub mod money;
 pub mod pricing;
 pub mod safe_fs;
 pub mod text;
+pub mod usage;

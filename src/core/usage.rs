@@ -1,0 +1,266 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+//! Chargeback: what was spent between two dates, grouped by account, user, project,
+//! research domain, grant, partition or QOS (one or several, nested), read from the
+//! journal's cost entries (charges, refunds, adjustments) posted in the window.
+//!
+//! - **cost** is the net: charges + adjustments − refunds.
+//! - **jobs** counts the jobs with a charge in the window (a job charged to two grants
+//!   counts under each).
+//! - **CPU-hours and GPU-hours** come from the runs charged in the window (allocated
+//!   CPUs or GPUs × elapsed time), counted once per run.
+//! - **grant** is where the money went: the grant whose allocation a cost entry was
+//!   posted to, `(deposit)` for an allocation no grant funds, `(overdraft)` for cost no
+//!   allocation covered.
+
+use crate::core::decisions::{Budget, BudgetError};
+use crate::core::ledger::{LedgerError, Tx};
+use crate::core::money::Money;
+use crate::core::pricing::job::Resources;
+use rusqlite::types::ValueRef;
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+/// What a usage report groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UsageKey {
+    Account,
+    User,
+    Project,
+    Domain,
+    Grant,
+    Partition,
+    Qos,
+}
+
+impl UsageKey {
+    pub const ALL: [UsageKey; 7] = [
+        UsageKey::Account,
+        UsageKey::User,
+        UsageKey::Project,
+        UsageKey::Domain,
+        UsageKey::Grant,
+        UsageKey::Partition,
+        UsageKey::Qos,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            UsageKey::Account => "account",
+            UsageKey::User => "user",
+            UsageKey::Project => "project",
+            UsageKey::Domain => "domain",
+            UsageKey::Grant => "grant",
+            UsageKey::Partition => "partition",
+            UsageKey::Qos => "qos",
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<UsageKey, String> {
+        UsageKey::ALL.into_iter().find(|k| k.name() == text).ok_or_else(|| {
+            format!(
+                "cannot group by '{}'; use account, user, project, domain, grant, partition or qos",
+                crate::core::text::clean_text(text)
+            )
+        })
+    }
+}
+
+/// One group's figures (or the total's).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UsageFigures {
+    /// Net: charges + adjustments − refunds.
+    pub cost: Money,
+    pub charges: Money,
+    pub refunds: Money,
+    /// Signed: positive = more cost.
+    pub adjustments: Money,
+    pub jobs: u64,
+    pub cpu_seconds: u64,
+    pub gpu_seconds: u64,
+}
+
+/// One line of the report: its group (one value per key, in `by` order) and figures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UsageRow {
+    pub group: Vec<String>,
+    pub figures: UsageFigures,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UsageReport {
+    /// The window: [from, until) in unix seconds.
+    pub from: i64,
+    pub until: i64,
+    pub by: Vec<UsageKey>,
+    /// Sorted by group.
+    pub rows: Vec<UsageRow>,
+    pub total: UsageFigures,
+}
+
+/// Whole hours to two decimals, from seconds (rounded half up), e.g. "12.50".
+pub fn hours_text(seconds: u64) -> String {
+    let centi = (seconds as u128 * 100 + 1800) / 3600;
+    format!("{}.{:02}", centi / 100, centi % 100)
+}
+
+/// A group's running figures, and the jobs seen in it.
+#[derive(Default)]
+struct Tally {
+    figures: UsageFigures,
+    jobs: HashSet<String>,
+    // i128: no sum over a window can overflow it.
+    cost: i128,
+    charges: i128,
+    refunds: i128,
+    adjustments: i128,
+}
+
+impl Tally {
+    fn add(&mut self, kind: &str, amount: i64, job: &str, run: Option<(u64, u64)>) {
+        let amount = amount as i128;
+        match kind {
+            "charge" => {
+                self.charges += amount;
+                self.cost += amount;
+                if !self.jobs.contains(job) {
+                    self.jobs.insert(job.to_string());
+                }
+            }
+            "refund" => {
+                self.refunds += amount;
+                self.cost -= amount;
+            }
+            _ => {
+                self.adjustments += amount;
+                self.cost += amount;
+            }
+        }
+        if let Some((cpu_s, gpu_s)) = run {
+            self.figures.cpu_seconds += cpu_s;
+            self.figures.gpu_seconds += gpu_s;
+        }
+    }
+
+    fn finish(mut self) -> Result<UsageFigures, BudgetError> {
+        let money = |v: i128| i64::try_from(v).map(Money::from_micros).map_err(|_| BudgetError::Overflow);
+        self.figures.cost = money(self.cost)?;
+        self.figures.charges = money(self.charges)?;
+        self.figures.refunds = money(self.refunds)?;
+        self.figures.adjustments = money(self.adjustments)?;
+        self.figures.jobs = self.jobs.len() as u64;
+        Ok(self.figures)
+    }
+}
+
+impl Budget {
+    /// The usage report for [from, until), grouped by `by` (at least one key).
+    pub fn usage_report(&mut self, from: i64, until: i64, by: &[UsageKey]) -> Result<UsageReport, BudgetError> {
+        if by.is_empty() {
+            return Err(BudgetError::Invalid("give at least one --by".into()));
+        }
+        if until <= from {
+            return Err(BudgetError::Invalid("--to is before --from".into()));
+        }
+        let path = self.ledger.path().to_path_buf();
+        let e = |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let tx = Tx::read(&mut self.ledger)?;
+        // The journal's cost entries in the window. Only what the keys need is joined: the job, the allocation's grant; and a
+        // charge's first part, its run (for its CPU and GPU time, and the user and
+        // partition of a run asbb had no job row for).
+        let needs = |keys: &[UsageKey]| by.iter().any(|k| keys.contains(k));
+        let job_cols =
+            if needs(&[UsageKey::User, UsageKey::Project, UsageKey::Domain, UsageKey::Partition, UsageKey::Qos]) {
+                "coalesce(jb.user_name, r.user_name), jb.project_code, jb.research_domain,
+             coalesce(jb.partition, r.partition)"
+            } else {
+                "NULL, NULL, NULL, NULL"
+            };
+        let job_join = if job_cols.starts_with("NULL") { "" } else { "LEFT JOIN jobs jb ON jb.token = j.token" };
+        let qos = if needs(&[UsageKey::Qos]) { "json_extract(jb.request_json, '$.qos')" } else { "NULL" };
+        let (grant_col, grant_join) = if needs(&[UsageKey::Grant]) {
+            (
+                "CASE WHEN j.allocation_id IS NULL THEN '(overdraft)' ELSE coalesce(g.grant_number, '(deposit)') END",
+                "LEFT JOIN allocations al ON al.id = j.allocation_id LEFT JOIN grant_accounts g ON g.id = al.grant_id",
+            )
+        } else {
+            ("NULL", "")
+        };
+        // A window holding much of the journal's time span is read faster straight
+        // through than through the time index (one row lookup per entry of every kind).
+        let (first_at, last_at): (Option<i64>, Option<i64>) =
+            tx.tx.query_row("SELECT min(at), max(at) FROM journal", [], |r| Ok((r.get(0)?, r.get(1)?))).map_err(e)?;
+        let span = last_at.unwrap_or(0) - first_at.unwrap_or(0) + 1;
+        let covered = until.min(last_at.unwrap_or(0) + 1) - from.max(first_at.unwrap_or(0));
+        let at = if covered * 4 > span { "+j.at" } else { "j.at" };
+        let sql = format!(
+            "SELECT j.kind, j.amount_micros, coalesce(j.token, j.txn_key), a.name, {job_cols}, {grant_col}, {qos},
+                    r.alloc_json, r.elapsed_s
+             FROM journal j
+             JOIN accounts a ON a.id = j.account_id
+             LEFT JOIN runs r ON j.kind = 'charge' AND j.part = 0 AND j.txn_key LIKE 'charge:%'
+                              AND r.run_key = substr(j.txn_key, 8)
+             {job_join} {grant_join}
+             WHERE {at} >= ?1 AND {at} < ?2 AND j.kind IN ('charge', 'refund', 'adjustment')"
+        );
+        let mut stmt = tx.tx.prepare(&sql).map_err(e)?;
+        let mut rows = stmt.query([from, until]).map_err(e)?;
+        // Groups by their values joined with a unit separator (no value holds one); a
+        // row borrows its text and allocates only for a new group or job.
+        let mut groups: HashMap<String, Tally> = HashMap::new();
+        let mut total = Tally::default();
+        let mut group = String::new();
+        while let Some(r) = rows.next().map_err(e)? {
+            let text = |i: usize| -> rusqlite::Result<&str> {
+                Ok(match r.get_ref(i)? {
+                    ValueRef::Text(t) if !t.is_empty() => std::str::from_utf8(t).unwrap_or("-"),
+                    _ => "-",
+                })
+            };
+            let kind = text(0).map_err(e)?;
+            let amount: i64 = r.get(1).map_err(e)?;
+            let job = text(2).map_err(e)?;
+            // Only a charge's first part has its run.
+            let elapsed_s: Option<i64> = r.get(11).map_err(e)?;
+            let run = match (r.get_ref(10).map_err(e)?, elapsed_s) {
+                (ValueRef::Text(json), Some(s)) => serde_json::from_slice::<Resources>(json).ok().map(|res| {
+                    let s = s.max(0) as u64;
+                    (res.cpus as u64 * s, res.gpu_total() * s)
+                }),
+                _ => None,
+            };
+            group.clear();
+            for (n, key) in by.iter().enumerate() {
+                if n > 0 {
+                    group.push('\u{1f}');
+                }
+                group.push_str(
+                    match key {
+                        UsageKey::Account => text(3),
+                        UsageKey::User => text(4),
+                        UsageKey::Project => text(5),
+                        UsageKey::Domain => text(6),
+                        UsageKey::Partition => text(7),
+                        UsageKey::Grant => text(8),
+                        UsageKey::Qos => text(9),
+                    }
+                    .map_err(e)?,
+                );
+            }
+            if !groups.contains_key(group.as_str()) {
+                groups.insert(group.clone(), Tally::default());
+            }
+            if let Some(tally) = groups.get_mut(group.as_str()) {
+                tally.add(kind, amount, job, run);
+            }
+            total.add(kind, amount, job, run);
+        }
+        let groups: BTreeMap<Vec<String>, Tally> =
+            groups.into_iter().map(|(k, t)| (k.split('\u{1f}').map(str::to_string).collect(), t)).collect();
+        let rows = groups
+            .into_iter()
+            .map(|(group, t)| Ok(UsageRow { group, figures: t.finish()? }))
+            .collect::<Result<Vec<_>, BudgetError>>()?;
+        Ok(UsageReport { from, until, by: by.to_vec(), rows, total: total.finish()? })
+    }
+}
