@@ -1336,6 +1336,41 @@ fn job_metadata_in_quotes_cost_data_as_sent_and_partial_feedback() {
 }
 
 #[test]
+fn usage_report_is_served_to_readers() {
+    let w = world();
+    let day = |t: i64| chrono::DateTime::from_timestamp(t, 0).unwrap().format("%Y-%m-%d").to_string();
+    let (from, to) = (day(now() - 40 * DAY), day(now() + DAY));
+    let path = format!("/api/v1/reports/usage?from={from}&to={to}&by=account,partition");
+    let r = w.call("GET", &path, Some(READ), None);
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["by"], serde_json::json!(["account", "partition"]));
+    let rows = v["rows"].as_array().unwrap();
+    assert!(rows.iter().any(|row| row["account"] == "chem" && row["partition"] == "debug"), "{v}");
+    // The journal's net cost, all of it inside the window.
+    let net: i64 = rusqlite::Connection::open(w.ledger())
+        .unwrap()
+        .query_row(
+            "SELECT sum(CASE kind WHEN 'refund' THEN -amount_micros ELSE amount_micros END) FROM journal
+             WHERE kind IN ('charge', 'refund', 'adjustment')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(v["total"]["cost"], Money::from_micros(net).to_exact_string());
+    let csv = w.call("GET", &format!("{path}&format=csv"), Some(READ), None);
+    assert_eq!(csv.status, 200);
+    assert!(csv.body.starts_with("account,partition,cost,charges,refunds,adjustments,jobs,cpu_hours,gpu_hours\n"));
+    let r = w.call("GET", &format!("/api/v1/reports/usage?from={from}&to={to}&by=colour"), Some(READ), None);
+    assert_eq!((r.status, error_code(&r).as_str()), (400, "invalid_query"));
+    assert_eq!(
+        r.json()["error"]["message"],
+        "by: cannot group by 'colour'; use account, user, project, domain, grant, partition or qos"
+    );
+    assert_eq!(w.call("GET", &path, None, None).status, 401);
+}
+
+#[test]
 fn grants_are_listed_and_shown_to_readers() {
     let w = world();
     let r = w.call("GET", "/api/v1/grants", Some(READ), None);

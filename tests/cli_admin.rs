@@ -623,9 +623,9 @@ G-2,NSF,'@SUM(A1),chem,2026-01-01,2026-12-31,100.00,0.00,100.00,active
 }
 
 /// Schema 4 as it was before `005_narrow_writes` and `006_grant_directed`: the same
-/// tables, the old indexes, no cached grant holds. (005 changes indexes only and 006
-/// adds a cached column, so undoing them on a current ledger gives exactly the ledger
-/// an older asbb left behind.)
+/// tables, the old indexes, no cached grant holds, feedback columns NOT NULL. (005
+/// changes indexes only and 006 adds columns and relaxes NOT NULLs, so undoing them on a
+/// current ledger gives exactly the ledger an older asbb left behind.)
 const BACK_TO_SCHEMA_4: &str = "
     DROP INDEX jobs_job_id; CREATE INDEX jobs_job_id ON jobs(job_id);
     DROP INDEX journal_at; CREATE INDEX journal_account ON journal(account_id, at);
@@ -633,6 +633,19 @@ const BACK_TO_SCHEMA_4: &str = "
     DROP INDEX jobs_open; CREATE INDEX jobs_state ON jobs(state, submitted_at);
     DROP TABLE account_job_users; CREATE INDEX jobs_uid ON jobs(uid, account_id);
     ALTER TABLE grant_accounts DROP COLUMN held_micros;
+    ALTER TABLE cost_updates DROP COLUMN cost_data_json;
+    CREATE TABLE performance_feedback_old (
+        id INTEGER PRIMARY KEY, cluster TEXT NOT NULL, job_id INTEGER NOT NULL,
+        token TEXT NOT NULL REFERENCES jobs(token),
+        estimated_cost_micros INTEGER NOT NULL CHECK (estimated_cost_micros >= 0),
+        actual_cost_micros INTEGER NOT NULL CHECK (actual_cost_micros >= 0),
+        estimated_duration_s INTEGER NOT NULL CHECK (estimated_duration_s >= 0),
+        actual_duration_s INTEGER NOT NULL CHECK (actual_duration_s >= 0),
+        performance_rating TEXT, optimization_hints TEXT, received_at INTEGER NOT NULL, actor TEXT NOT NULL,
+        UNIQUE (cluster, job_id));
+    INSERT INTO performance_feedback_old SELECT * FROM performance_feedback;
+    DROP TABLE performance_feedback;
+    ALTER TABLE performance_feedback_old RENAME TO performance_feedback;
     DELETE FROM schema_migrations WHERE version IN (5, 6);";
 
 #[test]

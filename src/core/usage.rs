@@ -137,8 +137,8 @@ impl Tally {
             }
         }
         if let Some((cpu_s, gpu_s)) = run {
-            self.figures.cpu_seconds += cpu_s;
-            self.figures.gpu_seconds += gpu_s;
+            self.figures.cpu_seconds = self.figures.cpu_seconds.saturating_add(cpu_s);
+            self.figures.gpu_seconds = self.figures.gpu_seconds.saturating_add(gpu_s);
         }
     }
 
@@ -225,7 +225,7 @@ impl Budget {
             let run = match (r.get_ref(10).map_err(e)?, elapsed_s) {
                 (ValueRef::Text(json), Some(s)) => serde_json::from_slice::<Resources>(json).ok().map(|res| {
                     let s = s.max(0) as u64;
-                    (res.cpus as u64 * s, res.gpu_total() * s)
+                    ((res.cpus as u64).saturating_mul(s), res.gpu_total().saturating_mul(s))
                 }),
                 _ => None,
             };
