@@ -256,6 +256,7 @@ fn a_finished_job_requeued_by_its_owner_is_priced_again_in_prep_mode() {
 
     let out = site.cluster.run_as(USER, "scontrol", &["requeue", &first.to_string()]);
     assert!(out.status.success(), "{}", cluster::show(&out));
+    let requeued_at = Instant::now();
     // The owner tries to make it start at once, before prep/asbb's thread looks again
     // (it looks every 2 s, and SLURM would otherwise wait cred_expire, 5 s here): the
     // update reaches job_modify, which prices the re-run first.
@@ -281,6 +282,14 @@ fn a_finished_job_requeued_by_its_owner_is_priced_again_in_prep_mode() {
 
     // Funded and released by its owner, it runs and is charged once.
     site.admin_ok(&["deposit", "once", "1"]);
+    // StartTime=now above also undid SLURM's own guard: a requeued job waits cred_expire + 1 s
+    // so that slurmd, which revoked the old run's credential, accepts the new one. Released
+    // sooner, the re-run can be killed at launch ("Job credential revoked") and end FAILED.
+    // That is SLURM's doing, not asbb's, so the owner waits the window out before releasing.
+    let cred_window = Duration::from_secs(5 + 2);
+    if let Some(rest) = cred_window.checked_sub(requeued_at.elapsed()) {
+        std::thread::sleep(rest);
+    }
     let out = site.cluster.run_as(USER, "scontrol", &["release", &first.to_string()]);
     assert!(out.status.success(), "{}", cluster::show(&out));
     assert_eq!(site.held_by(&rerun_token), 300_000);
