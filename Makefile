@@ -86,7 +86,7 @@ test-faults: build
 test-core:
 	$(CARGO) test --release --lib --test ledger_props --test cli_admin --test grants --test api_http \
 		--test learning_sim --test reconcile_core --test fuzz_fields --test cli_reconcile --test simulation \
-		--test licences
+		--test licences --test alerts
 
 bench: build
 	$(CARGO) bench --bench ledger

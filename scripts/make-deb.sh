@@ -112,6 +112,8 @@ Architecture: amd64
 Maintainer: asbb developers <asbb@localhost>
 Installed-Size: $size_kb
 Depends: slurmctld (>= $slurm), slurmctld (<< $next), libsqlite3-0, libc6 (>= 2.36)
+Recommends: ca-certificates
+Suggests: default-mta | mail-transport-agent
 Section: admin
 Priority: optional
 Description: money budgets for SLURM $release clusters that burst into AWS

@@ -12,6 +12,8 @@
 
 pub mod adapter;
 #[cfg(feature = "api")]
+pub mod alerts;
+#[cfg(feature = "api")]
 pub mod api;
 pub mod cli;
 pub mod core;

@@ -51,13 +51,34 @@ pub fn resolve_user(text: &str) -> (String, Option<u32>) {
 /// Runs a SLURM client (`squeue`, `scontrol`, `sacct`, ...) for at most
 /// [`COMMAND_TIMEOUT`]; its stdout, or one line saying why not (its stderr, cleaned).
 pub fn run_slurm(cmd: &str, args: &[&str], env: &[(&str, &str)]) -> Result<String, String> {
+    run_command(cmd, args, env, None, COMMAND_TIMEOUT)
+}
+
+/// Runs a program (no shell) with `input` on its stdin for at most `timeout`; its
+/// stdout, or one line saying why not (its stderr, cleaned).
+pub fn run_command(
+    cmd: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    input: Option<Vec<u8>>,
+    timeout: Duration,
+) -> Result<String, String> {
     let mut c = Command::new(cmd);
-    c.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let stdin = if input.is_some() { Stdio::piped() } else { Stdio::null() };
+    c.args(args).stdin(stdin).stdout(Stdio::piped()).stderr(Stdio::piped());
     for (k, v) in env {
         c.env(k, v);
     }
-    let shown = format!("{cmd} {}", args.join(" "));
+    let shown = format!("{cmd} {}", args.join(" ")).trim_end().to_string();
     let mut child = c.spawn().map_err(|e| format!("cannot run `{shown}`: {e}"))?;
+    // Written from a thread: a program that reads nothing, or writes much before it
+    // reads, must not block us (the deadline below still holds).
+    if let (Some(bytes), Some(mut w)) = (input, child.stdin.take()) {
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = w.write_all(&bytes);
+        });
+    }
     let mut so = child.stdout.take().ok_or("no stdout")?;
     let mut se = child.stderr.take().ok_or("no stderr")?;
     let t_out = std::thread::spawn(move || {
@@ -70,14 +91,14 @@ pub fn run_slurm(cmd: &str, args: &[&str], env: &[(&str, &str)]) -> Result<Strin
         let _ = se.read_to_end(&mut v);
         v
     });
-    let deadline = Instant::now() + COMMAND_TIMEOUT;
+    let deadline = Instant::now() + timeout;
     let status = loop {
         match child.try_wait() {
             Ok(Some(s)) => break s,
             Ok(None) if Instant::now() >= deadline => {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(format!("`{shown}` did not finish within {} s", COMMAND_TIMEOUT.as_secs()));
+                return Err(format!("`{shown}` did not finish within {} ms", timeout.as_millis()));
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
             Err(e) => return Err(format!("`{shown}`: {e}")),

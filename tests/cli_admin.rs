@@ -622,10 +622,11 @@ G-2,NSF,'@SUM(A1),chem,2026-01-01,2026-12-31,100.00,0.00,100.00,active
     assert!(csv.contains(&adjustments), "{csv}");
 }
 
-/// Schema 4 as it was before `005_narrow_writes` and `006_grant_directed`: the same
-/// tables, the old indexes, no cached grant holds, feedback columns NOT NULL. (005
-/// changes indexes only and 006 adds columns and relaxes NOT NULLs, so undoing them on a
-/// current ledger gives exactly the ledger an older asbb left behind.)
+/// Schema 4 as it was before `005_narrow_writes`, `006_grant_directed` and `007_alerts`:
+/// the same tables, the old indexes, no cached grant holds, feedback columns NOT NULL, no
+/// alerts and no PI addresses. (005 changes indexes only, 006 adds columns and relaxes
+/// NOT NULLs and 007 adds tables and a column, so undoing them on a current ledger gives
+/// exactly the ledger an older asbb left behind.)
 const BACK_TO_SCHEMA_4: &str = "
     DROP INDEX jobs_job_id; CREATE INDEX jobs_job_id ON jobs(job_id);
     DROP INDEX journal_at; CREATE INDEX journal_account ON journal(account_id, at);
@@ -646,7 +647,9 @@ const BACK_TO_SCHEMA_4: &str = "
     INSERT INTO performance_feedback_old SELECT * FROM performance_feedback;
     DROP TABLE performance_feedback;
     ALTER TABLE performance_feedback_old RENAME TO performance_feedback;
-    DELETE FROM schema_migrations WHERE version IN (5, 6);";
+    DROP TABLE alert_deliveries; DROP TABLE alerts;
+    ALTER TABLE grant_accounts DROP COLUMN pi_email;
+    DELETE FROM schema_migrations WHERE version IN (5, 6, 7);";
 
 #[test]
 fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
@@ -811,7 +814,7 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     // Every other command, and the plugins, refuse the older schema; nothing upgrades it
     // behind the admin's back.
     let outdated = format!(
-        "ledger {}: schema version 4 is older than this asbb needs (6); run `asbb-admin migrate` (outside slurmctld) to upgrade it",
+        "ledger {}: schema version 4 is older than this asbb needs (7); run `asbb-admin migrate` (outside slurmctld) to upgrade it",
         ledger.display()
     );
     assert_eq!(admin(&["verify"]), (String::new(), format!("asbb-admin: error: {outdated}\n"), Some(2)));
@@ -844,7 +847,7 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     assert_eq!(
         out,
         format!(
-            "ledger {}: schema 4 -> 6 (005_narrow_writes, 006_grant_directed)\nthe ledger as it was: {}.schema-4.bak (delete it once you are satisfied)\nthe same balances before and after: 3 accounts, 12 journal entries, 7 jobs\n",
+            "ledger {}: schema 4 -> 7 (005_narrow_writes, 006_grant_directed, 007_alerts)\nthe ledger as it was: {}.schema-4.bak (delete it once you are satisfied)\nthe same balances before and after: 3 accounts, 12 journal entries, 7 jobs\n",
             ledger.display(),
             ledger.display()
         )
@@ -873,5 +876,5 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
         pairs("SELECT DISTINCT uid, account_id FROM jobs ORDER BY 1, 2")
     );
     assert_eq!(pairs("SELECT uid, account_id FROM account_job_users").len(), 4);
-    assert_eq!(admin(&["migrate"]).0, format!("ledger {}: schema 6 is current; nothing to do\n", ledger.display()));
+    assert_eq!(admin(&["migrate"]).0, format!("ledger {}: schema 7 is current; nothing to do\n", ledger.display()));
 }

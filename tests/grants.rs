@@ -796,6 +796,7 @@ proptest! {
             number: "G-1".into(),
             agency: "A".into(),
             pi: "P".into(),
+            pi_email: None,
             co_pis: vec![],
             program: None,
             federal_award_id: None,

@@ -42,6 +42,10 @@ const ALLOWED: &[&str] = &[
     "CC0-1.0",
     "0BSD",
     "BSL-1.0",
+    // Mozilla's root certificates as data (webpki-roots, which ureq's TLS brings in; asbb
+    // trusts the system's CA store instead). A permissive data licence: the data may be
+    // used and shared with this text beside it, and what is built with it is unrestricted.
+    "CDLA-Permissive-2.0",
     // copyleft that allows GPL-2.0-or-later terms for the combination
     "GPL-2.0-or-later",
     "GPL-2.0+",

@@ -308,7 +308,10 @@ fn bind_socket(path: &Path) -> Result<tokio::net::UnixListener, ServeError> {
 
 /// `asbb-admin serve`: runs until SIGINT or SIGTERM.
 pub fn serve_forever(config: Config, opts: ServeOptions) -> Result<String, ServeError> {
+    let clock = opts.clock.unwrap_or(crate::system::now);
+    let for_alerts = config.alerts.clone().map(|cfg| (config.clone(), cfg));
     let server = start(config, opts)?;
+    let alerts = for_alerts.map(|(config, cfg)| AlertLoop::start(config, cfg, clock));
     let mut where_ = Vec::new();
     if let Some(a) = server.tcp {
         where_.push(format!("http://{a}"));
@@ -332,5 +335,49 @@ pub fn serve_forever(config: Config, opts: ServeOptions) -> Result<String, Serve
         Ok::<(), ServeError>(())
     })?;
     server.stop();
+    if let Some(a) = alerts {
+        a.stop();
+    }
     Ok("asbb-admin serve: stopped\n".to_string())
+}
+
+/// `[alerts]` under `serve`: a run at start, then one every `interval_minutes`, on a
+/// thread of its own (webhooks and mail commands may take their whole timeout; the API
+/// never waits for them).
+struct AlertLoop {
+    stop: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl AlertLoop {
+    fn start(mut config: Config, cfg: crate::core::config::AlertsConfig, clock: Clock) -> AlertLoop {
+        // Not slurmctld: a run may wait a second for another writer.
+        config.policy.ledger_busy_timeout_ms = config.policy.ledger_busy_timeout_ms.max(1000);
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let interval = std::time::Duration::from_secs(cfg.interval_minutes as u64 * 60);
+        let thread = std::thread::spawn(move || loop {
+            let outcome = clock().map_err(|e| e.to_string()).and_then(|now| {
+                let mut budget = crate::core::decisions::Budget::open(config.clone(), OpenMode::MustExist)
+                    .map_err(|e| e.to_string())?;
+                crate::alerts::run(&mut budget, &cfg, now).map_err(|e| e.to_string())
+            });
+            match outcome {
+                Ok(s) if s.raised.is_empty() && s.failed.is_empty() && s.sent == 0 && s.cleared == 0 => {}
+                Ok(s) => {
+                    eprint!("{}", s.to_text().lines().map(|l| format!("asbb-admin serve: {l}\n")).collect::<String>())
+                }
+                Err(e) => eprintln!("asbb-admin serve: alerts: {e}"),
+            }
+            match stopped.recv_timeout(interval) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
+                _ => break,
+            }
+        });
+        AlertLoop { stop, thread }
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.thread.join();
+    }
 }

@@ -61,6 +61,11 @@ pub enum AdminCommand {
     /// Burn rate, projected exhaustion and spending status of an account or a grant.
     Forecast(super::grant::ForecastArgs),
 
+    /// Alerts to PIs and admins (`[alerts]`): raise and send them, list what was sent.
+    #[cfg(feature = "api")]
+    #[command(subcommand)]
+    Alerts(super::alerts::AlertsCommand),
+
     /// Ask SLURM which jobs exist and settle every hold the plugins left open.
     Reconcile(super::reconcile::ReconcileArgs),
 }
@@ -293,6 +298,8 @@ pub fn run(cli: AdminCli) -> Result<String, CliError> {
         // The integration API, actual costs, learning and account members.
         #[cfg(feature = "api")]
         AdminCommand::Serve(a) => super::integration::run_serve(a, config),
+        #[cfg(feature = "api")]
+        AdminCommand::Alerts(c) => super::alerts::run_alerts(c, config, now, fmt),
         AdminCommand::Integration(c) => super::integration::run_integration(c, config, now, &actor, fmt),
         AdminCommand::Report(c) => super::integration::run_report(c, config, fmt),
         AdminCommand::Account(AccountCommand::Member(m)) => super::integration::run_member(m, config, now, &actor, fmt),

@@ -37,13 +37,15 @@ pub struct GrantCommand {
 #[derive(Subcommand, Debug)]
 pub enum GrantSubcommand {
     /// Record a grant; with --account it funds that account (one allocation per budget period).
-    Create(GrantCreateArgs),
+    Create(Box<GrantCreateArgs>),
     /// All grants, with what they have spent.
     List(GrantListArgs),
     /// One grant, its budget periods and spending.
     Show(GrantShowArgs),
     /// Close a grant: its allocations end now; holds are released if nothing else funds the account.
     Close(GrantShowArgs),
+    /// Change a grant's contact: the PI's mail address, where alerts about it are sent.
+    Update(GrantUpdateArgs),
     /// The statement a funding agency asks for: direct and indirect cost by period,
     /// partition, resource, account and user; burn rate and projection.
     Report(GrantReportArgs),
@@ -68,6 +70,9 @@ pub struct GrantCreateArgs {
     /// Principal investigator.
     #[arg(long)]
     pub pi: String,
+    /// The PI's mail address: alerts about the grant are mailed there (`[alerts] mail_pi`).
+    #[arg(long)]
+    pub pi_email: Option<String>,
     /// Total award in dollars, direct + indirect (e.g. 250000).
     #[arg(long, allow_hyphen_values = true)]
     pub amount: String,
@@ -113,6 +118,21 @@ pub struct GrantListArgs {
 pub struct GrantShowArgs {
     /// Grant number.
     pub number: String,
+    #[command(flatten)]
+    pub format: FormatArg,
+}
+
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("contact").required(true).args(["pi_email", "no_pi_email"])))]
+pub struct GrantUpdateArgs {
+    /// Grant number.
+    pub number: String,
+    /// The PI's mail address.
+    #[arg(long)]
+    pub pi_email: Option<String>,
+    /// Remove the PI's mail address (alerts about the grant then reach only `mail_to`).
+    #[arg(long)]
+    pub no_pi_email: bool,
     #[command(flatten)]
     pub format: FormatArg,
 }
@@ -193,6 +213,7 @@ fn parse_window(text: &str) -> Result<u32, CliError> {
 pub fn run_grant(cmd: GrantCommand, config: Config, now: i64, actor: &str) -> Result<String, CliError> {
     match cmd.command {
         GrantSubcommand::Create(a) => {
+            let a = *a;
             let award = Money::parse(&a.amount).map_err(|e| CliError::new(format!("--amount: {e}")))?;
             let start = parse_day("--start", &a.start)?;
             let end = parse_day("--end", &a.end)? + DAY_S;
@@ -208,6 +229,7 @@ pub fn run_grant(cmd: GrantCommand, config: Config, now: i64, actor: &str) -> Re
                 number: a.number.trim().to_string(),
                 agency: a.agency,
                 pi: a.pi,
+                pi_email: a.pi_email.map(|m| m.trim().to_string()),
                 co_pis: a.co_pi,
                 program: a.program,
                 federal_award_id: a.federal_award_id,
@@ -255,6 +277,12 @@ pub fn run_grant(cmd: GrantCommand, config: Config, now: i64, actor: &str) -> Re
         GrantSubcommand::Show(a) => {
             let mut budget = open_budget(config, OpenMode::MustExist)?;
             let d = budget.grant(&a.number)?;
+            Ok(show_grant(&d, a.format.format))
+        }
+        GrantSubcommand::Update(a) => {
+            let pi_email = a.pi_email.as_deref().map(str::trim);
+            let mut budget = open_budget(config, OpenMode::MustExist)?;
+            let d = budget.set_grant_pi_email(&a.number, pi_email, actor, now)?;
             Ok(show_grant(&d, a.format.format))
         }
         GrantSubcommand::Close(a) => {
@@ -446,7 +474,7 @@ fn show_grant(d: &GrantDetail, fmt: Format) -> String {
             kv(&mut out, "Agency", &g.agency);
             kv(&mut out, "Program", g.program.as_deref().unwrap_or("-"));
             kv(&mut out, "Federal award ID", g.federal_award_id.as_deref().unwrap_or("-"));
-            kv(&mut out, "PI", &g.pi);
+            kv(&mut out, "PI", &g.pi_email.as_ref().map_or_else(|| g.pi.clone(), |m| format!("{} <{m}>", g.pi)));
             kv(&mut out, "Co-PIs", &if g.co_pis.is_empty() { "-".to_string() } else { g.co_pis.join(", ") });
             kv(&mut out, "Account", g.account.as_deref().unwrap_or("(none)"));
             kv(&mut out, "Dates", &format!("{} to {}", format_date(g.start), format_date(g.end - DAY_S)));

@@ -4,6 +4,8 @@
 //! `crate::system`, shared with the API).
 
 pub mod admin;
+#[cfg(feature = "api")]
+pub mod alerts;
 pub mod grant;
 pub mod integration;
 pub mod jobs;

@@ -171,6 +171,9 @@ struct RawConfig {
     /// Per-account overrides of `[policy]`.
     #[serde(default)]
     accounts: BTreeMap<String, AccountPolicy>,
+    /// What to tell people, and how (`asbb-admin alerts run`, `serve`).
+    #[serde(default)]
+    alerts: Option<RawAlerts>,
 }
 
 /// `[accounts.<name>]`: one account's own approval threshold and low-balance rule.
@@ -261,6 +264,171 @@ fn forecast_config(raw: &RawForecast) -> Result<ForecastConfig, String> {
         return Err(format!("forecast.window_days: {} must be from 1 to {MAX_FORECAST_WINDOW_DAYS}", raw.window_days));
     }
     Ok(ForecastConfig { overspend_ratio_ppm: over, underspend_ratio_ppm: under, window_days: raw.window_days })
+}
+
+// ----- [alerts] (thresholds, webhook, mail) ---------------------------------
+
+/// `[alerts]` as written.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAlerts {
+    #[serde(default = "default_spent_percent")]
+    spent_percent: Vec<u32>,
+    #[serde(default = "default_true")]
+    projected_exhaustion: bool,
+    #[serde(default)]
+    approval_wait_hours: Option<u32>,
+    #[serde(default)]
+    hold_age_hours: Option<u32>,
+    #[serde(default)]
+    webhook_url: Option<String>,
+    #[serde(default)]
+    webhook_timeout_ms: Option<u32>,
+    #[serde(default)]
+    mail_command: Option<Vec<String>>,
+    #[serde(default)]
+    mail_from: Option<String>,
+    #[serde(default)]
+    mail_to: Vec<String>,
+    #[serde(default = "default_true")]
+    mail_pi: bool,
+    #[serde(default)]
+    mail_timeout_ms: Option<u32>,
+    #[serde(default)]
+    retry_minutes: Option<u32>,
+    #[serde(default)]
+    max_attempts: Option<u32>,
+    #[serde(default)]
+    interval_minutes: Option<u32>,
+}
+
+fn default_spent_percent() -> Vec<u32> {
+    vec![50, 75, 90, 100]
+}
+
+pub const DEFAULT_ALERT_WEBHOOK_TIMEOUT_MS: u32 = 5_000;
+pub const DEFAULT_ALERT_MAIL_TIMEOUT_MS: u32 = 10_000;
+pub const DEFAULT_ALERT_RETRY_MINUTES: u32 = 5;
+pub const DEFAULT_ALERT_MAX_ATTEMPTS: u32 = 12;
+pub const DEFAULT_ALERT_INTERVAL_MINUTES: u32 = 10;
+
+/// `[alerts]`: which crossings to announce and where. Each crossing is raised once
+/// and kept in the ledger with its deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertsConfig {
+    /// Percent of a grant's award or an account's allocations spent, ascending.
+    pub spent_percent: Vec<u32>,
+    /// A grant or account projected (at the forecast's burn rate) to run out before its end.
+    pub projected_exhaustion: bool,
+    /// A job that has awaited approval this long; `None`: not watched.
+    pub approval_wait_hours: Option<u32>,
+    /// A hold open this long; `None`: not watched.
+    pub hold_age_hours: Option<u32>,
+    /// JSON POST with a Slack-compatible body (`text`).
+    pub webhook_url: Option<String>,
+    pub webhook_timeout_ms: u32,
+    /// A sendmail-style command (no shell): the message, headers first, on its stdin.
+    pub mail_command: Option<Vec<String>>,
+    pub mail_from: String,
+    /// Always mailed.
+    pub mail_to: Vec<String>,
+    /// Also mail the PI of the grant (or of the grants funding the account).
+    pub mail_pi: bool,
+    pub mail_timeout_ms: u32,
+    /// A failed delivery is tried again after this long.
+    pub retry_minutes: u32,
+    /// Then it is given up (and shown so by `asbb-admin alerts list`).
+    pub max_attempts: u32,
+    /// How often `asbb-admin serve` runs the alerts.
+    pub interval_minutes: u32,
+}
+
+/// A mail address as alerts accept it: `local@domain`, printable, no spaces, nothing a
+/// mail header could be split or extended with.
+pub fn check_mail_address(addr: &str) -> Result<(), String> {
+    let ok = addr.len() <= 254
+        && addr.chars().all(|c| c.is_ascii_graphic() && !"<>,;\"()[]".contains(c))
+        && matches!(addr.split_once('@'), Some((l, d)) if !l.is_empty() && d.contains('.') && !d.contains('@') && !d.starts_with('.') && !d.ends_with('.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("'{}' is not a mail address (local@domain)", crate::core::text::clean_text(addr)))
+    }
+}
+
+fn alerts_config(raw: &RawAlerts) -> Result<AlertsConfig, String> {
+    let mut spent = raw.spent_percent.clone();
+    for &p in &spent {
+        if !(1..=1000).contains(&p) {
+            return Err(format!("alerts.spent_percent: {p} must be from 1 to 1000"));
+        }
+    }
+    spent.sort_unstable();
+    spent.dedup();
+    if let Some(h) = raw.approval_wait_hours.filter(|&h| h > 24 * 366) {
+        return Err(format!("alerts.approval_wait_hours: {h} must be at most {}", 24 * 366));
+    }
+    if let Some(h) = raw.hold_age_hours.filter(|&h| h == 0 || h > 24 * 366) {
+        return Err(format!("alerts.hold_age_hours: {h} must be from 1 to {}", 24 * 366));
+    }
+    let webhook_url = match raw.webhook_url.as_deref().map(str::trim) {
+        Some(u) => {
+            let rest = u.strip_prefix("https://").or_else(|| u.strip_prefix("http://"));
+            if rest.map_or(true, |r| r.is_empty() || r.chars().any(|c| c.is_whitespace() || c.is_control())) {
+                return Err(format!(
+                    "alerts.webhook_url: '{}' is not an http:// or https:// URL",
+                    crate::core::text::clean_text(u)
+                ));
+            }
+            Some(u.to_string())
+        }
+        None => None,
+    };
+    if let Some(cmd) = &raw.mail_command {
+        match cmd.first() {
+            Some(prog) if prog.starts_with('/') => {}
+            _ => return Err("alerts.mail_command: give the program's absolute path first, then its arguments, e.g. [\"/usr/sbin/sendmail\", \"-t\", \"-i\"]".into()),
+        }
+    }
+    if webhook_url.is_none() && raw.mail_command.is_none() {
+        return Err("alerts: give webhook_url or mail_command (or both): where alerts are sent".into());
+    }
+    for a in &raw.mail_to {
+        check_mail_address(a).map_err(|r| format!("alerts.mail_to: {r}"))?;
+    }
+    let mail_from = raw.mail_from.clone().unwrap_or_else(|| "asbb".to_string());
+    if mail_from.is_empty() || mail_from.chars().any(|c| c.is_control() || "<>,;\"".contains(c)) {
+        return Err(format!("alerts.mail_from: '{}' cannot be a sender", crate::core::text::clean_text(&mail_from)));
+    }
+    let ranged = |key: &str, v: Option<u32>, default: u32, range: std::ops::RangeInclusive<u32>| {
+        let v = v.unwrap_or(default);
+        if range.contains(&v) {
+            Ok(v)
+        } else {
+            Err(format!("alerts.{key}: {v} must be from {} to {}", range.start(), range.end()))
+        }
+    };
+    Ok(AlertsConfig {
+        spent_percent: spent,
+        projected_exhaustion: raw.projected_exhaustion,
+        approval_wait_hours: raw.approval_wait_hours,
+        hold_age_hours: raw.hold_age_hours,
+        webhook_url,
+        webhook_timeout_ms: ranged(
+            "webhook_timeout_ms",
+            raw.webhook_timeout_ms,
+            DEFAULT_ALERT_WEBHOOK_TIMEOUT_MS,
+            100..=60_000,
+        )?,
+        mail_command: raw.mail_command.clone(),
+        mail_from,
+        mail_to: raw.mail_to.clone(),
+        mail_pi: raw.mail_pi,
+        mail_timeout_ms: ranged("mail_timeout_ms", raw.mail_timeout_ms, DEFAULT_ALERT_MAIL_TIMEOUT_MS, 100..=120_000)?,
+        retry_minutes: ranged("retry_minutes", raw.retry_minutes, DEFAULT_ALERT_RETRY_MINUTES, 0..=1440)?,
+        max_attempts: ranged("max_attempts", raw.max_attempts, DEFAULT_ALERT_MAX_ATTEMPTS, 1..=1000)?,
+        interval_minutes: ranged("interval_minutes", raw.interval_minutes, DEFAULT_ALERT_INTERVAL_MINUTES, 1..=1440)?,
+    })
 }
 
 // ----- [learning] and [api] (integration API, learning) ---------------------
@@ -648,6 +816,8 @@ pub struct Config {
     /// `asbb-admin serve`.
     pub api: ApiConfig,
     pub accounts: BTreeMap<String, AccountPolicy>,
+    /// `[alerts]`; `None`: no alerts are raised.
+    pub alerts: Option<AlertsConfig>,
 }
 
 impl fmt::Display for Pricing {
@@ -727,6 +897,7 @@ impl Config {
         let forecast = forecast_config(&raw.forecast).map_err(err)?;
         let learning = learning_config(&raw.learning).map_err(err)?;
         let api = api_config(&raw.api).map_err(err)?;
+        let alerts = raw.alerts.as_ref().map(alerts_config).transpose().map_err(err)?;
         for (name, a) in &raw.accounts {
             if let Some(g) = &a.default_grant {
                 if !crate::core::text::METADATA_VALUE.accepts(g) {
@@ -747,6 +918,7 @@ impl Config {
             learning,
             api,
             accounts: raw.accounts,
+            alerts,
         })
     }
 

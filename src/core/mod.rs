@@ -9,10 +9,12 @@
 //! - `decisions`: what happens to money at submit, modify, release and settle, approval,
 //!   corrections and `verify`;
 //! - `grants` (awards, periods, agency reports), `usage` (chargeback by account, user,
-//!   project, domain, grant, partition or QOS) and `integration` (what the sister tools
-//!   ask of asbb and tell it).
+//!   project, domain, grant, partition or QOS), `integration` (what the sister tools
+//!   ask of asbb and tell it) and `alerts` (crossings people are told about, and each
+//!   one's deliveries).
 
 #![forbid(unsafe_code)]
+pub mod alerts;
 pub mod config;
 pub mod decisions;
 pub mod grants;

@@ -75,6 +75,8 @@ pub struct NewGrant {
     pub number: String,
     pub agency: String,
     pub pi: String,
+    /// Where alerts about the grant reach its PI.
+    pub pi_email: Option<String>,
     pub co_pis: Vec<String>,
     pub program: Option<String>,
     pub federal_award_id: Option<String>,
@@ -96,6 +98,7 @@ pub struct Grant {
     pub number: String,
     pub agency: String,
     pub pi: String,
+    pub pi_email: Option<String>,
     pub co_pis: Vec<String>,
     pub program: Option<String>,
     pub federal_award_id: Option<String>,
@@ -322,6 +325,10 @@ impl NewGrant {
         check_number(&self.number)?;
         check_text("funding agency", &self.agency, true)?;
         check_text("principal investigator", &self.pi, true)?;
+        if let Some(m) = &self.pi_email {
+            crate::core::config::check_mail_address(m)
+                .map_err(|r| BudgetError::Invalid(format!("PI mail address {r}")))?;
+        }
         for c in &self.co_pis {
             check_text("co-PI name", c, true)?;
         }
@@ -353,7 +360,7 @@ fn sql_err(path: &std::path::Path) -> impl Fn(rusqlite::Error) -> BudgetError + 
 
 const GRANT_COLS: &str = "g.id, g.grant_number, g.funding_agency, g.principal_investigator, g.co_pis, g.program,
     g.federal_award_id, g.grant_start_date, g.grant_end_date, g.total_award_micros, g.indirect_rate_ppm,
-    a.name, g.budget_account_id, g.status, g.closed_at, g.created_at";
+    a.name, g.budget_account_id, g.status, g.closed_at, g.created_at, g.pi_email";
 
 fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
     let co_pis: String = r.get(4)?;
@@ -374,6 +381,7 @@ fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
         status: r.get(13)?,
         closed_at: r.get(14)?,
         created_at: r.get(15)?,
+        pi_email: r.get(16)?,
     })
 }
 
@@ -448,8 +456,8 @@ impl Budget {
             .execute(
                 "INSERT INTO grant_accounts (grant_number, funding_agency, principal_investigator, co_pis, program,
                    federal_award_id, grant_start_date, grant_end_date, total_award_micros, indirect_rate_ppm,
-                   budget_account_id, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                   budget_account_id, created_at, pi_email)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
                 params![
                     g.number,
                     g.agency.trim(),
@@ -462,7 +470,8 @@ impl Budget {
                     g.award.micros(),
                     g.indirect_rate_ppm,
                     account.as_ref().map(|a| a.id),
-                    now
+                    now,
+                    g.pi_email
                 ],
             )
             .map_err(&e)?;
@@ -629,6 +638,36 @@ impl Budget {
         .map_err(&e)?;
         tx.commit()?;
         Ok(closed)
+    }
+
+    /// Sets (or, with `None`, removes) the mail address alerts about a grant reach its PI at.
+    pub fn set_grant_pi_email(
+        &mut self,
+        number: &str,
+        pi_email: Option<&str>,
+        actor: &str,
+        now: i64,
+    ) -> Result<GrantDetail, BudgetError> {
+        if let Some(m) = pi_email {
+            crate::core::config::check_mail_address(m)
+                .map_err(|r| BudgetError::Invalid(format!("PI mail address {r}")))?;
+        }
+        {
+            let path = self.ledger.path().to_path_buf();
+            let e = sql_err(&path);
+            let tx = Tx::write(&mut self.ledger)?;
+            let changed = tx
+                .tx
+                .execute("UPDATE grant_accounts SET pi_email = ?2 WHERE grant_number = ?1", params![number, pi_email])
+                .map_err(&e)?;
+            if changed == 0 {
+                return Err(unknown_grant(number));
+            }
+            audit(&tx, actor, now, "grant update", &format!("{number} pi_email={}", pi_email.unwrap_or("-")))
+                .map_err(&e)?;
+            tx.commit()?;
+        }
+        self.grant(number)
     }
 }
 

@@ -22,6 +22,8 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     (5, "005_narrow_writes", include_str!("../../../sql/005_narrow_writes.sql")),
     // Grant-directed charging: each grant's open holds.
     (6, "006_grant_directed", include_str!("../../../sql/006_grant_directed.sql")),
+    // Alerts and the deliveries of each; a grant's PI mail address.
+    (7, "007_alerts", include_str!("../../../sql/007_alerts.sql")),
 ];
 
 /// Prepared statements kept per connection.

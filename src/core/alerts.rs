@@ -1,0 +1,619 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+//! Alerts: the crossings people are told about, kept in the ledger.
+//!
+//! A CONDITION is something true of the ledger now that `[alerts]` watches: a grant or
+//! account has spent at least T% of its budget, is projected to run out before its
+//! end, a job has awaited approval or held funds for too long. Each has a key
+//! (`grant:NSF-1:spent:75`). A run compares the conditions with the open alerts:
+//! a condition with no open alert RAISES one (a crossing), an open alert whose
+//! condition no longer holds is CLEARED (so a later crossing raises a new one), and
+//! the rest are left alone, which is what makes each crossing raised once.
+//!
+//! Each raised alert gets one DELIVERY per channel (webhook, mail). A delivery is
+//! claimed before it is tried (its attempt time is set in a write transaction, so two
+//! runs at once never both try it), then marked sent, or left pending to be tried again
+//! after `retry_minutes`, and given up after `max_attempts`. Sending itself happens
+//! outside the core (`crate::alerts`): nothing here touches the network.
+
+use crate::core::config::AlertsConfig;
+use crate::core::decisions::{format_time, Budget, BudgetError};
+use crate::core::grants::report::{format_bps, Exhaustion, Projection};
+use crate::core::ledger::Tx;
+use crate::core::money::Money;
+use rusqlite::params;
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AlertKind {
+    /// A grant or account has spent at least a threshold of its budget.
+    Spent,
+    /// Projected to run out before its end date.
+    Exhaustion,
+    /// A job has awaited approval at least `approval_wait_hours`.
+    Approval,
+    /// A job's hold has been open at least `hold_age_hours`.
+    HoldAge,
+}
+
+impl AlertKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AlertKind::Spent => "spent",
+            AlertKind::Exhaustion => "exhaustion",
+            AlertKind::Approval => "approval",
+            AlertKind::HoldAge => "hold_age",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Channel {
+    Webhook,
+    Mail,
+}
+
+impl Channel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Webhook => "webhook",
+            Channel::Mail => "mail",
+        }
+    }
+
+    fn parse(s: &str) -> Channel {
+        if s == "mail" {
+            Channel::Mail
+        } else {
+            Channel::Webhook
+        }
+    }
+}
+
+/// Something true now that `[alerts]` watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Condition {
+    pub key: String,
+    pub kind: AlertKind,
+    pub subject: String,
+    pub title: String,
+    pub body: String,
+    /// PI addresses (the grant's, or those of the grants funding the account).
+    pub pi_emails: Vec<String>,
+    /// Thresholds of one subject share a group; raised together, only the highest is sent.
+    group: String,
+    rank: u32,
+}
+
+/// What one run did to the ledger's alerts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// Titles of the alerts raised, in order.
+    pub raised: Vec<String>,
+    pub cleared: u32,
+}
+
+/// A delivery claimed for trying now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub alert_id: i64,
+    pub channel: Channel,
+    pub recipients: Vec<String>,
+    pub kind: String,
+    pub subject: String,
+    pub title: String,
+    pub body: String,
+    pub raised_at: i64,
+    /// Including this one.
+    pub attempt: u32,
+}
+
+/// How a delivery stands after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeliveryState {
+    Sent,
+    /// Failed; tried again after `retry_minutes`.
+    Retrying,
+    /// Failed `max_attempts` times.
+    GaveUp,
+}
+
+/// An alert as `asbb-admin alerts list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AlertRecord {
+    pub id: i64,
+    pub key: String,
+    pub kind: String,
+    pub subject: String,
+    pub title: String,
+    pub body: String,
+    pub raised_at: i64,
+    pub cleared_at: Option<i64>,
+    pub deliveries: Vec<DeliveryRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryRecord {
+    pub channel: String,
+    pub recipients: String,
+    /// pending, sent, gave_up or superseded.
+    pub state: String,
+    pub attempts: u32,
+    pub last_attempt_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub sent_at: Option<i64>,
+}
+
+const HOUR_S: i64 = 3_600;
+
+fn spent_conditions(
+    cfg: &AlertsConfig,
+    what: &str,
+    key: &str,
+    p: &Projection,
+    budget_word: &str,
+    pi_emails: &[String],
+) -> Vec<Condition> {
+    if p.budget.micros() <= 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for &t in &cfg.spent_percent {
+        if p.percent_spent_bps < t as i64 * 100 {
+            continue;
+        }
+        out.push(Condition {
+            key: format!("{key}:spent:{t}"),
+            kind: AlertKind::Spent,
+            subject: what.to_string(),
+            title: format!("{what} has spent {t}% of its {budget_word}"),
+            body: format!(
+                "{} has spent {} of its {} {budget_word} ({}) as of {} UTC; {} remains.\n{}",
+                capitalized(what),
+                p.spent,
+                p.budget,
+                format_bps(p.percent_spent_bps),
+                format_time(p.as_of),
+                p.remaining,
+                outlook(p, what)
+            ),
+            pi_emails: pi_emails.to_vec(),
+            group: format!("{key}:spent"),
+            rank: t,
+        });
+    }
+    if cfg.projected_exhaustion && p.alert {
+        out.push(Condition {
+            key: format!("{key}:exhaustion"),
+            kind: AlertKind::Exhaustion,
+            subject: what.to_string(),
+            title: format!("{what} runs out before its end"),
+            body: format!(
+                "{}\nSpent {} of {} ({}) as of {} UTC; burn rate {} a day over the last {} day{}.",
+                outlook(p, what),
+                p.spent,
+                p.budget,
+                format_bps(p.percent_spent_bps),
+                format_time(p.as_of),
+                p.burn_rate_per_day,
+                p.effective_days,
+                if p.effective_days == 1 { "" } else { "s" }
+            ),
+            pi_emails: pi_emails.to_vec(),
+            group: format!("{key}:exhaustion"),
+            rank: 0,
+        });
+    }
+    out
+}
+
+/// `grant NSF-1` → `Grant NSF-1`, to start a sentence.
+fn capitalized(what: &str) -> String {
+    let mut c = what.chars();
+    c.next().map(|f| f.to_uppercase().chain(c).collect()).unwrap_or_default()
+}
+
+/// One sentence on when the money runs out.
+fn outlook(p: &Projection, what: &str) -> String {
+    let end = p.end.map(|e| crate::core::decisions::format_date(e - crate::core::decisions::DAY_S));
+    match (p.exhaustion, end) {
+        (Exhaustion::Exhausted, _) => format!("Nothing is left of {what}."),
+        (Exhaustion::On(t), Some(end)) => format!(
+            "At the current burn rate it runs out on {}; it ends on {end}.",
+            crate::core::decisions::format_date(t)
+        ),
+        (Exhaustion::On(t), None) => {
+            format!("At the current burn rate it runs out on {}.", crate::core::decisions::format_date(t))
+        }
+        (_, Some(end)) => format!("Nothing was spent in the forecast window; it ends on {end}."),
+        (_, None) => "Nothing was spent in the forecast window.".to_string(),
+    }
+}
+
+impl Budget {
+    /// Every condition `[alerts]` watches that holds at `now`.
+    pub fn alert_conditions(&mut self, cfg: &AlertsConfig, now: i64) -> Result<Vec<Condition>, BudgetError> {
+        let window = self.config.forecast.window_days;
+        let (grants, accounts, pis) = {
+            let tx = Tx::read(&mut self.ledger)?;
+            let e = |err| BudgetError::Ledger(tx.err(err));
+            let grants: Vec<(String, Option<String>)> = tx
+                .tx
+                .prepare(
+                    "SELECT grant_number, pi_email FROM grant_accounts
+                     WHERE status = 'active' AND grant_start_date <= ?1 AND grant_end_date > ?1 ORDER BY grant_number",
+                )
+                .and_then(|mut s| s.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+                .map_err(e)?;
+            let accounts: Vec<(i64, String)> = tx
+                .tx
+                .prepare("SELECT id, name FROM accounts WHERE status = 'active' ORDER BY name")
+                .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+                .map_err(e)?;
+            // The PIs of the grants funding each account.
+            let mut pis: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+            let rows: Vec<(i64, String)> = tx
+                .tx
+                .prepare(
+                    "SELECT budget_account_id, pi_email FROM grant_accounts
+                     WHERE status = 'active' AND budget_account_id IS NOT NULL AND pi_email IS NOT NULL
+                     ORDER BY pi_email",
+                )
+                .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+                .map_err(e)?;
+            for (account_id, email) in rows {
+                let list = pis.entry(account_id).or_default();
+                if !list.contains(&email) {
+                    list.push(email);
+                }
+            }
+            (grants, accounts, pis)
+        };
+        let mut out = Vec::new();
+        for (number, pi_email) in &grants {
+            let f = self.grant_forecast(number, window, now)?;
+            let what = format!("grant {number}");
+            out.extend(spent_conditions(
+                cfg,
+                &what,
+                &format!("grant:{number}"),
+                &f.projection,
+                "award",
+                &pi_email.iter().cloned().collect::<Vec<_>>(),
+            ));
+        }
+        let account_ids: BTreeMap<String, i64> = accounts.iter().map(|(id, n)| (n.clone(), *id)).collect();
+        for (id, name) in &accounts {
+            let f = self.account_forecast(name, window, now)?;
+            let emails = pis.get(id).cloned().unwrap_or_default();
+            out.extend(spent_conditions(
+                cfg,
+                &format!("account {name}"),
+                &format!("account:{name}"),
+                &f.projection,
+                "budget",
+                &emails,
+            ));
+        }
+        let jobs = |budget: &mut Budget, state: &str, min_age_h: u32| -> Result<Vec<JobLine>, BudgetError> {
+            let tx = Tx::read(&mut budget.ledger)?;
+            let rows = tx
+                .tx
+                .prepare_cached(
+                    "SELECT j.token, j.job_id, j.user_name, a.name, j.partition, j.estimate_micros, j.held_micros,
+                            j.submitted_at
+                     FROM jobs j JOIN accounts a ON a.id = j.account_id
+                     WHERE j.state = ?1 AND j.submitted_at <= ?2 ORDER BY j.submitted_at, j.token",
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![state, now - min_age_h as i64 * HOUR_S], |r| {
+                        Ok(JobLine {
+                            token: r.get(0)?,
+                            job_id: r.get(1)?,
+                            user: r.get(2)?,
+                            account: r.get(3)?,
+                            partition: r.get(4)?,
+                            estimate: Money::from_micros(r.get(5)?),
+                            held: Money::from_micros(r.get(6)?),
+                            submitted_at: r.get(7)?,
+                        })
+                    })?
+                    .collect()
+                })
+                .map_err(|err| BudgetError::Ledger(tx.err(err)))?;
+            Ok(rows)
+        };
+        let emails_of =
+            |account: &str| account_ids.get(account).and_then(|id| pis.get(id)).cloned().unwrap_or_default();
+        if let Some(hours) = cfg.approval_wait_hours {
+            for j in jobs(self, "awaiting_approval", hours)? {
+                let what = j.what();
+                let approve = j.job_id.map_or_else(
+                    || "it was quoted through the API and has no SLURM job yet".to_string(),
+                    |id| {
+                        format!(
+                            "approve it with `asbb-admin job approve {id}` or deny it with `asbb-admin job deny {id}`"
+                        )
+                    },
+                );
+                out.push(Condition {
+                    key: format!("job:{}:approval", j.token),
+                    kind: AlertKind::Approval,
+                    subject: what.clone(),
+                    title: format!("{what} awaits approval"),
+                    body: format!(
+                        "{} ({}, account {}, partition {}), estimated at {}, has awaited approval since {} UTC; {approve}.",
+                        capitalized(&what),
+                        j.user,
+                        j.account,
+                        j.partition,
+                        j.estimate,
+                        format_time(j.submitted_at)
+                    ),
+                    pi_emails: emails_of(&j.account),
+                    group: format!("job:{}:approval", j.token),
+                    rank: 0,
+                });
+            }
+        }
+        if let Some(hours) = cfg.hold_age_hours {
+            for j in jobs(self, "held", hours)? {
+                if j.held.micros() <= 0 {
+                    continue;
+                }
+                let what = j.what();
+                out.push(Condition {
+                    key: format!("job:{}:hold_age", j.token),
+                    kind: AlertKind::HoldAge,
+                    subject: what.clone(),
+                    title: format!("{what} has held {} for over {hours} hours", j.held),
+                    body: format!(
+                        "{} ({}, account {}, partition {}) has held {} of account {} since {} UTC. If SLURM no longer knows the job, `asbb-admin reconcile` settles the hold.",
+                        capitalized(&what),
+                        j.user,
+                        j.account,
+                        j.partition,
+                        j.held,
+                        j.account,
+                        format_time(j.submitted_at)
+                    ),
+                    pi_emails: emails_of(&j.account),
+                    group: format!("job:{}:hold_age", j.token),
+                    rank: 0,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Raises an alert for each condition that has no open one, clears the open alerts
+    /// whose condition no longer holds, and gives each raised alert its deliveries.
+    /// One write transaction.
+    pub fn record_alerts(
+        &mut self,
+        cfg: &AlertsConfig,
+        conditions: &[Condition],
+        now: i64,
+    ) -> Result<Recorded, BudgetError> {
+        let tx = Tx::write(&mut self.ledger)?;
+        let e = |err| BudgetError::Ledger(tx.err(err));
+        let open: BTreeMap<String, i64> = tx
+            .tx
+            .prepare("SELECT alert_key, id FROM alerts WHERE cleared_at IS NULL")
+            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+            .map_err(e)?;
+        let holding: BTreeSet<&str> = conditions.iter().map(|c| c.key.as_str()).collect();
+        let mut recorded = Recorded::default();
+        for (key, id) in &open {
+            if !holding.contains(key.as_str()) {
+                tx.tx.execute("UPDATE alerts SET cleared_at = ?2 WHERE id = ?1", params![id, now]).map_err(e)?;
+                recorded.cleared += 1;
+            }
+        }
+        let new: Vec<&Condition> = conditions.iter().filter(|c| !open.contains_key(&c.key)).collect();
+        let mut top: BTreeMap<&str, u32> = BTreeMap::new();
+        for c in &new {
+            let r = top.entry(c.group.as_str()).or_insert(c.rank);
+            *r = (*r).max(c.rank);
+        }
+        for c in new {
+            tx.tx
+                .execute(
+                    "INSERT INTO alerts (alert_key, kind, subject, title, body, raised_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![c.key, c.kind.as_str(), c.subject, c.title, c.body, now],
+                )
+                .map_err(e)?;
+            let id = tx.tx.last_insert_rowid();
+            let state = if top.get(c.group.as_str()) == Some(&c.rank) { "pending" } else { "superseded" };
+            if cfg.webhook_url.is_some() {
+                insert_delivery(&tx, id, Channel::Webhook, "", state).map_err(e)?;
+            }
+            if cfg.mail_command.is_some() {
+                let mut to: Vec<String> = cfg.mail_to.clone();
+                if cfg.mail_pi {
+                    for m in &c.pi_emails {
+                        if !to.contains(m) {
+                            to.push(m.clone());
+                        }
+                    }
+                }
+                if !to.is_empty() {
+                    insert_delivery(&tx, id, Channel::Mail, &to.join(", "), state).map_err(e)?;
+                }
+            }
+            recorded.raised.push(c.title.clone());
+        }
+        tx.commit()?;
+        Ok(recorded)
+    }
+
+    /// The pending deliveries due at `now` (never tried, or last tried `retry_minutes`
+    /// ago), claimed: each one's attempt is counted and timed before it is returned, so a
+    /// run started meanwhile does not try it too.
+    pub fn claim_deliveries(&mut self, cfg: &AlertsConfig, now: i64) -> Result<Vec<Delivery>, BudgetError> {
+        let tx = Tx::write(&mut self.ledger)?;
+        let e = |err| BudgetError::Ledger(tx.err(err));
+        let due_before = now - cfg.retry_minutes as i64 * 60;
+        let mut due: Vec<Delivery> = tx
+            .tx
+            .prepare(
+                "SELECT d.alert_id, d.channel, d.recipients, a.kind, a.subject, a.title, a.body, a.raised_at, d.attempts
+                 FROM alert_deliveries d JOIN alerts a ON a.id = d.alert_id
+                 WHERE d.state = 'pending' AND (d.last_attempt_at IS NULL OR d.last_attempt_at <= ?1)
+                 ORDER BY d.alert_id, d.channel",
+            )
+            .and_then(|mut s| {
+                s.query_map([due_before], |r| {
+                    let recipients: String = r.get(2)?;
+                    Ok(Delivery {
+                        alert_id: r.get(0)?,
+                        channel: Channel::parse(&r.get::<_, String>(1)?),
+                        recipients: recipients
+                            .split(',')
+                            .map(str::trim)
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_string)
+                            .collect(),
+                        kind: r.get(3)?,
+                        subject: r.get(4)?,
+                        title: r.get(5)?,
+                        body: r.get(6)?,
+                        raised_at: r.get(7)?,
+                        attempt: r.get::<_, u32>(8)? + 1,
+                    })
+                })?
+                .collect()
+            })
+            .map_err(e)?;
+        for d in &mut due {
+            tx.tx
+                .execute(
+                    "UPDATE alert_deliveries SET attempts = attempts + 1, last_attempt_at = ?3
+                     WHERE alert_id = ?1 AND channel = ?2",
+                    params![d.alert_id, d.channel.as_str(), now],
+                )
+                .map_err(e)?;
+        }
+        tx.commit()?;
+        Ok(due)
+    }
+
+    /// Records how a claimed delivery went.
+    pub fn finish_delivery(
+        &mut self,
+        cfg: &AlertsConfig,
+        d: &Delivery,
+        outcome: Result<(), String>,
+        now: i64,
+    ) -> Result<DeliveryState, BudgetError> {
+        let tx = Tx::write(&mut self.ledger)?;
+        let e = |err| BudgetError::Ledger(tx.err(err));
+        let state = match &outcome {
+            Ok(()) => DeliveryState::Sent,
+            Err(_) if d.attempt >= cfg.max_attempts => DeliveryState::GaveUp,
+            Err(_) => DeliveryState::Retrying,
+        };
+        let (state_text, error) = match (&outcome, state) {
+            (Ok(()), _) => ("sent", None),
+            (Err(err), DeliveryState::GaveUp) => ("gave_up", Some(crate::core::text::clean_text(err))),
+            (Err(err), _) => ("pending", Some(crate::core::text::clean_text(err))),
+        };
+        tx.tx
+            .execute(
+                "UPDATE alert_deliveries SET state = ?3, last_error = ?4,
+                        sent_at = CASE WHEN ?3 = 'sent' THEN ?5 ELSE sent_at END
+                 WHERE alert_id = ?1 AND channel = ?2",
+                params![d.alert_id, d.channel.as_str(), state_text, error, now],
+            )
+            .map_err(e)?;
+        tx.commit()?;
+        Ok(state)
+    }
+
+    /// The newest `limit` alerts (only those still open with `open_only`), newest first.
+    pub fn alert_records(&mut self, open_only: bool, limit: u32) -> Result<Vec<AlertRecord>, BudgetError> {
+        let tx = Tx::read(&mut self.ledger)?;
+        let e = |err| BudgetError::Ledger(tx.err(err));
+        let mut alerts: Vec<AlertRecord> = tx
+            .tx
+            .prepare(
+                "SELECT id, alert_key, kind, subject, title, body, raised_at, cleared_at FROM alerts
+                 WHERE (?1 = 0 OR cleared_at IS NULL) ORDER BY id DESC LIMIT ?2",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![open_only as i64, limit], |r| {
+                    Ok(AlertRecord {
+                        id: r.get(0)?,
+                        key: r.get(1)?,
+                        kind: r.get(2)?,
+                        subject: r.get(3)?,
+                        title: r.get(4)?,
+                        body: r.get(5)?,
+                        raised_at: r.get(6)?,
+                        cleared_at: r.get(7)?,
+                        deliveries: Vec::new(),
+                    })
+                })?
+                .collect()
+            })
+            .map_err(e)?;
+        let mut stmt = tx
+            .tx
+            .prepare(
+                "SELECT channel, recipients, state, attempts, last_attempt_at, last_error, sent_at
+                 FROM alert_deliveries WHERE alert_id = ?1 ORDER BY channel",
+            )
+            .map_err(e)?;
+        for a in &mut alerts {
+            a.deliveries = stmt
+                .query_map([a.id], |r| {
+                    Ok(DeliveryRecord {
+                        channel: r.get(0)?,
+                        recipients: r.get(1)?,
+                        state: r.get(2)?,
+                        attempts: r.get(3)?,
+                        last_attempt_at: r.get(4)?,
+                        last_error: r.get(5)?,
+                        sent_at: r.get(6)?,
+                    })
+                })
+                .and_then(|rows| rows.collect())
+                .map_err(e)?;
+        }
+        Ok(alerts)
+    }
+}
+
+fn insert_delivery(
+    tx: &Tx<'_>,
+    alert_id: i64,
+    channel: Channel,
+    recipients: &str,
+    state: &str,
+) -> rusqlite::Result<()> {
+    tx.tx.execute(
+        "INSERT INTO alert_deliveries (alert_id, channel, recipients, state) VALUES (?1, ?2, ?3, ?4)",
+        params![alert_id, channel.as_str(), recipients, state],
+    )?;
+    Ok(())
+}
+
+/// A job an alert is about.
+struct JobLine {
+    token: String,
+    job_id: Option<i64>,
+    user: String,
+    account: String,
+    partition: String,
+    estimate: Money,
+    held: Money,
+    submitted_at: i64,
+}
+
+impl JobLine {
+    fn what(&self) -> String {
+        match self.job_id {
+            Some(id) => format!("job {id}"),
+            None => format!("hold {}", self.token),
+        }
+    }
+}
