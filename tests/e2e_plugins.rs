@@ -356,6 +356,49 @@ fn job_metadata_reaches_the_ledger_and_is_enforced() {
         assert_eq!(out.status.code(), Some(1), "{}", cluster::show(&out));
         assert_eq!(text(&out.stderr), format!("{first_line}{policy}"), "{comment}");
     }
+    // A job that names a grant with money runs and is charged to that grant only: every
+    // charge of it lands on the grant's allocation, and the grant shows it spent.
+    site.admin_ok(&[
+        "grant",
+        "create",
+        "--number",
+        "NIH-R01",
+        "--agency",
+        "NIH",
+        "--pi",
+        "Ada",
+        "--amount",
+        "100",
+        "--start",
+        "2020-01-01",
+        "--end",
+        "2099-12-31",
+        "--account",
+        "chem",
+    ]);
+    let directed = submitted_id(
+        &site
+            .cluster
+            .sbatch_as(USER, &["-A", "chem", "-t", "1", "--comment", "asbb:grant=NIH-R01", "--wrap", "sleep 2"]),
+    );
+    let directed_token = site.token_of(directed);
+    assert_eq!(site.cluster.wait_done(directed), "COMPLETED");
+    assert_eq!(site.wait_settled(&directed_token), "settled");
+    let charged = site.sql_i64("SELECT charged_micros FROM jobs WHERE token = ?1", &directed_token);
+    assert!(charged > 0);
+    let on_grant = site.sql_i64(
+        "SELECT coalesce(sum(j.amount_micros), 0) FROM journal j JOIN allocations al ON al.id = j.allocation_id
+         JOIN grant_accounts g ON g.id = al.grant_id
+         WHERE j.token = ?1 AND j.kind = 'charge' AND g.grant_number = 'NIH-R01'",
+        &directed_token,
+    );
+    assert_eq!(on_grant, charged, "the whole charge is on NIH-R01's allocation");
+    let show = |n: &str| -> serde_json::Value {
+        serde_json::from_str(&site.admin_ok(&["grant", "show", n, "--format", "json"])).unwrap()
+    };
+    assert_eq!(show("NIH-R01")["direct_spent"], asbb::core::money::Money::from_micros(charged).to_decimal_string());
+    assert_eq!(show("NSF-TINY")["direct_spent"], "0.00");
+
     let out = site.cluster.run("scancel", &["-u", USER]);
     assert!(out.status.success());
     for token in [from_comment, from_env, from_wckey] {
