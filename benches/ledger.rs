@@ -144,6 +144,20 @@ fn main() {
         println!("usage_report_by_{name}_s={:.2}", t.elapsed().as_secs_f64());
         println!("usage_report_by_{name}_rows={}", r.rows.len());
     }
+    // What `asbb-admin alerts run` reads: every account's (and grant's) spending and burn
+    // rate, the jobs awaiting approval and the old holds.
+    let alerts = Config::parse(
+        "[alerts]\nwebhook_url = \"http://127.0.0.1:9/\"\nhold_age_hours = 24\napproval_wait_hours = 1\n",
+        "a.toml",
+    )
+    .expect("alerts config")
+    .alerts
+    .expect("[alerts]");
+    let t = Instant::now();
+    let conditions =
+        budget.alert_conditions(&alerts, 1_800_000_000 + (PAGE_PROBES + iterations) as i64 + 3_600).expect("alerts");
+    println!("alert_conditions_s={:.2}", t.elapsed().as_secs_f64());
+    println!("alert_conditions={}", conditions.len());
 }
 
 /// Fills the ledger with accounts and a journal of settled jobs, in bulk SQL, keeping

@@ -42,18 +42,28 @@ impl RunSummary {
     }
 }
 
-/// Raises, clears and delivers at `now`.
-pub fn run(budget: &mut Budget, cfg: &AlertsConfig, now: i64) -> Result<RunSummary, BudgetError> {
+/// Raises, clears and delivers at `now`. Deliveries are claimed one at a time, each at
+/// the time it is tried (`now` plus the run's time so far); `stop` is asked before each.
+pub fn run(
+    budget: &mut Budget,
+    cfg: &AlertsConfig,
+    now: i64,
+    stop: &dyn Fn() -> bool,
+) -> Result<RunSummary, BudgetError> {
+    let started = std::time::Instant::now();
     let conditions = budget.alert_conditions(cfg, now)?;
     let recorded = budget.record_alerts(cfg, &conditions, now)?;
     let mut summary = RunSummary { raised: recorded.raised, cleared: recorded.cleared, ..Default::default() };
-    for d in budget.claim_deliveries(cfg, now)? {
+    while !stop() {
+        let at = now + started.elapsed().as_secs() as i64;
+        let Some(d) = budget.claim_next_delivery(cfg, at)? else { break };
         let outcome = match d.channel {
             Channel::Webhook => post_webhook(cfg, &d),
-            Channel::Mail => send_mail(cfg, &d, now),
+            Channel::Mail => send_mail(cfg, &d, at),
         };
         let why = outcome.as_ref().err().cloned();
-        match budget.finish_delivery(cfg, &d, outcome, now)? {
+        let at = now + started.elapsed().as_secs() as i64;
+        match budget.finish_delivery(cfg, &d, outcome, at)? {
             DeliveryState::Sent => summary.sent += 1,
             state => summary.failed.push((
                 d.title.clone(),
@@ -66,10 +76,12 @@ pub fn run(budget: &mut Budget, cfg: &AlertsConfig, now: i64) -> Result<RunSumma
     Ok(summary)
 }
 
-/// The webhook's body: `text` for chat tools, `asbb` for programs.
+/// The webhook's body: `text` for chat tools (with `&`, `<` and `>` escaped, as Slack
+/// asks, so no name in it can mention a channel or make a link), `asbb` for programs.
 pub fn webhook_body(d: &Delivery) -> serde_json::Value {
+    let escaped = |t: &str| t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     serde_json::json!({
-        "text": format!("[asbb] {}\n{}", d.title, d.body),
+        "text": escaped(&format!("[asbb] {}\n{}", d.title, d.body)),
         "asbb": {
             "alert_id": d.alert_id,
             "kind": d.kind,
@@ -89,7 +101,9 @@ fn post_webhook(cfg: &AlertsConfig, d: &Delivery) -> Result<(), String> {
         .user_agent(concat!("asbb/", env!("CARGO_PKG_VERSION")))
         .build();
     match agent.post(url).set("Content-Type", "application/json").send_string(&webhook_body(d).to_string()) {
-        Ok(_) => Ok(()),
+        Ok(r) if (200..300).contains(&r.status()) => Ok(()),
+        // Redirects are not followed: a 3xx delivered nothing.
+        Ok(r) => Err(format!("the webhook answered {} (not followed: give the final URL)", r.status())),
         Err(ureq::Error::Status(code, r)) => {
             let text = r.into_string().unwrap_or_default();
             let first = text.lines().next().unwrap_or("").trim();
@@ -98,15 +112,25 @@ fn post_webhook(cfg: &AlertsConfig, d: &Delivery) -> Result<(), String> {
                 if first.is_empty() { String::new() } else { format!(": {first}") }
             ))
         }
-        Err(e) => Err(format!("cannot reach the webhook: {e}")),
+        // Not the error's own text: it starts with the URL, and a webhook's path is its secret.
+        Err(ureq::Error::Transport(t)) => {
+            let detail =
+                std::error::Error::source(&t).map(|s| s.to_string()).or_else(|| t.message().map(str::to_string));
+            Err(format!(
+                "cannot reach the webhook: {}{}",
+                t.kind(),
+                detail.map(|d| format!(" ({d})")).unwrap_or_default()
+            ))
+        }
     }
 }
 
 /// The message as the mail command reads it: headers, a blank line, the body.
 pub fn mail_message(cfg: &AlertsConfig, d: &Delivery, now: i64) -> String {
     // Header values come from validated names and addresses; control characters are
-    // still dropped, so nothing can add a header.
-    let clean = |s: &str| crate::core::text::clean_text(s);
+    // still dropped (nothing else: a long To: line must stay whole), so nothing can add
+    // a header.
+    let clean = |s: &str| s.chars().filter(|c| !c.is_control()).collect::<String>();
     let date = chrono::DateTime::from_timestamp(now, 0).unwrap_or_default().to_rfc2822();
     format!(
         "From: {}\nTo: {}\nSubject: [asbb] {}\nDate: {date}\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\nAuto-Submitted: auto-generated\n\n{}\n",

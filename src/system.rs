@@ -81,15 +81,19 @@ pub fn run_command(
     }
     let mut so = child.stdout.take().ok_or("no stdout")?;
     let mut se = child.stderr.take().ok_or("no stderr")?;
-    let t_out = std::thread::spawn(move || {
+    // Read on threads that hand their bytes over a channel: a program that leaves a
+    // child holding its stdout open must not keep us past the deadline.
+    let (out_tx, out_rx) = std::sync::mpsc::channel();
+    let (err_tx, err_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         let mut v = Vec::new();
         let _ = so.read_to_end(&mut v);
-        v
+        let _ = out_tx.send(v);
     });
-    let t_err = std::thread::spawn(move || {
+    std::thread::spawn(move || {
         let mut v = Vec::new();
         let _ = se.read_to_end(&mut v);
-        v
+        let _ = err_tx.send(v);
     });
     let deadline = Instant::now() + timeout;
     let status = loop {
@@ -104,8 +108,12 @@ pub fn run_command(
             Err(e) => return Err(format!("`{shown}`: {e}")),
         }
     };
-    let stdout = String::from_utf8_lossy(&t_out.join().unwrap_or_default()).into_owned();
-    let stderr = String::from_utf8_lossy(&t_err.join().unwrap_or_default()).into_owned();
+    let left = || deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(100));
+    let stdout = match out_rx.recv_timeout(left()) {
+        Ok(v) => String::from_utf8_lossy(&v).into_owned(),
+        Err(_) => return Err(format!("`{shown}` exited but something it started kept its output open")),
+    };
+    let stderr = String::from_utf8_lossy(&err_rx.recv_timeout(left()).unwrap_or_default()).into_owned();
     if !status.success() {
         let why = stderr.lines().chain(stdout.lines()).find(|l| !l.trim().is_empty()).unwrap_or("no output");
         return Err(format!("`{shown}` failed ({status}): {}", crate::core::text::clean_text(why)));

@@ -113,7 +113,7 @@ impl World {
             .map(|e| e.unwrap().path())
             .filter(|p| p.extension().is_some_and(|e| e == "eml"))
             .collect();
-        names.sort_by_key(|p| p.file_stem().unwrap().to_str().unwrap().parse::<u32>().unwrap());
+        names.sort();
         names.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect()
     }
 
@@ -176,12 +176,13 @@ fn world(extra: &str) -> World {
     let hook = hook();
     let mail_dir = dir.path().join("mail");
     std::fs::create_dir(&mail_dir).unwrap();
-    // A sendmail that keeps each message (and its arguments) and fails while mail/down exists.
+    // A sendmail that keeps each message (and its arguments) in a file named by the time
+    // and its pid, and fails while mail/down exists.
     let sendmail = dir.path().join("sendmail");
     std::fs::write(
         &sendmail,
         format!(
-            "#!/bin/sh\nd='{}'\nif [ -e \"$d/down\" ]; then echo 'sendmail: cannot connect to the relay' >&2; exit 75; fi\nn=$(ls \"$d\" | grep -c '[.]eml$')\necho \"$*\" > \"$d/$n.args\"\ncat > \"$d/$n.eml\"\n",
+            "#!/bin/sh\nd='{}'\nif [ -e \"$d/down\" ]; then echo 'sendmail: cannot connect to the relay' >&2; exit 75; fi\nn=\"$(date +%s%N)-$$\"\necho \"$*\" > \"$d/$n.args\"\ncat > \"$d/$n.eml\"\n",
             mail_dir.display()
         ),
     )
@@ -283,7 +284,13 @@ fn each_crossing_is_sent_once_and_a_failed_webhook_is_retried_then_given_up() {
         mails[0],
         "From: asbb@cluster.example\nTo: hpc@centre.example, ada@uni.example\nSubject: [asbb] grant NSF-1 has spent 75% of its award\nDate: Mon, 1 Jun 2026 12:00:00 +0000\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 8bit\nAuto-Submitted: auto-generated\n\nGrant NSF-1 has spent $160.00 of its $200.00 award (80.00%) as of 2026-06-01 12:00:00 UTC; $40.00 remains.\nAt the current burn rate it runs out on 2026-06-04; it ends on 2027-05-21.\n"
     );
-    assert_eq!(std::fs::read_to_string(w.dir.path().join("mail/0.args")).unwrap(), "-t -i\n");
+    let mut args: Vec<PathBuf> = std::fs::read_dir(w.dir.path().join("mail"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "args"))
+        .collect();
+    args.sort();
+    assert_eq!(std::fs::read_to_string(&args[0]).unwrap(), "-t -i\n");
     let subjects: Vec<String> =
         mails.iter().map(|m| m.lines().find(|l| l.starts_with("Subject: ")).unwrap().to_string()).collect();
     assert_eq!(subjects, sent.iter().map(|t| format!("Subject: [asbb] {t}")).collect::<Vec<_>>());
@@ -425,6 +432,36 @@ fn a_failed_mail_is_retried_and_a_crossing_after_clearing_is_raised_again() {
 }
 
 #[test]
+fn runs_at_the_same_time_send_each_crossing_once() {
+    let w = world("");
+    let runs: Vec<std::process::Child> = (0..4)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
+                .args(["alerts", "run"])
+                .env("ASBB_CONFIG", w.config_file())
+                .env("ASBB_NOW", T.to_string())
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut r in runs {
+        assert!(r.wait().unwrap().success());
+    }
+    let mut sent = w.hook_titles();
+    sent.sort();
+    let mut expected: Vec<String> = RAISED.iter().filter(|t| !t.contains("50%")).map(|t| t.to_string()).collect();
+    expected.sort();
+    assert_eq!(sent, expected);
+    assert_eq!(w.mails().len(), 6);
+    let rows: i64 = rusqlite::Connection::open(w.ledger())
+        .unwrap()
+        .query_row("SELECT count(*) FROM alerts", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 8);
+}
+
+#[test]
 fn serve_runs_the_alerts_at_start() {
     let w = world("interval_minutes = 60");
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -489,6 +526,59 @@ fn the_pi_address_is_checked_shown_and_mailed() {
 }
 
 #[test]
+fn a_redirect_is_not_delivery_a_removed_channel_is_given_up_and_lower_thresholds_stay_quiet() {
+    let w = world("");
+    // A 3xx delivered nothing (redirects are not followed).
+    w.hook.status.store(302, Ordering::SeqCst);
+    let (out, _, code) = w.admin_at(T, &["alerts", "run"]);
+    assert_eq!(code, 1);
+    assert!(out.contains(
+        "failed: grant NSF-1 has spent 75% of its award (webhook: the webhook answered 302 (not followed: give the final URL); will retry)\n"
+    ), "{out}");
+    // The webhook is taken out of asbb.toml: its pending deliveries are given up, with why.
+    let toml = std::fs::read_to_string(w.config_file()).unwrap();
+    let without: String = toml.lines().filter(|l| !l.starts_with("webhook_url")).map(|l| format!("{l}\n")).collect();
+    std::fs::write(w.config_file(), &without).unwrap();
+    let (out, _, code) = w.admin_at(T + 6 * MIN, &["alerts", "run"]);
+    assert_eq!((out.as_str(), code), ("alerts: 0 raised, 0 cleared, 0 deliveries sent, 0 failed\n", 0));
+    let (list, _, _) = w.admin_at(T + 6 * MIN, &["alerts", "list", "--limit", "1"]);
+    assert!(
+        list.contains("    webhook: given up after 1 attempt (webhook_url is no longer set in [alerts])\n"),
+        "{list}"
+    );
+    // A threshold added under one already crossed and open is recorded, not sent.
+    std::fs::write(
+        w.config_file(),
+        without.replace("spent_percent = [50, 75, 90, 100]", "spent_percent = [50, 60, 75, 90, 100]"),
+    )
+    .unwrap();
+    let (out, _, _) = w.admin_at(T + 7 * MIN, &["alerts", "run"]);
+    assert_eq!(
+        out,
+        "alerts: 2 raised, 0 cleared, 0 deliveries sent, 0 failed\nraised: grant NSF-1 has spent 60% of its award\nraised: account chem has spent 60% of its budget\n"
+    );
+    // Open-ended money: the account no longer ends with the grant, so its exhaustion
+    // alert clears; 160 of 210 is 76%, still over 75.
+    let mut b = w.budget();
+    b.deposit("chem", Money::from_dollars(10).unwrap(), T - DAY_S, FOREVER, None, None, "test", T + 8 * MIN).unwrap();
+    drop(b);
+    let (out, _, _) = w.admin_at(T + 9 * MIN, &["alerts", "run"]);
+    assert_eq!(out, "alerts: 0 raised, 1 cleared, 0 deliveries sent, 0 failed\n");
+    // 160 of 220 is 72.7%: under 75, but not by 5 points, so its alert stays open (a
+    // small refund or top-up near a threshold does not clear and raise it again).
+    let mut b = w.budget();
+    b.deposit("chem", Money::from_dollars(10).unwrap(), T - DAY_S, FOREVER, None, None, "test", T + 10 * MIN).unwrap();
+    drop(b);
+    let (out, _, _) = w.admin_at(T + 11 * MIN, &["alerts", "run"]);
+    assert_eq!(out, "alerts: 0 raised, 0 cleared, 0 deliveries sent, 0 failed\n");
+    let open: serde_json::Value =
+        serde_json::from_str(&w.admin_at(T + 11 * MIN, &["alerts", "list", "--open", "--format", "json"]).0).unwrap();
+    let keys: Vec<&str> = open["alerts"].as_array().unwrap().iter().map(|a| a["key"].as_str().unwrap()).collect();
+    assert!(keys.contains(&"account:chem:spent:75"), "{keys:?}");
+    assert!(!keys.contains(&"account:chem:exhaustion"), "open-ended money now: cleared");
+}
+
+#[test]
 fn bad_alert_settings_are_refused_with_the_key() {
     let parse =
         |alerts: &str| Config::parse(&format!("[alerts]\n{alerts}\n"), "a.toml").map(|_| ()).map_err(|e| e.to_string());
@@ -519,6 +609,14 @@ fn bad_alert_settings_are_refused_with_the_key() {
     assert_eq!(
         parse("webhook_url = \"http://h/\"\nmax_attempts = 0"),
         Err("a.toml: alerts.max_attempts: 0 must be from 1 to 1000".into())
+    );
+    assert_eq!(
+        parse("webhook_url = \"http://h/\"\nretry_minutes = 0"),
+        Err("a.toml: alerts.retry_minutes: 0 must be from 1 to 1440".into())
+    );
+    assert_eq!(
+        parse("mail_command = [\"/usr/sbin/sendmail\"]\nmail_pi = false"),
+        Err("a.toml: alerts.mail_to: empty, and mail_pi = false: mail would reach no one".into())
     );
     assert!(parse("webhook_url = \"https://hooks.slack.com/services/T/B/X\"").is_ok());
 

@@ -372,6 +372,20 @@ fn show_list_and_forecast_goldens() {
         serde_json::from_str(&env.ok(&["--format", "json", "forecast", "--grant", NSF])).unwrap();
     assert_eq!(v["forecast"]["status"], "underspending");
     assert_eq!(v["forecast"]["method"], "linear: remaining / (total cost posted in the window / window days)");
+
+    // The forecast (one pass over the grant's costs, as alerts make per grant) projects
+    // exactly what the whole-grant report does, at any time and window.
+    let mut b = env.budget();
+    let now = parse_date("2026-08-15").unwrap() + 12 * 3_600;
+    for number in [NSF, NIH] {
+        for at in [now - 200 * DAY_S, now - 40 * DAY_S, now, now + 300 * DAY_S, now + 900 * DAY_S] {
+            for window in [1, 7, 30, 365] {
+                let fast = b.grant_forecast(number, window, at).unwrap().projection;
+                let report = b.grant_report(number, ReportRange::Whole, Some(window), at).unwrap().projection;
+                assert_eq!(fast, report, "{number} at {at}, {window} days");
+            }
+        }
+    }
 }
 
 #[test]

@@ -343,9 +343,10 @@ pub fn serve_forever(config: Config, opts: ServeOptions) -> Result<String, Serve
 
 /// `[alerts]` under `serve`: a run at start, then one every `interval_minutes`, on a
 /// thread of its own (webhooks and mail commands may take their whole timeout; the API
-/// never waits for them).
+/// never waits for them). Stopping waits at most for the delivery being tried.
 struct AlertLoop {
     stop: std::sync::mpsc::Sender<()>,
+    stopping: Arc<std::sync::atomic::AtomicBool>,
     thread: std::thread::JoinHandle<()>,
 }
 
@@ -354,13 +355,18 @@ impl AlertLoop {
         // Not slurmctld: a run may wait a second for another writer.
         config.policy.ledger_busy_timeout_ms = config.policy.ledger_busy_timeout_ms.max(1000);
         let (stop, stopped) = std::sync::mpsc::channel::<()>();
+        let stopping = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stopping.clone();
         let interval = std::time::Duration::from_secs(cfg.interval_minutes as u64 * 60);
         let thread = std::thread::spawn(move || loop {
-            let outcome = clock().map_err(|e| e.to_string()).and_then(|now| {
+            // A panic in one run is reported and the next run goes on.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let now = clock()?;
                 let mut budget = crate::core::decisions::Budget::open(config.clone(), OpenMode::MustExist)
                     .map_err(|e| e.to_string())?;
-                crate::alerts::run(&mut budget, &cfg, now).map_err(|e| e.to_string())
-            });
+                crate::alerts::run(&mut budget, &cfg, now, &|| flag.load(Ordering::SeqCst)).map_err(|e| e.to_string())
+            }))
+            .unwrap_or_else(|_| Err("a run panicked; the next one will try again".to_string()));
             match outcome {
                 Ok(s) if s.raised.is_empty() && s.failed.is_empty() && s.sent == 0 && s.cleared == 0 => {}
                 Ok(s) => {
@@ -373,10 +379,11 @@ impl AlertLoop {
                 _ => break,
             }
         });
-        AlertLoop { stop, thread }
+        AlertLoop { stop, stopping, thread }
     }
 
     fn stop(self) {
+        self.stopping.store(true, Ordering::SeqCst);
         let _ = self.stop.send(());
         let _ = self.thread.join();
     }

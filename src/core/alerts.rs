@@ -20,7 +20,7 @@ use crate::core::decisions::{format_time, Budget, BudgetError};
 use crate::core::grants::report::{format_bps, Exhaustion, Projection};
 use crate::core::ledger::Tx;
 use crate::core::money::Money;
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -79,9 +79,25 @@ pub struct Condition {
     pub body: String,
     /// PI addresses (the grant's, or those of the grants funding the account).
     pub pi_emails: Vec<String>,
-    /// Thresholds of one subject share a group; raised together, only the highest is sent.
-    group: String,
-    rank: u32,
+    /// False: the condition is near enough to keep an open alert from clearing (a few
+    /// points under its threshold), not enough to raise one. Without this margin a refund
+    /// or a day's quiet would clear and raise the same alert over and over.
+    pub fresh: bool,
+}
+
+/// Spent alerts stay open until spending falls this many points under their threshold.
+pub const SPENT_CLEAR_MARGIN_PERCENT: u32 = 5;
+/// An exhaustion alert stays open while the projected date is less than this past the end.
+pub const EXHAUSTION_CLEAR_MARGIN_DAYS: i64 = 30;
+
+/// Thresholds of one subject share a group (`grant:N:spent`) and rank by percent; other
+/// keys are a group of their own. Raised with a higher one of its group (in the same
+/// run, or still open), a threshold is recorded but not sent.
+fn group_rank(key: &str) -> (&str, u32) {
+    match key.rsplit_once(':') {
+        Some((group, t)) if group.ends_with(":spent") => (group, t.parse().unwrap_or(0)),
+        _ => (key, 0),
+    }
 }
 
 /// What one run did to the ledger's alerts.
@@ -158,7 +174,8 @@ fn spent_conditions(
     }
     let mut out = Vec::new();
     for &t in &cfg.spent_percent {
-        if p.percent_spent_bps < t as i64 * 100 {
+        let keep_from = t.saturating_sub(SPENT_CLEAR_MARGIN_PERCENT) as i64 * 100;
+        if p.percent_spent_bps < keep_from {
             continue;
         }
         out.push(Condition {
@@ -177,11 +194,15 @@ fn spent_conditions(
                 outlook(p, what)
             ),
             pi_emails: pi_emails.to_vec(),
-            group: format!("{key}:spent"),
-            rank: t,
+            fresh: p.percent_spent_bps >= t as i64 * 100,
         });
     }
-    if cfg.projected_exhaustion && p.alert {
+    let near_exhaustion = match (p.exhaustion, p.end) {
+        (Exhaustion::Exhausted, _) => true,
+        (Exhaustion::On(t), Some(end)) => t < end + EXHAUSTION_CLEAR_MARGIN_DAYS * crate::core::decisions::DAY_S,
+        _ => false,
+    };
+    if cfg.projected_exhaustion && (p.alert || near_exhaustion) {
         out.push(Condition {
             key: format!("{key}:exhaustion"),
             kind: AlertKind::Exhaustion,
@@ -199,8 +220,7 @@ fn spent_conditions(
                 if p.effective_days == 1 { "" } else { "s" }
             ),
             pi_emails: pi_emails.to_vec(),
-            group: format!("{key}:exhaustion"),
-            rank: 0,
+            fresh: p.alert,
         });
     }
     out
@@ -256,9 +276,10 @@ impl Budget {
                 .prepare(
                     "SELECT budget_account_id, pi_email FROM grant_accounts
                      WHERE status = 'active' AND budget_account_id IS NOT NULL AND pi_email IS NOT NULL
+                       AND grant_start_date <= ?1 AND grant_end_date > ?1
                      ORDER BY pi_email",
                 )
-                .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
+                .and_then(|mut s| s.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
                 .map_err(e)?;
             for (account_id, email) in rows {
                 let list = pis.entry(account_id).or_default();
@@ -300,7 +321,8 @@ impl Budget {
                 .tx
                 .prepare_cached(
                     "SELECT j.token, j.job_id, j.user_name, a.name, j.partition, j.estimate_micros, j.held_micros,
-                            j.submitted_at
+                            j.submitted_at,
+                            (SELECT jj.at FROM journal jj WHERE jj.txn_key = 'hold:' || j.token AND jj.part = 0)
                      FROM jobs j JOIN accounts a ON a.id = j.account_id
                      WHERE j.state = ?1 AND j.submitted_at <= ?2 ORDER BY j.submitted_at, j.token",
                 )
@@ -315,6 +337,7 @@ impl Budget {
                             estimate: Money::from_micros(r.get(5)?),
                             held: Money::from_micros(r.get(6)?),
                             submitted_at: r.get(7)?,
+                            held_since: r.get(8)?,
                         })
                     })?
                     .collect()
@@ -350,14 +373,14 @@ impl Budget {
                         format_time(j.submitted_at)
                     ),
                     pi_emails: emails_of(&j.account),
-                    group: format!("job:{}:approval", j.token),
-                    rank: 0,
+                    fresh: true,
                 });
             }
         }
         if let Some(hours) = cfg.hold_age_hours {
             for j in jobs(self, "held", hours)? {
-                if j.held.micros() <= 0 {
+                let since = j.held_since.unwrap_or(j.submitted_at);
+                if j.held.micros() <= 0 || since > now - hours as i64 * HOUR_S {
                     continue;
                 }
                 let what = j.what();
@@ -374,11 +397,10 @@ impl Budget {
                         j.partition,
                         j.held,
                         j.account,
-                        format_time(j.submitted_at)
+                        format_time(since)
                     ),
                     pi_emails: emails_of(&j.account),
-                    group: format!("job:{}:hold_age", j.token),
-                    rank: 0,
+                    fresh: true,
                 });
             }
         }
@@ -409,11 +431,14 @@ impl Budget {
                 recorded.cleared += 1;
             }
         }
-        let new: Vec<&Condition> = conditions.iter().filter(|c| !open.contains_key(&c.key)).collect();
+        let new: Vec<&Condition> = conditions.iter().filter(|c| c.fresh && !open.contains_key(&c.key)).collect();
         let mut top: BTreeMap<&str, u32> = BTreeMap::new();
-        for c in &new {
-            let r = top.entry(c.group.as_str()).or_insert(c.rank);
-            *r = (*r).max(c.rank);
+        for key in
+            open.keys().map(String::as_str).filter(|k| holding.contains(k)).chain(new.iter().map(|c| c.key.as_str()))
+        {
+            let (group, rank) = group_rank(key);
+            let r = top.entry(group).or_insert(rank);
+            *r = (*r).max(rank);
         }
         for c in new {
             tx.tx
@@ -423,7 +448,8 @@ impl Budget {
                 )
                 .map_err(e)?;
             let id = tx.tx.last_insert_rowid();
-            let state = if top.get(c.group.as_str()) == Some(&c.rank) { "pending" } else { "superseded" };
+            let (group, rank) = group_rank(&c.key);
+            let state = if top.get(group) == Some(&rank) { "pending" } else { "superseded" };
             if cfg.webhook_url.is_some() {
                 insert_delivery(&tx, id, Channel::Webhook, "", state).map_err(e)?;
             }
@@ -446,23 +472,27 @@ impl Budget {
         Ok(recorded)
     }
 
-    /// The pending deliveries due at `now` (never tried, or last tried `retry_minutes`
-    /// ago), claimed: each one's attempt is counted and timed before it is returned, so a
-    /// run started meanwhile does not try it too.
-    pub fn claim_deliveries(&mut self, cfg: &AlertsConfig, now: i64) -> Result<Vec<Delivery>, BudgetError> {
+    /// The next pending delivery due at `now` (never tried, or last tried at least
+    /// `retry_minutes` before), claimed: its attempt is counted and timed before it is
+    /// returned, so another run (cron beside `serve`) leaves it alone for `retry_minutes`,
+    /// longer than any attempt may take. One at a time, each claimed just before it is
+    /// tried. A delivery whose channel is no longer configured is given up on the way.
+    pub fn claim_next_delivery(&mut self, cfg: &AlertsConfig, now: i64) -> Result<Option<Delivery>, BudgetError> {
         let tx = Tx::write(&mut self.ledger)?;
         let e = |err| BudgetError::Ledger(tx.err(err));
         let due_before = now - cfg.retry_minutes as i64 * 60;
-        let mut due: Vec<Delivery> = tx
+        let mut stmt = tx
             .tx
-            .prepare(
+            .prepare_cached(
                 "SELECT d.alert_id, d.channel, d.recipients, a.kind, a.subject, a.title, a.body, a.raised_at, d.attempts
                  FROM alert_deliveries d JOIN alerts a ON a.id = d.alert_id
                  WHERE d.state = 'pending' AND (d.last_attempt_at IS NULL OR d.last_attempt_at <= ?1)
-                 ORDER BY d.alert_id, d.channel",
+                 ORDER BY d.alert_id, d.channel LIMIT 1",
             )
-            .and_then(|mut s| {
-                s.query_map([due_before], |r| {
+            .map_err(e)?;
+        let claimed = loop {
+            let next = stmt
+                .query_row([due_before], |r| {
                     let recipients: String = r.get(2)?;
                     Ok(Delivery {
                         alert_id: r.get(0)?,
@@ -480,21 +510,38 @@ impl Budget {
                         raised_at: r.get(7)?,
                         attempt: r.get::<_, u32>(8)? + 1,
                     })
-                })?
-                .collect()
-            })
-            .map_err(e)?;
-        for d in &mut due {
+                })
+                .optional()
+                .map_err(e)?;
+            let Some(d) = next else { break None };
+            let configured = match d.channel {
+                Channel::Webhook => cfg.webhook_url.is_some(),
+                Channel::Mail => cfg.mail_command.is_some(),
+            };
+            if configured {
+                tx.tx
+                    .execute(
+                        "UPDATE alert_deliveries SET attempts = attempts + 1, last_attempt_at = ?3
+                         WHERE alert_id = ?1 AND channel = ?2",
+                        params![d.alert_id, d.channel.as_str(), now],
+                    )
+                    .map_err(e)?;
+                break Some(d);
+            }
+            let why = match d.channel {
+                Channel::Webhook => "webhook_url is no longer set in [alerts]",
+                Channel::Mail => "mail_command is no longer set in [alerts]",
+            };
             tx.tx
                 .execute(
-                    "UPDATE alert_deliveries SET attempts = attempts + 1, last_attempt_at = ?3
-                     WHERE alert_id = ?1 AND channel = ?2",
-                    params![d.alert_id, d.channel.as_str(), now],
+                    "UPDATE alert_deliveries SET state = 'gave_up', last_error = ?3 WHERE alert_id = ?1 AND channel = ?2",
+                    params![d.alert_id, d.channel.as_str(), why],
                 )
                 .map_err(e)?;
-        }
+        };
+        drop(stmt);
         tx.commit()?;
-        Ok(due)
+        Ok(claimed)
     }
 
     /// Records how a claimed delivery went.
@@ -517,12 +564,13 @@ impl Budget {
             (Err(err), DeliveryState::GaveUp) => ("gave_up", Some(crate::core::text::clean_text(err))),
             (Err(err), _) => ("pending", Some(crate::core::text::clean_text(err))),
         };
+        // Only while it is still this attempt's: never turns `sent` back to pending.
         tx.tx
             .execute(
                 "UPDATE alert_deliveries SET state = ?3, last_error = ?4,
                         sent_at = CASE WHEN ?3 = 'sent' THEN ?5 ELSE sent_at END
-                 WHERE alert_id = ?1 AND channel = ?2",
-                params![d.alert_id, d.channel.as_str(), state_text, error, now],
+                 WHERE alert_id = ?1 AND channel = ?2 AND state = 'pending' AND attempts = ?6",
+                params![d.alert_id, d.channel.as_str(), state_text, error, now, d.attempt],
             )
             .map_err(e)?;
         tx.commit()?;
@@ -607,6 +655,9 @@ struct JobLine {
     estimate: Money,
     held: Money,
     submitted_at: i64,
+    /// When its funds were held: its first hold entry (at submission, or when it was
+    /// released from approval; a re-run is a job of its own). Found by key, indexed.
+    held_since: Option<i64>,
 }
 
 impl JobLine {

@@ -396,6 +396,9 @@ fn alerts_config(raw: &RawAlerts) -> Result<AlertsConfig, String> {
     for a in &raw.mail_to {
         check_mail_address(a).map_err(|r| format!("alerts.mail_to: {r}"))?;
     }
+    if raw.mail_command.is_some() && raw.mail_to.is_empty() && !raw.mail_pi {
+        return Err("alerts.mail_to: empty, and mail_pi = false: mail would reach no one".into());
+    }
     let mail_from = raw.mail_from.clone().unwrap_or_else(|| "asbb".to_string());
     if mail_from.is_empty() || mail_from.chars().any(|c| c.is_control() || "<>,;\"".contains(c)) {
         return Err(format!("alerts.mail_from: '{}' cannot be a sender", crate::core::text::clean_text(&mail_from)));
@@ -424,8 +427,10 @@ fn alerts_config(raw: &RawAlerts) -> Result<AlertsConfig, String> {
         mail_from,
         mail_to: raw.mail_to.clone(),
         mail_pi: raw.mail_pi,
-        mail_timeout_ms: ranged("mail_timeout_ms", raw.mail_timeout_ms, DEFAULT_ALERT_MAIL_TIMEOUT_MS, 100..=120_000)?,
-        retry_minutes: ranged("retry_minutes", raw.retry_minutes, DEFAULT_ALERT_RETRY_MINUTES, 0..=1440)?,
+        // Both at most a minute, the shortest retry_minutes: a delivery claimed by one
+        // run is never tried by another while the first may still be trying it.
+        mail_timeout_ms: ranged("mail_timeout_ms", raw.mail_timeout_ms, DEFAULT_ALERT_MAIL_TIMEOUT_MS, 100..=60_000)?,
+        retry_minutes: ranged("retry_minutes", raw.retry_minutes, DEFAULT_ALERT_RETRY_MINUTES, 1..=1440)?,
         max_attempts: ranged("max_attempts", raw.max_attempts, DEFAULT_ALERT_MAX_ATTEMPTS, 1..=1000)?,
         interval_minutes: ranged("interval_minutes", raw.interval_minutes, DEFAULT_ALERT_INTERVAL_MINUTES, 1..=1440)?,
     })

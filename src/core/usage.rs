@@ -104,11 +104,11 @@ pub fn hours_text(seconds: u64) -> String {
     format!("{}.{:02}", centi / 100, centi % 100)
 }
 
-/// A group's running figures, and the jobs seen in it.
+/// A group's running figures, and the jobs seen in it (by their number in the report).
 #[derive(Default)]
 struct Tally {
     figures: UsageFigures,
-    jobs: HashSet<String>,
+    jobs: HashSet<u32>,
     // i128: no sum over a window can overflow it.
     cost: i128,
     charges: i128,
@@ -117,15 +117,13 @@ struct Tally {
 }
 
 impl Tally {
-    fn add(&mut self, kind: &str, amount: i64, job: &str, run: Option<(u64, u64)>) {
+    fn add(&mut self, kind: &str, amount: i64, job: u32, run: Option<(u64, u64)>) {
         let amount = amount as i128;
         match kind {
             "charge" => {
                 self.charges += amount;
                 self.cost += amount;
-                if !self.jobs.contains(job) {
-                    self.jobs.insert(job.to_string());
-                }
+                self.jobs.insert(job);
             }
             "refund" => {
                 self.refunds += amount;
@@ -210,6 +208,10 @@ impl Budget {
         let mut groups: HashMap<String, Tally> = HashMap::new();
         let mut total = Tally::default();
         let mut group = String::new();
+        // Each job's text once, numbered; each allocation shape parsed once (a cluster's
+        // runs come in few shapes).
+        let mut job_numbers: HashMap<String, u32> = HashMap::new();
+        let mut shapes: HashMap<Vec<u8>, Option<(u64, u64)>> = HashMap::new();
         while let Some(r) = rows.next().map_err(e)? {
             let text = |i: usize| -> rusqlite::Result<&str> {
                 Ok(match r.get_ref(i)? {
@@ -219,14 +221,32 @@ impl Budget {
             };
             let kind = text(0).map_err(e)?;
             let amount: i64 = r.get(1).map_err(e)?;
-            let job = text(2).map_err(e)?;
+            let job_text = text(2).map_err(e)?;
+            let job = match job_numbers.get(job_text) {
+                Some(&n) => n,
+                None => {
+                    let n = job_numbers.len() as u32;
+                    job_numbers.insert(job_text.to_string(), n);
+                    n
+                }
+            };
             // Only a charge's first part has its run.
             let elapsed_s: Option<i64> = r.get(11).map_err(e)?;
             let run = match (r.get_ref(10).map_err(e)?, elapsed_s) {
-                (ValueRef::Text(json), Some(s)) => serde_json::from_slice::<Resources>(json).ok().map(|res| {
+                (ValueRef::Text(json), Some(s)) => {
+                    let shape = match shapes.get(json) {
+                        Some(&shape) => shape,
+                        None => {
+                            let shape = serde_json::from_slice::<Resources>(json)
+                                .ok()
+                                .map(|res| (res.cpus as u64, res.gpu_total()));
+                            shapes.insert(json.to_vec(), shape);
+                            shape
+                        }
+                    };
                     let s = s.max(0) as u64;
-                    ((res.cpus as u64).saturating_mul(s), res.gpu_total().saturating_mul(s))
-                }),
+                    shape.map(|(cpus, gpus)| (cpus.saturating_mul(s), gpus.saturating_mul(s)))
+                }
                 _ => None,
             };
             group.clear();

@@ -1066,17 +1066,58 @@ impl Budget {
         })
     }
 
-    /// Burn rate, projected exhaustion and status of a grant (award terms: direct + indirect).
+    /// Burn rate, projected exhaustion and status of a grant (award terms: direct +
+    /// indirect): the projection of `grant_report`'s whole-grant range, from one pass
+    /// over the grant's cost entries and nothing else (alerts make one per grant).
     pub fn grant_forecast(&mut self, number: &str, window_days: u32, now: i64) -> Result<Forecast, BudgetError> {
-        let report = self.grant_report(number, ReportRange::Whole, Some(window_days), now)?;
+        check_window(window_days)?;
+        let path = self.ledger.path().to_path_buf();
+        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
+        let tx = Tx::read(&mut self.ledger)?;
+        let grant = grant_by_number(&tx.tx, number).map_err(&e)?.ok_or_else(|| {
+            BudgetError::Invalid(format!("unknown grant '{}'", crate::core::text::clean_text(number)))
+        })?;
+        let mut total_direct = 0i64;
+        let mut daily_direct: BTreeMap<i64, i64> = BTreeMap::new();
+        {
+            let mut stmt = tx
+                .tx
+                .prepare_cached(
+                    "SELECT CASE kind WHEN 'refund' THEN -amount_micros ELSE amount_micros END, at FROM journal
+                     WHERE allocation_id IN (SELECT id FROM allocations WHERE grant_id = ?1)
+                       AND kind IN ('charge', 'refund', 'adjustment')",
+                )
+                .map_err(&e)?;
+            let mut rows = stmt.query(params![grant.id]).map_err(&e)?;
+            while let Some(r) = rows.next().map_err(&e)? {
+                let (signed, at): (i64, i64) = (r.get(0).map_err(&e)?, r.get(1).map_err(&e)?);
+                total_direct += signed;
+                *daily_direct.entry(day_of(at)).or_default() += signed;
+            }
+        }
+        let rate = grant.indirect_rate_ppm;
+        let projection = project(
+            PlanInput {
+                as_of: now.min(grant.end).min(grant.closed_at.unwrap_or(i64::MAX)),
+                start: grant.start,
+                end: Some(grant.end),
+                budget: grant.award.micros(),
+                spent: Amounts::of_direct(total_direct, rate).total.micros(),
+                closed: grant.status == "closed",
+                window_days,
+            },
+            &daily_direct,
+            rate,
+            &self.config,
+        );
         Ok(Forecast {
             subject: Subject::Grant {
-                number: report.grant.number.clone(),
-                agency: report.grant.agency.clone(),
-                account: report.grant.account.clone(),
-                indirect_rate_ppm: report.grant.indirect_rate_ppm,
+                number: grant.number,
+                agency: grant.agency,
+                account: grant.account,
+                indirect_rate_ppm: rate,
             },
-            projection: report.projection,
+            projection,
         })
     }
 
