@@ -16,7 +16,7 @@
 //! outside the core (`crate::alerts`): nothing here touches the network.
 
 use crate::core::config::AlertsConfig;
-use crate::core::decisions::{format_time, Budget, BudgetError};
+use crate::core::decisions::{format_date, format_time, Budget, BudgetError, DAY_S};
 use crate::core::grants::report::{format_bps, Exhaustion, Projection};
 use crate::core::ledger::Tx;
 use crate::core::money::Money;
@@ -199,7 +199,7 @@ fn spent_conditions(
     }
     let near_exhaustion = match (p.exhaustion, p.end) {
         (Exhaustion::Exhausted, _) => true,
-        (Exhaustion::On(t), Some(end)) => t < end + EXHAUSTION_CLEAR_MARGIN_DAYS * crate::core::decisions::DAY_S,
+        (Exhaustion::On(t), Some(end)) => t < end + EXHAUSTION_CLEAR_MARGIN_DAYS * DAY_S,
         _ => false,
     };
     if cfg.projected_exhaustion && (p.alert || near_exhaustion) {
@@ -234,15 +234,14 @@ fn capitalized(what: &str) -> String {
 
 /// One sentence on when the money runs out.
 fn outlook(p: &Projection, what: &str) -> String {
-    let end = p.end.map(|e| crate::core::decisions::format_date(e - crate::core::decisions::DAY_S));
+    let end = p.end.map(|e| format_date(e - DAY_S));
     match (p.exhaustion, end) {
         (Exhaustion::Exhausted, _) => format!("Nothing is left of {what}."),
-        (Exhaustion::On(t), Some(end)) => format!(
-            "At the current burn rate it runs out on {}; it ends on {end}.",
-            crate::core::decisions::format_date(t)
-        ),
+        (Exhaustion::On(t), Some(end)) => {
+            format!("At the current burn rate it runs out on {}; it ends on {end}.", format_date(t))
+        }
         (Exhaustion::On(t), None) => {
-            format!("At the current burn rate it runs out on {}.", crate::core::decisions::format_date(t))
+            format!("At the current burn rate it runs out on {}.", format_date(t))
         }
         (_, Some(end)) => format!("Nothing was spent in the forecast window; it ends on {end}."),
         (_, None) => "Nothing was spent in the forecast window.".to_string(),
@@ -299,7 +298,7 @@ impl Budget {
                 &format!("grant:{number}"),
                 &f.projection,
                 "award",
-                &pi_email.iter().cloned().collect::<Vec<_>>(),
+                pi_email.as_slice(),
             ));
         }
         let account_ids: BTreeMap<String, i64> = accounts.iter().map(|(id, n)| (n.clone(), *id)).collect();

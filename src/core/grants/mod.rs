@@ -422,7 +422,7 @@ pub(crate) fn periods_of(conn: &rusqlite::Connection, grant_id: i64) -> rusqlite
     rows.collect()
 }
 
-fn unknown_grant(number: &str) -> BudgetError {
+pub(crate) fn unknown_grant(number: &str) -> BudgetError {
     BudgetError::Invalid(format!("unknown grant '{}'", crate::core::text::clean_text(number)))
 }
 

@@ -32,7 +32,7 @@
 
 use crate::core::config::{Config, Pricing};
 use crate::core::decisions::{Budget, BudgetError, DAY_S, FOREVER};
-use crate::core::grants::{grant_by_number, indirect_of, periods_of, Grant, GrantPeriod, PPM};
+use crate::core::grants::{grant_by_number, indirect_of, periods_of, unknown_grant, Grant, GrantPeriod, PPM};
 use crate::core::ledger::{LedgerError, Tx};
 use crate::core::money::Money;
 use crate::core::pricing::job::{JobRequest, Resources};
@@ -896,9 +896,7 @@ impl Budget {
         let path = self.ledger.path().to_path_buf();
         let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::read(&mut self.ledger)?;
-        let grant = grant_by_number(&tx.tx, number).map_err(&e)?.ok_or_else(|| {
-            BudgetError::Invalid(format!("unknown grant '{}'", crate::core::text::clean_text(number)))
-        })?;
+        let grant = grant_by_number(&tx.tx, number).map_err(&e)?.ok_or_else(|| unknown_grant(number))?;
         let periods = periods_of(&tx.tx, grant.id).map_err(&e)?;
         let rate = grant.indirect_rate_ppm;
         let period_budget =
@@ -1074,9 +1072,7 @@ impl Budget {
         let path = self.ledger.path().to_path_buf();
         let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::read(&mut self.ledger)?;
-        let grant = grant_by_number(&tx.tx, number).map_err(&e)?.ok_or_else(|| {
-            BudgetError::Invalid(format!("unknown grant '{}'", crate::core::text::clean_text(number)))
-        })?;
+        let grant = grant_by_number(&tx.tx, number).map_err(&e)?.ok_or_else(|| unknown_grant(number))?;
         let mut total_direct = 0i64;
         let mut daily_direct: BTreeMap<i64, i64> = BTreeMap::new();
         {
