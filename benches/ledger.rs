@@ -176,7 +176,7 @@ fn seed(conn: &rusqlite::Connection, accounts: u64, entries: u64) {
          WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < {jobs})
          INSERT INTO jobs (token, account_id, user_name, uid, partition, job_id, request_json, estimate_micros,
                            tasks_total, tasks_done, held_micros, hold_placed_micros, charged_micros, state, submitted_at, settled_at)
-           SELECT printf('seed%08x', i), (i % {accounts}) + 1, 'seed', 1000, 'debug', i + 1, '{{}}', 100000,
+           SELECT printf('%010x5eed00', i + 1), (i % {accounts}) + 1, 'seed', 1000, 'debug', i + 1, '{{}}', 100000,
                   1, 1, 0, 100000, 50000, 'settled', i, i + 60 FROM n;
          INSERT INTO runs (run_key, token, account_id, cluster, job_id, user_name, partition, end_state, start_time,
                            end_time, elapsed_s, cost_micros, estimate_share_micros, reconciled_at)

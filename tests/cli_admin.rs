@@ -628,6 +628,38 @@ G-2,NSF,'@SUM(A1),chem,2026-01-01,2026-12-31,100.00,0.00,100.00,active
 /// NOT NULLs and 007 adds tables and a column, so undoing them on a current ledger gives
 /// exactly the ledger an older asbb left behind.)
 const BACK_TO_SCHEMA_4: &str = "
+    PRAGMA foreign_keys = OFF;
+    CREATE TABLE jobs_old (
+        token TEXT PRIMARY KEY, account_id INTEGER NOT NULL REFERENCES accounts(id), user_name TEXT NOT NULL,
+        uid INTEGER NOT NULL, partition TEXT NOT NULL, job_id INTEGER, job_name TEXT, request_json TEXT NOT NULL,
+        estimate_micros INTEGER NOT NULL CHECK (estimate_micros >= 0), tasks_total INTEGER NOT NULL CHECK (tasks_total >= 1),
+        tasks_done INTEGER NOT NULL DEFAULT 0, held_micros INTEGER NOT NULL DEFAULT 0 CHECK (held_micros >= 0),
+        hold_placed_micros INTEGER NOT NULL DEFAULT 0, charged_micros INTEGER NOT NULL DEFAULT 0,
+        state TEXT NOT NULL CHECK (state IN ('held', 'awaiting_approval', 'awaiting_funds', 'settled', 'released', 'denied')),
+        reason TEXT, submitted_at INTEGER NOT NULL, settled_at INTEGER,
+        research_domain TEXT, project_code TEXT, grant_number TEXT, metadata_json TEXT);
+    INSERT INTO jobs_old SELECT token, account_id, user_name, uid, partition, job_id, job_name, request_json, estimate_micros,
+        tasks_total, tasks_done, held_micros, hold_placed_micros, charged_micros, state, reason, submitted_at, settled_at,
+        research_domain, project_code, grant_number, metadata_json FROM jobs;
+    DROP TABLE jobs; ALTER TABLE jobs_old RENAME TO jobs;
+    CREATE INDEX jobs_grant ON jobs(grant_number) WHERE grant_number IS NOT NULL;
+    CREATE INDEX jobs_job_id ON jobs(job_id) WHERE job_id IS NOT NULL;
+    CREATE INDEX jobs_open ON jobs(state, submitted_at) WHERE state IN ('held', 'awaiting_approval', 'awaiting_funds');
+    CREATE TABLE journal_old (
+        id INTEGER PRIMARY KEY, txn_key TEXT NOT NULL, part INTEGER NOT NULL DEFAULT 0,
+        kind TEXT NOT NULL CHECK (kind IN ('deposit', 'hold', 'release', 'charge', 'refund', 'adjustment', 'expiry')),
+        account_id INTEGER NOT NULL REFERENCES accounts(id), allocation_id INTEGER REFERENCES allocations(id),
+        amount_micros INTEGER NOT NULL, token TEXT, job_id INTEGER, at INTEGER NOT NULL, actor TEXT, memo TEXT,
+        UNIQUE (txn_key, part), CHECK (kind = 'adjustment' OR amount_micros > 0));
+    INSERT INTO journal_old SELECT * FROM journal;
+    DROP TABLE journal; ALTER TABLE journal_old RENAME TO journal;
+    CREATE TRIGGER journal_immutable_update BEFORE UPDATE ON journal
+    BEGIN SELECT RAISE(ABORT, 'journal entries are immutable'); END;
+    CREATE TRIGGER journal_immutable_delete BEFORE DELETE ON journal
+    BEGIN SELECT RAISE(ABORT, 'journal entries are immutable'); END;
+    CREATE INDEX journal_allocation ON journal(allocation_id, at) WHERE allocation_id IS NOT NULL;
+    CREATE INDEX journal_at ON journal(at);
+    CREATE INDEX journal_token_cost ON journal(token) WHERE kind IN ('charge', 'refund', 'adjustment');
     DROP INDEX jobs_job_id; CREATE INDEX jobs_job_id ON jobs(job_id);
     DROP INDEX journal_at; CREATE INDEX journal_account ON journal(account_id, at);
     DROP INDEX journal_token_cost; CREATE INDEX journal_token ON journal(token) WHERE token IS NOT NULL;
@@ -649,7 +681,7 @@ const BACK_TO_SCHEMA_4: &str = "
     ALTER TABLE performance_feedback_old RENAME TO performance_feedback;
     DROP TABLE alert_deliveries; DROP TABLE alerts;
     ALTER TABLE grant_accounts DROP COLUMN pi_email;
-    DELETE FROM schema_migrations WHERE version IN (5, 6, 7);";
+    DELETE FROM schema_migrations WHERE version IN (5, 6, 7, 8);";
 
 #[test]
 fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
@@ -805,6 +837,24 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
         .collect()
     };
     let current_indexes = indexes(&conn);
+    // Every journal entry and job row, as they were (the migration copies them).
+    let rows = |conn: &rusqlite::Connection, sql: &str| -> Vec<String> {
+        conn.prepare(sql).unwrap().query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    };
+    const ENTRIES: &str = "SELECT json_array(id, txn_key, part, kind, account_id, allocation_id, amount_micros, token,
+                                  job_id, at, actor, memo) FROM journal ORDER BY id";
+    const JOBS: &str = "SELECT json_array(token, account_id, user_name, uid, partition, job_id, job_name, request_json,
+                               estimate_micros, tasks_total, tasks_done, held_micros, hold_placed_micros, charged_micros,
+                               state, reason, submitted_at, settled_at, research_domain, project_code, grant_number,
+                               metadata_json) FROM jobs ORDER BY token";
+    // A job's first hold is dated on its row, as in its hold entry.
+    const HOLD_AT: &str = "SELECT j.token || ' ' || coalesce(j.hold_at, '-') || ' ' || coalesce(e.at, '-') FROM jobs j
+                           LEFT JOIN journal e ON e.txn_key = 'hold:' || j.token ORDER BY j.token";
+    let (entries, jobs, hold_at) = (rows(&conn, ENTRIES), rows(&conn, JOBS), rows(&conn, HOLD_AT));
+    assert!(hold_at.iter().all(|l| {
+        let w: Vec<&str> = l.split(' ').collect();
+        w[1] == w[2]
+    }));
     let (balances, _, code) = admin(&["account", "list", "--format", "json"]);
     assert_eq!(code, Some(0));
 
@@ -814,7 +864,7 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     // Every other command, and the plugins, refuse the older schema; nothing upgrades it
     // behind the admin's back.
     let outdated = format!(
-        "ledger {}: schema version 4 is older than this asbb needs (7); run `asbb-admin migrate` (outside slurmctld) to upgrade it",
+        "ledger {}: schema version 4 is older than this asbb needs (8); run `asbb-admin migrate` (outside slurmctld) to upgrade it",
         ledger.display()
     );
     assert_eq!(admin(&["verify"]), (String::new(), format!("asbb-admin: error: {outdated}\n"), Some(2)));
@@ -847,7 +897,7 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     assert_eq!(
         out,
         format!(
-            "ledger {}: schema 4 -> 7 (005_narrow_writes, 006_grant_directed, 007_alerts)\nthe ledger as it was: {}.schema-4.bak (delete it once you are satisfied)\nthe same balances before and after: 3 accounts, 12 journal entries, 7 jobs\n",
+            "ledger {}: schema 4 -> 8 (005_narrow_writes, 006_grant_directed, 007_alerts, 008_hot_path)\nthe ledger as it was: {}.schema-4.bak (delete it once you are satisfied)\nthe same balances before and after: 3 accounts, 12 journal entries, 7 jobs\n",
             ledger.display(),
             ledger.display()
         )
@@ -859,6 +909,7 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     );
     let conn = rusqlite::Connection::open(&ledger).unwrap();
     assert_eq!(indexes(&conn), current_indexes);
+    assert_eq!((rows(&conn, ENTRIES), rows(&conn, JOBS), rows(&conn, HOLD_AT)), (entries, jobs, hold_at));
     // The grant's open hold is its job's: $2.00 for two CPU-hours at $1.
     let grant_held: i64 = conn
         .query_row("SELECT held_micros FROM grant_accounts WHERE grant_number = 'NSF-1'", [], |r| r.get(0))
@@ -876,5 +927,5 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
         pairs("SELECT DISTINCT uid, account_id FROM jobs ORDER BY 1, 2")
     );
     assert_eq!(pairs("SELECT uid, account_id FROM account_job_users").len(), 4);
-    assert_eq!(admin(&["migrate"]).0, format!("ledger {}: schema 7 is current; nothing to do\n", ledger.display()));
+    assert_eq!(admin(&["migrate"]).0, format!("ledger {}: schema 8 is current; nothing to do\n", ledger.display()));
 }

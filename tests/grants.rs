@@ -92,7 +92,9 @@ impl Env {
         for table in
             ["accounts", "allocations", "journal", "jobs", "runs", "grant_accounts", "grant_periods", "audit_log"]
         {
-            let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY rowid")).unwrap();
+            // Job rows are stored by token (no rowid); tokens sort in submission order.
+            let order = if table == "jobs" { "token" } else { "rowid" };
+            let mut stmt = conn.prepare(&format!("SELECT * FROM {table} ORDER BY {order}")).unwrap();
             let n = stmt.column_count();
             let mut rows = stmt.query([]).unwrap();
             while let Some(r) = rows.next().unwrap() {

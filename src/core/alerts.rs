@@ -321,7 +321,7 @@ impl Budget {
                 .prepare_cached(
                     "SELECT j.token, j.job_id, j.user_name, a.name, j.partition, j.estimate_micros, j.held_micros,
                             j.submitted_at,
-                            (SELECT jj.at FROM journal jj WHERE jj.txn_key = 'hold:' || j.token AND jj.part = 0)
+                            j.hold_at
                      FROM jobs j JOIN accounts a ON a.id = j.account_id
                      WHERE j.state = ?1 AND j.submitted_at <= ?2 ORDER BY j.submitted_at, j.token",
                 )

@@ -144,7 +144,7 @@ impl Budget {
             .conn
             .prepare_cached(&format!(
                 "SELECT {JOB_SUMMARY_COLS} FROM jobs j JOIN accounts a ON a.id = j.account_id
-                     WHERE j.user_name = ?1 ORDER BY j.submitted_at DESC, j.rowid DESC LIMIT ?2"
+                     WHERE j.user_name = ?1 ORDER BY j.submitted_at DESC, j.token DESC LIMIT ?2"
             ))
             .map_err(&e)?;
         let rows = stmt.query_map(params![user, limit], job_summary_from_row).map_err(&e)?;

@@ -11,11 +11,9 @@ use crate::core::money::Money;
 use crate::core::pricing::job::JobRequest;
 use rusqlite::params;
 
-/// States of a job submitted held by asbb, not yet holding funds.
-/// Waiting jobs (of `jobs j`). The first term is the `jobs_open` index's own
-/// condition, word for word, so SQLite uses that index; the second leaves out the
-/// held ones.
-const WAITING: &str = "j.state IN ('held', 'awaiting_approval', 'awaiting_funds') AND j.state <> 'held'";
+/// Jobs submitted held by asbb, not yet holding funds (of `jobs j`): the
+/// `jobs_waiting` index's own condition, word for word, so SQLite uses that index.
+const WAITING: &str = "j.state IN ('awaiting_approval', 'awaiting_funds')";
 
 impl Budget {
     /// Jobs waiting for approval or funds, oldest first (optionally one account's).
@@ -27,7 +25,7 @@ impl Budget {
             .prepare(&format!(
                 "SELECT {JOB_SUMMARY_COLS} FROM jobs j JOIN accounts a ON a.id = j.account_id
                  WHERE {WAITING} AND (?1 IS NULL OR a.name = ?1)
-                 ORDER BY j.submitted_at, j.rowid"
+                 ORDER BY j.submitted_at, j.token"
             ))
             .map_err(e)?;
         let rows = stmt.query_map(params![account], job_summary_from_row).map_err(e)?;

@@ -35,7 +35,7 @@ use crate::core::config::{Config, MissingPolicy};
 use crate::core::ledger::postings::{self, adjust_hold, audit, post_cost};
 use crate::core::ledger::{
     AccountRow, AllocationRow, EntryKind, GrantFunds, JobRow, JobState, Ledger, LedgerError, NewEntry, OpenMode, Tx,
-    JOB_COLS,
+    INDEXED_KEY, JOB_COLS,
 };
 use crate::core::money::Money;
 use crate::core::pricing::cost::{self, CostError};

@@ -145,7 +145,10 @@ impl Budget {
                             )
                             .map_err(&e)?;
                         tx.tx
-                            .execute("UPDATE jobs SET state = 'held', reason = NULL WHERE token = ?1", [token])
+                            .execute(
+                                "UPDATE jobs SET state = 'held', reason = NULL, hold_at = ?2 WHERE token = ?1",
+                                params![token, now],
+                            )
                             .map_err(&e)?;
                         Modified::Released { hold }
                     }
@@ -294,7 +297,9 @@ fn next_modify_key(tx: &Tx<'_>, token: &str) -> rusqlite::Result<String> {
     let end = format!("modify:{token};");
     let mut n: i64 = tx
         .tx
-        .prepare_cached("SELECT count(DISTINCT txn_key) FROM journal WHERE txn_key >= ?1 AND txn_key < ?2")?
+        .prepare_cached(&format!(
+            "SELECT count(DISTINCT txn_key) FROM journal WHERE txn_key >= ?1 AND txn_key < ?2 AND {INDEXED_KEY}"
+        ))?
         .query_row([&prefix, &end], |r| r.get(0))?;
     while tx.txn_exists(&format!("{prefix}{n}"))? {
         n += 1;

@@ -342,8 +342,8 @@ pub(super) fn insert_job(
         .prepare_cached(
             "INSERT INTO jobs (token, account_id, user_name, uid, partition, job_id, job_name, request_json, estimate_micros,
                tasks_total, state, reason, submitted_at, held_micros, hold_placed_micros,
-               research_domain, project_code, grant_number, metadata_json)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15, ?16, ?17, ?18)",
+               research_domain, project_code, grant_number, metadata_json, hold_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15, ?16, ?17, ?18, ?19)",
         )?
         .execute(params![
             token,
@@ -364,6 +364,7 @@ pub(super) fn insert_job(
             meta.and_then(|m| m.project_code.as_deref()),
             grant,
             metadata_json,
+            (state == JobState::Held).then_some(now),
         ])?;
     // Usually there already: then this reads a page and writes none.
     tx.tx

@@ -4,7 +4,7 @@
 //! must agree with it exactly.
 
 use crate::core::decisions::Budget;
-use crate::core::ledger::LedgerError;
+use crate::core::ledger::{LedgerError, INDEXED_KEY};
 use std::collections::BTreeMap;
 
 /// What verify found.
@@ -176,10 +176,11 @@ impl Budget {
 
         // Every run is charged exactly its cost.
         let mut stmt = conn
-            .prepare(
-                "SELECT r.run_key, r.cost_micros, coalesce((SELECT sum(amount_micros) FROM journal j WHERE j.txn_key = 'charge:' || r.run_key), 0)
-                 FROM runs r",
-            )
+            .prepare(&format!(
+                "SELECT r.run_key, r.cost_micros,
+                        coalesce((SELECT sum(amount_micros) FROM journal WHERE txn_key = 'charge:' || r.run_key AND {INDEXED_KEY}), 0)
+                 FROM runs r"
+            ))
             .map_err(e)?;
         let runs: Vec<(String, i64, i64)> = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))

@@ -24,6 +24,8 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     (6, "006_grant_directed", include_str!("../../../sql/006_grant_directed.sql")),
     // Alerts and the deliveries of each; a grant's PI mail address.
     (7, "007_alerts", include_str!("../../../sql/007_alerts.sql")),
+    // Job rows in token order and a first hold outside the key index (tables rebuilt).
+    (8, "008_hot_path", include_str!("../../../sql/008_hot_path.sql")),
 ];
 
 /// Prepared statements kept per connection.
@@ -217,17 +219,42 @@ impl Ledger {
             )
             .map_err(|e| self.err(e))?;
         let current = self.check_version()?;
+        // A migration that rebuilds a table drops the one other tables' keys refer to:
+        // SQLite's way is foreign keys off while it runs and every key checked before
+        // its commit. They are on again afterwards, whatever happened.
+        self.conn.execute_batch("PRAGMA foreign_keys = OFF;").map_err(|e| self.err(e))?;
+        let applied = self.apply_migrations(current);
+        self.conn.execute_batch("PRAGMA foreign_keys = ON;").map_err(|e| self.err(e))?;
+        applied
+    }
+
+    fn apply_migrations(&mut self, current: u32) -> Result<Vec<&'static str>, LedgerError> {
         let mut applied = Vec::new();
         for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
             let path = self.path.clone();
-            let tx = self.conn.transaction().map_err(|source| LedgerError::Sqlite { path: path.clone(), source })?;
-            tx.execute_batch(sql).map_err(|source| LedgerError::Sqlite { path: path.clone(), source })?;
+            let e = |source| LedgerError::Sqlite { path: path.clone(), source };
+            let tx = self.conn.transaction().map_err(e)?;
+            tx.execute_batch(sql).map_err(e)?;
+            let broken: Option<String> = tx
+                .query_row(
+                    "SELECT \"table\" || ' rows referring to missing ' || parent FROM pragma_foreign_key_check LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(e)?;
+            if let Some(row) = broken {
+                return Err(LedgerError::Io {
+                    path: path.clone(),
+                    reason: format!("migration {name} would leave {row} rows; nothing was changed"),
+                });
+            }
             tx.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, strftime('%s','now'))",
                 params![version, name],
             )
-            .map_err(|source| LedgerError::Sqlite { path: path.clone(), source })?;
-            tx.commit().map_err(|source| LedgerError::Sqlite { path, source })?;
+            .map_err(e)?;
+            tx.commit().map_err(e)?;
             applied.push(name);
         }
         Ok(applied)
@@ -567,6 +594,10 @@ pub struct EntryRow {
 
 pub(crate) const ACCOUNT_COLS: &str =
     "id, name, status, credit_limit_micros, description, created_at, held_micros, overdraft_micros";
+/// The condition of the journal's key index (`journal_key`): every key but a job's
+/// first hold, `hold:<token>`. A look-up by key repeats it, or SQLite cannot use the index.
+pub(crate) const INDEXED_KEY: &str = "substr(txn_key, 1, 5) <> 'hold:'";
+
 pub(crate) const JOB_COLS: &str = "token, account_id, user_name, uid, partition, job_id, job_name, request_json, estimate_micros, tasks_total, tasks_done, held_micros, hold_placed_micros, charged_micros, state, reason, submitted_at, settled_at, research_domain, grant_number";
 
 pub(crate) fn account_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
@@ -701,7 +732,10 @@ impl<'c> Tx<'c> {
     }
 
     pub fn txn_exists(&self, txn_key: &str) -> rusqlite::Result<bool> {
-        self.tx.prepare_cached("SELECT 1 FROM journal WHERE txn_key = ?1 LIMIT 1")?.exists([txn_key])
+        debug_assert!(!txn_key.starts_with("hold:"), "a first hold's key is not indexed");
+        self.tx
+            .prepare_cached(&format!("SELECT 1 FROM journal WHERE txn_key = ?1 AND {INDEXED_KEY} LIMIT 1"))?
+            .exists([txn_key])
     }
 
     fn insert_entry(&self, e: &NewEntry<'_>) -> rusqlite::Result<()> {
@@ -755,16 +789,23 @@ impl<'c> Tx<'c> {
         Ok(())
     }
 
-    /// A new job token: 10 hex digits of the next `jobs` row number, then 6 random
-    /// ones. Tokens of successive jobs sort in order, so the indexes keyed by token (the
-    /// job's, the journal's `hold:<token>` keys) grow at their right edge: a submit
-    /// touches the same few hot pages instead of a random leaf per index.
+    /// A new job token: 10 hex digits counting jobs (one more than the latest token's),
+    /// then 6 random ones. Tokens of successive jobs sort in order, so the job rows
+    /// (stored in token order) and the indexes keyed by token grow at their right
+    /// edge: a submit touches the same few hot pages instead of a random leaf each.
     pub fn new_token(&self) -> rusqlite::Result<String> {
-        self.tx
-            .prepare_cached(
-                "SELECT printf('%010x', coalesce((SELECT max(rowid) FROM jobs), 0) + 1) || lower(hex(randomblob(3)))",
-            )?
-            .query_row([], |r| r.get(0))
+        let (latest, random): (Option<String>, String) = self
+            .tx
+            .prepare_cached("SELECT (SELECT max(token) FROM jobs), lower(hex(randomblob(3)))")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        // Ledgers from before counted tokens hold random hex ones, which count too; a
+        // latest token that is not hex at all (none asbb wrote) falls back to counting.
+        let count = match latest.as_deref().map(|t| t.get(..10).and_then(|h| u64::from_str_radix(h, 16).ok())) {
+            None => 0,
+            Some(Some(n)) => n,
+            Some(None) => self.tx.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0))?,
+        };
+        Ok(format!("{:010x}{random}", count.saturating_add(1)))
     }
 }
 
