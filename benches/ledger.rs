@@ -28,6 +28,8 @@ fn main() {
     let iterations = env_or("ASBB_BENCH_ITERATIONS", 20_000);
     // A pause before each submission, as between slurmctld's RPCs (0 = back to back).
     let gap_us = env_or("ASBB_BENCH_GAP_US", 0);
+    let paced_iterations = env_or("ASBB_BENCH_PACED_ITERATIONS", 5_000);
+    let paced_gap_us = env_or("ASBB_BENCH_PACED_GAP_US", 500);
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("bench.db");
     let config_text = format!(
@@ -53,84 +55,52 @@ fn main() {
     let wal_path = std::path::PathBuf::from(format!("{}-wal", path.display()));
     let wal_len = || std::fs::metadata(&wal_path).map(|m| m.len()).unwrap_or(0);
     let page_bytes: u64 = budget_page_size(&path) + 24;
-    let (mut check_frames, mut reconcile_frames) = (0u64, 0u64);
     const PAGE_PROBES: u64 = 200;
 
-    let mut check_us = Vec::with_capacity(iterations as usize);
-    let mut reconcile_us = Vec::with_capacity(iterations as usize);
-    let mut checkpointer = None;
-    for i in 0..PAGE_PROBES + iterations {
-        if i == PAGE_PROBES {
-            println!("wal_pages_per_check={:.1}", check_frames as f64 / page_bytes as f64 / PAGE_PROBES as f64);
-            println!("wal_pages_per_reconcile={:.1}", reconcile_frames as f64 / page_bytes as f64 / PAGE_PROBES as f64);
-            checkpointer = Some(asbb::core::ledger::Checkpointer::start(&path));
-        }
-        let probing = i < PAGE_PROBES;
-        let account = format!("acct{:05}", (i * 7919) % accounts);
-        let req = JobRequest {
-            user: "bench".into(),
-            uid: 1000,
-            account: account.clone(),
-            partition: "debug".into(),
-            resources: Resources { nodes: 1, cpus: 4, mem_mb: 8192, gpus: BTreeMap::new() },
-            time_limit_min: 60,
-            array_tasks: 1,
-            qos: None,
-            job_id: None,
-            job_name: None,
-        };
-        if gap_us > 0 {
-            std::thread::sleep(std::time::Duration::from_micros(gap_us));
-        }
-        let (t, wal_before) = (Instant::now(), wal_len());
-        let decision = budget.check_and_hold(&req, 1_800_000_000 + i as i64).expect("check");
-        if probing {
-            check_frames += wal_len() - wal_before;
-        } else {
-            check_us.push(t.elapsed().as_secs_f64() * 1e6);
-        }
-        let token = match decision {
-            Decision::Accept { token, .. } => token,
-            other => panic!("bench job not accepted: {other:?}"),
-        };
-        let done = JobCompletion {
-            cluster: "bench".into(),
-            job_id: 1_000_000 + i as u32,
-            hold_token: Some(token),
-            user: "bench".into(),
-            account,
-            partition: "debug".into(),
-            state: EndState::Completed,
-            start_time: 1_800_000_000 + i as i64,
-            end_time: 1_800_000_000 + i as i64 + 600,
-            allocated: Some(req.resources.clone()),
-            task_count: 1,
-            submit_time: 1_800_000_000 + i as i64,
-            run_index: 0,
-            qos: None,
-        };
-        let (t, wal_before) = (Instant::now(), wal_len());
-        budget.reconcile(&done, 1_800_000_700 + i as i64).expect("reconcile");
-        if probing {
-            reconcile_frames += wal_len() - wal_before;
-        } else {
-            reconcile_us.push(t.elapsed().as_secs_f64() * 1e6);
-        }
-    }
+    // Probes first (pages per call, nothing checkpointing), then the timed calls with
+    // the checkpointer running, as in slurmctld.
+    let mut next_job = 0u64;
+    let (probe_check, probe_reconcile) =
+        run_jobs(&mut budget, accounts, &mut next_job, PAGE_PROBES, 0, Measure::WalBytes(&wal_len));
+    println!("wal_pages_per_check={:.1}", probe_check.iter().sum::<f64>() / page_bytes as f64 / PAGE_PROBES as f64);
+    println!(
+        "wal_pages_per_reconcile={:.1}",
+        probe_reconcile.iter().sum::<f64>() / page_bytes as f64 / PAGE_PROBES as f64
+    );
+    let checkpointer = asbb::core::ledger::Checkpointer::start(&path);
+    let (mut check_us, mut reconcile_us) =
+        run_jobs(&mut budget, accounts, &mut next_job, iterations, gap_us, Measure::Micros);
+    let wal_after = wal_len();
+    // Paced as slurmctld paces them: its own work per submission (about 500 us of its
+    // CPU, measured) leaves the checkpointer room to copy the WAL and rewind it, so
+    // commits overwrite the WAL's pages instead of growing the file.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let (mut paced_check_us, mut paced_reconcile_us) =
+        run_jobs(&mut budget, accounts, &mut next_job, paced_iterations, paced_gap_us, Measure::Micros);
+    // Unchanged from wal_mib_after when the checkpointer rewound the WAL meanwhile.
+    let wal_after_paced = wal_len();
     drop(checkpointer);
     check_us.sort_by(f64::total_cmp);
     reconcile_us.sort_by(f64::total_cmp);
     println!("ledger_accounts={accounts}");
-    println!("ledger_journal_entries={}", entries + 4 * (iterations + PAGE_PROBES));
+    println!("ledger_journal_entries={}", entries + 4 * next_job);
     println!("seed_s={seed_s:.1}");
     println!("iterations={iterations}");
     println!("gap_us={gap_us}");
-    let wal = std::fs::metadata(format!("{}-wal", path.display())).map(|m| m.len()).unwrap_or(0);
-    println!("wal_mib_after={:.1}", wal as f64 / (1024.0 * 1024.0));
+    println!("wal_mib_after={:.1}", wal_after as f64 / (1024.0 * 1024.0));
     println!("check_p50_us={:.1}", percentile(&check_us, 0.50));
     println!("check_p99_us={:.1}", percentile(&check_us, 0.99));
     println!("reconcile_p50_us={:.1}", percentile(&reconcile_us, 0.50));
     println!("reconcile_p99_us={:.1}", percentile(&reconcile_us, 0.99));
+    paced_check_us.sort_by(f64::total_cmp);
+    paced_reconcile_us.sort_by(f64::total_cmp);
+    println!("paced_iterations={paced_iterations}");
+    println!("paced_gap_us={paced_gap_us}");
+    println!("wal_mib_after_paced={:.1}", wal_after_paced as f64 / (1024.0 * 1024.0));
+    println!("paced_check_p50_us={:.1}", percentile(&paced_check_us, 0.50));
+    println!("paced_check_p99_us={:.1}", percentile(&paced_check_us, 0.99));
+    println!("paced_reconcile_p50_us={:.1}", percentile(&paced_reconcile_us, 0.50));
+    println!("paced_reconcile_p99_us={:.1}", percentile(&paced_reconcile_us, 0.99));
     let t = Instant::now();
     let report = budget.verify().expect("verify");
     println!("verify_s={:.2}", t.elapsed().as_secs_f64());
@@ -158,6 +128,92 @@ fn main() {
         budget.alert_conditions(&alerts, 1_800_000_000 + (PAGE_PROBES + iterations) as i64 + 3_600).expect("alerts");
     println!("alert_conditions_s={:.2}", t.elapsed().as_secs_f64());
     println!("alert_conditions={}", conditions.len());
+}
+
+/// What `run_jobs` collects per call.
+enum Measure<'a> {
+    /// Its time.
+    Micros,
+    /// How many bytes it added to the WAL (with `wal_len`, the WAL's length).
+    WalBytes(&'a dyn Fn() -> u64),
+}
+
+impl Measure<'_> {
+    /// Runs `call` and gives back its figure.
+    fn of<T>(&self, call: impl FnOnce() -> T) -> (T, f64) {
+        match self {
+            Measure::Micros => {
+                let t = Instant::now();
+                let out = call();
+                (out, t.elapsed().as_secs_f64() * 1e6)
+            }
+            Measure::WalBytes(wal_len) => {
+                let before = wal_len();
+                let out = call();
+                (out, (wal_len() - before) as f64)
+            }
+        }
+    }
+}
+
+/// Submits and completes `n` jobs (one check_and_hold, one reconcile each), `gap_us`
+/// apart, and gives each call's figure.
+fn run_jobs(
+    budget: &mut Budget,
+    accounts: u64,
+    next_job: &mut u64,
+    n: u64,
+    gap_us: u64,
+    measure: Measure<'_>,
+) -> (Vec<f64>, Vec<f64>) {
+    let (mut checks, mut reconciles) = (Vec::with_capacity(n as usize), Vec::with_capacity(n as usize));
+    for _ in 0..n {
+        let i = *next_job;
+        *next_job += 1;
+        let account = format!("acct{:05}", (i * 7919) % accounts);
+        let req = JobRequest {
+            user: "bench".into(),
+            uid: 1000,
+            account: account.clone(),
+            partition: "debug".into(),
+            resources: Resources { nodes: 1, cpus: 4, mem_mb: 8192, gpus: BTreeMap::new() },
+            time_limit_min: 60,
+            array_tasks: 1,
+            qos: None,
+            job_id: None,
+            job_name: None,
+        };
+        if gap_us > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(gap_us));
+        }
+        let (decision, figure) = measure.of(|| budget.check_and_hold(&req, 1_800_000_000 + i as i64).expect("check"));
+        checks.push(figure);
+        let token = match decision {
+            Decision::Accept { token, .. } => token,
+            other => panic!("bench job not accepted: {other:?}"),
+        };
+        let done = JobCompletion {
+            cluster: "bench".into(),
+            job_id: 1_000_000 + i as u32,
+            hold_token: Some(token),
+            user: "bench".into(),
+            account,
+            partition: "debug".into(),
+            state: EndState::Completed,
+            start_time: 1_800_000_000 + i as i64,
+            end_time: 1_800_000_000 + i as i64 + 600,
+            allocated: Some(req.resources.clone()),
+            task_count: 1,
+            submit_time: 1_800_000_000 + i as i64,
+            run_index: 0,
+            qos: None,
+        };
+        let ((), figure) = measure.of(|| {
+            budget.reconcile(&done, 1_800_000_700 + i as i64).expect("reconcile");
+        });
+        reconciles.push(figure);
+    }
+    (checks, reconciles)
 }
 
 /// Fills the ledger with accounts and a journal of settled jobs, in bulk SQL, keeping

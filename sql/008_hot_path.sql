@@ -1,6 +1,6 @@
 -- SPDX-License-Identifier: GPL-2.0-or-later
 -- asbb ledger, schema 8: a submission writes the job's row, its hold entry and its
--- account's cached total, and no index page beside them. Applied by
+-- account's cached total, and no index page beside them; a completion writes fewer. Applied by
 -- `asbb-admin migrate` (with foreign keys off while tables are rebuilt, checked
 -- before commit), never by the plugins. No balance, amount or key changes: rows are
 -- copied as they are.
@@ -53,10 +53,11 @@ CREATE INDEX jobs_job_id ON jobs(job_id) WHERE job_id IS NOT NULL;
 -- holds are found by reading the jobs (the safety net, /metrics: not the hot path).
 CREATE INDEX jobs_waiting ON jobs(state, submitted_at) WHERE state IN ('awaiting_approval', 'awaiting_funds');
 
--- The journal's idempotency keys, less a job's first hold: `hold:<token>` is unique
--- because the token is (the job's row, written in the same transaction, is keyed by
--- it), so that entry need not enter the key index. A partial unique index instead of
--- the table's UNIQUE (txn_key, part); look-ups by key repeat its condition.
+-- The journal's idempotency keys, less those another row written in the same
+-- transaction already makes unique: a job's first hold, `hold:<token>` (the job's row
+-- is keyed by its token), and a run's charge, `charge:<run_key>` (the run's row is keyed
+-- by its run key). Those entries need not enter the key index. A partial unique index
+-- instead of the table's UNIQUE (txn_key, part); look-ups by key repeat its condition.
 CREATE TABLE journal_new (
     id              INTEGER PRIMARY KEY,
     txn_key         TEXT    NOT NULL,
@@ -77,7 +78,8 @@ INSERT INTO journal_new (id, txn_key, part, kind, account_id, allocation_id, amo
 SELECT id, txn_key, part, kind, account_id, allocation_id, amount_micros, token, job_id, at, actor, memo FROM journal;
 DROP TABLE journal;
 ALTER TABLE journal_new RENAME TO journal;
-CREATE UNIQUE INDEX journal_key ON journal(txn_key, part) WHERE substr(txn_key, 1, 5) <> 'hold:';
+CREATE UNIQUE INDEX journal_key ON journal(txn_key, part)
+    WHERE substr(txn_key, 1, 5) <> 'hold:' AND substr(txn_key, 1, 7) <> 'charge:';
 CREATE INDEX journal_allocation ON journal(allocation_id, at) WHERE allocation_id IS NOT NULL;
 CREATE INDEX journal_at ON journal(at);
 CREATE INDEX journal_token_cost ON journal(token) WHERE kind IN ('charge', 'refund', 'adjustment');
@@ -85,3 +87,29 @@ CREATE TRIGGER journal_immutable_update BEFORE UPDATE ON journal
 BEGIN SELECT RAISE(ABORT, 'journal entries are immutable'); END;
 CREATE TRIGGER journal_immutable_delete BEFORE DELETE ON journal
 BEGIN SELECT RAISE(ABORT, 'journal entries are immutable'); END;
+
+-- A run's learning sample, `run:<run_key>`, is unique because its run is (recorded in
+-- the same transaction): only the sister tools' feedback samples need the key index.
+CREATE TABLE learning_samples_new (
+    id              INTEGER PRIMARY KEY,
+    sample_key      TEXT    NOT NULL,                  -- 'run:<run_key>' / 'feedback:<cluster>:<job_id>'
+    source          TEXT    NOT NULL CHECK (source IN ('run', 'feedback')),
+    account_id      INTEGER NOT NULL REFERENCES accounts(id),
+    partition       TEXT    NOT NULL,
+    domain          TEXT    NOT NULL DEFAULT '',
+    token           TEXT,
+    job_id          INTEGER,
+    estimate_micros INTEGER NOT NULL CHECK (estimate_micros > 0),
+    actual_micros   INTEGER NOT NULL CHECK (actual_micros >= 0),
+    estimated_s     INTEGER CHECK (estimated_s >= 0),
+    actual_s        INTEGER CHECK (actual_s >= 0),
+    at              INTEGER NOT NULL
+);
+INSERT INTO learning_samples_new (id, sample_key, source, account_id, partition, domain, token, job_id,
+                                  estimate_micros, actual_micros, estimated_s, actual_s, at)
+SELECT id, sample_key, source, account_id, partition, domain, token, job_id,
+       estimate_micros, actual_micros, estimated_s, actual_s, at FROM learning_samples;
+DROP TABLE learning_samples;
+ALTER TABLE learning_samples_new RENAME TO learning_samples;
+CREATE UNIQUE INDEX learning_samples_key ON learning_samples(sample_key) WHERE source <> 'run';
+CREATE INDEX learning_samples_group ON learning_samples(account_id, partition, domain, id);

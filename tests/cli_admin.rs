@@ -660,6 +660,15 @@ const BACK_TO_SCHEMA_4: &str = "
     CREATE INDEX journal_allocation ON journal(allocation_id, at) WHERE allocation_id IS NOT NULL;
     CREATE INDEX journal_at ON journal(at);
     CREATE INDEX journal_token_cost ON journal(token) WHERE kind IN ('charge', 'refund', 'adjustment');
+    CREATE TABLE samples_old (
+        id INTEGER PRIMARY KEY, sample_key TEXT NOT NULL UNIQUE,
+        source TEXT NOT NULL CHECK (source IN ('run', 'feedback')), account_id INTEGER NOT NULL REFERENCES accounts(id),
+        partition TEXT NOT NULL, domain TEXT NOT NULL DEFAULT '', token TEXT, job_id INTEGER,
+        estimate_micros INTEGER NOT NULL CHECK (estimate_micros > 0), actual_micros INTEGER NOT NULL CHECK (actual_micros >= 0),
+        estimated_s INTEGER CHECK (estimated_s >= 0), actual_s INTEGER CHECK (actual_s >= 0), at INTEGER NOT NULL);
+    INSERT INTO samples_old SELECT * FROM learning_samples;
+    DROP TABLE learning_samples; ALTER TABLE samples_old RENAME TO learning_samples;
+    CREATE INDEX learning_samples_group ON learning_samples(account_id, partition, domain, id);
     DROP INDEX jobs_job_id; CREATE INDEX jobs_job_id ON jobs(job_id);
     DROP INDEX journal_at; CREATE INDEX journal_account ON journal(account_id, at);
     DROP INDEX journal_token_cost; CREATE INDEX journal_token ON journal(token) WHERE token IS NOT NULL;
@@ -850,7 +859,11 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     // A job's first hold is dated on its row, as in its hold entry.
     const HOLD_AT: &str = "SELECT j.token || ' ' || coalesce(j.hold_at, '-') || ' ' || coalesce(e.at, '-') FROM jobs j
                            LEFT JOIN journal e ON e.txn_key = 'hold:' || j.token ORDER BY j.token";
+    const SAMPLES: &str = "SELECT json_array(id, sample_key, source, account_id, partition, domain, token, job_id,
+                                  estimate_micros, actual_micros, estimated_s, actual_s, at) FROM learning_samples ORDER BY id";
     let (entries, jobs, hold_at) = (rows(&conn, ENTRIES), rows(&conn, JOBS), rows(&conn, HOLD_AT));
+    let samples = rows(&conn, SAMPLES);
+    assert!(!samples.is_empty());
     assert!(hold_at.iter().all(|l| {
         let w: Vec<&str> = l.split(' ').collect();
         w[1] == w[2]
@@ -910,6 +923,7 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     let conn = rusqlite::Connection::open(&ledger).unwrap();
     assert_eq!(indexes(&conn), current_indexes);
     assert_eq!((rows(&conn, ENTRIES), rows(&conn, JOBS), rows(&conn, HOLD_AT)), (entries, jobs, hold_at));
+    assert_eq!(rows(&conn, SAMPLES), samples);
     // The grant's open hold is its job's: $2.00 for two CPU-hours at $1.
     let grant_held: i64 = conn
         .query_row("SELECT held_micros FROM grant_accounts WHERE grant_number = 'NSF-1'", [], |r| r.get(0))

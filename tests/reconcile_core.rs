@@ -354,3 +354,34 @@ fn a_rerun_keeps_the_jobs_project_and_domain() {
     assert_eq!(row(&rerun).0.as_deref(), Some("proj7"));
     assert_clean(&b);
 }
+
+/// A run's charge is kept unique by its run's row, not by the journal's key index
+/// (schema 8): an entry under the same key written behind asbb's back is found by verify.
+#[test]
+fn verify_finds_a_run_charged_twice() {
+    use asbb::core::ledger::OpenMode;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let mut b = Budget::with_ledger(config(), Ledger::open(&path, OpenMode::CreateIfMissing, 100).unwrap());
+    b.create_account("chem", Money::from_dollars(1000).unwrap(), NOW - 86_400, FOREVER, Money::ZERO, "t", NOW).unwrap();
+    let token = hold(&mut b, 2, 10, 1, NOW);
+    b.reconcile(&completion(&token, 41, EndState::Completed, 2, 60, 0), NOW + 100).unwrap();
+    assert!(b.verify().unwrap().is_clean());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    conn.execute(
+        "INSERT INTO journal (txn_key, part, kind, account_id, allocation_id, amount_micros, token, job_id, at)
+         SELECT txn_key, part + 1, kind, account_id, allocation_id, amount_micros, token, job_id, at
+         FROM journal WHERE kind = 'charge'",
+        [],
+    )
+    .unwrap();
+    let problems = b.verify().unwrap().problems;
+    assert_eq!(
+        problems,
+        [
+            "allocation 1 (chem): cached debited 120000 micros, journal says 240000".to_string(),
+            format!("job {token}: cached charged 120000 micros, journal says 240000"),
+            format!("run c1:41:{}:0: cost 120000 micros, charged 240000", NOW - 10),
+        ]
+    );
+}

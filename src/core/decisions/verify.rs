@@ -4,7 +4,7 @@
 //! must agree with it exactly.
 
 use crate::core::decisions::Budget;
-use crate::core::ledger::{LedgerError, INDEXED_KEY};
+use crate::core::ledger::LedgerError;
 use std::collections::BTreeMap;
 
 /// What verify found.
@@ -176,11 +176,16 @@ impl Budget {
 
         // Every run is charged exactly its cost.
         let mut stmt = conn
-            .prepare(&format!(
-                "SELECT r.run_key, r.cost_micros,
-                        coalesce((SELECT sum(amount_micros) FROM journal WHERE txn_key = 'charge:' || r.run_key AND {INDEXED_KEY}), 0)
-                 FROM runs r"
-            ))
+            .prepare(
+                // A run's charge entries are not in the key index (a look-up per run
+                // would read the journal each time): runs and charges are grouped by run
+                // key in one sort. Charges with no run are the orphans below.
+                "SELECT run_key, sum(cost), sum(charged) FROM (
+                     SELECT run_key, cost_micros AS cost, 0 AS charged, 1 AS is_run FROM runs
+                     UNION ALL
+                     SELECT substr(txn_key, 8), 0, amount_micros, 0 FROM journal WHERE substr(txn_key, 1, 7) = 'charge:'
+                 ) GROUP BY run_key HAVING max(is_run) = 1",
+            )
             .map_err(e)?;
         let runs: Vec<(String, i64, i64)> = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))

@@ -24,7 +24,8 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     (6, "006_grant_directed", include_str!("../../../sql/006_grant_directed.sql")),
     // Alerts and the deliveries of each; a grant's PI mail address.
     (7, "007_alerts", include_str!("../../../sql/007_alerts.sql")),
-    // Job rows in token order and a first hold outside the key index (tables rebuilt).
+    // Job rows in token order; a first hold, a run's charge and its learning sample
+    // outside the key indexes (tables rebuilt).
     (8, "008_hot_path", include_str!("../../../sql/008_hot_path.sql")),
 ];
 
@@ -595,8 +596,9 @@ pub struct EntryRow {
 pub(crate) const ACCOUNT_COLS: &str =
     "id, name, status, credit_limit_micros, description, created_at, held_micros, overdraft_micros";
 /// The condition of the journal's key index (`journal_key`): every key but a job's
-/// first hold, `hold:<token>`. A look-up by key repeats it, or SQLite cannot use the index.
-pub(crate) const INDEXED_KEY: &str = "substr(txn_key, 1, 5) <> 'hold:'";
+/// first hold, `hold:<token>`, and a run's charge, `charge:<run_key>` (the job's and the
+/// run's rows keep those unique). A look-up by key repeats it, or SQLite cannot use the index.
+pub(crate) const INDEXED_KEY: &str = "substr(txn_key, 1, 5) <> 'hold:' AND substr(txn_key, 1, 7) <> 'charge:'";
 
 pub(crate) const JOB_COLS: &str = "token, account_id, user_name, uid, partition, job_id, job_name, request_json, estimate_micros, tasks_total, tasks_done, held_micros, hold_placed_micros, charged_micros, state, reason, submitted_at, settled_at, research_domain, grant_number";
 
@@ -732,7 +734,7 @@ impl<'c> Tx<'c> {
     }
 
     pub fn txn_exists(&self, txn_key: &str) -> rusqlite::Result<bool> {
-        debug_assert!(!txn_key.starts_with("hold:"), "a first hold's key is not indexed");
+        debug_assert!(!txn_key.starts_with("hold:") && !txn_key.starts_with("charge:"), "{txn_key} is not indexed");
         self.tx
             .prepare_cached(&format!("SELECT 1 FROM journal WHERE txn_key = ?1 AND {INDEXED_KEY} LIMIT 1"))?
             .exists([txn_key])
