@@ -3,10 +3,11 @@
 
 use super::*;
 
-/// Counts and amounts for `/metrics`. Every figure comes from a total the ledger keeps
-/// up to date as it writes (the accounts' and allocations' cached totals, the open jobs
-/// through the `jobs_state` index, the last row id of append-only tables), so a scrape
-/// costs a few index lookups however long the journal is; nothing here reads the journal.
+/// Counts and amounts for `/metrics`. Money figures come from totals the ledger keeps
+/// up to date as it writes (the accounts' and allocations' cached totals, the last row
+/// id of append-only tables); job counts and open holds are read from the jobs table,
+/// which no index by state covers since schema 8 (a submission writes none). Nothing
+/// here reads the journal.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct MetricsSnapshot {
     /// Jobs by state: what the plugin decided and where they are now. Refusals write
@@ -54,7 +55,8 @@ impl Budget {
             .prepare_cached("SELECT state, count(*) FROM jobs GROUP BY state ORDER BY state")
             .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
             .map_err(&e)?;
-        // Open holds per account id: the jobs_state index finds the open jobs.
+        // Open holds per account id, read from the jobs table (accepted jobs are in no
+        // state index: a submission writes none).
         let open: Vec<(i64, i64, i64)> = c
             .prepare_cached(&format!(
                 "SELECT account_id, count(*), min(submitted_at) FROM jobs
