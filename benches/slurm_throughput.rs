@@ -65,6 +65,13 @@ fn burst(c: &Cluster, n: usize, clients: usize, account: &str) -> f64 {
     n as f64 / t.elapsed().as_secs_f64()
 }
 
+/// The wall and CPU microseconds a plugin log line ends with: `(123 us, cpu 45 us)`.
+fn call_times_us(line: &str) -> Option<(f64, f64)> {
+    let (_, times) = line.rsplit_once('(')?;
+    let (wall, cpu) = times.strip_suffix(" us)")?.split_once(" us, cpu ")?;
+    Some((wall.parse().ok()?, cpu.parse().ok()?))
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -131,14 +138,16 @@ fn main() {
     drop(plain);
     let asbb_rss = rss_kib(asbb.ctld_pid().unwrap_or(0));
 
-    // The plugin logs its own time per call: "... (123 us)".
-    let mut submit_us: Vec<f64> = asbb
-        .ctld_log()
-        .lines()
-        .filter(|l| l.contains("job_submit/asbb: accepted"))
-        .filter_map(|l| l.rsplit_once('(').and_then(|(_, t)| t.strip_suffix(" us)")).and_then(|t| t.parse().ok()))
-        .collect();
+    // The plugin logs its own wall and CPU time per call: "... (123 us, cpu 45 us)".
+    let (mut submit_us, mut submit_cpu_us) = (Vec::new(), Vec::new());
+    for line in asbb.ctld_log().lines().filter(|l| l.contains("job_submit/asbb: accepted")) {
+        if let Some((wall, cpu)) = call_times_us(line) {
+            submit_us.push(wall);
+            submit_cpu_us.push(cpu);
+        }
+    }
     submit_us.sort_by(f64::total_cmp);
+    submit_cpu_us.sort_by(f64::total_cmp);
 
     println!("submissions={n}");
     println!("clients={clients}");
@@ -149,6 +158,8 @@ fn main() {
     println!("ctld_cpu_us_per_job_asbb={:.0}", asbb_cpu_us / n as f64);
     println!("job_submit_p50_us={:.0}", percentile(&submit_us, 0.5));
     println!("job_submit_p99_us={:.0}", percentile(&submit_us, 0.99));
+    println!("job_submit_cpu_p50_us={:.0}", percentile(&submit_cpu_us, 0.5));
+    println!("job_submit_cpu_p99_us={:.0}", percentile(&submit_cpu_us, 0.99));
     println!("slurmctld_rss_plain_mib={:.1}", plain_rss as f64 / 1024.0);
     println!("slurmctld_rss_asbb_mib={:.1}", asbb_rss as f64 / 1024.0);
     println!("slurmctld_rss_delta_mib={:.1}", (asbb_rss as f64 - plain_rss as f64) / 1024.0);

@@ -242,7 +242,7 @@ pub fn with_loaded_hooks<T>(plugin_type: &str, f: impl FnOnce(&mut Hooks) -> T) 
 /// Checks provisional holds against slurmctld's job list (see
 /// `Hooks::confirm_holds`). Call inside a hook: slurmctld holds its job lock then.
 pub fn confirm_holds(plugin_type: &str, hooks: &mut Hooks, now: i64) {
-    let start = Instant::now();
+    let start = CallTimer::start();
     if let Some(line) = hooks.confirm_holds(now, crate::slurm::job_list::jobs_with_tokens) {
         log_timed(plugin_type, &line, start);
     }
@@ -262,7 +262,7 @@ pub fn price_if_requeued(plugin_type: &str, hooks: &mut Hooks, job: &mut JobReco
     {
         return;
     }
-    let start = Instant::now();
+    let start = CallTimer::start();
     let fields = job.completion_fields();
     let key = (fields.job_id, fields.restart_cnt);
     let priced = hooks.price_requeued(now, |checked| if checked.contains(&key) { Vec::new() } else { vec![fields] });
@@ -286,7 +286,7 @@ pub fn sweep_needed(hooks: &mut Hooks) -> bool {
 /// job write lock: never from inside a hook, which slurmctld may call from inside its
 /// own walk of the job list (a nested walk of that list aborts slurmctld).
 pub fn sweep(plugin_type: &str, hooks: &mut Hooks, now: i64) {
-    let start = Instant::now();
+    let start = CallTimer::start();
     for line in hooks.settle_unallocated(now, crate::slurm::job_list::ended_unallocated) {
         log_timed(plugin_type, &line, start);
     }
@@ -314,12 +314,41 @@ pub fn unix_now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Logs a hook's line, at its level, with the microseconds since `start`.
-pub fn log_timed(plugin_type: &str, line: &LogLine, start: Instant) {
-    log_line(
-        plugin_type,
-        &LogLine { level: line.level, text: format!("{} ({} us)", line.text, start.elapsed().as_micros()) },
-    );
+/// A hook call's clock: wall time, and the CPU time of the calling thread (the
+/// difference is time spent waiting: for a lock, for the CPU, on a busy ledger).
+#[derive(Clone, Copy)]
+pub struct CallTimer {
+    wall: Instant,
+    cpu_ns: u64,
+}
+
+impl CallTimer {
+    pub fn start() -> CallTimer {
+        CallTimer { wall: Instant::now(), cpu_ns: thread_cpu_ns() }
+    }
+
+    /// `123 us, cpu 45 us`: the wall and CPU microseconds since `start`.
+    pub fn elapsed_text(&self) -> String {
+        let cpu_us = thread_cpu_ns().saturating_sub(self.cpu_ns) / 1000;
+        format!("{} us, cpu {cpu_us} us", self.wall.elapsed().as_micros())
+    }
+}
+
+/// The calling thread's CPU time (user + system) in nanoseconds: one vDSO call.
+fn thread_cpu_ns() -> u64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `t` is a valid timespec to write to.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    if rc != 0 {
+        return 0;
+    }
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
+}
+
+/// Logs a hook's line, at its level, with the wall and CPU time since `start`:
+/// `... (123 us, cpu 45 us)`.
+pub fn log_timed(plugin_type: &str, line: &LogLine, start: CallTimer) {
+    log_line(plugin_type, &LogLine { level: line.level, text: format!("{} ({})", line.text, start.elapsed_text()) });
 }
 
 /// Logs a line at its level.
@@ -348,7 +377,7 @@ pub fn apply_submit(
     action: SubmitAction,
     desc: &mut JobDesc,
     err: &mut ErrMsg,
-    start: Instant,
+    start: CallTimer,
 ) -> c_int {
     let (rc, log) = match action {
         SubmitAction::Pass { log } => (SLURM_SUCCESS, log),
@@ -419,7 +448,7 @@ fn is_operator(uid: u32) -> bool {
 }
 
 /// Applies jobcomp's action to the ended run's record and logs it.
-pub fn apply_complete(plugin_type: &str, action: CompleteAction, job: &mut JobRecord, start: Instant) {
+pub fn apply_complete(plugin_type: &str, action: CompleteAction, job: &mut JobRecord, start: CallTimer) {
     if let Some(rerun) = &action.rerun {
         job.set_admin_comment(&rerun.admin_comment);
         if let Some(reason) = &rerun.hold_reason {
@@ -439,7 +468,7 @@ pub fn apply_modify(
     job: &mut JobRecord,
     call: &UpdateCall,
     err: &mut ErrMsg,
-    start: Instant,
+    start: CallTimer,
 ) -> c_int {
     let (rc, log) = match action {
         ModifyAction::Allow { admin_comment, log } => {

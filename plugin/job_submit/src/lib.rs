@@ -9,7 +9,6 @@ use asbb::slurm::job_record::JobRecord;
 use asbb::slurm::plugin::{self as p, INTERNAL_ERROR, SLURM_ERROR, SLURM_SUCCESS};
 use asbb::slurm::sys::{job_desc_msg_t, job_record_t};
 use libc::{c_char, c_int};
-use std::time::Instant;
 
 asbb::asbb_plugin!("asbb: money budgets for SLURM jobs", "job_submit/asbb");
 
@@ -28,7 +27,7 @@ pub extern "C" fn fini() -> c_int {
 /// config/job/node/partition read locks.
 #[no_mangle]
 pub unsafe extern "C" fn job_submit(desc: *mut job_desc_msg_t, _submit_uid: u32, err_msg: *mut *mut c_char) -> c_int {
-    let start = Instant::now();
+    let start = p::CallTimer::start();
     // SAFETY: per this function's contract.
     let (desc, mut err) = unsafe { (JobDesc::from_ptr(desc), ErrMsg::from_ptr(err_msg)) };
     let done = guard("job_submit", None, || {
@@ -55,7 +54,7 @@ unsafe fn job_modify_body(
     submit_uid: u32,
     err_msg: *mut *mut c_char,
 ) -> c_int {
-    let start = Instant::now();
+    let start = p::CallTimer::start();
     // SAFETY: per this function's contract.
     let mut err = unsafe { ErrMsg::from_ptr(err_msg) };
     guard("job_modify", INTERNAL_ERROR, || {

@@ -7,7 +7,6 @@ use asbb::slurm::job_record::JobRecord;
 use asbb::slurm::plugin::{self as p, SLURM_ERROR, SLURM_SUCCESS};
 use asbb::slurm::sys::job_record_t;
 use libc::{c_int, c_void};
-use std::time::Instant;
 
 asbb::asbb_plugin!("asbb: money budgets for SLURM jobs", "jobcomp/asbb");
 
@@ -32,7 +31,7 @@ asbb::asbb_jobcomp_set_location!(set_location);
 /// Called by slurmctld with the ended job's record, under its job write lock.
 #[no_mangle]
 pub unsafe extern "C" fn jobcomp_p_log_record(job: *mut job_record_t) -> c_int {
-    let start = Instant::now();
+    let start = p::CallTimer::start();
     guard("jobcomp_p_log_record", SLURM_ERROR, || {
         // SAFETY: per this function's contract.
         let Some(mut job) = (unsafe { JobRecord::from_ptr(job) }) else {

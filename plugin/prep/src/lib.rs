@@ -13,7 +13,6 @@ use asbb::slurm::job_record::JobRecord;
 use asbb::slurm::plugin::{self as p, SLURM_ERROR, SLURM_SUCCESS};
 use asbb::slurm::sys::job_record_t;
 use libc::{c_int, c_void};
-use std::time::Instant;
 
 asbb::asbb_plugin!("asbb: money budgets for SLURM jobs", "prep/asbb");
 
@@ -78,7 +77,7 @@ pub extern "C" fn prep_p_prolog_slurmctld(_job: *mut job_record_t, _async: *mut 
 /// Called by slurmctld with the ended job's record, under its job write lock.
 #[no_mangle]
 pub unsafe extern "C" fn prep_p_epilog_slurmctld(job: *mut job_record_t, _async: *mut bool) -> c_int {
-    let start = Instant::now();
+    let start = p::CallTimer::start();
     guard("prep_p_epilog_slurmctld", SLURM_SUCCESS, || {
         // SAFETY: per this function's contract.
         let Some(mut job) = (unsafe { JobRecord::from_ptr(job) }) else {
