@@ -435,7 +435,7 @@ impl Budget {
         let path = self.ledger.path().to_path_buf();
         let e = sql_err(&path);
         let tx = Tx::write(&mut self.ledger)?;
-        if grant_by_number(&tx.tx, &g.number).map_err(&e)?.is_some() {
+        if grant_by_number(tx.tx, &g.number).map_err(&e)?.is_some() {
             return Err(BudgetError::Invalid(format!("grant '{}' already exists", g.number)));
         }
         let account = match &g.account {
@@ -524,8 +524,8 @@ impl Budget {
         )
         .map_err(&e)?;
         let detail = GrantDetail {
-            grant: grant_by_number(&tx.tx, &g.number).map_err(&e)?.ok_or_else(|| unknown_grant(&g.number))?,
-            periods: periods_of(&tx.tx, grant_id).map_err(&e)?,
+            grant: grant_by_number(tx.tx, &g.number).map_err(&e)?.ok_or_else(|| unknown_grant(&g.number))?,
+            periods: periods_of(tx.tx, grant_id).map_err(&e)?,
         };
         tx.commit()?;
         Ok(detail)
@@ -552,7 +552,7 @@ impl Budget {
         drop(stmt);
         let mut out = Vec::with_capacity(grants.len());
         for grant in grants {
-            let periods = periods_of(&tx.tx, grant.id).map_err(&e)?;
+            let periods = periods_of(tx.tx, grant.id).map_err(&e)?;
             out.push(GrantDetail { grant, periods });
         }
         Ok(out)
@@ -563,8 +563,8 @@ impl Budget {
         let path = self.ledger.path().to_path_buf();
         let e = sql_err(&path);
         let tx = Tx::read(&mut self.ledger)?;
-        let grant = grant_by_number(&tx.tx, number).map_err(&e)?.ok_or_else(|| unknown_grant(number))?;
-        let periods = periods_of(&tx.tx, grant.id).map_err(&e)?;
+        let grant = grant_by_number(tx.tx, number).map_err(&e)?.ok_or_else(|| unknown_grant(number))?;
+        let periods = periods_of(tx.tx, grant.id).map_err(&e)?;
         Ok(GrantDetail { grant, periods })
     }
 
@@ -575,7 +575,7 @@ impl Budget {
         let path = self.ledger.path().to_path_buf();
         let e = sql_err(&path);
         let tx = Tx::write(&mut self.ledger)?;
-        let grant = grant_by_number(&tx.tx, number).map_err(&e)?.ok_or_else(|| unknown_grant(number))?;
+        let grant = grant_by_number(tx.tx, number).map_err(&e)?.ok_or_else(|| unknown_grant(number))?;
         if grant.status == "closed" {
             return Err(BudgetError::Invalid(format!("grant '{number}' is already closed")));
         }
@@ -597,7 +597,7 @@ impl Budget {
         if let Some(account_id) = grant.account_id {
             let allocs = tx.allocations(account_id).map_err(&e)?;
             let ours: Vec<i64> =
-                periods_of(&tx.tx, grant.id).map_err(&e)?.into_iter().filter_map(|p| p.allocation_id).collect();
+                periods_of(tx.tx, grant.id).map_err(&e)?.into_iter().filter_map(|p| p.allocation_id).collect();
             for a in allocs.iter().filter(|a| ours.contains(&a.id) && a.valid_until > now) {
                 let remaining = a.remaining();
                 if remaining.micros() > 0 {

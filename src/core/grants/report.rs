@@ -896,8 +896,8 @@ impl Budget {
         let path = self.ledger.path().to_path_buf();
         let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::read(&mut self.ledger)?;
-        let grant = grant_by_number(&tx.tx, number).map_err(&e)?.ok_or_else(|| unknown_grant(number))?;
-        let periods = periods_of(&tx.tx, grant.id).map_err(&e)?;
+        let grant = grant_by_number(tx.tx, number).map_err(&e)?.ok_or_else(|| unknown_grant(number))?;
+        let periods = periods_of(tx.tx, grant.id).map_err(&e)?;
         let rate = grant.indirect_rate_ppm;
         let period_budget =
             |p: &GrantPeriod| Amounts::new(p.direct_budget.micros(), p.amount.micros() - p.direct_budget.micros());
@@ -1072,7 +1072,7 @@ impl Budget {
         let path = self.ledger.path().to_path_buf();
         let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::read(&mut self.ledger)?;
-        let grant = grant_by_number(&tx.tx, number).map_err(&e)?.ok_or_else(|| unknown_grant(number))?;
+        let grant = grant_by_number(tx.tx, number).map_err(&e)?.ok_or_else(|| unknown_grant(number))?;
         let mut total_direct = 0i64;
         let mut daily_direct: BTreeMap<i64, i64> = BTreeMap::new();
         {

@@ -124,7 +124,7 @@ impl Budget {
         let e = sql(&path);
         let (found, runs, grant_number, metadata_json, updates, feedback) = {
             let tx = Tx::read(&mut self.ledger)?;
-            let found = find_job(&tx.tx, cluster, job_id)?;
+            let found = find_job(tx.tx, cluster, job_id)?;
             let runs: Vec<RunInfo> = tx
                 .tx
                 .prepare_cached(

@@ -81,9 +81,9 @@ impl Budget {
         // from the net charge as it stands, and no other update can post in between.
         let tx = Tx::write(&mut self.ledger)?;
         // 1. Which job, and was this (cluster, job, source) applied before?
-        let found = find_job(&tx.tx, u.cluster.as_deref(), u.job_id)?;
+        let found = find_job(tx.tx, u.cluster.as_deref(), u.job_id)?;
         let prior = match &found.cluster {
-            Some(c) => prior_update(&tx.tx, c, u.job_id, &u.source).map_err(&e)?,
+            Some(c) => prior_update(tx.tx, c, u.job_id, &u.source).map_err(&e)?,
             None => None,
         };
         if let Some(a) = &u.expect_account {

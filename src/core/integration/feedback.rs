@@ -48,7 +48,7 @@ impl Budget {
         let path = self.ledger.path().to_path_buf();
         let e = sql(&path);
         let tx = Tx::write(&mut self.ledger)?;
-        let found = find_job(&tx.tx, f.cluster.as_deref(), f.job_id)?;
+        let found = find_job(tx.tx, f.cluster.as_deref(), f.job_id)?;
         let cluster = found.cluster.clone().unwrap_or_default();
         let n = tx
             .tx
@@ -76,7 +76,7 @@ impl Budget {
         let mut sample = false;
         if let (1, Some(estimate), Some(actual)) = (n, f.estimated_cost, f.actual_cost) {
             sample = learning::record(
-                &tx.tx,
+                tx.tx,
                 &Sample {
                     key: &format!("feedback:{cluster}:{}", f.job_id),
                     source: "feedback",

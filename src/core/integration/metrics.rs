@@ -50,7 +50,7 @@ impl Budget {
         let path = self.ledger.path().to_path_buf();
         let e = sql(&path);
         let tx = Tx::read(&mut self.ledger)?;
-        let c = &tx.tx;
+        let c = tx.tx;
         let jobs_by_state = c
             .prepare_cached("SELECT state, count(*) FROM jobs GROUP BY state ORDER BY state")
             .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())

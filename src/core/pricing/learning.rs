@@ -117,7 +117,7 @@ pub(crate) fn hold_for(
     estimate: Money,
     cfg: &LearningConfig,
 ) -> rusqlite::Result<Money> {
-    hold_for_conn(&tx.tx, account_id, partition, domain, estimate, cfg)
+    hold_for_conn(tx.tx, account_id, partition, domain, estimate, cfg)
 }
 
 /// `hold_for` on a plain connection.
@@ -203,7 +203,7 @@ pub(crate) fn record_run(
     let share = job.estimate.micros() / job.tasks_total.max(1) as i64;
     let time_limit_s = serde_json::from_str::<JobRequest>(&job.request_json).ok().map(|r| r.time_limit_min as i64 * 60);
     record(
-        &tx.tx,
+        tx.tx,
         &Sample {
             key: &format!("run:{}", c.run_key()),
             source: "run",
