@@ -30,6 +30,11 @@ fn main() {
     let gap_us = env_or("ASBB_BENCH_GAP_US", 0);
     let paced_iterations = env_or("ASBB_BENCH_PACED_ITERATIONS", 5_000);
     let paced_gap_us = env_or("ASBB_BENCH_PACED_GAP_US", 500);
+    // Paced calls again, with this much memory walked before each: slurmctld's own
+    // work between two submissions pushes the ledger's code and pages out of the CPU
+    // caches, and this phase is what job_submit's time inside slurmctld tracks.
+    let cold_iterations = env_or("ASBB_BENCH_COLD_ITERATIONS", 2_000);
+    let evict_mib = env_or("ASBB_BENCH_EVICT_MIB", 16) as usize;
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("bench.db");
     let config_text = format!(
@@ -61,7 +66,7 @@ fn main() {
     // the checkpointer running, as in slurmctld.
     let mut next_job = 0u64;
     let (probe_check, probe_reconcile) =
-        run_jobs(&mut budget, accounts, &mut next_job, PAGE_PROBES, 0, Measure::WalBytes(&wal_len));
+        run_jobs(&mut budget, accounts, &mut next_job, PAGE_PROBES, 0, 0, Measure::WalBytes(&wal_len));
     println!("wal_pages_per_check={:.1}", probe_check.iter().sum::<f64>() / page_bytes as f64 / PAGE_PROBES as f64);
     println!(
         "wal_pages_per_reconcile={:.1}",
@@ -69,14 +74,16 @@ fn main() {
     );
     let checkpointer = asbb::core::ledger::Checkpointer::start(&path);
     let (mut check_us, mut reconcile_us) =
-        run_jobs(&mut budget, accounts, &mut next_job, iterations, gap_us, Measure::Micros);
+        run_jobs(&mut budget, accounts, &mut next_job, iterations, gap_us, 0, Measure::Micros);
     let wal_after = wal_len();
     // Paced as slurmctld paces them: its own work per submission (about 500 us of its
     // CPU, measured) leaves the checkpointer room to copy the WAL and rewind it, so
     // commits overwrite the WAL's pages instead of growing the file.
     std::thread::sleep(std::time::Duration::from_secs(2));
     let (mut paced_check_us, mut paced_reconcile_us) =
-        run_jobs(&mut budget, accounts, &mut next_job, paced_iterations, paced_gap_us, Measure::Micros);
+        run_jobs(&mut budget, accounts, &mut next_job, paced_iterations, paced_gap_us, 0, Measure::Micros);
+    let (mut cold_check_us, mut cold_reconcile_us) =
+        run_jobs(&mut budget, accounts, &mut next_job, cold_iterations, paced_gap_us, evict_mib, Measure::Micros);
     // Unchanged from wal_mib_after when the checkpointer rewound the WAL meanwhile.
     let wal_after_paced = wal_len();
     drop(checkpointer);
@@ -101,6 +108,14 @@ fn main() {
     println!("paced_check_p99_us={:.1}", percentile(&paced_check_us, 0.99));
     println!("paced_reconcile_p50_us={:.1}", percentile(&paced_reconcile_us, 0.50));
     println!("paced_reconcile_p99_us={:.1}", percentile(&paced_reconcile_us, 0.99));
+    cold_check_us.sort_by(f64::total_cmp);
+    cold_reconcile_us.sort_by(f64::total_cmp);
+    println!("cold_iterations={cold_iterations}");
+    println!("cold_evict_mib={evict_mib}");
+    println!("cold_check_p50_us={:.1}", percentile(&cold_check_us, 0.50));
+    println!("cold_check_p99_us={:.1}", percentile(&cold_check_us, 0.99));
+    println!("cold_reconcile_p50_us={:.1}", percentile(&cold_reconcile_us, 0.50));
+    println!("cold_reconcile_p99_us={:.1}", percentile(&cold_reconcile_us, 0.99));
     let t = Instant::now();
     let report = budget.verify().expect("verify");
     println!("verify_s={:.2}", t.elapsed().as_secs_f64());
@@ -164,8 +179,16 @@ fn run_jobs(
     next_job: &mut u64,
     n: u64,
     gap_us: u64,
+    evict_mib: usize,
     measure: Measure<'_>,
 ) -> (Vec<f64>, Vec<f64>) {
+    let mut evict = vec![0u8; evict_mib << 20];
+    let mut evict_caches = || {
+        for byte in evict.iter_mut().step_by(64) {
+            *byte = byte.wrapping_add(1);
+        }
+        std::hint::black_box(&evict);
+    };
     let (mut checks, mut reconciles) = (Vec::with_capacity(n as usize), Vec::with_capacity(n as usize));
     for _ in 0..n {
         let i = *next_job;
@@ -186,6 +209,7 @@ fn run_jobs(
         if gap_us > 0 {
             std::thread::sleep(std::time::Duration::from_micros(gap_us));
         }
+        evict_caches();
         let (decision, figure) = measure.of(|| budget.check_and_hold(&req, 1_800_000_000 + i as i64).expect("check"));
         checks.push(figure);
         let token = match decision {
@@ -208,6 +232,7 @@ fn run_jobs(
             run_index: 0,
             qos: None,
         };
+        evict_caches();
         let ((), figure) = measure.of(|| {
             budget.reconcile(&done, 1_800_000_700 + i as i64).expect("reconcile");
         });
