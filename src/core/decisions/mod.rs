@@ -210,6 +210,9 @@ pub(crate) fn job_summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Jo
 pub struct Budget {
     pub config: Config,
     pub ledger: Ledger,
+    /// (uid, account id) pairs this connection saw committed in `account_job_users`.
+    /// Rows there are never deleted, so a submission by a known pair skips that insert.
+    known_job_users: std::collections::HashSet<(u32, i64)>,
 }
 
 fn sq(ledger: &Ledger) -> impl Fn(rusqlite::Error) -> BudgetError + '_ {
@@ -267,11 +270,11 @@ fn available_of(account: &AccountRow, allocations: &[AllocationRow], now: i64) -
 impl Budget {
     pub fn open(config: Config, mode: OpenMode) -> Result<Budget, BudgetError> {
         let ledger = Ledger::open(&config.ledger_path, mode, config.policy.ledger_busy_timeout_ms)?;
-        Ok(Budget { config, ledger })
+        Ok(Budget::with_ledger(config, ledger))
     }
 
     pub fn with_ledger(config: Config, ledger: Ledger) -> Budget {
-        Budget { config, ledger }
+        Budget { config, ledger, known_job_users: Default::default() }
     }
 
     /// The ledger's schema version.

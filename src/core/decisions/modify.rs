@@ -205,6 +205,7 @@ impl Budget {
                 held: Money::ZERO,
                 grant: job.grant_number.as_deref(),
                 meta: meta.as_ref(),
+                user_known: false,
             };
             insert_job(tx, &row, state, Some(&reason), now).map_err(&e)?;
             Ok(Rerun::Waiting { token: new_token.clone(), reason })
@@ -225,6 +226,7 @@ impl Budget {
                         held: hold,
                         grant,
                         meta: meta.as_ref(),
+                        user_known: false,
                     };
                     insert_job(&tx, &row, JobState::Held, None, now).map_err(&e)?;
                     postings::hold(&tx, &new_token, account.id, grant, hold, Some(job_id), now, "re-run after requeue")

@@ -58,21 +58,26 @@ impl Budget {
         if let Some(refusal) = check_metadata(&verdict, meta) {
             return Ok(refusal);
         }
-        let decision = match verdict {
+        let (decision, job_user) = match verdict {
             Verdict::Done(d) => return Ok(d),
             // Hold `hold` (= the estimate unless [learning] sized it down).
             Verdict::Fits { account, estimate, hold, available, grant } => {
                 let token = tx.new_token().map_err(&e)?;
                 let grant = grant.as_ref().map(|g| g.number.as_str());
-                let row =
-                    NewJob { token: &token, account: &account, req, estimate, held: hold, grant, meta: Some(meta) };
+                let row = NewJob {
+                    token: &token,
+                    account: &account,
+                    req,
+                    estimate,
+                    held: hold,
+                    grant,
+                    meta: Some(meta),
+                    user_known: self.known_job_users.contains(&(req.uid, account.id)),
+                };
                 insert_job(&tx, &row, JobState::Held, None, now).map_err(&e)?;
                 postings::hold(&tx, &token, account.id, grant, hold, req.job_id, now, "submit").map_err(&e)?;
-                Decision::Accept {
-                    token,
-                    estimate,
-                    available_after: Money::from_micros(available.micros() - hold.micros()),
-                }
+                let available_after = Money::from_micros(available.micros() - hold.micros());
+                (Decision::Accept { token, estimate, available_after }, (req.uid, account.id))
             }
             Verdict::Held { account, estimate, reason, state, grant } => {
                 let token = tx.new_token().map_err(&e)?;
@@ -85,12 +90,14 @@ impl Budget {
                     held: Money::ZERO,
                     grant,
                     meta: Some(meta),
+                    user_known: self.known_job_users.contains(&(req.uid, account.id)),
                 };
                 insert_job(&tx, &row, state, Some(&reason), now).map_err(&e)?;
-                Decision::Hold { token, estimate, reason }
+                (Decision::Hold { token, estimate, reason }, (req.uid, account.id))
             }
         };
         tx.commit()?;
+        self.known_job_users.insert(job_user);
         Ok(decision)
     }
 }
@@ -324,6 +331,8 @@ pub(super) struct NewJob<'a> {
     /// The grant it is held and charged against (named or its account's default).
     pub grant: Option<&'a str>,
     pub meta: Option<&'a JobMetadata>,
+    /// Its (uid, account) pair is known to be in `account_job_users` already.
+    pub user_known: bool,
 }
 
 pub(super) fn insert_job(
@@ -333,7 +342,7 @@ pub(super) fn insert_job(
     reason: Option<&str>,
     now: i64,
 ) -> rusqlite::Result<()> {
-    let NewJob { token, account, req, estimate, held, grant, meta } = *job;
+    let NewJob { token, account, req, estimate, held, grant, meta, user_known } = *job;
     let request_json = serde_json::to_string(req).unwrap_or_else(|_| "{}".into());
     // The metadata goes in with the row: a second UPDATE would write the page twice.
     let meta = meta.filter(|m| !m.is_empty());
@@ -366,9 +375,11 @@ pub(super) fn insert_job(
             metadata_json,
             (state == JobState::Held).then_some(now),
         ])?;
-    // Usually there already: then this reads a page and writes none.
-    tx.tx
-        .prepare_cached("INSERT OR IGNORE INTO account_job_users (uid, account_id) VALUES (?1, ?2)")?
-        .execute(params![req.uid, account.id])?;
+    if !user_known {
+        // Usually there already: then this reads a page and writes none.
+        tx.tx
+            .prepare_cached("INSERT OR IGNORE INTO account_job_users (uid, account_id) VALUES (?1, ?2)")?
+            .execute(params![req.uid, account.id])?;
+    }
     Ok(())
 }
