@@ -60,6 +60,8 @@ SLURM ?= 22.05
 test: build test-plugins
 	ASBB_E2E=1 ASBB_TEST_HOOKS=1 ASBB_PLUGIN_DIR=$(CURDIR)/$(TEST_STAGE) ASBB_BIN_DIR=$(CURDIR)/target/release \
 		$(CARGO) test --release -- --test-threads=2
+	# The SLURM glue's own unit tests (only the plugin crates build it).
+	$(CARGO) test --release --no-default-features --features slurm --lib slurm::
 	for r in $(SLURM_RELEASES); do bash scripts/test-release.sh $$r || exit 1; done
 
 # The Debian package for one release: make deb SLURM=24.11 -> target/deb/asbb-slurm24.11_<version>_amd64.deb

@@ -580,6 +580,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_call_timer_gives_wall_and_cpu_microseconds() {
+        let timer = CallTimer::start();
+        let spin_until = Instant::now() + std::time::Duration::from_millis(2);
+        while Instant::now() < spin_until {}
+        let text = timer.elapsed_text();
+        let (wall, cpu) = text.strip_suffix(" us").and_then(|t| t.split_once(" us, cpu ")).expect(&text);
+        let (wall, cpu): (u64, u64) = (wall.parse().unwrap(), cpu.parse().unwrap());
+        assert!(wall >= 2000, "{text}");
+        assert!(cpu > 0 && cpu <= wall + 1000, "a busy thread's CPU time is its wall time, or less: {text}");
+    }
+
+    #[test]
     fn identity_strings_are_nul_terminated() {
         const NAME: [u8; 16] = c_bytes("job_submit/asbb");
         assert_eq!(&NAME, b"job_submit/asbb\0");

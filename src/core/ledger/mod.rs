@@ -835,6 +835,34 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_transaction_dropped_without_commit_leaves_nothing_and_the_connection_usable() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(&dir.path().join("l.db"), OpenMode::CreateIfMissing, 100).unwrap();
+        let insert = "INSERT INTO accounts (name, created_at) VALUES (?1, 0)";
+        {
+            let tx = Tx::write(&mut ledger).unwrap();
+            tx.tx.execute(insert, ["dropped"]).unwrap();
+        }
+        assert!(ledger.conn.is_autocommit(), "the drop rolled the transaction back");
+        let tx = Tx::write(&mut ledger).unwrap();
+        tx.tx.execute(insert, ["kept"]).unwrap();
+        tx.commit().unwrap();
+        let names: Vec<String> = ledger
+            .conn
+            .prepare("SELECT name FROM accounts ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(names, ["kept"]);
+        // A read transaction ends the same way, and a write can follow it.
+        drop(Tx::read(&mut ledger).unwrap());
+        assert!(ledger.conn.is_autocommit());
+        Tx::write(&mut ledger).unwrap().commit().unwrap();
+    }
+
+    #[test]
     fn tokens_of_successive_jobs_sort_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let mut ledger = Ledger::open(&dir.path().join("l.db"), OpenMode::CreateIfMissing, 100).unwrap();
