@@ -334,7 +334,8 @@ impl CallTimer {
     }
 }
 
-/// The calling thread's CPU time (user + system) in nanoseconds: one vDSO call.
+/// The calling thread's CPU time (user + system) in nanoseconds (a system call: the
+/// vDSO does not serve this clock).
 fn thread_cpu_ns() -> u64 {
     let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: `t` is a valid timespec to write to.
@@ -582,13 +583,16 @@ mod tests {
     #[test]
     fn a_call_timer_gives_wall_and_cpu_microseconds() {
         let timer = CallTimer::start();
-        let spin_until = Instant::now() + std::time::Duration::from_millis(2);
-        while Instant::now() < spin_until {}
+        // Spins until this thread has used 2 ms of CPU (however long that takes on a
+        // loaded machine).
+        let cpu_start = thread_cpu_ns();
+        while thread_cpu_ns() - cpu_start < 2_000_000 {}
         let text = timer.elapsed_text();
         let (wall, cpu) = text.strip_suffix(" us").and_then(|t| t.split_once(" us, cpu ")).expect(&text);
         let (wall, cpu): (u64, u64) = (wall.parse().unwrap(), cpu.parse().unwrap());
-        assert!(wall >= 2000, "{text}");
-        assert!(cpu > 0 && cpu <= wall + 1000, "a busy thread's CPU time is its wall time, or less: {text}");
+        assert!(cpu >= 2000, "{text}");
+        // (Give the two clocks 100 us of slack between them.)
+        assert!(wall + 100 >= cpu, "a thread's CPU time within a call is at most the call's wall time: {text}");
     }
 
     #[test]

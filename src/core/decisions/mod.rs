@@ -212,6 +212,9 @@ pub struct Budget {
     pub ledger: Ledger,
     /// (uid, account id) pairs this connection saw committed in `account_job_users`.
     /// Rows there are never deleted, so a submission by a known pair skips that insert.
+    /// (A ledger replaced by another file is reopened with an empty set; one restored
+    /// in place under a running slurmctld, which `migrate` and the README rule out,
+    /// could miss pairs: `verify` reports them.)
     known_job_users: std::collections::HashSet<(u32, i64)>,
 }
 
