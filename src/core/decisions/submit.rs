@@ -27,14 +27,10 @@ impl Budget {
         }
         Ok(match verdict {
             Verdict::Done(d) => (d, None),
-            Verdict::Fits { estimate, hold, available, .. } => (
-                Decision::Accept {
-                    token: String::new(),
-                    estimate,
-                    available_after: Money::from_micros(available.micros() - hold.micros()),
-                },
-                Some(hold),
-            ),
+            Verdict::Fits { estimate, hold, available, .. } => {
+                let available_after = available.checked_sub(hold).ok_or(BudgetError::Overflow)?;
+                (Decision::Accept { token: String::new(), estimate, available_after }, Some(hold))
+            }
             Verdict::Held { estimate, reason, .. } => (Decision::Hold { token: String::new(), estimate, reason }, None),
         })
     }
@@ -58,6 +54,8 @@ impl Budget {
         if let Some(refusal) = check_metadata(&verdict, meta) {
             return Ok(refusal);
         }
+        let known_users = &self.known_job_users;
+        let user_known = |account: &AccountRow| known_users.contains(&(req.uid, account.id));
         let (decision, job_user) = match verdict {
             Verdict::Done(d) => return Ok(d),
             // Hold `hold` (= the estimate unless [learning] sized it down).
@@ -72,11 +70,11 @@ impl Budget {
                     held: hold,
                     grant,
                     meta: Some(meta),
-                    user_known: self.known_job_users.contains(&(req.uid, account.id)),
+                    user_known: user_known(&account),
                 };
                 insert_job(&tx, &row, JobState::Held, None, now).map_err(&e)?;
                 postings::hold(&tx, &token, account.id, grant, hold, req.job_id, now, "submit").map_err(&e)?;
-                let available_after = Money::from_micros(available.micros() - hold.micros());
+                let available_after = available.checked_sub(hold).ok_or(BudgetError::Overflow)?;
                 (Decision::Accept { token, estimate, available_after }, (req.uid, account.id))
             }
             Verdict::Held { account, estimate, reason, state, grant } => {
@@ -90,7 +88,7 @@ impl Budget {
                     held: Money::ZERO,
                     grant,
                     meta: Some(meta),
-                    user_known: self.known_job_users.contains(&(req.uid, account.id)),
+                    user_known: user_known(&account),
                 };
                 insert_job(&tx, &row, state, Some(&reason), now).map_err(&e)?;
                 (Decision::Hold { token, estimate, reason }, (req.uid, account.id))
