@@ -76,6 +76,7 @@ pub enum ModifyAction {
 use crate::adapter::fields::{effective_update, Caller, ReadRequest, INFINITE, NO_VAL};
 use crate::core::decisions::{BudgetError, BudgetHandle, Decision, Modified, Reconciled, Rerun};
 use crate::core::ledger::JobState;
+use crate::core::money::Money;
 use crate::core::pricing::job::EndState;
 use crate::core::text::{hold_token, with_hold_token};
 use std::path::{Path, PathBuf};
@@ -104,8 +105,6 @@ pub struct Hooks {
     /// (feature `test-hooks`, built only for `make test`).
     #[cfg(feature = "test-hooks")]
     panic_job_name: Option<String>,
-    /// When provisional holds are next checked against SLURM's jobs (unix s).
-    next_confirm_at: i64,
     /// Holds this plugin placed and has not yet seen SLURM create a job for: (token,
     /// unix s placed), oldest first. Kept in memory so a check reads no ledger rows;
     /// after a restart the cron `asbb-admin reconcile` settles what was queued.
@@ -122,10 +121,11 @@ pub struct Hooks {
 /// this many seconds later, whose job SLURM does not have, are released. (Between
 /// job_submit and the job record slurmctld drops its locks for a moment.)
 pub const PROVISIONAL_GRACE_S: i64 = 5;
-/// How often (s) a plugin checks provisional holds, at its next hook call.
-pub const CONFIRM_EVERY_S: i64 = 2;
-/// Most holds confirmed or released in one check.
-const CONFIRM_BATCH: usize = 1000;
+/// Most holds checked against SLURM's job list in one walk.
+pub const CONFIRM_BATCH: usize = 1000;
+/// Most holds confirmed or released in one ledger transaction: a submission waits
+/// for the plugin's ledger no longer than one of them takes (a few hundred µs).
+pub const CONFIRM_CHUNK: usize = 64;
 /// See [`Hooks::sweep_marks`].
 pub type SweepMarks<'a> = (&'a std::collections::HashSet<(u32, i64)>, &'a std::collections::HashSet<(u32, u32)>);
 
@@ -135,6 +135,18 @@ const MAX_SWEPT: usize = 100_000;
 /// Most holds waiting to be checked (beyond it the oldest are left to reconcile).
 const MAX_UNCONFIRMED: usize = 100_000;
 
+/// The confirm thread's log line: how many holds SLURM has jobs for, and what was
+/// released of those it never created.
+pub fn confirmed_line(confirmed: usize, released: &[(String, Money)]) -> LogLine {
+    if released.is_empty() {
+        return LogLine::info(format!("confirmed {confirmed} hold(s): SLURM has their jobs"));
+    }
+    LogLine::info(format!(
+        "confirmed {confirmed} hold(s); released {}: SLURM never created their jobs",
+        released.iter().map(|(t, m)| format!("{m} of {t}")).collect::<Vec<_>>().join(", ")
+    ))
+}
+
 impl Hooks {
     pub fn new(config: Config) -> Hooks {
         let busy_timeout_ms = config.policy.ledger_busy_timeout_ms;
@@ -142,7 +154,6 @@ impl Hooks {
             ledger: BudgetHandle::new(config, busy_timeout_ms, true),
             #[cfg(feature = "test-hooks")]
             panic_job_name: std::env::var("ASBB_TEST_PANIC_JOB_NAME").ok().filter(|n| !n.is_empty()),
-            next_confirm_at: 0,
             unconfirmed: Default::default(),
             swept: Default::default(),
             rerun_checked: Default::default(),
@@ -159,48 +170,33 @@ impl Hooks {
         self.ledger.set_config(config, busy_timeout_ms);
     }
 
-    /// Confirms provisional holds whose job SLURM has and releases those whose job it
-    /// never created (see [`PROVISIONAL_GRACE_S`]). `jobs_with` is the glue's look-up:
-    /// which of these tokens are in SLURM's job list, with their job ids. Runs at most
-    /// every [`CONFIRM_EVERY_S`]; returns a log line when it changed something.
-    pub fn confirm_holds(
-        &mut self,
-        now: i64,
-        jobs_with: impl FnOnce(&[String]) -> Vec<(String, u32)>,
-    ) -> Option<LogLine> {
-        // Only over a connection a hook opened and used successfully: one opened here
-        // while the ledger is read-only would keep SQLite's shared WAL index read-only
-        // for every connection of this process, after the fault is gone.
-        if now < self.next_confirm_at || !self.ledger.is_open() {
-            return None;
+    /// The provisional holds ready to be checked against SLURM's job list: placed at
+    /// least [`PROVISIONAL_GRACE_S`] ago, oldest first, at most [`CONFIRM_BATCH`], taken
+    /// from the queue. None until a hook has opened the ledger and used it: a
+    /// connection opened here while the ledger is read-only would keep SQLite's shared
+    /// WAL index read-only for every connection of this process, after the fault is gone.
+    pub fn ripe_unconfirmed(&mut self, now: i64) -> Vec<String> {
+        if !self.ledger.is_open() {
+            return Vec::new();
         }
-        self.next_confirm_at = now + CONFIRM_EVERY_S;
         let ripe = self.unconfirmed.iter().take_while(|(_, at)| *at <= now - PROVISIONAL_GRACE_S).count();
-        let tokens: Vec<String> = self.unconfirmed.drain(..ripe.min(CONFIRM_BATCH)).map(|(t, _)| t).collect();
-        if tokens.is_empty() {
-            return None;
+        self.unconfirmed.drain(..ripe.min(CONFIRM_BATCH)).map(|(t, _)| t).collect()
+    }
+
+    /// Confirms the provisional holds whose job SLURM has (`found`: token, job id) and
+    /// releases those whose job it never created (see [`PROVISIONAL_GRACE_S`]), in one
+    /// transaction; returns what was released, per token.
+    pub fn settle_provisional(
+        &mut self,
+        found: &[(String, u32)],
+        never_created: &[String],
+        now: i64,
+    ) -> Result<Vec<(String, Money)>, BudgetError> {
+        let result = self.ledger.get().and_then(|b| b.confirm_holds(found, never_created, now));
+        if let Err(e) = &result {
+            self.ledger.forget_on(e);
         }
-        let result = self.ledger.get().and_then(|b| {
-            let found = jobs_with(&tokens);
-            let seen: std::collections::HashSet<&str> = found.iter().map(|(t, _)| t.as_str()).collect();
-            let never: Vec<String> = tokens.iter().filter(|t| !seen.contains(t.as_str())).cloned().collect();
-            let released = b.confirm_holds(&found, &never, now)?;
-            Ok(Some((found.len(), released)))
-        });
-        match result {
-            Ok(None) => None,
-            Ok(Some((confirmed, released))) if released.is_empty() => {
-                Some(LogLine::info(format!("confirmed {confirmed} hold(s): SLURM has their jobs")))
-            }
-            Ok(Some((confirmed, released))) => Some(LogLine::info(format!(
-                "confirmed {confirmed} hold(s); released {}: SLURM never created their jobs",
-                released.iter().map(|(t, m)| format!("{m} of {t}")).collect::<Vec<_>>().join(", ")
-            ))),
-            Err(e) => {
-                self.ledger.forget_on(&e);
-                Some(LogLine::error(format!("could not check provisional holds: {e}")))
-            }
-        }
+        result
     }
 
     pub fn on_submit(&mut self, fields: &SubmitFields, now: i64) -> SubmitAction {

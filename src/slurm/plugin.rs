@@ -4,14 +4,15 @@
 
 use crate::adapter::fields::Caller;
 use crate::adapter::hooks::{
-    completion_setup, config_path_for, CompleteAction, CompletionHooksLoaded, Hooks, LogLevel, LogLine, ModifyAction,
-    Refusal, SubmitAction, UpdateCall,
+    completion_setup, config_path_for, confirmed_line, CompleteAction, CompletionHooksLoaded, Hooks, LogLevel, LogLine,
+    ModifyAction, Refusal, SubmitAction, UpdateCall, CONFIRM_CHUNK,
 };
 use crate::core::config::{CompletionHook, Config};
 use crate::slurm::host::{self, conf, ErrMsg};
 use crate::slurm::job_desc::{without_held_reason, JobDesc};
 use crate::slurm::job_record::JobRecord;
 use crate::slurm::sys;
+use std::collections::HashSet;
 use std::ffi::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -177,18 +178,28 @@ pub fn in_slurmctld() -> bool {
     host::symbol(c"slurmctld_config").is_some()
 }
 
-/// prep/asbb's `init`: in slurmctld as `init_hooks`; in slurmd nothing (asbb does its
-/// work in slurmctld; `prep_p_required` tells slurmd it has nothing to call).
+/// job_submit/asbb's `init`: `init_hooks`, and the thread that confirms provisional
+/// holds ([`confirm_tick`]) off the submission path.
+pub fn init_job_submit(plugin_type: &'static str) -> c_int {
+    let rc = init_hooks(plugin_type);
+    if in_slurmctld() && !crate::slurm::sweeper::start(plugin_type, "asbb-confirm", confirm_tick) {
+        host::error(
+            plugin_type,
+            "no confirm thread: holds of jobs SLURM never creates stay until `asbb-admin reconcile`",
+        );
+    }
+    rc
+}
+
+/// prep/asbb's `init`: in slurmctld as `init_hooks`, and the sweep thread ([`sweep`]);
+/// in slurmd nothing (asbb does its work in slurmctld; `prep_p_required` tells slurmd
+/// it has nothing to call).
 pub fn init_prep(plugin_type: &'static str) -> c_int {
     if !in_slurmctld() {
         return SLURM_SUCCESS;
     }
     let rc = init_hooks(plugin_type);
-    let needed = |plugin_type: &'static str| with_loaded_hooks(plugin_type, sweep_needed).unwrap_or(false);
-    let look = |plugin_type: &'static str| {
-        with_loaded_hooks(plugin_type, |h| sweep(plugin_type, h, unix_now()));
-    };
-    if !crate::slurm::sweeper::start(plugin_type, needed, look) {
+    if !crate::slurm::sweeper::start(plugin_type, "asbb-prep", sweep_tick) {
         host::error(
             plugin_type,
             "no sweep thread: jobs cancelled while pending keep their holds until `asbb-admin reconcile`",
@@ -197,10 +208,55 @@ pub fn init_prep(plugin_type: &'static str) -> c_int {
     rc
 }
 
-/// prep/asbb's `fini`: stops the sweep thread, then drops the hooks.
-pub fn fini_prep() -> c_int {
+/// `fini` of a plugin with a thread (job_submit/asbb, prep/asbb): stops the thread,
+/// then drops the hooks.
+pub fn fini_threaded() -> c_int {
     crate::slurm::sweeper::stop();
     fini_hooks()
+}
+
+/// prep/asbb's thread, every 2 s: looks under the read locks, and takes the job write
+/// lock only when there is work.
+fn sweep_tick(plugin_type: &'static str, locks: &crate::slurm::sweeper::Locks) {
+    let needed = || with_loaded_hooks(plugin_type, sweep_needed).unwrap_or(false);
+    if locks.read(needed) == Some(true) {
+        locks.write(|| with_loaded_hooks(plugin_type, |h| sweep(plugin_type, h, unix_now())));
+    }
+}
+
+/// job_submit/asbb's thread, every 2 s: the provisional holds past their grace are
+/// looked for in slurmctld's job list under its read locks, then confirmed (their job
+/// id recorded) or released (SLURM never created their job) in the ledger under no
+/// lock of slurmctld's, [`CONFIRM_CHUNK`] at a time, so a submission waits for the
+/// hooks no longer than one chunk takes.
+fn confirm_tick(plugin_type: &'static str, locks: &crate::slurm::sweeper::Locks) {
+    let now = unix_now();
+    let tokens = with_loaded_hooks(plugin_type, |h| h.ripe_unconfirmed(now)).unwrap_or_default();
+    if tokens.is_empty() {
+        return;
+    }
+    let start = CallTimer::start();
+    // None only at fini: what was taken is left to `asbb-admin reconcile`.
+    let Some(found) = locks.read(|| crate::slurm::job_list::jobs_with_tokens(&tokens)) else { return };
+    let seen: HashSet<&str> = found.iter().map(|(t, _)| t.as_str()).collect();
+    let never: Vec<String> = tokens.iter().filter(|t| !seen.contains(t.as_str())).cloned().collect();
+    let chunks =
+        found.chunks(CONFIRM_CHUNK).map(|f| (f, &[][..])).chain(never.chunks(CONFIRM_CHUNK).map(|n| (&[][..], n)));
+    let (mut confirmed, mut released) = (0, Vec::new());
+    for (found, never) in chunks {
+        match with_loaded_hooks(plugin_type, |h| h.settle_provisional(found, never, now)) {
+            Some(Ok(r)) => {
+                confirmed += found.len();
+                released.extend(r);
+            }
+            Some(Err(e)) => {
+                log_timed(plugin_type, &LogLine::error(format!("could not check provisional holds: {e}")), start);
+                return;
+            }
+            None => return,
+        }
+    }
+    log_timed(plugin_type, &confirmed_line(confirmed, &released), start);
 }
 
 /// `fini`: drops the hooks (closing the ledger).
@@ -237,15 +293,6 @@ pub fn with_loaded_hooks<T>(plugin_type: &str, f: impl FnOnce(&mut Hooks) -> T) 
     let loaded = guard.as_mut()?;
     reload_if_changed(plugin_type, loaded);
     loaded.hooks.as_mut().map(f)
-}
-
-/// Checks provisional holds against slurmctld's job list (see
-/// `Hooks::confirm_holds`). Call inside a hook: slurmctld holds its job lock then.
-pub fn confirm_holds(plugin_type: &str, hooks: &mut Hooks, now: i64) {
-    let start = CallTimer::start();
-    if let Some(line) = hooks.confirm_holds(now, crate::slurm::job_list::jobs_with_tokens) {
-        log_timed(plugin_type, &line, start);
-    }
 }
 
 /// In PrEp mode, a finished job its owner requeued is priced before an update of it

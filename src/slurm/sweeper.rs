@@ -1,15 +1,21 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! prep/asbb's own thread inside slurmctld: every 2 s it looks at the job list under
-//! slurmctld's read locks (`needed`), and only when there is something to do takes the
-//! job write lock, as slurmctld's own threads do, to do what no PrEp hook reports
-//! (`look`: see `plugin::sweep_needed` and `plugin::sweep`). It runs outside every hook, so it never walks the job list from
-//! inside one of slurmctld's own walks, and it works on a quiet cluster too.
+//! A plugin's own thread inside slurmctld, waking every 2 s to do what no hook should
+//! do under slurmctld's locks:
+//! - prep/asbb looks at the job list under slurmctld's read locks, and only when there
+//!   is something to do takes the job write lock, as slurmctld's own threads do, to do
+//!   what no PrEp hook reports (`plugin::sweep_needed` and `plugin::sweep`);
+//! - job_submit/asbb confirms its provisional holds (`plugin::confirm_tick`): it finds
+//!   their jobs under the read locks and writes the ledger under none, so no
+//!   submission waits on that batch.
+//!
+//! It runs outside every hook, so it never walks the job list from inside one of
+//! slurmctld's own walks, and it works on a quiet cluster too.
 //!
 //! Lock order is slurmctld's locks, then the plugin's hooks mutex: the same order as
-//! every hook call. `fini` only tells the thread to stop and does not wait for it (it
-//! may be called while slurmctld holds the very lock the thread waits for); the
-//! plugin's code stays loaded for the process's life (RTLD_NODELETE), so a thread
-//! that wakes after `fini` finds its code and leaves.
+//! every hook call (a tick may also take the hooks mutex alone). `fini` only tells the
+//! thread to stop and does not wait for it (it may be called while slurmctld holds the
+//! very lock the thread waits for); the plugin's code stays loaded for the process's
+//! life (RTLD_NODELETE), so a thread that wakes after `fini` finds its code and leaves.
 
 use crate::slurm::host::function;
 use std::ffi::c_int;
@@ -31,9 +37,9 @@ struct LockLevels {
 const NO_LOCK: c_int = 0;
 const READ_LOCK: c_int = 1;
 const WRITE_LOCK: c_int = 2;
-/// The look for work: everything read.
+/// A look: everything read.
 const READ: LockLevels = LockLevels { conf: READ_LOCK, job: READ_LOCK, node: READ_LOCK, part: READ_LOCK, fed: NO_LOCK };
-/// The work: the jobs written; their partitions and nodes and the config read.
+/// A change of jobs: the jobs written; their partitions and nodes and the config read.
 const WRITE: LockLevels =
     LockLevels { conf: READ_LOCK, job: WRITE_LOCK, node: READ_LOCK, part: READ_LOCK, fed: NO_LOCK };
 
@@ -42,13 +48,48 @@ type LockFn = unsafe extern "C" fn(LockLevels);
 /// The thread generation that may run; a thread of an older one leaves.
 static GENERATION: AtomicU64 = AtomicU64::new(0);
 
-/// How often the thread looks.
+/// How often the thread wakes.
 const EVERY: Duration = Duration::from_secs(2);
 
-/// Starts the thread (inside slurmctld only): every 2 s `needed(plugin_type)` under
-/// slurmctld's read locks, then, when it says so, `look(plugin_type)` under the job
-/// write lock. Logs and returns false when it cannot.
-pub fn start(plugin_type: &'static str, needed: fn(&'static str) -> bool, look: fn(&'static str)) -> bool {
+/// What a tick may take: slurmctld's read or write locks around a closure. Each
+/// returns `None`, without running it, once the thread's generation has ended.
+pub struct Locks {
+    lock: LockFn,
+    unlock: LockFn,
+    generation: u64,
+}
+
+impl Locks {
+    /// Whether this thread may still run (its plugin has not been finished).
+    pub fn alive(&self) -> bool {
+        GENERATION.load(Ordering::SeqCst) == self.generation
+    }
+
+    /// `f` under slurmctld's read locks (config, job, node, partition).
+    pub fn read<T>(&self, f: impl FnOnce() -> T) -> Option<T> {
+        self.under(READ, f)
+    }
+
+    /// `f` under the job write lock (config, node, partition read).
+    pub fn write<T>(&self, f: impl FnOnce() -> T) -> Option<T> {
+        self.under(WRITE, f)
+    }
+
+    /// A panic in `f` is caught here, so the locks are always released.
+    fn under<T>(&self, levels: LockLevels, f: impl FnOnce() -> T) -> Option<T> {
+        // SAFETY: slurmctld's own lock functions, with its lock levels.
+        unsafe { (self.lock)(levels) };
+        let out = if self.alive() { std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).ok() } else { None };
+        // SAFETY: as above; the same levels as the lock.
+        unsafe { (self.unlock)(levels) };
+        out
+    }
+}
+
+/// Starts the thread (inside slurmctld only), named `name`: every 2 s `tick(plugin_type,
+/// locks)`, outside every lock of slurmctld's. A panic in a tick is caught and the
+/// next tick runs. Returns false when it cannot start it.
+pub fn start(plugin_type: &'static str, name: &str, tick: fn(&'static str, &Locks)) -> bool {
     // SAFETY: locks.h: `extern void lock_slurmctld(slurmctld_lock_t lock_levels)`, and
     // the same for unlock_slurmctld.
     let (Some(lock), Some(unlock)) =
@@ -57,29 +98,16 @@ pub fn start(plugin_type: &'static str, needed: fn(&'static str) -> bool, look: 
         return false;
     };
     if !pin_this_library() {
-        crate::slurm::host::error(plugin_type, "cannot keep the plugin loaded for its thread; no sweep thread");
+        crate::slurm::host::error(plugin_type, "cannot keep the plugin loaded for its thread; no thread started");
         return false;
     }
     let generation = GENERATION.fetch_add(1, Ordering::SeqCst) + 1;
-    let spawned = std::thread::Builder::new().name("asbb-prep".into()).spawn(move || {
-        // Runs `f` under `levels` unless this thread's generation has ended; a panic
-        // is caught, so the locks are always released.
-        let locked = |levels: LockLevels, f: &dyn Fn() -> bool| {
-            // SAFETY: the functions looked up above, with slurmctld's lock levels.
-            unsafe { lock(levels) };
-            let out = GENERATION.load(Ordering::SeqCst) == generation
-                && std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(false);
-            // SAFETY: as above; the same levels as the lock.
-            unsafe { unlock(levels) };
-            out
-        };
-        while GENERATION.load(Ordering::SeqCst) == generation {
+    let locks = Locks { lock, unlock, generation };
+    let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
+        while locks.alive() {
             std::thread::sleep(EVERY);
-            if locked(READ, &|| needed(plugin_type)) {
-                locked(WRITE, &|| {
-                    look(plugin_type);
-                    true
-                });
+            if locks.alive() {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tick(plugin_type, &locks)));
             }
         }
     });
@@ -90,7 +118,6 @@ pub fn start(plugin_type: &'static str, needed: fn(&'static str) -> bool, look: 
 pub fn stop() {
     GENERATION.fetch_add(1, Ordering::SeqCst);
 }
-
 /// Keeps this plugin's code mapped until the process exits, so `dlclose` after `fini`
 /// cannot pull it from under the thread.
 fn pin_this_library() -> bool {

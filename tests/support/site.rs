@@ -98,6 +98,23 @@ impl Site {
         conn.query_row(sql, [param], |r| r.get(0)).unwrap()
     }
 
+    /// Waits (up to `timeout`) until `sql_i64(sql, param)` is `want`; how long it took.
+    pub fn wait_sql_i64(&self, sql: &str, param: &str, want: i64, timeout: Duration) -> Duration {
+        let started = Instant::now();
+        loop {
+            let got = self.sql_i64(sql, param);
+            if got == want {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < timeout,
+                "{sql} ({param}) is {got}, not {want}; log:\n{}",
+                self.cluster.ctld_log_tail(30)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub fn token_of(&self, job_id: u32) -> String {
         let comment = self.cluster.job_field(job_id, "AdminComment").unwrap_or_default();
         comment

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! job_submit/asbb: prices each submission and holds its estimated cost in the
 //! budget ledger (or holds or refuses the job), and re-checks updates. The logic
-//! lives in `asbb::adapter::hooks`; this file only crosses the C boundary.
+//! lives in `asbb::adapter::hooks`; this file only crosses the C boundary. A thread
+//! of its own confirms provisional holds every 2 s (`asbb::slurm::sweeper`).
 
 use asbb::slurm::host::ErrMsg;
 use asbb::slurm::job_desc::JobDesc;
@@ -14,12 +15,12 @@ asbb::asbb_plugin!("asbb: money budgets for SLURM jobs", "job_submit/asbb");
 
 #[no_mangle]
 pub extern "C" fn init() -> c_int {
-    guard("init", SLURM_ERROR, || p::init_hooks(PLUGIN_TYPE))
+    guard("init", SLURM_ERROR, || p::init_job_submit(PLUGIN_TYPE))
 }
 
 #[no_mangle]
 pub extern "C" fn fini() -> c_int {
-    guard("fini", SLURM_SUCCESS, p::fini_hooks)
+    guard("fini", SLURM_SUCCESS, p::fini_threaded)
 }
 
 /// # Safety
@@ -33,10 +34,7 @@ pub unsafe extern "C" fn job_submit(desc: *mut job_desc_msg_t, _submit_uid: u32,
     let done = guard("job_submit", None, || {
         let mut desc = desc?;
         let fields = desc.submit_fields();
-        let action = p::with_hooks(PLUGIN_TYPE, |h| {
-            p::confirm_holds(PLUGIN_TYPE, h, p::unix_now());
-            h.on_submit(&fields, p::unix_now())
-        })?;
+        let action = p::with_hooks(PLUGIN_TYPE, |h| h.on_submit(&fields, p::unix_now()))?;
         Some(p::apply_submit(PLUGIN_TYPE, action, &mut desc, &mut err, start))
     });
     done.unwrap_or_else(|| p::refuse_internal(&mut err))
@@ -65,7 +63,6 @@ unsafe fn job_modify_body(
         };
         let call = p::update_call(&desc, &job, submit_uid);
         let modified = p::with_hooks(PLUGIN_TYPE, |h| {
-            p::confirm_holds(PLUGIN_TYPE, h, p::unix_now());
             // May give the job a new hold token: read its fields after.
             p::price_if_requeued(PLUGIN_TYPE, h, &mut job, p::unix_now());
             let (record, merged) = (job.fields(None), job.fields(Some(&desc)));

@@ -26,7 +26,7 @@ pub extern "C" fn init() -> c_int {
 
 #[no_mangle]
 pub extern "C" fn fini() -> c_int {
-    guard("fini", SLURM_SUCCESS, p::fini_prep)
+    guard("fini", SLURM_SUCCESS, p::fini_threaded)
 }
 
 /// Which calls this plugin needs: only slurmctld's epilog (slurmd calls nothing).
