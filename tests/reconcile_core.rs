@@ -385,3 +385,82 @@ fn verify_finds_a_run_charged_twice() {
         ]
     );
 }
+
+/// job_submit/asbb's provisional holds, as its confirm thread settles them: ripe only
+/// after the grace, taken once, oldest first; a hold whose job SLURM has is confirmed
+/// (its job id recorded, still held), one whose job SLURM never created is released;
+/// settling either again changes nothing.
+#[test]
+fn provisional_holds_are_confirmed_or_released_once_after_the_grace() {
+    use asbb::adapter::fields::{SubmitFields, INFINITE, NO_VAL, NO_VAL16, NO_VAL64};
+    use asbb::adapter::hooks::{confirmed_line, Hooks, SubmitAction, PROVISIONAL_GRACE_S};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let text = format!(
+        "ledger = \"{}\"\n[policy]\nminimum_charge = \"0\"\n[partitions.debug.rates]\ncpu = 3.6\n",
+        path.display()
+    );
+    let config = Config::parse(&text, "asbb.toml").unwrap();
+    let mut b = Budget::with_ledger(
+        config.clone(),
+        Ledger::open(&path, asbb::core::ledger::OpenMode::CreateIfMissing, 5000).unwrap(),
+    );
+    b.create_account("chem", Money::from_dollars(1000).unwrap(), NOW - 86_400, FOREVER, Money::ZERO, "t", NOW).unwrap();
+
+    let mut hooks = Hooks::new(config);
+    let fields = SubmitFields {
+        uid: 1000,
+        user_name: Some("alice".into()),
+        account: Some("chem".into()),
+        partition: Some("debug".into()),
+        partition_default_time: NO_VAL,
+        partition_max_time: INFINITE,
+        time_limit: 10,
+        min_nodes: NO_VAL,
+        max_nodes: NO_VAL,
+        num_tasks: NO_VAL,
+        ntasks_per_node: NO_VAL16,
+        cpus_per_task: NO_VAL16,
+        min_cpus: 1,
+        pn_min_memory: NO_VAL64,
+        job_id: NO_VAL,
+        ..Default::default()
+    };
+    let mut tokens = Vec::new();
+    for at in [NOW, NOW + 1] {
+        match hooks.on_submit(&fields, at) {
+            SubmitAction::Accept { admin_comment, .. } => {
+                tokens.push(admin_comment.strip_prefix("asbb:hold=").unwrap().to_string())
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // 10 CPU-minutes at $3.60 an hour: $0.60 each.
+    assert_eq!(held(&b), 1_200_000);
+
+    assert!(hooks.ripe_unconfirmed(NOW + PROVISIONAL_GRACE_S - 1).is_empty(), "within the grace");
+    assert_eq!(hooks.ripe_unconfirmed(NOW + PROVISIONAL_GRACE_S), tokens[..1]);
+    assert_eq!(hooks.ripe_unconfirmed(NOW + PROVISIONAL_GRACE_S + 1), tokens[1..]);
+    assert!(hooks.ripe_unconfirmed(NOW + 60).is_empty(), "each is taken once");
+
+    let found = [(tokens[0].clone(), 42)];
+    let never = [tokens[1].clone()];
+    let released = hooks.settle_provisional(&found, &never, NOW + 7).unwrap();
+    assert_eq!(released, vec![(tokens[1].clone(), Money::from_micros(600_000))]);
+    assert_eq!(
+        confirmed_line(1, &released).text,
+        format!("confirmed 1 hold(s); released $0.60 of {}: SLURM never created their jobs", tokens[1])
+    );
+    assert_eq!(confirmed_line(3, &[]).text, "confirmed 3 hold(s): SLURM has their jobs");
+    assert_eq!(held(&b), 600_000);
+    assert_eq!(sql(&b, &format!("SELECT job_id FROM jobs WHERE token = '{}' AND state = 'held'", tokens[0])), 42);
+    assert_eq!(sql(&b, &format!("SELECT count(*) FROM jobs WHERE token = '{}' AND state = 'released'", tokens[1])), 1);
+
+    // Again (a replayed round): nothing more is released, the job id stays.
+    assert!(hooks.settle_provisional(&[(tokens[0].clone(), 43)], &never, NOW + 9).unwrap().is_empty());
+    assert_eq!(sql(&b, &format!("SELECT job_id FROM jobs WHERE token = '{}'", tokens[0])), 42);
+    // A confirmed hold is never released as "never created".
+    assert!(hooks.settle_provisional(&[], &tokens[..1], NOW + 11).unwrap().is_empty());
+    assert_eq!(held(&b), 600_000);
+    assert_clean(&b);
+}
