@@ -586,10 +586,10 @@ fn holds_for_jobs_slurm_never_creates_are_released_by_the_plugin() {
     let Some(mut site) = Site::start("e2eunborn", ASBB_TOML, &[]) else { return };
     // --test-only reaches job_submit exactly like a submission (proc_req.c, will_run):
     // the plugin holds, then releases once SLURM has no such job.
+    let probed = Instant::now();
     let out = site.cluster.sbatch_as(USER, &["--test-only", "-A", "chem", "-p", "debug", "-t", "10", "--wrap", "true"]);
     assert!(out.status.success(), "{}", cluster::show(&out));
     assert!(text(&out.stderr).starts_with("sbatch: Job "), "{}", cluster::show(&out));
-    let probed = Instant::now();
     assert_eq!(held_on(&site, "chem"), 600_000, "the provisional hold");
 
     // The plugin's own thread releases it once the grace has passed, with no hook call
@@ -598,7 +598,8 @@ fn holds_for_jobs_slurm_never_creates_are_released_by_the_plugin() {
     site.wait_sql_i64(held_sql, "chem", 0, Duration::from_secs(30));
     let released_after_s = probed.elapsed().as_secs_f64();
     println!("test_only_hold_released_after_s={released_after_s:.1}");
-    // (The grace counts whole seconds: 5 s of them pass 4 to 5 s after the hold.)
+    // (The grace counts whole seconds: 5 of them pass 4 to 5 s after the hold, which
+    // came after `probed`.)
     assert!(released_after_s >= 4.0, "released within the grace: {released_after_s:.1} s");
     assert!(site.cluster.ctld_log().contains("released $0.60 of "));
     assert_eq!(

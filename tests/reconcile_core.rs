@@ -408,6 +408,8 @@ fn provisional_holds_are_confirmed_or_released_once_after_the_grace() {
     b.create_account("chem", Money::from_dollars(1000).unwrap(), NOW - 86_400, FOREVER, Money::ZERO, "t", NOW).unwrap();
 
     let mut hooks = Hooks::new(config);
+    // No hook has opened the ledger yet: the thread opens no connection of its own.
+    assert_eq!(hooks.settle_provisional(&[], &["0000000001abcdef".into()], NOW).unwrap(), None);
     let fields = SubmitFields {
         uid: 1000,
         user_name: Some("alice".into()),
@@ -442,10 +444,14 @@ fn provisional_holds_are_confirmed_or_released_once_after_the_grace() {
     assert_eq!(hooks.ripe_unconfirmed(NOW + PROVISIONAL_GRACE_S), tokens[..1]);
     assert_eq!(hooks.ripe_unconfirmed(NOW + PROVISIONAL_GRACE_S + 1), tokens[1..]);
     assert!(hooks.ripe_unconfirmed(NOW + 60).is_empty(), "each is taken once");
+    // Taken but not settled (the job list or the ledger could not answer): put back,
+    // first in the queue and ripe at the next check.
+    hooks.requeue_unconfirmed(&tokens, NOW + 60);
+    assert_eq!(hooks.ripe_unconfirmed(NOW + 60), tokens);
 
     let found = [(tokens[0].clone(), 42)];
     let never = [tokens[1].clone()];
-    let released = hooks.settle_provisional(&found, &never, NOW + 7).unwrap();
+    let released = hooks.settle_provisional(&found, &never, NOW + 7).unwrap().unwrap();
     assert_eq!(released, vec![(tokens[1].clone(), Money::from_micros(600_000))]);
     assert_eq!(
         confirmed_line(1, &released).text,
@@ -457,10 +463,10 @@ fn provisional_holds_are_confirmed_or_released_once_after_the_grace() {
     assert_eq!(sql(&b, &format!("SELECT count(*) FROM jobs WHERE token = '{}' AND state = 'released'", tokens[1])), 1);
 
     // Again (a replayed round): nothing more is released, the job id stays.
-    assert!(hooks.settle_provisional(&[(tokens[0].clone(), 43)], &never, NOW + 9).unwrap().is_empty());
+    assert_eq!(hooks.settle_provisional(&[(tokens[0].clone(), 43)], &never, NOW + 9).unwrap(), Some(vec![]));
     assert_eq!(sql(&b, &format!("SELECT job_id FROM jobs WHERE token = '{}'", tokens[0])), 42);
     // A confirmed hold is never released as "never created".
-    assert!(hooks.settle_provisional(&[], &tokens[..1], NOW + 11).unwrap().is_empty());
+    assert_eq!(hooks.settle_provisional(&[], &tokens[..1], NOW + 11).unwrap(), Some(vec![]));
     assert_eq!(held(&b), 600_000);
     assert_clean(&b);
 }

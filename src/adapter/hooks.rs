@@ -183,20 +183,36 @@ impl Hooks {
         self.unconfirmed.drain(..ripe.min(CONFIRM_BATCH)).map(|(t, _)| t).collect()
     }
 
+    /// Puts back, first in the queue and ripe at once, holds taken by
+    /// [`Self::ripe_unconfirmed`] and not settled (the job list or the ledger could not
+    /// answer): the next check tries them again.
+    pub fn requeue_unconfirmed(&mut self, tokens: &[String], now: i64) {
+        for token in tokens.iter().rev() {
+            if self.unconfirmed.len() >= MAX_UNCONFIRMED {
+                break;
+            }
+            self.unconfirmed.push_front((token.clone(), now - PROVISIONAL_GRACE_S));
+        }
+    }
+
     /// Confirms the provisional holds whose job SLURM has (`found`: token, job id) and
     /// releases those whose job it never created (see [`PROVISIONAL_GRACE_S`]), in one
-    /// transaction; returns what was released, per token.
+    /// transaction; returns what was released, per token. None, doing nothing, when no
+    /// hook has the ledger open (see [`Self::ripe_unconfirmed`]).
     pub fn settle_provisional(
         &mut self,
         found: &[(String, u32)],
         never_created: &[String],
         now: i64,
-    ) -> Result<Vec<(String, Money)>, BudgetError> {
+    ) -> Result<Option<Vec<(String, Money)>>, BudgetError> {
+        if !self.ledger.is_open() {
+            return Ok(None);
+        }
         let result = self.ledger.get().and_then(|b| b.confirm_holds(found, never_created, now));
         if let Err(e) = &result {
             self.ledger.forget_on(e);
         }
-        result
+        result.map(Some)
     }
 
     pub fn on_submit(&mut self, fields: &SubmitFields, now: i64) -> SubmitAction {

@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! Reading slurmctld's job list: which provisional hold tokens belong to jobs that
-//! SLURM has, and which held jobs ended without ever being allocated. Call only from
-//! a hook, which runs under slurmctld's job lock.
+//! SLURM has, and which held jobs ended without ever being allocated. Call only under
+//! slurmctld's job lock (a plugin thread takes it; see `sweeper`), never from inside
+//! one of slurmctld's own walks of the list.
 
 use crate::adapter::fields::CompletionFields;
 use crate::core::pricing::job::EndState;
@@ -29,22 +30,34 @@ type Visitor<'v> = &'v mut dyn FnMut(*mut sys::job_record_t) -> bool;
 /// Most records one look settles or prices (the rest wait for the next look).
 const MAX_PER_LOOK: usize = 1000;
 
-/// Calls `visit` on every job record slurmctld has (nothing outside slurmctld). The
+/// Calls `visit` on every job record slurmctld has, until `visit` says stop. The
 /// caller holds slurmctld's job lock and is not inside one of slurmctld's own walks of
-/// the job list.
-fn for_each_job(mut visit: impl FnMut(*mut sys::job_record_t) -> bool) {
+/// the job list. False when the list could not be walked (no list: outside slurmctld,
+/// or before slurmctld made it or after it freed it) or a visit panicked: then what
+/// was not seen says nothing about which jobs exist.
+fn for_each_job(mut visit: impl FnMut(*mut sys::job_record_t) -> bool) -> bool {
     let Some(list_loc) = symbol(c"job_list") else {
-        return;
+        return false;
     };
     // SAFETY: `job_list` is slurmctld's `List job_list` global (a pointer).
     let list = unsafe { *(list_loc as *const *mut c_void) };
     if list.is_null() {
-        return;
+        return false;
     }
-    let mut visitor: Visitor<'_> = &mut visit;
-    // SAFETY: the caller holds slurmctld's job lock, so the list and its records live
-    // for the walk; `visit_one` hands each record to `visit` and nothing keeps it.
-    unsafe { slurm_list_for_each_ro(list, visit_one, &mut visitor as *mut Visitor<'_> as *mut c_void) };
+    let mut complete = true;
+    {
+        let mut guarded = |job| {
+            catch_unwind(AssertUnwindSafe(|| visit(job))).unwrap_or_else(|_| {
+                complete = false;
+                false
+            })
+        };
+        let mut visitor: Visitor<'_> = &mut guarded;
+        // SAFETY: the caller holds slurmctld's job lock, so the list and its records
+        // live for the walk; `visit_one` hands each record to `visit` and nothing keeps it.
+        unsafe { slurm_list_for_each_ro(list, visit_one, &mut visitor as *mut Visitor<'_> as *mut c_void) };
+    }
+    complete
 }
 
 /// One job record of the walk. Never unwinds into C.
@@ -73,11 +86,12 @@ fn token_of(job: &sys::job_record_t) -> Option<&str> {
 }
 
 /// Which of `tokens` appear in the admin comment of a job slurmctld has, with that
-/// job's id. Empty outside slurmctld.
-pub fn jobs_with_tokens(tokens: &[String]) -> Vec<(String, u32)> {
+/// job's id. None when the job list could not be walked whole (see `for_each_job`):
+/// a token not found then does not mean SLURM never created its job.
+pub fn jobs_with_tokens(tokens: &[String]) -> Option<Vec<(String, u32)>> {
     let mut wanted: HashSet<&str> = tokens.iter().map(String::as_str).collect();
     let mut found = Vec::new();
-    for_each_job(|job| {
+    let complete = for_each_job(|job| {
         // SAFETY: a live record of the walk, only read.
         let job = unsafe { &*job };
         if let Some(token) = token_of(job) {
@@ -87,7 +101,7 @@ pub fn jobs_with_tokens(tokens: &[String]) -> Vec<(String, u32)> {
         }
         !wanted.is_empty()
     });
-    found
+    complete.then_some(found)
 }
 
 /// The completion of every job with an asbb hold whose last run ended without an

@@ -224,11 +224,16 @@ fn sweep_tick(plugin_type: &'static str, locks: &crate::slurm::sweeper::Locks) {
     }
 }
 
+/// One ledger transaction of the confirm thread: holds whose job SLURM has (token, job
+/// id), and holds whose job it never created.
+type ConfirmChunk<'a> = (&'a [(String, u32)], &'a [String]);
+
 /// job_submit/asbb's thread, every 2 s: the provisional holds past their grace are
 /// looked for in slurmctld's job list under its read locks, then confirmed (their job
 /// id recorded) or released (SLURM never created their job) in the ledger under no
 /// lock of slurmctld's, [`CONFIRM_CHUNK`] at a time, so a submission waits for the
-/// hooks no longer than one chunk takes.
+/// hooks no longer than one chunk takes. Holds the job list or the ledger could not
+/// answer for go back to the queue for the next round.
 fn confirm_tick(plugin_type: &'static str, locks: &crate::slurm::sweeper::Locks) {
     let now = unix_now();
     let tokens = with_loaded_hooks(plugin_type, |h| h.ripe_unconfirmed(now)).unwrap_or_default();
@@ -236,27 +241,46 @@ fn confirm_tick(plugin_type: &'static str, locks: &crate::slurm::sweeper::Locks)
         return;
     }
     let start = CallTimer::start();
-    // None only at fini: what was taken is left to `asbb-admin reconcile`.
-    let Some(found) = locks.read(|| crate::slurm::job_list::jobs_with_tokens(&tokens)) else { return };
+    let requeue = |rest: &[String]| {
+        with_loaded_hooks(plugin_type, |h| h.requeue_unconfirmed(rest, now));
+    };
+    // None: the plugin is finishing, or the list could not be walked whole.
+    let Some(Some(found)) = locks.read(|| crate::slurm::job_list::jobs_with_tokens(&tokens)) else {
+        requeue(&tokens);
+        return;
+    };
     let seen: HashSet<&str> = found.iter().map(|(t, _)| t.as_str()).collect();
     let never: Vec<String> = tokens.iter().filter(|t| !seen.contains(t.as_str())).cloned().collect();
-    let chunks =
-        found.chunks(CONFIRM_CHUNK).map(|f| (f, &[][..])).chain(never.chunks(CONFIRM_CHUNK).map(|n| (&[][..], n)));
-    let (mut confirmed, mut released) = (0, Vec::new());
-    for (found, never) in chunks {
+    let chunks: Vec<ConfirmChunk<'_>> = found
+        .chunks(CONFIRM_CHUNK)
+        .map(|f| (f, &[][..]))
+        .chain(never.chunks(CONFIRM_CHUNK).map(|n| (&[][..], n)))
+        .collect();
+    let (mut confirmed, mut released, mut failed) = (0, Vec::new(), None);
+    for (i, (found, never)) in chunks.iter().enumerate() {
         match with_loaded_hooks(plugin_type, |h| h.settle_provisional(found, never, now)) {
-            Some(Ok(r)) => {
+            Some(Ok(Some(r))) => {
                 confirmed += found.len();
                 released.extend(r);
             }
-            Some(Err(e)) => {
-                log_timed(plugin_type, &LogLine::error(format!("could not check provisional holds: {e}")), start);
-                return;
+            outcome => {
+                let rest: Vec<String> = chunks[i..]
+                    .iter()
+                    .flat_map(|(f, n)| f.iter().map(|(t, _)| t.clone()).chain(n.iter().cloned()))
+                    .collect();
+                requeue(&rest);
+                failed = Some((rest.len(), outcome.and_then(Result::err)));
+                break;
             }
-            None => return,
         }
     }
-    log_timed(plugin_type, &confirmed_line(confirmed, &released), start);
+    if confirmed > 0 || !released.is_empty() {
+        log_timed(plugin_type, &confirmed_line(confirmed, &released), start);
+    }
+    if let Some((kept, Some(e))) = failed {
+        let line = LogLine::error(format!("could not check provisional holds: {e}; {kept} kept for the next check"));
+        log_timed(plugin_type, &line, start);
+    }
 }
 
 /// `fini`: drops the hooks (closing the ledger).

@@ -106,8 +106,13 @@ pub fn start(plugin_type: &'static str, name: &str, tick: fn(&'static str, &Lock
     let spawned = std::thread::Builder::new().name(name.into()).spawn(move || {
         while locks.alive() {
             std::thread::sleep(EVERY);
-            if locks.alive() {
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tick(plugin_type, &locks)));
+            if locks.alive()
+                && std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| tick(plugin_type, &locks))).is_err()
+            {
+                crate::slurm::host::error(
+                    plugin_type,
+                    "a round of the plugin's thread panicked; the next one runs in 2 s",
+                );
             }
         }
     });
