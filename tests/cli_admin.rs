@@ -694,7 +694,6 @@ const BACK_TO_SCHEMA_4: &str = "
 
 #[test]
 fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
-    use asbb::adapter::fields::{INFINITE, NO_VAL, NO_VAL16, NO_VAL64};
     use asbb::adapter::hooks::{Hooks, SubmitAction};
     use asbb::core::decisions::Decision;
     use asbb::core::money::Money;
@@ -882,24 +881,7 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     );
     assert_eq!(admin(&["verify"]), (String::new(), format!("asbb-admin: error: {outdated}\n"), Some(2)));
     let mut hooks = Hooks::new(config.clone());
-    let fields = asbb::adapter::fields::SubmitFields {
-        uid: 1000,
-        user_name: Some("alice".into()),
-        account: Some("chem".into()),
-        partition: Some("debug".into()),
-        partition_default_time: NO_VAL,
-        partition_max_time: INFINITE,
-        time_limit: 60,
-        min_nodes: NO_VAL,
-        max_nodes: NO_VAL,
-        num_tasks: NO_VAL,
-        ntasks_per_node: NO_VAL16,
-        cpus_per_task: NO_VAL16,
-        min_cpus: 1,
-        pn_min_memory: NO_VAL64,
-        job_id: NO_VAL,
-        ..Default::default()
-    };
+    let fields = asbb::adapter::fields::SubmitFields::sbatch(1000, "alice", "chem", "debug", 60);
     match hooks.on_submit(&fields, NOW_S) {
         SubmitAction::Refuse { log, .. } => assert!(log.text.ends_with(&outdated), "{log}"),
         other => panic!("{other:?}"),

@@ -392,7 +392,7 @@ fn verify_finds_a_run_charged_twice() {
 /// settling either again changes nothing.
 #[test]
 fn provisional_holds_are_confirmed_or_released_once_after_the_grace() {
-    use asbb::adapter::fields::{SubmitFields, INFINITE, NO_VAL, NO_VAL16, NO_VAL64};
+    use asbb::adapter::fields::SubmitFields;
     use asbb::adapter::hooks::{confirmed_line, Hooks, SubmitAction, PROVISIONAL_GRACE_S};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.db");
@@ -410,24 +410,7 @@ fn provisional_holds_are_confirmed_or_released_once_after_the_grace() {
     let mut hooks = Hooks::new(config);
     // No hook has opened the ledger yet: the thread opens no connection of its own.
     assert_eq!(hooks.settle_provisional(&[], &["0000000001abcdef".into()], NOW).unwrap(), None);
-    let fields = SubmitFields {
-        uid: 1000,
-        user_name: Some("alice".into()),
-        account: Some("chem".into()),
-        partition: Some("debug".into()),
-        partition_default_time: NO_VAL,
-        partition_max_time: INFINITE,
-        time_limit: 10,
-        min_nodes: NO_VAL,
-        max_nodes: NO_VAL,
-        num_tasks: NO_VAL,
-        ntasks_per_node: NO_VAL16,
-        cpus_per_task: NO_VAL16,
-        min_cpus: 1,
-        pn_min_memory: NO_VAL64,
-        job_id: NO_VAL,
-        ..Default::default()
-    };
+    let fields = SubmitFields::sbatch(1000, "alice", "chem", "debug", 10);
     let mut tokens = Vec::new();
     for at in [NOW, NOW + 1] {
         match hooks.on_submit(&fields, at) {

@@ -208,6 +208,30 @@ fn present16(v: u16) -> Option<u32> {
 }
 
 impl SubmitFields {
+    /// What `sbatch -A account -p partition -t minutes` from `user` reads as: one CPU,
+    /// every other number unset (NO_VAL, as `slurm_init_job_desc_msg` leaves it), and
+    /// no partition time limits. Tests and examples start from it.
+    pub fn sbatch(uid: u32, user: &str, account: &str, partition: &str, time_limit_min: u32) -> SubmitFields {
+        SubmitFields {
+            uid,
+            user_name: Some(user.into()),
+            account: Some(account.into()),
+            partition: Some(partition.into()),
+            partition_default_time: NO_VAL,
+            partition_max_time: INFINITE,
+            time_limit: time_limit_min,
+            min_nodes: NO_VAL,
+            max_nodes: NO_VAL,
+            num_tasks: NO_VAL,
+            ntasks_per_node: NO_VAL16,
+            cpus_per_task: NO_VAL16,
+            min_cpus: 1,
+            pn_min_memory: NO_VAL64,
+            job_id: NO_VAL,
+            ..Default::default()
+        }
+    }
+
     /// Turns the description into a priced request, or says it is exempt, or why not.
     pub fn to_request(&self, config: &Config) -> Result<ReadRequest, FieldError> {
         // slurmctld lowercases the account after job_submit (validate_job_create_req),
@@ -446,24 +470,7 @@ mod tests {
     }
 
     fn fields() -> SubmitFields {
-        SubmitFields {
-            uid: 1000,
-            user_name: Some("alice".into()),
-            account: Some("chem".into()),
-            partition: Some("debug".into()),
-            partition_default_time: NO_VAL,
-            partition_max_time: INFINITE,
-            time_limit: 60,
-            min_nodes: NO_VAL,
-            max_nodes: NO_VAL,
-            num_tasks: NO_VAL,
-            ntasks_per_node: NO_VAL16,
-            cpus_per_task: NO_VAL16,
-            min_cpus: 1,
-            pn_min_memory: NO_VAL64,
-            job_id: NO_VAL,
-            ..Default::default()
-        }
+        SubmitFields::sbatch(1000, "alice", "chem", "debug", 60)
     }
 
     fn priced(f: &SubmitFields) -> JobRequest {
