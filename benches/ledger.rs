@@ -5,6 +5,10 @@
 //!
 //! Sizes can be lowered for a quick run: `ASBB_BENCH_ACCOUNTS`, `ASBB_BENCH_ENTRIES`,
 //! `ASBB_BENCH_ITERATIONS`. `ASBB_BENCH_GAP_US` pauses before each submission.
+//!
+//! `floor_*` figures are the reference a check is compared with: the smallest write
+//! transaction a synchronous hold could be (read an account's total, append a row,
+//! update the total: 2 WAL pages), on a file of its own with the same PRAGMAs.
 
 use asbb::core::config::Config;
 use asbb::core::decisions::{Budget, Decision};
@@ -87,6 +91,9 @@ fn main() {
     // Unchanged from wal_mib_after when the checkpointer rewound the WAL meanwhile.
     let wal_after_paced = wal_len();
     drop(checkpointer);
+    let floor_path = dir.path().join("floor.db");
+    let mut floor_check_us = floor(&floor_path, accounts, iterations, 0, 0);
+    let mut floor_cold_check_us = floor(&floor_path, accounts, cold_iterations, paced_gap_us, evict_mib);
     check_us.sort_by(f64::total_cmp);
     reconcile_us.sort_by(f64::total_cmp);
     println!("ledger_accounts={accounts}");
@@ -116,6 +123,11 @@ fn main() {
     println!("cold_check_p99_us={:.1}", percentile(&cold_check_us, 0.99));
     println!("cold_reconcile_p50_us={:.1}", percentile(&cold_reconcile_us, 0.50));
     println!("cold_reconcile_p99_us={:.1}", percentile(&cold_reconcile_us, 0.99));
+    floor_check_us.sort_by(f64::total_cmp);
+    floor_cold_check_us.sort_by(f64::total_cmp);
+    println!("floor_check_p50_us={:.1}", percentile(&floor_check_us, 0.50));
+    println!("floor_check_p99_us={:.1}", percentile(&floor_check_us, 0.99));
+    println!("floor_cold_check_p50_us={:.1}", percentile(&floor_cold_check_us, 0.50));
     let t = Instant::now();
     let report = budget.verify().expect("verify");
     println!("verify_s={:.2}", t.elapsed().as_secs_f64());
@@ -239,6 +251,53 @@ fn run_jobs(
         reconciles.push(figure);
     }
     (checks, reconciles)
+}
+
+/// The floor: `n` of the smallest write transactions a synchronous hold could be, on
+/// `path` (created with `accounts` totals on first use), `gap_us` apart with
+/// `evict_mib` of memory walked before each; each one's time in µs. Checkpointed
+/// between calls, as a checkpointer would (not timed).
+fn floor(path: &std::path::Path, accounts: u64, n: u64, gap_us: u64, evict_mib: usize) -> Vec<f64> {
+    let conn = rusqlite::Connection::open(path).expect("floor db");
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA wal_autocheckpoint = 0;
+         CREATE TABLE IF NOT EXISTS totals (id INTEGER PRIMARY KEY, held_micros INTEGER NOT NULL, name TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS holds (id INTEGER PRIMARY KEY, account_id INTEGER NOT NULL,
+                                           amount_micros INTEGER NOT NULL, at INTEGER NOT NULL);
+         INSERT OR IGNORE INTO totals (id, held_micros, name)
+           WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < {accounts})
+           SELECT i, 0, printf('acct%05d', i) FROM n;"
+    ))
+    .expect("floor schema");
+    let mut evict = vec![0u8; evict_mib << 20];
+    let mut times = Vec::with_capacity(n as usize);
+    for i in 0..n as i64 {
+        if gap_us > 0 {
+            std::thread::sleep(std::time::Duration::from_micros(gap_us));
+        }
+        for byte in evict.iter_mut().step_by(64) {
+            *byte = byte.wrapping_add(1);
+        }
+        std::hint::black_box(&evict);
+        let account = (i * 7919) % accounts as i64;
+        let t = Instant::now();
+        let run = |sql: &str, params: &[&dyn rusqlite::ToSql]| {
+            conn.prepare_cached(sql).and_then(|mut s| s.execute(params)).expect("floor statement");
+        };
+        run("BEGIN IMMEDIATE", &[]);
+        let held: i64 = conn
+            .prepare_cached("SELECT held_micros FROM totals WHERE id = ?1")
+            .and_then(|mut s| s.query_row([account], |r| r.get(0)))
+            .expect("floor read");
+        run("INSERT INTO holds (account_id, amount_micros, at) VALUES (?1, ?2, ?3)", &[&account, &1000, &i]);
+        run("UPDATE totals SET held_micros = ?2 WHERE id = ?1", &[&account, &(held + 1000)]);
+        run("COMMIT", &[]);
+        times.push(t.elapsed().as_secs_f64() * 1e6);
+        if i % 256 == 255 {
+            conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |_| Ok(())).expect("floor checkpoint");
+        }
+    }
+    times
 }
 
 /// Fills the ledger with accounts and a journal of settled jobs, in bulk SQL, keeping
