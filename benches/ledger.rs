@@ -26,6 +26,13 @@ fn percentile(sorted_us: &[f64], p: f64) -> f64 {
     sorted_us[idx]
 }
 
+/// Prints `<name>_p50_us` and `<name>_p99_us` of per-call times (sorted here).
+fn print_latency(name: &str, times_us: &mut [f64]) {
+    times_us.sort_by(f64::total_cmp);
+    println!("{name}_p50_us={:.1}", percentile(times_us, 0.50));
+    println!("{name}_p99_us={:.1}", percentile(times_us, 0.99));
+}
+
 fn main() {
     let accounts = env_or("ASBB_BENCH_ACCOUNTS", 10_000);
     let entries = env_or("ASBB_BENCH_ENTRIES", 1_000_000);
@@ -94,40 +101,25 @@ fn main() {
     let floor_path = dir.path().join("floor.db");
     let mut floor_check_us = floor(&floor_path, accounts, iterations, 0, 0);
     let mut floor_cold_check_us = floor(&floor_path, accounts, cold_iterations, paced_gap_us, evict_mib);
-    check_us.sort_by(f64::total_cmp);
-    reconcile_us.sort_by(f64::total_cmp);
     println!("ledger_accounts={accounts}");
     println!("ledger_journal_entries={}", entries + 4 * next_job);
     println!("seed_s={seed_s:.1}");
     println!("iterations={iterations}");
     println!("gap_us={gap_us}");
     println!("wal_mib_after={:.1}", wal_after as f64 / (1024.0 * 1024.0));
-    println!("check_p50_us={:.1}", percentile(&check_us, 0.50));
-    println!("check_p99_us={:.1}", percentile(&check_us, 0.99));
-    println!("reconcile_p50_us={:.1}", percentile(&reconcile_us, 0.50));
-    println!("reconcile_p99_us={:.1}", percentile(&reconcile_us, 0.99));
-    paced_check_us.sort_by(f64::total_cmp);
-    paced_reconcile_us.sort_by(f64::total_cmp);
+    print_latency("check", &mut check_us);
+    print_latency("reconcile", &mut reconcile_us);
     println!("paced_iterations={paced_iterations}");
     println!("paced_gap_us={paced_gap_us}");
     println!("wal_mib_after_paced={:.1}", wal_after_paced as f64 / (1024.0 * 1024.0));
-    println!("paced_check_p50_us={:.1}", percentile(&paced_check_us, 0.50));
-    println!("paced_check_p99_us={:.1}", percentile(&paced_check_us, 0.99));
-    println!("paced_reconcile_p50_us={:.1}", percentile(&paced_reconcile_us, 0.50));
-    println!("paced_reconcile_p99_us={:.1}", percentile(&paced_reconcile_us, 0.99));
-    cold_check_us.sort_by(f64::total_cmp);
-    cold_reconcile_us.sort_by(f64::total_cmp);
+    print_latency("paced_check", &mut paced_check_us);
+    print_latency("paced_reconcile", &mut paced_reconcile_us);
     println!("cold_iterations={cold_iterations}");
     println!("cold_evict_mib={evict_mib}");
-    println!("cold_check_p50_us={:.1}", percentile(&cold_check_us, 0.50));
-    println!("cold_check_p99_us={:.1}", percentile(&cold_check_us, 0.99));
-    println!("cold_reconcile_p50_us={:.1}", percentile(&cold_reconcile_us, 0.50));
-    println!("cold_reconcile_p99_us={:.1}", percentile(&cold_reconcile_us, 0.99));
-    floor_check_us.sort_by(f64::total_cmp);
-    floor_cold_check_us.sort_by(f64::total_cmp);
-    println!("floor_check_p50_us={:.1}", percentile(&floor_check_us, 0.50));
-    println!("floor_check_p99_us={:.1}", percentile(&floor_check_us, 0.99));
-    println!("floor_cold_check_p50_us={:.1}", percentile(&floor_cold_check_us, 0.50));
+    print_latency("cold_check", &mut cold_check_us);
+    print_latency("cold_reconcile", &mut cold_reconcile_us);
+    print_latency("floor_check", &mut floor_check_us);
+    print_latency("floor_cold_check", &mut floor_cold_check_us);
     let t = Instant::now();
     let report = budget.verify().expect("verify");
     println!("verify_s={:.2}", t.elapsed().as_secs_f64());

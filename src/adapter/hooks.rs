@@ -122,7 +122,7 @@ pub struct Hooks {
 /// job_submit and the job record slurmctld drops its locks for a moment.)
 pub const PROVISIONAL_GRACE_S: i64 = 5;
 /// Most holds checked against SLURM's job list in one walk.
-pub const CONFIRM_BATCH: usize = 1000;
+const CONFIRM_BATCH: usize = 1000;
 /// Most holds confirmed or released in one ledger transaction: a submission waits
 /// for the plugin's ledger no longer than one of them takes (a few hundred µs).
 pub const CONFIRM_CHUNK: usize = 64;
@@ -172,7 +172,7 @@ impl Hooks {
 
     /// The provisional holds ready to be checked against SLURM's job list: placed at
     /// least [`PROVISIONAL_GRACE_S`] ago, oldest first, at most [`CONFIRM_BATCH`], taken
-    /// from the queue. None until a hook has opened the ledger and used it: a
+    /// from the queue. Nothing until a hook has opened the ledger and used it: a
     /// connection opened here while the ledger is read-only would keep SQLite's shared
     /// WAL index read-only for every connection of this process, after the fault is gone.
     pub fn ripe_unconfirmed(&mut self, now: i64) -> Vec<String> {

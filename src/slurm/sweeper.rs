@@ -123,6 +123,7 @@ pub fn start(plugin_type: &'static str, name: &str, tick: fn(&'static str, &Lock
 pub fn stop() {
     GENERATION.fetch_add(1, Ordering::SeqCst);
 }
+
 /// Keeps this plugin's code mapped until the process exits, so `dlclose` after `fini`
 /// cannot pull it from under the thread.
 fn pin_this_library() -> bool {

@@ -98,13 +98,13 @@ impl Site {
         conn.query_row(sql, [param], |r| r.get(0)).unwrap()
     }
 
-    /// Waits (up to `timeout`) until `sql_i64(sql, param)` is `want`; how long it took.
-    pub fn wait_sql_i64(&self, sql: &str, param: &str, want: i64, timeout: Duration) -> Duration {
+    /// Waits (up to `timeout`) until `sql_i64(sql, param)` is `want`.
+    pub fn wait_sql_i64(&self, sql: &str, param: &str, want: i64, timeout: Duration) {
         let started = Instant::now();
         loop {
             let got = self.sql_i64(sql, param);
             if got == want {
-                return started.elapsed();
+                return;
             }
             assert!(
                 started.elapsed() < timeout,
