@@ -37,7 +37,7 @@ fn query_only(budget: &Budget) -> i64 {
         .prepare(
             "SELECT j.kind, j.amount_micros, j.at, j.allocation_id, j.account_id,
                     coalesce(r.partition, jb.partition), coalesce(r.user_name, jb.user_name),
-                    r.alloc_json, jb.request_json
+                    r.alloc_json, jb.nodes || '/' || jb.cpus || '/' || jb.mem_mb || '/' || coalesce(jb.gpus, '')
              FROM journal j
              LEFT JOIN runs r ON j.kind = 'charge' AND r.run_key = substr(j.txn_key, 8)
              LEFT JOIN jobs jb ON j.kind <> 'charge' AND jb.token = j.token
@@ -169,13 +169,12 @@ fn seed(conn: &rusqlite::Connection, entries: u64, start: i64) {
          INSERT INTO journal (txn_key, kind, account_id, allocation_id, amount_micros, at)
            SELECT 'grant:BENCH-1:p' || id, 'deposit', 1, id, amount_micros, {start} FROM allocations;
          WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < {jobs})
-         INSERT INTO jobs (token, account_id, user_name, uid, partition, job_id, request_json, estimate_micros,
-                           tasks_total, tasks_done, held_micros, hold_placed_micros, charged_micros, state, submitted_at, settled_at)
+         INSERT INTO jobs (token, account_id, user_name, uid, partition, job_id, nodes, cpus, mem_mb, time_limit_min,
+                           estimate_micros, tasks_total, tasks_done, held_micros, hold_placed_micros, charged_micros, state,
+                           submitted_at, settled_at)
            SELECT printf('b%08x', i), 1, 'user' || (i % 97), 1000 + i % 97,
                   CASE i % 3 WHEN 0 THEN 'debug' WHEN 1 THEN 'batch' ELSE 'aws-burst' END,
-                  i + 1,
-                  printf('{{\"user\":\"u\",\"uid\":1,\"account\":\"lab\",\"partition\":\"debug\",\"resources\":{{\"nodes\":%d,\"cpus\":%d,\"mem_mb\":%d,\"gpus\":{{}}}},\"time_limit_min\":60,\"array_tasks\":1,\"qos\":null,\"job_id\":null,\"job_name\":null}}',
-                         1 + i % 4, 4 * (1 + i % 8), 4096 * (1 + i % 5)),
+                  i + 1, 1 + i % 4, 4 * (1 + i % 8), 4096 * (1 + i % 5), 60,
                   2000000, 1, 1, 0, 2000000, 1000000 + (i % 7) * 1000, 'settled',
                   {start} + i * {step}, {start} + i * {step} + 3600 FROM n;
          INSERT INTO runs (run_key, token, account_id, cluster, job_id, user_name, partition, end_state, start_time,

@@ -306,9 +306,10 @@ fn seed(conn: &rusqlite::Connection, accounts: u64, entries: u64) {
          INSERT INTO journal (txn_key, kind, account_id, allocation_id, amount_micros, at)
            SELECT 'seed-deposit:' || id, 'deposit', id, id, 1000000000000, 0 FROM accounts;
          WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i + 1 < {jobs})
-         INSERT INTO jobs (token, account_id, user_name, uid, partition, job_id, request_json, estimate_micros,
-                           tasks_total, tasks_done, held_micros, hold_placed_micros, charged_micros, state, submitted_at, settled_at)
-           SELECT printf('%010x5eed00', i + 1), (i % {accounts}) + 1, 'seed', 1000, 'debug', i + 1, '{{}}', 100000,
+         INSERT INTO jobs (token, account_id, user_name, uid, partition, job_id, nodes, cpus, mem_mb, time_limit_min,
+                           estimate_micros, tasks_total, tasks_done, held_micros, hold_placed_micros, charged_micros, state,
+                           submitted_at, settled_at)
+           SELECT printf('%010x5eed00', i + 1), (i % {accounts}) + 1, 'seed', 1000, 'debug', i + 1, 1, 4, 8192, 60, 100000,
                   1, 1, 0, 100000, 50000, 'settled', i, i + 60 FROM n;
          INSERT INTO runs (run_key, token, account_id, cluster, job_id, user_name, partition, end_state, start_time,
                            end_time, elapsed_s, cost_micros, estimate_share_micros, reconciled_at)
@@ -319,7 +320,7 @@ fn seed(conn: &rusqlite::Connection, accounts: u64, entries: u64) {
          INSERT INTO journal (txn_key, kind, account_id, allocation_id, amount_micros, token, job_id, at)
            SELECT 'charge:seed:' || job_id || ':0', 'charge', account_id, account_id, 50000, token, job_id, settled_at FROM jobs;
          INSERT INTO journal (txn_key, kind, account_id, amount_micros, token, job_id, at)
-           SELECT 'release:seed:' || job_id || ':0', 'release', account_id, 100000, token, job_id, settled_at FROM jobs;
+           SELECT 'release-run:seed:' || job_id || ':0', 'release', account_id, 100000, token, job_id, settled_at FROM jobs;
          CREATE TEMP TABLE seed_counts AS SELECT account_id, count(*) AS n FROM jobs GROUP BY account_id;
          UPDATE allocations SET debited_micros = 50000 * coalesce((SELECT n FROM seed_counts s WHERE s.account_id = allocations.account_id), 0);
          INSERT OR IGNORE INTO account_job_users (uid, account_id) SELECT DISTINCT uid, account_id FROM jobs;

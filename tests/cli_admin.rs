@@ -622,13 +622,20 @@ G-2,NSF,'@SUM(A1),chem,2026-01-01,2026-12-31,100.00,0.00,100.00,active
     assert!(csv.contains(&adjustments), "{csv}");
 }
 
-/// Schema 4 as it was before `005_narrow_writes`, `006_grant_directed` and `007_alerts`:
-/// the same tables, the old indexes, no cached grant holds, feedback columns NOT NULL, no
-/// alerts and no PI addresses. (005 changes indexes only, 006 adds columns and relaxes
-/// NOT NULLs and 007 adds tables and a column, so undoing them on a current ledger gives
+/// Schema 4 as it was before `005_narrow_writes` to `009_request_columns`: the same
+/// tables, the old indexes, no cached grant holds, feedback columns NOT NULL, no alerts,
+/// no PI addresses, and each job's request as JSON. (005 changes indexes only, 006 adds
+/// columns and relaxes NOT NULLs, 007 adds tables and a column, 008 rebuilds tables and
+/// 009 moves the request's JSON into columns, so undoing them on a current ledger gives
 /// exactly the ledger an older asbb left behind.)
 const BACK_TO_SCHEMA_4: &str = "
     PRAGMA foreign_keys = OFF;
+    ALTER TABLE jobs ADD COLUMN request_json TEXT NOT NULL DEFAULT '';
+    UPDATE jobs SET request_json = json_object('user', user_name, 'uid', uid,
+        'account', (SELECT name FROM accounts a WHERE a.id = jobs.account_id), 'partition', partition,
+        'resources', json_object('nodes', nodes, 'cpus', cpus, 'mem_mb', mem_mb, 'gpus', json(CASE WHEN gpus IS NULL
+            THEN '{}' ELSE json_object(substr(gpus, 1, instr(gpus, ':') - 1), CAST(substr(gpus, instr(gpus, ':') + 1) AS INTEGER)) END)),
+        'time_limit_min', time_limit_min, 'array_tasks', tasks_total, 'qos', qos, 'job_id', job_id, 'job_name', job_name);
     CREATE TABLE jobs_old (
         token TEXT PRIMARY KEY, account_id INTEGER NOT NULL REFERENCES accounts(id), user_name TEXT NOT NULL,
         uid INTEGER NOT NULL, partition TEXT NOT NULL, job_id INTEGER, job_name TEXT, request_json TEXT NOT NULL,
@@ -690,7 +697,7 @@ const BACK_TO_SCHEMA_4: &str = "
     ALTER TABLE performance_feedback_old RENAME TO performance_feedback;
     DROP TABLE alert_deliveries; DROP TABLE alerts;
     ALTER TABLE grant_accounts DROP COLUMN pi_email;
-    DELETE FROM schema_migrations WHERE version IN (5, 6, 7, 8);";
+    DELETE FROM schema_migrations WHERE version IN (5, 6, 7, 8, 9);";
 
 #[test]
 fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
@@ -704,7 +711,7 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
         &config_path,
         format!(
             "ledger = \"{}\"\n[policy]\nlow_balance_hold_days = 30\nminimum_charge = \"0\"\n\
-             [accounts.review]\napproval_threshold = \"1.00\"\n[partitions.debug.rates]\ncpu = 1.0\n",
+             [accounts.review]\napproval_threshold = \"1.00\"\n[partitions.debug.rates]\ncpu = 1.0\n\"gres/gpu\" = 0.5\n",
             ledger.display()
         ),
     )
@@ -756,7 +763,11 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
             Decision::Accept { token, .. } | Decision::Hold { token, .. } => token,
             d => panic!("{d:?}"),
         };
-        token(b.check_and_hold(&req("chem", 2), NOW_S).unwrap()); // held
+        // Held; with GPUs and a QOS, which its row keeps in columns (schema 9).
+        let gpus = BTreeMap::from([("a100".to_string(), 2)]);
+        let with_gpus = JobRequest { qos: Some("normal".into()), ..req("chem", 2) };
+        let with_gpus = JobRequest { resources: Resources { gpus, ..with_gpus.resources.clone() }, ..with_gpus };
+        token(b.check_and_hold(&with_gpus, NOW_S).unwrap());
         let settled = token(b.check_and_hold(&req("chem", 2), NOW_S).unwrap());
         let released = token(b.check_and_hold(&req("chem", 3), NOW_S).unwrap());
         token(b.check_and_hold(&req("review", 2), NOW_S).unwrap()); // awaiting_approval
@@ -851,7 +862,8 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     };
     const ENTRIES: &str = "SELECT json_array(id, txn_key, part, kind, account_id, allocation_id, amount_micros, token,
                                   job_id, at, actor, memo) FROM journal ORDER BY id";
-    const JOBS: &str = "SELECT json_array(token, account_id, user_name, uid, partition, job_id, job_name, request_json,
+    const JOBS: &str = "SELECT json_array(token, account_id, user_name, uid, partition, job_id, job_name, nodes, cpus,
+                               mem_mb, gpus, time_limit_min, qos,
                                estimate_micros, tasks_total, tasks_done, held_micros, hold_placed_micros, charged_micros,
                                state, reason, submitted_at, settled_at, research_domain, project_code, grant_number,
                                metadata_json) FROM jobs ORDER BY token";
@@ -876,7 +888,7 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     // Every other command, and the plugins, refuse the older schema; nothing upgrades it
     // behind the admin's back.
     let outdated = format!(
-        "ledger {}: schema version 4 is older than this asbb needs (8); run `asbb-admin migrate` (outside slurmctld) to upgrade it",
+        "ledger {}: schema version 4 is older than this asbb needs (9); run `asbb-admin migrate` (outside slurmctld) to upgrade it",
         ledger.display()
     );
     assert_eq!(admin(&["verify"]), (String::new(), format!("asbb-admin: error: {outdated}\n"), Some(2)));
@@ -892,7 +904,7 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     assert_eq!(
         out,
         format!(
-            "ledger {}: schema 4 -> 8 (005_narrow_writes, 006_grant_directed, 007_alerts, 008_hot_path)\nthe ledger as it was: {}.schema-4.bak (delete it once you are satisfied)\nthe same balances before and after: 3 accounts, 12 journal entries, 7 jobs\n",
+            "ledger {}: schema 4 -> 9 (005_narrow_writes, 006_grant_directed, 007_alerts, 008_hot_path, 009_request_columns)\nthe ledger as it was: {}.schema-4.bak (delete it once you are satisfied)\nthe same balances before and after: 3 accounts, 12 journal entries, 7 jobs\n",
             ledger.display(),
             ledger.display()
         )
@@ -923,5 +935,10 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
         pairs("SELECT DISTINCT uid, account_id FROM jobs ORDER BY 1, 2")
     );
     assert_eq!(pairs("SELECT uid, account_id FROM account_job_users").len(), 4);
-    assert_eq!(admin(&["migrate"]).0, format!("ledger {}: schema 8 is current; nothing to do\n", ledger.display()));
+    // The request's JSON came back as columns (the rows above match the ones asbb wrote).
+    let gpus: (String, String) = conn
+        .query_row("SELECT gpus, qos FROM jobs WHERE gpus IS NOT NULL", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!(gpus, ("a100:2".to_string(), "normal".to_string()));
+    assert_eq!(admin(&["migrate"]).0, format!("ledger {}: schema 9 is current; nothing to do\n", ledger.display()));
 }

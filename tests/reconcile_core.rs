@@ -386,6 +386,43 @@ fn verify_finds_a_run_charged_twice() {
     );
 }
 
+/// A run's release is kept unique by its run's row too (schema 9): a second entry under
+/// its key, or one naming a run that does not exist, written behind asbb's back, is
+/// found by verify.
+#[test]
+fn verify_finds_a_run_released_twice_and_a_release_with_no_run() {
+    use asbb::core::ledger::OpenMode;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ledger.db");
+    let mut b = Budget::with_ledger(config(), Ledger::open(&path, OpenMode::CreateIfMissing, 100).unwrap());
+    b.create_account("chem", Money::from_dollars(1000).unwrap(), NOW - 86_400, FOREVER, Money::ZERO, "t", NOW).unwrap();
+    let token = hold(&mut b, 2, 10, 1, NOW);
+    b.reconcile(&completion(&token, 41, EndState::Completed, 2, 60, 0), NOW + 100).unwrap();
+    assert!(b.verify().unwrap().is_clean());
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let key: String = conn.query_row("SELECT txn_key FROM journal WHERE kind = 'release'", [], |r| r.get(0)).unwrap();
+    assert_eq!(key, format!("release-run:c1:41:{}:0", NOW - 10));
+    conn.execute(
+        "INSERT INTO journal (txn_key, part, kind, account_id, amount_micros, token, job_id, at)
+         SELECT txn_key, part + 1, kind, account_id, amount_micros, token, job_id, at FROM journal WHERE kind = 'release'
+         UNION ALL
+         SELECT 'release-run:c1:99:0:0', 0, 'release', account_id, 1, NULL, NULL, at FROM journal WHERE kind = 'release'",
+        [],
+    )
+    .unwrap();
+    let problems = b.verify().unwrap().problems;
+    assert_eq!(
+        problems,
+        [
+            "account chem: cached held 0 micros, journal says -1200001".to_string(),
+            "account chem: open holds are negative (-1200001 micros)".to_string(),
+            format!("job {token}: cached hold 0 micros, journal says -1200000"),
+            format!("job {token}: released more than was held (-1200000 micros)"),
+            "1 run release entries have no run".to_string(),
+        ]
+    );
+}
+
 /// job_submit/asbb's provisional holds, as its confirm thread settles them: ripe only
 /// after the grace, taken once, oldest first; a hold whose job SLURM has is confirmed
 /// (its job id recorded, still held), one whose job SLURM never created is released;

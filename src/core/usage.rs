@@ -175,7 +175,7 @@ impl Budget {
                 "NULL, NULL, NULL, NULL"
             };
         let job_join = if job_cols.starts_with("NULL") { "" } else { "LEFT JOIN jobs jb ON jb.token = j.token" };
-        let qos = if needs(&[UsageKey::Qos]) { "json_extract(jb.request_json, '$.qos')" } else { "NULL" };
+        let qos = if needs(&[UsageKey::Qos]) { "jb.qos" } else { "NULL" };
         let (grant_col, grant_join) = if needs(&[UsageKey::Grant]) {
             (
                 "CASE WHEN j.allocation_id IS NULL THEN '(overdraft)' ELSE coalesce(g.grant_number, '(deposit)') END",

@@ -193,6 +193,16 @@ impl Budget {
         rows.collect::<Result<Vec<_>, _>>().map_err(e)
     }
 
+    /// The name of the account with id `id`.
+    pub fn account_name_of(&mut self, id: i64) -> Result<String, BudgetError> {
+        let e = sq(&self.ledger);
+        self.ledger
+            .conn
+            .prepare_cached("SELECT name FROM accounts WHERE id = ?1")
+            .and_then(|mut s| s.query_row([id], |r| r.get(0)))
+            .map_err(e)
+    }
+
     pub fn job(&mut self, token: &str) -> Result<Option<JobRow>, BudgetError> {
         let e = sq(&self.ledger);
         self.ledger

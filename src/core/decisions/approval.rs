@@ -8,7 +8,6 @@
 use crate::core::decisions::{format_time, job_summary_from_row, Budget, BudgetError, JobSummary, JOB_SUMMARY_COLS};
 use crate::core::ledger::{JobState, Tx};
 use crate::core::money::Money;
-use crate::core::pricing::job::JobRequest;
 use rusqlite::params;
 
 /// Jobs submitted held by asbb, not yet holding funds (of `jobs j`): the
@@ -42,8 +41,8 @@ impl Budget {
         if !job.state.is_waiting() {
             return Err(BudgetError::Invalid(format!("job {} is {}, not waiting", shown(job_id, token), job.state)));
         }
-        let mut req: JobRequest = serde_json::from_str(&job.request_json)
-            .map_err(|err| BudgetError::Invalid(format!("stored request: {err}")))?;
+        let account = self.account_name_of(job.account_id)?;
+        let mut req = job.request(&account);
         req.job_id = job_id.or(job.job_id);
         match self.modify(token, &req, true, true, now)? {
             crate::core::decisions::Modified::Released { hold } => {

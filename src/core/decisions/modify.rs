@@ -34,7 +34,6 @@ impl Budget {
             }
         }
         let domain = job.research_domain.clone().unwrap_or_default();
-        let request_json = serde_json::to_string(req).map_err(|err| BudgetError::Invalid(err.to_string()))?;
         let outcome = match job.state {
             JobState::Held => {
                 if job.tasks_done > 0 {
@@ -107,23 +106,15 @@ impl Budget {
                     }
                     let key = next_modify_key(&tx, token).map_err(&e)?;
                     adjust_hold(&tx, &key, &job, Money::from_micros(delta), now).map_err(&e)?;
-                    tx.tx
-                        .execute(
-                            "UPDATE jobs SET estimate_micros = ?2, request_json = ?3, partition = ?4 WHERE token = ?1",
-                            params![token, estimate.micros(), request_json, req.partition],
-                        )
-                        .map_err(&e)?;
+                    update_request(&tx, token, req, estimate).map_err(&e)?;
                     Modified::Repriced { old_hold: job.held, new_hold }
                 }
             }
             JobState::AwaitingApproval | JobState::AwaitingFunds => {
-                let estimate = cost::estimate(&self.config, req)?;
-                tx.tx
-                    .execute(
-                        "UPDATE jobs SET estimate_micros = ?2, request_json = ?3, partition = ?4 WHERE token = ?1",
-                        params![token, estimate.micros(), request_json, req.partition],
-                    )
-                    .map_err(&e)?;
+                // Every task of an array waits: an update names one of them or none.
+                let whole = JobRequest { array_tasks: job.tasks_total, ..req.clone() };
+                let estimate = cost::estimate(&self.config, &whole)?;
+                update_request(&tx, token, req, estimate).map_err(&e)?;
                 if !releasing {
                     tx.commit()?;
                     return Ok(Modified::Unchanged);
@@ -180,8 +171,8 @@ impl Budget {
         if job.state.is_open() {
             return Ok(None);
         }
-        let mut req: JobRequest =
-            serde_json::from_str(&job.request_json).map_err(|err| BudgetError::Invalid(err.to_string()))?;
+        let account = tx.account_by_id(job.account_id).map_err(&e)?;
+        let mut req = job.request(&account.name);
         req.array_tasks = 1;
         req.job_id = Some(job_id);
         // The re-run is the same job: its grant, project and domain go with it, so
@@ -196,7 +187,6 @@ impl Budget {
         let per_task = Money::from_micros(job.estimate.micros() / job.tasks_total.max(1) as i64);
         let new_token = tx.new_token().map_err(&e)?;
         let waiting = |tx: &Tx<'_>, state: JobState, reason: String, estimate: Money| -> Result<Rerun, BudgetError> {
-            let account = tx.account_by_id(job.account_id).map_err(&e)?;
             let row = NewJob {
                 token: &new_token,
                 account: &account,
@@ -307,4 +297,26 @@ fn next_modify_key(tx: &Tx<'_>, token: &str) -> rusqlite::Result<String> {
         n += 1;
     }
     Ok(format!("{prefix}{n}"))
+}
+
+/// A modify's new request and estimate on the job's row (its array size stays).
+fn update_request(tx: &Tx<'_>, token: &str, req: &JobRequest, estimate: Money) -> rusqlite::Result<()> {
+    let res = &req.resources;
+    tx.tx.execute(
+        "UPDATE jobs SET estimate_micros = ?2, partition = ?3, nodes = ?4, cpus = ?5, mem_mb = ?6, gpus = ?7,
+           time_limit_min = ?8, qos = ?9
+         WHERE token = ?1",
+        params![
+            token,
+            estimate.micros(),
+            req.partition,
+            res.nodes,
+            res.cpus,
+            res.mem_mb,
+            res.gpus_text(),
+            req.time_limit_min,
+            req.qos
+        ],
+    )?;
+    Ok(())
 }

@@ -54,9 +54,7 @@ impl Budget {
         // never from a stored request an update (perhaps refused by SLURM) changed.
         // When the record names no QOS (no accounting; the safety net's sources), the
         // one the job was last priced with stands in.
-        let qos = c.qos.clone().or_else(|| {
-            job.as_ref().and_then(|j| serde_json::from_str::<JobRequest>(&j.request_json).ok()).and_then(|r| r.qos)
-        });
+        let qos = c.qos.clone().or_else(|| job.as_ref().and_then(|j| j.qos.clone()));
         let elapsed_s = c.elapsed_s() as u64;
         let cost = match (&c.allocated, self.config.partitions.get(&c.partition)) {
             (None, _) => Money::ZERO,
@@ -142,7 +140,7 @@ impl Budget {
                     Money::from_micros((per_task * (tasks_done - j.tasks_done) as i64).min(j.held.micros()))
                 };
                 if !release.is_zero() {
-                    postings::release(&tx, &format!("release:{run_key}"), j, release, now).map_err(&e)?;
+                    postings::release(&tx, &format!("release-run:{run_key}"), j, release, now).map_err(&e)?;
                     released = release;
                 }
             }

@@ -341,16 +341,17 @@ pub(super) fn insert_job(
     now: i64,
 ) -> rusqlite::Result<()> {
     let NewJob { token, account, req, estimate, held, grant, meta, user_known } = *job;
-    let request_json = serde_json::to_string(req).unwrap_or_else(|_| "{}".into());
     // The metadata goes in with the row: a second UPDATE would write the page twice.
     let meta = meta.filter(|m| !m.is_empty());
     let metadata_json = meta.map(|m| serde_json::to_string(m).unwrap_or_else(|_| "{}".into()));
+    let res = &req.resources;
     tx.tx
         .prepare_cached(
-            "INSERT INTO jobs (token, account_id, user_name, uid, partition, job_id, job_name, request_json, estimate_micros,
-               tasks_total, state, reason, submitted_at, held_micros, hold_placed_micros,
-               research_domain, project_code, grant_number, metadata_json, hold_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14, ?15, ?16, ?17, ?18, ?19)",
+            "INSERT INTO jobs (token, account_id, user_name, uid, partition, job_id, job_name, nodes, cpus, mem_mb, gpus,
+               time_limit_min, qos, estimate_micros, tasks_total, state, reason, submitted_at, held_micros,
+               hold_placed_micros, research_domain, project_code, grant_number, metadata_json, hold_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?19, ?20, ?21,
+               ?22, ?23, ?24)",
         )?
         .execute(params![
             token,
@@ -360,7 +361,12 @@ pub(super) fn insert_job(
             req.partition,
             req.job_id,
             req.job_name,
-            request_json,
+            res.nodes,
+            res.cpus,
+            res.mem_mb,
+            res.gpus_text(),
+            req.time_limit_min,
+            req.qos,
             estimate.micros(),
             req.array_tasks.max(1),
             state,

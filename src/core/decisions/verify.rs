@@ -197,16 +197,24 @@ impl Budget {
                 problems.push(format!("run {key}: cost {cost} micros, charged {charged}"));
             }
         }
-        let orphans: i64 = conn
+        // A run's charge and its release are unique through the run's row: each needs one.
+        let (charges, releases): (i64, i64) = conn
             .query_row(
-                "SELECT count(*) FROM journal j WHERE j.kind = 'charge' AND j.txn_key LIKE 'charge:%'
-                 AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.run_key = substr(j.txn_key, 8))",
+                "SELECT coalesce(sum(j.kind = 'charge' AND j.txn_key LIKE 'charge:%'), 0),
+                        coalesce(sum(j.txn_key LIKE 'release-run:%'), 0)
+                 FROM journal j
+                 WHERE (j.txn_key LIKE 'charge:%' OR j.txn_key LIKE 'release-run:%')
+                   AND NOT EXISTS (SELECT 1 FROM runs r
+                                   WHERE r.run_key = substr(j.txn_key, instr(j.txn_key, ':') + 1))",
                 [],
-                |r| r.get(0),
+                |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(e)?;
-        if orphans > 0 {
-            problems.push(format!("{orphans} charge entries have no run"));
+        if charges > 0 {
+            problems.push(format!("{charges} charge entries have no run"));
+        }
+        if releases > 0 {
+            problems.push(format!("{releases} run release entries have no run"));
         }
         // A grant's open holds are its jobs' (schema 6+).
         let has_grant_holds: bool = conn

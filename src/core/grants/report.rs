@@ -35,7 +35,7 @@ use crate::core::decisions::{Budget, BudgetError, DAY_S, FOREVER};
 use crate::core::grants::{grant_by_number, indirect_of, periods_of, unknown_grant, Grant, GrantPeriod, PPM};
 use crate::core::ledger::{LedgerError, Tx};
 use crate::core::money::Money;
-use crate::core::pricing::job::{JobRequest, Resources};
+use crate::core::pricing::job::Resources;
 use rusqlite::params;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -484,40 +484,55 @@ fn apply_split(split: Split, amount: i64) -> [i64; 5] {
     out
 }
 
-/// Split ids by (partition id, resources JSON, from a request?), remembered: a ledger
+/// Split ids by (partition id, resources text, from a request?), remembered: a ledger
 /// has few distinct shapes.
 #[derive(Default)]
 struct SplitCache {
-    jsons: Names,
+    texts: Names,
     ids: FastMap<(u32, u32, bool), u32>,
 }
 
 impl SplitCache {
-    #[allow(clippy::too_many_arguments)]
+    /// The split of a run's allocation (`alloc_json`, as its row keeps it) or a job's
+    /// request (`request`: its resource columns, `nodes/cpus/mem_mb/gpus`), by that text.
     fn id(
         &mut self,
         config: &Config,
         keys: &mut Keys,
         partition_id: u32,
         partition: &str,
-        json: Option<&str>,
+        text: Option<&str>,
         is_request: bool,
     ) -> u32 {
-        let json_id = json.map(|j| self.jsons.id(j)).unwrap_or(u32::MAX);
-        if let Some(&id) = self.ids.get(&(partition_id, json_id, is_request)) {
+        let text_id = text.map(|j| self.texts.id(j)).unwrap_or(u32::MAX);
+        if let Some(&id) = self.ids.get(&(partition_id, text_id, is_request)) {
             return id;
         }
-        let res: Option<Resources> = match json {
-            Some(j) if is_request => serde_json::from_str::<JobRequest>(j).ok().map(|r| r.resources),
+        let res: Option<Resources> = match text {
+            Some(t) if is_request => request_resources(t),
             Some(j) => serde_json::from_str(j).ok(),
             None => None,
         };
         let id = keys.splits.len() as u32;
         keys.splits.push(split_of(config, partition, res.as_ref()));
-        self.ids.insert((partition_id, json_id, is_request), id);
+        self.ids.insert((partition_id, text_id, is_request), id);
         id
     }
 }
+
+/// A job's request resources from the text [`REQUEST_RESOURCES`] selects.
+fn request_resources(text: &str) -> Option<Resources> {
+    let mut parts = text.splitn(4, '/');
+    let nodes = parts.next()?.parse().ok()?;
+    let cpus = parts.next()?.parse().ok()?;
+    let mem_mb = parts.next()?.parse().ok()?;
+    let gpus = Resources::gpus_from_text(Some(parts.next()?).filter(|g| !g.is_empty())).ok()?;
+    Some(Resources { nodes, cpus, mem_mb, gpus })
+}
+
+/// A job's request resources as one text (`nodes/cpus/mem_mb/gpus`), which the
+/// report's split cache keys on.
+const REQUEST_RESOURCES: &str = "nodes || '/' || cpus || '/' || mem_mb || '/' || coalesce(gpus, '')";
 
 // ----- arithmetic helpers ---------------------------------------------------------------
 
@@ -846,7 +861,7 @@ fn describe_costs(
         let sql = if is_run {
             "SELECT partition, user_name, alloc_json FROM runs WHERE run_key = ?1"
         } else {
-            "SELECT partition, user_name, request_json FROM jobs WHERE token = ?1"
+            &format!("SELECT partition, user_name, {REQUEST_RESOURCES} FROM jobs WHERE token = ?1")
         };
         let found: Option<(String, String, Option<String>)> = rusqlite::OptionalExtension::optional(
             tx.tx.prepare_cached(sql).and_then(|mut st| st.query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))),

@@ -251,6 +251,7 @@ impl Budget {
         meta.grant_number = found.job.grant_number.clone();
         let metadata = serde_json::to_value(&meta).ok();
         let job = found.job;
+        let request = serde_json::to_value(job.request(&found.account)).ok();
         Ok(BudgetContext {
             job_id,
             cluster: found.cluster,
@@ -264,9 +265,7 @@ impl Budget {
             hold_placed: job.hold_placed,
             hold: job.held,
             actual: job.charged,
-            request: serde_json::from_str::<JobRequest>(&job.request_json)
-                .ok()
-                .and_then(|r| serde_json::to_value(r).ok()),
+            request,
             runs,
             account,
             grant,

@@ -4,6 +4,7 @@
 //! transaction opened by `core::decisions`; nothing here commits on its own.
 
 use crate::core::money::Money;
+use crate::core::pricing::job::{JobRequest, Resources};
 use crate::core::safe_fs;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
@@ -27,6 +28,8 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     // Job rows in token order; a first hold, a run's charge and its learning sample
     // outside the key indexes (tables rebuilt).
     (8, "008_hot_path", include_str!("../../../sql/008_hot_path.sql")),
+    // A job's request in columns instead of JSON; a run's release outside the key index.
+    (9, "009_request_columns", include_str!("../../../sql/009_request_columns.sql")),
 ];
 
 /// Prepared statements kept per connection.
@@ -416,6 +419,24 @@ impl AllocationRow {
     }
 }
 
+impl JobRow {
+    /// The request the job was last priced with (`account`: its account's name).
+    pub fn request(&self, account: &str) -> JobRequest {
+        JobRequest {
+            user: self.user_name.clone(),
+            uid: self.uid,
+            account: account.to_string(),
+            partition: self.partition.clone(),
+            resources: self.resources.clone(),
+            time_limit_min: self.time_limit_min,
+            array_tasks: self.tasks_total,
+            qos: self.qos.clone(),
+            job_id: self.job_id,
+            job_name: self.job_name.clone(),
+        }
+    }
+}
+
 /// A row of `jobs`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRow {
@@ -426,7 +447,11 @@ pub struct JobRow {
     pub partition: String,
     pub job_id: Option<u32>,
     pub job_name: Option<String>,
-    pub request_json: String,
+    /// Per array task, as requested (and as a modify last changed it).
+    pub resources: Resources,
+    /// 0 for a row migrated from a request that did not say.
+    pub time_limit_min: u32,
+    pub qos: Option<String>,
     pub estimate: Money,
     pub tasks_total: u32,
     pub tasks_done: u32,
@@ -603,11 +628,12 @@ pub struct EntryRow {
 pub(crate) const ACCOUNT_COLS: &str =
     "id, name, status, credit_limit_micros, description, created_at, held_micros, overdraft_micros";
 /// The condition of the journal's key index (`journal_key`): every key but a job's
-/// first hold, `hold:<token>`, and a run's charge, `charge:<run_key>` (the job's and the
-/// run's rows keep those unique). A look-up by key repeats it, or SQLite cannot use the index.
-pub(crate) const INDEXED_KEY: &str = "substr(txn_key, 1, 5) <> 'hold:' AND substr(txn_key, 1, 7) <> 'charge:'";
+/// first hold, `hold:<token>`, and a run's charge and release, `charge:<run_key>` and
+/// `release-run:<run_key>` (the job's and the run's rows keep those unique). A look-up by key repeats it, or SQLite cannot use the index.
+pub(crate) const INDEXED_KEY: &str = "substr(txn_key, 1, 5) <> 'hold:' AND substr(txn_key, 1, 7) <> 'charge:'
+      AND substr(txn_key, 1, 12) <> 'release-run:'";
 
-pub(crate) const JOB_COLS: &str = "token, account_id, user_name, uid, partition, job_id, job_name, request_json, estimate_micros, tasks_total, tasks_done, held_micros, hold_placed_micros, charged_micros, state, reason, submitted_at, settled_at, research_domain, grant_number";
+pub(crate) const JOB_COLS: &str = "token, account_id, user_name, uid, partition, job_id, job_name, nodes, cpus, mem_mb, gpus, time_limit_min, qos, estimate_micros, tasks_total, tasks_done, held_micros, hold_placed_micros, charged_micros, state, reason, submitted_at, settled_at, research_domain, grant_number";
 
 pub(crate) fn account_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
     Ok(AccountRow {
@@ -623,6 +649,9 @@ pub(crate) fn account_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Accoun
 }
 
 pub(crate) fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+    let gpus_text: Option<String> = r.get(10)?;
+    let gpus = Resources::gpus_from_text(gpus_text.as_deref())
+        .map_err(|reason| rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, reason.into()))?;
     Ok(JobRow {
         token: r.get(0)?,
         account_id: r.get(1)?,
@@ -631,19 +660,21 @@ pub(crate) fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
         partition: r.get(4)?,
         job_id: r.get(5)?,
         job_name: r.get(6)?,
-        request_json: r.get(7)?,
-        estimate: Money::from_micros(r.get(8)?),
-        tasks_total: r.get(9)?,
-        tasks_done: r.get(10)?,
-        held: Money::from_micros(r.get(11)?),
-        hold_placed: Money::from_micros(r.get(12)?),
-        charged: Money::from_micros(r.get(13)?),
-        state: r.get(14)?,
-        reason: r.get(15)?,
-        submitted_at: r.get(16)?,
-        settled_at: r.get(17)?,
-        research_domain: r.get(18)?,
-        grant_number: r.get(19)?,
+        resources: Resources { nodes: r.get(7)?, cpus: r.get(8)?, mem_mb: r.get(9)?, gpus },
+        time_limit_min: r.get(11)?,
+        qos: r.get(12)?,
+        estimate: Money::from_micros(r.get(13)?),
+        tasks_total: r.get(14)?,
+        tasks_done: r.get(15)?,
+        held: Money::from_micros(r.get(16)?),
+        hold_placed: Money::from_micros(r.get(17)?),
+        charged: Money::from_micros(r.get(18)?),
+        state: r.get(19)?,
+        reason: r.get(20)?,
+        submitted_at: r.get(21)?,
+        settled_at: r.get(22)?,
+        research_domain: r.get(23)?,
+        grant_number: r.get(24)?,
     })
 }
 
@@ -750,7 +781,10 @@ impl<'c> Tx<'c> {
     }
 
     pub fn txn_exists(&self, txn_key: &str) -> rusqlite::Result<bool> {
-        debug_assert!(!txn_key.starts_with("hold:") && !txn_key.starts_with("charge:"), "{txn_key} is not indexed");
+        debug_assert!(
+            !["hold:", "charge:", "release-run:"].iter().any(|p| txn_key.starts_with(p)),
+            "{txn_key} is not indexed"
+        );
         self.tx
             .prepare_cached(&format!("SELECT 1 FROM journal WHERE txn_key = ?1 AND {INDEXED_KEY} LIMIT 1"))?
             .exists([txn_key])
@@ -884,9 +918,9 @@ mod tests {
                 .unwrap();
             tx.tx
                 .execute(
-                    "INSERT INTO jobs (token, account_id, user_name, uid, partition, request_json, estimate_micros,
+                    "INSERT INTO jobs (token, account_id, user_name, uid, partition, estimate_micros,
                        tasks_total, state, submitted_at)
-                     VALUES (?1, 1, 'u', 1, 'p', '{}', 0, 1, 'held', ?2)",
+                     VALUES (?1, 1, 'u', 1, 'p', 0, 1, 'held', ?2)",
                     rusqlite::params![token, i],
                 )
                 .unwrap();

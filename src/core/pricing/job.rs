@@ -31,6 +31,30 @@ impl Resources {
         self.gpus.values().map(|&n| n as u64).sum()
     }
 
+    /// `gpus` as a job's row keeps it: `type:count` pairs joined by commas (`a100:2`,
+    /// `:1` for an untyped GPU), `None` when there are none. Types are letters, digits
+    /// and `_-.` (see [`parse_gpu_spec`]), so neither separator can occur in one.
+    pub fn gpus_text(&self) -> Option<String> {
+        if self.gpus.is_empty() {
+            return None;
+        }
+        let pairs: Vec<String> = self.gpus.iter().map(|(typ, n)| format!("{typ}:{n}")).collect();
+        Some(pairs.join(","))
+    }
+
+    /// The inverse of [`Self::gpus_text`].
+    pub fn gpus_from_text(text: Option<&str>) -> Result<BTreeMap<String, u32>, String> {
+        let mut gpus = BTreeMap::new();
+        for pair in text.into_iter().flat_map(|t| t.split(',')) {
+            let parsed = pair.rsplit_once(':').and_then(|(typ, n)| Some((typ, n.parse::<u32>().ok()?)));
+            let Some((typ, n)) = parsed else {
+                return Err(format!("bad GPU count '{pair}' in '{}'", text.unwrap_or("")));
+            };
+            gpus.insert(typ.to_string(), n);
+        }
+        Ok(gpus)
+    }
+
     /// Checks the bounds above.
     pub fn validate(&self) -> Result<(), SpecError> {
         if self.nodes > MAX_NODES {

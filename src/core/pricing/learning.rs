@@ -30,7 +30,7 @@
 use crate::core::config::LearningConfig;
 use crate::core::ledger::{JobRow, Tx};
 use crate::core::money::Money;
-use crate::core::pricing::job::{EndState, JobCompletion, JobRequest};
+use crate::core::pricing::job::{EndState, JobCompletion};
 use rusqlite::{params, Connection};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -201,7 +201,8 @@ pub(crate) fn record_run(
         return Ok(());
     }
     let share = job.estimate.micros() / job.tasks_total.max(1) as i64;
-    let time_limit_s = serde_json::from_str::<JobRequest>(&job.request_json).ok().map(|r| r.time_limit_min as i64 * 60);
+    // 0: a row migrated from a request that did not say.
+    let time_limit_s = (job.time_limit_min > 0).then(|| job.time_limit_min as i64 * 60);
     record(
         tx.tx,
         &Sample {
