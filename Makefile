@@ -88,7 +88,7 @@ test-faults: build
 test-core:
 	$(CARGO) test --release --lib --test ledger_props --test cli_admin --test grants --test api_http \
 		--test learning_sim --test reconcile_core --test fuzz_fields --test cli_reconcile --test simulation \
-		--test licences --test alerts
+		--test licences --test alerts --test ledger_wal
 
 bench: build
 	$(CARGO) bench --bench ledger

@@ -118,7 +118,12 @@ impl Ledger {
         } | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         let sq = |source| LedgerError::Sqlite { path: path.to_path_buf(), source };
-        let conn = Connection::open_with_flags(path, flags).map_err(sq)?;
+        // Each commit's WAL frames in one write (see `asbb_wal_writes`).
+        let conn = match asbb_wal_writes::vfs_name() {
+            Some(vfs) => Connection::open_with_flags_and_vfs(path, flags, vfs),
+            None => Connection::open_with_flags(path, flags),
+        }
+        .map_err(sq)?;
         conn.busy_timeout(Duration::from_millis(busy_timeout_ms as u64)).map_err(sq)?;
         // rusqlite keeps 16 statements by default; the hooks' paths (submit, modify,
         // confirm, settle) use more, so slurmctld's profile showed SQLite parsing SQL
