@@ -50,10 +50,10 @@ struct File {
     pending_offset: i64,
     /// The last header gathered is a commit frame's: its page ends the commit.
     commit_header: bool,
-    /// The last call was a read. SQLite reads a frame before it rewrites that frame's
-    /// header (`walRewriteChecksums`, after the commit frame), and such a write must not
-    /// wait in the buffer: no commit frame follows it.
-    after_read: bool,
+    /// Where the last call read, when the last call was a read. SQLite reads a frame
+    /// before it rewrites that frame's header (`walRewriteChecksums`, after the commit
+    /// frame), and such a write must not wait in the buffer: no commit frame follows it.
+    read_at: Option<i64>,
 }
 
 unsafe fn register() -> Option<&'static str> {
@@ -99,7 +99,13 @@ unsafe extern "C" fn open(
     let Some(x_open) = (*default).xOpen else { return ffi::SQLITE_ERROR };
     let rc = x_open(default, name, real, flags, out_flags);
     if rc != ffi::SQLITE_OK {
-        // No xClose follows a failed open: SQLite reads pMethods to tell.
+        // No xClose follows a failed open (SQLite reads pMethods to tell), so the
+        // default VFS's handle is closed here if it was left open.
+        if !(*real).pMethods.is_null() {
+            if let Some(x_close) = (*(*real).pMethods).xClose {
+                x_close(real);
+            }
+        }
         (*file).pMethods = std::ptr::null();
         return rc;
     }
@@ -112,7 +118,7 @@ unsafe extern "C" fn open(
             pending: Vec::new(),
             pending_offset: 0,
             commit_header: false,
-            after_read: false,
+            read_at: None,
         },
     );
     ffi::SQLITE_OK
@@ -225,13 +231,14 @@ unsafe extern "C" fn read(file: *mut ffi::sqlite3_file, buf: *mut c_void, amount
     if rc != ffi::SQLITE_OK {
         return rc;
     }
-    me.after_read = true;
+    me.read_at = Some(offset);
     real_call!(me.real, xRead, ffi::SQLITE_IOERR_READ, buf, amount, offset)
 }
 
 unsafe extern "C" fn write(file: *mut ffi::sqlite3_file, buf: *const c_void, amount: c_int, offset: i64) -> c_int {
     let me = me(file);
-    if me.is_wal && amount > 0 && !std::mem::take(&mut me.after_read) {
+    let rewrite = me.read_at.take() == Some(offset);
+    if me.is_wal && amount > 0 && !rewrite {
         let data = std::slice::from_raw_parts(buf as *const u8, amount as usize);
         // A frame header, or the page after one: everything else goes straight through.
         let frame_part = data.len() == FRAME_HEADER_BYTES || !me.pending.is_empty();
