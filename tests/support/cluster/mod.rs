@@ -834,9 +834,16 @@ impl Cluster {
     }
 
     /// slurmstepd and job processes outlive slurmd; they carry our SLURM_CONF in their
-    /// environment, which no process outside this cluster has.
+    /// environment, or run in this cluster's directory, which no process outside this
+    /// cluster does (slurmstepd of SLURM 24.11 writes its title over its environment,
+    /// so only its working directory tells).
     fn kill_leftovers(&self) {
         let marker = format!("SLURM_CONF={}", self.conf.display());
+        let ours = |pid: u32| {
+            fs::read_link(format!("/proc/{pid}/cwd")).is_ok_and(|cwd| cwd.starts_with(&self.dir))
+                || fs::read(format!("/proc/{pid}/environ"))
+                    .is_ok_and(|env| env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()))
+        };
         let me = std::process::id();
         for _round in 0..3 {
             let mut found = false;
@@ -847,13 +854,7 @@ impl Cluster {
                 let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
                     continue;
                 };
-                if pid == me {
-                    continue;
-                }
-                let Ok(env) = fs::read(format!("/proc/{pid}/environ")) else {
-                    continue;
-                };
-                if env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()) {
+                if pid != me && ours(pid) {
                     signal(pid, "KILL");
                     found = true;
                 }
