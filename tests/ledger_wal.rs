@@ -98,3 +98,45 @@ fn what_a_process_committed_survives_its_death() {
     assert!(dir.path().join("died.db-wal").exists());
     assert_eq!(summary(&open(&path, None)), (450, 1225 + 400 * 10, "ok".to_string()));
 }
+
+/// A transaction that spilled pages to the WAL and rolled back leaves frames nobody
+/// committed; another connection then commits its own frames at the same place. The
+/// rolled-back frames must never be written over them, at the first connection's close
+/// or at its next read.
+#[test]
+fn a_rolled_back_spill_never_lands_on_another_connections_commit() {
+    // About 20 pages of rows: the rolled-back frames fit the buffer, so they start
+    // where the next commit's frames do.
+    const ROWS: i64 = 120;
+    let vfs = asbb_wal_writes::vfs_name().expect("the VFS registers");
+    for close_first in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let a = open(&path, Some(vfs));
+        a.execute_batch("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER, pad TEXT);").unwrap();
+        for i in 1..=ROWS {
+            a.execute("INSERT INTO t (v, pad) VALUES (?1, printf('%.600c', 'a'))", [i]).unwrap();
+        }
+        // Everything in the database file, so that the rollback reads nothing back from
+        // the WAL (a read there would write the buffer while the write lock is held).
+        a.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);").unwrap();
+        // Pages spilled past the cache (SQLite keeps at least 10), then rolled back.
+        a.execute_batch("PRAGMA cache_size = 5; BEGIN; UPDATE t SET v = v + 1000000, pad = printf('%.600c', 'z');")
+            .unwrap();
+        a.execute_batch("ROLLBACK;").unwrap();
+        // Another connection commits where the rolled-back frames were.
+        let b = open(&path, Some(vfs));
+        b.execute_batch("UPDATE t SET v = v * 2; INSERT INTO t (v, pad) VALUES (7, 'b');").unwrap();
+        if close_first {
+            drop(a);
+        } else {
+            let n: i64 = a.query_row("SELECT count(*) FROM t WHERE v > 1000000", [], |r| r.get(0)).unwrap();
+            assert_eq!(n, 0);
+            drop(a);
+        }
+        drop(b);
+        let c = open(&path, None);
+        let (rows, sum, check) = summary(&c);
+        assert_eq!((rows, sum, check.as_str()), (ROWS + 1, ROWS * (ROWS + 1) + 7, "ok"), "close_first={close_first}");
+    }
+}

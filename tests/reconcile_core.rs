@@ -355,10 +355,9 @@ fn a_rerun_keeps_the_jobs_project_and_domain() {
     assert_clean(&b);
 }
 
-/// A run's charge is kept unique by its run's row, not by the journal's key index
-/// (schema 8): an entry under the same key written behind asbb's back is found by verify.
-#[test]
-fn verify_finds_a_run_charged_twice() {
+/// A ledger file (`ledger.db` in the returned directory) where one job's run was
+/// charged and its hold released, clean by verify; the budget and the job's token.
+fn one_run_settled() -> (tempfile::TempDir, Budget, String) {
     use asbb::core::ledger::OpenMode;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ledger.db");
@@ -367,7 +366,15 @@ fn verify_finds_a_run_charged_twice() {
     let token = hold(&mut b, 2, 10, 1, NOW);
     b.reconcile(&completion(&token, 41, EndState::Completed, 2, 60, 0), NOW + 100).unwrap();
     assert!(b.verify().unwrap().is_clean());
-    let conn = rusqlite::Connection::open(&path).unwrap();
+    (dir, b, token)
+}
+
+/// A run's charge is kept unique by its run's row, not by the journal's key index
+/// (schema 8): an entry under the same key written behind asbb's back is found by verify.
+#[test]
+fn verify_finds_a_run_charged_twice() {
+    let (dir, b, token) = one_run_settled();
+    let conn = rusqlite::Connection::open(dir.path().join("ledger.db")).unwrap();
     conn.execute(
         "INSERT INTO journal (txn_key, part, kind, account_id, allocation_id, amount_micros, token, job_id, at)
          SELECT txn_key, part + 1, kind, account_id, allocation_id, amount_micros, token, job_id, at
@@ -391,15 +398,8 @@ fn verify_finds_a_run_charged_twice() {
 /// found by verify.
 #[test]
 fn verify_finds_a_run_released_twice_and_a_release_with_no_run() {
-    use asbb::core::ledger::OpenMode;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("ledger.db");
-    let mut b = Budget::with_ledger(config(), Ledger::open(&path, OpenMode::CreateIfMissing, 100).unwrap());
-    b.create_account("chem", Money::from_dollars(1000).unwrap(), NOW - 86_400, FOREVER, Money::ZERO, "t", NOW).unwrap();
-    let token = hold(&mut b, 2, 10, 1, NOW);
-    b.reconcile(&completion(&token, 41, EndState::Completed, 2, 60, 0), NOW + 100).unwrap();
-    assert!(b.verify().unwrap().is_clean());
-    let conn = rusqlite::Connection::open(&path).unwrap();
+    let (dir, b, token) = one_run_settled();
+    let conn = rusqlite::Connection::open(dir.path().join("ledger.db")).unwrap();
     let key: String = conn.query_row("SELECT txn_key FROM journal WHERE kind = 'release'", [], |r| r.get(0)).unwrap();
     assert_eq!(key, format!("release-run:c1:41:{}:0", NOW - 10));
     conn.execute(

@@ -12,12 +12,20 @@
 //! before: `synchronous = NORMAL`) before SQLite marks them committed in the WAL
 //! index, because the buffer is written when the commit frame's page arrives, inside
 //! SQLite's own write of the frames, and a write error is that write's error. Only a
-//! frame header followed by its page, and the frames after it, are gathered; any other
-//! call on the WAL file (a read, a sync, its size, a truncate, a close, a write that does
-//! not continue the buffer) writes the buffer first, so SQLite never reads a file that
-//! differs from what it wrote, and nothing is left waiting when SQLite is done writing.
+//! frame header followed by its page, and the frames after it, are gathered (a header
+//! SQLite rewrites right after reading its frame goes straight through); any other call
+//! on the WAL file (a read, a sync, its size, a truncate, a file control, a write that
+//! does not continue the buffer) writes the buffer first, so SQLite never reads a file
+//! that differs from what it wrote, and nothing of a commit is left waiting.
 //! Locks and shared memory are the default VFS's, so other processes (the command
 //! lines, the other plugin) see nothing different.
+//!
+//! A transaction that spills pages to the WAL and then rolls back leaves frames that
+//! were never committed; they are dropped when the write lock is released (the
+//! database file's `xShmLock`), never written later over frames another connection has
+//! committed at the same place. That needs the database's handle from the WAL's,
+//! `sqlite3_database_file_object` (SQLite 3.31, 2020); a WAL whose database is not
+//! opened through this VFS gathers nothing.
 
 use rusqlite::ffi;
 use std::ffi::{c_char, c_int, c_void, CString};
@@ -54,6 +62,14 @@ struct File {
     /// before it rewrites that frame's header (`walRewriteChecksums`, after the commit
     /// frame), and such a write must not wait in the buffer: no commit frame follows it.
     read_at: Option<i64>,
+    /// A database file: its WAL's handle, while open. A WAL: its database's handle.
+    /// Only a WAL linked to its database gathers writes (see [`shm_lock`]).
+    other: *mut File,
+}
+
+extern "C" {
+    /// SQLite 3.31 and later: the database file a WAL file name (as xOpen got it) belongs to.
+    fn sqlite3_database_file_object(name: *const c_char) -> *mut ffi::sqlite3_file;
 }
 
 unsafe fn register() -> Option<&'static str> {
@@ -67,7 +83,10 @@ unsafe fn register() -> Option<&'static str> {
     let c_name: &'static CString = Box::leak(Box::new(CString::new(name.clone()).ok()?));
     let existing = ffi::sqlite3_vfs_find(c_name.as_ptr());
     if !existing.is_null() {
-        return Some(Box::leak(name.into_boxed_str()));
+        // Registered by this same code (a plugin loaded again at the same address);
+        // another build's VFS under this name is not ours to use.
+        let same = (*existing).xOpen.map(|f| f as *const () as usize) == Some(open as *const () as usize);
+        return same.then(|| &*Box::leak(name.into_boxed_str()));
     }
     let mut vfs: ffi::sqlite3_vfs = std::ptr::read(default);
     vfs.szOsFile = (std::mem::size_of::<File>() as c_int).checked_add((*default).szOsFile)?;
@@ -119,8 +138,20 @@ unsafe extern "C" fn open(
             pending_offset: 0,
             commit_header: false,
             read_at: None,
+            other: std::ptr::null_mut(),
         },
     );
+    if (*me).is_wal {
+        // The database's handle, so that releasing the write lock there drops what a
+        // rolled-back transaction left here. Without it this WAL gathers nothing.
+        let db = sqlite3_database_file_object(name);
+        if !db.is_null() && std::ptr::eq((*db).pMethods, &METHODS) {
+            (*(db as *mut File)).other = me;
+            (*me).other = db as *mut File;
+        } else {
+            (*me).is_wal = false;
+        }
+    }
     ffi::SQLITE_OK
 }
 
@@ -181,6 +212,18 @@ macro_rules! real_call {
     }};
 }
 
+/// `real_call!` on `$file`'s default handle after writing what was gathered (a failure
+/// there is that call's error; see [`File::flush_before_call`]).
+macro_rules! flushed_call {
+    ($file:expr, $m:ident, $missing:expr $(, $arg:expr)*) => {{
+        let me = me($file);
+        match me.flush_before_call() {
+            ffi::SQLITE_OK => real_call!(me.real, $m, $missing $(, $arg)*),
+            rc => rc,
+        }
+    }};
+}
+
 impl File {
     /// Writes what was gathered, in one call.
     unsafe fn flush(&mut self) -> c_int {
@@ -192,6 +235,25 @@ impl File {
         self.pending.clear();
         self.commit_header = false;
         rc
+    }
+
+    /// Drops what was gathered. Called when the write lock is released and at close:
+    /// a commit's frames were written when its commit frame's page came, so what is
+    /// left belongs to a transaction that rolled back (pages it spilled). SQLite never
+    /// reads those frames again, and writing them later could land on frames another
+    /// connection has committed at the same place since.
+    fn discard(&mut self) {
+        self.pending.clear();
+        self.commit_header = false;
+    }
+
+    /// [`Self::flush`] before a call other than a write: a failure is an error of the
+    /// write SQLite made earlier, which it must treat as one (a full rollback).
+    unsafe fn flush_before_call(&mut self) -> c_int {
+        match self.flush() {
+            ffi::SQLITE_OK => ffi::SQLITE_OK,
+            _ => ffi::SQLITE_IOERR_WRITE,
+        }
     }
 
     /// Gathers one of SQLite's writes to the WAL; whether it was kept (else the
@@ -215,19 +277,23 @@ impl File {
 
 unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
     let me = me(file);
-    let flushed = me.flush();
+    // Whatever is still gathered was never committed (see `File::discard`).
+    me.discard();
+    if let Some(other) = me.other.as_mut() {
+        // A WAL closes before its database; should a database close first, its WAL
+        // stops gathering, as it could no longer drop a rolled-back transaction's frames.
+        other.other = std::ptr::null_mut();
+        other.discard();
+        other.is_wal = false;
+    }
     let rc = real_call!(me.real, xClose, ffi::SQLITE_OK);
     std::ptr::drop_in_place(me as *mut File);
-    if flushed != ffi::SQLITE_OK {
-        flushed
-    } else {
-        rc
-    }
+    rc
 }
 
 unsafe extern "C" fn read(file: *mut ffi::sqlite3_file, buf: *mut c_void, amount: c_int, offset: i64) -> c_int {
     let me = me(file);
-    let rc = me.flush();
+    let rc = me.flush_before_call();
     if rc != ffi::SQLITE_OK {
         return rc;
     }
@@ -255,30 +321,15 @@ unsafe extern "C" fn write(file: *mut ffi::sqlite3_file, buf: *const c_void, amo
 }
 
 unsafe extern "C" fn truncate(file: *mut ffi::sqlite3_file, size: i64) -> c_int {
-    let me = me(file);
-    let rc = me.flush();
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    real_call!(me.real, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, size)
+    flushed_call!(file, xTruncate, ffi::SQLITE_IOERR_TRUNCATE, size)
 }
 
 unsafe extern "C" fn sync(file: *mut ffi::sqlite3_file, flags: c_int) -> c_int {
-    let me = me(file);
-    let rc = me.flush();
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    real_call!(me.real, xSync, ffi::SQLITE_IOERR_FSYNC, flags)
+    flushed_call!(file, xSync, ffi::SQLITE_IOERR_FSYNC, flags)
 }
 
 unsafe extern "C" fn file_size(file: *mut ffi::sqlite3_file, size: *mut i64) -> c_int {
-    let me = me(file);
-    let rc = me.flush();
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    real_call!(me.real, xFileSize, ffi::SQLITE_IOERR_FSTAT, size)
+    flushed_call!(file, xFileSize, ffi::SQLITE_IOERR_FSTAT, size)
 }
 
 unsafe extern "C" fn lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
@@ -286,12 +337,8 @@ unsafe extern "C" fn lock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
 }
 
 unsafe extern "C" fn unlock(file: *mut ffi::sqlite3_file, level: c_int) -> c_int {
-    let me = me(file);
-    let rc = me.flush();
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    real_call!(me.real, xUnlock, ffi::SQLITE_IOERR_UNLOCK, level)
+    // Only the database file is locked this way, and it gathers nothing.
+    real_call!(me(file).real, xUnlock, ffi::SQLITE_IOERR_UNLOCK, level)
 }
 
 unsafe extern "C" fn check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut c_int) -> c_int {
@@ -299,12 +346,7 @@ unsafe extern "C" fn check_reserved_lock(file: *mut ffi::sqlite3_file, out: *mut
 }
 
 unsafe extern "C" fn file_control(file: *mut ffi::sqlite3_file, op: c_int, arg: *mut c_void) -> c_int {
-    let me = me(file);
-    let rc = me.flush();
-    if rc != ffi::SQLITE_OK {
-        return rc;
-    }
-    real_call!(me.real, xFileControl, ffi::SQLITE_NOTFOUND, op, arg)
+    flushed_call!(file, xFileControl, ffi::SQLITE_NOTFOUND, op, arg)
 }
 
 unsafe extern "C" fn sector_size(file: *mut ffi::sqlite3_file) -> c_int {
@@ -333,9 +375,17 @@ unsafe extern "C" fn shm_map(
     real_call!(me(file).real, xShmMap, ffi::SQLITE_IOERR_SHMMAP, page, page_size, extend, out)
 }
 
+/// SQLite's `WAL_WRITE_LOCK`, the first of the shared-memory locks.
+const WAL_WRITE_LOCK: c_int = 0;
+
 unsafe extern "C" fn shm_lock(file: *mut ffi::sqlite3_file, offset: c_int, n: c_int, flags: c_int) -> c_int {
     if !has_version(file, 2) {
         return ffi::SQLITE_IOERR_SHMLOCK;
+    }
+    let wal = me(file).other;
+    if flags & ffi::SQLITE_SHM_UNLOCK != 0 && offset == WAL_WRITE_LOCK && !wal.is_null() {
+        // The transaction is over: what its WAL still holds was never committed.
+        (*wal).discard();
     }
     real_call!(me(file).real, xShmLock, ffi::SQLITE_IOERR_SHMLOCK, offset, n, flags)
 }
