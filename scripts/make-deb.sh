@@ -111,7 +111,7 @@ Version: $version
 Architecture: amd64
 Maintainer: asbb developers <asbb@localhost>
 Installed-Size: $size_kb
-Depends: slurmctld (>= $slurm), slurmctld (<< $next), libsqlite3-0, libc6 (>= 2.36)
+Depends: slurmctld (>= $slurm), slurmctld (<< $next), libsqlite3-0 (>= 3.31), libc6 (>= 2.36)
 Recommends: ca-certificates
 Suggests: default-mta | mail-transport-agent
 Section: admin
