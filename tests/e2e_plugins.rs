@@ -661,6 +661,32 @@ fn arrays_are_counted_fast_and_a_split_task_never_shrinks_the_rest() {
     site.assert_clean();
 }
 
+/// An array waiting for approval is one hold for all its tasks. An operator who splits
+/// one task off (an update of `<id>_2`) and releases that task places the hold for
+/// every task: the rest of the array must not run later on one task's hold.
+#[test]
+fn a_waiting_array_released_through_one_split_task_holds_for_every_task() {
+    let toml = format!("{ASBB_TOML}[accounts.chem]\napproval_threshold = \"0.50\"\n");
+    let Some(mut site) = Site::start("e2esplitrel", &toml, &[]) else { return };
+    // 4 tasks of 1 CPU for 10 minutes: $0.60 a task, $2.40 in all.
+    let out =
+        site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "10", "--array=0-3", "--wrap", "sleep 1"]);
+    let id = submitted_id(&out);
+    assert_eq!(text(&out.stderr), "sbatch: asbb: needs approval, estimate $2.40 > $0.50\n");
+    let token = site.token_of(id);
+    assert_eq!(site.held_by(&token), 0);
+    let out = site.cluster.run("scontrol", &["update", &format!("JobId={id}_2"), "TimeLimit=10"]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+    assert_eq!(site.held_by(&token), 0, "an update does not release a waiting job");
+    let out = site.cluster.run("scontrol", &["release", &format!("{id}_2")]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+    assert_eq!(site.held_by(&token), 2_400_000, "the hold covers all 4 tasks, not the one released");
+    assert!(site.cluster.run("scancel", &[&id.to_string()]).status.success());
+    site.wait_settled(&token);
+    assert_eq!(site.held_by(&token), 0);
+    site.assert_clean();
+}
+
 /// A minimum charge, an approval threshold, a dearer partition, an exempt one, and a
 /// default time limit for jobs that give none.
 const SHAPES_TOML: &str = r#"

@@ -355,6 +355,35 @@ fn a_rerun_keeps_the_jobs_project_and_domain() {
     assert_clean(&b);
 }
 
+/// An array waiting for approval is one hold for all its tasks. Released through one
+/// task split off from it (`scontrol update JobId=123_5 ...` then a release: the update
+/// names one task), it holds for every task, not for the one the update names; the rest
+/// of the array would otherwise run on that one task's hold.
+#[test]
+fn a_waiting_array_released_through_one_task_holds_for_every_task() {
+    use asbb::core::decisions::Modified;
+    let text = "[policy]\nminimum_charge = \"0\"\n[partitions.debug.rates]\ncpu = 3.6\n\
+                [accounts.chem]\napproval_threshold = \"1.00\"\n";
+    let mut b = Budget::with_ledger(Config::parse(text, "approval.toml").unwrap(), Ledger::in_memory().unwrap());
+    b.create_account("chem", Money::from_dollars(1000).unwrap(), NOW - 86_400, FOREVER, Money::ZERO, "t", NOW).unwrap();
+    // 10 tasks of 2 CPUs for 10 minutes: $1.20 a task, $12.00 in all.
+    let token = match b.check_and_hold(&request(2, 10, 10), NOW).unwrap() {
+        Decision::Hold { token, .. } => token,
+        other => panic!("{other:?}"),
+    };
+    let one_task = JobRequest { job_id: Some(77), ..request(2, 10, 1) };
+    assert_eq!(
+        b.modify(&token, &one_task, true, true, NOW + 60).unwrap(),
+        Modified::Released { hold: Money::from_micros(12_000_000) }
+    );
+    let job = b.job(&token).unwrap().unwrap();
+    assert_eq!(
+        (job.held, job.hold_placed, job.estimate, job.tasks_total),
+        (Money::from_micros(12_000_000), Money::from_micros(12_000_000), Money::from_micros(12_000_000), 10)
+    );
+    assert_clean(&b);
+}
+
 /// A ledger file (`ledger.db` in the returned directory) where one job's run was
 /// charged and its hold released, clean by verify; the budget and the job's token.
 fn one_run_settled() -> (tempfile::TempDir, Budget, String) {

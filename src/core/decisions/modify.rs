@@ -111,7 +111,9 @@ impl Budget {
                 }
             }
             JobState::AwaitingApproval | JobState::AwaitingFunds => {
-                // Every task of an array waits: an update names one of them or none.
+                // Every task of the token waits, and one hold is placed for all of them (a
+                // completion releases `hold_placed / tasks_total` per task): priced whole,
+                // whatever the update names (a split-off task `123_5` is one task).
                 let whole = JobRequest { array_tasks: job.tasks_total, ..req.clone() };
                 let estimate = cost::estimate(&self.config, &whole)?;
                 update_request(&tx, token, req, estimate).map_err(&e)?;
@@ -123,7 +125,7 @@ impl Budget {
                 // The approval threshold is re-checked at every release (the job may have
                 // grown since it was submitted); only an operator's release approves.
                 let ask = GrantAsk::stored(job.grant_number.as_deref());
-                match decide(&self.config, &tx, req, &domain, ask, now, approved)? {
+                match decide(&self.config, &tx, &whole, &domain, ask, now, approved)? {
                     // Place the learned hold, not necessarily the estimate.
                     Verdict::Fits { account, hold, grant, .. } if !needs_approval => {
                         let grant = grant.as_ref().map(|g| g.number.as_str());

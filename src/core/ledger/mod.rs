@@ -351,11 +351,10 @@ fn checkpoint_round(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>) -> 
             Ok((_, log_frames, _)) if previous == Some(log_frames) => return true,
             // All of a long WAL is copied, but a writer whose read snapshot began while
             // frames were still uncopied does not rewind it: under back-to-back writes
-            // none ever did. RESTART rewinds it now
-            // if no reader is inside it; with no busy wait on this connection it takes
-            // the write lock only between two transactions, or gives up at once and
-            // the next pass tries again (one try a round left the WAL at 1.7 GB after
-            // 20,000 back-to-back submissions).
+            // none ever did. RESTART rewinds it now if no reader is inside it; with no
+            // busy wait on this connection it takes the write lock only between two
+            // transactions, or gives up at once and the next pass tries again (one try
+            // a round left the WAL at 1.7 GB after 20,000 back-to-back submissions).
             Ok((_, log_frames, copied)) if log_frames > WAL_REWIND_FRAMES && copied == log_frames => {
                 match checkpoint("RESTART") {
                     Ok((false, _, _)) => return true,
