@@ -124,6 +124,12 @@ fn main() {
     let report = budget.verify().expect("verify");
     println!("verify_s={:.2}", t.elapsed().as_secs_f64());
     println!("verify_clean={}", report.is_clean());
+    // `asbb-admin transactions ACCOUNT`: an account's whole history, read straight
+    // through the journal (only cost entries are indexed by time).
+    let t = Instant::now();
+    let history = budget.journal_of("acct00000", 0).expect("history");
+    println!("account_history_s={:.2}", t.elapsed().as_secs_f64());
+    println!("account_history_entries={}", history.len());
     // Chargeback over the whole journal (an admin's report; the bound is 1 s).
     use asbb::core::usage::UsageKey;
     for (name, by) in [("account", vec![UsageKey::Account]), ("account_user", vec![UsageKey::Account, UsageKey::User])]

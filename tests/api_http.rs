@@ -306,7 +306,7 @@ fn health_and_metrics_answer_without_a_token() {
     let r = w.call("GET", "/health", None, None);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["status"], "ok");
-    assert_eq!(r.json()["schema_version"], 9);
+    assert_eq!(r.json()["schema_version"], 10);
     let r = w.call("GET", "/metrics", None, None);
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));

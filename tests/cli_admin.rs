@@ -622,12 +622,13 @@ G-2,NSF,'@SUM(A1),chem,2026-01-01,2026-12-31,100.00,0.00,100.00,active
     assert!(csv.contains(&adjustments), "{csv}");
 }
 
-/// Schema 4 as it was before `005_narrow_writes` to `009_request_columns`: the same
+/// Schema 4 as it was before `005_narrow_writes` to `010_cost_time_index`: the same
 /// tables, the old indexes, no cached grant holds, feedback columns NOT NULL, no alerts,
 /// no PI addresses, and each job's request as JSON. (005 changes indexes only, 006 adds
 /// columns and relaxes NOT NULLs, 007 adds tables and a column, 008 rebuilds tables and
-/// 009 moves the request's JSON into columns, so undoing them on a current ledger gives
-/// exactly the ledger an older asbb left behind.)
+/// 009 moves the request's JSON into columns and 010 narrows the time index, which the
+/// journal rebuilt here drops; so undoing them on a current ledger gives exactly the
+/// ledger an older asbb left behind.)
 const BACK_TO_SCHEMA_4: &str = "
     PRAGMA foreign_keys = OFF;
     ALTER TABLE jobs ADD COLUMN request_json TEXT NOT NULL DEFAULT '';
@@ -697,7 +698,7 @@ const BACK_TO_SCHEMA_4: &str = "
     ALTER TABLE performance_feedback_old RENAME TO performance_feedback;
     DROP TABLE alert_deliveries; DROP TABLE alerts;
     ALTER TABLE grant_accounts DROP COLUMN pi_email;
-    DELETE FROM schema_migrations WHERE version IN (5, 6, 7, 8, 9);";
+    DELETE FROM schema_migrations WHERE version IN (5, 6, 7, 8, 9, 10);";
 
 #[test]
 fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
@@ -888,7 +889,7 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     // Every other command, and the plugins, refuse the older schema; nothing upgrades it
     // behind the admin's back.
     let outdated = format!(
-        "ledger {}: schema version 4 is older than this asbb needs (9); run `asbb-admin migrate` (outside slurmctld) to upgrade it",
+        "ledger {}: schema version 4 is older than this asbb needs (10); run `asbb-admin migrate` (outside slurmctld) to upgrade it",
         ledger.display()
     );
     assert_eq!(admin(&["verify"]), (String::new(), format!("asbb-admin: error: {outdated}\n"), Some(2)));
@@ -904,7 +905,7 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     assert_eq!(
         out,
         format!(
-            "ledger {}: schema 4 -> 9 (005_narrow_writes, 006_grant_directed, 007_alerts, 008_hot_path, 009_request_columns)\nthe ledger as it was: {}.schema-4.bak (delete it once you are satisfied)\nthe same balances before and after: 3 accounts, 12 journal entries, 7 jobs\n",
+            "ledger {}: schema 4 -> 10 (005_narrow_writes, 006_grant_directed, 007_alerts, 008_hot_path, 009_request_columns, 010_cost_time_index)\nthe ledger as it was: {}.schema-4.bak (delete it once you are satisfied)\nthe same balances before and after: 3 accounts, 12 journal entries, 7 jobs\n",
             ledger.display(),
             ledger.display()
         )
@@ -940,5 +941,5 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
         .query_row("SELECT gpus, qos FROM jobs WHERE gpus IS NOT NULL", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap();
     assert_eq!(gpus, ("a100:2".to_string(), "normal".to_string()));
-    assert_eq!(admin(&["migrate"]).0, format!("ledger {}: schema 9 is current; nothing to do\n", ledger.display()));
+    assert_eq!(admin(&["migrate"]).0, format!("ledger {}: schema 10 is current; nothing to do\n", ledger.display()));
 }

@@ -185,9 +185,16 @@ impl Budget {
             ("NULL", "")
         };
         // A window holding much of the journal's time span is read faster straight
-        // through than through the time index (one row lookup per entry of every kind).
-        let (first_at, last_at): (Option<i64>, Option<i64>) =
-            tx.tx.query_row("SELECT min(at), max(at) FROM journal", [], |r| Ok((r.get(0)?, r.get(1)?))).map_err(e)?;
+        // through than through the time index (one row lookup per cost entry).
+        let (first_at, last_at): (Option<i64>, Option<i64>) = tx
+            .tx
+            .query_row(
+                "SELECT (SELECT min(at) FROM journal WHERE kind IN ('charge', 'refund', 'adjustment')),
+                        (SELECT max(at) FROM journal WHERE kind IN ('charge', 'refund', 'adjustment'))",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(e)?;
         let span = last_at.unwrap_or(0) - first_at.unwrap_or(0) + 1;
         let covered = until.min(last_at.unwrap_or(0) + 1) - from.max(first_at.unwrap_or(0));
         let at = if covered * 4 > span { "+j.at" } else { "j.at" };

@@ -30,6 +30,8 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     (8, "008_hot_path", include_str!("../../../sql/008_hot_path.sql")),
     // A job's request in columns instead of JSON; a run's release outside the key index.
     (9, "009_request_columns", include_str!("../../../sql/009_request_columns.sql")),
+    // Only cost entries indexed by time: a hold or a release writes no index page.
+    (10, "010_cost_time_index", include_str!("../../../sql/010_cost_time_index.sql")),
 ];
 
 /// Prepared statements kept per connection.
