@@ -516,8 +516,7 @@ impl Budget {
 
     fn audit_settle(&mut self, actor: &str, now: i64, detail: &str) -> Result<(), BudgetError> {
         let tx = crate::core::ledger::Tx::write(&mut self.ledger)?;
-        crate::core::ledger::postings::audit(&tx, actor, now, "reconcile", detail)
-            .map_err(|source| BudgetError::Ledger(tx.err(source)))?;
+        crate::core::ledger::postings::audit(&tx, actor, now, "reconcile", detail)?;
         tx.commit()?;
         Ok(())
     }

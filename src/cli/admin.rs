@@ -571,7 +571,7 @@ impl Budget {
 fn ledger_state(
     budget: &mut Budget,
     now: i64,
-) -> Result<(crate::core::decisions::verify::VerifyReport, Vec<Balance>), CliError> {
+) -> Result<(crate::core::decisions::VerifyReport, Vec<Balance>), CliError> {
     let report = budget.verify()?;
     let mut balances = Vec::new();
     for account in budget.accounts()? {

@@ -24,19 +24,11 @@ impl Budget {
                 format_date(valid_from)
             )));
         }
-        let path = self.ledger.path().to_path_buf();
-        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::write(&mut self.ledger)?;
-        if tx.account_by_name(name).map_err(&e)?.is_some() {
+        if tx.account_by_name(name)?.is_some() {
             return Err(BudgetError::DuplicateAccount(name.to_string()));
         }
-        tx.tx
-            .execute(
-                "INSERT INTO accounts (name, credit_limit_micros, created_at) VALUES (?1, ?2, ?3)",
-                params![name, credit_limit.micros(), now],
-            )
-            .map_err(&e)?;
-        let account_id = tx.tx.last_insert_rowid();
+        let account_id = tx.insert_account(name, credit_limit, now)?;
         if !limit.is_zero() {
             let key = format!("account-create:{name}:{account_id}");
             postings::deposit(
@@ -50,8 +42,7 @@ impl Budget {
                 actor,
                 now,
                 None,
-            )
-            .map_err(&e)?;
+            )?;
         }
         audit(
             &tx,
@@ -59,8 +50,7 @@ impl Budget {
             now,
             "account create",
             &format!("{name} limit={} credit_limit={}", limit.to_exact_string(), credit_limit.to_exact_string()),
-        )
-        .map_err(&e)?;
+        )?;
         Ok(tx.commit()?)
     }
 
@@ -87,131 +77,55 @@ impl Budget {
                 format_date(valid_from)
             )));
         }
-        let path = self.ledger.path().to_path_buf();
-        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::write(&mut self.ledger)?;
-        let acc =
-            tx.account_by_name(account).map_err(&e)?.ok_or_else(|| BudgetError::UnknownAccount(account.to_string()))?;
+        let acc = tx.account_by_name(account)?.ok_or_else(|| BudgetError::UnknownAccount(account.to_string()))?;
         let key = match request_key {
             Some(k) => format!("deposit:{k}"),
-            None => format!("deposit:{}", tx.new_token().map_err(&e)?),
+            None => format!("deposit:{}", tx.new_token()?),
         };
-        if tx.txn_exists(&key).map_err(&e)? {
+        if tx.txn_exists(&key)? {
             return Ok(false);
         }
-        postings::deposit(&tx, acc.id, amount, valid_from, valid_until, memo, &key, actor, now, None).map_err(&e)?;
-        audit(&tx, actor, now, "deposit", &format!("{account} {} {}", amount.to_exact_string(), memo.unwrap_or("")))
-            .map_err(&e)?;
+        postings::deposit(&tx, acc.id, amount, valid_from, valid_until, memo, &key, actor, now, None)?;
+        audit(&tx, actor, now, "deposit", &format!("{account} {} {}", amount.to_exact_string(), memo.unwrap_or("")))?;
         tx.commit()?;
         Ok(true)
     }
 
     pub fn accounts(&self) -> Result<Vec<AccountRow>, BudgetError> {
-        let e = sq(&self.ledger);
-        let mut stmt = self
-            .ledger
-            .conn
-            .prepare(&format!("SELECT {} FROM accounts ORDER BY name", crate::core::ledger::ACCOUNT_COLS))
-            .map_err(&e)?;
-        let rows = stmt.query_map([], crate::core::ledger::account_from_row).map_err(&e)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(e)
+        Ok(self.ledger.accounts()?)
     }
 
     pub fn balance(&mut self, account: &str, now: i64) -> Result<Balance, BudgetError> {
-        let path = self.ledger.path().to_path_buf();
-        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::read(&mut self.ledger)?;
-        let acc =
-            tx.account_by_name(account).map_err(&e)?.ok_or_else(|| BudgetError::UnknownAccount(account.to_string()))?;
-        let allocs = tx.allocations(acc.id).map_err(&e)?;
+        let acc = tx.account_by_name(account)?.ok_or_else(|| BudgetError::UnknownAccount(account.to_string()))?;
+        let allocs = tx.allocations(acc.id)?;
         Ok(balance_of(&acc, &allocs, now))
     }
 
     pub fn allocations(&mut self, account: &str) -> Result<Vec<AllocationRow>, BudgetError> {
-        let path = self.ledger.path().to_path_buf();
-        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::read(&mut self.ledger)?;
-        let acc =
-            tx.account_by_name(account).map_err(&e)?.ok_or_else(|| BudgetError::UnknownAccount(account.to_string()))?;
-        tx.allocations(acc.id).map_err(e)
+        let acc = tx.account_by_name(account)?.ok_or_else(|| BudgetError::UnknownAccount(account.to_string()))?;
+        Ok(tx.allocations(acc.id)?)
     }
 
     /// A user's most recent jobs, newest first.
     pub fn recent_jobs(&self, user: &str, limit: u32) -> Result<Vec<JobSummary>, BudgetError> {
-        let e = sq(&self.ledger);
-        let mut stmt = self
-            .ledger
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {JOB_SUMMARY_COLS} FROM jobs j JOIN accounts a ON a.id = j.account_id
-                     WHERE j.user_name = ?1 ORDER BY j.submitted_at DESC, j.token DESC LIMIT ?2"
-            ))
-            .map_err(&e)?;
-        let rows = stmt.query_map(params![user, limit], job_summary_from_row).map_err(&e)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(e)
+        Ok(self.ledger.recent_jobs(user, limit)?)
     }
 
     /// Journal entries of one account at or after `since`, oldest first.
     pub fn journal_of(&self, account: &str, since: i64) -> Result<Vec<crate::core::ledger::EntryRow>, BudgetError> {
-        let e = sq(&self.ledger);
-        let exists = self
-            .ledger
-            .conn
-            .prepare_cached("SELECT 1 FROM accounts WHERE name = ?1")
-            .and_then(|mut s| s.exists([account]))
-            .map_err(&e)?;
-        if !exists {
-            return Err(BudgetError::UnknownAccount(account.to_string()));
-        }
-        let mut stmt = self
-            .ledger
-            .conn
-            .prepare_cached(
-                "SELECT j.id, j.txn_key, j.part, j.kind, a.name, j.allocation_id, j.amount_micros, j.token, j.job_id, j.at, j.actor, j.memo
-                 FROM journal j JOIN accounts a ON a.id = j.account_id
-                 WHERE a.name = ?1 AND j.at >= ?2 ORDER BY j.id",
-            )
-            .map_err(&e)?;
-        let rows = stmt
-            .query_map(params![account, since], |r| {
-                Ok(crate::core::ledger::EntryRow {
-                    id: r.get(0)?,
-                    txn_key: r.get(1)?,
-                    part: r.get(2)?,
-                    kind: r.get(3)?,
-                    account: r.get(4)?,
-                    allocation_id: r.get(5)?,
-                    amount: Money::from_micros(r.get(6)?),
-                    token: r.get(7)?,
-                    job_id: r.get(8)?,
-                    at: r.get(9)?,
-                    actor: r.get(10)?,
-                    memo: r.get(11)?,
-                })
-            })
-            .map_err(&e)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(e)
+        self.ledger.entries_of(account, since)?.ok_or_else(|| BudgetError::UnknownAccount(account.to_string()))
     }
 
     /// The name of the account with id `id`.
     pub fn account_name_of(&mut self, id: i64) -> Result<String, BudgetError> {
-        let e = sq(&self.ledger);
-        self.ledger
-            .conn
-            .prepare_cached("SELECT name FROM accounts WHERE id = ?1")
-            .and_then(|mut s| s.query_row([id], |r| r.get(0)))
-            .map_err(e)
+        Ok(self.ledger.account_name(id)?)
     }
 
     pub fn job(&mut self, token: &str) -> Result<Option<JobRow>, BudgetError> {
-        let e = sq(&self.ledger);
-        self.ledger
-            .conn
-            .prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs WHERE token = ?1"))
-            .and_then(|mut s| {
-                rusqlite::OptionalExtension::optional(s.query_row([token], crate::core::ledger::job_from_row))
-            })
-            .map_err(e)
+        Ok(self.ledger.job(token)?)
     }
 }
 

@@ -5,30 +5,14 @@
 //! always changed first, so a failed SLURM call leaves funds held, never a job
 //! running without them.
 
-use crate::core::decisions::{format_time, job_summary_from_row, Budget, BudgetError, JobSummary, JOB_SUMMARY_COLS};
+use crate::core::decisions::{format_time, Budget, BudgetError, JobSummary};
 use crate::core::ledger::{JobState, Tx};
 use crate::core::money::Money;
-use rusqlite::params;
-
-/// Jobs submitted held by asbb, not yet holding funds (of `jobs j`): the
-/// `jobs_waiting` index's own condition, word for word, so SQLite uses that index.
-const WAITING: &str = "j.state IN ('awaiting_approval', 'awaiting_funds')";
 
 impl Budget {
     /// Jobs waiting for approval or funds, oldest first (optionally one account's).
     pub fn waiting_jobs(&self, account: Option<&str>) -> Result<Vec<JobSummary>, BudgetError> {
-        let e = |source| BudgetError::Ledger(self.ledger.err(source));
-        let mut stmt = self
-            .ledger
-            .connection()
-            .prepare(&format!(
-                "SELECT {JOB_SUMMARY_COLS} FROM jobs j JOIN accounts a ON a.id = j.account_id
-                 WHERE {WAITING} AND (?1 IS NULL OR a.name = ?1)
-                 ORDER BY j.submitted_at, j.token"
-            ))
-            .map_err(e)?;
-        let rows = stmt.query_map(params![account], job_summary_from_row).map_err(e)?;
-        rows.collect::<Result<Vec<_>, _>>().map_err(e)
+        Ok(self.ledger.waiting_jobs(account)?)
     }
 
     /// Approves a waiting job: its hold is placed now (the approval threshold no
@@ -76,12 +60,8 @@ impl Budget {
         }
         self.release(token, now)?;
         let tx = Tx::write(&mut self.ledger)?;
-        tx.tx
-            .execute(
-                "UPDATE jobs SET state = 'denied', reason = ?2, settled_at = ?3, job_id = coalesce(job_id, ?4) WHERE token = ?1",
-                params![token, crate::core::text::clean_text(reason), now, job_id],
-            )
-            .map_err(|source| BudgetError::Ledger(tx.err(source)))?;
+        let cleaned = crate::core::text::clean_text(reason);
+        tx.end_job(token, JobState::Denied, Some(cleaned.as_str()), job_id, now)?;
         tx.commit()?;
         self.note(actor, now, "job deny", &format!("{} token={token}: {reason}", shown(job_id, token)))
     }
@@ -89,8 +69,7 @@ impl Budget {
     /// Records an admin action in the audit log.
     pub fn note(&mut self, actor: &str, now: i64, command: &str, detail: &str) -> Result<(), BudgetError> {
         let tx = Tx::write(&mut self.ledger)?;
-        crate::core::ledger::postings::audit(&tx, actor, now, command, detail)
-            .map_err(|source| BudgetError::Ledger(tx.err(source)))?;
+        crate::core::ledger::postings::audit(&tx, actor, now, command, detail)?;
         tx.commit()?;
         Ok(())
     }

@@ -17,9 +17,8 @@
 
 use crate::core::decisions::{Budget, BudgetError};
 use crate::core::ledger::postings::{self, audit};
-use crate::core::ledger::{EntryKind, LedgerError, NewEntry, Tx};
+use crate::core::ledger::{EntryKind, NewEntry, Tx};
 use crate::core::money::Money;
-use rusqlite::params;
 
 impl Budget {
     /// Refunds `amount` of job `token`'s net charge.
@@ -90,12 +89,11 @@ pub(crate) fn correct_in(
     actor: &str,
     now: i64,
 ) -> Result<bool, BudgetError> {
-    let e = |source| BudgetError::Ledger(LedgerError::Sqlite { path: tx.path.clone(), source });
     let key = format!("{}:{request_id}", if kind == EntryKind::Refund { "refund" } else { "adjust" });
-    if tx.txn_exists(&key).map_err(e)? {
+    if tx.txn_exists(&key)? {
         return Ok(false);
     }
-    let job = tx.job(token).map_err(&e)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
+    let job = tx.job(token)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
     if delta < 0 {
         if -delta > job.charged.micros() {
             return Err(BudgetError::Invalid(format!(
@@ -106,15 +104,11 @@ pub(crate) fn correct_in(
                 job.charged
             )));
         }
-        postings::take_back(tx, &key, kind, &job, Money::from_micros(-delta), memo, actor, now).map_err(&e)?;
+        postings::take_back(tx, &key, kind, &job, Money::from_micros(-delta), memo, actor, now)?;
     } else {
         // Extra cost posts like a charge, against the allocations active when the job's
         // last run ended.
-        let last_end: Option<i64> = tx
-            .tx
-            .prepare_cached("SELECT max(end_time) FROM runs WHERE token = ?1")
-            .and_then(|mut s| s.query_row([&job.token], |r| r.get(0)))
-            .map_err(&e)?;
+        let last_end = tx.last_run_end(&job.token)?;
         let base = NewEntry {
             txn_key: &key,
             part: 0,
@@ -130,22 +124,18 @@ pub(crate) fn correct_in(
         };
         // It follows the job's grant, as the job's charges did.
         let grant = match job.grant_number.as_deref() {
-            Some(number) => tx.grant_funds(number).map_err(&e)?,
+            Some(number) => tx.grant_funds(number)?,
             None => None,
         };
-        postings::post_cost(tx, &base, Money::from_micros(delta), last_end.unwrap_or(now), grant.as_ref())
-            .map_err(&e)?;
+        postings::post_cost(tx, &base, Money::from_micros(delta), last_end.unwrap_or(now), grant.as_ref())?;
     }
-    tx.tx
-        .execute("UPDATE jobs SET charged_micros = charged_micros + ?2 WHERE token = ?1", params![token, delta])
-        .map_err(&e)?;
+    tx.add_charged(token, Money::from_micros(delta))?;
     audit(
         tx,
         actor,
         now,
         if kind == EntryKind::Refund { "refund" } else { "adjust" },
         &format!("{token} {} {} {}", Money::from_micros(delta).to_exact_string(), request_id, memo.unwrap_or("")),
-    )
-    .map_err(e)?;
+    )?;
     Ok(true)
 }

@@ -29,13 +29,14 @@ mod handle;
 mod modify;
 mod settle;
 mod submit;
-pub mod verify;
 
 use crate::core::config::{Config, MissingPolicy};
 use crate::core::ledger::postings::{self, adjust_hold, audit, post_cost};
+pub use crate::core::ledger::verify::VerifyReport;
+pub use crate::core::ledger::JobSummary;
 use crate::core::ledger::{
-    AccountRow, AllocationRow, EntryKind, GrantFunds, JobRow, JobState, Ledger, LedgerError, NewEntry, OpenMode, Tx,
-    INDEXED_KEY, JOB_COLS,
+    AccountRow, AllocationRow, EntryKind, GrantFunds, JobRow, JobState, Ledger, LedgerError, NewEntry, NewJob, NewRun,
+    OpenMode, Tx,
 };
 use crate::core::money::Money;
 use crate::core::pricing::cost::{self, CostError};
@@ -43,7 +44,6 @@ use crate::core::pricing::job::{EndState, JobCompletion, JobRequest};
 use crate::core::pricing::metadata::JobMetadata;
 use chrono::{DateTime, NaiveDate, Utc};
 pub use handle::BudgetHandle;
-use rusqlite::params;
 use serde::Serialize;
 
 /// Seconds in a day.
@@ -169,43 +169,6 @@ pub struct Balance {
     pub valid_until: Option<i64>,
 }
 
-/// One job as users see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct JobSummary {
-    pub job_id: Option<u32>,
-    pub account: String,
-    pub partition: String,
-    pub submitted_at: i64,
-    pub state: String,
-    pub estimate: Money,
-    pub held: Money,
-    pub charged: Money,
-    pub token: String,
-    pub user: String,
-    /// Why the job waits, for jobs submitted held.
-    pub reason: Option<String>,
-}
-
-/// The columns `job_summary_from_row` reads, from `jobs j JOIN accounts a`.
-pub(crate) const JOB_SUMMARY_COLS: &str = "j.job_id, a.name, j.partition, j.submitted_at, j.state, j.estimate_micros, \
-     j.held_micros, j.charged_micros, j.token, j.user_name, j.reason";
-
-pub(crate) fn job_summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobSummary> {
-    Ok(JobSummary {
-        job_id: r.get(0)?,
-        account: r.get(1)?,
-        partition: r.get(2)?,
-        submitted_at: r.get(3)?,
-        state: r.get(4)?,
-        estimate: Money::from_micros(r.get(5)?),
-        held: Money::from_micros(r.get(6)?),
-        charged: Money::from_micros(r.get(7)?),
-        token: r.get(8)?,
-        user: r.get(9)?,
-        reason: r.get(10)?,
-    })
-}
-
 /// The budget core: config + ledger.
 pub struct Budget {
     pub config: Config,
@@ -216,10 +179,6 @@ pub struct Budget {
     /// in place under a running slurmctld, which `migrate` and the README rule out,
     /// could miss pairs: `verify` reports them.)
     known_job_users: std::collections::HashSet<(u32, i64)>,
-}
-
-fn sq(ledger: &Ledger) -> impl Fn(rusqlite::Error) -> BudgetError + '_ {
-    move |e| BudgetError::Ledger(ledger.err(e))
 }
 
 /// UTC midnight of a `YYYY-MM-DD` date.
@@ -278,6 +237,11 @@ impl Budget {
 
     pub fn with_ledger(config: Config, ledger: Ledger) -> Budget {
         Budget { config, ledger, known_job_users: Default::default() }
+    }
+
+    /// Recomputes every balance from the journal and checks every invariant.
+    pub fn verify(&self) -> Result<VerifyReport, LedgerError> {
+        self.ledger.verify()
     }
 
     /// The ledger's schema version.

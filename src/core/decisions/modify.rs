@@ -2,7 +2,7 @@
 //! A job changed after submit (`scontrol update`, a re-run): the hold follows it; and
 //! provisional holds confirmed or dropped once slurmctld has the job.
 
-use super::submit::{decide, insert_job, GrantAsk, NewJob, Verdict};
+use super::submit::{decide, GrantAsk, Verdict};
 use super::*;
 
 impl Budget {
@@ -16,14 +16,12 @@ impl Budget {
         approved: bool,
         now: i64,
     ) -> Result<Modified, BudgetError> {
-        let path = self.ledger.path().to_path_buf();
-        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::write(&mut self.ledger)?;
-        let job = tx.job(token).map_err(&e)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
+        let job = tx.job(token)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
         // The hold sits on the account the job was priced for; a job that moved would be
         // held on one account and charged and released on the other.
         if job.state.is_open() {
-            let priced_for = tx.account_by_id(job.account_id).map_err(&e)?.name;
+            let priced_for = tx.account_by_id(job.account_id)?.name;
             if !priced_for.eq_ignore_ascii_case(&req.account) {
                 return Ok(Modified::Refused {
                     reason: format!(
@@ -65,8 +63,7 @@ impl Budget {
                         &domain,
                         estimate,
                         learning,
-                    )
-                    .map_err(&e)?;
+                    )?;
                     (estimate, new_hold)
                 };
                 let delta = new_hold.micros() - job.held.micros();
@@ -74,11 +71,11 @@ impl Budget {
                     Modified::Unchanged
                 } else {
                     if delta > 0 {
-                        let acc = tx.account_by_id(job.account_id).map_err(&e)?;
-                        let allocs = tx.allocations(acc.id).map_err(&e)?;
+                        let acc = tx.account_by_id(job.account_id)?;
+                        let allocs = tx.allocations(acc.id)?;
                         let available = available_of(&acc, &allocs, now);
                         if let Some(grant) = job.grant_number.as_deref() {
-                            let left = match tx.grant_funds(grant).map_err(&e)? {
+                            let left = match tx.grant_funds(grant)? {
                                 Some(g) => grant_available_of(&g, &allocs, now),
                                 None => Money::ZERO,
                             };
@@ -104,9 +101,9 @@ impl Budget {
                             });
                         }
                     }
-                    let key = next_modify_key(&tx, token).map_err(&e)?;
-                    adjust_hold(&tx, &key, &job, Money::from_micros(delta), now).map_err(&e)?;
-                    update_request(&tx, token, req, estimate).map_err(&e)?;
+                    let key = tx.next_modify_key(token)?;
+                    adjust_hold(&tx, &key, &job, Money::from_micros(delta), now)?;
+                    tx.update_request(token, req, estimate)?;
                     Modified::Repriced { old_hold: job.held, new_hold }
                 }
             }
@@ -116,7 +113,7 @@ impl Budget {
                 // whatever the update names (a split-off task `123_5` is one task).
                 let whole = JobRequest { array_tasks: job.tasks_total, ..req.clone() };
                 let estimate = cost::estimate(&self.config, &whole)?;
-                update_request(&tx, token, req, estimate).map_err(&e)?;
+                tx.update_request(token, req, estimate)?;
                 if !releasing {
                     tx.commit()?;
                     return Ok(Modified::Unchanged);
@@ -129,20 +126,8 @@ impl Budget {
                     // Place the learned hold, not necessarily the estimate.
                     Verdict::Fits { account, hold, grant, .. } if !needs_approval => {
                         let grant = grant.as_ref().map(|g| g.number.as_str());
-                        postings::hold(&tx, token, account.id, grant, hold, req.job_id, now, "released after hold")
-                            .map_err(&e)?;
-                        tx.tx
-                            .execute(
-                                "UPDATE jobs SET held_micros = held_micros + ?2, hold_placed_micros = ?2 WHERE token = ?1",
-                                params![token, hold.micros()],
-                            )
-                            .map_err(&e)?;
-                        tx.tx
-                            .execute(
-                                "UPDATE jobs SET state = 'held', reason = NULL, hold_at = ?2 WHERE token = ?1",
-                                params![token, now],
-                            )
-                            .map_err(&e)?;
+                        postings::hold(&tx, token, account.id, grant, hold, req.job_id, now, "released after hold")?;
+                        tx.start_holding(token, hold, now)?;
                         Modified::Released { hold }
                     }
                     Verdict::Fits { .. } => Modified::StillHeld { reason: job.reason.clone().unwrap_or_default() },
@@ -166,32 +151,25 @@ impl Budget {
     /// and token of its own. `None` when the job is not finished in the ledger (its
     /// hold still covers the next run) or is exempt now.
     pub fn price_rerun(&mut self, token: &str, job_id: u32, now: i64) -> Result<Option<Rerun>, BudgetError> {
-        let path = self.ledger.path().to_path_buf();
-        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::write(&mut self.ledger)?;
-        let Some(job) = tx.job(token).map_err(&e)? else { return Ok(None) };
+        let Some(job) = tx.job(token)? else { return Ok(None) };
         if job.state.is_open() {
             return Ok(None);
         }
-        let account = tx.account_by_id(job.account_id).map_err(&e)?;
+        let account = tx.account_by_id(job.account_id)?;
         let mut req = job.request(&account.name);
         req.array_tasks = 1;
         req.job_id = Some(job_id);
         // The re-run is the same job: its grant, project and domain go with it, so
         // reports and learning count its cost where the first run's went.
-        let metadata_json: Option<String> = tx
-            .tx
-            .prepare_cached("SELECT metadata_json FROM jobs WHERE token = ?1")
-            .and_then(|mut s| s.query_row([token], |r| r.get(0)))
-            .map_err(&e)?;
-        let meta: Option<JobMetadata> = metadata_json.as_deref().and_then(|j| serde_json::from_str(j).ok());
+        let meta = tx.job_metadata(token)?;
         let domain = job.research_domain.clone().unwrap_or_default();
         let per_task = Money::from_micros(job.estimate.micros() / job.tasks_total.max(1) as i64);
-        let new_token = tx.new_token().map_err(&e)?;
+        let new_token = tx.new_token()?;
         let waiting = |tx: &Tx<'_>, state: JobState, reason: String, estimate: Money| -> Result<Rerun, BudgetError> {
             let row = NewJob {
                 token: &new_token,
-                account: &account,
+                account_id: account.id,
                 req: &req,
                 estimate,
                 held: Money::ZERO,
@@ -199,7 +177,7 @@ impl Budget {
                 meta: meta.as_ref(),
                 user_known: false,
             };
-            insert_job(tx, &row, state, Some(&reason), now).map_err(&e)?;
+            tx.insert_job(&row, state, Some(&reason), now)?;
             Ok(Rerun::Waiting { token: new_token.clone(), reason })
         };
         let outcome = if job.state == JobState::Denied {
@@ -212,7 +190,7 @@ impl Budget {
                     let grant = grant.as_ref().map(|g| g.number.as_str());
                     let row = NewJob {
                         token: &new_token,
-                        account: &account,
+                        account_id: account.id,
                         req: &req,
                         estimate,
                         held: hold,
@@ -220,9 +198,17 @@ impl Budget {
                         meta: meta.as_ref(),
                         user_known: false,
                     };
-                    insert_job(&tx, &row, JobState::Held, None, now).map_err(&e)?;
-                    postings::hold(&tx, &new_token, account.id, grant, hold, Some(job_id), now, "re-run after requeue")
-                        .map_err(&e)?;
+                    tx.insert_job(&row, JobState::Held, None, now)?;
+                    postings::hold(
+                        &tx,
+                        &new_token,
+                        account.id,
+                        grant,
+                        hold,
+                        Some(job_id),
+                        now,
+                        "re-run after requeue",
+                    )?;
                     Rerun::Held { token: new_token.clone(), hold }
                 }
                 Verdict::Held { estimate, reason, state, .. } => waiting(&tx, state, reason, estimate)?,
@@ -246,79 +232,24 @@ impl Budget {
         never_created: &[String],
         now: i64,
     ) -> Result<Vec<(String, Money)>, BudgetError> {
-        let path = self.ledger.path().to_path_buf();
-        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::write(&mut self.ledger)?;
         for (token, job_id) in found {
-            tx.tx
-                .prepare_cached("UPDATE jobs SET job_id = ?2 WHERE token = ?1 AND job_id IS NULL")
-                .map_err(&e)?
-                .execute(params![token, job_id])
-                .map_err(&e)?;
+            tx.confirm_job_id(token, *job_id)?;
         }
         let mut released = Vec::new();
         for token in never_created {
-            let Some(job) = tx.job(token).map_err(&e)? else { continue };
+            let Some(job) = tx.job(token)? else { continue };
             if job.job_id.is_some() || !job.state.is_open() {
                 continue;
             }
             if !job.held.is_zero() {
-                postings::release(&tx, &format!("release:{token}"), &job, job.held, now).map_err(&e)?;
+                postings::release(&tx, &format!("release:{token}"), &job, job.held, now)?;
             }
-            tx.tx
-                .prepare_cached(
-                    "UPDATE jobs SET state = 'released', settled_at = ?2,
-                       reason = 'SLURM never created the job (refused after job_submit, or --test-only)'
-                     WHERE token = ?1",
-                )
-                .map_err(&e)?
-                .execute(params![token, now])
-                .map_err(&e)?;
+            let reason = "SLURM never created the job (refused after job_submit, or --test-only)";
+            tx.end_job(token, JobState::Released, Some(reason), None, now)?;
             released.push((token.clone(), job.held));
         }
         tx.commit()?;
         Ok(released)
     }
-}
-
-/// The key of a job's next hold change, `modify:<token>:<n>`: the first `n` from the
-/// number of its earlier changes that no entry uses (ledgers before schema 5 counted
-/// all of the job's entries instead, so a count alone could repeat one of their keys).
-/// The count is a range over the journal's key index, not a look-up by token.
-fn next_modify_key(tx: &Tx<'_>, token: &str) -> rusqlite::Result<String> {
-    let prefix = format!("modify:{token}:");
-    // ';' is the character after ':', so [prefix, end) holds exactly the keys with it.
-    let end = format!("modify:{token};");
-    let mut n: i64 = tx
-        .tx
-        .prepare_cached(&format!(
-            "SELECT count(DISTINCT txn_key) FROM journal WHERE txn_key >= ?1 AND txn_key < ?2 AND {INDEXED_KEY}"
-        ))?
-        .query_row([&prefix, &end], |r| r.get(0))?;
-    while tx.txn_exists(&format!("{prefix}{n}"))? {
-        n += 1;
-    }
-    Ok(format!("{prefix}{n}"))
-}
-
-/// A modify's new request and estimate on the job's row (its array size stays).
-fn update_request(tx: &Tx<'_>, token: &str, req: &JobRequest, estimate: Money) -> rusqlite::Result<()> {
-    let res = &req.resources;
-    tx.tx.execute(
-        "UPDATE jobs SET estimate_micros = ?2, partition = ?3, nodes = ?4, cpus = ?5, mem_mb = ?6, gpus = ?7,
-           time_limit_min = ?8, qos = ?9
-         WHERE token = ?1",
-        params![
-            token,
-            estimate.micros(),
-            req.partition,
-            res.nodes,
-            res.cpus,
-            res.mem_mb,
-            res.gpus_text(),
-            req.time_limit_min,
-            req.qos
-        ],
-    )?;
-    Ok(())
 }

@@ -6,18 +6,14 @@ use super::*;
 impl Budget {
     /// Releases the whole remaining hold of a job that never ran (or is abandoned).
     pub fn release(&mut self, token: &str, now: i64) -> Result<Money, BudgetError> {
-        let path = self.ledger.path().to_path_buf();
-        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::write(&mut self.ledger)?;
-        let job = tx.job(token).map_err(&e)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
+        let job = tx.job(token)?.ok_or_else(|| BudgetError::UnknownToken(token.to_string()))?;
         let released = job.held;
         if !released.is_zero() {
-            postings::release(&tx, &format!("release:{token}"), &job, released, now).map_err(&e)?;
+            postings::release(&tx, &format!("release:{token}"), &job, released, now)?;
         }
         if job.state.is_open() {
-            tx.tx
-                .execute("UPDATE jobs SET state = 'released', settled_at = ?2 WHERE token = ?1", params![token, now])
-                .map_err(&e)?;
+            tx.end_job(token, JobState::Released, None, None, now)?;
         }
         tx.commit()?;
         Ok(released)
@@ -25,24 +21,22 @@ impl Budget {
 
     /// Charges a run's actual cost and releases its share of the hold. Idempotent.
     pub fn reconcile(&mut self, c: &JobCompletion, now: i64) -> Result<Reconciled, BudgetError> {
-        let path = self.ledger.path().to_path_buf();
-        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let run_key = c.run_key();
         let tx = Tx::write(&mut self.ledger)?;
-        if tx.tx.prepare_cached("SELECT 1 FROM runs WHERE run_key = ?1").map_err(&e)?.exists([&run_key]).map_err(&e)? {
+        if tx.run_exists(&run_key)? {
             return Ok(Reconciled::Duplicate);
         }
         let job = match c.hold_token.as_deref() {
-            Some(t) => tx.job(t).map_err(&e)?,
+            Some(t) => tx.job(t)?,
             None => None,
         };
         let account = match &job {
-            Some(j) => tx.account_by_id(j.account_id).map_err(&e)?,
+            Some(j) => tx.account_by_id(j.account_id)?,
             None => {
                 if self.config.exemption(&c.account, &[&c.partition]).is_some() {
                     return Ok(Reconciled::NotTracked { reason: "exempt".into() });
                 }
-                match tx.account_by_name(&c.account).map_err(&e)? {
+                match tx.account_by_name(&c.account)? {
                     Some(a) => a,
                     None => {
                         return Ok(Reconciled::NotTracked { reason: format!("account '{}' has no budget", c.account) })
@@ -69,31 +63,15 @@ impl Budget {
             },
         };
         let share = job.as_ref().map(|j| j.estimate.micros() / j.tasks_total as i64).unwrap_or(0);
-        tx.tx
-            .prepare_cached(
-                "INSERT INTO runs (run_key, token, account_id, cluster, job_id, user_name, partition, end_state, start_time,
-                   end_time, elapsed_s, alloc_json, cost_micros, estimate_share_micros, reconciled_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
-            )
-            .map_err(&e)?
-            .execute(params![
-                run_key,
-                job.as_ref().map(|j| j.token.clone()),
-                account.id,
-                c.cluster,
-                c.job_id,
-                c.user,
-                c.partition,
-                c.state.as_str(),
-                c.start_time,
-                c.end_time,
-                elapsed_s as i64,
-                c.allocated.as_ref().and_then(|a| serde_json::to_string(a).ok()),
-                cost.micros(),
-                share,
-                now
-            ])
-            .map_err(&e)?;
+        let run = NewRun {
+            run_key: &run_key,
+            token: job.as_ref().map(|j| j.token.as_str()),
+            account_id: account.id,
+            run: c,
+            cost,
+            estimate_share: Money::from_micros(share),
+        };
+        tx.insert_run(&run, now)?;
         let charge_key = format!("charge:{run_key}");
         let token = job.as_ref().map(|j| j.token.as_str());
         let at = if c.end_time > 0 { c.end_time } else { now };
@@ -112,24 +90,16 @@ impl Budget {
         };
         // A job that names a grant is charged to that grant only.
         let grant = match job.as_ref().and_then(|j| j.grant_number.as_deref()) {
-            Some(number) => tx.grant_funds(number).map_err(&e)?,
+            Some(number) => tx.grant_funds(number)?,
             None => None,
         };
-        post_cost(&tx, &base, cost, at, grant.as_ref()).map_err(&e)?;
+        post_cost(&tx, &base, cost, at, grant.as_ref())?;
         // One estimate-vs-actual sample per run, in this transaction.
-        crate::core::pricing::learning::record_run(&tx, c, job.as_ref(), account.id, cost, now).map_err(&e)?;
+        crate::core::pricing::learning::record_run(&tx, c, job.as_ref(), account.id, cost, now)?;
         let mut released = Money::ZERO;
         if let Some(j) = &job {
             let will_run_again = c.state == EndState::Requeued;
-            let first_run_of_this_id: bool = !will_run_again
-                && !tx
-                    .tx
-                    .prepare_cached(
-                        "SELECT 1 FROM runs WHERE token = ?1 AND job_id = ?2 AND run_key <> ?3 AND end_state <> 'REQUEUED'",
-                    )
-                    .map_err(&e)?
-                    .exists(params![j.token, c.job_id, run_key])
-                    .map_err(&e)?;
+            let first_run_of_this_id = !will_run_again && !tx.final_run_exists(&j.token, c.job_id, &run_key)?;
             let mut tasks_done = j.tasks_done;
             if first_run_of_this_id && j.tasks_done < j.tasks_total {
                 tasks_done = (j.tasks_done + c.task_count).min(j.tasks_total);
@@ -140,7 +110,7 @@ impl Budget {
                     Money::from_micros((per_task * (tasks_done - j.tasks_done) as i64).min(j.held.micros()))
                 };
                 if !release.is_zero() {
-                    postings::release(&tx, &format!("release-run:{run_key}"), j, release, now).map_err(&e)?;
+                    postings::release(&tx, &format!("release-run:{run_key}"), j, release, now)?;
                     released = release;
                 }
             }
@@ -150,15 +120,7 @@ impl Budget {
                 (true, s) if s.is_waiting() => JobState::Released,
                 (_, s) => s,
             };
-            tx.tx
-                .prepare_cached(
-                    "UPDATE jobs SET tasks_done = ?2, charged_micros = charged_micros + ?3, state = ?4,
-                       settled_at = CASE WHEN ?5 THEN ?6 ELSE settled_at END, job_id = coalesce(job_id, ?7)
-                     WHERE token = ?1",
-                )
-                .map_err(&e)?
-                .execute(params![j.token, tasks_done, cost.micros(), new_state, settled, now, c.job_id])
-                .map_err(&e)?;
+            tx.record_tasks_done(&j.token, tasks_done, cost, new_state, settled, c.job_id, now)?;
         }
         tx.commit()?;
         Ok(Reconciled::Charged { account: account.name, cost, released })

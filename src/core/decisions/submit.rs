@@ -45,8 +45,6 @@ impl Budget {
     /// account's default grant) must exist, be open, fund the job's account and cover
     /// the job; `max_cost` must cover the estimate.
     pub fn submit(&mut self, req: &JobRequest, meta: &JobMetadata, now: i64) -> Result<Decision, BudgetError> {
-        let path = self.ledger.path().to_path_buf();
-        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::write(&mut self.ledger)?;
         let domain = meta.research_domain.as_deref().unwrap_or("");
         let ask = GrantAsk::of(&self.config, &req.account, meta.grant_number.as_deref());
@@ -60,11 +58,11 @@ impl Budget {
             Verdict::Done(d) => return Ok(d),
             // Hold `hold` (= the estimate unless [learning] sized it down).
             Verdict::Fits { account, estimate, hold, available, grant } => {
-                let token = tx.new_token().map_err(&e)?;
+                let token = tx.new_token()?;
                 let grant = grant.as_ref().map(|g| g.number.as_str());
                 let row = NewJob {
                     token: &token,
-                    account: &account,
+                    account_id: account.id,
                     req,
                     estimate,
                     held: hold,
@@ -72,17 +70,17 @@ impl Budget {
                     meta: Some(meta),
                     user_known: user_known(&account),
                 };
-                insert_job(&tx, &row, JobState::Held, None, now).map_err(&e)?;
-                postings::hold(&tx, &token, account.id, grant, hold, req.job_id, now, "submit").map_err(&e)?;
+                tx.insert_job(&row, JobState::Held, None, now)?;
+                postings::hold(&tx, &token, account.id, grant, hold, req.job_id, now, "submit")?;
                 let available_after = available.checked_sub(hold).ok_or(BudgetError::Overflow)?;
                 (Decision::Accept { token, estimate, available_after }, (req.uid, account.id))
             }
             Verdict::Held { account, estimate, reason, state, grant } => {
-                let token = tx.new_token().map_err(&e)?;
+                let token = tx.new_token()?;
                 let grant = grant.as_ref().map(|g| g.number.as_str());
                 let row = NewJob {
                     token: &token,
-                    account: &account,
+                    account_id: account.id,
                     req,
                     estimate,
                     held: Money::ZERO,
@@ -90,7 +88,7 @@ impl Budget {
                     meta: Some(meta),
                     user_known: user_known(&account),
                 };
-                insert_job(&tx, &row, state, Some(&reason), now).map_err(&e)?;
+                tx.insert_job(&row, state, Some(&reason), now)?;
                 (Decision::Hold { token, estimate, reason }, (req.uid, account.id))
             }
         };
@@ -148,7 +146,7 @@ impl<'a> GrantAsk<'a> {
     }
 
     /// The grant, if it may fund a job in `account`; otherwise why not.
-    fn check(&self, tx: &Tx<'_>, account: &AccountRow) -> rusqlite::Result<Result<GrantFunds, String>> {
+    fn check(&self, tx: &Tx<'_>, account: &AccountRow) -> Result<Result<GrantFunds, String>, LedgerError> {
         let named = self.named(&account.name);
         let fix = if self.by_default {
             "; name another grant with --comment asbb:grant=NUMBER, or ask your admins to change the default"
@@ -212,8 +210,7 @@ pub(super) fn decide(
             }))
         }
     };
-    let ledger_err = |source: rusqlite::Error| BudgetError::Ledger(tx.err(source));
-    let account = match tx.account_by_name(&req.account).map_err(ledger_err)? {
+    let account = match tx.account_by_name(&req.account)? {
         Some(a) => a,
         None => {
             return Ok(Verdict::Done(match config.policy.unknown_account {
@@ -238,7 +235,7 @@ pub(super) fn decide(
     }
     let grant = match grant.map(|ask| (ask, ask.check(tx, &account))) {
         None => None,
-        Some((ask, checked)) => match checked.map_err(ledger_err)? {
+        Some((ask, checked)) => match checked? {
             Ok(g) => Some((ask, g)),
             Err(reason) => {
                 return Ok(Verdict::Done(Decision::Reject {
@@ -249,7 +246,7 @@ pub(super) fn decide(
             }
         },
     };
-    let allocs = tx.allocations(account.id).map_err(ledger_err)?;
+    let allocs = tx.allocations(account.id)?;
     let account_available = available_of(&account, &allocs, now);
     // A job held against a grant fits only in what is left of that grant.
     let grant_available = grant.as_ref().map(|(_, g)| grant_available_of(g, &allocs, now));
@@ -266,8 +263,7 @@ pub(super) fn decide(
     }
     // The decision compares the hold (the estimate unless learning sized it) with available.
     let hold =
-        crate::core::pricing::learning::hold_for(tx, account.id, &req.partition, domain, estimate, &config.learning)
-            .map_err(ledger_err)?;
+        crate::core::pricing::learning::hold_for(tx, account.id, &req.partition, domain, estimate, &config.learning)?;
     if hold <= available {
         return Ok(Verdict::Fits { account, estimate, hold, available, grant });
     }
@@ -317,73 +313,4 @@ pub(super) fn decide(
         ),
     };
     Ok(Verdict::Done(Decision::Reject { reason, refusal: Refusal::BudgetRule, estimate: Some(estimate) }))
-}
-
-/// A job row as submit (and a re-run) writes it.
-pub(super) struct NewJob<'a> {
-    pub token: &'a str,
-    pub account: &'a AccountRow,
-    pub req: &'a JobRequest,
-    pub estimate: Money,
-    pub held: Money,
-    /// The grant it is held and charged against (named or its account's default).
-    pub grant: Option<&'a str>,
-    pub meta: Option<&'a JobMetadata>,
-    /// Its (uid, account) pair is known to be in `account_job_users` already.
-    pub user_known: bool,
-}
-
-pub(super) fn insert_job(
-    tx: &Tx<'_>,
-    job: &NewJob<'_>,
-    state: JobState,
-    reason: Option<&str>,
-    now: i64,
-) -> rusqlite::Result<()> {
-    let NewJob { token, account, req, estimate, held, grant, meta, user_known } = *job;
-    // The metadata goes in with the row: a second UPDATE would write the page twice.
-    let meta = meta.filter(|m| !m.is_empty());
-    let metadata_json = meta.map(|m| serde_json::to_string(m).unwrap_or_else(|_| "{}".into()));
-    let res = &req.resources;
-    tx.tx
-        .prepare_cached(
-            "INSERT INTO jobs (token, account_id, user_name, uid, partition, job_id, job_name, nodes, cpus, mem_mb, gpus,
-               time_limit_min, qos, estimate_micros, tasks_total, state, reason, submitted_at, held_micros,
-               hold_placed_micros, research_domain, project_code, grant_number, metadata_json, hold_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?19, ?20, ?21,
-               ?22, ?23, ?24)",
-        )?
-        .execute(params![
-            token,
-            account.id,
-            req.user,
-            req.uid,
-            req.partition,
-            req.job_id,
-            req.job_name,
-            res.nodes,
-            res.cpus,
-            res.mem_mb,
-            res.gpus_text(),
-            req.time_limit_min,
-            req.qos,
-            estimate.micros(),
-            req.array_tasks.max(1),
-            state,
-            reason,
-            now,
-            held.micros(),
-            meta.and_then(|m| m.research_domain.as_deref()),
-            meta.and_then(|m| m.project_code.as_deref()),
-            grant,
-            metadata_json,
-            (state == JobState::Held).then_some(now),
-        ])?;
-    if !user_known {
-        // Usually there already: then this reads a page and writes none.
-        tx.tx
-            .prepare_cached("INSERT OR IGNORE INTO account_job_users (uid, account_id) VALUES (?1, ?2)")?
-            .execute(params![req.uid, account.id])?;
-    }
-    Ok(())
 }

@@ -440,8 +440,7 @@ impl Budget {
         }
         let account = match &g.account {
             Some(name) => {
-                let acc =
-                    tx.account_by_name(name).map_err(&e)?.ok_or_else(|| BudgetError::UnknownAccount(name.clone()))?;
+                let acc = tx.account_by_name(name)?.ok_or_else(|| BudgetError::UnknownAccount(name.clone()))?;
                 if acc.status == "closed" {
                     return Err(BudgetError::Invalid(format!("account '{name}' is closed")));
                 }
@@ -486,14 +485,11 @@ impl Budget {
                     } else {
                         (format!("grant:{}", g.number), format!("grant {}", g.number))
                     };
-                    if tx.txn_exists(&key).map_err(&e)? {
+                    if tx.txn_exists(&key)? {
                         return Err(BudgetError::Invalid(format!("grant '{}' already exists", g.number)));
                     }
                     let direct = direct_of(amount, g.indirect_rate_ppm);
-                    Some(
-                        insert_grant_allocation(&tx, acc.id, grant_id, direct, from, until, &memo, &key, actor, now)
-                            .map_err(&e)?,
-                    )
+                    Some(insert_grant_allocation(&tx, acc.id, grant_id, direct, from, until, &memo, &key, actor, now)?)
                 }
                 None => None,
             };
@@ -521,8 +517,7 @@ impl Budget {
                 format_date(g.start),
                 format_date(g.end - DAY_S)
             ),
-        )
-        .map_err(&e)?;
+        )?;
         let detail = GrantDetail {
             grant: grant_by_number(tx.tx, &g.number).map_err(&e)?.ok_or_else(|| unknown_grant(&g.number))?,
             periods: periods_of(tx.tx, grant_id).map_err(&e)?,
@@ -595,13 +590,13 @@ impl Budget {
         };
         let mut part = 0u32;
         if let Some(account_id) = grant.account_id {
-            let allocs = tx.allocations(account_id).map_err(&e)?;
+            let allocs = tx.allocations(account_id)?;
             let ours: Vec<i64> =
                 periods_of(tx.tx, grant.id).map_err(&e)?.into_iter().filter_map(|p| p.allocation_id).collect();
             for a in allocs.iter().filter(|a| ours.contains(&a.id) && a.valid_until > now) {
                 let remaining = a.remaining();
                 if remaining.micros() > 0 {
-                    postings::expire(&tx, &key, part, account_id, a.id, remaining, actor, now).map_err(&e)?;
+                    postings::expire(&tx, &key, part, account_id, a.id, remaining, actor, now)?;
                     part += 1;
                     closed.expired = Money::from_micros(closed.expired.micros() + remaining.micros());
                 }
@@ -617,7 +612,7 @@ impl Budget {
             let other_funding =
                 allocs.iter().any(|a| !ours.contains(&a.id) && a.valid_until > now && a.remaining().micros() > 0);
             if !other_funding {
-                let (jobs, released) = postings::release_account_holds(&tx, account_id, &key, now).map_err(&e)?;
+                let (jobs, released) = postings::release_account_holds(&tx, account_id, &key, now)?;
                 closed.jobs_released = jobs;
                 closed.holds_released = released;
             }
@@ -634,8 +629,7 @@ impl Budget {
                 closed.holds_released.to_exact_string(),
                 closed.jobs_released
             ),
-        )
-        .map_err(&e)?;
+        )?;
         tx.commit()?;
         Ok(closed)
     }
@@ -663,8 +657,7 @@ impl Budget {
             if changed == 0 {
                 return Err(unknown_grant(number));
             }
-            audit(&tx, actor, now, "grant update", &format!("{number} pi_email={}", pi_email.unwrap_or("-")))
-                .map_err(&e)?;
+            audit(&tx, actor, now, "grant update", &format!("{number} pi_email={}", pi_email.unwrap_or("-")))?;
             tx.commit()?;
         }
         self.grant(number)
@@ -685,7 +678,7 @@ fn insert_grant_allocation(
     key: &str,
     actor: &str,
     now: i64,
-) -> rusqlite::Result<i64> {
+) -> Result<i64, LedgerError> {
     postings::deposit(tx, account_id, amount, valid_from, valid_until, Some(memo), key, actor, now, Some(grant_id))
 }
 

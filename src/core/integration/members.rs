@@ -28,8 +28,7 @@ impl Budget {
         let e = sql(&path);
         let tx = Tx::write(&mut self.ledger)?;
         let acc = tx
-            .account_by_name(account)
-            .map_err(&e)?
+            .account_by_name(account)?
             .ok_or_else(|| IntegrationError::UnknownAccount(format!("unknown account '{account}'")))?;
         let n = tx
             .tx
@@ -39,8 +38,7 @@ impl Budget {
             )
             .map_err(&e)?;
         if n == 1 {
-            crate::core::ledger::postings::audit(&tx, actor, now, "account member add", &format!("{account} {user}"))
-                .map_err(&e)?;
+            crate::core::ledger::postings::audit(&tx, actor, now, "account member add", &format!("{account} {user}"))?;
         }
         tx.commit()?;
         Ok(n == 1)
@@ -58,8 +56,7 @@ impl Budget {
         let e = sql(&path);
         let tx = Tx::write(&mut self.ledger)?;
         let acc = tx
-            .account_by_name(account)
-            .map_err(&e)?
+            .account_by_name(account)?
             .ok_or_else(|| IntegrationError::UnknownAccount(format!("unknown account '{account}'")))?;
         let n = tx
             .tx
@@ -72,8 +69,7 @@ impl Budget {
                 now,
                 "account member remove",
                 &format!("{account} {user}"),
-            )
-            .map_err(&e)?;
+            )?;
         }
         tx.commit()?;
         Ok(n == 1)
@@ -85,8 +81,7 @@ impl Budget {
         let e = sql(&path);
         let tx = Tx::read(&mut self.ledger)?;
         let acc = tx
-            .account_by_name(account)
-            .map_err(&e)?
+            .account_by_name(account)?
             .ok_or_else(|| IntegrationError::UnknownAccount(format!("unknown account '{account}'")))?;
         let mut out: Vec<Member> = tx
             .tx

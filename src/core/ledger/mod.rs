@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! The SQLite ledger: opening (PRAGMAs, file mode, migrations) and the small set of
-//! row-level operations the budget logic is built from. Every write happens inside a
-//! transaction opened by `core::decisions`; nothing here commits on its own.
+//! The SQLite ledger: opening (PRAGMAs, file mode, migrations) and the store the
+//! budget logic is built from: typed reads and writes of accounts (`accounts`), jobs
+//! (`jobs`), runs (`runs`), the journal (`postings`, its only writer) and the check of
+//! every cached total against the journal (`verify`). Every call gives a
+//! [`LedgerError`] that names the file. Writes happen inside a transaction ([`Tx`])
+//! opened by `core::decisions`; nothing here commits on its own.
 
 use crate::core::money::Money;
 use crate::core::pricing::job::{JobRequest, Resources};
@@ -10,7 +13,15 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod accounts;
+pub mod jobs;
 pub mod postings;
+mod runs;
+pub mod verify;
+
+pub use jobs::JobSummary;
+pub(crate) use jobs::NewJob;
+pub(crate) use runs::NewRun;
 
 /// Schema migrations, applied in order and recorded in `schema_migrations`.
 pub const MIGRATIONS: &[(u32, &str, &str)] = &[
@@ -162,6 +173,12 @@ impl Ledger {
 
     pub(crate) fn err(&self, source: rusqlite::Error) -> LedgerError {
         LedgerError::Sqlite { path: self.path.clone(), source }
+    }
+
+    /// Runs SQL outside a transaction (one statement's own snapshot); an error names
+    /// the ledger's file.
+    pub(crate) fn sql<T>(&self, run: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, LedgerError> {
+        run(&self.conn).map_err(|source| self.err(source))
     }
 
     fn configure(&mut self, mode: OpenMode, age: SchemaAge) -> Result<(), LedgerError> {
@@ -689,7 +706,7 @@ pub(crate) fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
 /// submission's time inside slurmctld); dropped without `commit`, it rolls back.
 pub(crate) struct Tx<'c> {
     pub tx: &'c Connection,
-    pub path: PathBuf,
+    path: &'c Path,
     committed: bool,
 }
 
@@ -705,66 +722,51 @@ impl<'c> Tx<'c> {
     }
 
     fn begin(ledger: &'c mut Ledger, sql: &str) -> Result<Tx<'c>, LedgerError> {
-        let conn = &ledger.conn;
-        match conn.prepare_cached(sql).and_then(|mut s| s.execute([])) {
-            Ok(_) => Ok(Tx { tx: conn, path: ledger.path.clone(), committed: false }),
-            Err(source) => Err(LedgerError::Sqlite { path: ledger.path.clone(), source }),
-        }
+        let tx = Tx { tx: &ledger.conn, path: &ledger.path, committed: false };
+        tx.sql(|c| c.prepare_cached(sql)?.execute([]))?;
+        Ok(tx)
     }
 
     /// Commits; on failure the transaction is rolled back (when `self` drops).
     pub fn commit(mut self) -> Result<(), LedgerError> {
-        match self.tx.prepare_cached("COMMIT").and_then(|mut s| s.execute([])) {
-            Ok(_) => {
-                self.committed = true;
-                Ok(())
-            }
-            Err(source) => Err(LedgerError::Sqlite { path: self.path.clone(), source }),
-        }
+        self.sql(|c| c.prepare_cached("COMMIT")?.execute([]))?;
+        self.committed = true;
+        Ok(())
     }
 
     pub fn err(&self, source: rusqlite::Error) -> LedgerError {
-        LedgerError::Sqlite { path: self.path.clone(), source }
+        LedgerError::Sqlite { path: self.path.to_path_buf(), source }
     }
 
-    pub fn account_by_name(&self, name: &str) -> rusqlite::Result<Option<AccountRow>> {
-        self.tx
-            .prepare_cached(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE name = ?1"))?
-            .query_row([name], account_from_row)
-            .optional()
+    /// Runs SQL on this transaction's connection; an error names the ledger's file.
+    pub(crate) fn sql<T>(&self, run: impl FnOnce(&'c Connection) -> rusqlite::Result<T>) -> Result<T, LedgerError> {
+        run(self.tx).map_err(|source| self.err(source))
     }
 
-    pub fn account_by_id(&self, id: i64) -> rusqlite::Result<AccountRow> {
-        self.tx
-            .prepare_cached(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"))?
-            .query_row([id], account_from_row)
+    pub fn account_by_name(&self, name: &str) -> Result<Option<AccountRow>, LedgerError> {
+        self.sql(|c| {
+            c.prepare_cached(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE name = ?1"))?
+                .query_row([name], account_from_row)
+                .optional()
+        })
     }
 
-    pub fn allocations(&self, account_id: i64) -> rusqlite::Result<Vec<AllocationRow>> {
-        let mut stmt = self.tx.prepare_cached(
-            "SELECT id, account_id, amount_micros, valid_from, valid_until, memo, debited_micros, grant_id
-             FROM allocations WHERE account_id = ?1 ORDER BY valid_until, id",
-        )?;
-        let rows = stmt.query_map([account_id], |r| {
-            Ok(AllocationRow {
-                id: r.get(0)?,
-                account_id: r.get(1)?,
-                amount: Money::from_micros(r.get(2)?),
-                valid_from: r.get(3)?,
-                valid_until: r.get(4)?,
-                memo: r.get(5)?,
-                debited: Money::from_micros(r.get(6)?),
-                grant_id: r.get(7)?,
-            })
-        })?;
-        rows.collect()
+    pub fn account_by_id(&self, id: i64) -> Result<AccountRow, LedgerError> {
+        self.sql(|c| {
+            c.prepare_cached(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"))?
+                .query_row([id], account_from_row)
+        })
+    }
+
+    pub fn allocations(&self, account_id: i64) -> Result<Vec<AllocationRow>, LedgerError> {
+        self.sql(|c| allocations_of(c, account_id))
     }
 
     /// What a decision needs of the grant a job names: `None` when no grant has
     /// that number.
-    pub fn grant_funds(&self, number: &str) -> rusqlite::Result<Option<GrantFunds>> {
-        self.tx
-            .prepare_cached(
+    pub fn grant_funds(&self, number: &str) -> Result<Option<GrantFunds>, LedgerError> {
+        self.sql(|c| {
+            c.prepare_cached(
                 "SELECT id, grant_number, status, budget_account_id, held_micros FROM grant_accounts WHERE grant_number = ?1",
             )?
             .query_row([number], |r| {
@@ -777,28 +779,27 @@ impl<'c> Tx<'c> {
                 })
             })
             .optional()
+        })
     }
 
-    pub fn job(&self, token: &str) -> rusqlite::Result<Option<JobRow>> {
-        self.tx
-            .prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs WHERE token = ?1"))?
-            .query_row([token], job_from_row)
-            .optional()
+    pub fn job(&self, token: &str) -> Result<Option<JobRow>, LedgerError> {
+        self.sql(|c| job_by_token(c, token))
     }
 
-    pub fn txn_exists(&self, txn_key: &str) -> rusqlite::Result<bool> {
+    pub fn txn_exists(&self, txn_key: &str) -> Result<bool, LedgerError> {
         debug_assert!(
             !["hold:", "charge:", "release-run:"].iter().any(|p| txn_key.starts_with(p)),
             "{txn_key} is not indexed"
         );
-        self.tx
-            .prepare_cached(&format!("SELECT 1 FROM journal WHERE txn_key = ?1 AND {INDEXED_KEY} LIMIT 1"))?
-            .exists([txn_key])
+        self.sql(|c| {
+            c.prepare_cached(&format!("SELECT 1 FROM journal WHERE txn_key = ?1 AND {INDEXED_KEY} LIMIT 1"))?
+                .exists([txn_key])
+        })
     }
 
-    fn insert_entry(&self, e: &NewEntry<'_>) -> rusqlite::Result<()> {
-        self.tx
-            .prepare_cached(
+    fn insert_entry(&self, e: &NewEntry<'_>) -> Result<(), LedgerError> {
+        self.sql(|c| {
+            c.prepare_cached(
                 "INSERT INTO journal (txn_key, part, kind, account_id, allocation_id, amount_micros, token, job_id, at, actor, memo)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
@@ -814,57 +815,85 @@ impl<'c> Tx<'c> {
                 e.at,
                 e.actor,
                 e.memo
-            ])?;
+            ])
+        })?;
         Ok(())
     }
 
-    fn add_account_held(&self, account_id: i64, delta: i64) -> rusqlite::Result<()> {
-        self.tx
-            .prepare_cached("UPDATE accounts SET held_micros = held_micros + ?2 WHERE id = ?1")?
-            .execute(params![account_id, delta])?;
+    /// Adds `delta` to one cached total (`sql` is its UPDATE, keyed by ?1).
+    fn add_to(&self, sql: &str, key: &dyn rusqlite::ToSql, delta: i64) -> Result<(), LedgerError> {
+        self.sql(|c| c.prepare_cached(sql)?.execute(params![key, delta]))?;
         Ok(())
+    }
+
+    fn add_account_held(&self, account_id: i64, delta: i64) -> Result<(), LedgerError> {
+        self.add_to("UPDATE accounts SET held_micros = held_micros + ?2 WHERE id = ?1", &account_id, delta)
     }
 
     /// Keeps a grant's open holds in step with its jobs' (`grant_number` is unique).
-    fn add_grant_held(&self, grant_number: &str, delta: i64) -> rusqlite::Result<()> {
-        self.tx
-            .prepare_cached("UPDATE grant_accounts SET held_micros = held_micros + ?2 WHERE grant_number = ?1")?
-            .execute(params![grant_number, delta])?;
-        Ok(())
+    fn add_grant_held(&self, grant_number: &str, delta: i64) -> Result<(), LedgerError> {
+        self.add_to(
+            "UPDATE grant_accounts SET held_micros = held_micros + ?2 WHERE grant_number = ?1",
+            &grant_number,
+            delta,
+        )
     }
 
-    fn add_account_overdraft(&self, account_id: i64, delta: i64) -> rusqlite::Result<()> {
-        self.tx
-            .prepare_cached("UPDATE accounts SET overdraft_micros = overdraft_micros + ?2 WHERE id = ?1")?
-            .execute(params![account_id, delta])?;
-        Ok(())
+    fn add_account_overdraft(&self, account_id: i64, delta: i64) -> Result<(), LedgerError> {
+        self.add_to("UPDATE accounts SET overdraft_micros = overdraft_micros + ?2 WHERE id = ?1", &account_id, delta)
     }
 
-    fn add_allocation_debit(&self, allocation_id: i64, delta: i64) -> rusqlite::Result<()> {
-        self.tx
-            .prepare_cached("UPDATE allocations SET debited_micros = debited_micros + ?2 WHERE id = ?1")?
-            .execute(params![allocation_id, delta])?;
-        Ok(())
+    fn add_allocation_debit(&self, allocation_id: i64, delta: i64) -> Result<(), LedgerError> {
+        self.add_to("UPDATE allocations SET debited_micros = debited_micros + ?2 WHERE id = ?1", &allocation_id, delta)
     }
 
     /// A new job token: 10 hex digits counting jobs (one more than the latest token's),
     /// then 6 random ones. Tokens of successive jobs sort in order, so the job rows
     /// (stored in token order) and the indexes keyed by token grow at their right
     /// edge: a submit touches the same few hot pages instead of a random leaf each.
-    pub fn new_token(&self) -> rusqlite::Result<String> {
-        let (latest, random): (Option<String>, String) = self
-            .tx
-            .prepare_cached("SELECT (SELECT max(token) FROM jobs), lower(hex(randomblob(3)))")?
-            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        // Ledgers from before counted tokens hold random hex ones, which count too; a
-        // latest token that is not hex at all (none asbb wrote) falls back to counting.
-        let count = match latest.as_deref().map(|t| t.get(..10).and_then(|h| u64::from_str_radix(h, 16).ok())) {
-            None => 0,
-            Some(Some(n)) => n,
-            Some(None) => self.tx.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0))?,
-        };
-        Ok(format!("{:010x}{random}", count.saturating_add(1)))
+    pub fn new_token(&self) -> Result<String, LedgerError> {
+        self.sql(|c| {
+            let (latest, random): (Option<String>, String) = c
+                .prepare_cached("SELECT (SELECT max(token) FROM jobs), lower(hex(randomblob(3)))")?
+                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            // Ledgers from before counted tokens hold random hex ones, which count too; a
+            // latest token that is not hex at all (none asbb wrote) falls back to counting.
+            let count = match latest.as_deref().map(|t| t.get(..10).and_then(|h| u64::from_str_radix(h, 16).ok())) {
+                None => 0,
+                Some(Some(n)) => n,
+                Some(None) => c.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0))?,
+            };
+            Ok(format!("{:010x}{random}", count.saturating_add(1)))
+        })
     }
+}
+
+/// An account's allocations, the one ending first first.
+fn allocations_of(c: &Connection, account_id: i64) -> rusqlite::Result<Vec<AllocationRow>> {
+    let mut stmt = c.prepare_cached(
+        "SELECT id, account_id, amount_micros, valid_from, valid_until, memo, debited_micros, grant_id
+             FROM allocations WHERE account_id = ?1 ORDER BY valid_until, id",
+    )?;
+    let rows = stmt.query_map([account_id], |r| {
+        Ok(AllocationRow {
+            id: r.get(0)?,
+            account_id: r.get(1)?,
+            amount: Money::from_micros(r.get(2)?),
+            valid_from: r.get(3)?,
+            valid_until: r.get(4)?,
+            memo: r.get(5)?,
+            debited: Money::from_micros(r.get(6)?),
+            grant_id: r.get(7)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// The job with hold token `token`.
+fn job_by_token(c: &Connection, token: &str) -> rusqlite::Result<Option<JobRow>> {
+    c.prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs WHERE token = ?1"))?
+        .query_row([token], job_from_row)
+        .optional()
 }
 
 impl Drop for Tx<'_> {

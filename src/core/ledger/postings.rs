@@ -4,7 +4,7 @@
 //! allocations' debited, jobs' held) in step, inside the caller's transaction.
 //! `verify` re-derives every one of those totals from the entries written here.
 
-use super::{EntryKind, GrantFunds, JobRow, NewEntry, Tx};
+use super::{EntryKind, GrantFunds, JobRow, LedgerError, NewEntry, Tx};
 use crate::core::money::Money;
 use rusqlite::params;
 
@@ -22,13 +22,15 @@ pub(crate) fn deposit(
     actor: &str,
     now: i64,
     grant_id: Option<i64>,
-) -> rusqlite::Result<i64> {
-    tx.tx.execute(
-        "INSERT INTO allocations (account_id, amount_micros, valid_from, valid_until, memo, created_at, grant_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![account_id, amount.micros(), valid_from, valid_until, memo, now, grant_id],
-    )?;
-    let allocation_id = tx.tx.last_insert_rowid();
+) -> Result<i64, LedgerError> {
+    let allocation_id = tx.sql(|c| {
+        c.execute(
+            "INSERT INTO allocations (account_id, amount_micros, valid_from, valid_until, memo, created_at, grant_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![account_id, amount.micros(), valid_from, valid_until, memo, now, grant_id],
+        )?;
+        Ok(c.last_insert_rowid())
+    })?;
     tx.insert_entry(&NewEntry {
         txn_key: key,
         part: 0,
@@ -58,7 +60,7 @@ pub(crate) fn hold(
     job_id: Option<u32>,
     now: i64,
     why: &str,
-) -> rusqlite::Result<()> {
+) -> Result<(), LedgerError> {
     if amount.is_zero() {
         return Ok(());
     }
@@ -82,12 +84,12 @@ pub(crate) fn hold(
 }
 
 /// Gives back `amount` of a job's hold.
-pub(crate) fn release(tx: &Tx<'_>, key: &str, job: &JobRow, amount: Money, now: i64) -> rusqlite::Result<()> {
+pub(crate) fn release(tx: &Tx<'_>, key: &str, job: &JobRow, amount: Money, now: i64) -> Result<(), LedgerError> {
     adjust_hold(tx, key, job, Money::from_micros(-amount.micros()), now)
 }
 
 /// Grows (delta > 0) or shrinks (delta < 0) a job's hold.
-pub(crate) fn adjust_hold(tx: &Tx<'_>, key: &str, job: &JobRow, delta: Money, now: i64) -> rusqlite::Result<()> {
+pub(crate) fn adjust_hold(tx: &Tx<'_>, key: &str, job: &JobRow, delta: Money, now: i64) -> Result<(), LedgerError> {
     let delta = delta.micros();
     if delta == 0 {
         return Ok(());
@@ -110,11 +112,12 @@ pub(crate) fn adjust_hold(tx: &Tx<'_>, key: &str, job: &JobRow, delta: Money, no
         tx.add_grant_held(number, delta)?;
     }
     // Cached: every completion releases through here, inside slurmctld.
-    tx.tx
-        .prepare_cached(
+    tx.sql(|c| {
+        c.prepare_cached(
             "UPDATE jobs SET held_micros = held_micros + ?2, hold_placed_micros = CASE WHEN ?2 > 0 THEN hold_placed_micros + ?2 ELSE hold_placed_micros END WHERE token = ?1",
         )?
-        .execute(params![job.token, delta])?;
+        .execute(params![job.token, delta])
+    })?;
     Ok(())
 }
 
@@ -131,7 +134,7 @@ pub(crate) fn post_cost(
     amount: Money,
     active_at: i64,
     grant: Option<&GrantFunds>,
-) -> rusqlite::Result<()> {
+) -> Result<(), LedgerError> {
     if amount.is_zero() {
         return Ok(());
     }
@@ -168,11 +171,10 @@ pub(crate) fn take_back(
     memo: Option<&str>,
     actor: &str,
     now: i64,
-) -> rusqlite::Result<()> {
+) -> Result<(), LedgerError> {
     let amount = amount.micros();
-    let net: Vec<(Option<i64>, i64)> = tx
-        .tx
-        .prepare_cached(
+    let net: Vec<(Option<i64>, i64)> = tx.sql(|c| {
+        c.prepare_cached(
             "SELECT j.allocation_id,
                     sum(CASE j.kind WHEN 'refund' THEN -j.amount_micros ELSE j.amount_micros END) AS net
              FROM journal j LEFT JOIN allocations a ON a.id = j.allocation_id
@@ -181,7 +183,8 @@ pub(crate) fn take_back(
              ORDER BY j.allocation_id IS NOT NULL, max(a.valid_until) DESC, j.allocation_id DESC",
         )?
         .query_map([&job.token], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
+        .collect()
+    })?;
     let mut left = amount;
     let mut part = 0u32;
     for (allocation_id, available) in net {
@@ -227,7 +230,7 @@ pub(crate) fn expire(
     amount: Money,
     actor: &str,
     now: i64,
-) -> rusqlite::Result<()> {
+) -> Result<(), LedgerError> {
     tx.insert_entry(&NewEntry {
         txn_key: key,
         part,
@@ -250,14 +253,14 @@ pub(crate) fn release_account_holds(
     account_id: i64,
     key: &str,
     now: i64,
-) -> rusqlite::Result<(u32, Money)> {
-    let held: Vec<(String, i64, Option<u32>, Option<String>)> = tx
-        .tx
-        .prepare_cached(
+) -> Result<(u32, Money), LedgerError> {
+    let held: Vec<(String, i64, Option<u32>, Option<String>)> = tx.sql(|c| {
+        c.prepare_cached(
             "SELECT token, held_micros, job_id, grant_number FROM jobs WHERE account_id = ?1 AND held_micros > 0 ORDER BY token",
         )?
         .query_map([account_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-        .collect::<Result<_, _>>()?;
+        .collect()
+    })?;
     let mut total = 0i64;
     for (token, amount, job_id, grant) in &held {
         tx.insert_entry(&NewEntry {
@@ -277,23 +280,27 @@ pub(crate) fn release_account_holds(
         if let Some(number) = grant {
             tx.add_grant_held(number, -amount)?;
         }
-        tx.tx.execute(
-            "UPDATE jobs SET held_micros = 0,
-               state = CASE WHEN state IN ('held', 'awaiting_approval', 'awaiting_funds') THEN 'released' ELSE state END,
-               settled_at = coalesce(settled_at, ?2)
-             WHERE token = ?1",
-            params![token, now],
-        )?;
+        tx.sql(|c| {
+            c.execute(
+                "UPDATE jobs SET held_micros = 0,
+                   state = CASE WHEN state IN ('held', 'awaiting_approval', 'awaiting_funds') THEN 'released' ELSE state END,
+                   settled_at = coalesce(settled_at, ?2)
+                 WHERE token = ?1",
+                params![token, now],
+            )
+        })?;
         total += amount;
     }
     Ok((held.len() as u32, Money::from_micros(total)))
 }
 
 /// One line in `audit_log`: who did what with asbb-admin.
-pub(crate) fn audit(tx: &Tx<'_>, actor: &str, now: i64, command: &str, detail: &str) -> rusqlite::Result<()> {
-    tx.tx.execute(
-        "INSERT INTO audit_log (at, actor, command, detail) VALUES (?1, ?2, ?3, ?4)",
-        params![now, actor, command, crate::core::text::clean_text(detail)],
-    )?;
+pub(crate) fn audit(tx: &Tx<'_>, actor: &str, now: i64, command: &str, detail: &str) -> Result<(), LedgerError> {
+    tx.sql(|c| {
+        c.execute(
+            "INSERT INTO audit_log (at, actor, command, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![now, actor, command, crate::core::text::clean_text(detail)],
+        )
+    })?;
     Ok(())
 }

@@ -28,7 +28,7 @@
 //! so a hold is never below the bound).
 
 use crate::core::config::LearningConfig;
-use crate::core::ledger::{JobRow, Tx};
+use crate::core::ledger::{JobRow, LedgerError, Tx};
 use crate::core::money::Money;
 use crate::core::pricing::job::{EndState, JobCompletion};
 use rusqlite::{params, Connection};
@@ -116,8 +116,11 @@ pub(crate) fn hold_for(
     domain: &str,
     estimate: Money,
     cfg: &LearningConfig,
-) -> rusqlite::Result<Money> {
-    hold_for_conn(tx.tx, account_id, partition, domain, estimate, cfg)
+) -> Result<Money, LedgerError> {
+    if !cfg.enabled || estimate.micros() <= 0 {
+        return Ok(estimate);
+    }
+    tx.sql(|c| hold_for_conn(c, account_id, partition, domain, estimate, cfg))
 }
 
 /// `hold_for` on a plain connection.
@@ -195,7 +198,7 @@ pub(crate) fn record_run(
     account_id: i64,
     cost: Money,
     now: i64,
-) -> rusqlite::Result<()> {
+) -> Result<(), LedgerError> {
     let Some(job) = job else { return Ok(()) };
     if c.allocated.is_none() || matches!(c.state, EndState::Requeued | EndState::NodeFail | EndState::BootFail) {
         return Ok(());
@@ -203,23 +206,21 @@ pub(crate) fn record_run(
     let share = job.estimate.micros() / job.tasks_total.max(1) as i64;
     // 0: a row migrated from a request that did not say.
     let time_limit_s = (job.time_limit_min > 0).then(|| job.time_limit_min as i64 * 60);
-    record(
-        tx.tx,
-        &Sample {
-            key: &format!("run:{}", c.run_key()),
-            source: "run",
-            account_id,
-            partition: &c.partition,
-            domain: job.research_domain.as_deref().unwrap_or(""),
-            token: Some(&job.token),
-            job_id: Some(c.job_id),
-            estimate: Money::from_micros(share),
-            actual: cost,
-            estimated_s: time_limit_s,
-            actual_s: Some(c.elapsed_s()),
-            at: now,
-        },
-    )?;
+    let sample = Sample {
+        key: &format!("run:{}", c.run_key()),
+        source: "run",
+        account_id,
+        partition: &c.partition,
+        domain: job.research_domain.as_deref().unwrap_or(""),
+        token: Some(&job.token),
+        job_id: Some(c.job_id),
+        estimate: Money::from_micros(share),
+        actual: cost,
+        estimated_s: time_limit_s,
+        actual_s: Some(c.elapsed_s()),
+        at: now,
+    };
+    tx.sql(|c| record(c, &sample))?;
     Ok(())
 }
 

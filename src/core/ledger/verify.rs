@@ -3,8 +3,7 @@
 //! The journal is the truth; the cached totals on accounts, allocations and jobs
 //! must agree with it exactly.
 
-use crate::core::decisions::Budget;
-use crate::core::ledger::LedgerError;
+use super::{Ledger, LedgerError};
 use std::collections::BTreeMap;
 
 /// What verify found.
@@ -29,10 +28,10 @@ struct Derived {
     overdraft: i64,
 }
 
-impl Budget {
+impl Ledger {
     pub fn verify(&self) -> Result<VerifyReport, LedgerError> {
-        let conn = &self.ledger.conn;
-        let e = |source| self.ledger.err(source);
+        let conn = &self.conn;
+        let e = |source| self.err(source);
         let mut report = VerifyReport::default();
         let mut problems = Vec::new();
 
