@@ -16,7 +16,7 @@ use asbb::core::grants::{NewGrant, PeriodSplit};
 use asbb::core::ledger::OpenMode;
 use asbb::core::money::Money;
 use asbb::core::pricing::job::{EndState, JobCompletion, JobRequest, Resources};
-use asbb::core::pricing::learning::{factor_from_ratios, hold_for_conn, hold_from_factor, PPM};
+use asbb::core::pricing::learning::{factor_from_ratios, hold_for_ledger, hold_from_factor, PPM};
 use proptest::prelude::*;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -1264,7 +1264,7 @@ proptest! {
                 rusqlite::params![format!("k{i}"), e, a],
             ).unwrap();
         }
-        let hold = hold_for_conn(conn, 1, "p", "", Money::from_micros(estimate), &cfg).unwrap().micros();
+        let hold = hold_for_ledger(&ledger, 1, "p", "", Money::from_micros(estimate), &cfg).unwrap().micros();
         prop_assert!(hold <= estimate);
         prop_assert!(hold as i128 * PPM as i128 >= min_ppm as i128 * estimate as i128);
         if samples.len() < 10 {

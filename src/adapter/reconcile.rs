@@ -23,25 +23,14 @@
 use crate::adapter::snapshot::{RecordSource, Snapshot};
 use crate::core::config::Config;
 use crate::core::decisions::{Budget, BudgetError, Reconciled};
-use crate::core::ledger::{Ledger, LedgerError, OpenMode};
+use crate::core::ledger::{Ledger, OpenMode, Tx};
 use crate::core::money::Money;
 use crate::core::pricing::job::JobCompletion;
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-/// A job the ledger still holds money (or a place) for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct OpenHold {
-    pub token: String,
-    pub account: String,
-    pub uid: u32,
-    pub job_id: Option<u32>,
-    pub state: String,
-    pub held: Money,
-    pub submitted_at: i64,
-}
+pub use crate::core::ledger::OpenHold;
 
 /// What the ledger knows that [`plan`] needs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -277,58 +266,28 @@ impl SettleReport {
 impl Budget {
     /// Reads what [`plan`] needs for this snapshot (one read transaction).
     pub fn ledger_view(&mut self, snapshot: &Snapshot) -> Result<LedgerView, BudgetError> {
-        let path = self.ledger.path().to_path_buf();
-        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
-        let tx = self.ledger.conn.transaction().map_err(&e)?;
-        let mut view = LedgerView::default();
-        {
-            let mut stmt = tx
-                .prepare(
-                    "SELECT j.token, a.name, j.uid, j.job_id, j.state, j.held_micros, j.submitted_at
-                     FROM jobs j JOIN accounts a ON a.id = j.account_id
-                     WHERE j.state IN ('held', 'awaiting_approval', 'awaiting_funds') ORDER BY j.submitted_at, j.token",
-                )
-                .map_err(&e)?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok(OpenHold {
-                        token: r.get(0)?,
-                        account: r.get(1)?,
-                        uid: r.get(2)?,
-                        job_id: r.get(3)?,
-                        state: r.get(4)?,
-                        held: Money::from_micros(r.get(5)?),
-                        submitted_at: r.get(6)?,
-                    })
-                })
-                .map_err(&e)?;
-            view.open = rows.collect::<Result<_, _>>().map_err(&e)?;
-            let mut stmt = tx.prepare("SELECT name FROM accounts").map_err(&e)?;
-            view.accounts = stmt.query_map([], |r| r.get(0)).map_err(&e)?.collect::<Result<_, _>>().map_err(&e)?;
-            let mut uid_of = tx.prepare("SELECT uid FROM jobs WHERE token = ?1").map_err(&e)?;
-            let mut runs_of = tx.prepare("SELECT run_key FROM runs WHERE cluster = ?1 AND job_id = ?2").map_err(&e)?;
-            let mut seen_ids: BTreeSet<u32> = BTreeSet::new();
-            for r in &snapshot.jobs {
-                let tokens = if r.ambiguous { r.mentioned_tokens() } else { r.hold_token().into_iter().collect() };
-                for t in tokens {
-                    if view.token_uid.contains_key(&t) {
-                        continue;
-                    }
-                    if let Some(uid) = uid_of.query_row([&t], |row| row.get::<_, u32>(0)).optional().map_err(&e)? {
-                        view.token_uid.insert(t, uid);
-                    }
+        let tx = Tx::read(&mut self.ledger)?;
+        let mut view = LedgerView {
+            open: tx.open_holds()?,
+            accounts: tx.account_names()?.into_iter().collect(),
+            ..LedgerView::default()
+        };
+        let mut seen_ids: BTreeSet<u32> = BTreeSet::new();
+        for r in &snapshot.jobs {
+            let tokens = if r.ambiguous { r.mentioned_tokens() } else { r.hold_token().into_iter().collect() };
+            for t in tokens {
+                if view.token_uid.contains_key(&t) {
+                    continue;
                 }
-                if r.is_terminal() && seen_ids.insert(r.job_id) {
-                    let keys = runs_of
-                        .query_map(params![snapshot.cluster, r.job_id], |row| row.get::<_, String>(0))
-                        .map_err(&e)?;
-                    for k in keys {
-                        view.run_keys.insert(k.map_err(&e)?);
-                    }
+                if let Some(uid) = tx.job_uid(&t)? {
+                    view.token_uid.insert(t, uid);
                 }
             }
+            if r.is_terminal() && seen_ids.insert(r.job_id) {
+                view.run_keys.extend(tx.run_keys_of(&snapshot.cluster, r.job_id)?);
+            }
         }
-        tx.commit().map_err(e)?;
+        tx.commit()?;
         Ok(view)
     }
 

@@ -12,7 +12,7 @@ use crate::core::decisions::BudgetError;
 use crate::core::decisions::{parse_date, DAY_S};
 use crate::core::grants::report::ReportRange;
 use crate::core::grants::{GrantDetail, GrantFilter};
-use crate::core::integration::{accounts_with_job_id, money_from_raw, unknown_job, CostUpdate, Feedback};
+use crate::core::integration::{money_from_raw, unknown_job, CostUpdate, Feedback};
 use crate::core::money::Money;
 use crate::core::pricing::metadata::MetadataFields;
 use crate::core::usage::UsageKey;
@@ -198,7 +198,7 @@ pub(super) async fn budget_context(
             // A user sees jobs in their accounts; any other job id gets the answer an
             // unknown one gets, so it tells them nothing about other accounts' jobs.
             let mine = b.accounts_of_user(caller.uid.unwrap_or(u32::MAX), Some(&caller.name))?;
-            let candidates = accounts_with_job_id(&b.ledger.conn, cluster, job_id)?;
+            let candidates = b.accounts_with_job_id(cluster, job_id)?;
             if !candidates.iter().any(|a| mine.contains(a)) {
                 return Err(unknown_job(cluster, job_id).into());
             }

@@ -268,7 +268,7 @@ pub fn run_report(cmd: ReportCommand, config: Config, fmt: Format) -> Result<Str
         ReportCommand::Accuracy { account, partition } => {
             let cfg = config.learning.clone();
             let budget = open_budget(config, OpenMode::MustExist)?;
-            let groups = learning::accuracy(budget.ledger.connection(), &cfg, account.as_deref(), partition.as_deref())
+            let groups = learning::accuracy(&budget.ledger, &cfg, account.as_deref(), partition.as_deref())
                 .map_err(|e| CliError::new(e.to_string()))?;
             let machine = fmt != Format::Text;
             let amount = |m: Money| if machine { m.to_exact_string() } else { m.to_string() };

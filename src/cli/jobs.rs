@@ -131,8 +131,7 @@ fn correct(budget: &mut Budget, a: &CorrectionArgs, signed: bool, actor: &str, n
     if reason.trim().is_empty() {
         return Err(CliError::new(format!("a {what} needs --reason")));
     }
-    let found = crate::core::integration::find_job(budget.ledger.connection(), a.cluster.as_deref(), a.job_id)
-        .map_err(|e| CliError::new(e.to_string()))?;
+    let found = budget.find_job(a.cluster.as_deref(), a.job_id).map_err(|e| CliError::new(e.to_string()))?;
     let token = found.job.token.clone();
     let request_id = a.request_id.clone().unwrap_or_else(|| format!("cli:{token}:{text}:{reason}"));
     let applied = if signed {

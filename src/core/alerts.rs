@@ -18,9 +18,7 @@
 use crate::core::config::AlertsConfig;
 use crate::core::decisions::{format_date, format_time, Budget, BudgetError, DAY_S};
 use crate::core::grants::report::{format_bps, Exhaustion, Projection};
-use crate::core::ledger::Tx;
-use crate::core::money::Money;
-use rusqlite::{params, OptionalExtension};
+use crate::core::ledger::{JobState, Tx, WatchedJob};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -133,31 +131,7 @@ pub enum DeliveryState {
     GaveUp,
 }
 
-/// An alert as `asbb-admin alerts list` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AlertRecord {
-    pub id: i64,
-    pub key: String,
-    pub kind: String,
-    pub subject: String,
-    pub title: String,
-    pub body: String,
-    pub raised_at: i64,
-    pub cleared_at: Option<i64>,
-    pub deliveries: Vec<DeliveryRecord>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeliveryRecord {
-    pub channel: String,
-    pub recipients: String,
-    /// pending, sent, gave_up or superseded.
-    pub state: String,
-    pub attempts: u32,
-    pub last_attempt_at: Option<i64>,
-    pub last_error: Option<String>,
-    pub sent_at: Option<i64>,
-}
+pub use crate::core::ledger::{AlertRecord, DeliveryRecord};
 
 const HOUR_S: i64 = 3_600;
 
@@ -254,32 +228,11 @@ impl Budget {
         let window = self.config.forecast.window_days;
         let (grants, accounts, pis) = {
             let tx = Tx::read(&mut self.ledger)?;
-            let e = |err| BudgetError::Ledger(tx.err(err));
-            let grants: Vec<(String, Option<String>)> = tx
-                .tx
-                .prepare(
-                    "SELECT grant_number, pi_email FROM grant_accounts
-                     WHERE status = 'active' AND grant_start_date <= ?1 AND grant_end_date > ?1 ORDER BY grant_number",
-                )
-                .and_then(|mut s| s.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-                .map_err(e)?;
-            let accounts: Vec<(i64, String)> = tx
-                .tx
-                .prepare("SELECT id, name FROM accounts WHERE status = 'active' ORDER BY name")
-                .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-                .map_err(e)?;
+            let grants = tx.active_grants(now)?;
+            let accounts = tx.active_accounts()?;
             // The PIs of the grants funding each account.
             let mut pis: BTreeMap<i64, Vec<String>> = BTreeMap::new();
-            let rows: Vec<(i64, String)> = tx
-                .tx
-                .prepare(
-                    "SELECT budget_account_id, pi_email FROM grant_accounts
-                     WHERE status = 'active' AND budget_account_id IS NOT NULL AND pi_email IS NOT NULL
-                       AND grant_start_date <= ?1 AND grant_end_date > ?1
-                     ORDER BY pi_email",
-                )
-                .and_then(|mut s| s.query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-                .map_err(e)?;
+            let rows = tx.funding_pi_emails(now)?;
             for (account_id, email) in rows {
                 let list = pis.entry(account_id).or_default();
                 if !list.contains(&email) {
@@ -314,41 +267,14 @@ impl Budget {
                 &emails,
             ));
         }
-        let jobs = |budget: &mut Budget, state: &str, min_age_h: u32| -> Result<Vec<JobLine>, BudgetError> {
-            let tx = Tx::read(&mut budget.ledger)?;
-            let rows = tx
-                .tx
-                .prepare_cached(
-                    "SELECT j.token, j.job_id, j.user_name, a.name, j.partition, j.estimate_micros, j.held_micros,
-                            j.submitted_at,
-                            j.hold_at
-                     FROM jobs j JOIN accounts a ON a.id = j.account_id
-                     WHERE j.state = ?1 AND j.submitted_at <= ?2 ORDER BY j.submitted_at, j.token",
-                )
-                .and_then(|mut s| {
-                    s.query_map(params![state, now - min_age_h as i64 * HOUR_S], |r| {
-                        Ok(JobLine {
-                            token: r.get(0)?,
-                            job_id: r.get(1)?,
-                            user: r.get(2)?,
-                            account: r.get(3)?,
-                            partition: r.get(4)?,
-                            estimate: Money::from_micros(r.get(5)?),
-                            held: Money::from_micros(r.get(6)?),
-                            submitted_at: r.get(7)?,
-                            held_since: r.get(8)?,
-                        })
-                    })?
-                    .collect()
-                })
-                .map_err(|err| BudgetError::Ledger(tx.err(err)))?;
-            Ok(rows)
+        let jobs = |budget: &mut Budget, state: JobState, min_age_h: u32| -> Result<Vec<WatchedJob>, BudgetError> {
+            Ok(Tx::read(&mut budget.ledger)?.jobs_in_state(state, now - min_age_h as i64 * HOUR_S)?)
         };
         let emails_of =
             |account: &str| account_ids.get(account).and_then(|id| pis.get(id)).cloned().unwrap_or_default();
         if let Some(hours) = cfg.approval_wait_hours {
-            for j in jobs(self, "awaiting_approval", hours)? {
-                let what = j.what();
+            for j in jobs(self, JobState::AwaitingApproval, hours)? {
+                let what = what_job(&j);
                 let approve = j.job_id.map_or_else(
                     || "it was quoted through the API and has no SLURM job yet".to_string(),
                     |id| {
@@ -377,12 +303,12 @@ impl Budget {
             }
         }
         if let Some(hours) = cfg.hold_age_hours {
-            for j in jobs(self, "held", hours)? {
-                let since = j.held_since.unwrap_or(j.submitted_at);
+            for j in jobs(self, JobState::Held, hours)? {
+                let since = j.hold_at.unwrap_or(j.submitted_at);
                 if j.held.micros() <= 0 || since > now - hours as i64 * HOUR_S {
                     continue;
                 }
-                let what = j.what();
+                let what = what_job(&j);
                 out.push(Condition {
                     key: format!("job:{}:hold_age", j.token),
                     kind: AlertKind::HoldAge,
@@ -416,17 +342,12 @@ impl Budget {
         now: i64,
     ) -> Result<Recorded, BudgetError> {
         let tx = Tx::write(&mut self.ledger)?;
-        let e = |err| BudgetError::Ledger(tx.err(err));
-        let open: BTreeMap<String, i64> = tx
-            .tx
-            .prepare("SELECT alert_key, id FROM alerts WHERE cleared_at IS NULL")
-            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-            .map_err(e)?;
+        let open: BTreeMap<String, i64> = tx.open_alerts()?.into_iter().collect();
         let holding: BTreeSet<&str> = conditions.iter().map(|c| c.key.as_str()).collect();
         let mut recorded = Recorded::default();
         for (key, id) in &open {
             if !holding.contains(key.as_str()) {
-                tx.tx.execute("UPDATE alerts SET cleared_at = ?2 WHERE id = ?1", params![id, now]).map_err(e)?;
+                tx.clear_alert(*id, now)?;
                 recorded.cleared += 1;
             }
         }
@@ -440,17 +361,11 @@ impl Budget {
             *r = (*r).max(rank);
         }
         for c in new {
-            tx.tx
-                .execute(
-                    "INSERT INTO alerts (alert_key, kind, subject, title, body, raised_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![c.key, c.kind.as_str(), c.subject, c.title, c.body, now],
-                )
-                .map_err(e)?;
-            let id = tx.tx.last_insert_rowid();
+            let id = tx.insert_alert(&c.key, c.kind.as_str(), &c.subject, &c.title, &c.body, now)?;
             let (group, rank) = group_rank(&c.key);
             let state = if top.get(group) == Some(&rank) { "pending" } else { "superseded" };
             if cfg.webhook_url.is_some() {
-                insert_delivery(&tx, id, Channel::Webhook, "", state).map_err(e)?;
+                tx.insert_delivery(id, Channel::Webhook.as_str(), "", state)?;
             }
             if cfg.mail_command.is_some() {
                 let mut to: Vec<String> = cfg.mail_to.clone();
@@ -462,7 +377,7 @@ impl Budget {
                     }
                 }
                 if !to.is_empty() {
-                    insert_delivery(&tx, id, Channel::Mail, &to.join(", "), state).map_err(e)?;
+                    tx.insert_delivery(id, Channel::Mail.as_str(), &to.join(", "), state)?;
                 }
             }
             recorded.raised.push(c.title.clone());
@@ -478,67 +393,40 @@ impl Budget {
     /// tried. A delivery whose channel is no longer configured is given up on the way.
     pub fn claim_next_delivery(&mut self, cfg: &AlertsConfig, now: i64) -> Result<Option<Delivery>, BudgetError> {
         let tx = Tx::write(&mut self.ledger)?;
-        let e = |err| BudgetError::Ledger(tx.err(err));
         let due_before = now - cfg.retry_minutes as i64 * 60;
-        let mut stmt = tx
-            .tx
-            .prepare_cached(
-                "SELECT d.alert_id, d.channel, d.recipients, a.kind, a.subject, a.title, a.body, a.raised_at, d.attempts
-                 FROM alert_deliveries d JOIN alerts a ON a.id = d.alert_id
-                 WHERE d.state = 'pending' AND (d.last_attempt_at IS NULL OR d.last_attempt_at <= ?1)
-                 ORDER BY d.alert_id, d.channel LIMIT 1",
-            )
-            .map_err(e)?;
         let claimed = loop {
-            let next = stmt
-                .query_row([due_before], |r| {
-                    let recipients: String = r.get(2)?;
-                    Ok(Delivery {
-                        alert_id: r.get(0)?,
-                        channel: Channel::parse(&r.get::<_, String>(1)?),
-                        recipients: recipients
-                            .split(',')
-                            .map(str::trim)
-                            .filter(|s| !s.is_empty())
-                            .map(str::to_string)
-                            .collect(),
-                        kind: r.get(3)?,
-                        subject: r.get(4)?,
-                        title: r.get(5)?,
-                        body: r.get(6)?,
-                        raised_at: r.get(7)?,
-                        attempt: r.get::<_, u32>(8)? + 1,
-                    })
-                })
-                .optional()
-                .map_err(e)?;
-            let Some(d) = next else { break None };
+            let Some(row) = tx.next_due_delivery(due_before)? else { break None };
+            let d = Delivery {
+                alert_id: row.alert_id,
+                channel: Channel::parse(&row.channel),
+                recipients: row
+                    .recipients
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                kind: row.kind,
+                subject: row.subject,
+                title: row.title,
+                body: row.body,
+                raised_at: row.raised_at,
+                attempt: row.attempts + 1,
+            };
             let configured = match d.channel {
                 Channel::Webhook => cfg.webhook_url.is_some(),
                 Channel::Mail => cfg.mail_command.is_some(),
             };
             if configured {
-                tx.tx
-                    .execute(
-                        "UPDATE alert_deliveries SET attempts = attempts + 1, last_attempt_at = ?3
-                         WHERE alert_id = ?1 AND channel = ?2",
-                        params![d.alert_id, d.channel.as_str(), now],
-                    )
-                    .map_err(e)?;
+                tx.claim_delivery(d.alert_id, d.channel.as_str(), now)?;
                 break Some(d);
             }
             let why = match d.channel {
                 Channel::Webhook => "webhook_url is no longer set in [alerts]",
                 Channel::Mail => "mail_command is no longer set in [alerts]",
             };
-            tx.tx
-                .execute(
-                    "UPDATE alert_deliveries SET state = 'gave_up', last_error = ?3 WHERE alert_id = ?1 AND channel = ?2",
-                    params![d.alert_id, d.channel.as_str(), why],
-                )
-                .map_err(e)?;
+            tx.give_up_delivery(d.alert_id, d.channel.as_str(), why)?;
         };
-        drop(stmt);
         tx.commit()?;
         Ok(claimed)
     }
@@ -552,7 +440,6 @@ impl Budget {
         now: i64,
     ) -> Result<DeliveryState, BudgetError> {
         let tx = Tx::write(&mut self.ledger)?;
-        let e = |err| BudgetError::Ledger(tx.err(err));
         let state = match &outcome {
             Ok(()) => DeliveryState::Sent,
             Err(_) if d.attempt >= cfg.max_attempts => DeliveryState::GaveUp,
@@ -563,107 +450,21 @@ impl Budget {
             (Err(err), DeliveryState::GaveUp) => ("gave_up", Some(crate::core::text::clean_text(err))),
             (Err(err), _) => ("pending", Some(crate::core::text::clean_text(err))),
         };
-        // Only while it is still this attempt's: never turns `sent` back to pending.
-        tx.tx
-            .execute(
-                "UPDATE alert_deliveries SET state = ?3, last_error = ?4,
-                        sent_at = CASE WHEN ?3 = 'sent' THEN ?5 ELSE sent_at END
-                 WHERE alert_id = ?1 AND channel = ?2 AND state = 'pending' AND attempts = ?6",
-                params![d.alert_id, d.channel.as_str(), state_text, error, now, d.attempt],
-            )
-            .map_err(e)?;
+        tx.finish_delivery(d.alert_id, d.channel.as_str(), d.attempt, state_text, error.as_deref(), now)?;
         tx.commit()?;
         Ok(state)
     }
 
     /// The newest `limit` alerts (only those still open with `open_only`), newest first.
     pub fn alert_records(&mut self, open_only: bool, limit: u32) -> Result<Vec<AlertRecord>, BudgetError> {
-        let tx = Tx::read(&mut self.ledger)?;
-        let e = |err| BudgetError::Ledger(tx.err(err));
-        let mut alerts: Vec<AlertRecord> = tx
-            .tx
-            .prepare(
-                "SELECT id, alert_key, kind, subject, title, body, raised_at, cleared_at FROM alerts
-                 WHERE (?1 = 0 OR cleared_at IS NULL) ORDER BY id DESC LIMIT ?2",
-            )
-            .and_then(|mut s| {
-                s.query_map(params![open_only as i64, limit], |r| {
-                    Ok(AlertRecord {
-                        id: r.get(0)?,
-                        key: r.get(1)?,
-                        kind: r.get(2)?,
-                        subject: r.get(3)?,
-                        title: r.get(4)?,
-                        body: r.get(5)?,
-                        raised_at: r.get(6)?,
-                        cleared_at: r.get(7)?,
-                        deliveries: Vec::new(),
-                    })
-                })?
-                .collect()
-            })
-            .map_err(e)?;
-        let mut stmt = tx
-            .tx
-            .prepare(
-                "SELECT channel, recipients, state, attempts, last_attempt_at, last_error, sent_at
-                 FROM alert_deliveries WHERE alert_id = ?1 ORDER BY channel",
-            )
-            .map_err(e)?;
-        for a in &mut alerts {
-            a.deliveries = stmt
-                .query_map([a.id], |r| {
-                    Ok(DeliveryRecord {
-                        channel: r.get(0)?,
-                        recipients: r.get(1)?,
-                        state: r.get(2)?,
-                        attempts: r.get(3)?,
-                        last_attempt_at: r.get(4)?,
-                        last_error: r.get(5)?,
-                        sent_at: r.get(6)?,
-                    })
-                })
-                .and_then(|rows| rows.collect())
-                .map_err(e)?;
-        }
-        Ok(alerts)
+        Ok(Tx::read(&mut self.ledger)?.alert_records(open_only, limit)?)
     }
 }
 
-fn insert_delivery(
-    tx: &Tx<'_>,
-    alert_id: i64,
-    channel: Channel,
-    recipients: &str,
-    state: &str,
-) -> rusqlite::Result<()> {
-    tx.tx.execute(
-        "INSERT INTO alert_deliveries (alert_id, channel, recipients, state) VALUES (?1, ?2, ?3, ?4)",
-        params![alert_id, channel.as_str(), recipients, state],
-    )?;
-    Ok(())
-}
-
-/// A job an alert is about.
-struct JobLine {
-    token: String,
-    job_id: Option<i64>,
-    user: String,
-    account: String,
-    partition: String,
-    estimate: Money,
-    held: Money,
-    submitted_at: i64,
-    /// When its funds were held: its first hold entry (at submission, or when it was
-    /// released from approval; a re-run is a job of its own). Found by key, indexed.
-    held_since: Option<i64>,
-}
-
-impl JobLine {
-    fn what(&self) -> String {
-        match self.job_id {
-            Some(id) => format!("job {id}"),
-            None => format!("hold {}", self.token),
-        }
+/// How an alert names a job: by SLURM id, else by hold token.
+fn what_job(j: &WatchedJob) -> String {
+    match j.job_id {
+        Some(id) => format!("job {id}"),
+        None => format!("hold {}", j.token),
     }
 }

@@ -120,112 +120,60 @@ impl Budget {
         job_id: u32,
         now: i64,
     ) -> Result<BudgetContext, IntegrationError> {
-        let path = self.ledger.path().to_path_buf();
-        let e = sql(&path);
-        let (found, runs, grant_number, metadata_json, updates, feedback) = {
+        let (found, runs, grant_number, stored_meta, updates, feedback) = {
             let tx = Tx::read(&mut self.ledger)?;
-            let found = find_job(tx.tx, cluster, job_id)?;
+            let found = find_job(&tx, cluster, job_id)?;
             let runs: Vec<RunInfo> = tx
-                .tx
-                .prepare_cached(
-                    "SELECT cluster, job_id, end_state, start_time, end_time, elapsed_s, cost_micros FROM runs
-                     WHERE token = ?1 ORDER BY end_time, id",
-                )
-                .and_then(|mut s| {
-                    s.query_map([&found.job.token], |r| {
-                        Ok(RunInfo {
-                            cluster: r.get(0)?,
-                            job_id: r.get(1)?,
-                            end_state: r.get(2)?,
-                            start: format_time(r.get(3)?),
-                            end: format_time(r.get(4)?),
-                            elapsed_s: r.get(5)?,
-                            cost: Money::from_micros(r.get(6)?),
-                        })
-                    })?
-                    .collect()
+                .runs_of_job(&found.job.token)?
+                .into_iter()
+                .map(|r| RunInfo {
+                    cluster: r.cluster,
+                    job_id: r.job_id,
+                    end_state: r.end_state,
+                    start: format_time(r.start_time),
+                    end: format_time(r.end_time),
+                    elapsed_s: r.elapsed_s,
+                    cost: r.cost,
                 })
-                .map_err(&e)?;
+                .collect();
             // The job's own grant (named, or its account's default when it was priced);
             // for a job that names none, the account's current grant, if it has one.
-            let grant_number: Option<String> = match &found.job.grant_number {
+            let grant_number = match &found.job.grant_number {
                 Some(n) => Some(n.clone()),
-                None => tx
-                    .tx
-                    .prepare_cached(
-                        "SELECT grant_number FROM grant_accounts WHERE budget_account_id = ?1
-                         ORDER BY status = 'active' DESC, grant_end_date DESC LIMIT 1",
-                    )
-                    .and_then(|mut s| s.query_row([found.job.account_id], |r| r.get(0)).optional())
-                    .map_err(&e)?,
+                None => tx.current_grant_of(found.job.account_id)?,
             };
-            let metadata_json: Option<String> = tx
-                .tx
-                .prepare_cached("SELECT metadata_json FROM jobs WHERE token = ?1")
-                .and_then(|mut s| s.query_row([&found.job.token], |r| r.get(0)))
-                .map_err(&e)?;
+            let stored_meta = tx.job_metadata(&found.job.token)?;
+            let json = |text: Option<String>| text.and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
             let updates: Vec<CostUpdateInfo> = tx
-                .tx
-                .prepare_cached(
-                    "SELECT source, actual_micros, delta_micros, compute_micros, storage_micros, network_micros,
-                       spot_savings_micros, instance_types, received_at, metadata_json, cost_data_json
-                     FROM cost_updates WHERE token = ?1 ORDER BY id",
-                )
-                .and_then(|mut s| {
-                    s.query_map([&found.job.token], |r| {
-                        let m = |i: usize| -> rusqlite::Result<Option<Money>> {
-                            Ok(r.get::<_, Option<i64>>(i)?.map(Money::from_micros))
-                        };
-                        let types: Option<String> = r.get(7)?;
-                        let json = |i: usize| -> rusqlite::Result<Option<serde_json::Value>> {
-                            Ok(r.get::<_, Option<String>>(i)?.and_then(|t| serde_json::from_str(&t).ok()))
-                        };
-                        Ok(CostUpdateInfo {
-                            source: r.get(0)?,
-                            actual: Money::from_micros(r.get(1)?),
-                            adjustment: Money::from_micros(r.get(2)?),
-                            compute: m(3)?,
-                            storage: m(4)?,
-                            network: m(5)?,
-                            spot_savings: m(6)?,
-                            instance_types: types
-                                .and_then(|t| serde_json::from_str(&t).ok())
-                                .unwrap_or(serde_json::Value::Array(vec![])),
-                            received_at: format_time(r.get(8)?),
-                            metadata: json(9)?,
-                            cost_data: json(10)?,
-                        })
-                    })?
-                    .collect()
+                .cost_updates_of(&found.job.token)?
+                .into_iter()
+                .map(|u| CostUpdateInfo {
+                    source: u.source,
+                    actual: u.actual,
+                    adjustment: u.delta,
+                    compute: u.compute,
+                    storage: u.storage,
+                    network: u.network,
+                    spot_savings: u.spot_savings,
+                    instance_types: json(u.instance_types_json).unwrap_or(serde_json::Value::Array(vec![])),
+                    received_at: format_time(u.received_at),
+                    metadata: json(u.metadata_json),
+                    cost_data: json(u.cost_data_json),
                 })
-                .map_err(&e)?;
-            let feedback: Option<serde_json::Value> = tx
-                .tx
-                .prepare_cached(
-                    "SELECT estimated_cost_micros, actual_cost_micros, estimated_duration_s, actual_duration_s,
-                       performance_rating, optimization_hints, received_at
-                     FROM performance_feedback WHERE token = ?1 ORDER BY id DESC LIMIT 1",
-                )
-                .and_then(|mut s| {
-                    s.query_row([&found.job.token], |r| {
-                        let hints: Option<String> = r.get(5)?;
-                        let money = |i: usize| -> rusqlite::Result<Option<String>> {
-                            Ok(r.get::<_, Option<i64>>(i)?.map(|m| Money::from_micros(m).to_exact_string()))
-                        };
-                        Ok(serde_json::json!({
-                            "estimated_cost": money(0)?,
-                            "actual_cost": money(1)?,
-                            "estimated_duration": r.get::<_, Option<i64>>(2)?,
-                            "actual_duration": r.get::<_, Option<i64>>(3)?,
-                            "performance_rating": r.get::<_, Option<String>>(4)?,
-                            "optimization_hints": hints.and_then(|h| serde_json::from_str::<serde_json::Value>(&h).ok()),
-                            "received_at": format_time(r.get(6)?),
-                        }))
-                    })
-                    .optional()
+                .collect();
+            let feedback = tx.latest_feedback(&found.job.token)?.map(|f| {
+                let money = |m: Option<Money>| m.map(|m| m.to_exact_string());
+                serde_json::json!({
+                    "estimated_cost": money(f.estimated_cost),
+                    "actual_cost": money(f.actual_cost),
+                    "estimated_duration": f.estimated_duration_s,
+                    "actual_duration": f.actual_duration_s,
+                    "performance_rating": f.performance_rating,
+                    "optimization_hints": json(f.optimization_hints_json),
+                    "received_at": format_time(f.received_at),
                 })
-                .map_err(&e)?;
-            (found, runs, grant_number, metadata_json, updates, feedback)
+            });
+            (found, runs, grant_number, stored_meta, updates, feedback)
         };
         let balance = self.balance(&found.account, now)?;
         let grant = match grant_number {
@@ -246,8 +194,7 @@ impl Budget {
         };
         let account = self.account_context(&balance, now)?;
         // The job's own metadata, with the grant it is charged to.
-        let mut meta: JobMetadata =
-            metadata_json.as_deref().and_then(|m| serde_json::from_str(m).ok()).unwrap_or_default();
+        let mut meta: JobMetadata = stored_meta.unwrap_or_default();
         meta.grant_number = found.job.grant_number.clone();
         let metadata = serde_json::to_value(&meta).ok();
         let job = found.job;

@@ -49,13 +49,6 @@ pub struct CostOutcome {
     pub journal_key: Option<String>,
 }
 
-struct PriorUpdate {
-    actual: i64,
-    charged_before: i64,
-    delta: i64,
-    txn_key: Option<String>,
-}
-
 impl Budget {
     /// Makes a job's net charge equal its reported actual cost (see the module doc).
     pub fn apply_cost_update(
@@ -75,15 +68,13 @@ impl Budget {
                 "instance_types: at most 64 names of up to 64 printable characters".into(),
             ));
         }
-        let path = self.ledger.path().to_path_buf();
-        let e = sql(&path);
         // One write transaction from the lookup to the record: the difference is taken
         // from the net charge as it stands, and no other update can post in between.
         let tx = Tx::write(&mut self.ledger)?;
         // 1. Which job, and was this (cluster, job, source) applied before?
-        let found = find_job(tx.tx, u.cluster.as_deref(), u.job_id)?;
+        let found = find_job(&tx, u.cluster.as_deref(), u.job_id)?;
         let prior = match &found.cluster {
-            Some(c) => prior_update(tx.tx, c, u.job_id, &u.source).map_err(&e)?,
+            Some(c) => tx.prior_cost_update(c, u.job_id, &u.source)?,
             None => None,
         };
         if let Some(a) = &u.expect_account {
@@ -162,45 +153,36 @@ impl Budget {
             true
         };
         // 3. Record what was reported.
-        let inserted = tx
-            .tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO cost_updates (cluster, job_id, source, token, actual_micros, charged_before_micros,
-                   delta_micros, compute_micros, storage_micros, network_micros, spot_savings_micros, instance_types,
-                   performance_json, metadata_json, txn_key, received_at, actor, cost_data_json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    cluster,
-                    u.job_id,
-                    u.source,
-                    found.job.token,
-                    u.actual.micros(),
-                    charged_before.micros(),
-                    delta,
-                    u.compute.map(Money::micros),
-                    u.storage.map(Money::micros),
-                    u.network.map(Money::micros),
-                    u.spot_savings.map(Money::micros),
-                    serde_json::to_string(&u.instance_types).unwrap_or_else(|_| "[]".into()),
-                    u.performance.as_ref().map(|v| v.to_string()),
-                    u.metadata.as_ref().map(|v| v.to_string()),
-                    (delta != 0).then(|| key.clone()),
-                    now,
-                    actor,
-                    u.cost_data.as_ref().map(|v| v.to_string()),
-                ])
-            })
-            .map_err(&e)?;
-        let net: i64 = tx
-            .tx
-            .prepare_cached("SELECT charged_micros FROM jobs WHERE token = ?1")
-            .and_then(|mut s| s.query_row([&found.job.token], |r| r.get(0)))
-            .map_err(&e)?;
+        let instance_types_json = serde_json::to_string(&u.instance_types).unwrap_or_else(|_| "[]".into());
+        let (performance_json, metadata_json, cost_data_json) = (
+            u.performance.as_ref().map(|v| v.to_string()),
+            u.metadata.as_ref().map(|v| v.to_string()),
+            u.cost_data.as_ref().map(|v| v.to_string()),
+        );
+        let inserted = tx.insert_cost_update(&NewCostUpdate {
+            cluster: &cluster,
+            job_id: u.job_id,
+            source: &u.source,
+            token: &found.job.token,
+            actual: u.actual,
+            charged_before,
+            delta,
+            compute: u.compute,
+            storage: u.storage,
+            network: u.network,
+            spot_savings: u.spot_savings,
+            instance_types_json: &instance_types_json,
+            performance_json: performance_json.as_deref(),
+            metadata_json: metadata_json.as_deref(),
+            cost_data_json: cost_data_json.as_deref(),
+            txn_key: (delta != 0).then_some(key.as_str()),
+            actor,
+            received_at: now,
+        })?;
+        let net = tx.charged_of(&found.job.token)?;
         tx.commit()?;
         Ok(CostOutcome {
-            applied: applied && inserted == 1,
+            applied: applied && inserted,
             job_id: u.job_id,
             cluster,
             account: found.account,
@@ -208,19 +190,8 @@ impl Budget {
             actual: u.actual,
             charged_before,
             adjustment: Money::from_micros(delta),
-            net_charge: Money::from_micros(net),
+            net_charge: net,
             journal_key: (delta != 0).then_some(key),
         })
     }
-}
-
-fn prior_update(conn: &Connection, cluster: &str, job_id: u32, source: &str) -> rusqlite::Result<Option<PriorUpdate>> {
-    conn.prepare_cached(
-        "SELECT actual_micros, charged_before_micros, delta_micros, txn_key FROM cost_updates
-         WHERE cluster = ?1 AND job_id = ?2 AND source = ?3",
-    )?
-    .query_row(params![cluster, job_id, source], |r| {
-        Ok(PriorUpdate { actual: r.get(0)?, charged_before: r.get(1)?, delta: r.get(2)?, txn_key: r.get(3)? })
-    })
-    .optional()
 }

@@ -45,58 +45,43 @@ impl Budget {
         if f.estimated_duration_s.max(f.actual_duration_s).is_some_and(|d| d > MAX_DURATION_S) {
             return Err(IntegrationError::Invalid("durations must be at most 100 years in seconds".into()));
         }
-        let path = self.ledger.path().to_path_buf();
-        let e = sql(&path);
         let tx = Tx::write(&mut self.ledger)?;
-        let found = find_job(tx.tx, f.cluster.as_deref(), f.job_id)?;
+        let found = find_job(&tx, f.cluster.as_deref(), f.job_id)?;
         let cluster = found.cluster.clone().unwrap_or_default();
-        let n = tx
-            .tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO performance_feedback (cluster, job_id, token, estimated_cost_micros, actual_cost_micros,
-                   estimated_duration_s, actual_duration_s, performance_rating, optimization_hints, received_at, actor)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )
-            .and_then(|mut s| {
-                s.execute(params![
-                    cluster,
-                    f.job_id,
-                    found.job.token,
-                    f.estimated_cost.map(Money::micros),
-                    f.actual_cost.map(Money::micros),
-                    f.estimated_duration_s.map(|d| d as i64),
-                    f.actual_duration_s.map(|d| d as i64),
-                    f.performance_rating,
-                    f.optimization_hints.as_ref().map(|v| v.to_string()),
-                    now,
-                    actor
-                ])
-            })
-            .map_err(&e)?;
+        let hints_json = f.optimization_hints.as_ref().map(|v| v.to_string());
+        let new = tx.insert_feedback(&NewFeedback {
+            cluster: &cluster,
+            job_id: f.job_id,
+            token: &found.job.token,
+            estimated_cost: f.estimated_cost,
+            actual_cost: f.actual_cost,
+            estimated_duration_s: f.estimated_duration_s.map(|d| d as i64),
+            actual_duration_s: f.actual_duration_s.map(|d| d as i64),
+            performance_rating: f.performance_rating.as_deref(),
+            optimization_hints_json: hints_json.as_deref(),
+            received_at: now,
+            actor,
+        })?;
         let mut sample = false;
-        if let (1, Some(estimate), Some(actual)) = (n, f.estimated_cost, f.actual_cost) {
-            sample = learning::record(
-                tx.tx,
-                &Sample {
-                    key: &format!("feedback:{cluster}:{}", f.job_id),
-                    source: "feedback",
-                    account_id: found.job.account_id,
-                    partition: &found.job.partition,
-                    domain: found.job.research_domain.as_deref().unwrap_or(""),
-                    token: Some(&found.job.token),
-                    job_id: Some(f.job_id),
-                    estimate,
-                    actual,
-                    estimated_s: f.estimated_duration_s.map(|d| d as i64),
-                    actual_s: f.actual_duration_s.map(|d| d as i64),
-                    at: now,
-                },
-            )
-            .map_err(&e)?;
+        if let (true, Some(estimate), Some(actual)) = (new, f.estimated_cost, f.actual_cost) {
+            sample = tx.record_sample(&Sample {
+                key: &format!("feedback:{cluster}:{}", f.job_id),
+                source: "feedback",
+                account_id: found.job.account_id,
+                partition: &found.job.partition,
+                domain: found.job.research_domain.as_deref().unwrap_or(""),
+                token: Some(&found.job.token),
+                job_id: Some(f.job_id),
+                estimate,
+                actual,
+                estimated_s: f.estimated_duration_s.map(|d| d as i64),
+                actual_s: f.actual_duration_s.map(|d| d as i64),
+                at: now,
+            })?;
         }
         tx.commit()?;
         Ok(FeedbackOutcome {
-            applied: n == 1,
+            applied: new,
             job_id: f.job_id,
             account: found.account,
             partition: found.job.partition,

@@ -19,43 +19,26 @@ pub fn unknown_job(cluster: Option<&str>, job_id: u32) -> IntegrationError {
     IntegrationError::UnknownJob(format!("no job {job_id}{where_} in the ledger"))
 }
 
-/// The accounts of every job and run carrying SLURM id `job_id` (on `cluster`, when
-/// given): the candidates `find_job` chooses from.
-pub fn accounts_with_job_id(
-    conn: &Connection,
-    cluster: Option<&str>,
-    job_id: u32,
-) -> Result<Vec<String>, IntegrationError> {
-    let e =
-        |source| IntegrationError::Budget(BudgetError::Ledger(LedgerError::Sqlite { path: PathBuf::new(), source }));
-    conn.prepare_cached(
-        "SELECT a.name FROM runs r JOIN accounts a ON a.id = r.account_id
-           WHERE r.job_id = ?1 AND (?2 IS NULL OR r.cluster = ?2)
-         UNION
-         SELECT a.name FROM jobs j JOIN accounts a ON a.id = j.account_id WHERE j.job_id = ?1 AND ?2 IS NULL",
-    )
-    .and_then(|mut s| s.query_map(params![job_id, cluster], |r| r.get(0))?.collect())
-    .map_err(e)
+impl Budget {
+    /// The accounts of every job and run carrying SLURM id `job_id` (on `cluster`,
+    /// when given): the candidates `find_job` chooses from.
+    pub fn accounts_with_job_id(
+        &mut self,
+        cluster: Option<&str>,
+        job_id: u32,
+    ) -> Result<Vec<String>, IntegrationError> {
+        Ok(Tx::read(&mut self.ledger)?.accounts_with_job_id(cluster, job_id)?)
+    }
+
+    /// [`find_job`] in a read transaction of its own.
+    pub fn find_job(&mut self, cluster: Option<&str>, job_id: u32) -> Result<FoundJob, IntegrationError> {
+        find_job(&Tx::read(&mut self.ledger)?, cluster, job_id)
+    }
 }
 
 /// Finds the one job with SLURM id `job_id` (on `cluster`, when given).
-pub fn find_job(conn: &Connection, cluster: Option<&str>, job_id: u32) -> Result<FoundJob, IntegrationError> {
-    let e =
-        |source| IntegrationError::Budget(BudgetError::Ledger(LedgerError::Sqlite { path: PathBuf::new(), source }));
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT token, cluster FROM runs WHERE job_id = ?1 AND (?2 IS NULL OR cluster = ?2)
-             UNION
-             SELECT j.token, NULL FROM jobs j WHERE j.job_id = ?1 AND ?2 IS NULL
-               AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.token = j.token)
-             ORDER BY 1, 2",
-        )
-        .map_err(e)?;
-    let rows: Vec<(Option<String>, Option<String>)> = stmt
-        .query_map(params![job_id, cluster], |r| Ok((r.get(0)?, r.get(1)?)))
-        .map_err(e)?
-        .collect::<Result<_, _>>()
-        .map_err(e)?;
+pub(crate) fn find_job(tx: &Tx<'_>, cluster: Option<&str>, job_id: u32) -> Result<FoundJob, IntegrationError> {
+    let rows = tx.tokens_with_job_id(cluster, job_id)?;
     let where_ = match cluster {
         Some(c) => format!(" on cluster {c}"),
         None => String::new(),
@@ -89,14 +72,8 @@ pub fn find_job(conn: &Connection, cluster: Option<&str>, job_id: u32) -> Result
             clusters.join(", ")
         )));
     }
-    let token = tokens[0].to_string();
-    let job = conn
-        .prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs WHERE token = ?1"))
-        .and_then(|mut s| s.query_row([&token], job_from_row))
-        .map_err(e)?;
-    let account: String = conn
-        .prepare_cached("SELECT name FROM accounts WHERE id = ?1")
-        .and_then(|mut s| s.query_row([job.account_id], |r| r.get(0)))
-        .map_err(e)?;
+    let token = tokens[0];
+    let job = tx.job(token)?.ok_or_else(|| unknown_job(cluster, job_id))?;
+    let account = tx.account_by_id(job.account_id)?.name;
     Ok(FoundJob { job, account, cluster: clusters.first().map(|c| c.to_string()) })
 }

@@ -40,71 +40,33 @@ pub struct AccountMetrics {
     pub charged_micros: i64,
 }
 
-/// States in which a job can hold money (settled, released and denied jobs hold none).
-const OPEN_STATES: &str = "('held', 'awaiting_approval', 'awaiting_funds')";
-
 impl Budget {
     /// The figures behind `/metrics`; `per_account` adds each account's (see
     /// `MetricsSnapshot` for where they come from).
     pub fn metrics_snapshot(&mut self, per_account: bool) -> Result<MetricsSnapshot, IntegrationError> {
-        let path = self.ledger.path().to_path_buf();
-        let e = sql(&path);
-        let tx = Tx::read(&mut self.ledger)?;
-        let c = tx.tx;
-        let jobs_by_state = c
-            .prepare_cached("SELECT state, count(*) FROM jobs GROUP BY state ORDER BY state")
-            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect())
-            .map_err(&e)?;
-        // Open holds per account id, read from the jobs table (accepted jobs are in no
-        // state index: a submission writes none).
-        let open: Vec<(i64, i64, i64)> = c
-            .prepare_cached(&format!(
-                "SELECT account_id, count(*), min(submitted_at) FROM jobs
-                 WHERE state IN {OPEN_STATES} AND held_micros > 0 GROUP BY account_id"
-            ))
-            .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect())
-            .map_err(&e)?;
-        let holds_open = open.iter().map(|(_, n, _)| n).sum();
-        let oldest_open_hold_at = open.iter().map(|(_, _, t)| *t).min();
-        let one = |q: &str| -> Result<i64, IntegrationError> {
-            c.query_row(q, [], |r| r.get::<_, Option<i64>>(0)).map(Option::unwrap_or_default).map_err(&e)
-        };
-        let holds_open_micros = one("SELECT sum(held_micros) FROM accounts")?;
-        let accounts = if per_account {
-            let rows: Vec<(i64, String, i64, i64)> = c
-                .prepare_cached(
-                    "SELECT a.id, a.name, a.held_micros,
-                            a.overdraft_micros + coalesce((SELECT sum(l.debited_micros) FROM allocations l
-                                                           WHERE l.account_id = a.id), 0)
-                     FROM accounts a ORDER BY a.name",
-                )
-                .and_then(|mut s| s.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect())
-                .map_err(&e)?;
-            Some(
-                rows.into_iter()
-                    .map(|(id, name, held_micros, charged_micros)| AccountMetrics {
-                        name,
-                        holds_open: open.iter().find(|(a, _, _)| *a == id).map_or(0, |(_, n, _)| *n),
-                        held_micros,
-                        charged_micros,
-                    })
-                    .collect(),
-            )
-        } else {
-            None
-        };
-        // These tables are append-only (rows are never deleted) with integer primary
-        // keys SQLite numbers 1, 2, 3, ...: the last id is the row count.
+        let rows = Tx::read(&mut self.ledger)?.metrics_rows(per_account)?;
+        let open = rows.open_by_account;
+        let accounts = rows.accounts.map(|accounts| {
+            accounts
+                .into_iter()
+                .map(|(id, name, held_micros, charged_micros)| AccountMetrics {
+                    name,
+                    holds_open: open.iter().find(|(a, _, _)| *a == id).map_or(0, |(_, n, _)| *n),
+                    held_micros,
+                    charged_micros,
+                })
+                .collect()
+        });
         Ok(MetricsSnapshot {
-            jobs_by_state,
-            holds_open,
-            holds_open_micros,
+            jobs_by_state: rows.jobs_by_state,
+            holds_open: open.iter().map(|(_, n, _)| n).sum(),
+            holds_open_micros: rows.holds_open_micros,
             accounts,
-            oldest_open_hold_at,
-            runs_without_hold: one("SELECT count(*) FROM runs WHERE token IS NULL")?,
-            cost_updates: one("SELECT max(id) FROM cost_updates")?,
-            feedback: one("SELECT max(id) FROM performance_feedback")?,
-            learning_samples: one("SELECT max(id) FROM learning_samples")?,
+            oldest_open_hold_at: open.iter().map(|(_, _, t)| *t).min(),
+            runs_without_hold: rows.runs_without_hold,
+            cost_updates: rows.cost_updates,
+            feedback: rows.feedback,
+            learning_samples: rows.learning_samples,
         })
     }
 }

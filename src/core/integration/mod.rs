@@ -32,12 +32,12 @@ mod metrics;
 pub use self::{context::*, cost_updates::*, feedback::*, import::*, jobs::*, members::*, metrics::*};
 
 use crate::core::decisions::{format_date, format_time, Balance, Budget, BudgetError, Decision, DAY_S};
-use crate::core::ledger::{job_from_row, JobRow, JobState, LedgerError, Tx, JOB_COLS};
+use crate::core::ledger::{JobRow, JobState, LedgerError, NewCostUpdate, NewFeedback, Tx};
 use crate::core::money::Money;
 use crate::core::pricing::job::JobRequest;
-use crate::core::pricing::learning::{self, Sample};
+use crate::core::pricing::learning::Sample;
 use crate::core::pricing::metadata::JobMetadata;
-use rusqlite::{params, Connection, OptionalExtension};
+
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 use std::path::{Path, PathBuf};
@@ -141,12 +141,6 @@ pub fn count_from_raw(raw: &RawValue, field: &str, max: u64) -> Result<u64, Inte
     match digits.parse::<u64>() {
         Ok(n) if n <= max && !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()) => Ok(n),
         _ => Err(IntegrationError::Invalid(format!("{field}: '{digits}' is not a whole number from 0 to {max}"))),
-    }
-}
-
-fn sql(path: &Path) -> impl Fn(rusqlite::Error) -> IntegrationError + '_ {
-    move |source| {
-        IntegrationError::Budget(BudgetError::Ledger(LedgerError::Sqlite { path: path.to_path_buf(), source }))
     }
 }
 

@@ -7,7 +7,7 @@ use super::{job_by_token, JobRow, JobState, Ledger, LedgerError, Tx, INDEXED_KEY
 use crate::core::money::Money;
 use crate::core::pricing::job::JobRequest;
 use crate::core::pricing::metadata::JobMetadata;
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 /// A job row as submit (and a re-run) writes it.
@@ -61,6 +61,18 @@ fn job_summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobSummary> {
     })
 }
 
+/// A job the ledger still holds money (or a place) for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct OpenHold {
+    pub token: String,
+    pub account: String,
+    pub uid: u32,
+    pub job_id: Option<u32>,
+    pub state: String,
+    pub held: Money,
+    pub submitted_at: i64,
+}
+
 /// Jobs submitted held by asbb, not yet holding funds (of `jobs j`): the
 /// `jobs_waiting` index's own condition, word for word, so SQLite uses that index.
 const WAITING: &str = "j.state IN ('awaiting_approval', 'awaiting_funds')";
@@ -97,6 +109,36 @@ impl Ledger {
 }
 
 impl Tx<'_> {
+    /// Every job the ledger still holds money (or a place) for, oldest first.
+    pub fn open_holds(&self) -> Result<Vec<OpenHold>, LedgerError> {
+        self.sql(|c| {
+            c.prepare(
+                "SELECT j.token, a.name, j.uid, j.job_id, j.state, j.held_micros, j.submitted_at
+                 FROM jobs j JOIN accounts a ON a.id = j.account_id
+                 WHERE j.state IN ('held', 'awaiting_approval', 'awaiting_funds') ORDER BY j.submitted_at, j.token",
+            )?
+            .query_map([], |r| {
+                Ok(OpenHold {
+                    token: r.get(0)?,
+                    account: r.get(1)?,
+                    uid: r.get(2)?,
+                    job_id: r.get(3)?,
+                    state: r.get(4)?,
+                    held: Money::from_micros(r.get(5)?),
+                    submitted_at: r.get(6)?,
+                })
+            })?
+            .collect()
+        })
+    }
+
+    /// The uid of job `token`'s owner (`None`: no such job).
+    pub fn job_uid(&self, token: &str) -> Result<Option<u32>, LedgerError> {
+        self.sql(|c| {
+            c.prepare_cached("SELECT uid FROM jobs WHERE token = ?1")?.query_row([token], |r| r.get(0)).optional()
+        })
+    }
+
     /// Writes a new job's row (its metadata with it: a second UPDATE would write the
     /// page twice) and, for a user not seen in the account before, the pair that lets
     /// the API show them the account.

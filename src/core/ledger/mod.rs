@@ -14,13 +14,20 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod accounts;
+mod alerts;
+mod integration;
 pub mod jobs;
+mod learning;
 pub mod postings;
 mod runs;
 pub mod verify;
 
-pub use jobs::JobSummary;
+pub(crate) use alerts::WatchedJob;
+pub use alerts::{AlertRecord, DeliveryRecord};
+pub(crate) use integration::{NewCostUpdate, NewFeedback};
 pub(crate) use jobs::NewJob;
+pub use jobs::{JobSummary, OpenHold};
+pub use learning::{Sample, SampleRow};
 pub(crate) use runs::NewRun;
 
 /// Schema migrations, applied in order and recorded in `schema_migrations`.

@@ -66,6 +66,15 @@ impl Tx<'_> {
         })
     }
 
+    /// The run keys recorded for SLURM job `job_id` of `cluster`.
+    pub fn run_keys_of(&self, cluster: &str, job_id: u32) -> Result<Vec<String>, LedgerError> {
+        self.sql(|c| {
+            c.prepare_cached("SELECT run_key FROM runs WHERE cluster = ?1 AND job_id = ?2")?
+                .query_map(params![cluster, job_id], |r| r.get(0))?
+                .collect()
+        })
+    }
+
     /// When job `token`'s last run ended (`None`: it has no run).
     pub fn last_run_end(&self, token: &str) -> Result<Option<i64>, LedgerError> {
         self.sql(|c| {

@@ -28,10 +28,10 @@
 //! so a hold is never below the bound).
 
 use crate::core::config::LearningConfig;
-use crate::core::ledger::{JobRow, LedgerError, Tx};
+pub use crate::core::ledger::Sample;
+use crate::core::ledger::{JobRow, Ledger, LedgerError, SampleRow, Tx};
 use crate::core::money::Money;
 use crate::core::pricing::job::{EndState, JobCompletion};
-use rusqlite::{params, Connection};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -76,35 +76,11 @@ pub fn hold_from_factor(estimate: Money, factor_ppm: i64) -> Money {
     Money::from_micros(((e * f + PPM as i128 - 1) / PPM as i128) as i64)
 }
 
-/// The ratios of a group's most recent samples, newest first.
-fn recent_ratios(
-    conn: &Connection,
-    account_id: i64,
-    partition: &str,
-    domain: &str,
-    cfg: &LearningConfig,
-) -> rusqlite::Result<Vec<i64>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT estimate_micros, actual_micros FROM learning_samples
-         WHERE account_id = ?1 AND partition = ?2 AND domain = ?3 AND (?4 OR source = 'run')
-         ORDER BY id DESC LIMIT ?5",
-    )?;
-    let rows = stmt
-        .query_map(params![account_id, partition, domain, cfg.include_feedback, cfg.window_samples], |r| {
-            Ok(ratio_ppm(r.get(1)?, r.get(0)?))
-        })?;
-    rows.collect()
-}
-
-/// The current factor of a group (ppm), or `None` while it has too few samples.
-pub fn group_factor(
-    conn: &Connection,
-    account_id: i64,
-    partition: &str,
-    domain: &str,
-    cfg: &LearningConfig,
-) -> rusqlite::Result<Option<i64>> {
-    Ok(factor_from_ratios(&recent_ratios(conn, account_id, partition, domain, cfg)?, cfg))
+/// The factor (ppm) of a group whose most recent samples are `recent` ((estimate,
+/// actual) micros, newest first), or `None` while it has too few.
+fn factor_of(recent: &[(i64, i64)], cfg: &LearningConfig) -> Option<i64> {
+    let ratios: Vec<i64> = recent.iter().map(|&(estimate, actual)| ratio_ppm(actual, estimate)).collect();
+    factor_from_ratios(&ratios, cfg)
 }
 
 /// What to hold for a job estimated at `estimate`: the estimate, or less once the
@@ -120,71 +96,24 @@ pub(crate) fn hold_for(
     if !cfg.enabled || estimate.micros() <= 0 {
         return Ok(estimate);
     }
-    tx.sql(|c| hold_for_conn(c, account_id, partition, domain, estimate, cfg))
+    let recent = tx.recent_samples(account_id, partition, domain, cfg.include_feedback, cfg.window_samples)?;
+    Ok(factor_of(&recent, cfg).map_or(estimate, |f| hold_from_factor(estimate, f)))
 }
 
-/// `hold_for` on a plain connection.
-pub fn hold_for_conn(
-    conn: &Connection,
+/// `hold_for` outside a transaction.
+pub fn hold_for_ledger(
+    ledger: &Ledger,
     account_id: i64,
     partition: &str,
     domain: &str,
     estimate: Money,
     cfg: &LearningConfig,
-) -> rusqlite::Result<Money> {
+) -> Result<Money, LedgerError> {
     if !cfg.enabled || estimate.micros() <= 0 {
         return Ok(estimate);
     }
-    Ok(match group_factor(conn, account_id, partition, domain, cfg)? {
-        Some(f) => hold_from_factor(estimate, f),
-        None => estimate,
-    })
-}
-
-/// One sample to record.
-#[derive(Debug, Clone)]
-pub struct Sample<'a> {
-    pub key: &'a str,
-    pub source: &'static str,
-    pub account_id: i64,
-    pub partition: &'a str,
-    pub domain: &'a str,
-    pub token: Option<&'a str>,
-    pub job_id: Option<u32>,
-    pub estimate: Money,
-    pub actual: Money,
-    pub estimated_s: Option<i64>,
-    pub actual_s: Option<i64>,
-    pub at: i64,
-}
-
-/// Records a sample once (a replayed key changes nothing); returns whether it was new.
-/// A sample with no estimate teaches nothing and is skipped.
-pub(crate) fn record(conn: &Connection, s: &Sample<'_>) -> rusqlite::Result<bool> {
-    if s.estimate.micros() <= 0 || s.actual.is_negative() {
-        return Ok(false);
-    }
-    let n = conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO learning_samples (sample_key, source, account_id, partition, domain, token, job_id,
-               estimate_micros, actual_micros, estimated_s, actual_s, at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-        )?
-        .execute(params![
-            s.key,
-            s.source,
-            s.account_id,
-            s.partition,
-            s.domain,
-            s.token,
-            s.job_id,
-            s.estimate.micros(),
-            s.actual.micros(),
-            s.estimated_s,
-            s.actual_s,
-            s.at
-        ])?;
-    Ok(n == 1)
+    let recent = ledger.recent_samples(account_id, partition, domain, cfg.include_feedback, cfg.window_samples)?;
+    Ok(factor_of(&recent, cfg).map_or(estimate, |f| hold_from_factor(estimate, f)))
 }
 
 /// Called by `Budget::reconcile` in its transaction: one sample per run that ran, of
@@ -220,7 +149,7 @@ pub(crate) fn record_run(
         actual_s: Some(c.elapsed_s()),
         at: now,
     };
-    tx.sql(|c| record(c, &sample))?;
+    tx.record_sample(&sample)?;
     Ok(())
 }
 
@@ -259,35 +188,16 @@ pub struct GroupAccuracy {
     pub factor_ppm: Option<i64>,
 }
 
-struct Row {
-    estimate: i64,
-    actual: i64,
-    estimated_s: Option<i64>,
-    actual_s: Option<i64>,
-}
-
 /// The accuracy report over every group (optionally one account and/or partition).
 pub fn accuracy(
-    conn: &Connection,
+    ledger: &Ledger,
     cfg: &LearningConfig,
     account: Option<&str>,
     partition: Option<&str>,
-) -> rusqlite::Result<Vec<GroupAccuracy>> {
-    let mut stmt = conn.prepare(
-        "SELECT a.name, s.partition, s.domain, s.estimate_micros, s.actual_micros, s.estimated_s, s.actual_s
-         FROM learning_samples s JOIN accounts a ON a.id = s.account_id
-         WHERE (?1 IS NULL OR a.name = ?1) AND (?2 IS NULL OR s.partition = ?2) AND (?3 OR s.source = 'run')
-         ORDER BY a.name, s.partition, s.domain, s.id",
-    )?;
-    let mut groups: BTreeMap<(String, String, String), Vec<Row>> = BTreeMap::new();
-    let mut rows = stmt.query(params![account, partition, cfg.include_feedback])?;
-    while let Some(r) = rows.next()? {
-        groups.entry((r.get(0)?, r.get(1)?, r.get(2)?)).or_default().push(Row {
-            estimate: r.get(3)?,
-            actual: r.get(4)?,
-            estimated_s: r.get(5)?,
-            actual_s: r.get(6)?,
-        });
+) -> Result<Vec<GroupAccuracy>, LedgerError> {
+    let mut groups: BTreeMap<(String, String, String), Vec<SampleRow>> = BTreeMap::new();
+    for row in ledger.samples(account, partition, cfg.include_feedback)? {
+        groups.entry((row.account.clone(), row.partition.clone(), row.domain.clone())).or_default().push(row);
     }
     Ok(groups
         .into_iter()
@@ -295,7 +205,13 @@ pub fn accuracy(
         .collect())
 }
 
-fn replay(account: String, partition: String, domain: String, rows: &[Row], cfg: &LearningConfig) -> GroupAccuracy {
+fn replay(
+    account: String,
+    partition: String,
+    domain: String,
+    rows: &[SampleRow],
+    cfg: &LearningConfig,
+) -> GroupAccuracy {
     let window = cfg.window_samples as usize;
     let mut ratios = Vec::with_capacity(rows.len());
     let mut learned = Vec::with_capacity(rows.len());
