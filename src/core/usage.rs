@@ -13,10 +13,9 @@
 //!   allocation covered.
 
 use crate::core::decisions::{Budget, BudgetError};
-use crate::core::ledger::{LedgerError, Tx};
+use crate::core::ledger::{CostColumns, Tx};
 use crate::core::money::Money;
 use crate::core::pricing::job::Resources;
-use rusqlite::types::ValueRef;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -160,56 +159,16 @@ impl Budget {
         if until <= from {
             return Err(BudgetError::Invalid("--to is before --from".into()));
         }
-        let path = self.ledger.path().to_path_buf();
-        let e = |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::read(&mut self.ledger)?;
-        // The journal's cost entries in the window. Only what the keys need is joined: the job, the allocation's grant; and a
-        // charge's first part, its run (for its CPU and GPU time, and the user and
-        // partition of a run asbb had no job row for).
+        // The journal's cost entries in the window. Only what the keys need is joined:
+        // the job, the allocation's grant; and a charge's first part, its run (for its
+        // CPU and GPU time, and the user and partition of a run asbb had no job row for).
         let needs = |keys: &[UsageKey]| by.iter().any(|k| keys.contains(k));
-        let job_cols =
-            if needs(&[UsageKey::User, UsageKey::Project, UsageKey::Domain, UsageKey::Partition, UsageKey::Qos]) {
-                "coalesce(jb.user_name, r.user_name), jb.project_code, jb.research_domain,
-             coalesce(jb.partition, r.partition)"
-            } else {
-                "NULL, NULL, NULL, NULL"
-            };
-        let job_join = if job_cols.starts_with("NULL") { "" } else { "LEFT JOIN jobs jb ON jb.token = j.token" };
-        let qos = if needs(&[UsageKey::Qos]) { "jb.qos" } else { "NULL" };
-        let (grant_col, grant_join) = if needs(&[UsageKey::Grant]) {
-            (
-                "CASE WHEN j.allocation_id IS NULL THEN '(overdraft)' ELSE coalesce(g.grant_number, '(deposit)') END",
-                "LEFT JOIN allocations al ON al.id = j.allocation_id LEFT JOIN grant_accounts g ON g.id = al.grant_id",
-            )
-        } else {
-            ("NULL", "")
+        let columns = CostColumns {
+            job: needs(&[UsageKey::User, UsageKey::Project, UsageKey::Domain, UsageKey::Partition, UsageKey::Qos]),
+            qos: needs(&[UsageKey::Qos]),
+            grant: needs(&[UsageKey::Grant]),
         };
-        // A window holding much of the journal's time span is read faster straight
-        // through than through the time index (one row lookup per cost entry).
-        let (first_at, last_at): (Option<i64>, Option<i64>) = tx
-            .tx
-            .query_row(
-                "SELECT (SELECT min(at) FROM journal WHERE kind IN ('charge', 'refund', 'adjustment')),
-                        (SELECT max(at) FROM journal WHERE kind IN ('charge', 'refund', 'adjustment'))",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(e)?;
-        let span = last_at.unwrap_or(0) - first_at.unwrap_or(0) + 1;
-        let covered = until.min(last_at.unwrap_or(0) + 1) - from.max(first_at.unwrap_or(0));
-        let at = if covered * 4 > span { "+j.at" } else { "j.at" };
-        let sql = format!(
-            "SELECT j.kind, j.amount_micros, coalesce(j.token, j.txn_key), a.name, {job_cols}, {grant_col}, {qos},
-                    r.alloc_json, r.elapsed_s
-             FROM journal j
-             JOIN accounts a ON a.id = j.account_id
-             LEFT JOIN runs r ON j.kind = 'charge' AND j.part = 0 AND j.txn_key LIKE 'charge:%'
-                              AND r.run_key = substr(j.txn_key, 8)
-             {job_join} {grant_join}
-             WHERE {at} >= ?1 AND {at} < ?2 AND j.kind IN ('charge', 'refund', 'adjustment')"
-        );
-        let mut stmt = tx.tx.prepare(&sql).map_err(e)?;
-        let mut rows = stmt.query([from, until]).map_err(e)?;
         // Groups by their values joined with a unit separator (no value holds one); a
         // row borrows its text and allocates only for a new group or job.
         let mut groups: HashMap<String, Tally> = HashMap::new();
@@ -219,69 +178,53 @@ impl Budget {
         // runs come in few shapes).
         let mut job_numbers: HashMap<String, u32> = HashMap::new();
         let mut shapes: HashMap<Vec<u8>, Option<(u64, u64)>> = HashMap::new();
-        while let Some(r) = rows.next().map_err(e)? {
-            let text = |i: usize| -> rusqlite::Result<&str> {
-                Ok(match r.get_ref(i)? {
-                    ValueRef::Text(t) if !t.is_empty() => std::str::from_utf8(t).unwrap_or("-"),
-                    _ => "-",
-                })
-            };
-            let kind = text(0).map_err(e)?;
-            let amount: i64 = r.get(1).map_err(e)?;
-            let job_text = text(2).map_err(e)?;
-            let job = match job_numbers.get(job_text) {
+        tx.visit_cost_entries(from, until, columns, |entry| {
+            let job = match job_numbers.get(entry.job) {
                 Some(&n) => n,
                 None => {
                     let n = job_numbers.len() as u32;
-                    job_numbers.insert(job_text.to_string(), n);
+                    job_numbers.insert(entry.job.to_string(), n);
                     n
                 }
             };
             // Only a charge's first part has its run.
-            let elapsed_s: Option<i64> = r.get(11).map_err(e)?;
-            let run = match (r.get_ref(10).map_err(e)?, elapsed_s) {
-                (ValueRef::Text(json), Some(s)) => {
-                    let shape = match shapes.get(json) {
-                        Some(&shape) => shape,
-                        None => {
-                            let shape = serde_json::from_slice::<Resources>(json)
-                                .ok()
-                                .map(|res| (res.cpus as u64, res.gpu_total()));
-                            shapes.insert(json.to_vec(), shape);
-                            shape
-                        }
-                    };
-                    let s = s.max(0) as u64;
-                    shape.map(|(cpus, gpus)| (cpus.saturating_mul(s), gpus.saturating_mul(s)))
-                }
-                _ => None,
-            };
+            let run = entry.run.and_then(|(json, s)| {
+                let shape = match shapes.get(json) {
+                    Some(&shape) => shape,
+                    None => {
+                        let shape = serde_json::from_slice::<Resources>(json)
+                            .ok()
+                            .map(|res| (res.cpus as u64, res.gpu_total()));
+                        shapes.insert(json.to_vec(), shape);
+                        shape
+                    }
+                };
+                let s = s.max(0) as u64;
+                shape.map(|(cpus, gpus)| (cpus.saturating_mul(s), gpus.saturating_mul(s)))
+            });
             group.clear();
             for (n, key) in by.iter().enumerate() {
                 if n > 0 {
                     group.push('\u{1f}');
                 }
-                group.push_str(
-                    match key {
-                        UsageKey::Account => text(3),
-                        UsageKey::User => text(4),
-                        UsageKey::Project => text(5),
-                        UsageKey::Domain => text(6),
-                        UsageKey::Partition => text(7),
-                        UsageKey::Grant => text(8),
-                        UsageKey::Qos => text(9),
-                    }
-                    .map_err(e)?,
-                );
+                group.push_str(match key {
+                    UsageKey::Account => entry.account,
+                    UsageKey::User => entry.user,
+                    UsageKey::Project => entry.project,
+                    UsageKey::Domain => entry.domain,
+                    UsageKey::Partition => entry.partition,
+                    UsageKey::Grant => entry.grant,
+                    UsageKey::Qos => entry.qos,
+                });
             }
             if !groups.contains_key(group.as_str()) {
                 groups.insert(group.clone(), Tally::default());
             }
             if let Some(tally) = groups.get_mut(group.as_str()) {
-                tally.add(kind, amount, job, run);
+                tally.add(entry.kind, entry.amount, job, run);
             }
-            total.add(kind, amount, job, run);
-        }
+            total.add(entry.kind, entry.amount, job, run);
+        })?;
         let groups: BTreeMap<Vec<String>, Tally> =
             groups.into_iter().map(|(k, t)| (k.split('\u{1f}').map(str::to_string).collect(), t)).collect();
         let rows = groups

@@ -27,10 +27,9 @@ pub mod report;
 
 use crate::core::decisions::{format_date, Budget, BudgetError, DAY_S};
 use crate::core::ledger::postings::{self, audit};
-use crate::core::ledger::{LedgerError, Tx};
+use crate::core::ledger::{LedgerError, NewGrantRow, Tx};
 use crate::core::money::Money;
 use chrono::{DateTime, Months, Utc};
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 /// Parts per million: a rate of 1.0.
@@ -91,27 +90,7 @@ pub struct NewGrant {
     pub periods: PeriodSplit,
 }
 
-/// A grant as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Grant {
-    pub id: i64,
-    pub number: String,
-    pub agency: String,
-    pub pi: String,
-    pub pi_email: Option<String>,
-    pub co_pis: Vec<String>,
-    pub program: Option<String>,
-    pub federal_award_id: Option<String>,
-    pub start: i64,
-    pub end: i64,
-    pub award: Money,
-    pub indirect_rate_ppm: i64,
-    pub account: Option<String>,
-    pub account_id: Option<i64>,
-    pub status: String,
-    pub closed_at: Option<i64>,
-    pub created_at: i64,
-}
+pub use crate::core::ledger::Grant;
 
 /// One budget period with its allocation's cached totals.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -354,72 +333,22 @@ impl NewGrant {
     }
 }
 
-fn sql_err(path: &std::path::Path) -> impl Fn(rusqlite::Error) -> BudgetError + '_ {
-    move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.to_path_buf(), source })
-}
-
-const GRANT_COLS: &str = "g.id, g.grant_number, g.funding_agency, g.principal_investigator, g.co_pis, g.program,
-    g.federal_award_id, g.grant_start_date, g.grant_end_date, g.total_award_micros, g.indirect_rate_ppm,
-    a.name, g.budget_account_id, g.status, g.closed_at, g.created_at, g.pi_email";
-
-fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
-    let co_pis: String = r.get(4)?;
-    Ok(Grant {
-        id: r.get(0)?,
-        number: r.get(1)?,
-        agency: r.get(2)?,
-        pi: r.get(3)?,
-        co_pis: serde_json::from_str(&co_pis).unwrap_or_default(),
-        program: r.get(5)?,
-        federal_award_id: r.get(6)?,
-        start: r.get(7)?,
-        end: r.get(8)?,
-        award: Money::from_micros(r.get(9)?),
-        indirect_rate_ppm: r.get(10)?,
-        account: r.get(11)?,
-        account_id: r.get(12)?,
-        status: r.get(13)?,
-        closed_at: r.get(14)?,
-        created_at: r.get(15)?,
-        pi_email: r.get(16)?,
-    })
-}
-
-pub(crate) fn grant_by_number(conn: &rusqlite::Connection, number: &str) -> rusqlite::Result<Option<Grant>> {
-    conn.prepare_cached(&format!(
-        "SELECT {GRANT_COLS} FROM grant_accounts g LEFT JOIN accounts a ON a.id = g.budget_account_id
-         WHERE g.grant_number = ?1"
-    ))?
-    .query_row([number], grant_from_row)
-    .optional()
-}
-
-pub(crate) fn periods_of(conn: &rusqlite::Connection, grant_id: i64) -> rusqlite::Result<Vec<GrantPeriod>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT p.period_no, p.start_date, p.end_date, p.amount_micros, p.allocation_id,
-                al.amount_micros, coalesce(al.debited_micros, 0), g.indirect_rate_ppm
-         FROM grant_periods p JOIN grant_accounts g ON g.id = p.grant_id
-         LEFT JOIN allocations al ON al.id = p.allocation_id
-         WHERE p.grant_id = ?1 ORDER BY p.period_no",
-    )?;
-    let rows = stmt.query_map([grant_id], |r| {
-        let amount = Money::from_micros(r.get(3)?);
-        // A grant that funds no account has no allocation: its direct budget is computed.
-        let direct_budget = match r.get::<_, Option<i64>>(5)? {
-            Some(a) => Money::from_micros(a),
-            None => direct_of(amount, r.get(7)?),
-        };
-        Ok(GrantPeriod {
-            period_no: r.get(0)?,
-            start: r.get(1)?,
-            end: r.get(2)?,
-            amount,
-            allocation_id: r.get(4)?,
-            direct_budget,
-            direct_spent: Money::from_micros(r.get(6)?),
+/// A grant's periods, in order, with each one's direct budget: its allocation's
+/// amount, or (for a grant that funds no account) the period's direct share.
+pub(crate) fn periods_of(tx: &Tx<'_>, grant_id: i64) -> Result<Vec<GrantPeriod>, LedgerError> {
+    Ok(tx
+        .period_rows(grant_id)?
+        .into_iter()
+        .map(|p| GrantPeriod {
+            period_no: p.period_no,
+            start: p.start,
+            end: p.end,
+            amount: p.amount,
+            allocation_id: p.allocation_id,
+            direct_budget: p.allocation_amount.unwrap_or_else(|| direct_of(p.amount, p.indirect_rate_ppm)),
+            direct_spent: p.direct_spent,
         })
-    })?;
-    rows.collect()
+        .collect())
 }
 
 pub(crate) fn unknown_grant(number: &str) -> BudgetError {
@@ -432,10 +361,8 @@ impl Budget {
     /// written.
     pub fn create_grant(&mut self, g: &NewGrant, actor: &str, now: i64) -> Result<GrantDetail, BudgetError> {
         let periods = g.validate()?;
-        let path = self.ledger.path().to_path_buf();
-        let e = sql_err(&path);
         let tx = Tx::write(&mut self.ledger)?;
-        if grant_by_number(tx.tx, &g.number).map_err(&e)?.is_some() {
+        if tx.grant_by_number(&g.number)?.is_some() {
             return Err(BudgetError::Invalid(format!("grant '{}' already exists", g.number)));
         }
         let account = match &g.account {
@@ -451,30 +378,22 @@ impl Budget {
         let co_pis = serde_json::to_string(&g.co_pis.iter().map(|c| c.trim()).collect::<Vec<_>>())
             .map_err(|err| BudgetError::Invalid(err.to_string()))?;
         let trim_opt = |o: &Option<String>| o.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_string);
-        tx.tx
-            .execute(
-                "INSERT INTO grant_accounts (grant_number, funding_agency, principal_investigator, co_pis, program,
-                   federal_award_id, grant_start_date, grant_end_date, total_award_micros, indirect_rate_ppm,
-                   budget_account_id, created_at, pi_email)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-                params![
-                    g.number,
-                    g.agency.trim(),
-                    g.pi.trim(),
-                    co_pis,
-                    trim_opt(&g.program),
-                    trim_opt(&g.federal_award_id),
-                    g.start,
-                    g.end,
-                    g.award.micros(),
-                    g.indirect_rate_ppm,
-                    account.as_ref().map(|a| a.id),
-                    now,
-                    g.pi_email
-                ],
-            )
-            .map_err(&e)?;
-        let grant_id = tx.tx.last_insert_rowid();
+        let (program, federal_award_id) = (trim_opt(&g.program), trim_opt(&g.federal_award_id));
+        let grant_id = tx.insert_grant(&NewGrantRow {
+            number: &g.number,
+            agency: g.agency.trim(),
+            pi: g.pi.trim(),
+            co_pis_json: &co_pis,
+            program: program.as_deref(),
+            federal_award_id: federal_award_id.as_deref(),
+            start: g.start,
+            end: g.end,
+            award: g.award,
+            indirect_rate_ppm: g.indirect_rate_ppm,
+            account_id: account.as_ref().map(|a| a.id),
+            pi_email: g.pi_email.as_deref(),
+            created_at: now,
+        })?;
         let split = periods.len() > 1;
         for (i, &(from, until, amount)) in periods.iter().enumerate() {
             let period_no = i as u32 + 1;
@@ -493,13 +412,7 @@ impl Budget {
                 }
                 None => None,
             };
-            tx.tx
-                .execute(
-                    "INSERT INTO grant_periods (grant_id, period_no, start_date, end_date, amount_micros, allocation_id)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![grant_id, period_no, from, until, amount.micros(), allocation_id],
-                )
-                .map_err(&e)?;
+            tx.insert_grant_period(grant_id, period_no, from, until, amount, allocation_id)?;
         }
         audit(
             &tx,
@@ -519,8 +432,8 @@ impl Budget {
             ),
         )?;
         let detail = GrantDetail {
-            grant: grant_by_number(tx.tx, &g.number).map_err(&e)?.ok_or_else(|| unknown_grant(&g.number))?,
-            periods: periods_of(tx.tx, grant_id).map_err(&e)?,
+            grant: tx.grant_by_number(&g.number)?.ok_or_else(|| unknown_grant(&g.number))?,
+            periods: periods_of(&tx, grant_id)?,
         };
         tx.commit()?;
         Ok(detail)
@@ -528,26 +441,11 @@ impl Budget {
 
     /// Grants by number, with their periods.
     pub fn grants(&mut self, filter: &GrantFilter) -> Result<Vec<GrantDetail>, BudgetError> {
-        let path = self.ledger.path().to_path_buf();
-        let e = sql_err(&path);
         let tx = Tx::read(&mut self.ledger)?;
-        let mut stmt = tx
-            .tx
-            .prepare_cached(&format!(
-                "SELECT {GRANT_COLS} FROM grant_accounts g LEFT JOIN accounts a ON a.id = g.budget_account_id
-                 WHERE (?1 = 0 OR g.status = 'active') AND (?2 IS NULL OR lower(g.funding_agency) = lower(?2))
-                 ORDER BY g.grant_number"
-            ))
-            .map_err(&e)?;
-        let grants: Vec<Grant> = stmt
-            .query_map(params![filter.active_only, filter.agency.as_deref().map(str::trim)], grant_from_row)
-            .map_err(&e)?
-            .collect::<Result<_, _>>()
-            .map_err(&e)?;
-        drop(stmt);
+        let grants = tx.grants(filter.active_only, filter.agency.as_deref().map(str::trim))?;
         let mut out = Vec::with_capacity(grants.len());
         for grant in grants {
-            let periods = periods_of(tx.tx, grant.id).map_err(&e)?;
+            let periods = periods_of(&tx, grant.id)?;
             out.push(GrantDetail { grant, periods });
         }
         Ok(out)
@@ -555,11 +453,9 @@ impl Budget {
 
     /// One grant with its periods.
     pub fn grant(&mut self, number: &str) -> Result<GrantDetail, BudgetError> {
-        let path = self.ledger.path().to_path_buf();
-        let e = sql_err(&path);
         let tx = Tx::read(&mut self.ledger)?;
-        let grant = grant_by_number(tx.tx, number).map_err(&e)?.ok_or_else(|| unknown_grant(number))?;
-        let periods = periods_of(tx.tx, grant.id).map_err(&e)?;
+        let grant = tx.grant_by_number(number)?.ok_or_else(|| unknown_grant(number))?;
+        let periods = periods_of(&tx, grant.id)?;
         Ok(GrantDetail { grant, periods })
     }
 
@@ -567,19 +463,12 @@ impl Budget {
     /// records each one's unspent remainder), and if the funded account has nothing
     /// else to spend, its jobs' open holds are released. One transaction.
     pub fn close_grant(&mut self, number: &str, actor: &str, now: i64) -> Result<GrantClosed, BudgetError> {
-        let path = self.ledger.path().to_path_buf();
-        let e = sql_err(&path);
         let tx = Tx::write(&mut self.ledger)?;
-        let grant = grant_by_number(tx.tx, number).map_err(&e)?.ok_or_else(|| unknown_grant(number))?;
+        let grant = tx.grant_by_number(number)?.ok_or_else(|| unknown_grant(number))?;
         if grant.status == "closed" {
             return Err(BudgetError::Invalid(format!("grant '{number}' is already closed")));
         }
-        tx.tx
-            .execute(
-                "UPDATE grant_accounts SET status = 'closed', closed_at = ?2 WHERE id = ?1",
-                params![grant.id, now],
-            )
-            .map_err(&e)?;
+        tx.close_grant_row(grant.id, now)?;
         let key = format!("grant-close:{number}");
         let mut closed = GrantClosed {
             number: number.to_string(),
@@ -591,8 +480,7 @@ impl Budget {
         let mut part = 0u32;
         if let Some(account_id) = grant.account_id {
             let allocs = tx.allocations(account_id)?;
-            let ours: Vec<i64> =
-                periods_of(tx.tx, grant.id).map_err(&e)?.into_iter().filter_map(|p| p.allocation_id).collect();
+            let ours: Vec<i64> = tx.period_rows(grant.id)?.into_iter().filter_map(|p| p.allocation_id).collect();
             for a in allocs.iter().filter(|a| ours.contains(&a.id) && a.valid_until > now) {
                 let remaining = a.remaining();
                 if remaining.micros() > 0 {
@@ -600,13 +488,7 @@ impl Budget {
                     part += 1;
                     closed.expired = Money::from_micros(closed.expired.micros() + remaining.micros());
                 }
-                // A window that has not started yet becomes one second long, in the past.
-                tx.tx
-                    .execute(
-                        "UPDATE allocations SET valid_from = min(valid_from, ?2 - 1), valid_until = ?2 WHERE id = ?1",
-                        params![a.id, now],
-                    )
-                    .map_err(&e)?;
+                tx.end_allocation(a.id, now)?;
                 closed.allocations_ended += 1;
             }
             let other_funding =
@@ -647,14 +529,8 @@ impl Budget {
                 .map_err(|r| BudgetError::Invalid(format!("PI mail address {r}")))?;
         }
         {
-            let path = self.ledger.path().to_path_buf();
-            let e = sql_err(&path);
             let tx = Tx::write(&mut self.ledger)?;
-            let changed = tx
-                .tx
-                .execute("UPDATE grant_accounts SET pi_email = ?2 WHERE grant_number = ?1", params![number, pi_email])
-                .map_err(&e)?;
-            if changed == 0 {
+            if !tx.set_grant_pi_email(number, pi_email)? {
                 return Err(unknown_grant(number));
             }
             audit(&tx, actor, now, "grant update", &format!("{number} pi_email={}", pi_email.unwrap_or("-")))?;

@@ -32,11 +32,10 @@
 
 use crate::core::config::{Config, Pricing};
 use crate::core::decisions::{Budget, BudgetError, DAY_S, FOREVER};
-use crate::core::grants::{grant_by_number, indirect_of, periods_of, unknown_grant, Grant, GrantPeriod, PPM};
-use crate::core::ledger::{LedgerError, Tx};
+use crate::core::grants::{indirect_of, periods_of, unknown_grant, Grant, GrantPeriod, PPM};
+use crate::core::ledger::Tx;
 use crate::core::money::Money;
 use crate::core::pricing::job::Resources;
-use rusqlite::params;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
@@ -520,7 +519,8 @@ impl SplitCache {
     }
 }
 
-/// A job's request resources from the text [`REQUEST_RESOURCES`] selects.
+/// A job's request resources from the text the store gives for a job's request
+/// (`nodes/cpus/mem_mb/gpus`).
 fn request_resources(text: &str) -> Option<Resources> {
     let mut parts = text.splitn(4, '/');
     let nodes = parts.next()?.parse().ok()?;
@@ -529,10 +529,6 @@ fn request_resources(text: &str) -> Option<Resources> {
     let gpus = Resources::gpus_from_text(Some(parts.next()?).filter(|g| !g.is_empty())).ok()?;
     Some(Resources { nodes, cpus, mem_mb, gpus })
 }
-
-/// A job's request resources as one text (`nodes/cpus/mem_mb/gpus`), which the
-/// report's split cache keys on.
-const REQUEST_RESOURCES: &str = "nodes || '/' || cpus || '/' || mem_mb || '/' || coalesce(gpus, '')";
 
 // ----- arithmetic helpers ---------------------------------------------------------------
 
@@ -660,10 +656,6 @@ fn project(p: PlanInput, daily_direct: &BTreeMap<i64, i64>, rate_ppm: i64, confi
 }
 
 /// A text column, NULL as "".
-fn text(v: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<&str> {
-    v.as_str_or_null().map(|t| t.unwrap_or(""))
-}
-
 fn check_window(window_days: u32) -> Result<(), BudgetError> {
     let max = crate::core::config::MAX_FORECAST_WINDOW_DAYS;
     if window_days == 0 || window_days > max {
@@ -743,59 +735,35 @@ struct Costs {
     latest: Option<(i64, usize)>,
 }
 
-type SqlErr<'a> = &'a dyn Fn(rusqlite::Error) -> BudgetError;
-
 /// The grant's cost entries. What each was for (partition, user, resources) comes
 /// from its run (charges) or its job (refunds, adjustments), looked up afterwards in
 /// bulk (`describe_costs`) rather than joined row by row.
-fn costs_of(tx: &Tx<'_>, grant_id: i64, e: SqlErr<'_>) -> Result<Costs, BudgetError> {
+fn costs_of(tx: &Tx<'_>, grant_id: i64) -> Result<Costs, BudgetError> {
     let mut arena = String::new();
     let mut cost_rows: Vec<CostRow> = Vec::new();
     let mut earliest: Option<(i64, usize)> = None;
     let mut latest: Option<(i64, usize)> = None;
-    {
-        let mut stmt = tx
-            .tx
-            .prepare_cached(
-                "SELECT kind, amount_micros, at, allocation_id, account_id, txn_key, token FROM journal
-                 WHERE allocation_id IN (SELECT id FROM allocations WHERE grant_id = ?1)
-                   AND kind IN ('charge', 'refund', 'adjustment')",
-            )
-            .map_err(&e)?;
-        let mut rows = stmt.query(params![grant_id]).map_err(&e)?;
-        while let Some(r) = rows.next().map_err(&e)? {
-            let kind = r.get_ref(0).and_then(|v| Ok(text(v)?)).map_err(&e)?;
-            let amount: i64 = r.get(1).map_err(&e)?;
-            let amount = if kind == "refund" { -amount } else { amount };
-            let is_run = kind == "charge";
-            let at: i64 = r.get(2).map_err(&e)?;
-            let key = if is_run {
-                let k = r.get_ref(5).and_then(|v| Ok(text(v)?)).map_err(&e)?;
-                k.strip_prefix("charge:").unwrap_or(k)
-            } else {
-                r.get_ref(6).and_then(|v| Ok(text(v)?)).map_err(&e)?
-            };
-            let start = arena.len();
-            arena.push_str(key);
-            if is_run {
-                let i = cost_rows.len();
-                if earliest.map_or(true, |(t, _)| at < t) {
-                    earliest = Some((at, i));
-                }
-                if latest.map_or(true, |(t, _)| at >= t) {
-                    latest = Some((at, i));
-                }
+    tx.visit_grant_costs(grant_id, |c| {
+        let start = arena.len();
+        arena.push_str(c.key);
+        if c.is_run {
+            let i = cost_rows.len();
+            if earliest.map_or(true, |(t, _)| c.at < t) {
+                earliest = Some((c.at, i));
             }
-            cost_rows.push(CostRow {
-                amount,
-                at,
-                allocation_id: r.get(3).map_err(&e)?,
-                account_id: r.get(4).map_err(&e)?,
-                key: start..arena.len(),
-                is_run,
-            });
+            if latest.map_or(true, |(t, _)| c.at >= t) {
+                latest = Some((c.at, i));
+            }
         }
-    }
+        cost_rows.push(CostRow {
+            amount: c.amount,
+            at: c.at,
+            allocation_id: c.allocation_id,
+            account_id: c.account_id,
+            key: start..arena.len(),
+            is_run: c.is_run,
+        });
+    })?;
     Ok(Costs { arena, rows: cost_rows, earliest, latest })
 }
 
@@ -808,7 +776,6 @@ fn describe_costs(
     config: &Config,
     keys: &mut Keys,
     cache: &mut SplitCache,
-    e: SqlErr<'_>,
 ) -> Result<Vec<(u32, u32, u32)>, BudgetError> {
     let Costs { arena, rows: cost_rows, earliest, latest } = costs;
     let (earliest, latest) = (*earliest, *latest);
@@ -826,47 +793,21 @@ fn describe_costs(
     // One range scan finds them; any not found there is looked up by key.
     let run_id = |row: Option<(i64, usize)>| -> Result<Option<i64>, BudgetError> {
         let Some((_, i)) = row else { return Ok(None) };
-        rusqlite::OptionalExtension::optional(
-            tx.tx
-                .prepare_cached("SELECT id FROM runs WHERE run_key = ?1")
-                .and_then(|mut st| st.query_row([&arena[cost_rows[i].key.clone()]], |r| r.get::<_, i64>(0))),
-        )
-        .map_err(&e)
+        Ok(tx.run_id(&arena[cost_rows[i].key.clone()])?)
     };
     if let (Some(a), Some(b)) = (run_id(earliest)?, run_id(latest)?) {
-        let mut stmt = tx
-            .tx
-            .prepare_cached(
-                "SELECT run_key, partition, user_name, alloc_json FROM runs
-                 WHERE id BETWEEN ?1 AND ?2
-                   AND account_id IN (SELECT account_id FROM allocations WHERE grant_id = ?3)",
-            )
-            .map_err(&e)?;
-        let mut rows = stmt.query(params![a.min(b), a.max(b), grant_id]).map_err(&e)?;
-        while let Some(r) = rows.next().map_err(&e)? {
-            let run_key = r.get_ref(0).and_then(|v| Ok(text(v)?)).map_err(&e)?;
-            let Some(&slot) = slot_of.get(&(run_key, true)) else { continue };
-            let partition = r.get_ref(1).and_then(|v| Ok(text(v)?)).map_err(&e)?;
-            let user = r.get_ref(2).and_then(|v| Ok(text(v)?)).map_err(&e)?;
-            let json = r.get_ref(3).and_then(|v| Ok(v.as_str_or_null()?)).map_err(&e)?;
+        tx.visit_grant_runs(a.min(b), a.max(b), grant_id, |run_key, partition, user, json| {
+            let Some(&slot) = slot_of.get(&(run_key, true)) else { return };
             let p = keys.partitions.id(partition);
             let u = keys.users.id(user);
             slots[slot as usize] = Some((p, u, cache.id(config, keys, p, partition, json, false)));
-        }
+        })?;
     }
     for (&(key, is_run), &slot) in &slot_of {
         if slots[slot as usize].is_some() {
             continue;
         }
-        let sql = if is_run {
-            "SELECT partition, user_name, alloc_json FROM runs WHERE run_key = ?1"
-        } else {
-            &format!("SELECT partition, user_name, {REQUEST_RESOURCES} FROM jobs WHERE token = ?1")
-        };
-        let found: Option<(String, String, Option<String>)> = rusqlite::OptionalExtension::optional(
-            tx.tx.prepare_cached(sql).and_then(|mut st| st.query_row([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))),
-        )
-        .map_err(&e)?;
+        let found = if is_run { tx.run_subject(key)? } else { tx.job_subject(key)? };
         let (partition, user, json) = found.unwrap_or_else(|| ("(none)".into(), "(none)".into(), None));
         let p = keys.partitions.id(&partition);
         let u = keys.users.id(&user);
@@ -876,22 +817,11 @@ fn describe_costs(
 }
 
 /// The open holds on the account a grant funds.
-fn open_holds(tx: &Tx<'_>, account_id: Option<i64>, e: SqlErr<'_>) -> Result<Vec<HoldLine>, BudgetError> {
+fn open_holds(tx: &Tx<'_>, account_id: Option<i64>) -> Result<Vec<HoldLine>, BudgetError> {
     Ok(match account_id {
-        Some(id) => tx
-            .tx
-            .prepare_cached(
-                "SELECT a.name, a.held_micros,
-                        (SELECT count(*) FROM jobs j WHERE j.account_id = a.id AND j.held_micros > 0)
-                 FROM accounts a WHERE a.id = ?1",
-            )
-            .map_err(&e)?
-            .query_map([id], |r| {
-                Ok(HoldLine { account: r.get(0)?, amount: Money::from_micros(r.get(1)?), jobs: r.get(2)? })
-            })
-            .map_err(&e)?
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(&e)?,
+        Some(id) => {
+            tx.holds_of(id)?.into_iter().map(|(account, amount, jobs)| HoldLine { account, amount, jobs }).collect()
+        }
         None => Vec::new(),
     })
 }
@@ -908,11 +838,9 @@ impl Budget {
     ) -> Result<GrantReport, BudgetError> {
         let window_days = window_days.unwrap_or(self.config.forecast.window_days);
         check_window(window_days)?;
-        let path = self.ledger.path().to_path_buf();
-        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::read(&mut self.ledger)?;
-        let grant = grant_by_number(tx.tx, number).map_err(&e)?.ok_or_else(|| unknown_grant(number))?;
-        let periods = periods_of(tx.tx, grant.id).map_err(&e)?;
+        let grant = tx.grant_by_number(number)?.ok_or_else(|| unknown_grant(number))?;
+        let periods = periods_of(&tx, grant.id)?;
         let rate = grant.indirect_rate_ppm;
         let period_budget =
             |p: &GrantPeriod| Amounts::new(p.direct_budget.micros(), p.amount.micros() - p.direct_budget.micros());
@@ -928,11 +856,7 @@ impl Budget {
         let as_of = now.min(scope_until).min(grant.end).min(grant.closed_at.unwrap_or(i64::MAX));
         let period_of: HashMap<i64, usize> =
             periods.iter().enumerate().filter_map(|(i, p)| p.allocation_id.map(|a| (a, i))).collect();
-        let account_names: HashMap<i64, String> = {
-            let mut stmt = tx.tx.prepare_cached("SELECT id, name FROM accounts").map_err(&e)?;
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(&e)?;
-            rows.collect::<Result<_, _>>().map_err(&e)?
-        };
+        let account_names: HashMap<i64, String> = tx.account_ids()?.into_iter().collect();
 
         let mut keys = Keys::default();
         let mut account_ids: FastMap<i64, u32> = FastMap::default();
@@ -947,8 +871,8 @@ impl Budget {
         let config = &self.config;
 
         // 1. The grant's cost entries; 2. what each was for (partition, user, resources).
-        let costs = costs_of(&tx, grant.id, &e)?;
-        let ids = describe_costs(&tx, &costs, grant.id, config, &mut keys, &mut cache, &e)?;
+        let costs = costs_of(&tx, grant.id)?;
+        let ids = describe_costs(&tx, &costs, grant.id, config, &mut keys, &mut cache)?;
 
         // 3. Add every cost to its section, the cumulative block and its day.
         for (row, &(partition_id, user_id, split_id)) in costs.rows.iter().zip(&ids) {
@@ -1065,7 +989,7 @@ impl Budget {
             running += direct;
             curve.push(CurvePoint { day, cumulative_total: Amounts::of_direct(running, rate).total });
         }
-        let open_holds = open_holds(&tx, grant.account_id, &e)?;
+        let open_holds = open_holds(&tx, grant.account_id)?;
         Ok(GrantReport {
             grant,
             periods,
@@ -1084,28 +1008,14 @@ impl Budget {
     /// over the grant's cost entries and nothing else (alerts make one per grant).
     pub fn grant_forecast(&mut self, number: &str, window_days: u32, now: i64) -> Result<Forecast, BudgetError> {
         check_window(window_days)?;
-        let path = self.ledger.path().to_path_buf();
-        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let tx = Tx::read(&mut self.ledger)?;
-        let grant = grant_by_number(tx.tx, number).map_err(&e)?.ok_or_else(|| unknown_grant(number))?;
+        let grant = tx.grant_by_number(number)?.ok_or_else(|| unknown_grant(number))?;
         let mut total_direct = 0i64;
         let mut daily_direct: BTreeMap<i64, i64> = BTreeMap::new();
-        {
-            let mut stmt = tx
-                .tx
-                .prepare_cached(
-                    "SELECT CASE kind WHEN 'refund' THEN -amount_micros ELSE amount_micros END, at FROM journal
-                     WHERE allocation_id IN (SELECT id FROM allocations WHERE grant_id = ?1)
-                       AND kind IN ('charge', 'refund', 'adjustment')",
-                )
-                .map_err(&e)?;
-            let mut rows = stmt.query(params![grant.id]).map_err(&e)?;
-            while let Some(r) = rows.next().map_err(&e)? {
-                let (signed, at): (i64, i64) = (r.get(0).map_err(&e)?, r.get(1).map_err(&e)?);
-                total_direct += signed;
-                *daily_direct.entry(day_of(at)).or_default() += signed;
-            }
-        }
+        tx.visit_grant_direct_costs(grant.id, |signed, at| {
+            total_direct += signed;
+            *daily_direct.entry(day_of(at)).or_default() += signed;
+        })?;
         let rate = grant.indirect_rate_ppm;
         let projection = project(
             PlanInput {
@@ -1138,29 +1048,15 @@ impl Budget {
     pub fn account_forecast(&mut self, account: &str, window_days: u32, now: i64) -> Result<Forecast, BudgetError> {
         check_window(window_days)?;
         let balance = self.balance(account, now)?;
-        let path = self.ledger.path().to_path_buf();
-        let e = move |source| BudgetError::Ledger(LedgerError::Sqlite { path: path.clone(), source });
         let start = balance.valid_from.unwrap_or(now);
         let end = balance.valid_until.filter(|&u| u < FOREVER);
         let window_until = day_of(now);
         let window_from = window_until - window_days as i64 * DAY_S;
         let tx = Tx::read(&mut self.ledger)?;
         let mut daily_direct: BTreeMap<i64, i64> = BTreeMap::new();
-        {
-            let mut stmt = tx
-                .tx
-                .prepare_cached(
-                    "SELECT j.at, CASE j.kind WHEN 'refund' THEN -j.amount_micros ELSE j.amount_micros END
-                     FROM journal j JOIN accounts a ON a.id = j.account_id
-                     WHERE a.name = ?1 AND j.at >= ?2 AND j.at < ?3 AND j.kind IN ('charge', 'refund', 'adjustment')",
-                )
-                .map_err(&e)?;
-            let mut rows = stmt.query(params![account, window_from, window_until]).map_err(&e)?;
-            while let Some(r) = rows.next().map_err(&e)? {
-                let at: i64 = r.get(0).map_err(&e)?;
-                *daily_direct.entry(day_of(at)).or_default() += r.get::<_, i64>(1).map_err(&e)?;
-            }
-        }
+        tx.visit_account_costs(account, window_from, window_until, |at, signed| {
+            *daily_direct.entry(day_of(at)).or_default() += signed;
+        })?;
         let projection = project(
             PlanInput {
                 as_of: now,

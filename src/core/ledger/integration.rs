@@ -138,11 +138,7 @@ impl Ledger {
 impl Tx<'_> {
     /// Every (token, cluster) carrying SLURM id `job_id` (on `cluster`, when given): a
     /// run's (its cluster), or a job row's with no run yet (no cluster); ordered.
-    pub fn tokens_with_job_id(
-        &self,
-        cluster: Option<&str>,
-        job_id: u32,
-    ) -> Result<Vec<TokenOnCluster>, LedgerError> {
+    pub fn tokens_with_job_id(&self, cluster: Option<&str>, job_id: u32) -> Result<Vec<TokenOnCluster>, LedgerError> {
         self.sql(|c| {
             c.prepare_cached(
                 "SELECT token, cluster FROM runs WHERE job_id = ?1 AND (?2 IS NULL OR cluster = ?2)

@@ -15,19 +15,24 @@ use std::time::Duration;
 
 mod accounts;
 mod alerts;
+mod grants;
 mod integration;
 pub mod jobs;
 mod learning;
 pub mod postings;
+mod reports;
 mod runs;
 pub mod verify;
 
 pub(crate) use alerts::WatchedJob;
 pub use alerts::{AlertRecord, DeliveryRecord};
+pub use grants::Grant;
+pub(crate) use grants::NewGrantRow;
 pub(crate) use integration::{NewCostUpdate, NewFeedback};
 pub(crate) use jobs::NewJob;
 pub use jobs::{JobSummary, OpenHold};
 pub use learning::{Sample, SampleRow};
+pub(crate) use reports::CostColumns;
 pub(crate) use runs::NewRun;
 
 /// Schema migrations, applied in order and recorded in `schema_migrations`.
@@ -712,7 +717,7 @@ pub(crate) fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
 /// statements (rusqlite's `Transaction` parses them again on every call, a tenth of a
 /// submission's time inside slurmctld); dropped without `commit`, it rolls back.
 pub(crate) struct Tx<'c> {
-    pub tx: &'c Connection,
+    tx: &'c Connection,
     path: &'c Path,
     committed: bool,
 }
