@@ -35,10 +35,10 @@ impl Budget {
         if amount.micros() <= 0 {
             return Err(BudgetError::Invalid("refund amount must be above zero".into()));
         }
-        self.correct(token, EntryKind::Refund, -amount.micros(), memo, request_id, actor, now)
+        self.correct(token, EntryKind::Refund, Money::from_micros(-amount.micros()), memo, request_id, actor, now)
     }
 
-    /// Adjusts job `token`'s cost by `delta` (signed micro-dollars; positive = more cost).
+    /// Adjusts job `token`'s cost by `delta` (signed; positive = more cost).
     #[allow(clippy::too_many_arguments)]
     pub fn adjust(
         &mut self,
@@ -52,7 +52,7 @@ impl Budget {
         if delta.is_zero() {
             return Err(BudgetError::Invalid("adjustment must not be zero".into()));
         }
-        self.correct(token, EntryKind::Adjustment, delta.micros(), memo, request_id, actor, now)
+        self.correct(token, EntryKind::Adjustment, delta, memo, request_id, actor, now)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -60,7 +60,7 @@ impl Budget {
         &mut self,
         token: &str,
         kind: EntryKind,
-        delta: i64,
+        delta: Money,
         memo: Option<&str>,
         request_id: &str,
         actor: &str,
@@ -83,12 +83,13 @@ pub(crate) fn correct_in(
     tx: &Tx<'_>,
     token: &str,
     kind: EntryKind,
-    delta: i64,
+    delta: Money,
     memo: Option<&str>,
     request_id: &str,
     actor: &str,
     now: i64,
 ) -> Result<bool, BudgetError> {
+    let delta = delta.micros();
     let key = format!("{}:{request_id}", if kind == EntryKind::Refund { "refund" } else { "adjust" });
     if tx.txn_exists(&key)? {
         return Ok(false);

@@ -145,15 +145,16 @@ impl<'a> GrantAsk<'a> {
         }
     }
 
-    /// The grant, if it may fund a job in `account`; otherwise why not.
-    fn check(&self, tx: &Tx<'_>, account: &AccountRow) -> Result<Result<GrantFunds, String>, LedgerError> {
+    /// The grant as found (`found`), if it may fund a job in `account`; otherwise why
+    /// not.
+    fn check(&self, found: Option<GrantFunds>, account: &AccountRow) -> Result<GrantFunds, String> {
         let named = self.named(&account.name);
         let fix = if self.by_default {
             "; name another grant with --comment asbb:grant=NUMBER, or ask your admins to change the default"
         } else {
             ""
         };
-        Ok(match tx.grant_funds(self.number)? {
+        match found {
             None if self.by_default => Err(format!("asbb: {named} is not known to asbb{fix}")),
             None => Err(format!("asbb: {named} is not known to asbb; check the grant number")),
             Some(g) if g.status != "active" => {
@@ -163,7 +164,7 @@ impl<'a> GrantAsk<'a> {
                 Err(format!("asbb: {named} does not fund account '{}'{fix}", account.name))
             }
             Some(g) => Ok(g),
-        })
+        }
     }
 }
 
@@ -175,7 +176,18 @@ pub(super) enum Verdict {
     Held { account: AccountRow, estimate: Money, reason: String, state: JobState, grant: Option<GrantFunds> },
 }
 
-/// The decision rule, shared by quote, check_and_hold and a release re-check.
+/// What a decision reads of the ledger for one job: its account, the grant it asks for
+/// (as found, if it asks for one), the account's allocations, and what to hold
+/// (`learning::hold_for` of the estimate).
+pub(super) struct Standing<'a> {
+    pub account: AccountRow,
+    pub grant: Option<(GrantAsk<'a>, Option<GrantFunds>)>,
+    pub allocations: Vec<AllocationRow>,
+    pub hold: Money,
+}
+
+/// The decision, shared by quote, check_and_hold, a release re-check and a re-run:
+/// [`price`] the request, read the job's [`Standing`], then [`judge`].
 pub(super) fn decide(
     config: &Config,
     tx: &Tx<'_>,
@@ -185,68 +197,89 @@ pub(super) fn decide(
     now: i64,
     skip_approval: bool,
 ) -> Result<Verdict, BudgetError> {
+    let estimate = match price(config, req) {
+        Ok(estimate) => estimate,
+        Err(done) => return Ok(Verdict::Done(done)),
+    };
+    let Some(account) = tx.account_by_name(&req.account)? else {
+        return Ok(Verdict::Done(unknown_account(config, &req.account, estimate)));
+    };
+    let grant = match grant {
+        Some(ask) => Some((ask, tx.grant_funds(ask.number)?)),
+        None => None,
+    };
+    let allocations = tx.allocations(account.id)?;
+    let hold =
+        crate::core::pricing::learning::hold_for(tx, account.id, &req.partition, domain, estimate, &config.learning)?;
+    Ok(judge(config, estimate, Standing { account, grant, allocations, hold }, now, skip_approval))
+}
+
+/// The request's estimate; or, for a request asbb does not charge or cannot price,
+/// the decision. Reads nothing.
+fn price(config: &Config, req: &JobRequest) -> Result<Money, Decision> {
     if let Some(reason) = config.exemption(&req.account, &[&req.partition]) {
-        return Ok(Verdict::Done(Decision::Exempt { reason }));
+        return Err(Decision::Exempt { reason });
     }
-    let estimate = match cost::estimate(config, req) {
-        Ok(m) => m,
-        Err(CostError::UnpricedPartition(p)) => {
-            return Ok(Verdict::Done(match config.policy.unpriced_partition {
-                MissingPolicy::Exempt => Decision::Exempt { reason: format!("partition {p} has no price") },
-                MissingPolicy::Reject => Decision::Reject {
-                    reason: format!(
+    match cost::estimate(config, req) {
+        Ok(m) => Ok(m),
+        Err(CostError::UnpricedPartition(p)) => Err(match config.policy.unpriced_partition {
+            MissingPolicy::Exempt => Decision::Exempt { reason: format!("partition {p} has no price") },
+            MissingPolicy::Reject => Decision::Reject {
+                reason: format!(
                     "asbb: partition '{p}' has no price in asbb; ask your admins to add it or use another partition"
                 ),
-                    refusal: Refusal::BadRequest,
-                    estimate: None,
-                },
-            }))
-        }
-        Err(err) => {
-            return Ok(Verdict::Done(Decision::Reject {
-                reason: format!("asbb: {err}"),
                 refusal: Refusal::BadRequest,
                 estimate: None,
-            }))
+            },
+        }),
+        Err(err) => {
+            Err(Decision::Reject { reason: format!("asbb: {err}"), refusal: Refusal::BadRequest, estimate: None })
         }
-    };
-    let account = match tx.account_by_name(&req.account)? {
-        Some(a) => a,
-        None => {
-            return Ok(Verdict::Done(match config.policy.unknown_account {
-                MissingPolicy::Exempt => Decision::Exempt { reason: format!("account {} has no budget", req.account) },
-                MissingPolicy::Reject => Decision::Reject {
-                    reason: format!(
-                        "asbb: account '{}' has no budget in asbb; ask your admins to create one",
-                        req.account
-                    ),
-                    refusal: Refusal::UnknownAccount,
-                    estimate: Some(estimate),
-                },
-            }))
-        }
-    };
+    }
+}
+
+/// The decision for a job in an account the ledger does not have.
+fn unknown_account(config: &Config, account: &str, estimate: Money) -> Decision {
+    match config.policy.unknown_account {
+        MissingPolicy::Exempt => Decision::Exempt { reason: format!("account {account} has no budget") },
+        MissingPolicy::Reject => Decision::Reject {
+            reason: format!("asbb: account '{account}' has no budget in asbb; ask your admins to create one"),
+            refusal: Refusal::UnknownAccount,
+            estimate: Some(estimate),
+        },
+    }
+}
+
+/// The decision rule itself, over the job's estimate and [`Standing`]: it reads and
+/// writes nothing. `skip_approval`: an admin approved the job.
+pub(super) fn judge(
+    config: &Config,
+    estimate: Money,
+    standing: Standing<'_>,
+    now: i64,
+    skip_approval: bool,
+) -> Verdict {
+    let Standing { account, grant, allocations: allocs, hold } = standing;
     if account.status != "active" {
-        return Ok(Verdict::Done(Decision::Reject {
+        return Verdict::Done(Decision::Reject {
             reason: format!("asbb: account '{}' is {}; no new jobs can be charged to it", account.name, account.status),
             refusal: Refusal::BudgetRule,
             estimate: Some(estimate),
-        }));
+        });
     }
-    let grant = match grant.map(|ask| (ask, ask.check(tx, &account))) {
+    let grant = match grant {
         None => None,
-        Some((ask, checked)) => match checked? {
+        Some((ask, found)) => match ask.check(found, &account) {
             Ok(g) => Some((ask, g)),
             Err(reason) => {
-                return Ok(Verdict::Done(Decision::Reject {
+                return Verdict::Done(Decision::Reject {
                     reason,
                     refusal: Refusal::BudgetRule,
                     estimate: Some(estimate),
-                }))
+                })
             }
         },
     };
-    let allocs = tx.allocations(account.id)?;
     let account_available = available_of(&account, &allocs, now);
     // A job held against a grant fits only in what is left of that grant.
     let grant_available = grant.as_ref().map(|(_, g)| grant_available_of(g, &allocs, now));
@@ -258,14 +291,12 @@ pub(super) fn decide(
     if let Some(threshold) = config.approval_threshold_for(&account.name).filter(|_| !skip_approval) {
         if estimate > threshold {
             let reason = format!("asbb: needs approval, estimate {estimate} > {threshold}");
-            return Ok(Verdict::Held { account, estimate, reason, state: JobState::AwaitingApproval, grant });
+            return Verdict::Held { account, estimate, reason, state: JobState::AwaitingApproval, grant };
         }
     }
     // The decision compares the hold (the estimate unless learning sized it) with available.
-    let hold =
-        crate::core::pricing::learning::hold_for(tx, account.id, &req.partition, domain, estimate, &config.learning)?;
     if hold <= available {
-        return Ok(Verdict::Fits { account, estimate, hold, available, grant });
+        return Verdict::Fits { account, estimate, hold, available, grant };
     }
     // Which money is short: the grant's (when it is the smaller) or the account's.
     let short_grant = match (ask, grant_available) {
@@ -295,7 +326,7 @@ pub(super) fn decide(
                     available.max(Money::ZERO),
                     format_date(next.valid_from)
                 );
-                return Ok(Verdict::Held { account, estimate, reason, state: JobState::AwaitingFunds, grant });
+                return Verdict::Held { account, estimate, reason, state: JobState::AwaitingFunds, grant };
             }
         }
     }
@@ -312,5 +343,160 @@ pub(super) fn decide(
             available.max(Money::ZERO)
         ),
     };
-    Ok(Verdict::Done(Decision::Reject { reason, refusal: Refusal::BudgetRule, estimate: Some(estimate) }))
+    Verdict::Done(Decision::Reject { reason, refusal: Refusal::BudgetRule, estimate: Some(estimate) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DAY: i64 = DAY_S;
+    const NOW: i64 = 1_800_000_000;
+
+    fn config(extra: &str) -> Config {
+        Config::parse(&format!("ledger = \"/nonexistent\"\n{extra}\n[partitions.debug.rates]\ncpu = 1.0\n"), "t.toml")
+            .expect("config")
+    }
+
+    fn account(status: &str) -> AccountRow {
+        AccountRow {
+            id: 7,
+            name: "chem".into(),
+            status: status.into(),
+            credit_limit: Money::ZERO,
+            description: None,
+            created_at: 0,
+            held: Money::from_micros(2_000_000),
+            overdraft: Money::ZERO,
+        }
+    }
+
+    fn allocation(id: i64, amount: i64, valid_from: i64, grant_id: Option<i64>) -> AllocationRow {
+        AllocationRow {
+            id,
+            account_id: 7,
+            amount: Money::from_micros(amount),
+            valid_from,
+            valid_until: valid_from + 365 * DAY,
+            memo: None,
+            debited: Money::ZERO,
+            grant_id,
+        }
+    }
+
+    fn standing(status: &str, allocations: Vec<AllocationRow>, hold: i64) -> Standing<'static> {
+        Standing { account: account(status), grant: None, allocations, hold: Money::from_micros(hold) }
+    }
+
+    fn dollars(d: i64) -> Money {
+        Money::from_micros(d * 1_000_000)
+    }
+
+    #[test]
+    fn a_job_fits_in_what_is_left_after_the_open_holds() {
+        // $10 allocated, $2 held: a $8 hold fits exactly, $8.000001 does not.
+        let fits = judge(
+            &config(""),
+            dollars(8),
+            standing("active", vec![allocation(1, 10_000_000, NOW - DAY, None)], 8_000_000),
+            NOW,
+            false,
+        );
+        assert!(matches!(fits, Verdict::Fits { available, .. } if available == dollars(8)));
+        let short = judge(
+            &config(""),
+            dollars(9),
+            standing("active", vec![allocation(1, 10_000_000, NOW - DAY, None)], 8_000_001),
+            NOW,
+            false,
+        );
+        match short {
+            Verdict::Done(Decision::Reject { reason, refusal: Refusal::BudgetRule, .. }) => assert_eq!(
+                reason,
+                "asbb: account 'chem' cannot cover this job: needs $9.00, $8.00 available; ask your PI for funds or request less time or fewer resources"
+            ),
+            _ => panic!("a hold above what is available is refused"),
+        }
+    }
+
+    #[test]
+    fn a_closed_account_refuses_whatever_it_holds() {
+        let v = judge(
+            &config(""),
+            dollars(1),
+            standing("closed", vec![allocation(1, 100_000_000, NOW - DAY, None)], 1),
+            NOW,
+            false,
+        );
+        assert!(
+            matches!(v, Verdict::Done(Decision::Reject { ref reason, .. }) if reason == "asbb: account 'chem' is closed; no new jobs can be charged to it")
+        );
+    }
+
+    #[test]
+    fn the_approval_threshold_holds_a_job_unless_an_admin_approved_it() {
+        let cfg = config("[policy]\napproval_threshold = \"5.00\"");
+        let alloc = || vec![allocation(1, 100_000_000, NOW - DAY, None)];
+        let held = judge(&cfg, dollars(6), standing("active", alloc(), 6_000_000), NOW, false);
+        assert!(matches!(held, Verdict::Held { state: JobState::AwaitingApproval, ref reason, .. }
+            if reason == "asbb: needs approval, estimate $6.00 > $5.00"));
+        let approved = judge(&cfg, dollars(6), standing("active", alloc(), 6_000_000), NOW, true);
+        assert!(matches!(approved, Verdict::Fits { .. }));
+    }
+
+    #[test]
+    fn a_short_job_waits_for_an_allocation_that_starts_within_the_hold_days() {
+        let cfg = config("[policy]\nlow_balance_hold_days = 30");
+        let allocs = vec![allocation(1, 3_000_000, NOW - DAY, None), allocation(2, 50_000_000, NOW + 10 * DAY, None)];
+        match judge(&cfg, dollars(5), standing("active", allocs, 5_000_000), NOW, false) {
+            Verdict::Held { state: JobState::AwaitingFunds, reason, .. } => assert_eq!(
+                reason,
+                format!(
+                    "asbb: account 'chem' is short of funds (needs $5.00, $1.00 available); held until the allocation starting {}",
+                    format_date(NOW + 10 * DAY)
+                )
+            ),
+            _ => panic!("held for the coming allocation"),
+        }
+        // Beyond the horizon: refused.
+        let late = vec![allocation(1, 3_000_000, NOW - DAY, None), allocation(2, 50_000_000, NOW + 40 * DAY, None)];
+        assert!(matches!(judge(&cfg, dollars(5), standing("active", late, 5_000_000), NOW, false), Verdict::Done(_)));
+    }
+
+    #[test]
+    fn a_grant_must_be_open_and_fund_the_account() {
+        let grant = |status: &str, account_id: Option<i64>| GrantFunds {
+            id: 3,
+            number: "NSF-1".into(),
+            status: status.into(),
+            account_id,
+            held: Money::ZERO,
+        };
+        let ask = GrantAsk { number: "NSF-1", by_default: false };
+        let with = |found: Option<GrantFunds>| Standing {
+            grant: Some((ask, found)),
+            ..standing("active", vec![allocation(1, 100_000_000, NOW - DAY, Some(3))], 1_000_000)
+        };
+        let reason = |v: Verdict| match v {
+            Verdict::Done(Decision::Reject { reason, .. }) => reason,
+            _ => panic!("refused"),
+        };
+        let cfg = config("");
+        assert_eq!(
+            reason(judge(&cfg, dollars(1), with(None), NOW, false)),
+            "asbb: grant 'NSF-1' is not known to asbb; check the grant number"
+        );
+        assert_eq!(
+            reason(judge(&cfg, dollars(1), with(Some(grant("closed", Some(7)))), NOW, false)),
+            "asbb: grant 'NSF-1' is closed; no new jobs can be charged to it"
+        );
+        assert_eq!(
+            reason(judge(&cfg, dollars(1), with(Some(grant("active", Some(8)))), NOW, false)),
+            "asbb: grant 'NSF-1' does not fund account 'chem'"
+        );
+        assert!(matches!(
+            judge(&cfg, dollars(1), with(Some(grant("active", Some(7)))), NOW, false),
+            Verdict::Fits { .. }
+        ));
+    }
 }

@@ -143,7 +143,7 @@ impl Budget {
                 &tx,
                 &found.job.token,
                 crate::core::ledger::EntryKind::Adjustment,
-                delta,
+                Money::from_micros(delta),
                 Some(&memo),
                 &request_id,
                 actor,
