@@ -1254,7 +1254,7 @@ proptest! {
         estimate in 1i64..10_000_000_000,
     ) {
         let cfg = learning(min_ppm, 10, 40, 90);
-        let ledger = asbb::core::ledger::Ledger::in_memory().unwrap();
+        let mut ledger = asbb::core::ledger::Ledger::in_memory().unwrap();
         let conn = ledger.connection();
         conn.execute("INSERT INTO accounts (name, created_at) VALUES ('a', 0)", []).unwrap();
         for (i, (e, a)) in samples.iter().enumerate() {
@@ -1264,7 +1264,7 @@ proptest! {
                 rusqlite::params![format!("k{i}"), e, a],
             ).unwrap();
         }
-        let hold = hold_for_ledger(&ledger, 1, "p", "", Money::from_micros(estimate), &cfg).unwrap().micros();
+        let hold = hold_for_ledger(&mut ledger, 1, "p", "", Money::from_micros(estimate), &cfg).unwrap().micros();
         prop_assert!(hold <= estimate);
         prop_assert!(hold as i128 * PPM as i128 >= min_ppm as i128 * estimate as i128);
         if samples.len() < 10 {

@@ -5,7 +5,7 @@
 
 use super::{Ledger, LedgerError, Tx};
 use crate::core::money::Money;
-use rusqlite::{params, Connection};
+use rusqlite::params;
 
 /// One sample to record.
 #[derive(Debug, Clone)]
@@ -35,38 +35,7 @@ pub struct SampleRow {
     pub actual_s: Option<i64>,
 }
 
-/// (estimate, actual) micros of a group's most recent samples, newest first.
-fn recent_samples(
-    c: &Connection,
-    account_id: i64,
-    partition: &str,
-    domain: &str,
-    include_feedback: bool,
-    limit: u32,
-) -> rusqlite::Result<Vec<(i64, i64)>> {
-    c.prepare_cached(
-        "SELECT estimate_micros, actual_micros FROM learning_samples
-         WHERE account_id = ?1 AND partition = ?2 AND domain = ?3 AND (?4 OR source = 'run')
-         ORDER BY id DESC LIMIT ?5",
-    )?
-    .query_map(params![account_id, partition, domain, include_feedback, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
-    .collect()
-}
-
 impl Ledger {
-    /// (estimate, actual) micros of a group's most recent `limit` samples (runs only,
-    /// unless `include_feedback`), newest first.
-    pub fn recent_samples(
-        &self,
-        account_id: i64,
-        partition: &str,
-        domain: &str,
-        include_feedback: bool,
-        limit: u32,
-    ) -> Result<Vec<(i64, i64)>, LedgerError> {
-        self.sql(|c| recent_samples(c, account_id, partition, domain, include_feedback, limit))
-    }
-
     /// Every sample (runs only, unless `include_feedback`) of one account and/or
     /// partition, or all, by group and then in the order they came.
     pub fn samples(
@@ -99,7 +68,8 @@ impl Ledger {
 }
 
 impl Tx<'_> {
-    /// [`Ledger::recent_samples`] inside this transaction.
+    /// (estimate, actual) micros of a group's most recent `limit` samples (runs only,
+    /// unless `include_feedback`), newest first.
     pub fn recent_samples(
         &self,
         account_id: i64,
@@ -108,7 +78,15 @@ impl Tx<'_> {
         include_feedback: bool,
         limit: u32,
     ) -> Result<Vec<(i64, i64)>, LedgerError> {
-        self.sql(|c| recent_samples(c, account_id, partition, domain, include_feedback, limit))
+        self.sql(|c| {
+            c.prepare_cached(
+                "SELECT estimate_micros, actual_micros FROM learning_samples
+                 WHERE account_id = ?1 AND partition = ?2 AND domain = ?3 AND (?4 OR source = 'run')
+                 ORDER BY id DESC LIMIT ?5",
+            )?
+            .query_map(params![account_id, partition, domain, include_feedback, limit], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
+        })
     }
 
     /// Records a sample once (a replayed key changes nothing); whether it was new. A

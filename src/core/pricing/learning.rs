@@ -100,20 +100,16 @@ pub(crate) fn hold_for(
     Ok(factor_of(&recent, cfg).map_or(estimate, |f| hold_from_factor(estimate, f)))
 }
 
-/// `hold_for` outside a transaction.
+/// `hold_for` in a read transaction of its own.
 pub fn hold_for_ledger(
-    ledger: &Ledger,
+    ledger: &mut Ledger,
     account_id: i64,
     partition: &str,
     domain: &str,
     estimate: Money,
     cfg: &LearningConfig,
 ) -> Result<Money, LedgerError> {
-    if !cfg.enabled || estimate.micros() <= 0 {
-        return Ok(estimate);
-    }
-    let recent = ledger.recent_samples(account_id, partition, domain, cfg.include_feedback, cfg.window_samples)?;
-    Ok(factor_of(&recent, cfg).map_or(estimate, |f| hold_from_factor(estimate, f)))
+    hold_for(&Tx::read(ledger)?, account_id, partition, domain, estimate, cfg)
 }
 
 /// Called by `Budget::reconcile` in its transaction: one sample per run that ran, of
