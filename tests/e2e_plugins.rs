@@ -687,6 +687,32 @@ fn a_waiting_array_released_through_one_split_task_holds_for_every_task() {
     site.assert_clean();
 }
 
+/// An array some of whose tasks have run is still repriced when the rest grows: its
+/// owner's update of a task still pending holds what it adds, or the rest would run
+/// on the hold of the smaller tasks it was submitted as.
+#[test]
+fn an_array_with_tasks_done_holds_for_what_an_update_adds() {
+    let Some(mut site) = Site::start("e2earraydone", ASBB_TOML, &[]) else { return };
+    // 2 tasks of 1 CPU for 5 minutes, held by their owner: $0.30 a task.
+    let id = submitted_id(
+        &site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "5", "-H", "--array=0-1", "--wrap", "true"]),
+    );
+    let token = site.token_of(id);
+    assert_eq!(site.held_by(&token), 600_000);
+    // Task 0 runs and ends; task 1 stays held.
+    let out = site.cluster.run_as(USER, "scontrol", &["release", &format!("{id}_0")]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+    site.wait_sql_i64("SELECT tasks_done FROM jobs WHERE token = ?1", &token, 1, Duration::from_secs(60));
+    assert_eq!(site.held_by(&token), 300_000, "task 0 released its share");
+    // Its owner grows task 1 to 2 CPUs: $0.60 instead of $0.30.
+    let out = site.cluster.run_as(USER, "scontrol", &["update", &format!("JobId={id}_1"), "NumCPUs=2"]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+    assert_eq!(site.held_by(&token), 600_000, "the task still to run holds what the update adds");
+    assert!(site.cluster.run_as(USER, "scancel", &[&id.to_string()]).status.success());
+    assert_eq!(site.wait_settled(&token), "settled");
+    site.assert_clean();
+}
+
 /// A minimum charge, an approval threshold, a dearer partition, an exempt one, and a
 /// default time limit for jobs that give none.
 const SHAPES_TOML: &str = r#"

@@ -384,6 +384,33 @@ fn a_waiting_array_released_through_one_task_holds_for_every_task() {
     assert_clean(&b);
 }
 
+/// An array with a task done is repriced when its owner grows the tasks still to
+/// run: the hold grows by what they add, and the last task still leaves nothing held.
+#[test]
+fn an_array_with_a_task_done_holds_for_what_an_update_adds() {
+    use asbb::core::decisions::Modified;
+    let mut b = budget();
+    // 3 tasks of 1 CPU for 10 minutes: $0.60 a task.
+    let token = hold(&mut b, 1, 10, 3, NOW);
+    b.reconcile(&completion(&token, 50, EndState::Completed, 1, 600, 0), NOW + 700).unwrap();
+    assert_eq!(held(&b), 1_200_000, "task 0 released its share");
+    // The two tasks still to run grow to 2 CPUs: $0.60 more each.
+    let rest = JobRequest { job_id: Some(51), ..request(2, 10, 2) };
+    assert_eq!(
+        b.modify(&token, &rest, false, false, NOW + 800).unwrap(),
+        Modified::Repriced { old_hold: Money::from_micros(1_200_000), new_hold: Money::from_micros(2_400_000) }
+    );
+    assert_eq!(held(&b), 2_400_000);
+    for (job_id, run) in [(51, 1), (52, 2)] {
+        let mut done = completion(&token, job_id, EndState::Completed, 2, 600, run);
+        done.submit_time = NOW - 10;
+        b.reconcile(&done, NOW + 2000 + run as i64).unwrap();
+    }
+    assert_eq!((held(&b), charged(&b)), (0, 3_000_000));
+    assert_eq!(b.job(&token).unwrap().unwrap().state, asbb::core::ledger::JobState::Settled);
+    assert_clean(&b);
+}
+
 /// A ledger file (`ledger.db` in the returned directory) where one job's run was
 /// charged and its hold released, clean by verify; the budget and the job's token.
 fn one_run_settled() -> (tempfile::TempDir, Budget, String) {

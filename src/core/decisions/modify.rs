@@ -34,7 +34,9 @@ impl Budget {
         let domain = job.research_domain.clone().unwrap_or_default();
         let outcome = match job.state {
             JobState::Held => {
-                if job.tasks_done > 0 {
+                // Nothing left to run. (An array with tasks still to run is repriced
+                // below like any other: its pending tasks may grow.)
+                if job.tasks_done >= job.tasks_total {
                     return Ok(Modified::Unchanged);
                 }
                 let (estimate, new_hold) = if job.tasks_total > 1 {
