@@ -713,6 +713,31 @@ fn an_array_with_tasks_done_holds_for_what_an_update_adds() {
     site.assert_clean();
 }
 
+/// A task its owner split off an array and grew keeps its whole hold while the other
+/// tasks end: each completion gives back the array's first per-task share, never an
+/// average that the grown task's money went into.
+#[test]
+fn a_grown_task_keeps_its_hold_while_the_rest_of_its_array_ends() {
+    let Some(mut site) = Site::start("e2egrown", ASBB_TOML, &[]) else { return };
+    // 2 tasks of 1 CPU for 5 minutes, held by their owner: $0.30 a task.
+    let id = submitted_id(
+        &site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "5", "-H", "--array=0-1", "--wrap", "true"]),
+    );
+    let token = site.token_of(id);
+    // Its owner splits task 0 off and grows it to 2 CPUs: $0.60, $0.30 more.
+    let out = site.cluster.run_as(USER, "scontrol", &["update", &format!("JobId={id}_0"), "NumCPUs=2"]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+    assert_eq!(site.held_by(&token), 900_000);
+    // Task 1 runs and ends first: it gives back its own $0.30.
+    let out = site.cluster.run_as(USER, "scontrol", &["release", &format!("{id}_1")]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+    site.wait_sql_i64("SELECT tasks_done FROM jobs WHERE token = ?1", &token, 1, Duration::from_secs(60));
+    assert_eq!(site.held_by(&token), 600_000, "task 0, still to run, keeps its whole $0.60");
+    assert!(site.cluster.run_as(USER, "scancel", &[&id.to_string()]).status.success());
+    assert_eq!(site.wait_settled(&token), "settled");
+    site.assert_clean();
+}
+
 /// A minimum charge, an approval threshold, a dearer partition, an exempt one, and a
 /// default time limit for jobs that give none.
 const SHAPES_TOML: &str = r#"

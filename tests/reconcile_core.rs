@@ -411,6 +411,29 @@ fn an_array_with_a_task_done_holds_for_what_an_update_adds() {
     assert_clean(&b);
 }
 
+/// A task split off an array and grown keeps its growth held until the array ends:
+/// each task's completion releases the array's first per-task share, not an average
+/// of the shares. An average let a cheap task release part of the grown task's hold
+/// while that task had yet to run.
+#[test]
+fn a_grown_task_keeps_its_hold_while_cheaper_tasks_end_first() {
+    let mut b = budget();
+    // 2 tasks of 1 CPU for 10 minutes: $0.60 a task.
+    let token = hold(&mut b, 1, 10, 2, NOW);
+    // Task 0, split off, grows to 10 CPUs: $6.00, $5.40 more.
+    let task0 = JobRequest { job_id: Some(60), ..request(10, 10, 1) };
+    b.modify(&token, &task0, false, false, NOW + 10).unwrap();
+    assert_eq!(held(&b), 6_600_000);
+    // Task 1 (1 CPU) ends first: it gives back its own $0.60, and task 0's $6.00 stays.
+    b.reconcile(&completion(&token, 61, EndState::Completed, 1, 600, 1), NOW + 700).unwrap();
+    assert_eq!(held(&b), 6_000_000, "the grown task still to run keeps its whole hold");
+    let mut last = completion(&token, 60, EndState::Completed, 10, 600, 0);
+    last.submit_time = NOW - 9;
+    b.reconcile(&last, NOW + 800).unwrap();
+    assert_eq!((held(&b), charged(&b)), (0, 6_600_000));
+    assert_clean(&b);
+}
+
 /// A ledger file (`ledger.db` in the returned directory) where one job's run was
 /// charged and its hold released, clean by verify; the budget and the job's token.
 fn one_run_settled() -> (tempfile::TempDir, Budget, String) {

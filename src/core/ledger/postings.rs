@@ -88,7 +88,11 @@ pub(crate) fn release(tx: &Tx<'_>, key: &str, job: &JobRow, amount: Money, now: 
     adjust_hold(tx, key, job, Money::from_micros(-amount.micros()), now)
 }
 
-/// Grows (delta > 0) or shrinks (delta < 0) a job's hold.
+/// Grows (delta > 0) or shrinks (delta < 0) a job's hold. The hold placed when the job
+/// was accepted (`hold_placed`, of which each task's completion releases its share)
+/// stays as it was: what a change adds is released when the last task ends. (An
+/// average over the tasks would let a cheap task, ending first, give back part of the
+/// hold of a task grown after it was split off, while that task has yet to run.)
 pub(crate) fn adjust_hold(tx: &Tx<'_>, key: &str, job: &JobRow, delta: Money, now: i64) -> Result<(), LedgerError> {
     let delta = delta.micros();
     if delta == 0 {
@@ -113,10 +117,8 @@ pub(crate) fn adjust_hold(tx: &Tx<'_>, key: &str, job: &JobRow, delta: Money, no
     }
     // Cached: every completion releases through here, inside slurmctld.
     tx.sql(|c| {
-        c.prepare_cached(
-            "UPDATE jobs SET held_micros = held_micros + ?2, hold_placed_micros = CASE WHEN ?2 > 0 THEN hold_placed_micros + ?2 ELSE hold_placed_micros END WHERE token = ?1",
-        )?
-        .execute(params![job.token, delta])
+        c.prepare_cached("UPDATE jobs SET held_micros = held_micros + ?2 WHERE token = ?1")?
+            .execute(params![job.token, delta])
     })?;
     Ok(())
 }
