@@ -269,7 +269,7 @@ impl Budget {
         let tx = Tx::read(&mut self.ledger)?;
         let mut view = LedgerView {
             open: tx.open_holds()?,
-            accounts: tx.account_names()?.into_iter().collect(),
+            accounts: tx.account_ids()?.into_iter().map(|(_, name)| name).collect(),
             ..LedgerView::default()
         };
         let mut seen_ids: BTreeSet<u32> = BTreeSet::new();

@@ -314,7 +314,8 @@ pub(super) fn judge(
             .filter(|a| a.valid_from > now && a.valid_from <= horizon)
             .min_by_key(|a| a.valid_from)
         {
-            if available.micros() + next.remaining().micros() >= hold.micros() {
+            // Summed in i128: no allocation size can overflow the comparison.
+            if available.micros() as i128 + next.remaining().micros() as i128 >= hold.micros() as i128 {
                 let short = match short_grant {
                     Some(ask) => {
                         format!("{} is short of funds for account '{}'", ask.named(&account.name), account.name)

@@ -179,7 +179,7 @@ impl Budget {
             actor,
             received_at: now,
         })?;
-        let net = tx.charged_of(&found.job.token)?;
+        let net = tx.job(&found.job.token)?.map_or(found.job.charged, |j| j.charged);
         tx.commit()?;
         Ok(CostOutcome {
             applied: applied && inserted,

@@ -57,11 +57,6 @@ impl Ledger {
 }
 
 impl Tx<'_> {
-    /// Every account's name.
-    pub fn account_names(&self) -> Result<Vec<String>, LedgerError> {
-        self.sql(|c| c.prepare("SELECT name FROM accounts")?.query_map([], |r| r.get(0))?.collect())
-    }
-
     /// A new account's row (active, nothing held); its id.
     pub fn insert_account(&self, name: &str, credit_limit: Money, now: i64) -> Result<i64, LedgerError> {
         self.sql(|c| {

@@ -167,14 +167,6 @@ impl Tx<'_> {
         })
     }
 
-    /// What job `token` is charged now, net of refunds and adjustments.
-    pub fn charged_of(&self, token: &str) -> Result<Money, LedgerError> {
-        self.sql(|c| {
-            c.prepare_cached("SELECT charged_micros FROM jobs WHERE token = ?1")?
-                .query_row([token], |r| r.get(0).map(Money::from_micros))
-        })
-    }
-
     pub fn prior_cost_update(
         &self,
         cluster: &str,
