@@ -159,9 +159,11 @@ fn time_limit_update_reprices_the_hold() {
         submitted_id(&site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "10", "-H", "--wrap", "true"]));
     let token = site.token_of(id);
     assert_eq!(site.held_by(&token), 600_000);
+    // A shorter job keeps its hold: what it does not use comes back when it ends.
     let out = site.cluster.run_as(USER, "scontrol", &["update", &format!("JobId={id}"), "TimeLimit=5"]);
     assert!(out.status.success(), "{}", cluster::show(&out));
-    assert_eq!(site.held_by(&token), 300_000);
+    assert_eq!(site.cluster.job_field(id, "TimeLimit").as_deref(), Some("00:05:00"));
+    assert_eq!(site.held_by(&token), 600_000);
     let out = site.cluster.run("scontrol", &["update", &format!("JobId={id}"), "TimeLimit=20"]);
     assert!(out.status.success(), "{}", cluster::show(&out));
     assert_eq!(site.held_by(&token), 1_200_000);
@@ -171,6 +173,28 @@ fn time_limit_update_reprices_the_hold() {
     assert_eq!(site.held_by(&token), 1_200_000);
     let out = site.cluster.run_as(USER, "scancel", &[&id.to_string()]);
     assert!(out.status.success());
+    assert_eq!(site.wait_settled(&token), "settled");
+    site.assert_clean();
+}
+
+/// slurmctld calls job_modify before it validates an update, and may refuse it after:
+/// here a time limit below the job's TimeMin. Had asbb shrunk the hold for it, the job
+/// would run its 10 minutes on a minute's hold.
+#[test]
+fn an_update_slurm_refuses_never_shrinks_the_hold() {
+    let Some(mut site) = Site::start("e2eshrink", ASBB_TOML, &[]) else { return };
+    let id = submitted_id(
+        &site
+            .cluster
+            .sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "10", "--time-min", "9", "-H", "--wrap", "true"]),
+    );
+    let token = site.token_of(id);
+    assert_eq!(site.held_by(&token), 600_000);
+    let out = update_as(&site, USER, &[&format!("JobId={id}"), "TimeLimit=1"]);
+    assert!(!out.status.success(), "slurmctld should refuse a limit below TimeMin: {}", cluster::show(&out));
+    assert_eq!(site.cluster.job_field(id, "TimeLimit").as_deref(), Some("00:10:00"));
+    assert_eq!(site.held_by(&token), 600_000, "a refused update shrank the hold");
+    assert!(site.cluster.run_as(USER, "scancel", &[&id.to_string()]).status.success());
     assert_eq!(site.wait_settled(&token), "settled");
     site.assert_clean();
 }

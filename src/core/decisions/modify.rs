@@ -68,40 +68,42 @@ impl Budget {
                     )?;
                     (estimate, new_hold)
                 };
+                // An update only ever grows a hold. slurmctld calls job_modify before it
+                // validates the update and may still refuse it (a time limit below the
+                // job's TimeMin, an unknown node name), keeping the job as it was; a
+                // smaller job's unused hold comes back when it ends.
                 let delta = new_hold.micros() - job.held.micros();
-                if delta == 0 {
+                if delta <= 0 {
                     Modified::Unchanged
                 } else {
-                    if delta > 0 {
-                        let acc = tx.account_by_id(job.account_id)?;
-                        let allocs = tx.allocations(acc.id)?;
-                        let available = available_of(&acc, &allocs, now);
-                        if let Some(grant) = job.grant_number.as_deref() {
-                            let left = match tx.grant_funds(grant)? {
-                                Some(g) => grant_available_of(&g, &allocs, now),
-                                None => Money::ZERO,
-                            };
-                            if left.micros() < delta && left < available {
-                                return Ok(Modified::Refused {
-                                    reason: format!(
-                                        "asbb: grant '{grant}' cannot cover this change: it needs {} more, {} of it available to account '{}'",
-                                        Money::from_micros(delta),
-                                        left.max(Money::ZERO),
-                                        acc.name
-                                    ),
-                                });
-                            }
-                        }
-                        if available.micros() < delta {
+                    let acc = tx.account_by_id(job.account_id)?;
+                    let allocs = tx.allocations(acc.id)?;
+                    let available = available_of(&acc, &allocs, now);
+                    if let Some(grant) = job.grant_number.as_deref() {
+                        let left = match tx.grant_funds(grant)? {
+                            Some(g) => grant_available_of(&g, &allocs, now),
+                            None => Money::ZERO,
+                        };
+                        if left.micros() < delta && left < available {
                             return Ok(Modified::Refused {
                                 reason: format!(
-                                    "asbb: account '{}' cannot cover this change: it needs {} more, {} available",
-                                    acc.name,
+                                    "asbb: grant '{grant}' cannot cover this change: it needs {} more, {} of it available to account '{}'",
                                     Money::from_micros(delta),
-                                    available.max(Money::ZERO)
+                                    left.max(Money::ZERO),
+                                    acc.name
                                 ),
                             });
                         }
+                    }
+                    if available.micros() < delta {
+                        return Ok(Modified::Refused {
+                            reason: format!(
+                                "asbb: account '{}' cannot cover this change: it needs {} more, {} available",
+                                acc.name,
+                                Money::from_micros(delta),
+                                available.max(Money::ZERO)
+                            ),
+                        });
                     }
                     let key = tx.next_modify_key(token)?;
                     adjust_hold(&tx, &key, &job, Money::from_micros(delta), now)?;
