@@ -199,6 +199,43 @@ fn an_update_slurm_refuses_never_shrinks_the_hold() {
     site.assert_clean();
 }
 
+/// `-N 1-4` may get 4 nodes and `-n 2` (no `-N`) 2, each with its `--mem`: held for
+/// that many, on a partition of 8 nodes (7 of them defined for later, `FUTURE`).
+#[test]
+fn node_ranges_and_tasks_without_a_node_count_hold_for_the_most_nodes() {
+    let toml = format!("{ASBB_TOML}[partitions.wide.rates]\ncpu = 3.6\nmem_gb = 3.6\n");
+    let Some(mut site) = Site::start_with("e2enodes", &toml, &[], |o| {
+        o.conf("NodeName=ghost[1-7] CPUs=1 RealMemory=1024 State=FUTURE")
+            .partition("PartitionName=wide Nodes={node},ghost[1-7] MaxTime=INFINITE State=UP")
+    }) else {
+        return;
+    };
+    let wide =
+        cluster::parse_oneliner(&text(&site.cluster.run("scontrol", &["-o", "show", "partition", "wide"]).stdout));
+    assert_eq!(wide["TotalNodes"], "8");
+    // Per node and 10 minutes: 1 CPU $0.60, 1 GB $0.60.
+    let submit = |args: &[&str]| {
+        let mut all = vec!["-A", "chem", "-p", "wide", "-t", "10", "-H", "--wrap", "true"];
+        all.extend_from_slice(args);
+        submitted_id(&site.cluster.sbatch_as(USER, &all))
+    };
+    let ranged = submit(&["-N", "1-4", "--mem=1G"]);
+    assert_eq!(site.held_by(&site.token_of(ranged)), 4 * 1_200_000, "4 nodes, 1 CPU and 1 GB each");
+    let tasks = submit(&["-n", "2", "--mem=1G"]);
+    assert_eq!(site.held_by(&site.token_of(tasks)), 2 * 1_200_000, "2 tasks may get 2 nodes");
+    let fixed = submit(&["-N", "1", "-n", "2", "--mem=1G"]);
+    assert_eq!(site.held_by(&site.token_of(fixed)), 2 * 600_000 + 600_000, "one node: 2 CPUs, 1 GB");
+    // The owner widening the range holds for the new top of it.
+    let out = update_as(&site, USER, &[&format!("JobId={fixed}"), "NumNodes=1-2"]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+    assert_eq!(site.held_by(&site.token_of(fixed)), 2 * 600_000 + 2 * 600_000);
+    for id in [ranged, tasks, fixed] {
+        assert!(site.cluster.run_as(USER, "scancel", &[&id.to_string()]).status.success());
+        assert_eq!(site.wait_settled(&site.token_of(id)), "settled");
+    }
+    site.assert_clean();
+}
+
 #[test]
 fn short_account_is_held_and_owner_release_is_rechecked() {
     let Some(mut site) = Site::start("e2ehold", ASBB_TOML, &[]) else { return };

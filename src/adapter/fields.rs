@@ -94,6 +94,9 @@ pub struct SubmitFields {
     /// asks for all of a node's memory, `--exclusive` for all its CPUs.
     pub node_max_cpus: u32,
     pub node_max_mem_mb: u64,
+    /// Nodes in the largest partition the job lists; 0 when unknown. SLURM may give a
+    /// job up to this many nodes, whatever its task count asks for.
+    pub partition_nodes: u32,
     /// The QOS SLURM gives a job that names none (the association's default).
     pub default_qos: Option<String>,
     /// slurmctld enforces associations and the user has none with this account (and
@@ -327,10 +330,11 @@ impl SubmitFields {
 
     /// Total resources for one task of the job (one array element).
     fn resources(&self) -> Result<Resources, FieldError> {
-        let nodes = present(self.min_nodes).unwrap_or(1);
-        if nodes > MAX_NODES {
-            return Err(SpecError::TooLarge(format!("{nodes} nodes")).into());
+        let min_nodes = present(self.min_nodes).unwrap_or(1);
+        if min_nodes > MAX_NODES {
+            return Err(SpecError::TooLarge(format!("{min_nodes} nodes")).into());
         }
+        let nodes = self.most_nodes(min_nodes);
         let cpus_per_task = present16(self.cpus_per_task).unwrap_or(1) as u64;
         let tasks = match (present(self.num_tasks), present16(self.ntasks_per_node)) {
             (Some(n), _) => n as u64,
@@ -370,6 +374,27 @@ impl SubmitFields {
         let res = Resources { nodes, cpus, mem_mb, gpus };
         res.validate()?;
         Ok(res)
+    }
+}
+
+impl SubmitFields {
+    /// The most nodes SLURM may allocate the job, which is what its per-node requests
+    /// (`--mem`, `--gres`, `--exclusive`) are priced for: the top of a `-N` range (SLURM
+    /// gives as many nodes as it can within it), or, with tasks and no node count, a
+    /// node per task (per `--ntasks-per-node` tasks); never more than its largest
+    /// partition has, nor fewer than `min_nodes`.
+    fn most_nodes(&self, min_nodes: u32) -> u32 {
+        let spread = match (present(self.num_tasks), present16(self.ntasks_per_node)) {
+            (Some(tasks), Some(per_node)) => tasks.div_ceil(per_node),
+            (Some(tasks), None) => tasks,
+            (None, _) => min_nodes,
+        };
+        let most = present(self.max_nodes).unwrap_or(spread);
+        let most = match self.partition_nodes {
+            0 => most.min(MAX_NODES),
+            n => most.min(n),
+        };
+        most.max(min_nodes)
     }
 }
 
@@ -576,6 +601,34 @@ mod tests {
         assert_eq!(priced(&f).resources.cpus, 2);
         f.exclusive = true;
         assert_eq!(priced(&f).resources.cpus, 96, "--exclusive is every CPU of its nodes");
+    }
+
+    #[test]
+    fn per_node_requests_are_priced_for_the_most_nodes_slurm_may_give() {
+        let mut f = fields();
+        f.tres_per_node = Some("gres:gpu:2".into());
+        f.pn_min_memory = 1000;
+        f.partition_nodes = 64;
+        // `-N 1-8`: SLURM gives as many nodes as it can within the range.
+        (f.min_nodes, f.max_nodes) = (1, 8);
+        let r = priced(&f).resources;
+        assert_eq!((r.nodes, r.cpus, r.mem_mb, r.gpus[""]), (8, 8, 8000, 16));
+        // `-n 12` and no `-N`: a node per task at most.
+        (f.min_nodes, f.max_nodes, f.num_tasks) = (NO_VAL, NO_VAL, 12);
+        let r = priced(&f).resources;
+        assert_eq!((r.nodes, r.cpus, r.mem_mb, r.gpus[""]), (12, 12, 12_000, 24));
+        // ... or per `--ntasks-per-node` tasks.
+        f.ntasks_per_node = 4;
+        assert_eq!(priced(&f).resources.nodes, 3);
+        // Never more than the largest partition listed has; never fewer than `-N`.
+        (f.ntasks_per_node, f.partition_nodes) = (NO_VAL16, 5);
+        assert_eq!(priced(&f).resources.nodes, 5);
+        (f.min_nodes, f.max_nodes) = (2, 2);
+        assert_eq!(priced(&f).resources.nodes, 2, "`-N 2` is min and max (sbatch sets both)");
+        // `--exclusive` over a range: every CPU of the most nodes.
+        (f.min_nodes, f.max_nodes, f.num_tasks, f.partition_nodes) = (1, 4, NO_VAL, 0);
+        (f.exclusive, f.node_max_cpus) = (true, 48);
+        assert_eq!(priced(&f).resources.cpus, 192);
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct PartInfo {
     /// CPUs and memory (MB) of the partition's largest node; 0 when unknown.
     pub node_max_cpus: u32,
     pub node_max_mem_mb: u64,
+    /// Nodes in the partition (the most of any partition the job lists).
+    pub node_count: u32,
 }
 
 impl PartInfo {
@@ -38,6 +40,7 @@ impl PartInfo {
             max_time: part.max_time,
             node_max_cpus: part.max_cpu_cnt,
             node_max_mem_mb: if all_memory { largest_node_mem_mb(part) } else { 0 },
+            node_count: part.total_nodes,
         }
     }
 }
@@ -140,14 +143,7 @@ pub fn association(uid: u32, account: Option<&str>, partition: Option<&str>) -> 
 /// Call only under slurmctld's partition read lock (job_submit/job_modify hold it).
 pub fn partition(name: Option<&str>, all_memory: bool) -> Option<PartInfo> {
     let part: *mut sys::part_record_t = match name.map(|n| n.split(',').next().unwrap_or(n).trim()) {
-        Some(first) => {
-            type Find = unsafe extern "C" fn(*mut c_char) -> *mut sys::part_record_t;
-            // SAFETY: slurmctld.h: `part_record_t *find_part_record(char *name)`.
-            let find = unsafe { function::<Find>(c"find_part_record") }?;
-            let c_name = CString::new(first).ok()?;
-            // SAFETY: find_part_record only reads the name; the partition lock is held.
-            unsafe { find(c_name.as_ptr() as *mut c_char) }
-        }
+        Some(first) => find_partition(first)?,
         None => {
             let loc = symbol(c"default_part_loc")? as *const *mut sys::part_record_t;
             // SAFETY: `default_part_loc` is slurmctld's `part_record_t *` global.
@@ -156,7 +152,32 @@ pub fn partition(name: Option<&str>, all_memory: bool) -> Option<PartInfo> {
     };
     // SAFETY: NULL or a live partition record, protected by the partition read lock.
     let part = unsafe { part.as_ref() }?;
-    Some(PartInfo::of(part, all_memory))
+    let mut info = PartInfo::of(part, all_memory);
+    info.node_count = info.node_count.max(name.map_or(0, most_partition_nodes));
+    Some(info)
+}
+
+/// The most nodes of any partition in a comma list (a job listing several may run in
+/// the largest). Call only under slurmctld's partition read lock.
+pub fn most_partition_nodes(list: &str) -> u32 {
+    list.split(',')
+        .filter_map(|name| find_partition(name.trim()))
+        // SAFETY: NULL or a live partition record, protected by the partition read lock.
+        .filter_map(|p| unsafe { p.as_ref() })
+        .map(|p| p.total_nodes)
+        .max()
+        .unwrap_or(0)
+}
+
+/// slurmctld's record of the partition called `name` (NULL when there is none).
+/// Call only under slurmctld's partition read lock.
+fn find_partition(name: &str) -> Option<*mut sys::part_record_t> {
+    type Find = unsafe extern "C" fn(*mut c_char) -> *mut sys::part_record_t;
+    // SAFETY: slurmctld.h: `part_record_t *find_part_record(char *name)`.
+    let find = unsafe { function::<Find>(c"find_part_record") }?;
+    let c_name = CString::new(name).ok()?;
+    // SAFETY: find_part_record only reads the name; the partition lock is held.
+    Some(unsafe { find(c_name.as_ptr() as *mut c_char) })
 }
 
 /// `pn_min_memory` asks for all of each node's memory (`--mem=0`, `--mem-per-cpu=0`).
@@ -262,6 +283,7 @@ impl<'a> JobDesc<'a> {
             exclusive: d.shared == 0,
             node_max_cpus: part.as_ref().map_or(0, |p| p.node_max_cpus),
             node_max_mem_mb: part.as_ref().map_or(0, |p| p.node_max_mem_mb),
+            partition_nodes: part.as_ref().map_or(0, |p| p.node_count),
             default_qos: assoc.default_qos,
             association_missing: assoc.missing,
         }

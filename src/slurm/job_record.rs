@@ -147,7 +147,12 @@ impl<'a> JobRecord<'a> {
         let part = match new_partition.as_deref() {
             Some(name) => partition(Some(name), all_memory),
             // SAFETY: part_ptr is NULL or a live partition record (partition lock held).
-            None => unsafe { j.part_ptr.as_ref() }.map(|p| PartInfo::of(p, all_memory)),
+            None => unsafe { j.part_ptr.as_ref() }.map(|p| {
+                let mut info = PartInfo::of(p, all_memory);
+                let list = self.str(|j| j.partition).unwrap_or_default();
+                info.node_count = info.node_count.max(crate::slurm::job_desc::most_partition_nodes(&list));
+                info
+            }),
         };
         // A job record keeps no task list string for an array's remaining tasks
         // (and an update's array_inx is a throttle), so give the core their count.
@@ -183,6 +188,7 @@ impl<'a> JobRecord<'a> {
             exclusive: det.is_some_and(|d| d.whole_node & 1 != 0),
             node_max_cpus: part.as_ref().map_or(0, |p| p.node_max_cpus),
             node_max_mem_mb: part.as_ref().map_or(0, |p| p.node_max_mem_mb),
+            partition_nodes: part.as_ref().map_or(0, |p| p.node_count),
             default_qos: None,
             association_missing: false,
         }

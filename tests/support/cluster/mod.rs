@@ -265,7 +265,7 @@ impl Cluster {
         lines.push(format!("PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP"));
         lines.push(format!("PartitionName=batch Nodes={node} MaxTime=INFINITE State=UP"));
         for p in &opts.extra_partitions {
-            let p = subst(p, &dir, &etc);
+            let p = subst(p, &dir, &etc).replace("{node}", &node);
             if p.contains('=') {
                 lines.push(p);
             } else {

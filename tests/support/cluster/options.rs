@@ -33,7 +33,8 @@ pub struct ClusterOptions {
     /// A line whose key is already in the base config replaces that line.
     pub extra_conf: Vec<String>,
     /// Extra partitions: a bare name (`"aws"` → `PartitionName=aws Nodes=<node>
-    /// MaxTime=INFINITE State=UP`) or a full `PartitionName=...` line.
+    /// MaxTime=INFINITE State=UP`) or a full `PartitionName=...` line (`{node}` is the
+    /// cluster's node).
     pub extra_partitions: Vec<String>,
     /// Environment for slurmctld (e.g. `ASBB_CONFIG`, `ASBB_LEDGER`).
     pub ctld_env: Vec<(String, String)>,
