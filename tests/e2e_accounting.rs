@@ -26,6 +26,8 @@ minimum_charge = "0"
 cpu = 3.6
 [qos_multipliers]
 pricey = 2
+[accounts.chem]
+approval_threshold = "50"
 "#;
 
 const MICROS_PER_CPU_S: i64 = 1_000;
@@ -33,6 +35,10 @@ const MICROS_PER_CPU_S: i64 = 1_000;
 /// Associated with `chem` only (its default), with QOS `pricey` by default; `phys`
 /// exists but is not theirs.
 const USER: &str = "asbbacct";
+
+/// A coordinator of `chem` (`sacctmgr add coordinator`): slurmctld lets them update
+/// and release the jobs of chem's members.
+const COORD: &str = "asbbcoord";
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
@@ -51,14 +57,24 @@ impl Site {
         }
         let plugins = support::plugin_dir()?;
         cluster::ensure_user(USER);
+        cluster::ensure_user(COORD);
         let add_user = format!("add user {USER} account=chem defaultaccount=chem qos=normal,pricey defaultqos=pricey");
+        let add_coord_user = format!("add user {COORD} account=chem defaultaccount=chem");
+        let add_coord = format!("add coordinator account=chem names={COORD}");
         let opts = ClusterOptions::new(name)
             .plugin_dir(plugins)
             .conf("JobSubmitPlugins=asbb")
             .conf(&format!("JobCompType={jobcomp}"))
             .file("asbb.toml", ASBB_TOML)
             .start_timeout(Duration::from_secs(40))
-            .accounting(&["add qos pricey", "add account chem", "add account phys", &add_user]);
+            .accounting(&[
+                "add qos pricey",
+                "add account chem",
+                "add account phys",
+                &add_user,
+                &add_coord_user,
+                &add_coord,
+            ]);
         let site = Site { cluster: Cluster::start(opts) };
         for account in ["chem", "phys"] {
             site.admin_ok(&["account", "create", account, "--limit", "100", "--start", "2020-01-01"]);
@@ -166,6 +182,48 @@ fn default_account_and_qos_are_priced_and_foreign_accounts_are_refused_before_ho
     assert_eq!(site.sql_i64(rows, "phys"), 0);
     let out = site.admin_ok(&["reconcile", "--grace", "0"]);
     assert!(out.ends_with("reconcile: 0 released, 0 charged, 0 left (younger than 0 s), 0 still in SLURM\n"), "{out}");
+    site.verify_clean();
+}
+
+/// An account's coordinator gets past slurmctld's owner check on a member's job
+/// (`assoc_mgr_is_user_acct_coord` in `_update_job`), and asbb cannot tell them from
+/// anyone else who is not the owner: it refuses their updates that change what the job
+/// costs, and their release of a job that waits for approval.
+#[test]
+fn an_account_coordinator_cannot_grow_or_release_a_members_job_past_asbb() {
+    let Some(site) = Site::start("e2ecoord", "jobcomp/asbb") else { return };
+    // 10 min × 1 CPU × $0.001/s × 2 (QOS pricey) = $1.20.
+    let held = site.submit(&["-A", "chem", "-p", "debug", "-t", "10", "-H", "--wrap", "true"]);
+    assert_eq!(site.held("chem"), 1_200_000);
+    let out = site.cluster.run_as(COORD, "scontrol", &["update", &format!("JobId={held}"), "NumCPUs=2"]);
+    assert!(!out.status.success(), "{}", cluster::show(&out));
+    let reason = format!("asbb: only the owner of job {held} or an operator can change what it costs");
+    if cluster::slurm_release() >= (23, 2) {
+        assert!(text(&out.stderr).contains(&reason), "{}", cluster::show(&out));
+    }
+    assert!(site.cluster.ctld_log().contains(&format!("job {held}: update refused: {reason}")));
+    assert_eq!(site.cluster.job_field(held, "NumCPUs").as_deref(), Some("1"));
+    assert_eq!(site.held("chem"), 1_200_000);
+
+    // 10 h at the same rate is $72, above chem's approval threshold of $50: it waits.
+    let waiting = site.submit(&["-A", "chem", "-p", "debug", "-t", "10:00:00", "--wrap", "true"]);
+    assert_eq!(site.cluster.job_field(waiting, "Priority").as_deref(), Some("0"));
+    let out = site.cluster.run_as(COORD, "scontrol", &["release", &waiting.to_string()]);
+    assert!(!out.status.success(), "{}", cluster::show(&out));
+    assert!(site.cluster.ctld_log().contains(&format!(
+        "job {waiting}: update refused: asbb: only the owner of job {waiting} or an operator can release it"
+    )));
+    assert_eq!(site.cluster.job_field(waiting, "Priority").as_deref(), Some("0"));
+    assert_eq!(site.held("chem"), 1_200_000);
+
+    for id in [held, waiting] {
+        assert!(site.cluster.run_as(USER, "scancel", &[&id.to_string()]).status.success());
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while site.held("chem") != 0 {
+        assert!(Instant::now() < deadline, "the hold was not released");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     site.verify_clean();
 }
 

@@ -611,13 +611,22 @@ fn only_the_owner_and_operators_move_a_hold_and_refused_updates_change_nothing()
     let job = format!("JobId={pending}");
     let out = site.cluster.run_as(OTHER, "scontrol", &["update", &job, "TimeLimit=3-00:00:00", "NumCPUs=2"]);
     assert!(!out.status.success(), "{}", cluster::show(&out));
-    assert!(text(&out.stderr).contains("Invalid user id"), "{}", cluster::show(&out));
     assert_eq!(site.held_by(&token), 600_000, "someone else's refused update moved the hold");
     if cluster::slurm_release() < (23, 2) {
-        // 22.05 calls job_modify before it checks who asks (24.11 refuses first).
+        // 22.05 calls job_modify before it checks who asks (24.11 refuses first): asbb
+        // refuses a cost change from anyone but the owner or an operator (an account
+        // coordinator would get past slurmctld).
+        assert!(site.cluster.ctld_log().contains(&format!(
+            "job {pending}: update refused: asbb: only the owner of job {pending} or an operator can change what it costs"
+        )));
+        // What changes no cost goes on to slurmctld, which refuses it.
+        let out = site.cluster.run_as(OTHER, "scontrol", &["update", &job, "Comment=mine"]);
+        assert!(text(&out.stderr).contains("Invalid user id"), "{}", cluster::show(&out));
         assert!(site.cluster.ctld_log().contains(&format!(
             "job {pending}: update from a user who is neither its owner nor an operator; ledger unchanged"
         )));
+    } else {
+        assert!(text(&out.stderr).contains("Invalid user id"), "{}", cluster::show(&out));
     }
 
     // The owner may not lengthen a running job; slurmctld refuses, the hold stays.
@@ -867,6 +876,26 @@ fn shapes_that_were_under_priced_and_approval_shortcuts() {
             .sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "10", "--exclusive", "-H", "--wrap", "true"]),
     );
     assert_eq!(site.held_by(&site.token_of(whole)), price(node_cpus, 0), "{node_cpus} CPUs");
+
+    // A job that passed without a hold cannot be moved where asbb charges.
+    let free =
+        submitted_id(&site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "free", "-t", "10", "-H", "--wrap", "true"]));
+    let held_before = held_on(&site, "chem");
+    let out = update_as(&site, USER, &[&format!("JobId={free}"), "Partition=debug"]);
+    assert!(!out.status.success(), "{}", cluster::show(&out));
+    let reason = format!(
+        "asbb: job {free} has no budget hold (partition free is exempt); it cannot be moved where asbb charges for jobs: cancel it and submit it again"
+    );
+    if cluster::slurm_release() >= (23, 2) {
+        assert!(text(&out.stderr).contains(&reason), "{}", cluster::show(&out));
+    }
+    assert!(site.cluster.ctld_log().contains(&format!("job {free}: update refused: {reason}")));
+    assert_eq!(site.cluster.job_field(free, "Partition").as_deref(), Some("free"));
+    assert_eq!(held_on(&site, "chem"), held_before);
+    // Anything that keeps it exempt goes through.
+    let out = update_as(&site, USER, &[&format!("JobId={free}"), "TimeLimit=20"]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+    assert!(site.cluster.run_as(USER, "scancel", &[&free.to_string()]).status.success());
 
     // Several partitions: priced at the dearest.
     let both = submitted_id(

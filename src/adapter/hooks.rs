@@ -73,11 +73,12 @@ pub enum ModifyAction {
     Refuse { reason: String, refusal: Refusal, log: LogLine },
 }
 
-use crate::adapter::fields::{effective_update, Caller, ReadRequest, INFINITE, NO_VAL};
+use crate::adapter::fields::{effective_update, Caller, FieldError, ReadRequest, INFINITE, NO_VAL};
 use crate::core::decisions::{BudgetError, BudgetHandle, Decision, Modified, Reconciled, Rerun};
 use crate::core::ledger::JobState;
 use crate::core::money::Money;
 use crate::core::pricing::job::EndState;
+use crate::core::pricing::job::JobRequest;
 use crate::core::text::{hold_token, with_hold_token};
 use std::path::{Path, PathBuf};
 
@@ -323,17 +324,10 @@ impl Hooks {
     ) -> ModifyAction {
         // The token comes from the job as it is: an update cannot re-link a job.
         let Some(token) = hold_token(record.admin_comment.as_deref()) else {
-            return ModifyAction::Allow { admin_comment: None, log: None };
+            return self.modify_without_hold(record, merged, call, now);
         };
         let Some(effective) = effective_update(record, merged, call.caller, call.pending) else {
-            // slurmctld refuses it after this call ("Invalid user id"); nothing to follow.
-            return ModifyAction::Allow {
-                admin_comment: None,
-                log: Some(LogLine::info(format!(
-                    "job {}: update from a user who is neither its owner nor an operator; ledger unchanged",
-                    record.job_id
-                ))),
-            };
+            return self.modify_by_other(&token, record, merged, call);
         };
         let approved = call.releasing && call.caller == Caller::Operator;
         let req = match effective.to_request(self.config()) {
@@ -375,22 +369,126 @@ impl Hooks {
                 admin_comment: None,
                 log: Some(LogLine::info(format!("{job}: token {token} is not in the ledger"))),
             },
-            Err(e) => {
-                self.ledger.forget_on(&e);
-                match self.config().policy.on_ledger_error {
-                    crate::core::config::OnLedgerError::Reject => ModifyAction::Refuse {
-                        reason: LEDGER_DOWN_UPDATE.to_string(),
-                        refusal: Refusal::LedgerUnavailable,
-                        log: LogLine::error(format!("{job}: update refused (on_ledger_error=reject): {e}")),
-                    },
-                    crate::core::config::OnLedgerError::Accept => ModifyAction::Allow {
-                        admin_comment: None,
-                        log: Some(LogLine::error(format!(
-                            "{job}: update allowed unchecked (on_ledger_error=accept): {e}"
-                        ))),
-                    },
+            Err(e) => self.modify_unchecked(&job, e),
+        }
+    }
+
+    /// An update from someone who is neither the job's owner nor an operator. slurmctld
+    /// refuses it after this call, unless the caller coordinates the job's account,
+    /// which asbb cannot tell here. The ledger follows no such update, so asbb refuses
+    /// those it would have to follow: one that changes what the job costs, or releases
+    /// a job waiting for approval or funds. Anything else goes on to slurmctld.
+    fn modify_by_other(
+        &mut self,
+        token: &str,
+        record: &SubmitFields,
+        merged: &SubmitFields,
+        call: UpdateCall,
+    ) -> ModifyAction {
+        let job_id = record.job_id;
+        let refuse = |reason: String| ModifyAction::Refuse {
+            log: LogLine::info(format!("job {job_id}: update refused: {reason}")),
+            reason,
+            refusal: Refusal::BudgetRule,
+        };
+        let as_owner = effective_update(record, merged, Caller::Owner, call.pending);
+        if as_owner.is_some_and(|a| cost_shape(&a, self.config()) != cost_shape(record, self.config())) {
+            return refuse(format!("asbb: only the owner of job {job_id} or an operator can change what it costs"));
+        }
+        if call.releasing {
+            let waiting = match self.ledger.get().and_then(|b| b.job(token)) {
+                Ok(job) => job.is_some_and(|j| j.state.is_waiting()),
+                // Whether it waits is unknown: refused, as slurmctld refuses all but a
+                // coordinator.
+                Err(e) => {
+                    self.ledger.forget_on(&e);
+                    true
+                }
+            };
+            if waiting {
+                return refuse(format!("asbb: only the owner of job {job_id} or an operator can release it"));
+            }
+        }
+        ModifyAction::Allow {
+            admin_comment: None,
+            log: Some(LogLine::info(format!(
+                "job {job_id}: update from a user who is neither its owner nor an operator; ledger unchanged"
+            ))),
+        }
+    }
+
+    /// An update of a job that has no hold: one asbb let pass (exempt), one admitted
+    /// unchecked while the ledger was down, or one from before asbb. Such a job must
+    /// not become one asbb charges for (moved to a priced partition or account) without
+    /// being priced: that update is refused, and the job can be submitted again.
+    /// Operators' updates go through.
+    fn modify_without_hold(
+        &mut self,
+        record: &SubmitFields,
+        merged: &SubmitFields,
+        call: UpdateCall,
+        now: i64,
+    ) -> ModifyAction {
+        let allow = ModifyAction::Allow { admin_comment: None, log: None };
+        if call.caller == Caller::Operator {
+            return allow;
+        }
+        // A coordinator is judged as an owner (see `modify_by_other`).
+        let Some(after) = effective_update(record, merged, Caller::Owner, call.pending) else {
+            return allow;
+        };
+        if cost_shape(&after, self.config()) == cost_shape(record, self.config()) {
+            return allow;
+        }
+        let (before, after) = match (record.to_request(self.config()), after.to_request(self.config())) {
+            (before, Ok(ReadRequest::Priced(after))) => (before, after),
+            // Exempt after the update, or not a request asbb can read (slurmctld judges).
+            _ => return allow,
+        };
+        // Whether asbb acts on a job asking for `req` (holds, holds back or refuses it).
+        fn charged(b: &mut crate::core::decisions::Budget, req: &JobRequest, now: i64) -> Result<bool, BudgetError> {
+            b.quote(req, now).map(|d| !matches!(d, Decision::Exempt { .. }))
+        }
+        let passed = match before {
+            Ok(ReadRequest::Priced(before)) => match self.ledger.get().and_then(|b| charged(b, &before, now)) {
+                Ok(charged) => (!charged).then(|| "it was exempt when submitted".to_string()),
+                Err(e) => return self.modify_unchecked(&format!("job {}", record.job_id), e),
+            },
+            Ok(ReadRequest::Exempt(why)) => Some(why),
+            Err(_) => None,
+        };
+        let Some(why) = passed else { return allow };
+        match self.ledger.get().and_then(|b| charged(b, &after, now)) {
+            Ok(false) => allow,
+            Ok(true) => {
+                let job_id = record.job_id;
+                let reason = format!(
+                    "asbb: job {job_id} has no budget hold ({why}); it cannot be moved where asbb charges for jobs: cancel it and submit it again"
+                );
+                ModifyAction::Refuse {
+                    log: LogLine::info(format!("job {job_id}: update refused: {reason}")),
+                    reason,
+                    refusal: Refusal::BudgetRule,
                 }
             }
+            Err(e) => self.modify_unchecked(&format!("job {}", record.job_id), e),
+        }
+    }
+
+    /// An update the ledger could not judge: `on_ledger_error` says whether it goes on.
+    /// `job`: how the log names the job (`job 42`, `token ...`).
+    fn modify_unchecked(&mut self, job: &str, e: BudgetError) -> ModifyAction {
+        self.ledger.forget_on(&e);
+        match self.config().policy.on_ledger_error {
+            crate::core::config::OnLedgerError::Reject => ModifyAction::Refuse {
+                reason: LEDGER_DOWN_UPDATE.to_string(),
+                refusal: Refusal::LedgerUnavailable,
+                log: LogLine::error(format!("{job}: update refused (on_ledger_error=reject): {e}")),
+            },
+            crate::core::config::OnLedgerError::Accept => ModifyAction::Allow {
+                admin_comment: None,
+                log: Some(LogLine::error(format!("{job}: update allowed unchecked (on_ledger_error=accept): {e}"))),
+            },
         }
     }
 
@@ -641,6 +739,15 @@ pub fn completion_setup(expected: CompletionHook, loaded: CompletionHooksLoaded)
         _ => return None,
     };
     Some(LogLine::error(text))
+}
+
+/// What an update can change of what a job costs: its request less its id and name,
+/// or why it passes, or why asbb cannot read it.
+fn cost_shape(fields: &SubmitFields, config: &Config) -> Result<ReadRequest, FieldError> {
+    fields.to_request(config).map(|read| match read {
+        ReadRequest::Priced(req) => ReadRequest::Priced(JobRequest { job_id: None, job_name: None, ..req }),
+        exempt => exempt,
+    })
 }
 
 #[cfg(test)]
