@@ -176,8 +176,8 @@ Decision:   accept; account chem would have $8.72 left
         "\
 Partition:  debug (per-TRES rates)
 Request:    1 node, 1 CPU, default memory, 2 GPUs (2 untyped), 08:00:00, 1 task
-Estimate:   $16.16
-Decision:   reject: account 'chem' cannot cover this job: needs $16.16, $10.00 available; ask your PI for funds or request less time or fewer resources
+Estimate:   $48.16
+Decision:   reject: account 'chem' cannot cover this job: needs $48.16, $10.00 available; ask your PI for funds or request less time or fewer resources
 "
     );
 }

@@ -236,6 +236,37 @@ fn node_ranges_and_tasks_without_a_node_count_hold_for_the_most_nodes() {
     site.assert_clean();
 }
 
+/// GPUs per socket, and CPUs and memory per GPU, are priced. This node has no GPUs:
+/// slurmctld may keep a held job it can never run, or refuse it after job_submit (the
+/// plugin then releases its hold once SLURM has no such job); either way what asbb
+/// priced the job at is in the ledger.
+#[test]
+fn gpus_per_socket_and_cpus_and_memory_per_gpu_are_priced() {
+    let toml = ASBB_TOML.replace(
+        "[partitions.debug.rates]\ncpu = 3.6\n",
+        "[partitions.debug.rates]\ncpu = 3.6\nmem_gb = 3.6\n\"gres/gpu\" = 3.6\n",
+    );
+    let Some(mut site) = Site::start_with("e2egpus", &toml, &[], |o| o.conf("GresTypes=gpu")) else { return };
+    // 10 minutes: $0.60 a CPU, a GB or a GPU.
+    let priced = |args: &[&str]| -> i64 {
+        let mut all = vec!["-A", "chem", "-p", "debug", "-t", "10", "-H"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--wrap", "true"]);
+        let out = site.cluster.sbatch_as(USER, &all);
+        let estimate = site.sql_i64("SELECT estimate_micros FROM jobs WHERE ?1 = ?1 ORDER BY token DESC LIMIT 1", "");
+        if out.status.success() {
+            let id = submitted_id(&out).to_string();
+            assert!(site.cluster.run_as(USER, "scancel", &[&id]).status.success());
+        }
+        estimate
+    };
+    assert_eq!(priced(&["--gpus-per-socket=2", "--sockets-per-node=2"]), 4 * 600_000 + 600_000, "4 GPUs, 1 CPU");
+    assert_eq!(priced(&["--gpus=2", "--cpus-per-gpu=3"]), 2 * 600_000 + 6 * 600_000, "2 GPUs, 6 CPUs");
+    assert_eq!(priced(&["--gpus=2", "--mem-per-gpu=1024"]), 2 * 600_000 + 600_000 + 2 * 600_000, "and 2 GB");
+    site.wait_sql_i64("SELECT held_micros FROM accounts WHERE name = ?1", "chem", 0, Duration::from_secs(30));
+    site.assert_clean();
+}
+
 #[test]
 fn short_account_is_held_and_owner_release_is_rechecked() {
     let Some(mut site) = Site::start("e2ehold", ASBB_TOML, &[]) else { return };

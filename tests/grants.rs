@@ -1023,7 +1023,7 @@ fn a_job_that_names_a_grant_is_held_and_charged_against_that_grant_only() {
     match d {
         Decision::Reject { reason, .. } => assert_eq!(
             reason,
-            "asbb: grant 'NIH-B' cannot cover this job: needs $116.00, $88.40 of it available to account 'chem'; ask your PI for funds or request less time or fewer resources"
+            "asbb: grant 'NIH-B' cannot cover this job: needs $316.00, $88.40 of it available to account 'chem'; ask your PI for funds or request less time or fewer resources"
         ),
         d => panic!("{d:?}"),
     }

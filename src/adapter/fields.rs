@@ -75,6 +75,12 @@ pub struct SubmitFields {
     pub tres_per_node: Option<String>,
     pub tres_per_job: Option<String>,
     pub tres_per_task: Option<String>,
+    /// `--gpus-per-socket` (SLURM requires `--sockets-per-node` with it).
+    pub tres_per_socket: Option<String>,
+    pub sockets_per_node: u16,
+    /// `--cpus-per-gpu` and `--mem-per-gpu` (MB), e.g. `gres:gpu:8`.
+    pub cpus_per_tres: Option<String>,
+    pub mem_per_tres: Option<String>,
     pub array_inx: Option<String>,
     pub qos: Option<String>,
     pub job_id: u32,
@@ -228,6 +234,7 @@ impl SubmitFields {
             num_tasks: NO_VAL,
             ntasks_per_node: NO_VAL16,
             cpus_per_task: NO_VAL16,
+            sockets_per_node: NO_VAL16,
             min_cpus: 1,
             pn_min_memory: NO_VAL64,
             job_id: NO_VAL,
@@ -341,7 +348,18 @@ impl SubmitFields {
             (None, Some(per_node)) => per_node as u64 * nodes as u64,
             (None, None) => nodes as u64,
         };
-        let mut cpus = (tasks * cpus_per_task).max(present(self.min_cpus).unwrap_or(0) as u64).max(1);
+        let gpus = self.gpus(nodes, tasks)?;
+        let gpu_count: u64 = gpus.values().map(|&n| n as u64).sum();
+        let per_gpu = |spec: &Option<String>| -> Result<u64, FieldError> {
+            Ok(match spec.as_deref().filter(|s| !s.trim().is_empty()) {
+                Some(s) => parse_gpu_spec(s)?.values().map(|&n| n as u64).max().unwrap_or(0),
+                None => 0,
+            })
+        };
+        let mut cpus = (tasks * cpus_per_task)
+            .max(present(self.min_cpus).unwrap_or(0) as u64)
+            .max(gpu_count.saturating_mul(per_gpu(&self.cpus_per_tres)?))
+            .max(1);
         if self.exclusive && self.node_max_cpus > 0 {
             cpus = cpus.max(self.node_max_cpus as u64 * nodes as u64);
         }
@@ -356,6 +374,17 @@ impl SubmitFields {
             m if m & MEM_PER_CPU != 0 => (m & !MEM_PER_CPU).saturating_mul(cpus as u64),
             m => m.saturating_mul(nodes as u64),
         };
+        let mem_mb = mem_mb.max(gpu_count.saturating_mul(per_gpu(&self.mem_per_tres)?));
+        let res = Resources { nodes, cpus, mem_mb, gpus };
+        res.validate()?;
+        Ok(res)
+    }
+}
+
+impl SubmitFields {
+    /// The GPUs of one task of the job (one array element), by type (`""` untyped):
+    /// per job, per node, per task and per socket.
+    fn gpus(&self, nodes: u32, tasks: u64) -> Result<BTreeMap<String, u32>, FieldError> {
         let mut gpus: BTreeMap<String, u32> = BTreeMap::new();
         let mut add = |spec: &Option<String>, mult: u64| -> Result<(), FieldError> {
             if let Some(s) = spec.as_deref().filter(|s| !s.trim().is_empty()) {
@@ -371,13 +400,12 @@ impl SubmitFields {
         add(&self.tres_per_job, 1)?;
         add(&self.tres_per_node, nodes as u64)?;
         add(&self.tres_per_task, tasks)?;
-        let res = Resources { nodes, cpus, mem_mb, gpus };
-        res.validate()?;
-        Ok(res)
+        // Without --sockets-per-node slurmctld refuses the job after job_submit.
+        let sockets = present16(self.sockets_per_node).unwrap_or(1) as u64;
+        add(&self.tres_per_socket, sockets.saturating_mul(nodes as u64))?;
+        Ok(gpus)
     }
-}
 
-impl SubmitFields {
     /// The most nodes SLURM may allocate the job, which is what its per-node requests
     /// (`--mem`, `--gres`, `--exclusive`) are priced for: the top of a `-N` range (SLURM
     /// gives as many nodes as it can within it), or, with tasks and no node count, a
@@ -629,6 +657,23 @@ mod tests {
         (f.min_nodes, f.max_nodes, f.num_tasks, f.partition_nodes) = (1, 4, NO_VAL, 0);
         (f.exclusive, f.node_max_cpus) = (true, 48);
         assert_eq!(priced(&f).resources.cpus, 192);
+    }
+
+    #[test]
+    fn gpus_per_socket_and_cpus_and_memory_per_gpu() {
+        let mut f = fields();
+        (f.min_nodes, f.max_nodes) = (2, 2);
+        // `--gpus-per-socket=4 --sockets-per-node=2` on 2 nodes.
+        (f.tres_per_socket, f.sockets_per_node) = (Some("gres:gpu:4".into()), 2);
+        assert_eq!(priced(&f).resources.gpus[""], 16);
+        // `--cpus-per-gpu=8 --mem-per-gpu=4096` (24.11 writes `gres/gpu`).
+        f.cpus_per_tres = Some("gres/gpu:8".into());
+        f.mem_per_tres = Some("gres:gpu:4096".into());
+        let r = priced(&f).resources;
+        assert_eq!((r.cpus, r.mem_mb), (128, 65_536));
+        // Never below what the tasks ask for.
+        (f.num_tasks, f.cpus_per_task) = (100, 2);
+        assert_eq!(priced(&f).resources.cpus, 200);
     }
 
     #[test]

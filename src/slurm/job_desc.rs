@@ -266,6 +266,10 @@ impl<'a> JobDesc<'a> {
             tres_per_node: self.str(|d| d.tres_per_node),
             tres_per_job: self.str(|d| d.tres_per_job),
             tres_per_task: self.str(|d| d.tres_per_task),
+            tres_per_socket: self.str(|d| d.tres_per_socket),
+            sockets_per_node: d.sockets_per_node,
+            cpus_per_tres: self.str(|d| d.cpus_per_tres),
+            mem_per_tres: self.str(|d| d.mem_per_tres),
             array_inx: self.str(|d| d.array_inx),
             qos: self.str(|d| d.qos),
             // 26.05 moved the requested id into `step_id` (a `slurm_step_id_t`).

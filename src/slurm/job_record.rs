@@ -176,6 +176,14 @@ impl<'a> JobRecord<'a> {
             tres_per_node: or_str(ustr(|d| d.tres_per_node), self.str(|j| j.tres_per_node)),
             tres_per_job: or_str(ustr(|d| d.tres_per_job), self.str(|j| j.tres_per_job)),
             tres_per_task: or_str(ustr(|d| d.tres_per_task), self.str(|j| j.tres_per_task)),
+            tres_per_socket: or_str(ustr(|d| d.tres_per_socket), self.str(|j| j.tres_per_socket)),
+            // SAFETY: mc_ptr is NULL or owned by the live record's details.
+            sockets_per_node: pick16(
+                unum16(|d| d.sockets_per_node),
+                det.and_then(|d| unsafe { d.mc_ptr.as_ref() }).map_or(sys::NO_VAL16, |m| m.sockets_per_node),
+            ),
+            cpus_per_tres: or_str(ustr(|d| d.cpus_per_tres), self.str(|j| j.cpus_per_tres)),
+            mem_per_tres: or_str(ustr(|d| d.mem_per_tres), self.str(|j| j.mem_per_tres)),
             array_inx,
             qos: or_str(ustr(|d| d.qos), qos),
             job_id: j.job_id,

@@ -117,8 +117,37 @@ pub fn task_cost(
 pub fn estimate(config: &Config, req: &JobRequest) -> Result<Money, CostError> {
     let partition =
         config.partitions.get(&req.partition).ok_or_else(|| CostError::UnpricedPartition(req.partition.clone()))?;
-    let per_task = task_cost(config, partition, req.qos.as_deref(), &req.resources, req.time_limit_min as u64 * 60)?;
+    let resources = untyped_gpus_at_dearest_type(partition, &req.resources);
+    let per_task = task_cost(config, partition, req.qos.as_deref(), &resources, req.time_limit_min as u64 * 60)?;
     per_task.checked_mul(req.array_tasks.max(1) as i64).ok_or(CostError::Overflow)
+}
+
+/// A request's untyped GPUs (`--gres=gpu:8`) counted as the partition's dearest GPU
+/// type: SLURM may give any type, and the run is charged at the type it got. (Only
+/// for requests: an allocation's GPUs without a type are on nodes that have none.)
+fn untyped_gpus_at_dearest_type(partition: &Partition, res: &Resources) -> Resources {
+    let Some(&count) = res.gpus.get("") else { return res.clone() };
+    let dearest = match &partition.pricing {
+        Pricing::Tres(r) => r
+            .gpu_typed
+            .iter()
+            .filter(|(_, rate)| r.gpu.map_or(true, |g| **rate > g))
+            .max_by_key(|(_, rate)| **rate)
+            .map(|(typ, _)| typ),
+        Pricing::Billing { weights: w, .. } => w
+            .gpu_typed_micro
+            .iter()
+            .filter(|(_, weight)| **weight > w.gpu_micro)
+            .max_by_key(|(_, weight)| **weight)
+            .map(|(typ, _)| typ),
+        Pricing::Aws { .. } => None,
+    };
+    let Some(typ) = dearest else { return res.clone() };
+    let mut priced = res.clone();
+    priced.gpus.remove("");
+    let slot = priced.gpus.entry(typ.clone()).or_insert(0);
+    *slot = slot.saturating_add(count);
+    priced
 }
 
 #[cfg(test)]
@@ -186,9 +215,14 @@ high = 1.5
         // 2 nodes × 16 cpus × $0.02 + 64 GB × $0.005 + 2 × $0.10 = 0.64 + 0.32 + 0.20 = $1.16/h, 2 h
         let e = estimate(&c, &req("debug", 2, 32, 65536, &[], 120, 1)).unwrap();
         assert_eq!(e.micros(), 2_320_000);
-        // typed GPU uses its own rate; an untyped one the generic rate
+        // A typed GPU is priced at its own rate. An untyped one may be given any type,
+        // so a request is priced at the dearest (3 × $3.00 + $0.10 node)...
         let e = estimate(&c, &req("debug", 1, 0, 0, &[("a100", 2), ("", 1)], 60, 1)).unwrap();
-        assert_eq!(e.micros(), 7_100_000);
+        assert_eq!(e.micros(), 9_100_000);
+        // ... and a run on GPUs without a type at the generic rate (2 × $3.00 + $1.00 + $0.10).
+        let p = &c.partitions["debug"];
+        let run = req("debug", 1, 0, 0, &[("a100", 2), ("", 1)], 60, 1).resources;
+        assert_eq!(raw_cost(p, &run, 3600).unwrap().micros(), 7_100_000);
         // array tasks multiply
         let e = estimate(&c, &req("debug", 1, 1, 0, &[], 60, 10)).unwrap();
         assert_eq!(e.micros(), 10 * 120_000);
