@@ -229,7 +229,17 @@ fn node_ranges_and_tasks_without_a_node_count_hold_for_the_most_nodes() {
     let out = update_as(&site, USER, &[&format!("JobId={fixed}"), "NumNodes=1-2"]);
     assert!(out.status.success(), "{}", cluster::show(&out));
     assert_eq!(site.held_by(&site.token_of(fixed)), 2 * 600_000 + 2 * 600_000);
-    for id in [ranged, tasks, fixed] {
+    // `--ntasks-per-node=2` over `-N 1-2`: 2 tasks on each of 2 nodes. slurmctld writes
+    // num_tasks=2 into the record after job_submit: a longer limit still holds for 4.
+    let per_node = submit(&["-N", "1-2", "--ntasks-per-node=2"]);
+    assert_eq!(site.held_by(&site.token_of(per_node)), 4 * 600_000);
+    let out = update_as(&site, USER, &[&format!("JobId={per_node}"), "TimeLimit=20"]);
+    assert!(out.status.success(), "{}", cluster::show(&out));
+    assert_eq!(site.held_by(&site.token_of(per_node)), 4 * 1_200_000);
+    // `--mincpus=2`: 2 CPUs on its node.
+    let min_cpus = submit(&["-N", "1", "--mincpus=2"]);
+    assert_eq!(site.held_by(&site.token_of(min_cpus)), 2 * 600_000);
+    for id in [ranged, tasks, fixed, per_node, min_cpus] {
         assert!(site.cluster.run_as(USER, "scancel", &[&id.to_string()]).status.success());
         assert_eq!(site.wait_settled(&site.token_of(id)), "settled");
     }

@@ -70,6 +70,8 @@ pub struct SubmitFields {
     pub ntasks_per_node: u16,
     pub cpus_per_task: u16,
     pub min_cpus: u32,
+    /// `--mincpus`: CPUs on each node.
+    pub pn_min_cpus: u16,
     /// Raw `pn_min_memory` in MB (MEM_PER_CPU flag for per-CPU memory).
     pub pn_min_memory: u64,
     pub tres_per_node: Option<String>,
@@ -236,6 +238,7 @@ impl SubmitFields {
             cpus_per_task: NO_VAL16,
             sockets_per_node: NO_VAL16,
             min_cpus: 1,
+            pn_min_cpus: NO_VAL16,
             pn_min_memory: NO_VAL64,
             job_id: NO_VAL,
             ..Default::default()
@@ -341,10 +344,13 @@ impl SubmitFields {
         if min_nodes > MAX_NODES {
             return Err(SpecError::TooLarge(format!("{min_nodes} nodes")).into());
         }
-        let nodes = self.most_nodes(min_nodes);
+        let given_tasks = self.given_tasks()?;
+        let nodes = self.most_nodes(min_nodes, given_tasks)?;
         let cpus_per_task = present16(self.cpus_per_task).unwrap_or(1) as u64;
-        let tasks = match (present(self.num_tasks), present16(self.ntasks_per_node)) {
-            (Some(n), _) => n as u64,
+        // slurmctld gives each node at least `--ntasks-per-node` tasks' CPUs.
+        let tasks = match (given_tasks, present16(self.ntasks_per_node)) {
+            (Some(n), Some(per_node)) => n.max(per_node as u64 * nodes as u64),
+            (Some(n), None) => n,
             (None, Some(per_node)) => per_node as u64 * nodes as u64,
             (None, None) => nodes as u64,
         };
@@ -356,8 +362,11 @@ impl SubmitFields {
                 None => 0,
             })
         };
+        // Every node allocated gets at least `--mincpus` CPUs (1 without it).
+        let per_node_cpus = present16(self.pn_min_cpus).unwrap_or(1) as u64;
         let mut cpus = (tasks * cpus_per_task)
             .max(present(self.min_cpus).unwrap_or(0) as u64)
+            .max(per_node_cpus * nodes as u64)
             .max(gpu_count.saturating_mul(per_gpu(&self.cpus_per_tres)?))
             .max(1);
         if self.exclusive && self.node_max_cpus > 0 {
@@ -385,45 +394,73 @@ impl SubmitFields {
     /// The GPUs of one task of the job (one array element), by type (`""` untyped):
     /// per job, per node, per task and per socket.
     fn gpus(&self, nodes: u32, tasks: u64) -> Result<BTreeMap<String, u32>, FieldError> {
-        let mut gpus: BTreeMap<String, u32> = BTreeMap::new();
-        let mut add = |spec: &Option<String>, mult: u64| -> Result<(), FieldError> {
-            if let Some(s) = spec.as_deref().filter(|s| !s.trim().is_empty()) {
-                for (typ, n) in parse_gpu_spec(s)? {
-                    let total = (n as u64).saturating_mul(mult);
-                    let slot = gpus.entry(typ).or_insert(0);
-                    *slot =
-                        u32::try_from(*slot as u64 + total).map_err(|_| SpecError::TooLarge(format!("GPUs in {s}")))?;
-                }
-            }
-            Ok(())
-        };
-        add(&self.tres_per_job, 1)?;
-        add(&self.tres_per_node, nodes as u64)?;
-        add(&self.tres_per_task, tasks)?;
         // Without --sockets-per-node slurmctld refuses the job after job_submit.
         let sockets = present16(self.sockets_per_node).unwrap_or(1) as u64;
-        add(&self.tres_per_socket, sockets.saturating_mul(nodes as u64))?;
+        let forms = [
+            (&self.tres_per_job, 1),
+            (&self.tres_per_node, nodes as u64),
+            (&self.tres_per_task, tasks),
+            (&self.tres_per_socket, sockets.saturating_mul(nodes as u64)),
+        ];
+        // SLURM makes the forms agree (per job >= per node >= per socket): a job gets
+        // the most any of them asks for, not their sum.
+        let mut gpus: BTreeMap<String, u32> = BTreeMap::new();
+        for (spec, mult) in forms {
+            if let Some(s) = spec.as_deref().filter(|s| !s.trim().is_empty()) {
+                for (typ, n) in parse_gpu_spec(s)? {
+                    let total = u32::try_from((n as u64).saturating_mul(mult))
+                        .map_err(|_| SpecError::TooLarge(format!("GPUs in {s}")))?;
+                    let slot = gpus.entry(typ).or_insert(0);
+                    *slot = (*slot).max(total);
+                }
+            }
+        }
         Ok(gpus)
     }
 
-    /// The most nodes SLURM may allocate the job, which is what its per-node requests
-    /// (`--mem`, `--gres`, `--exclusive`) are priced for: the top of a `-N` range (SLURM
-    /// gives as many nodes as it can within it), or, with tasks and no node count, a
-    /// node per task (per `--ntasks-per-node` tasks); never more than its largest
-    /// partition has, nor fewer than `min_nodes`.
-    fn most_nodes(&self, min_nodes: u32) -> u32 {
-        let spread = match (present(self.num_tasks), present16(self.ntasks_per_node)) {
-            (Some(tasks), Some(per_node)) => tasks.div_ceil(per_node),
-            (Some(tasks), None) => tasks,
-            (None, _) => min_nodes,
-        };
-        let most = present(self.max_nodes).unwrap_or(spread);
-        let most = match self.partition_nodes {
-            0 => most.min(MAX_NODES),
-            n => most.min(n),
-        };
-        most.max(min_nodes)
+    /// The tasks the job asks for: `-n`, or, without it, `--gpus` over
+    /// `--gpus-per-task` (slurmctld sets that count after job_submit).
+    fn given_tasks(&self) -> Result<Option<u64>, FieldError> {
+        if let Some(n) = present(self.num_tasks) {
+            return Ok(Some(n as u64));
+        }
+        let (per_job, per_task) = (gpu_total(&self.tres_per_job)?, gpu_total(&self.tres_per_task)?);
+        Ok((per_job > 0 && per_task > 0).then(|| per_job.div_ceil(per_task)))
     }
+
+    /// The most nodes SLURM may allocate the job, which is what its per-node requests
+    /// (`--mem`, `--gres`, `--exclusive`, `--mincpus`) are priced for: the top of a
+    /// `-N` range (SLURM gives as many nodes as it can within it), or, with no node
+    /// count, a node per task (per `--ntasks-per-node` tasks) or per GPU of `--gpus`
+    /// (per `--gpus-per-node`); never more than its largest partition has, nor fewer
+    /// than `min_nodes`.
+    fn most_nodes(&self, min_nodes: u32, tasks: Option<u64>) -> Result<u32, FieldError> {
+        let by_tasks = match (tasks, present16(self.ntasks_per_node)) {
+            (Some(tasks), Some(per_node)) => tasks.div_ceil(per_node as u64),
+            (Some(tasks), None) => tasks,
+            (None, _) => min_nodes as u64,
+        };
+        // `--gpus=16` may land on 16 nodes, or `--gpus=16 --gpus-per-node=4` on 4.
+        let by_gpus = match (gpu_total(&self.tres_per_job)?, gpu_total(&self.tres_per_node)?) {
+            (0, _) => 0,
+            (per_job, 0) => per_job,
+            (per_job, per_node) => per_job.div_ceil(per_node),
+        };
+        let most = present(self.max_nodes).map_or(by_tasks.max(by_gpus), |max| max as u64);
+        let most = match self.partition_nodes {
+            0 => most.min(MAX_NODES as u64),
+            n => most.min(n as u64),
+        };
+        Ok((most as u32).max(min_nodes))
+    }
+}
+
+/// All the GPUs a `tres_per_*` field names, of every type.
+fn gpu_total(spec: &Option<String>) -> Result<u64, FieldError> {
+    Ok(match spec.as_deref().filter(|s| !s.trim().is_empty()) {
+        Some(s) => parse_gpu_spec(s)?.values().map(|&n| n as u64).sum(),
+        None => 0,
+    })
 }
 
 /// The partition among `candidates` where `req` would cost the most. A partition
@@ -657,6 +694,37 @@ mod tests {
         (f.min_nodes, f.max_nodes, f.num_tasks, f.partition_nodes) = (1, 4, NO_VAL, 0);
         (f.exclusive, f.node_max_cpus) = (true, 48);
         assert_eq!(priced(&f).resources.cpus, 192);
+    }
+
+    #[test]
+    fn a_record_prices_as_its_submission_did() {
+        // slurmctld writes the task count it derives (num_tasks) into the record after
+        // job_submit; the record must price as the submission did.
+        let mut submitted = fields();
+        submitted.partition_nodes = 64;
+        // `-N 1-8 --ntasks-per-node=16`: up to 8 nodes of 16 tasks.
+        (submitted.min_nodes, submitted.max_nodes, submitted.ntasks_per_node) = (1, 8, 16);
+        let mut record = submitted.clone();
+        record.num_tasks = 16;
+        assert_eq!(priced(&submitted).resources.cpus, 128);
+        assert_eq!(priced(&record).resources, priced(&submitted).resources);
+        // `--gpus=8 --gpus-per-task=1 --mem=1000`: 8 tasks, on up to 8 nodes.
+        let mut submitted = fields();
+        submitted.partition_nodes = 64;
+        (submitted.tres_per_job, submitted.tres_per_task) = (Some("gres:gpu:8".into()), Some("gres:gpu:1".into()));
+        submitted.pn_min_memory = 1000;
+        let mut record = submitted.clone();
+        record.num_tasks = 8;
+        let r = priced(&submitted).resources;
+        assert_eq!((r.nodes, r.cpus, r.mem_mb, r.gpus[""]), (8, 8, 8000, 8), "the forms agree: 8 GPUs, not 16");
+        assert_eq!(priced(&record).resources, r);
+        // `--gpus=8 --gpus-per-node=4`: 2 nodes.
+        (submitted.tres_per_task, submitted.tres_per_node) = (None, Some("gres:gpu:4".into()));
+        assert_eq!(priced(&submitted).resources.nodes, 2);
+        // `--mincpus=4 -N 2`: 4 CPUs on each node.
+        let mut f = fields();
+        (f.min_nodes, f.max_nodes, f.pn_min_cpus) = (2, 2, 4);
+        assert_eq!(priced(&f).resources.cpus, 8);
     }
 
     #[test]

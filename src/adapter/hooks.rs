@@ -417,10 +417,11 @@ impl Hooks {
         }
     }
 
-    /// An update of a job that has no hold: one asbb let pass (exempt), one admitted
-    /// unchecked while the ledger was down, or one from before asbb. Such a job must
-    /// not become one asbb charges for (moved to a priced partition or account) without
-    /// being priced: that update is refused, and the job can be submitted again.
+    /// An update of a job that has no hold. One asbb let pass (exempt) must not become
+    /// one asbb charges for (moved to a priced partition or account) without being
+    /// priced: that update is refused, and the job can be submitted again. One that
+    /// was priced but holds nothing (admitted unchecked while the ledger was down, or
+    /// from before asbb) is charged when it ends, like any job, and is not followed.
     /// Operators' updates go through.
     fn modify_without_hold(
         &mut self,

@@ -262,6 +262,7 @@ impl<'a> JobDesc<'a> {
             ntasks_per_node: d.ntasks_per_node,
             cpus_per_task: d.cpus_per_task,
             min_cpus: d.min_cpus,
+            pn_min_cpus: d.pn_min_cpus,
             pn_min_memory: d.pn_min_memory,
             tres_per_node: self.str(|d| d.tres_per_node),
             tres_per_job: self.str(|d| d.tres_per_job),

@@ -172,6 +172,10 @@ impl<'a> JobRecord<'a> {
             ntasks_per_node: pick16(unum16(|d| d.ntasks_per_node), det.map_or(sys::NO_VAL16, |d| d.ntasks_per_node)),
             cpus_per_task: pick16(unum16(|d| d.cpus_per_task), det.map_or(sys::NO_VAL16, |d| d.orig_cpus_per_task)),
             min_cpus: pick(unum(|d| d.min_cpus), det.map_or(sys::NO_VAL, |d| d.orig_min_cpus)),
+            pn_min_cpus: pick16(
+                unum16(|d| d.pn_min_cpus),
+                det.map_or(sys::NO_VAL16, |d| u16::try_from(d.orig_pn_min_cpus).unwrap_or(u16::MAX)),
+            ),
             pn_min_memory,
             tres_per_node: or_str(ustr(|d| d.tres_per_node), self.str(|j| j.tres_per_node)),
             tres_per_job: or_str(ustr(|d| d.tres_per_job), self.str(|j| j.tres_per_job)),
