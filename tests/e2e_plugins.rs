@@ -239,10 +239,32 @@ fn node_ranges_and_tasks_without_a_node_count_hold_for_the_most_nodes() {
     // `--mincpus=2`: 2 CPUs on its node.
     let min_cpus = submit(&["-N", "1", "--mincpus=2"]);
     assert_eq!(site.held_by(&site.token_of(min_cpus)), 2 * 600_000);
-    for id in [ranged, tasks, fixed, per_node, min_cpus] {
+    // `-w` naming 4 nodes runs on all 4 (slurmctld raises the node count after
+    // job_submit; it may keep the job or refuse it for the FUTURE ones).
+    let named = format!("{},ghost[1-3]", site.cluster.node_name());
+    let out = site
+        .cluster
+        .sbatch_as(USER, &["-A", "chem", "-p", "wide", "-t", "10", "-H", "-w", &named, "--mem=1G", "--wrap", "true"]);
+    assert_eq!(
+        site.sql_i64("SELECT estimate_micros FROM jobs WHERE ?1 = ?1 ORDER BY token DESC LIMIT 1", ""),
+        4 * 1_200_000
+    );
+    if out.status.success() {
+        let id = submitted_id(&out).to_string();
+        assert!(site.cluster.run_as(USER, "scancel", &[&id]).status.success());
+    }
+    // So does a pending job its owner points at those nodes (`ReqNodeList`, which
+    // scontrol sends without a node count): held for 4 whether or not slurmctld keeps
+    // the update (a growth it refuses stays held until the job ends).
+    let pointed = submit(&["--mem=1G"]);
+    assert_eq!(site.held_by(&site.token_of(pointed)), 1_200_000);
+    update_as(&site, USER, &[&format!("JobId={pointed}"), &format!("ReqNodeList={named}")]);
+    assert_eq!(site.held_by(&site.token_of(pointed)), 4 * 1_200_000);
+    for id in [ranged, tasks, fixed, per_node, min_cpus, pointed] {
         assert!(site.cluster.run_as(USER, "scancel", &[&id.to_string()]).status.success());
         assert_eq!(site.wait_settled(&site.token_of(id)), "settled");
     }
+    site.wait_sql_i64("SELECT held_micros FROM accounts WHERE name = ?1", "chem", 0, Duration::from_secs(30));
     site.assert_clean();
 }
 

@@ -72,6 +72,8 @@ pub struct SubmitFields {
     pub min_cpus: u32,
     /// `--mincpus`: CPUs on each node.
     pub pn_min_cpus: u16,
+    /// Nodes the job names (`-w`, `ReqNodeList`); 0 when none. It runs on all of them.
+    pub req_node_count: u32,
     /// Raw `pn_min_memory` in MB (MEM_PER_CPU flag for per-CPU memory).
     pub pn_min_memory: u64,
     pub tres_per_node: Option<String>,
@@ -340,7 +342,8 @@ impl SubmitFields {
 
     /// Total resources for one task of the job (one array element).
     fn resources(&self) -> Result<Resources, FieldError> {
-        let min_nodes = present(self.min_nodes).unwrap_or(1);
+        // slurmctld raises the node count to the nodes a job names, after job_submit.
+        let min_nodes = present(self.min_nodes).unwrap_or(1).max(self.req_node_count);
         if min_nodes > MAX_NODES {
             return Err(SpecError::TooLarge(format!("{min_nodes} nodes")).into());
         }
@@ -725,6 +728,10 @@ mod tests {
         let mut f = fields();
         (f.min_nodes, f.max_nodes, f.pn_min_cpus) = (2, 2, 4);
         assert_eq!(priced(&f).resources.cpus, 8);
+        // `-w n[1-3]`: at least the 3 nodes named.
+        let mut f = fields();
+        (f.req_node_count, f.pn_min_memory) = (3, 1000);
+        assert_eq!((priced(&f).resources.nodes, priced(&f).resources.mem_mb), (3, 3000));
     }
 
     #[test]

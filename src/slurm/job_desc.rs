@@ -169,6 +169,39 @@ pub fn most_partition_nodes(list: &str) -> u32 {
         .unwrap_or(0)
 }
 
+/// How many nodes a node list names (`n[1-8],gpu01`), by SLURM's own hostlist
+/// parser; 0 for none, or for one it cannot read (slurmctld refuses that job).
+pub fn node_list_count(list: Option<&str>) -> u32 {
+    type Create = unsafe extern "C" fn(*const c_char) -> *mut c_void;
+    type Count = unsafe extern "C" fn(*mut c_void) -> c_int;
+    type Destroy = unsafe extern "C" fn(*mut c_void);
+    let Some(list) = list.map(str::trim).filter(|l| !l.is_empty()) else { return 0 };
+    let Ok(c_list) = CString::new(list) else { return 0 };
+    // SAFETY: slurm.h: `hostlist_t slurm_hostlist_create(const char *)` (a pointer
+    // since 23.11), `int slurm_hostlist_count(hostlist_t)`, `void
+    // slurm_hostlist_destroy(hostlist_t)`.
+    let (Some(create), Some(count), Some(destroy)) = (unsafe {
+        (
+            function::<Create>(c"slurm_hostlist_create"),
+            function::<Count>(c"slurm_hostlist_count"),
+            function::<Destroy>(c"slurm_hostlist_destroy"),
+        )
+    }) else {
+        return 0;
+    };
+    // SAFETY: the list is a C string that outlives the call; the hostlist is ours
+    // until destroyed, once.
+    unsafe {
+        let hostlist = create(c_list.as_ptr());
+        if hostlist.is_null() {
+            return 0;
+        }
+        let n = count(hostlist);
+        destroy(hostlist);
+        n.max(0) as u32
+    }
+}
+
 /// slurmctld's record of the partition called `name` (NULL when there is none).
 /// Call only under slurmctld's partition read lock.
 fn find_partition(name: &str) -> Option<*mut sys::part_record_t> {
@@ -263,6 +296,7 @@ impl<'a> JobDesc<'a> {
             cpus_per_task: d.cpus_per_task,
             min_cpus: d.min_cpus,
             pn_min_cpus: d.pn_min_cpus,
+            req_node_count: node_list_count(self.str(|d| d.req_nodes).as_deref()),
             pn_min_memory: d.pn_min_memory,
             tres_per_node: self.str(|d| d.tres_per_node),
             tres_per_job: self.str(|d| d.tres_per_job),

@@ -172,6 +172,10 @@ impl<'a> JobRecord<'a> {
             ntasks_per_node: pick16(unum16(|d| d.ntasks_per_node), det.map_or(sys::NO_VAL16, |d| d.ntasks_per_node)),
             cpus_per_task: pick16(unum16(|d| d.cpus_per_task), det.map_or(sys::NO_VAL16, |d| d.orig_cpus_per_task)),
             min_cpus: pick(unum(|d| d.min_cpus), det.map_or(sys::NO_VAL, |d| d.orig_min_cpus)),
+            // SAFETY: details is NULL or owned by the live record; req_nodes is NULL or a C string.
+            req_node_count: crate::slurm::job_desc::node_list_count(
+                or_str(ustr(|d| d.req_nodes), det.and_then(|d| unsafe { read_str(d.req_nodes) })).as_deref(),
+            ),
             pn_min_cpus: pick16(
                 unum16(|d| d.pn_min_cpus),
                 det.map_or(sys::NO_VAL16, |d| u16::try_from(d.orig_pn_min_cpus).unwrap_or(u16::MAX)),
