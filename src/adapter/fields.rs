@@ -347,8 +347,9 @@ impl SubmitFields {
         if min_nodes > MAX_NODES {
             return Err(SpecError::TooLarge(format!("{min_nodes} nodes")).into());
         }
-        let given_tasks = self.given_tasks()?;
-        let nodes = self.most_nodes(min_nodes, given_tasks)?;
+        let forms = GpuForms::read(self)?;
+        let given_tasks = self.given_tasks(&forms);
+        let nodes = self.most_nodes(min_nodes, given_tasks, &forms);
         let cpus_per_task = present16(self.cpus_per_task).unwrap_or(1) as u64;
         // slurmctld gives each node at least `--ntasks-per-node` tasks' CPUs.
         let tasks = match (given_tasks, present16(self.ntasks_per_node)) {
@@ -357,7 +358,7 @@ impl SubmitFields {
             (None, Some(per_node)) => per_node as u64 * nodes as u64,
             (None, None) => nodes as u64,
         };
-        let gpus = self.gpus(nodes, tasks)?;
+        let gpus = self.gpus(&forms, nodes, tasks)?;
         let gpu_count: u64 = gpus.values().map(|&n| n as u64).sum();
         let per_gpu = |spec: &Option<String>| -> Result<u64, FieldError> {
             Ok(match spec.as_deref().filter(|s| !s.trim().is_empty()) {
@@ -391,31 +392,27 @@ impl SubmitFields {
         res.validate()?;
         Ok(res)
     }
-}
 
-impl SubmitFields {
     /// The GPUs of one task of the job (one array element), by type (`""` untyped):
     /// per job, per node, per task and per socket.
-    fn gpus(&self, nodes: u32, tasks: u64) -> Result<BTreeMap<String, u32>, FieldError> {
+    fn gpus(&self, forms: &GpuForms, nodes: u32, tasks: u64) -> Result<BTreeMap<String, u32>, FieldError> {
         // Without --sockets-per-node slurmctld refuses the job after job_submit.
         let sockets = present16(self.sockets_per_node).unwrap_or(1) as u64;
-        let forms = [
-            (&self.tres_per_job, 1),
-            (&self.tres_per_node, nodes as u64),
-            (&self.tres_per_task, tasks),
-            (&self.tres_per_socket, sockets.saturating_mul(nodes as u64)),
+        let counted = [
+            (&forms.per_job, 1),
+            (&forms.per_node, nodes as u64),
+            (&forms.per_task, tasks),
+            (&forms.per_socket, sockets.saturating_mul(nodes as u64)),
         ];
         // SLURM makes the forms agree (per job >= per node >= per socket): a job gets
         // the most any of them asks for, not their sum.
         let mut gpus: BTreeMap<String, u32> = BTreeMap::new();
-        for (spec, mult) in forms {
-            if let Some(s) = spec.as_deref().filter(|s| !s.trim().is_empty()) {
-                for (typ, n) in parse_gpu_spec(s)? {
-                    let total = u32::try_from((n as u64).saturating_mul(mult))
-                        .map_err(|_| SpecError::TooLarge(format!("GPUs in {s}")))?;
-                    let slot = gpus.entry(typ).or_insert(0);
-                    *slot = (*slot).max(total);
-                }
+        for (form, mult) in counted {
+            for (typ, &n) in form {
+                let total = (n as u64).saturating_mul(mult);
+                let total = u32::try_from(total).map_err(|_| SpecError::TooLarge(format!("{total} GPUs")))?;
+                let slot = gpus.entry(typ.clone()).or_insert(0);
+                *slot = (*slot).max(total);
             }
         }
         Ok(gpus)
@@ -423,12 +420,12 @@ impl SubmitFields {
 
     /// The tasks the job asks for: `-n`, or, without it, `--gpus` over
     /// `--gpus-per-task` (slurmctld sets that count after job_submit).
-    fn given_tasks(&self) -> Result<Option<u64>, FieldError> {
+    fn given_tasks(&self, forms: &GpuForms) -> Option<u64> {
         if let Some(n) = present(self.num_tasks) {
-            return Ok(Some(n as u64));
+            return Some(n as u64);
         }
-        let (per_job, per_task) = (gpu_total(&self.tres_per_job)?, gpu_total(&self.tres_per_task)?);
-        Ok((per_job > 0 && per_task > 0).then(|| per_job.div_ceil(per_task)))
+        let (per_job, per_task) = (GpuForms::total(&forms.per_job), GpuForms::total(&forms.per_task));
+        (per_job > 0 && per_task > 0).then(|| per_job.div_ceil(per_task))
     }
 
     /// The most nodes SLURM may allocate the job, which is what its per-node requests
@@ -437,14 +434,14 @@ impl SubmitFields {
     /// count, a node per task (per `--ntasks-per-node` tasks) or per GPU of `--gpus`
     /// (per `--gpus-per-node`); never more than its largest partition has, nor fewer
     /// than `min_nodes`.
-    fn most_nodes(&self, min_nodes: u32, tasks: Option<u64>) -> Result<u32, FieldError> {
+    fn most_nodes(&self, min_nodes: u32, tasks: Option<u64>, forms: &GpuForms) -> u32 {
         let by_tasks = match (tasks, present16(self.ntasks_per_node)) {
             (Some(tasks), Some(per_node)) => tasks.div_ceil(per_node as u64),
             (Some(tasks), None) => tasks,
             (None, _) => min_nodes as u64,
         };
         // `--gpus=16` may land on 16 nodes, or `--gpus=16 --gpus-per-node=4` on 4.
-        let by_gpus = match (gpu_total(&self.tres_per_job)?, gpu_total(&self.tres_per_node)?) {
+        let by_gpus = match (GpuForms::total(&forms.per_job), GpuForms::total(&forms.per_node)) {
             (0, _) => 0,
             (per_job, 0) => per_job,
             (per_job, per_node) => per_job.div_ceil(per_node),
@@ -454,16 +451,39 @@ impl SubmitFields {
             0 => most.min(MAX_NODES as u64),
             n => most.min(n as u64),
         };
-        Ok((most as u32).max(min_nodes))
+        (most as u32).max(min_nodes)
     }
 }
 
-/// All the GPUs a `tres_per_*` field names, of every type.
-fn gpu_total(spec: &Option<String>) -> Result<u64, FieldError> {
-    Ok(match spec.as_deref().filter(|s| !s.trim().is_empty()) {
-        Some(s) => parse_gpu_spec(s)?.values().map(|&n| n as u64).sum(),
-        None => 0,
-    })
+/// The GPUs a job asks for in each of SLURM's forms, by type (`""` untyped), each
+/// `tres_per_*` field parsed once.
+struct GpuForms {
+    per_job: BTreeMap<String, u32>,
+    per_node: BTreeMap<String, u32>,
+    per_task: BTreeMap<String, u32>,
+    per_socket: BTreeMap<String, u32>,
+}
+
+impl GpuForms {
+    fn read(f: &SubmitFields) -> Result<GpuForms, FieldError> {
+        let parse = |spec: &Option<String>| -> Result<BTreeMap<String, u32>, FieldError> {
+            match spec.as_deref().filter(|s| !s.trim().is_empty()) {
+                Some(s) => Ok(parse_gpu_spec(s)?),
+                None => Ok(BTreeMap::new()),
+            }
+        };
+        Ok(GpuForms {
+            per_job: parse(&f.tres_per_job)?,
+            per_node: parse(&f.tres_per_node)?,
+            per_task: parse(&f.tres_per_task)?,
+            per_socket: parse(&f.tres_per_socket)?,
+        })
+    }
+
+    /// All the GPUs of one form, of every type.
+    fn total(form: &BTreeMap<String, u32>) -> u64 {
+        form.values().map(|&n| n as u64).sum()
+    }
 }
 
 /// The partition among `candidates` where `req` would cost the most. A partition

@@ -392,7 +392,8 @@ impl Hooks {
             refusal: Refusal::BudgetRule,
         };
         let as_owner = effective_update(record, merged, Caller::Owner, call.pending);
-        if as_owner.is_some_and(|a| cost_shape(&a, self.config()) != cost_shape(record, self.config())) {
+        let config = self.config();
+        if as_owner.is_some_and(|a| !same_cost(&a.to_request(config), &record.to_request(config))) {
             return refuse(format!("asbb: only the owner of job {job_id} or an operator can change what it costs"));
         }
         if call.releasing {
@@ -438,13 +439,13 @@ impl Hooks {
         let Some(after) = effective_update(record, merged, Caller::Owner, call.pending) else {
             return allow;
         };
-        if cost_shape(&after, self.config()) == cost_shape(record, self.config()) {
+        let (before, after) = (record.to_request(self.config()), after.to_request(self.config()));
+        if same_cost(&before, &after) {
             return allow;
         }
-        let (before, after) = match (record.to_request(self.config()), after.to_request(self.config())) {
-            (before, Ok(ReadRequest::Priced(after))) => (before, after),
+        let Ok(ReadRequest::Priced(after)) = after else {
             // Exempt after the update, or not a request asbb can read (slurmctld judges).
-            _ => return allow,
+            return allow;
         };
         // Whether asbb acts on a job asking for `req` (holds, holds back or refuses it).
         fn charged(b: &mut crate::core::decisions::Budget, req: &JobRequest, now: i64) -> Result<bool, BudgetError> {
@@ -742,13 +743,16 @@ pub fn completion_setup(expected: CompletionHook, loaded: CompletionHooksLoaded)
     Some(LogLine::error(text))
 }
 
-/// What an update can change of what a job costs: its request less its id and name,
-/// or why it passes, or why asbb cannot read it.
-fn cost_shape(fields: &SubmitFields, config: &Config) -> Result<ReadRequest, FieldError> {
-    fields.to_request(config).map(|read| match read {
-        ReadRequest::Priced(req) => ReadRequest::Priced(JobRequest { job_id: None, job_name: None, ..req }),
-        exempt => exempt,
-    })
+/// Whether two readings of a job cost alike: the same request but for its id and
+/// name, or both passing, or both unreadable, for the same reason.
+fn same_cost(a: &Result<ReadRequest, FieldError>, b: &Result<ReadRequest, FieldError>) -> bool {
+    match (a, b) {
+        (Ok(ReadRequest::Priced(a)), Ok(ReadRequest::Priced(b))) => {
+            JobRequest { job_id: None, job_name: None, ..a.clone() }
+                == JobRequest { job_id: None, job_name: None, ..b.clone() }
+        }
+        _ => a == b,
+    }
 }
 
 #[cfg(test)]

@@ -158,8 +158,13 @@ pub fn partition(name: Option<&str>, all_memory: bool) -> Option<PartInfo> {
 }
 
 /// The most nodes of any partition in a comma list (a job listing several may run in
-/// the largest). Call only under slurmctld's partition read lock.
+/// the largest); 0 for a single name, which the caller's own record answers (no
+/// second look-up on every submission). Call only under slurmctld's partition read
+/// lock.
 pub fn most_partition_nodes(list: &str) -> u32 {
+    if !list.contains(',') {
+        return 0;
+    }
     list.split(',')
         .filter_map(|name| find_partition(name.trim()))
         // SAFETY: NULL or a live partition record, protected by the partition read lock.

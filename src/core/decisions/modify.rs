@@ -46,7 +46,9 @@ impl Budget {
                     let one_task = JobRequest { array_tasks: 1, ..req.clone() };
                     let per_task_new = cost::estimate(&self.config, &one_task)?.micros();
                     let per_task_old = job.estimate.micros() / job.tasks_total as i64;
-                    let grow = (per_task_new - per_task_old)
+                    let grow = per_task_new
+                        .checked_sub(per_task_old)
+                        .ok_or(BudgetError::Overflow)?
                         .max(0)
                         .checked_mul(req.array_tasks.max(1) as i64)
                         .ok_or(BudgetError::Overflow)?;
@@ -72,8 +74,8 @@ impl Budget {
                 // validates the update and may still refuse it (a time limit below the
                 // job's TimeMin, an unknown node name), keeping the job as it was; a
                 // smaller job's unused hold comes back when it ends.
-                let delta = new_hold.micros() - job.held.micros();
-                if delta <= 0 {
+                let delta = new_hold.checked_sub(job.held).ok_or(BudgetError::Overflow)?;
+                if delta <= Money::ZERO {
                     Modified::Unchanged
                 } else {
                     let acc = tx.account_by_id(job.account_id)?;
@@ -84,29 +86,29 @@ impl Budget {
                             Some(g) => grant_available_of(&g, &allocs, now),
                             None => Money::ZERO,
                         };
-                        if left.micros() < delta && left < available {
+                        if left < delta && left < available {
                             return Ok(Modified::Refused {
                                 reason: format!(
                                     "asbb: grant '{grant}' cannot cover this change: it needs {} more, {} of it available to account '{}'",
-                                    Money::from_micros(delta),
+                                    delta,
                                     left.max(Money::ZERO),
                                     acc.name
                                 ),
                             });
                         }
                     }
-                    if available.micros() < delta {
+                    if available < delta {
                         return Ok(Modified::Refused {
                             reason: format!(
                                 "asbb: account '{}' cannot cover this change: it needs {} more, {} available",
                                 acc.name,
-                                Money::from_micros(delta),
+                                delta,
                                 available.max(Money::ZERO)
                             ),
                         });
                     }
                     let key = tx.next_modify_key(token)?;
-                    adjust_hold(&tx, &key, &job, Money::from_micros(delta), now)?;
+                    adjust_hold(&tx, &key, &job, delta, now)?;
                     tx.update_request(token, req, estimate)?;
                     Modified::Repriced { old_hold: job.held, new_hold }
                 }

@@ -7,6 +7,7 @@
 use crate::core::config::{BillingWeights, Config, Partition, Pricing, TresRates};
 use crate::core::money::{Money, MICROS_PER_UNIT};
 use crate::core::pricing::job::{JobRequest, Resources};
+use std::borrow::Cow;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CostError {
@@ -125,8 +126,8 @@ pub fn estimate(config: &Config, req: &JobRequest) -> Result<Money, CostError> {
 /// A request's untyped GPUs (`--gres=gpu:8`) counted as the partition's dearest GPU
 /// type: SLURM may give any type, and the run is charged at the type it got. (Only
 /// for requests: an allocation's GPUs without a type are on nodes that have none.)
-fn untyped_gpus_at_dearest_type(partition: &Partition, res: &Resources) -> Resources {
-    let Some(&count) = res.gpus.get("") else { return res.clone() };
+fn untyped_gpus_at_dearest_type<'r>(partition: &Partition, res: &'r Resources) -> Cow<'r, Resources> {
+    let Some(&count) = res.gpus.get("") else { return Cow::Borrowed(res) };
     let dearest = match &partition.pricing {
         Pricing::Tres(r) => r
             .gpu_typed
@@ -142,12 +143,12 @@ fn untyped_gpus_at_dearest_type(partition: &Partition, res: &Resources) -> Resou
             .map(|(typ, _)| typ),
         Pricing::Aws { .. } => None,
     };
-    let Some(typ) = dearest else { return res.clone() };
+    let Some(typ) = dearest else { return Cow::Borrowed(res) };
     let mut priced = res.clone();
     priced.gpus.remove("");
     let slot = priced.gpus.entry(typ.clone()).or_insert(0);
     *slot = slot.saturating_add(count);
-    priced
+    Cow::Owned(priced)
 }
 
 #[cfg(test)]
