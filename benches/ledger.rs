@@ -46,6 +46,10 @@ fn main() {
     // caches, and this phase is what job_submit's time inside slurmctld tracks.
     let cold_iterations = env_or("ASBB_BENCH_COLD_ITERATIONS", 2_000);
     let evict_mib = env_or("ASBB_BENCH_EVICT_MIB", 16) as usize;
+    // One account's submissions back to back (a user's sbatch loop): each may decide
+    // from what the one before read (`ReadCache`), where the phases above, a completion
+    // after every submission, always read the ledger again.
+    let burst_iterations = env_or("ASBB_BENCH_BURST_ITERATIONS", 5_000);
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("bench.db");
     let config_text = format!(
@@ -97,6 +101,8 @@ fn main() {
         run_jobs(&mut budget, accounts, &mut next_job, cold_iterations, paced_gap_us, evict_mib, Measure::Micros);
     // Unchanged from wal_mib_after when the checkpointer rewound the WAL meanwhile.
     let wal_after_paced = wal_len();
+    let (mut burst_check_us, burst_hits) = run_burst(&mut budget, &mut next_job, burst_iterations, 0);
+    let (mut burst_cold_check_us, burst_cold_hits) = run_burst(&mut budget, &mut next_job, cold_iterations, evict_mib);
     drop(checkpointer);
     let floor_path = dir.path().join("floor.db");
     let mut floor_check_us = floor(&floor_path, accounts, iterations, 0, 0);
@@ -118,6 +124,11 @@ fn main() {
     println!("cold_evict_mib={evict_mib}");
     print_latency("cold_check", &mut cold_check_us);
     print_latency("cold_reconcile", &mut cold_reconcile_us);
+    println!("burst_iterations={burst_iterations}");
+    println!("burst_read_cache_hits={burst_hits}");
+    print_latency("burst_check", &mut burst_check_us);
+    println!("burst_cold_read_cache_hits={burst_cold_hits}");
+    print_latency("burst_cold_check", &mut burst_cold_check_us);
     print_latency("floor_check", &mut floor_check_us);
     print_latency("floor_cold_check", &mut floor_cold_check_us);
     let t = Instant::now();
@@ -204,44 +215,14 @@ fn run_jobs(
         let i = *next_job;
         *next_job += 1;
         let account = format!("acct{:05}", (i * 7919) % accounts);
-        let req = JobRequest {
-            user: "bench".into(),
-            uid: 1000,
-            account: account.clone(),
-            partition: "debug".into(),
-            resources: Resources { nodes: 1, cpus: 4, mem_mb: 8192, gpus: BTreeMap::new() },
-            time_limit_min: 60,
-            array_tasks: 1,
-            qos: None,
-            job_id: None,
-            job_name: None,
-        };
+        let req = request(&account);
         if gap_us > 0 {
             std::thread::sleep(std::time::Duration::from_micros(gap_us));
         }
         evict_caches();
         let (decision, figure) = measure.of(|| budget.check_and_hold(&req, 1_800_000_000 + i as i64).expect("check"));
         checks.push(figure);
-        let token = match decision {
-            Decision::Accept { token, .. } => token,
-            other => panic!("bench job not accepted: {other:?}"),
-        };
-        let done = JobCompletion {
-            cluster: "bench".into(),
-            job_id: 1_000_000 + i as u32,
-            hold_token: Some(token),
-            user: "bench".into(),
-            account,
-            partition: "debug".into(),
-            state: EndState::Completed,
-            start_time: 1_800_000_000 + i as i64,
-            end_time: 1_800_000_000 + i as i64 + 600,
-            allocated: Some(req.resources.clone()),
-            task_count: 1,
-            submit_time: 1_800_000_000 + i as i64,
-            run_index: 0,
-            qos: None,
-        };
+        let done = completion(i, decision, &req);
         evict_caches();
         let ((), figure) = measure.of(|| {
             budget.reconcile(&done, 1_800_000_700 + i as i64).expect("reconcile");
@@ -249,6 +230,75 @@ fn run_jobs(
         reconciles.push(figure);
     }
     (checks, reconciles)
+}
+
+/// A user's loop of `sbatch`: `n` submissions to one account, back to back with no
+/// job ending between them, then their completions. Gives each submission's time and
+/// how many decided from what the one before had read.
+/// With `evict_mib`, that much memory is walked before each, as in `run_jobs`.
+fn run_burst(budget: &mut Budget, next_job: &mut u64, n: u64, evict_mib: usize) -> (Vec<f64>, u64) {
+    let hits_before = budget.read_cache_hits();
+    let mut checks = Vec::with_capacity(n as usize);
+    let mut done = Vec::with_capacity(n as usize);
+    let mut evict = vec![0u8; evict_mib << 20];
+    for _ in 0..n {
+        let i = *next_job;
+        *next_job += 1;
+        let req = request("acct00001");
+        for byte in evict.iter_mut().step_by(64) {
+            *byte = byte.wrapping_add(1);
+        }
+        std::hint::black_box(&evict);
+        let t = Instant::now();
+        let decision = budget.check_and_hold(&req, 1_800_000_000 + i as i64).expect("check");
+        checks.push(t.elapsed().as_secs_f64() * 1e6);
+        done.push(completion(i, decision, &req));
+    }
+    let hits = budget.read_cache_hits() - hits_before;
+    for (i, c) in done.iter().enumerate() {
+        budget.reconcile(c, 1_800_000_700 + i as i64).expect("reconcile");
+    }
+    (checks, hits)
+}
+
+/// The bench's job: 4 CPUs, 8 GiB, an hour, in `account`.
+fn request(account: &str) -> JobRequest {
+    JobRequest {
+        user: "bench".into(),
+        uid: 1000,
+        account: account.into(),
+        partition: "debug".into(),
+        resources: Resources { nodes: 1, cpus: 4, mem_mb: 8192, gpus: BTreeMap::new() },
+        time_limit_min: 60,
+        array_tasks: 1,
+        qos: None,
+        job_id: None,
+        job_name: None,
+    }
+}
+
+/// Job `i`'s completion after 10 minutes (it must have been accepted).
+fn completion(i: u64, decision: Decision, req: &JobRequest) -> JobCompletion {
+    let token = match decision {
+        Decision::Accept { token, .. } => token,
+        other => panic!("bench job not accepted: {other:?}"),
+    };
+    JobCompletion {
+        cluster: "bench".into(),
+        job_id: 1_000_000 + i as u32,
+        hold_token: Some(token),
+        user: "bench".into(),
+        account: req.account.clone(),
+        partition: "debug".into(),
+        state: EndState::Completed,
+        start_time: 1_800_000_000 + i as i64,
+        end_time: 1_800_000_000 + i as i64 + 600,
+        allocated: Some(req.resources.clone()),
+        task_count: 1,
+        submit_time: 1_800_000_000 + i as i64,
+        run_index: 0,
+        qos: None,
+    }
 }
 
 /// The floor: `n` of the smallest write transactions a synchronous hold could be, on

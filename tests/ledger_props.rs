@@ -7,7 +7,7 @@
 
 use asbb::core::config::Config;
 use asbb::core::decisions::{Budget, Decision, Modified, Reconciled, FOREVER};
-use asbb::core::ledger::Ledger;
+use asbb::core::ledger::{Ledger, OpenMode};
 use asbb::core::money::Money;
 use asbb::core::pricing::cost;
 use asbb::core::pricing::job::{EndState, JobCompletion, JobRequest, Resources};
@@ -217,6 +217,111 @@ proptest! {
         let report = budget.verify().unwrap();
         prop_assert!(report.is_clean(), "{:?}", report.problems);
         check_oracle(&budget, &oracle)?;
+    }
+}
+
+/// A request of op `Submit`'s fields.
+fn request(account: usize, aws: bool, cpus: u32, minutes: u32, tasks: u32, gpus: u32) -> JobRequest {
+    JobRequest {
+        user: "u".into(),
+        uid: 1000,
+        account: ACCOUNTS[account].into(),
+        partition: if aws { "aws" } else { "debug" }.into(),
+        resources: Resources {
+            nodes: 1,
+            cpus,
+            mem_mb: 1024 * cpus as u64,
+            gpus: if gpus > 0 && !aws { BTreeMap::from([(String::new(), gpus)]) } else { BTreeMap::new() },
+        },
+        time_limit_min: minutes,
+        array_tasks: tasks,
+        qos: None,
+        job_id: None,
+        job_name: None,
+    }
+}
+
+/// A decision without its token (a quote has none).
+fn untokened(d: Decision) -> Decision {
+    match d {
+        Decision::Accept { estimate, available_after, .. } => {
+            Decision::Accept { token: String::new(), estimate, available_after }
+        }
+        Decision::Hold { estimate, reason, .. } => Decision::Hold { token: String::new(), estimate, reason },
+        other => other,
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    /// The submit path keeps what it read between calls (`ReadCache`). Two such
+    /// connections (two plugins) and an admin's share one file; every operation runs on
+    /// one of them, and before each submission the admin's connection quotes the same
+    /// request from the file: the submission must decide exactly as that fresh read does.
+    #[test]
+    fn a_submission_decides_as_a_fresh_read_of_the_ledger_would(
+        ops in proptest::collection::vec((op(), 0..3usize), 1..60)
+    ) {
+        let cfg = config();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let open = |mode| Budget::with_ledger(cfg.clone(), Ledger::open(&path, mode, 1000).unwrap());
+        let mut admin = open(OpenMode::CreateIfMissing);
+        let now = 1_780_000_000i64;
+        for a in ACCOUNTS {
+            admin.create_account(a, Money::from_dollars(20).unwrap(), now - 86_400, FOREVER, Money::ZERO, "test", now).unwrap();
+        }
+        let mut plugins = [open(OpenMode::MustExist), open(OpenMode::MustExist)];
+        let mut tokens: Vec<(String, JobRequest)> = Vec::new();
+        for (step, (op, on)) in ops.into_iter().enumerate() {
+            let t = now + step as i64 * 60;
+            let budget = if on == 2 { &mut admin } else { &mut plugins[on] };
+            match op {
+                Op::Deposit { account, dollars } => {
+                    let amount = Money::from_dollars(dollars as i64 / 20 + 1).unwrap();
+                    budget.deposit(ACCOUNTS[account], amount, now - 86_400, FOREVER, None, None, "test", t).unwrap();
+                }
+                Op::Submit { account, aws, cpus, minutes, tasks, gpus } => {
+                    let req = request(account, aws, cpus, minutes, tasks, gpus);
+                    let plugin = &mut plugins[on % 2];
+                    let fresh = admin.quote(&req, t).unwrap();
+                    let decided = plugin.check_and_hold(&req, t).unwrap();
+                    if let Decision::Accept { token, .. } = &decided {
+                        tokens.push((token.clone(), req.clone()));
+                    }
+                    prop_assert_eq!(untokened(decided), fresh);
+                }
+                Op::Modify { job, minutes } => {
+                    if let Some((token, req)) = tokens.get(job) {
+                        let mut req = req.clone();
+                        req.time_limit_min = minutes;
+                        budget.modify(token, &req, false, false, t).unwrap();
+                    }
+                }
+                Op::Replay { .. } => {}
+                Op::Complete { job, used_pct, .. } => {
+                    if let Some((token, req)) = tokens.get(job) {
+                        let elapsed = (req.time_limit_min as i64 * 60 * used_pct as i64) / 100;
+                        let c = JobCompletion {
+                            cluster: "c1".into(), job_id: 10_000 + job as u32, hold_token: Some(token.clone()),
+                            user: "u".into(), account: req.account.clone(), partition: req.partition.clone(),
+                            state: EndState::Completed, start_time: t - 3600, end_time: t - 3600 + elapsed,
+                            allocated: Some(req.resources.clone()), task_count: req.array_tasks,
+                            submit_time: now, run_index: 0, qos: None,
+                        };
+                        budget.reconcile(&c, t).unwrap();
+                    }
+                }
+                Op::Release { job } => {
+                    if let Some((token, _)) = tokens.get(job) {
+                        budget.release(token, t).unwrap();
+                    }
+                }
+            }
+        }
+        let report = admin.verify().unwrap();
+        prop_assert!(report.is_clean(), "{:?}", report.problems);
     }
 }
 

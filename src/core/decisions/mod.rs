@@ -36,7 +36,7 @@ pub use crate::core::ledger::verify::VerifyReport;
 pub use crate::core::ledger::JobSummary;
 use crate::core::ledger::{
     AccountRow, AllocationRow, EntryKind, GrantFunds, JobRow, JobState, Ledger, LedgerError, NewEntry, NewJob, NewRun,
-    OpenMode, Tx,
+    OpenMode, ReadCache, Tx,
 };
 use crate::core::money::Money;
 use crate::core::pricing::cost::{self, CostError};
@@ -179,6 +179,8 @@ pub struct Budget {
     /// in place under a running slurmctld, which `migrate` and the README rule out,
     /// could miss pairs: `verify` reports them.)
     known_job_users: std::collections::HashSet<(u32, i64)>,
+    /// What the submit path read, kept while nothing else writes the ledger.
+    reads: ReadCache,
 }
 
 /// UTC midnight of a `YYYY-MM-DD` date.
@@ -236,7 +238,13 @@ impl Budget {
     }
 
     pub fn with_ledger(config: Config, ledger: Ledger) -> Budget {
-        Budget { config, ledger, known_job_users: Default::default() }
+        Budget { config, ledger, known_job_users: Default::default(), reads: ReadCache::default() }
+    }
+
+    /// How many submissions decided from what an earlier one had read (benchmarks,
+    /// tests).
+    pub fn read_cache_hits(&self) -> u64 {
+        self.reads.hits()
     }
 
     /// Recomputes every balance from the journal and checks every invariant.

@@ -128,7 +128,7 @@ impl Budget {
                 // The approval threshold is re-checked at every release (the job may have
                 // grown since it was submitted); only an operator's release approves.
                 let ask = GrantAsk::stored(job.grant_number.as_deref());
-                match decide(&self.config, &tx, &whole, &domain, ask, now, approved)? {
+                match decide(&self.config, &tx, &mut ReadCache::default(), &whole, &domain, ask, now, approved)? {
                     // Place the learned hold, not necessarily the estimate.
                     Verdict::Fits { account, hold, grant, .. } if !needs_approval => {
                         let grant = grant.as_ref().map(|g| g.number.as_str());
@@ -191,7 +191,7 @@ impl Budget {
             waiting(&tx, JobState::Denied, reason, per_task)?
         } else {
             let ask = GrantAsk::stored(job.grant_number.as_deref());
-            match decide(&self.config, &tx, &req, &domain, ask, now, false)? {
+            match decide(&self.config, &tx, &mut ReadCache::default(), &req, &domain, ask, now, false)? {
                 Verdict::Fits { account, estimate, hold, grant, .. } => {
                     let grant = grant.as_ref().map(|g| g.number.as_str());
                     let row = NewJob {

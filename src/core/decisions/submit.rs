@@ -21,7 +21,7 @@ impl Budget {
         let tx = Tx::read(&mut self.ledger)?;
         let domain = meta.research_domain.as_deref().unwrap_or("");
         let ask = GrantAsk::of(&self.config, &req.account, meta.grant_number.as_deref());
-        let verdict = decide(&self.config, &tx, req, domain, ask, now, false)?;
+        let verdict = decide(&self.config, &tx, &mut ReadCache::default(), req, domain, ask, now, false)?;
         if let Some(refusal) = check_metadata(&verdict, meta) {
             return Ok((refusal, None));
         }
@@ -46,54 +46,57 @@ impl Budget {
     /// the job; `max_cost` must cover the estimate.
     pub fn submit(&mut self, req: &JobRequest, meta: &JobMetadata, now: i64) -> Result<Decision, BudgetError> {
         let tx = Tx::write(&mut self.ledger)?;
+        // What the last submission read stays good while nothing else wrote the ledger.
+        let reads = &mut self.reads;
+        reads.begin(&tx)?;
         let domain = meta.research_domain.as_deref().unwrap_or("");
         let ask = GrantAsk::of(&self.config, &req.account, meta.grant_number.as_deref());
-        let verdict = decide(&self.config, &tx, req, domain, ask, now, false)?;
+        let verdict = decide(&self.config, &tx, reads, req, domain, ask, now, false)?;
         if let Some(refusal) = check_metadata(&verdict, meta) {
+            reads.unchanged();
             return Ok(refusal);
         }
-        let known_users = &self.known_job_users;
-        let user_known = |account: &AccountRow| known_users.contains(&(req.uid, account.id));
-        let (decision, job_user) = match verdict {
-            Verdict::Done(d) => return Ok(d),
+        let (account, estimate, hold, grant, outcome) = match verdict {
+            Verdict::Done(d) => {
+                reads.unchanged();
+                return Ok(d);
+            }
             // Hold `hold` (= the estimate unless [learning] sized it down).
             Verdict::Fits { account, estimate, hold, available, grant } => {
-                let token = tx.new_token()?;
-                let grant = grant.as_ref().map(|g| g.number.as_str());
-                let row = NewJob {
-                    token: &token,
-                    account_id: account.id,
-                    req,
-                    estimate,
-                    held: hold,
-                    grant,
-                    meta: Some(meta),
-                    user_known: user_known(&account),
-                };
-                tx.insert_job(&row, JobState::Held, None, now)?;
-                postings::hold(&tx, &token, account.id, grant, hold, req.job_id, now, "submit")?;
                 let available_after = available.checked_sub(hold).ok_or(BudgetError::Overflow)?;
-                (Decision::Accept { token, estimate, available_after }, (req.uid, account.id))
+                (account, estimate, hold, grant, Ok(available_after))
             }
             Verdict::Held { account, estimate, reason, state, grant } => {
-                let token = tx.new_token()?;
-                let grant = grant.as_ref().map(|g| g.number.as_str());
-                let row = NewJob {
-                    token: &token,
-                    account_id: account.id,
-                    req,
-                    estimate,
-                    held: Money::ZERO,
-                    grant,
-                    meta: Some(meta),
-                    user_known: user_known(&account),
-                };
+                (account, estimate, Money::ZERO, grant, Err((state, reason)))
+            }
+        };
+        let (token, token_count) = reads.new_token(&tx)?;
+        let grant = grant.as_ref().map(|g| g.number.as_str());
+        let row = NewJob {
+            token: &token,
+            account_id: account.id,
+            req,
+            estimate,
+            held: hold,
+            grant,
+            meta: Some(meta),
+            user_known: self.known_job_users.contains(&(req.uid, account.id)),
+        };
+        let decision = match outcome {
+            Ok(available_after) => {
+                tx.insert_job(&row, JobState::Held, None, now)?;
+                postings::hold(&tx, &token, account.id, grant, hold, req.job_id, now, "submit")?;
+                Decision::Accept { token: token.clone(), estimate, available_after }
+            }
+            Err((state, reason)) => {
                 tx.insert_job(&row, state, Some(&reason), now)?;
-                (Decision::Hold { token, estimate, reason }, (req.uid, account.id))
+                Decision::Hold { token: token.clone(), estimate, reason }
             }
         };
         tx.commit()?;
-        self.known_job_users.insert(job_user);
+        self.known_job_users.insert((req.uid, account.id));
+        let total_changes = self.ledger.connection().total_changes();
+        self.reads.placed(token_count, &account.name, grant, hold, total_changes);
         Ok(decision)
     }
 }
@@ -187,10 +190,12 @@ pub(super) struct Standing<'a> {
 }
 
 /// The decision, shared by quote, check_and_hold, a release re-check and a re-run:
-/// [`price`] the request, read the job's [`Standing`], then [`judge`].
+/// [`price`] the request, read the job's [`Standing`] (through `reads`), then [`judge`].
+#[allow(clippy::too_many_arguments)]
 pub(super) fn decide(
     config: &Config,
     tx: &Tx<'_>,
+    reads: &mut ReadCache,
     req: &JobRequest,
     domain: &str,
     grant: Option<GrantAsk<'_>>,
@@ -201,14 +206,14 @@ pub(super) fn decide(
         Ok(estimate) => estimate,
         Err(done) => return Ok(Verdict::Done(done)),
     };
-    let Some(account) = tx.account_by_name(&req.account)? else {
+    let Some(account) = reads.account(tx, &req.account)? else {
         return Ok(Verdict::Done(unknown_account(config, &req.account, estimate)));
     };
     let grant = match grant {
-        Some(ask) => Some((ask, tx.grant_funds(ask.number)?)),
+        Some(ask) => Some((ask, reads.grant_funds(tx, ask.number)?)),
         None => None,
     };
-    let allocations = tx.allocations(account.id)?;
+    let allocations = reads.allocations(tx, account.id)?;
     let hold =
         crate::core::pricing::learning::hold_for(tx, account.id, &req.partition, domain, estimate, &config.learning)?;
     Ok(judge(config, estimate, Standing { account, grant, allocations, hold }, now, skip_approval))
@@ -499,5 +504,73 @@ mod tests {
             judge(&cfg, dollars(1), with(Some(grant("active", Some(7)))), NOW, false),
             Verdict::Fits { .. }
         ));
+    }
+
+    /// A run of submissions decides from what the first read, and still sees every
+    /// change another connection (an admin's deposit, another plugin's hold) or this one
+    /// (a release) makes in between.
+    #[test]
+    fn submissions_reuse_their_reads_until_the_ledger_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let cfg = config("");
+        let open = |mode| Budget::with_ledger(cfg.clone(), Ledger::open(&path, mode, 1000).unwrap());
+        let mut admin = open(OpenMode::CreateIfMissing);
+        admin.create_account("chem", dollars(10), NOW - DAY, FOREVER, Money::ZERO, "t", NOW).unwrap();
+        let mut plugin = open(OpenMode::MustExist);
+        let mut other = open(OpenMode::MustExist);
+        // 1 CPU for 60 minutes at $1/CPU-hour: $1 a job.
+        let req = JobRequest {
+            user: "u".into(),
+            uid: 1000,
+            account: "chem".into(),
+            partition: "debug".into(),
+            resources: crate::core::pricing::job::Resources { nodes: 1, cpus: 1, mem_mb: 0, gpus: Default::default() },
+            time_limit_min: 60,
+            array_tasks: 1,
+            qos: None,
+            job_id: None,
+            job_name: None,
+        };
+        let available_after = |d: Decision| match d {
+            Decision::Accept { available_after, .. } => available_after,
+            other => panic!("accepted: {other:?}"),
+        };
+        let mut tokens = Vec::new();
+        for left in [9, 8, 7] {
+            let d = plugin.check_and_hold(&req, NOW).unwrap();
+            if let Decision::Accept { token, .. } = &d {
+                tokens.push(token.clone());
+            }
+            assert_eq!(available_after(d), dollars(left));
+        }
+        assert_eq!(plugin.read_cache_hits(), 2, "the second and third decided from the first's reads");
+        // Another plugin's hold and an admin's deposit, on their own connections.
+        assert_eq!(available_after(other.check_and_hold(&req, NOW).unwrap()), dollars(6));
+        admin.deposit("chem", dollars(5), NOW - DAY, FOREVER, None, None, "t", NOW).unwrap();
+        assert_eq!(available_after(plugin.check_and_hold(&req, NOW).unwrap()), dollars(10));
+        assert_eq!(plugin.read_cache_hits(), 2, "the ledger changed: read again");
+        // This connection's own release.
+        plugin.release(&tokens[0], NOW).unwrap();
+        assert_eq!(available_after(plugin.check_and_hold(&req, NOW).unwrap()), dollars(10));
+        assert_eq!(available_after(plugin.check_and_hold(&req, NOW).unwrap()), dollars(9));
+        assert_eq!(plugin.read_cache_hits(), 3);
+        // A refusal writes nothing and keeps the reads.
+        let big = JobRequest { time_limit_min: 60 * 100, ..req.clone() };
+        assert!(matches!(plugin.check_and_hold(&big, NOW).unwrap(), Decision::Reject { .. }));
+        assert_eq!(available_after(plugin.check_and_hold(&req, NOW).unwrap()), dollars(8));
+        assert_eq!(plugin.read_cache_hits(), 5);
+        // Tokens still count 1, 2, 3... across connections: none repeated, none skipped.
+        let counts: Vec<u64> = admin
+            .ledger
+            .connection()
+            .prepare("SELECT token FROM jobs ORDER BY token")
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|t| u64::from_str_radix(&t.unwrap()[..10], 16).unwrap())
+            .collect();
+        assert_eq!(counts, (1..=counts.len() as u64).collect::<Vec<_>>());
+        assert!(admin.verify().unwrap().is_clean());
     }
 }

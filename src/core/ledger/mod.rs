@@ -9,12 +9,14 @@
 use crate::core::money::Money;
 use crate::core::pricing::job::{JobRequest, Resources};
 use crate::core::safe_fs;
+use once_cell::sync::Lazy;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod accounts;
 mod alerts;
+mod cache;
 mod grants;
 mod integration;
 pub mod jobs;
@@ -26,6 +28,7 @@ pub mod verify;
 
 pub(crate) use alerts::WatchedJob;
 pub use alerts::{AlertRecord, DeliveryRecord};
+pub use cache::ReadCache;
 pub use grants::Grant;
 pub(crate) use grants::NewGrantRow;
 pub(crate) use integration::{NewCostUpdate, NewFeedback};
@@ -670,6 +673,14 @@ pub(crate) const INDEXED_KEY: &str = "substr(txn_key, 1, 5) <> 'hold:' AND subst
 
 pub(crate) const JOB_COLS: &str = "token, account_id, user_name, uid, partition, job_id, job_name, nodes, cpus, mem_mb, gpus, time_limit_min, qos, estimate_micros, tasks_total, tasks_done, held_micros, hold_placed_micros, charged_micros, state, reason, submitted_at, settled_at, research_domain, grant_number";
 
+// The SQL of the per-call reads, built once from the column lists (a `format!` on
+// every call showed in slurmctld's profile).
+static ACCOUNT_BY_NAME: Lazy<String> = Lazy::new(|| format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE name = ?1"));
+static ACCOUNT_BY_ID: Lazy<String> = Lazy::new(|| format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"));
+static TXN_EXISTS: Lazy<String> =
+    Lazy::new(|| format!("SELECT 1 FROM journal WHERE txn_key = ?1 AND {INDEXED_KEY} LIMIT 1"));
+static JOB_BY_TOKEN: Lazy<String> = Lazy::new(|| format!("SELECT {JOB_COLS} FROM jobs WHERE token = ?1"));
+
 pub(crate) fn account_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
     Ok(AccountRow {
         id: r.get(0)?,
@@ -756,18 +767,11 @@ impl<'c> Tx<'c> {
     }
 
     pub fn account_by_name(&self, name: &str) -> Result<Option<AccountRow>, LedgerError> {
-        self.sql(|c| {
-            c.prepare_cached(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE name = ?1"))?
-                .query_row([name], account_from_row)
-                .optional()
-        })
+        self.sql(|c| c.prepare_cached(&ACCOUNT_BY_NAME)?.query_row([name], account_from_row).optional())
     }
 
     pub fn account_by_id(&self, id: i64) -> Result<AccountRow, LedgerError> {
-        self.sql(|c| {
-            c.prepare_cached(&format!("SELECT {ACCOUNT_COLS} FROM accounts WHERE id = ?1"))?
-                .query_row([id], account_from_row)
-        })
+        self.sql(|c| c.prepare_cached(&ACCOUNT_BY_ID)?.query_row([id], account_from_row))
     }
 
     pub fn allocations(&self, account_id: i64) -> Result<Vec<AllocationRow>, LedgerError> {
@@ -803,10 +807,7 @@ impl<'c> Tx<'c> {
             !["hold:", "charge:", "release-run:"].iter().any(|p| txn_key.starts_with(p)),
             "{txn_key} is not indexed"
         );
-        self.sql(|c| {
-            c.prepare_cached(&format!("SELECT 1 FROM journal WHERE txn_key = ?1 AND {INDEXED_KEY} LIMIT 1"))?
-                .exists([txn_key])
-        })
+        self.sql(|c| c.prepare_cached(&TXN_EXISTS)?.exists([txn_key]))
     }
 
     fn insert_entry(&self, e: &NewEntry<'_>) -> Result<(), LedgerError> {
@@ -864,20 +865,30 @@ impl<'c> Tx<'c> {
     /// (stored in token order) and the indexes keyed by token grow at their right
     /// edge: a submit touches the same few hot pages instead of a random leaf each.
     pub fn new_token(&self) -> Result<String, LedgerError> {
+        let latest = self.latest_token_count()?;
+        let random: i64 = self.sql(|c| c.prepare_cached("SELECT random()")?.query_row([], |r| r.get(0)))?;
+        Ok(token_text(latest.saturating_add(1), (random & 0xff_ffff) as u32))
+    }
+
+    /// The count in the latest job token.
+    pub(crate) fn latest_token_count(&self) -> Result<u64, LedgerError> {
         self.sql(|c| {
-            let (latest, random): (Option<String>, String) = c
-                .prepare_cached("SELECT (SELECT max(token) FROM jobs), lower(hex(randomblob(3)))")?
-                .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            let latest: Option<String> =
+                c.prepare_cached("SELECT max(token) FROM jobs")?.query_row([], |r| r.get(0))?;
             // Ledgers from before counted tokens hold random hex ones, which count too; a
             // latest token that is not hex at all (none asbb wrote) falls back to counting.
-            let count = match latest.as_deref().map(|t| t.get(..10).and_then(|h| u64::from_str_radix(h, 16).ok())) {
+            Ok(match latest.as_deref().map(|t| t.get(..10).and_then(|h| u64::from_str_radix(h, 16).ok())) {
                 None => 0,
                 Some(Some(n)) => n,
                 Some(None) => c.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0))?,
-            };
-            Ok(format!("{:010x}{random}", count.saturating_add(1)))
+            })
         })
     }
+}
+
+/// A job token: `count` as 10 hex digits, then 24 random bits as 6.
+pub(crate) fn token_text(count: u64, random_24_bits: u32) -> String {
+    format!("{count:010x}{:06x}", random_24_bits & 0xff_ffff)
 }
 
 /// An account's allocations, the one ending first first.
@@ -903,9 +914,7 @@ fn allocations_of(c: &Connection, account_id: i64) -> rusqlite::Result<Vec<Alloc
 
 /// The job with hold token `token`.
 fn job_by_token(c: &Connection, token: &str) -> rusqlite::Result<Option<JobRow>> {
-    c.prepare_cached(&format!("SELECT {JOB_COLS} FROM jobs WHERE token = ?1"))?
-        .query_row([token], job_from_row)
-        .optional()
+    c.prepare_cached(&JOB_BY_TOKEN)?.query_row([token], job_from_row).optional()
 }
 
 impl Drop for Tx<'_> {
