@@ -50,6 +50,7 @@ mod slurm {
         "job_state_reason",
         "slurm_err_t",
         "asbb_flags",
+        "job_defaults_t",
     ];
     const VARS: &[&str] = &[
         "SLURM_VERSION_NUMBER",
@@ -58,6 +59,7 @@ mod slurm {
         "NO_VAL.*",
         "INFINITE.*",
         "MEM_PER_CPU",
+        "JOB_DEF_.*",
         "JOB_STATE_BASE",
         "slurm_conf",
     ];

@@ -276,12 +276,20 @@ fn node_ranges_and_tasks_without_a_node_count_hold_for_the_most_nodes() {
 fn gpus_per_socket_and_cpus_and_memory_per_gpu_are_priced() {
     let toml = ASBB_TOML.replace(
         "[partitions.debug.rates]\ncpu = 3.6\n",
-        "[partitions.debug.rates]\ncpu = 3.6\nmem_gb = 3.6\n\"gres/gpu\" = 3.6\n",
+        "[partitions.debug.rates]\ncpu = 3.6\nmem_gb = 3.6\n\"gres/gpu\" = 3.6\n\
+         [partitions.gpudef.rates]\ncpu = 3.6\nmem_gb = 3.6\n\"gres/gpu\" = 3.6\n",
     );
-    let Some(mut site) = Site::start_with("e2egpus", &toml, &[], |o| o.conf("GresTypes=gpu")) else { return };
+    // slurm.conf gives each GPU 1 GB; partition gpudef gives it 4 CPUs too.
+    let Some(mut site) = Site::start_with("e2egpus", &toml, &[], |o| {
+        o.conf("GresTypes=gpu")
+            .conf("DefMemPerGPU=1024")
+            .partition("PartitionName=gpudef Nodes={node} DefCpuPerGPU=4 MaxTime=INFINITE State=UP")
+    }) else {
+        return;
+    };
     // 10 minutes: $0.60 a CPU, a GB or a GPU.
-    let priced = |args: &[&str]| -> i64 {
-        let mut all = vec!["-A", "chem", "-p", "debug", "-t", "10", "-H"];
+    let priced = |partition: &str, args: &[&str]| -> i64 {
+        let mut all = vec!["-A", "chem", "-p", partition, "-t", "10", "-H"];
         all.extend_from_slice(args);
         all.extend_from_slice(&["--wrap", "true"]);
         let out = site.cluster.sbatch_as(USER, &all);
@@ -292,9 +300,16 @@ fn gpus_per_socket_and_cpus_and_memory_per_gpu_are_priced() {
         }
         estimate
     };
-    assert_eq!(priced(&["--gpus-per-socket=2", "--sockets-per-node=2"]), 4 * 600_000 + 600_000, "4 GPUs, 1 CPU");
-    assert_eq!(priced(&["--gpus=2", "--cpus-per-gpu=3"]), 2 * 600_000 + 6 * 600_000, "2 GPUs, 6 CPUs");
-    assert_eq!(priced(&["--gpus=2", "--mem-per-gpu=1024"]), 2 * 600_000 + 600_000 + 2 * 600_000, "and 2 GB");
+    let dollars = |gpus: i64, cpus: i64, gb: i64| (gpus + cpus + gb) * 600_000;
+    assert_eq!(priced("debug", &["--gpus-per-socket=2", "--sockets-per-node=2"]), dollars(4, 1, 4), "4 GPUs");
+    assert_eq!(priced("debug", &["--gpus=2", "--cpus-per-gpu=3"]), dollars(2, 6, 2), "2 GPUs, 6 CPUs");
+    assert_eq!(
+        priced("debug", &["--gpus=2", "--mem-per-gpu=2048"]),
+        dollars(2, 1, 4),
+        "--mem-per-gpu over the default"
+    );
+    assert_eq!(priced("gpudef", &["--gpus=2"]), dollars(2, 8, 2), "DefCpuPerGPU=4 and slurm.conf's DefMemPerGPU");
+    assert_eq!(priced("gpudef", &["--gpus=2", "-c", "1", "--mem=1024"]), dollars(2, 1, 1), "-c and --mem over them");
     site.wait_sql_i64("SELECT held_micros FROM accounts WHERE name = ?1", "chem", 0, Duration::from_secs(30));
     site.assert_clean();
 }

@@ -107,11 +107,22 @@ pub struct SubmitFields {
     /// Nodes in the largest partition the job lists; 0 when unknown. SLURM may give a
     /// job up to this many nodes, whatever its task count asks for.
     pub partition_nodes: u32,
+    /// The partition's `DefCpuPerGPU` / `DefMemPerGPU` (else slurm.conf's; the most of
+    /// any partition the job lists): what each GPU brings unless the job says.
+    pub partition_gpu_defaults: GpuDefaults,
     /// The QOS SLURM gives a job that names none (the association's default).
     pub default_qos: Option<String>,
     /// slurmctld enforces associations and the user has none with this account (and
     /// partition): slurmctld would refuse the job, so asbb holds nothing for it.
     pub association_missing: bool,
+}
+
+/// `DefCpuPerGPU` and `DefMemPerGPU` (MB) of a partition or of slurm.conf; 0 where
+/// not set.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GpuDefaults {
+    pub cpus_per_gpu: u64,
+    pub mem_per_gpu_mb: u64,
 }
 
 /// What jobcomp sees of a finished run.
@@ -368,10 +379,22 @@ impl SubmitFields {
         };
         // Every node allocated gets at least `--mincpus` CPUs (1 without it).
         let per_node_cpus = present16(self.pn_min_cpus).unwrap_or(1) as u64;
+        // select/cons_tres gives each GPU the partition's DefCpuPerGPU CPUs unless the
+        // job says --cpus-per-task or --cpus-per-gpu, and its DefMemPerGPU unless the
+        // job says --mem-per-gpu or any memory of its own (`_set_gpu_defaults`).
+        let defaults = &self.partition_gpu_defaults;
+        let cpus_per_gpu = match per_gpu(&self.cpus_per_tres)? {
+            0 if present16(self.cpus_per_task).is_none() => defaults.cpus_per_gpu,
+            n => n,
+        };
+        let mem_per_gpu_mb = match per_gpu(&self.mem_per_tres)? {
+            0 if matches!(self.pn_min_memory, NO_VAL64) => defaults.mem_per_gpu_mb,
+            n => n,
+        };
         let mut cpus = (tasks * cpus_per_task)
             .max(present(self.min_cpus).unwrap_or(0) as u64)
             .max(per_node_cpus * nodes as u64)
-            .max(gpu_count.saturating_mul(per_gpu(&self.cpus_per_tres)?))
+            .max(gpu_count.saturating_mul(cpus_per_gpu))
             .max(1);
         if self.exclusive && self.node_max_cpus > 0 {
             cpus = cpus.max(self.node_max_cpus as u64 * nodes as u64);
@@ -387,7 +410,7 @@ impl SubmitFields {
             m if m & MEM_PER_CPU != 0 => (m & !MEM_PER_CPU).saturating_mul(cpus as u64),
             m => m.saturating_mul(nodes as u64),
         };
-        let mem_mb = mem_mb.max(gpu_count.saturating_mul(per_gpu(&self.mem_per_tres)?));
+        let mem_mb = mem_mb.max(gpu_count.saturating_mul(mem_per_gpu_mb));
         let res = Resources { nodes, cpus, mem_mb, gpus };
         res.validate()?;
         Ok(res)
@@ -769,6 +792,27 @@ mod tests {
         // Never below what the tasks ask for.
         (f.num_tasks, f.cpus_per_task) = (100, 2);
         assert_eq!(priced(&f).resources.cpus, 200);
+    }
+
+    #[test]
+    fn a_partitions_gpu_defaults_give_each_gpu_cpus_and_memory_unless_the_job_says() {
+        let mut f = fields();
+        f.tres_per_job = Some("gres:gpu:4".into());
+        f.partition_gpu_defaults = GpuDefaults { cpus_per_gpu: 8, mem_per_gpu_mb: 16_384 };
+        let r = priced(&f).resources;
+        assert_eq!((r.cpus, r.mem_mb), (32, 65_536), "DefCpuPerGPU=8 DefMemPerGPU=16384, 4 GPUs");
+        // --cpus-per-gpu and --mem-per-gpu replace the defaults.
+        (f.cpus_per_tres, f.mem_per_tres) = (Some("gres:gpu:2".into()), Some("gres:gpu:1024".into()));
+        assert_eq!((priced(&f).resources.cpus, priced(&f).resources.mem_mb), (8, 4096));
+        // So do -c (CPUs) and --mem (memory): 4 GPUs may come on 4 nodes, each with a
+        // task of 3 CPUs and 2 GB.
+        (f.cpus_per_tres, f.mem_per_tres) = (None, None);
+        (f.cpus_per_task, f.pn_min_memory) = (3, 2048);
+        assert_eq!((priced(&f).resources.cpus, priced(&f).resources.mem_mb), (12, 8192));
+        // A job without GPUs brings none of it.
+        let mut f = fields();
+        f.partition_gpu_defaults = GpuDefaults { cpus_per_gpu: 8, mem_per_gpu_mb: 16_384 };
+        assert_eq!((priced(&f).resources.cpus, priced(&f).resources.mem_mb), (1, 0));
     }
 
     #[test]

@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! What slurmctld lends a plugin: its logger, its allocator, its symbols.
 
-use crate::adapter::fields::log_line;
+use crate::adapter::fields::{log_line, GpuDefaults};
+use crate::slurm::sys;
 use std::collections::BTreeMap;
-use std::ffi::{c_char, c_void, CStr, CString};
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::sync::Mutex;
 
 // Exported by libslurmfull.so, which slurmctld loads before any plugin; no public
@@ -110,11 +111,56 @@ pub mod conf {
         unsafe { read_str((*std::ptr::addr_of!(sys::slurm_conf)).prep_plugins) }
     }
 
+    /// slurm.conf's `DefCpuPerGPU` and `DefMemPerGPU`, the defaults of partitions
+    /// that set none.
+    pub fn gpu_defaults() -> super::GpuDefaults {
+        // SAFETY: as in `cluster_name`; the list is NULL or a live SLURM list.
+        unsafe { super::gpu_defaults((*std::ptr::addr_of!(sys::slurm_conf)).job_defaults_list as *mut _) }
+    }
+
     /// The path of the slurm.conf slurmctld runs with.
     pub fn slurm_conf_path() -> Option<String> {
         // SAFETY: as in `cluster_name`.
         unsafe { read_str((*std::ptr::addr_of!(sys::slurm_conf)).slurm_conf) }
     }
+}
+
+/// The GPU defaults in a `job_defaults_list` (a list of `job_defaults_t`; NULL when
+/// the partition or slurm.conf sets none), read with SLURM's `slurm_list_for_each`.
+///
+/// # Safety
+/// `list` is NULL or a live `job_defaults_list`, read under slurmctld's config
+/// (slurm.conf's) or partition (a partition's) read lock.
+pub unsafe fn gpu_defaults(list: *mut c_void) -> GpuDefaults {
+    type ForEach = unsafe extern "C" fn(
+        *mut c_void,
+        unsafe extern "C" fn(*mut c_void, *mut c_void) -> c_int,
+        *mut c_void,
+    ) -> c_int;
+    unsafe extern "C" fn read(item: *mut c_void, arg: *mut c_void) -> c_int {
+        // SAFETY: slurm_list_for_each passes each element (a `job_defaults_t *`) and our
+        // `&mut GpuDefaults`.
+        let (Some(item), Some(found)) =
+            (unsafe { (item as *const sys::job_defaults_t).as_ref() }, unsafe { (arg as *mut GpuDefaults).as_mut() })
+        else {
+            return 0;
+        };
+        match item.type_ as u32 {
+            sys::JOB_DEF_CPU_PER_GPU => found.cpus_per_gpu = item.value,
+            sys::JOB_DEF_MEM_PER_GPU => found.mem_per_gpu_mb = item.value,
+            _ => {}
+        }
+        0
+    }
+    let mut found = GpuDefaults::default();
+    if list.is_null() {
+        return found;
+    }
+    // SAFETY: slurm.h: `int slurm_list_for_each(List l, ListForF f, void *arg)`.
+    let Some(for_each) = (unsafe { function::<ForEach>(c"slurm_list_for_each") }) else { return found };
+    // SAFETY: a live list (contract); `read` matches ListForF and `found` outlives the call.
+    unsafe { for_each(list, read, &mut found as *mut GpuDefaults as *mut c_void) };
+    found
 }
 
 /// `char **err_msg` handed to job_submit: written with SLURM's allocator.

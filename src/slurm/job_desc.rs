@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! `job_desc_msg_t` (a submission or an update) to and from plain Rust.
 
+use crate::adapter::fields::GpuDefaults;
 use crate::adapter::fields::SubmitFields;
-use crate::slurm::host::{conf, function, read_str, set_str, symbol, user_name};
+use crate::slurm::host::{conf, function, gpu_defaults, read_str, set_str, symbol, user_name};
 use crate::slurm::sys;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 
@@ -24,6 +25,9 @@ pub struct PartInfo {
     pub node_max_mem_mb: u64,
     /// Nodes in the partition (the most of any partition the job lists).
     pub node_count: u32,
+    /// Its `DefCpuPerGPU` / `DefMemPerGPU`, else slurm.conf's (the most of any
+    /// partition the job lists).
+    pub gpu_defaults: GpuDefaults,
 }
 
 impl PartInfo {
@@ -41,7 +45,42 @@ impl PartInfo {
             node_max_cpus: part.max_cpu_cnt,
             node_max_mem_mb: if all_memory { largest_node_mem_mb(part) } else { 0 },
             node_count: part.total_nodes,
+            gpu_defaults: partition_gpu_defaults(part),
         }
+    }
+
+    /// Widens what a job is priced for to the most of any partition in `list` (a
+    /// job listing several may run in the largest, or the one with the most CPUs and
+    /// memory per GPU). A single name changes nothing: the partition's own record
+    /// answered, with no second look-up on every submission. Call only under
+    /// slurmctld's partition read lock.
+    pub fn widen_to_listed(&mut self, list: &str) {
+        if !list.contains(',') {
+            return;
+        }
+        for part in list.split(',').filter_map(|name| find_partition(name.trim())) {
+            // SAFETY: NULL or a live partition record, protected by the partition read lock.
+            let Some(part) = (unsafe { part.as_ref() }) else { continue };
+            let defaults = partition_gpu_defaults(part);
+            self.node_count = self.node_count.max(part.total_nodes);
+            self.gpu_defaults.cpus_per_gpu = self.gpu_defaults.cpus_per_gpu.max(defaults.cpus_per_gpu);
+            self.gpu_defaults.mem_per_gpu_mb = self.gpu_defaults.mem_per_gpu_mb.max(defaults.mem_per_gpu_mb);
+        }
+    }
+}
+
+/// A partition's GPU defaults; each it does not set is slurm.conf's (select/cons_tres,
+/// `_set_gpu_defaults`).
+fn partition_gpu_defaults(part: &sys::part_record_t) -> GpuDefaults {
+    // SAFETY: a live partition record's list (partition read lock held by the caller).
+    let own = unsafe { gpu_defaults(part.job_defaults_list as *mut c_void) };
+    if own.cpus_per_gpu != 0 && own.mem_per_gpu_mb != 0 {
+        return own;
+    }
+    let global = conf::gpu_defaults();
+    GpuDefaults {
+        cpus_per_gpu: if own.cpus_per_gpu != 0 { own.cpus_per_gpu } else { global.cpus_per_gpu },
+        mem_per_gpu_mb: if own.mem_per_gpu_mb != 0 { own.mem_per_gpu_mb } else { global.mem_per_gpu_mb },
     }
 }
 
@@ -153,25 +192,10 @@ pub fn partition(name: Option<&str>, all_memory: bool) -> Option<PartInfo> {
     // SAFETY: NULL or a live partition record, protected by the partition read lock.
     let part = unsafe { part.as_ref() }?;
     let mut info = PartInfo::of(part, all_memory);
-    info.node_count = info.node_count.max(name.map_or(0, most_partition_nodes));
-    Some(info)
-}
-
-/// The most nodes of any partition in a comma list (a job listing several may run in
-/// the largest); 0 for a single name, which the caller's own record answers (no
-/// second look-up on every submission). Call only under slurmctld's partition read
-/// lock.
-pub fn most_partition_nodes(list: &str) -> u32 {
-    if !list.contains(',') {
-        return 0;
+    if let Some(list) = name {
+        info.widen_to_listed(list);
     }
-    list.split(',')
-        .filter_map(|name| find_partition(name.trim()))
-        // SAFETY: NULL or a live partition record, protected by the partition read lock.
-        .filter_map(|p| unsafe { p.as_ref() })
-        .map(|p| p.total_nodes)
-        .max()
-        .unwrap_or(0)
+    Some(info)
 }
 
 /// How many nodes a node list names (`n[1-8],gpu01`), by SLURM's own hostlist
@@ -328,6 +352,7 @@ impl<'a> JobDesc<'a> {
             node_max_cpus: part.as_ref().map_or(0, |p| p.node_max_cpus),
             node_max_mem_mb: part.as_ref().map_or(0, |p| p.node_max_mem_mb),
             partition_nodes: part.as_ref().map_or(0, |p| p.node_count),
+            partition_gpu_defaults: part.as_ref().map_or(GpuDefaults::default(), |p| p.gpu_defaults),
             default_qos: assoc.default_qos,
             association_missing: assoc.missing,
         }

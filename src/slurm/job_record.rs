@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! `job_record_t` (slurmctld's live job) to plain Rust.
 
-use crate::adapter::fields::{CompletionFields, SubmitFields};
+use crate::adapter::fields::{CompletionFields, GpuDefaults, SubmitFields};
 use crate::core::pricing::job::EndState;
 use crate::slurm::host::{conf, free_str, read_str, set_str, user_name};
 use crate::slurm::job_desc::{partition, wants_all_memory, JobDesc, PartInfo};
@@ -150,7 +150,7 @@ impl<'a> JobRecord<'a> {
             None => unsafe { j.part_ptr.as_ref() }.map(|p| {
                 let mut info = PartInfo::of(p, all_memory);
                 let list = self.str(|j| j.partition).unwrap_or_default();
-                info.node_count = info.node_count.max(crate::slurm::job_desc::most_partition_nodes(&list));
+                info.widen_to_listed(&list);
                 info
             }),
         };
@@ -205,6 +205,7 @@ impl<'a> JobRecord<'a> {
             node_max_cpus: part.as_ref().map_or(0, |p| p.node_max_cpus),
             node_max_mem_mb: part.as_ref().map_or(0, |p| p.node_max_mem_mb),
             partition_nodes: part.as_ref().map_or(0, |p| p.node_count),
+            partition_gpu_defaults: part.as_ref().map_or(GpuDefaults::default(), |p| p.gpu_defaults),
             default_qos: None,
             association_missing: false,
         }
