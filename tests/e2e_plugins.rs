@@ -1075,3 +1075,73 @@ fn a_finished_job_requeued_by_its_owner_is_priced_again() {
     assert_eq!(site.wait_settled(&site.token_of(other)), "settled");
     site.assert_clean();
 }
+
+#[test]
+fn hetjob_components_srun_and_salloc_are_each_held_and_charged() {
+    let Some(mut site) = Site::start("e2ehet", ASBB_TOML, &[]) else { return };
+    site.admin_ok(&["account", "create", "tight", "--limit", "0.50", "--start", "2020-01-01"]);
+    let het = |account: &str| -> Vec<String> {
+        let component = ["-A", account, "-p", "debug", "-n", "1", "--mem=100"];
+        let mut args: Vec<String> = component.iter().chain(&["-t", "5", "-H", ":"]).map(|a| a.to_string()).collect();
+        args.extend(component.iter().chain(&["-t", "10", "--wrap", "true"]).map(|a| a.to_string()));
+        args
+    };
+    let sbatch = |args: &[String]| site.cluster.sbatch_as(USER, &args.iter().map(String::as_str).collect::<Vec<_>>());
+    // Each component of a hetjob reaches job_submit on its own
+    // (_slurm_rpc_submit_batch_het_job) and becomes a job record of its own: each is
+    // held for itself, the second judged after the first's hold.
+    let id = submitted_id(&sbatch(&het("chem")));
+    let tokens: Vec<String> = site
+        .cluster
+        .job_records(id)
+        .iter()
+        .map(|r| r["AdminComment"].strip_prefix("asbb:hold=").expect("a hold token").to_string())
+        .collect();
+    assert_eq!(tokens.len(), 2);
+    assert_eq!((site.held_by(&tokens[0]), site.held_by(&tokens[1])), (300_000, 600_000));
+    assert!(site.cluster.run_as(USER, "scancel", &[&id.to_string()]).status.success());
+    for token in &tokens {
+        assert_eq!(site.wait_settled(token), "settled");
+    }
+    assert_eq!(held_on(&site, "chem"), 0);
+
+    // One the account cannot cover as a whole is refused, naming the component; the
+    // hold of the component asbb had accepted goes once SLURM has created no job.
+    let out = sbatch(&het("tight"));
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr),
+        "sbatch: error: 1: asbb: account 'tight' cannot cover this job: needs $0.60, $0.20 available; ask your PI for funds or request less time or fewer resources\n\
+         sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)\n"
+    );
+    site.wait_sql_i64("SELECT held_micros FROM accounts WHERE name = ?1", "tight", 0, Duration::from_secs(30));
+
+    // srun and salloc ask for their allocations through job_submit too: held, then
+    // charged when they end; refused with the same message.
+    let latest_job = |site: &Site| -> (String, i64) {
+        let conn =
+            rusqlite::Connection::open_with_flags(site.ledger(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        conn.query_row("SELECT token, estimate_micros FROM jobs ORDER BY token DESC LIMIT 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap()
+    };
+    for (client, args) in [("srun", ["-t", "5", "true"]), ("salloc", ["-t", "5", "true"])] {
+        let mut all = vec!["-A", "chem", "-p", "debug", "-n", "1"];
+        all.extend(args);
+        let out = site.cluster.run_as(USER, client, &all);
+        assert!(out.status.success(), "{client}: {}", cluster::show(&out));
+        let (token, estimate) = latest_job(&site);
+        assert_eq!(estimate, 300_000, "{client}");
+        assert_eq!(site.wait_settled(&token), "settled", "{client}");
+        assert_eq!(site.held_by(&token), 0);
+    }
+    let out = site.cluster.run_as(USER, "srun", &["-A", "tight", "-p", "debug", "-t", "60", "-n", "1", "true"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr),
+        "srun: error: asbb: account 'tight' cannot cover this job: needs $3.60, $0.50 available; ask your PI for funds or request less time or fewer resources\n\
+         srun: error: Unable to allocate resources: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)\n"
+    );
+    site.assert_clean();
+}
