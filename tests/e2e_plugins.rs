@@ -203,10 +203,12 @@ fn an_update_slurm_refuses_never_shrinks_the_hold() {
 /// that many, on a partition of 8 nodes (7 of them defined for later, `FUTURE`).
 #[test]
 fn node_ranges_and_tasks_without_a_node_count_hold_for_the_most_nodes() {
-    let toml = format!("{ASBB_TOML}[partitions.wide.rates]\ncpu = 3.6\nmem_gb = 3.6\n");
+    let toml =
+        format!("{ASBB_TOML}[partitions.wide.rates]\ncpu = 3.6\nmem_gb = 3.6\n[partitions.whole.rates]\ncpu = 3.6\n");
     let Some(mut site) = Site::start_with("e2enodes", &toml, &[], |o| {
         o.conf("NodeName=ghost[1-7] CPUs=1 RealMemory=1024 State=FUTURE")
             .partition("PartitionName=wide Nodes={node},ghost[1-7] MaxTime=INFINITE State=UP")
+            .partition("PartitionName=whole Nodes={node} OverSubscribe=EXCLUSIVE MaxTime=INFINITE State=UP")
     }) else {
         return;
     };
@@ -239,6 +241,25 @@ fn node_ranges_and_tasks_without_a_node_count_hold_for_the_most_nodes() {
     // `--mincpus=2`: 2 CPUs on its node.
     let min_cpus = submit(&["-N", "1", "--mincpus=2"]);
     assert_eq!(site.held_by(&site.token_of(min_cpus)), 2 * 600_000);
+    // A partition with OverSubscribe=EXCLUSIVE gives every job whole nodes, as
+    // --exclusive does: all the node's CPUs, listed first or second.
+    let node_cpus: i64 = site
+        .cluster
+        .run("scontrol", &["-o", "show", "node"])
+        .stdout
+        .split(|&b| b == b' ')
+        .find_map(|f| std::str::from_utf8(f).ok()?.strip_prefix("CPUTot=")?.parse().ok())
+        .expect("CPUTot");
+    let whole = submitted_id(
+        &site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "whole", "-n", "1", "-t", "10", "-H", "--wrap", "true"]),
+    );
+    assert_eq!(site.held_by(&site.token_of(whole)), node_cpus * 600_000, "{node_cpus} CPUs");
+    let listed = submitted_id(
+        &site
+            .cluster
+            .sbatch_as(USER, &["-A", "chem", "-p", "debug,whole", "-n", "1", "-t", "10", "-H", "--wrap", "true"]),
+    );
+    assert_eq!(site.held_by(&site.token_of(listed)), node_cpus * 600_000);
     // `-w` naming 4 nodes runs on all 4 (slurmctld raises the node count after
     // job_submit; it may keep the job or refuse it for the FUTURE ones).
     let named = format!("{},ghost[1-3]", site.cluster.node_name());
@@ -260,7 +281,7 @@ fn node_ranges_and_tasks_without_a_node_count_hold_for_the_most_nodes() {
     assert_eq!(site.held_by(&site.token_of(pointed)), 1_200_000);
     update_as(&site, USER, &[&format!("JobId={pointed}"), &format!("ReqNodeList={named}")]);
     assert_eq!(site.held_by(&site.token_of(pointed)), 4 * 1_200_000);
-    for id in [ranged, tasks, fixed, per_node, min_cpus, pointed] {
+    for id in [ranged, tasks, fixed, per_node, min_cpus, whole, listed, pointed] {
         assert!(site.cluster.run_as(USER, "scancel", &[&id.to_string()]).status.success());
         assert_eq!(site.wait_settled(&site.token_of(id)), "settled");
     }

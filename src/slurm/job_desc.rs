@@ -28,6 +28,9 @@ pub struct PartInfo {
     /// Its `DefCpuPerGPU` / `DefMemPerGPU`, else slurm.conf's (the most of any
     /// partition the job lists).
     pub gpu_defaults: GpuDefaults,
+    /// `OverSubscribe=EXCLUSIVE`: every job gets whole nodes, as with `--exclusive`
+    /// (any partition the job lists).
+    pub whole_nodes: bool,
 }
 
 impl PartInfo {
@@ -46,12 +49,14 @@ impl PartInfo {
             node_max_mem_mb: if all_memory { largest_node_mem_mb(part) } else { 0 },
             node_count: part.total_nodes,
             gpu_defaults: partition_gpu_defaults(part),
+            // select/cons_tres `_get_job_node_req`: max_share 0 reserves whole nodes.
+            whole_nodes: part.max_share == 0,
         }
     }
 
     /// Widens what a job is priced for to the most of any partition in `list` (a
-    /// job listing several may run in the largest, or the one with the most CPUs and
-    /// memory per GPU). A single name changes nothing: the partition's own record
+    /// job listing several may run in the largest, in one that gives whole nodes, or
+    /// in the one with the most CPUs and memory per GPU). A single name changes nothing: the partition's own record
     /// answered, with no second look-up on every submission. Call only under
     /// slurmctld's partition read lock.
     pub fn widen_to_listed(&mut self, list: &str) {
@@ -63,6 +68,8 @@ impl PartInfo {
             let Some(part) = (unsafe { part.as_ref() }) else { continue };
             let defaults = partition_gpu_defaults(part);
             self.node_count = self.node_count.max(part.total_nodes);
+            self.node_max_cpus = self.node_max_cpus.max(part.max_cpu_cnt);
+            self.whole_nodes |= part.max_share == 0;
             self.gpu_defaults.cpus_per_gpu = self.gpu_defaults.cpus_per_gpu.max(defaults.cpus_per_gpu);
             self.gpu_defaults.mem_per_gpu_mb = self.gpu_defaults.mem_per_gpu_mb.max(defaults.mem_per_gpu_mb);
         }
@@ -348,7 +355,7 @@ impl<'a> JobDesc<'a> {
             environment: self.environment(),
             max_array_size: conf::max_array_size(),
             // JOB_SHARED_NONE: `--exclusive` (not `=user` or `=mcs`).
-            exclusive: d.shared == 0,
+            exclusive: d.shared == 0 || part.as_ref().is_some_and(|p| p.whole_nodes),
             node_max_cpus: part.as_ref().map_or(0, |p| p.node_max_cpus),
             node_max_mem_mb: part.as_ref().map_or(0, |p| p.node_max_mem_mb),
             partition_nodes: part.as_ref().map_or(0, |p| p.node_count),

@@ -201,7 +201,7 @@ impl<'a> JobRecord<'a> {
             wckey: or_str(ustr(|d| d.wckey), self.str(|j| j.wckey)),
             environment: Vec::new(),
             max_array_size: 0,
-            exclusive: det.is_some_and(|d| d.whole_node & 1 != 0),
+            exclusive: det.is_some_and(|d| d.whole_node & 1 != 0) || part.as_ref().is_some_and(|p| p.whole_nodes),
             node_max_cpus: part.as_ref().map_or(0, |p| p.node_max_cpus),
             node_max_mem_mb: part.as_ref().map_or(0, |p| p.node_max_mem_mb),
             partition_nodes: part.as_ref().map_or(0, |p| p.node_count),
