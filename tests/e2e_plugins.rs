@@ -203,12 +203,15 @@ fn an_update_slurm_refuses_never_shrinks_the_hold() {
 /// that many, on a partition of 8 nodes (7 of them defined for later, `FUTURE`).
 #[test]
 fn node_ranges_and_tasks_without_a_node_count_hold_for_the_most_nodes() {
-    let toml =
-        format!("{ASBB_TOML}[partitions.wide.rates]\ncpu = 3.6\nmem_gb = 3.6\n[partitions.whole.rates]\ncpu = 3.6\n");
+    let toml = format!(
+        "{ASBB_TOML}[partitions.wide.rates]\ncpu = 3.6\nmem_gb = 3.6\n[partitions.whole.rates]\ncpu = 3.6\n\
+         [partitions.defmem.rates]\ncpu = 3.6\nmem_gb = 3.6\n"
+    );
     let Some(mut site) = Site::start_with("e2enodes", &toml, &[], |o| {
         o.conf("NodeName=ghost[1-7] CPUs=1 RealMemory=1024 State=FUTURE")
-            .partition("PartitionName=wide Nodes={node},ghost[1-7] MaxTime=INFINITE State=UP")
+            .partition("PartitionName=wide Nodes={node},ghost[1-7] DefMemPerNode=1024 MaxTime=INFINITE State=UP")
             .partition("PartitionName=whole Nodes={node} OverSubscribe=EXCLUSIVE MaxTime=INFINITE State=UP")
+            .partition("PartitionName=defmem Nodes={node} DefMemPerCPU=512 MaxTime=INFINITE State=UP")
     }) else {
         return;
     };
@@ -233,14 +236,15 @@ fn node_ranges_and_tasks_without_a_node_count_hold_for_the_most_nodes() {
     assert_eq!(site.held_by(&site.token_of(fixed)), 2 * 600_000 + 2 * 600_000);
     // `--ntasks-per-node=2` over `-N 1-2`: 2 tasks on each of 2 nodes. slurmctld writes
     // num_tasks=2 into the record after job_submit: a longer limit still holds for 4.
+    // (Without --mem, the partition's DefMemPerNode: 1 GB on each node.)
     let per_node = submit(&["-N", "1-2", "--ntasks-per-node=2"]);
-    assert_eq!(site.held_by(&site.token_of(per_node)), 4 * 600_000);
+    assert_eq!(site.held_by(&site.token_of(per_node)), 4 * 600_000 + 2 * 600_000);
     let out = update_as(&site, USER, &[&format!("JobId={per_node}"), "TimeLimit=20"]);
     assert!(out.status.success(), "{}", cluster::show(&out));
-    assert_eq!(site.held_by(&site.token_of(per_node)), 4 * 1_200_000);
+    assert_eq!(site.held_by(&site.token_of(per_node)), 4 * 1_200_000 + 2 * 1_200_000);
     // `--mincpus=2`: 2 CPUs on its node.
     let min_cpus = submit(&["-N", "1", "--mincpus=2"]);
-    assert_eq!(site.held_by(&site.token_of(min_cpus)), 2 * 600_000);
+    assert_eq!(site.held_by(&site.token_of(min_cpus)), 2 * 600_000 + 600_000);
     // A partition with OverSubscribe=EXCLUSIVE gives every job whole nodes, as
     // --exclusive does: all the node's CPUs, listed first or second.
     let node_cpus: i64 = site
@@ -281,7 +285,14 @@ fn node_ranges_and_tasks_without_a_node_count_hold_for_the_most_nodes() {
     assert_eq!(site.held_by(&site.token_of(pointed)), 1_200_000);
     update_as(&site, USER, &[&format!("JobId={pointed}"), &format!("ReqNodeList={named}")]);
     assert_eq!(site.held_by(&site.token_of(pointed)), 4 * 1_200_000);
-    for id in [ranged, tasks, fixed, per_node, min_cpus, whole, listed, pointed] {
+    // Without --mem, a partition's DefMemPerCPU: 512 MB for each of 2 CPUs.
+    let default_mem = submitted_id(
+        &site
+            .cluster
+            .sbatch_as(USER, &["-A", "chem", "-p", "defmem", "-N", "1", "-n", "2", "-t", "10", "-H", "--wrap", "true"]),
+    );
+    assert_eq!(site.held_by(&site.token_of(default_mem)), 2 * 600_000 + 600_000, "2 CPUs, 1 GB");
+    for id in [ranged, tasks, fixed, per_node, min_cpus, whole, listed, default_mem, pointed] {
         assert!(site.cluster.run_as(USER, "scancel", &[&id.to_string()]).status.success());
         assert_eq!(site.wait_settled(&site.token_of(id)), "settled");
     }
@@ -941,15 +952,12 @@ fn shapes_that_were_under_priced_and_approval_shortcuts() {
 
     // No --time on a partition without DefaultTime: priced at asbb's default, and the
     // job gets that limit, so it cannot run past its hold.
-    let untimed = submitted_id(&site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-H", "--wrap", "true"]));
-    assert_eq!(site.cluster.job_field(untimed, "TimeLimit").as_deref(), Some("00:07:00"));
-    assert_eq!(site.held_by(&site.token_of(untimed)), 420_000);
-
-    // `--mem=0` is all of a node's memory, `--exclusive` all of its CPUs: priced so.
+    // Without --mem where no DefMemPerCPU applies, SLURM gives the job all of the
+    // node's memory (and charges it): priced so.
     let node = cluster::parse_oneliner(&text(&site.cluster.run("scontrol", &["-o", "show", "node"]).stdout));
     let (node_cpus, node_mem_mb): (u32, u64) = (node["CPUTot"].parse().unwrap(), node["RealMemory"].parse().unwrap());
     let config = asbb::core::config::Config::parse(SHAPES_TOML, "shapes.toml").unwrap();
-    let price = |cpus: u32, mem_mb: u64| {
+    let priced_for = |cpus: u32, mem_mb: u64, time_limit_min: u32| {
         let resources = asbb::core::pricing::job::Resources { nodes: 1, cpus, mem_mb, gpus: Default::default() };
         let req = asbb::core::pricing::job::JobRequest {
             user: USER.into(),
@@ -957,7 +965,7 @@ fn shapes_that_were_under_priced_and_approval_shortcuts() {
             account: "chem".into(),
             partition: "debug".into(),
             resources,
-            time_limit_min: 10,
+            time_limit_min,
             array_tasks: 1,
             qos: None,
             job_id: None,
@@ -965,6 +973,13 @@ fn shapes_that_were_under_priced_and_approval_shortcuts() {
         };
         asbb::core::pricing::cost::estimate(&config, &req).unwrap().micros()
     };
+    let untimed = submitted_id(&site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-H", "--wrap", "true"]));
+    assert_eq!(site.cluster.job_field(untimed, "TimeLimit").as_deref(), Some("00:07:00"));
+    assert_eq!(site.held_by(&site.token_of(untimed)), priced_for(1, node_mem_mb, 7));
+    assert!(priced_for(1, node_mem_mb, 7) > 420_000, "more than the CPU alone");
+
+    // `--mem=0` is all of a node's memory, `--exclusive` all of its CPUs: priced so.
+    let price = |cpus: u32, mem_mb: u64| priced_for(cpus, mem_mb, 10);
     let all_mem = submitted_id(
         &site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "10", "--mem=0", "-H", "--wrap", "true"]),
     );
@@ -974,7 +989,8 @@ fn shapes_that_were_under_priced_and_approval_shortcuts() {
             .cluster
             .sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "10", "--exclusive", "-H", "--wrap", "true"]),
     );
-    assert_eq!(site.held_by(&site.token_of(whole)), price(node_cpus, 0), "{node_cpus} CPUs");
+    // (Without --mem either: all of its memory too.)
+    assert_eq!(site.held_by(&site.token_of(whole)), price(node_cpus, node_mem_mb), "{node_cpus} CPUs");
 
     // A job that passed without a hold cannot be moved where asbb charges.
     let free =
@@ -1020,9 +1036,11 @@ fn shapes_that_were_under_priced_and_approval_shortcuts() {
     let out = site.cluster.run_as(USER, "scontrol", &["release", &short.to_string()]);
     assert!(!out.status.success(), "{}", cluster::show(&out));
     assert_eq!(site.cluster.job_field(short, "Priority").as_deref(), Some("0"));
+    // (An hour of 1 CPU and, without --mem, all of the node's memory.)
+    let estimate = asbb::core::money::Money::from_micros(priced_for(1, node_mem_mb, 60));
     assert_eq!(
-        site.cluster.job_field(short, "Reason").as_deref(),
-        Some("asbb:_needs_approval,_estimate_$3.60_>_$2.00")
+        site.cluster.job_field(short, "Reason").unwrap(),
+        format!("asbb:_needs_approval,_estimate_{estimate}_>_$2.00")
     );
     assert_eq!(held_on(&site, "tight"), 0);
 

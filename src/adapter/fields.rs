@@ -110,12 +110,19 @@ pub struct SubmitFields {
     /// The partition's `DefCpuPerGPU` / `DefMemPerGPU` (else slurm.conf's; the most of
     /// any partition the job lists): what each GPU brings unless the job says.
     pub partition_gpu_defaults: GpuDefaults,
+    /// The memory SLURM gives a job without `--mem` (its partition's DefMemPerCPU or
+    /// DefMemPerNode, else slurm.conf's), raw as `pn_min_memory`: 0 is all of each
+    /// node's; [`NO_DEFAULT_MEMORY`] when not known (priced as no memory).
+    pub partition_default_memory: u64,
     /// The QOS SLURM gives a job that names none (the association's default).
     pub default_qos: Option<String>,
     /// slurmctld enforces associations and the user has none with this account (and
     /// partition): slurmctld would refuse the job, so asbb holds nothing for it.
     pub association_missing: bool,
 }
+
+/// [`SubmitFields::partition_default_memory`] not known.
+pub const NO_DEFAULT_MEMORY: u64 = NO_VAL64;
 
 /// `DefCpuPerGPU` and `DefMemPerGPU` (MB) of a partition or of slurm.conf; 0 where
 /// not set.
@@ -253,6 +260,7 @@ impl SubmitFields {
             min_cpus: 1,
             pn_min_cpus: NO_VAL16,
             pn_min_memory: NO_VAL64,
+            partition_default_memory: NO_DEFAULT_MEMORY,
             job_id: NO_VAL,
             ..Default::default()
         }
@@ -403,14 +411,23 @@ impl SubmitFields {
             return Err(SpecError::TooLarge(format!("{cpus} cpus")).into());
         }
         let cpus = cpus as u32;
-        let mem_mb = match self.pn_min_memory {
+        let gpu_mem_mb = gpu_count.saturating_mul(mem_per_gpu_mb);
+        // Without --mem a job's memory follows its GPUs where a memory per GPU applies
+        // (cons_tres `gres_select_util_job_mem_set`), else it is the partition's default
+        // (`_validate_job_desc`), and no default is all of each node's.
+        let pn_min_memory = match self.pn_min_memory {
+            NO_VAL64 if gpu_mem_mb > 0 => NO_VAL64,
+            NO_VAL64 => self.partition_default_memory,
+            m => m,
+        };
+        let mem_mb = match pn_min_memory {
             NO_VAL64 | INFINITE64 => 0,
             // `--mem=0` (or `--mem-per-cpu=0`): all the memory of each node.
             m if m & !MEM_PER_CPU == 0 => self.node_max_mem_mb.saturating_mul(nodes as u64),
             m if m & MEM_PER_CPU != 0 => (m & !MEM_PER_CPU).saturating_mul(cpus as u64),
             m => m.saturating_mul(nodes as u64),
         };
-        let mem_mb = mem_mb.max(gpu_count.saturating_mul(mem_per_gpu_mb));
+        let mem_mb = mem_mb.max(gpu_mem_mb);
         let res = Resources { nodes, cpus, mem_mb, gpus };
         res.validate()?;
         Ok(res)
@@ -813,6 +830,25 @@ mod tests {
         let mut f = fields();
         f.partition_gpu_defaults = GpuDefaults { cpus_per_gpu: 8, mem_per_gpu_mb: 16_384 };
         assert_eq!((priced(&f).resources.cpus, priced(&f).resources.mem_mb), (1, 0));
+    }
+
+    #[test]
+    fn a_job_without_memory_gets_the_partitions_default_or_all_of_each_node() {
+        let mut f = fields();
+        (f.min_nodes, f.max_nodes, f.num_tasks, f.node_max_mem_mb) = (2, 2, 4, 64_000);
+        // DefMemPerCPU=512 over 4 CPUs; DefMemPerNode=1000 over 2 nodes; none: all of it.
+        f.partition_default_memory = MEM_PER_CPU | 512;
+        assert_eq!(priced(&f).resources.mem_mb, 2048);
+        f.partition_default_memory = 1000;
+        assert_eq!(priced(&f).resources.mem_mb, 2000);
+        f.partition_default_memory = 0;
+        assert_eq!(priced(&f).resources.mem_mb, 128_000);
+        // --mem of its own wins; so does memory that follows its GPUs.
+        f.pn_min_memory = 100;
+        assert_eq!(priced(&f).resources.mem_mb, 200);
+        f.pn_min_memory = NO_VAL64;
+        (f.tres_per_node, f.mem_per_tres) = (Some("gres:gpu:1".into()), Some("gres:gpu:4096".into()));
+        assert_eq!(priced(&f).resources.mem_mb, 8192);
     }
 
     #[test]

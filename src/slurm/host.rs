@@ -118,6 +118,12 @@ pub mod conf {
         unsafe { super::gpu_defaults((*std::ptr::addr_of!(sys::slurm_conf)).job_defaults_list as *mut _) }
     }
 
+    /// slurm.conf's DefMemPerCPU (MEM_PER_CPU set) or DefMemPerNode; 0 when neither.
+    pub fn default_memory() -> u64 {
+        // SAFETY: as in `cluster_name`.
+        unsafe { (*std::ptr::addr_of!(sys::slurm_conf)).def_mem_per_cpu }
+    }
+
     /// The path of the slurm.conf slurmctld runs with.
     pub fn slurm_conf_path() -> Option<String> {
         // SAFETY: as in `cluster_name`.

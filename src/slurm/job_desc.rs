@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! `job_desc_msg_t` (a submission or an update) to and from plain Rust.
 
-use crate::adapter::fields::GpuDefaults;
-use crate::adapter::fields::SubmitFields;
+use crate::adapter::fields::{GpuDefaults, SubmitFields, NO_DEFAULT_MEMORY};
 use crate::slurm::host::{conf, function, gpu_defaults, read_str, set_str, symbol, user_name};
 use crate::slurm::sys;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
@@ -31,15 +30,26 @@ pub struct PartInfo {
     /// `OverSubscribe=EXCLUSIVE`: every job gets whole nodes, as with `--exclusive`
     /// (any partition the job lists).
     pub whole_nodes: bool,
+    /// The memory a job without `--mem` gets, raw as `pn_min_memory` (0: all of each
+    /// node's).
+    pub default_memory: u64,
 }
 
 impl PartInfo {
     /// Copies what asbb reads out of a live partition record.
     /// Call only under slurmctld's partition and node read locks (every hook has them).
-    /// `all_memory`: the job asks for all of a node's memory (`--mem=0`), so the
-    /// partition's largest node is looked for (a walk over the node table, which no
-    /// other job pays for).
-    pub fn of(part: &sys::part_record_t, all_memory: bool) -> PartInfo {
+    /// `pn_min_memory`: the job's, raw (NO_VAL64 when it gave none). A job asking for
+    /// all of a node's memory (`--mem=0`, or no `--mem` where no DefMemPerCPU or
+    /// DefMemPerNode applies) has the partition's largest node looked for (a walk over
+    /// the node table that other jobs do not pay for).
+    pub fn of(part: &sys::part_record_t, pn_min_memory: u64) -> PartInfo {
+        // slurmctld's `_validate_job_desc`: a job without --mem gets the partition's
+        // DefMemPerCPU/DefMemPerNode, else slurm.conf's (MEM_PER_CPU flags per CPU).
+        let default_memory = match part.def_mem_per_cpu {
+            0 => conf::default_memory(),
+            own => own,
+        };
+        let all_memory = wants_all_memory(if pn_min_memory == sys::NO_VAL64 { default_memory } else { pn_min_memory });
         PartInfo {
             // SAFETY: the record's name is NULL or a C string.
             name: unsafe { read_str(part.name) },
@@ -51,6 +61,7 @@ impl PartInfo {
             gpu_defaults: partition_gpu_defaults(part),
             // select/cons_tres `_get_job_node_req`: max_share 0 reserves whole nodes.
             whole_nodes: part.max_share == 0,
+            default_memory,
         }
     }
 
@@ -187,7 +198,7 @@ pub fn association(uid: u32, account: Option<&str>, partition: Option<&str>) -> 
 /// Finds a partition record by name (the first of a comma list), or the default
 /// partition for `None`. slurmctld-only symbols are looked up at run time.
 /// Call only under slurmctld's partition read lock (job_submit/job_modify hold it).
-pub fn partition(name: Option<&str>, all_memory: bool) -> Option<PartInfo> {
+pub fn partition(name: Option<&str>, pn_min_memory: u64) -> Option<PartInfo> {
     let part: *mut sys::part_record_t = match name.map(|n| n.split(',').next().unwrap_or(n).trim()) {
         Some(first) => find_partition(first)?,
         None => {
@@ -198,7 +209,7 @@ pub fn partition(name: Option<&str>, all_memory: bool) -> Option<PartInfo> {
     };
     // SAFETY: NULL or a live partition record, protected by the partition read lock.
     let part = unsafe { part.as_ref() }?;
-    let mut info = PartInfo::of(part, all_memory);
+    let mut info = PartInfo::of(part, pn_min_memory);
     if let Some(list) = name {
         info.widen_to_listed(list);
     }
@@ -312,7 +323,7 @@ impl<'a> JobDesc<'a> {
     pub fn submit_fields(&self) -> SubmitFields {
         let d = &*self.0;
         let partition_arg = self.str(|d| d.partition);
-        let part = partition(partition_arg.as_deref(), wants_all_memory(d.pn_min_memory));
+        let part = partition(partition_arg.as_deref(), d.pn_min_memory);
         let account = self.str(|d| d.account).or_else(|| default_account(d.user_id));
         let partition_name = partition_arg.clone().or_else(|| part.as_ref().and_then(|p| p.name.clone()));
         let first_partition = partition_name.as_deref().map(|p| p.split(',').next().unwrap_or(p));
@@ -360,6 +371,7 @@ impl<'a> JobDesc<'a> {
             node_max_mem_mb: part.as_ref().map_or(0, |p| p.node_max_mem_mb),
             partition_nodes: part.as_ref().map_or(0, |p| p.node_count),
             partition_gpu_defaults: part.as_ref().map_or(GpuDefaults::default(), |p| p.gpu_defaults),
+            partition_default_memory: part.as_ref().map_or(NO_DEFAULT_MEMORY, |p| p.default_memory),
             default_qos: assoc.default_qos,
             association_missing: assoc.missing,
         }

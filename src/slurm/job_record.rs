@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
 //! `job_record_t` (slurmctld's live job) to plain Rust.
 
-use crate::adapter::fields::{CompletionFields, GpuDefaults, SubmitFields};
+use crate::adapter::fields::{CompletionFields, GpuDefaults, SubmitFields, NO_DEFAULT_MEMORY};
 use crate::core::pricing::job::EndState;
 use crate::slurm::host::{conf, free_str, read_str, set_str, user_name};
-use crate::slurm::job_desc::{partition, wants_all_memory, JobDesc, PartInfo};
+use crate::slurm::job_desc::{partition, JobDesc, PartInfo};
 use crate::slurm::sys;
 use std::ffi::c_char;
 
@@ -137,18 +137,17 @@ impl<'a> JobRecord<'a> {
         let or_str = |new: Option<String>, old: Option<String>| new.or(old);
         let pn_min_memory: u64 = match (mem, det) {
             (sys::NO_VAL64, Some(d)) if j.bit_flags & sys::ASBB_JOB_MEM_SET as u64 != 0 => d.orig_pn_min_memory,
-            // slurmctld fills in a default (0 without DefMemPerCPU) when the user gave
-            // none: price it as at submit, where memory was "not given".
+            // slurmctld fills in the default when the user gave none: price it as at
+            // submit, where memory was "not given" (and the default applied there).
             (sys::NO_VAL64, _) => sys::NO_VAL64,
             (m, _) => m,
         };
-        let all_memory = wants_all_memory(pn_min_memory);
         let new_partition = ustr(|d| d.partition);
         let part = match new_partition.as_deref() {
-            Some(name) => partition(Some(name), all_memory),
+            Some(name) => partition(Some(name), pn_min_memory),
             // SAFETY: part_ptr is NULL or a live partition record (partition lock held).
             None => unsafe { j.part_ptr.as_ref() }.map(|p| {
-                let mut info = PartInfo::of(p, all_memory);
+                let mut info = PartInfo::of(p, pn_min_memory);
                 let list = self.str(|j| j.partition).unwrap_or_default();
                 info.widen_to_listed(&list);
                 info
@@ -206,6 +205,7 @@ impl<'a> JobRecord<'a> {
             node_max_mem_mb: part.as_ref().map_or(0, |p| p.node_max_mem_mb),
             partition_nodes: part.as_ref().map_or(0, |p| p.node_count),
             partition_gpu_defaults: part.as_ref().map_or(GpuDefaults::default(), |p| p.gpu_defaults),
+            partition_default_memory: part.as_ref().map_or(NO_DEFAULT_MEMORY, |p| p.default_memory),
             default_qos: None,
             association_missing: false,
         }
