@@ -61,6 +61,9 @@ mod slurm {
         "MEM_PER_CPU",
         "JOB_DEF_.*",
         "JOB_STATE_BASE",
+        "CR_CPU",
+        "CR_CORE",
+        "CR_SOCKET",
         "slurm_conf",
     ];
 
@@ -73,7 +76,7 @@ mod slurm {
             use bindgen::callbacks::IntKind;
             match name {
                 "NO_VAL8" | "INFINITE8" => Some(IntKind::U8),
-                "NO_VAL16" | "INFINITE16" => Some(IntKind::U16),
+                "NO_VAL16" | "INFINITE16" | "CR_CPU" | "CR_CORE" | "CR_SOCKET" => Some(IntKind::U16),
                 "NO_VAL" | "INFINITE" | "JOB_STATE_BASE" | "SLURM_VERSION_NUMBER" => Some(IntKind::U32),
                 "NO_VAL64" | "INFINITE64" | "MEM_PER_CPU" => Some(IntKind::U64),
                 "SLURM_SUCCESS" | "SLURM_ERROR" => Some(IntKind::Int),

@@ -346,6 +346,75 @@ fn gpus_per_socket_and_cpus_and_memory_per_gpu_are_priced() {
     site.assert_clean();
 }
 
+/// select/cons_tres allocates CPUs a core at a time under CR_Core and a socket at a
+/// time under CR_Socket, and the run is charged for every CPU it was given: on a node
+/// of 1 socket, 2 cores and 2 threads a core (slurm.conf's word, `config_overrides`),
+/// `-n 1` gets 2 CPUs, or 4 in a CR_Socket partition, and `--mem-per-cpu` follows
+/// them. Each job is held for the whole of its limit at the rate its run is charged.
+#[test]
+fn cores_and_sockets_are_held_as_slurm_allocates_them() {
+    let toml = format!("{ASBB_TOML}[partitions.socket.rates]\ncpu = 3.6\nmem_gb = 3.6\n");
+    let Some(mut site) = Site::start_with("e2esmt", &toml, &[], |o| {
+        o.node_layout("CPUs=4 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=2").partition(
+            "PartitionName=socket Nodes={node} SelectTypeParameters=CR_Socket_Memory MaxTime=INFINITE State=UP",
+        )
+    }) else {
+        return;
+    };
+    let submit = |partition: &str, args: &[&str]| -> (u32, String) {
+        let mut all = vec!["-A", "chem", "-p", partition, "-t", "10", "-H"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--wrap", "sleep 2"]);
+        let id = submitted_id(&site.cluster.sbatch_as(USER, &all));
+        (id, site.token_of(id))
+    };
+    // 10 minutes: $0.60 a CPU or a GB.
+    let (core, core_token) = submit("debug", &["-n", "1"]);
+    assert_eq!(site.held_by(&core_token), 1_200_000, "a core: 2 CPUs");
+    let (tasks, tasks_token) = submit("debug", &["-n", "3"]);
+    assert_eq!(site.held_by(&tasks_token), 2_400_000, "3 tasks: 2 cores, 4 CPUs");
+    let (socket, socket_token) = submit("socket", &["-n", "1", "--mem-per-cpu=256"]);
+    assert_eq!(site.held_by(&socket_token), 4 * 600_000 + 600_000, "a socket: 4 CPUs, and 256 MB each");
+    assert!(site.cluster.run_as(USER, "scancel", &[&tasks.to_string()]).status.success());
+    release_and_check_rate(&site, core, &core_token, "2");
+    release_and_check_rate(&site, socket, &socket_token, "4");
+    site.assert_clean();
+}
+
+/// select/linear allocates nothing but whole nodes: `-n 1` is held for every CPU of
+/// the node it gets (4 here), as its run is charged.
+#[test]
+fn select_linear_jobs_are_held_for_whole_nodes() {
+    let Some(mut site) = Site::start_with("e2elinear", ASBB_TOML, &[], |o| {
+        o.conf("SelectType=select/linear")
+            .conf("SelectTypeParameters=CR_Memory")
+            .node_layout("CPUs=4 Boards=1 SocketsPerBoard=1 CoresPerSocket=4 ThreadsPerCore=1")
+    }) else {
+        return;
+    };
+    let out =
+        site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "10", "-n", "1", "-H", "--wrap", "sleep 2"]);
+    let id = submitted_id(&out);
+    let token = site.token_of(id);
+    assert_eq!(site.held_by(&token), 4 * 600_000, "the whole node: 4 CPUs");
+    release_and_check_rate(&site, id, &token, "4");
+    site.assert_clean();
+}
+
+/// Releases a held job, waits for its end and checks that SLURM gave it `cpus` CPUs
+/// and that it was held for its whole 10-minute limit at the rate it was charged.
+fn release_and_check_rate(site: &Site, id: u32, token: &str, cpus: &str) {
+    assert!(site.cluster.run_as(USER, "scontrol", &["release", &id.to_string()]).status.success());
+    assert_eq!(site.cluster.wait_done(id), "COMPLETED");
+    assert_eq!(site.wait_settled(token), "settled");
+    assert_eq!(site.cluster.job_field(id, "NumCPUs").as_deref(), Some(cpus), "job {id}");
+    let charged = site.sql_i64("SELECT charged_micros FROM jobs WHERE token = ?1", token);
+    let held = site.sql_i64("SELECT hold_placed_micros FROM jobs WHERE token = ?1", token);
+    let elapsed_s = site.elapsed_s(id);
+    assert!(charged > 0 && elapsed_s > 0, "job {id}: charged {charged} in {elapsed_s} s");
+    assert_eq!(held * elapsed_s, charged * 600, "job {id}: held for 600 s at the rate charged");
+}
+
 #[test]
 fn short_account_is_held_and_owner_release_is_rechecked() {
     let Some(mut site) = Site::start("e2ehold", ASBB_TOML, &[]) else { return };

@@ -104,6 +104,9 @@ pub struct SubmitFields {
     /// asks for all of a node's memory, `--exclusive` for all its CPUs.
     pub node_max_cpus: u32,
     pub node_max_mem_mb: u64,
+    /// The CPUs SLURM allocates together on the partition's nodes (a core's threads
+    /// under CR_Core, a socket's under CR_Socket); 0 or 1: CPU by CPU.
+    pub cpu_alloc_unit: u32,
     /// Nodes in the largest partition the job lists; 0 when unknown. SLURM may give a
     /// job up to this many nodes, whatever its task count asks for.
     pub partition_nodes: u32,
@@ -404,6 +407,10 @@ impl SubmitFields {
             .max(per_node_cpus * nodes as u64)
             .max(gpu_count.saturating_mul(cpus_per_gpu))
             .max(1);
+        // select/cons_tres allocates each node's CPUs a core (CR_Core) or a socket
+        // (CR_Socket) at a time: `-n 1` on nodes with 2 threads a core gets 2 CPUs, and
+        // the run is charged for them. Spread as evenly as SLURM spreads tasks.
+        cpus = whole_units(cpus, nodes as u64, self.cpu_alloc_unit.max(1) as u64);
         if self.exclusive && self.node_max_cpus > 0 {
             cpus = cpus.max(self.node_max_cpus as u64 * nodes as u64);
         }
@@ -493,6 +500,17 @@ impl SubmitFields {
         };
         (most as u32).max(min_nodes)
     }
+}
+
+/// `cpus` over `nodes` nodes (as evenly as they go), each node's share rounded up to
+/// whole `unit`s.
+fn whole_units(cpus: u64, nodes: u64, unit: u64) -> u64 {
+    if unit <= 1 || nodes == 0 {
+        return cpus;
+    }
+    let (each, more) = (cpus / nodes, cpus % nodes);
+    let up = |n: u64| n.div_ceil(unit).saturating_mul(unit);
+    up(each + 1).saturating_mul(more).saturating_add(up(each).saturating_mul(nodes - more))
 }
 
 /// The GPUs a job asks for in each of SLURM's forms, by type (`""` untyped), each
@@ -849,6 +867,34 @@ mod tests {
         f.pn_min_memory = NO_VAL64;
         (f.tres_per_node, f.mem_per_tres) = (Some("gres:gpu:1".into()), Some("gres:gpu:4096".into()));
         assert_eq!(priced(&f).resources.mem_mb, 8192);
+    }
+
+    #[test]
+    fn cpus_are_priced_in_the_cores_or_sockets_slurm_allocates_them_by() {
+        let cpus = |f: &SubmitFields| priced(f).resources.cpus;
+        let mut f = fields();
+        // CR_Core on nodes with 2 threads a core: a core at a time.
+        f.cpu_alloc_unit = 2;
+        assert_eq!(cpus(&f), 2, "-n 1 gets a whole core");
+        (f.num_tasks, f.min_nodes, f.max_nodes) = (3, 1, 1);
+        assert_eq!(cpus(&f), 4, "3 tasks on a node: 2 cores");
+        // 3 tasks on 2 nodes: 2 + 1 CPUs, each node a whole core: 2 + 2.
+        (f.min_nodes, f.max_nodes) = (2, 2);
+        assert_eq!(cpus(&f), 4);
+        // 5 tasks of 3 CPUs on 2 nodes: 8 + 7 CPUs, rounded per node: 8 + 8.
+        (f.num_tasks, f.cpus_per_task) = (5, 3);
+        assert_eq!(cpus(&f), 16);
+        // CR_Socket, 8 CPUs a socket; memory per CPU follows the CPUs allocated.
+        (f.min_nodes, f.max_nodes, f.num_tasks, f.cpus_per_task, f.cpu_alloc_unit) = (1, 1, 1, 1, 8);
+        f.pn_min_memory = MEM_PER_CPU | 100;
+        assert_eq!((cpus(&f), priced(&f).resources.mem_mb), (8, 800));
+        // CR_CPU (or unknown): CPU by CPU.
+        for unit in [0, 1] {
+            f.cpu_alloc_unit = unit;
+            assert_eq!(cpus(&f), 1);
+        }
+        assert_eq!(whole_units(7, 3, 4), 12, "3 + 2 + 2 CPUs, a unit of 4 each");
+        assert_eq!(whole_units(u64::MAX, 1, 4), u64::MAX, "saturates");
     }
 
     #[test]

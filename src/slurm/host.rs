@@ -124,6 +124,18 @@ pub mod conf {
         unsafe { (*std::ptr::addr_of!(sys::slurm_conf)).def_mem_per_cpu }
     }
 
+    /// `SelectTypeParameters` (the CR_* flags).
+    pub fn select_type_param() -> u16 {
+        // SAFETY: as in `cluster_name`.
+        unsafe { (*std::ptr::addr_of!(sys::slurm_conf)).select_type_param }
+    }
+
+    /// `SelectType` is select/linear: every job is allocated whole nodes.
+    pub fn select_linear() -> bool {
+        // SAFETY: as in `cluster_name`.
+        unsafe { read_str((*std::ptr::addr_of!(sys::slurm_conf)).select_type) }.is_some_and(|t| t.ends_with("/linear"))
+    }
+
     /// The path of the slurm.conf slurmctld runs with.
     pub fn slurm_conf_path() -> Option<String> {
         // SAFETY: as in `cluster_name`.

@@ -5,6 +5,7 @@ use crate::adapter::fields::{GpuDefaults, SubmitFields, NO_DEFAULT_MEMORY};
 use crate::slurm::host::{conf, function, gpu_defaults, read_str, set_str, symbol, user_name};
 use crate::slurm::sys;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::sync::Mutex;
 
 /// Most environment entries copied out of a submission.
 const MAX_ENV_ENTRIES: usize = 4096;
@@ -33,6 +34,9 @@ pub struct PartInfo {
     /// The memory a job without `--mem` gets, raw as `pn_min_memory` (0: all of each
     /// node's).
     pub default_memory: u64,
+    /// The CPUs a node hands out together (its largest node's): a core's threads
+    /// under CR_Core, a socket's under CR_Socket, 1 under CR_CPU.
+    pub cpu_alloc_unit: u32,
 }
 
 impl PartInfo {
@@ -50,17 +54,21 @@ impl PartInfo {
             own => own,
         };
         let all_memory = wants_all_memory(if pn_min_memory == sys::NO_VAL64 { default_memory } else { pn_min_memory });
+        let granule = cpu_granule(part);
+        let nodes = if all_memory || granule != Granule::Cpu { node_facts(part) } else { NodeFacts::default() };
         PartInfo {
             // SAFETY: the record's name is NULL or a C string.
             name: unsafe { read_str(part.name) },
             default_time: part.default_time,
             max_time: part.max_time,
             node_max_cpus: part.max_cpu_cnt,
-            node_max_mem_mb: if all_memory { largest_node_mem_mb(part) } else { 0 },
+            node_max_mem_mb: if all_memory { nodes.max_mem_mb } else { 0 },
             node_count: part.total_nodes,
             gpu_defaults: partition_gpu_defaults(part),
-            // select/cons_tres `_get_job_node_req`: max_share 0 reserves whole nodes.
-            whole_nodes: part.max_share == 0,
+            // select/cons_tres `_get_job_node_req`: max_share 0 reserves whole nodes;
+            // select/linear allocates nothing but whole nodes.
+            whole_nodes: part.max_share == 0 || conf::select_linear(),
+            cpu_alloc_unit: nodes.alloc_unit(granule),
             default_memory,
         }
     }
@@ -81,6 +89,10 @@ impl PartInfo {
             self.node_count = self.node_count.max(part.total_nodes);
             self.node_max_cpus = self.node_max_cpus.max(part.max_cpu_cnt);
             self.whole_nodes |= part.max_share == 0;
+            let granule = cpu_granule(part);
+            if granule != Granule::Cpu {
+                self.cpu_alloc_unit = self.cpu_alloc_unit.max(node_facts(part).alloc_unit(granule));
+            }
             self.gpu_defaults.cpus_per_gpu = self.gpu_defaults.cpus_per_gpu.max(defaults.cpus_per_gpu);
             self.gpu_defaults.mem_per_gpu_mb = self.gpu_defaults.mem_per_gpu_mb.max(defaults.mem_per_gpu_mb);
         }
@@ -107,33 +119,118 @@ extern "C" {
     fn slurm_bit_test(b: *mut sys::bitstr_t, bit: i64) -> c_int;
 }
 
-/// The most memory (MB) any node of the partition has (`--mem=0` asks for it all).
-fn largest_node_mem_mb(part: &sys::part_record_t) -> u64 {
+/// What select/cons_tres allocates a partition's CPUs by (`_setup_cr_type`): the
+/// partition's `SelectTypeParameters` where slurm.conf's is CR_Core or CR_Socket,
+/// else slurm.conf's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Granule {
+    Cpu,
+    Core,
+    Socket,
+}
+
+fn cpu_granule(part: &sys::part_record_t) -> Granule {
+    let mut cr_type = conf::select_type_param();
+    let core_or_socket = sys::CR_CORE | sys::CR_SOCKET;
+    if part.cr_type != 0 && cr_type & core_or_socket != 0 {
+        cr_type = (cr_type & !core_or_socket) | part.cr_type;
+    }
+    if cr_type & sys::CR_SOCKET != 0 {
+        Granule::Socket
+    } else if cr_type & sys::CR_CORE != 0 {
+        Granule::Core
+    } else {
+        Granule::Cpu
+    }
+}
+
+/// The most of each of a partition's nodes: memory (MB, `--mem=0` asks for it all),
+/// the threads of a core SLURM schedules (`tpc`: 1 where a node's CPUs count its
+/// cores) and the CPUs of a socket (cores × tpc).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct NodeFacts {
+    max_mem_mb: u64,
+    max_core_cpus: u32,
+    max_socket_cpus: u32,
+}
+
+impl NodeFacts {
+    /// How many CPUs a job is allocated at a time on the partition's nodes
+    /// (select/cons_tres `cpu_alloc_size`).
+    fn alloc_unit(&self, granule: Granule) -> u32 {
+        match granule {
+            Granule::Cpu => 1,
+            Granule::Core => self.max_core_cpus.max(1),
+            Granule::Socket => self.max_socket_cpus.max(1),
+        }
+    }
+}
+
+/// [`NodeFacts`] of a partition: a walk over the node table, kept per partition
+/// record while slurmctld's `last_node_update` and `last_part_update` stay as they
+/// were (a second old at least: a change in the same second bears the same stamp),
+/// so a burst of submissions walks it once.
+fn node_facts(part: &sys::part_record_t) -> NodeFacts {
+    type Stamps = (libc::time_t, libc::time_t);
+    static KNOWN: Mutex<Vec<(usize, Stamps, NodeFacts)>> = Mutex::new(Vec::new());
+    let stamp = |name: &'static CStr| {
+        // SAFETY: libslurmfull's / slurmctld's `time_t last_node_update` /
+        // `last_part_update`, written under the node / partition write locks; the
+        // caller holds the read locks.
+        symbol(name).map(|p| unsafe { *(p as *const libc::time_t) })
+    };
+    let stamps = match (stamp(c"last_node_update"), stamp(c"last_part_update")) {
+        (Some(n), Some(p)) if n.max(p) < crate::slurm::plugin::unix_now() => Some((n, p)),
+        _ => None,
+    };
+    let key = part as *const sys::part_record_t as usize;
+    let mut known = KNOWN.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(stamps) = stamps {
+        if let Some((_, _, facts)) = known.iter().find(|(k, s, _)| *k == key && *s == stamps) {
+            return *facts;
+        }
+    }
+    let facts = walk_nodes(part);
+    known.retain(|(k, _, _)| *k != key);
+    if let Some(stamps) = stamps {
+        // A few dozen partitions at most; a reconfigure makes new records.
+        if known.len() >= 256 {
+            known.clear();
+        }
+        known.push((key, stamps, facts));
+    }
+    facts
+}
+
+fn walk_nodes(part: &sys::part_record_t) -> NodeFacts {
+    let mut facts = NodeFacts::default();
     let (Some(table), Some(count)) = (symbol(c"node_record_table_ptr"), symbol(c"node_record_count")) else {
-        return 0;
+        return facts;
     };
     if part.node_bitmap.is_null() {
-        return 0;
+        return facts;
     }
     // SAFETY: libslurmfull's `node_record_t **node_record_table_ptr` and
     // `int node_record_count` (node_conf.h), stable under the node read lock.
     let (table, count) = unsafe { (*(table as *const *mut *mut sys::node_record_t), *(count as *const c_int)) };
     if table.is_null() {
-        return 0;
+        return facts;
     }
-    let mut max_mb = 0;
     for i in 0..count.max(0) {
         // SAFETY: `i` is below node_record_count; entries are NULL or live records, and
         // the partition's bitmap has a bit per node record.
         unsafe {
             if slurm_bit_test(part.node_bitmap, i as i64) != 0 {
                 if let Some(node) = (*table.add(i as usize)).as_ref() {
-                    max_mb = max_mb.max(node.real_memory);
+                    let tpc = node.tpc.max(1) as u32;
+                    facts.max_mem_mb = facts.max_mem_mb.max(node.real_memory);
+                    facts.max_core_cpus = facts.max_core_cpus.max(tpc);
+                    facts.max_socket_cpus = facts.max_socket_cpus.max(tpc * node.cores.max(1) as u32);
                 }
             }
         }
     }
-    max_mb
+    facts
 }
 
 /// What slurmctld's association manager says of a user and an account.
@@ -369,6 +466,7 @@ impl<'a> JobDesc<'a> {
             exclusive: d.shared == 0 || part.as_ref().is_some_and(|p| p.whole_nodes),
             node_max_cpus: part.as_ref().map_or(0, |p| p.node_max_cpus),
             node_max_mem_mb: part.as_ref().map_or(0, |p| p.node_max_mem_mb),
+            cpu_alloc_unit: part.as_ref().map_or(1, |p| p.cpu_alloc_unit),
             partition_nodes: part.as_ref().map_or(0, |p| p.node_count),
             partition_gpu_defaults: part.as_ref().map_or(GpuDefaults::default(), |p| p.gpu_defaults),
             partition_default_memory: part.as_ref().map_or(NO_DEFAULT_MEMORY, |p| p.default_memory),

@@ -203,6 +203,7 @@ impl<'a> JobRecord<'a> {
             exclusive: det.is_some_and(|d| d.whole_node & 1 != 0) || part.as_ref().is_some_and(|p| p.whole_nodes),
             node_max_cpus: part.as_ref().map_or(0, |p| p.node_max_cpus),
             node_max_mem_mb: part.as_ref().map_or(0, |p| p.node_max_mem_mb),
+            cpu_alloc_unit: part.as_ref().map_or(1, |p| p.cpu_alloc_unit),
             partition_nodes: part.as_ref().map_or(0, |p| p.node_count),
             partition_gpu_defaults: part.as_ref().map_or(GpuDefaults::default(), |p| p.gpu_defaults),
             partition_default_memory: part.as_ref().map_or(NO_DEFAULT_MEMORY, |p| p.default_memory),

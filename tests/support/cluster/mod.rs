@@ -114,6 +114,19 @@ pub(super) fn conf_key(line: &str) -> Option<String> {
     Some(k.to_ascii_lowercase())
 }
 
+/// `slurmd -C`'s node line with the `Key=value` words of `layout` in place of its own.
+fn with_layout(line: &str, layout: &str) -> String {
+    let key = |w: &str| w.split('=').next().unwrap_or(w).to_ascii_lowercase();
+    let mut words: Vec<String> = line.split_whitespace().map(str::to_string).collect();
+    for new in layout.split_whitespace() {
+        match words.iter_mut().find(|w| key(w) == key(new)) {
+            Some(w) => *w = new.to_string(),
+            None => words.push(new.to_string()),
+        }
+    }
+    words.join(" ")
+}
+
 impl Cluster {
     /// Starts a cluster and waits until its node is idle; panics with the daemons' log
     /// tails if it does not come up.
@@ -261,7 +274,14 @@ impl Cluster {
         }
         // NodeName from `slurmd -C` (its CPUs, sockets, cores and RealMemory), reachable on
         // loopback whatever the host name resolves to.
-        lines.push(format!("{} NodeAddr=127.0.0.1 State=UNKNOWN", facts.line));
+        let node_line = match &opts.node_layout {
+            Some(layout) => {
+                lines.push("SlurmdParameters=config_overrides".into());
+                with_layout(&facts.line, layout)
+            }
+            None => facts.line.clone(),
+        };
+        lines.push(format!("{node_line} NodeAddr=127.0.0.1 State=UNKNOWN"));
         lines.push(format!("PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP"));
         lines.push(format!("PartitionName=batch Nodes={node} MaxTime=INFINITE State=UP"));
         for p in &opts.extra_partitions {

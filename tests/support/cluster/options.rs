@@ -49,6 +49,10 @@ pub struct ClusterOptions {
     /// command is run as `sacctmgr -i <command>` before slurmctld starts, e.g.
     /// `"add account chem"`, `"add user alice account=chem defaultaccount=chem"`.
     pub accounting: Option<Vec<String>>,
+    /// The node's layout in place of `slurmd -C`'s, e.g. `CPUs=4 CoresPerSocket=2
+    /// ThreadsPerCore=2` (keys not given stay as the host has them); slurmd is told to
+    /// take slurm.conf's word for it (`SlurmdParameters=config_overrides`).
+    pub node_layout: Option<String>,
 }
 
 impl Default for ClusterOptions {
@@ -64,6 +68,7 @@ impl Default for ClusterOptions {
             files: Vec::new(),
             start_timeout: Duration::from_secs(20),
             accounting: None,
+            node_layout: None,
         }
     }
 }
@@ -82,6 +87,10 @@ impl ClusterOptions {
     }
     pub fn conf(mut self, line: &str) -> Self {
         self.extra_conf.push(line.to_string());
+        self
+    }
+    pub fn node_layout(mut self, layout: &str) -> Self {
+        self.node_layout = Some(layout.to_string());
         self
     }
     pub fn partition(mut self, name_or_line: &str) -> Self {
