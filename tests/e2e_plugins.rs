@@ -350,14 +350,17 @@ fn gpus_per_socket_and_cpus_and_memory_per_gpu_are_priced() {
 /// time under CR_Socket, and the run is charged for every CPU it was given: on a node
 /// of 1 socket, 2 cores and 2 threads a core (slurm.conf's word, `config_overrides`),
 /// `-n 1` gets 2 CPUs, or 4 in a CR_Socket partition, and `--mem-per-cpu` follows
-/// them. Each job is held for the whole of its limit at the rate its run is charged.
+/// them; with `--core-spec` (AllowSpecResourcesUsage) it gets the whole node. Each job
+/// is held for the whole of its limit at the rate its run is charged.
 #[test]
 fn cores_and_sockets_are_held_as_slurm_allocates_them() {
     let toml = format!("{ASBB_TOML}[partitions.socket.rates]\ncpu = 3.6\nmem_gb = 3.6\n");
     let Some(mut site) = Site::start_with("e2esmt", &toml, &[], |o| {
-        o.node_layout("CPUs=4 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=2").partition(
-            "PartitionName=socket Nodes={node} SelectTypeParameters=CR_Socket_Memory MaxTime=INFINITE State=UP",
-        )
+        o.node_layout("CPUs=4 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=2")
+            .conf("AllowSpecResourcesUsage=YES")
+            .partition(
+                "PartitionName=socket Nodes={node} SelectTypeParameters=CR_Socket_Memory MaxTime=INFINITE State=UP",
+            )
     }) else {
         return;
     };
@@ -375,9 +378,13 @@ fn cores_and_sockets_are_held_as_slurm_allocates_them() {
     assert_eq!(site.held_by(&tasks_token), 2_400_000, "3 tasks: 2 cores, 4 CPUs");
     let (socket, socket_token) = submit("socket", &["-n", "1", "--mem-per-cpu=256"]);
     assert_eq!(site.held_by(&socket_token), 4 * 600_000 + 600_000, "a socket: 4 CPUs, and 256 MB each");
+    // `--core-spec` (allowed here): slurmctld gives the job whole nodes.
+    let (spec, spec_token) = submit("debug", &["-n", "1", "--core-spec=1"]);
+    assert_eq!(site.held_by(&spec_token), 4 * 600_000, "the whole node: 4 CPUs");
     assert!(site.cluster.run_as(USER, "scancel", &[&tasks.to_string()]).status.success());
     release_and_check_rate(&site, core, &core_token, "2");
     release_and_check_rate(&site, socket, &socket_token, "4");
+    release_and_check_rate(&site, spec, &spec_token, "4");
     site.assert_clean();
 }
 

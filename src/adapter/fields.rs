@@ -68,6 +68,8 @@ pub struct SubmitFields {
     pub max_nodes: u32,
     pub num_tasks: u32,
     pub ntasks_per_node: u16,
+    /// `--ntasks-per-gpu`: a job that gives no task count gets this many per GPU.
+    pub ntasks_per_tres: u16,
     pub cpus_per_task: u16,
     pub min_cpus: u32,
     /// `--mincpus`: CPUs on each node.
@@ -258,6 +260,7 @@ impl SubmitFields {
             max_nodes: NO_VAL,
             num_tasks: NO_VAL,
             ntasks_per_node: NO_VAL16,
+            ntasks_per_tres: NO_VAL16,
             cpus_per_task: NO_VAL16,
             sockets_per_node: NO_VAL16,
             min_cpus: 1,
@@ -465,13 +468,25 @@ impl SubmitFields {
         Ok(gpus)
     }
 
-    /// The tasks the job asks for: `-n`, or, without it, `--gpus` over
-    /// `--gpus-per-task` (slurmctld sets that count after job_submit).
+    /// The tasks the job asks for: `-n`, or, without it, `--ntasks-per-gpu` times its
+    /// GPUs, or `--gpus` over `--gpus-per-task` (slurmctld sets that count after
+    /// job_submit, `gres_job_state_validate`; sbatch sets it before, other clients
+    /// need not).
     fn given_tasks(&self, forms: &GpuForms) -> Option<u64> {
         if let Some(n) = present(self.num_tasks) {
             return Some(n as u64);
         }
         let (per_job, per_task) = (GpuForms::total(&forms.per_job), GpuForms::total(&forms.per_task));
+        if let Some(per_gpu) = present16(self.ntasks_per_tres) {
+            let nodes = present(self.min_nodes).unwrap_or(1) as u64;
+            let sockets = present16(self.sockets_per_node).unwrap_or(1) as u64;
+            let gpus = per_job
+                .max(GpuForms::total(&forms.per_node).saturating_mul(nodes))
+                .max(GpuForms::total(&forms.per_socket).saturating_mul(sockets).saturating_mul(nodes));
+            if gpus > 0 {
+                return Some(gpus.saturating_mul(per_gpu as u64));
+            }
+        }
         (per_job > 0 && per_task > 0).then(|| per_job.div_ceil(per_task))
     }
 
@@ -867,6 +882,18 @@ mod tests {
         f.pn_min_memory = NO_VAL64;
         (f.tres_per_node, f.mem_per_tres) = (Some("gres:gpu:1".into()), Some("gres:gpu:4096".into()));
         assert_eq!(priced(&f).resources.mem_mb, 8192);
+    }
+
+    #[test]
+    fn tasks_per_gpu_give_the_task_count_a_client_left_out() {
+        let mut f = fields();
+        (f.tres_per_job, f.ntasks_per_tres) = (Some("gres:gpu:4".into()), 2);
+        (f.min_nodes, f.max_nodes) = (1, 1);
+        assert_eq!(priced(&f).resources.cpus, 8, "4 GPUs, 2 tasks each");
+        (f.tres_per_job, f.tres_per_node, f.min_nodes, f.max_nodes) = (None, Some("gres:gpu:2".into()), 2, 2);
+        assert_eq!(priced(&f).resources.cpus, 8, "2 GPUs on each of 2 nodes");
+        f.num_tasks = 3;
+        assert_eq!(priced(&f).resources.cpus, 3, "-n says");
     }
 
     #[test]

@@ -136,6 +136,14 @@ pub mod conf {
         unsafe { read_str((*std::ptr::addr_of!(sys::slurm_conf)).select_type) }.is_some_and(|t| t.ends_with("/linear"))
     }
 
+    /// `AllowSpecResourcesUsage=YES`: jobs may ask for `--core-spec`, and get whole
+    /// nodes (`CTL_CONF_ASRU` in 22.05, `CONF_FLAG_ASRU` since: bit 3 of conf_flags).
+    pub fn allow_spec_resources() -> bool {
+        // SAFETY: as in `cluster_name`.
+        let flags = unsafe { (*std::ptr::addr_of!(sys::slurm_conf)).conf_flags } as u64;
+        flags & (1 << 3) != 0
+    }
+
     /// The path of the slurm.conf slurmctld runs with.
     pub fn slurm_conf_path() -> Option<String> {
         // SAFETY: as in `cluster_name`.

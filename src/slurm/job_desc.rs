@@ -437,6 +437,7 @@ impl<'a> JobDesc<'a> {
             max_nodes: d.max_nodes,
             num_tasks: d.num_tasks,
             ntasks_per_node: d.ntasks_per_node,
+            ntasks_per_tres: d.ntasks_per_tres,
             cpus_per_task: d.cpus_per_task,
             min_cpus: d.min_cpus,
             pn_min_cpus: d.pn_min_cpus,
@@ -462,8 +463,11 @@ impl<'a> JobDesc<'a> {
             wckey: self.str(|d| d.wckey),
             environment: self.environment(),
             max_array_size: conf::max_array_size(),
-            // JOB_SHARED_NONE: `--exclusive` (not `=user` or `=mcs`).
-            exclusive: d.shared == 0 || part.as_ref().is_some_and(|p| p.whole_nodes),
+            // JOB_SHARED_NONE: `--exclusive` (not `=user` or `=mcs`). `--core-spec` /
+            // `--thread-spec` where slurm.conf allows them: slurmctld gives whole nodes.
+            exclusive: d.shared == 0
+                || part.as_ref().is_some_and(|p| p.whole_nodes)
+                || (d.core_spec != sys::NO_VAL16 && conf::allow_spec_resources()),
             node_max_cpus: part.as_ref().map_or(0, |p| p.node_max_cpus),
             node_max_mem_mb: part.as_ref().map_or(0, |p| p.node_max_mem_mb),
             cpu_alloc_unit: part.as_ref().map_or(1, |p| p.cpu_alloc_unit),

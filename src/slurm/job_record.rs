@@ -169,6 +169,7 @@ impl<'a> JobRecord<'a> {
             max_nodes: pick(unum(|d| d.max_nodes), det.map_or(sys::NO_VAL, |d| d.max_nodes)),
             num_tasks: pick(unum(|d| d.num_tasks), det.map_or(sys::NO_VAL, |d| d.num_tasks)),
             ntasks_per_node: pick16(unum16(|d| d.ntasks_per_node), det.map_or(sys::NO_VAL16, |d| d.ntasks_per_node)),
+            ntasks_per_tres: pick16(unum16(|d| d.ntasks_per_tres), det.map_or(sys::NO_VAL16, |d| d.ntasks_per_tres)),
             cpus_per_task: pick16(unum16(|d| d.cpus_per_task), det.map_or(sys::NO_VAL16, |d| d.orig_cpus_per_task)),
             min_cpus: pick(unum(|d| d.min_cpus), det.map_or(sys::NO_VAL, |d| d.orig_min_cpus)),
             // SAFETY: details is NULL or owned by the live record; req_nodes is NULL or a C string.
