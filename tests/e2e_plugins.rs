@@ -388,6 +388,35 @@ fn cores_and_sockets_are_held_as_slurm_allocates_them() {
     site.assert_clean();
 }
 
+/// A partition's `MaxMemPerCPU` gives a job asking for more memory per CPU more CPUs
+/// per task (and one asking for memory per node more CPUs on each node) when slurmctld
+/// schedules it, after job_submit; the run is charged for them, so they are held.
+#[test]
+fn a_memory_cap_per_cpu_is_held_as_the_cpus_it_adds() {
+    let toml = format!("{ASBB_TOML}[partitions.capped.rates]\ncpu = 3.6\nmem_gb = 3.6\n");
+    let Some(mut site) = Site::start_with("e2ememcap", &toml, &[], |o| {
+        o.node_layout("CPUs=4 Boards=1 SocketsPerBoard=1 CoresPerSocket=4 ThreadsPerCore=1")
+            .partition("PartitionName=capped Nodes={node} MaxMemPerCPU=256 SelectTypeParameters=CR_Core_Memory MaxTime=INFINITE State=UP")
+    }) else {
+        return;
+    };
+    let submit = |args: &[&str]| -> (u32, String) {
+        let mut all = vec!["-A", "chem", "-p", "capped", "-t", "10", "-n", "1", "-H"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--wrap", "sleep 2"]);
+        let id = submitted_id(&site.cluster.sbatch_as(USER, &all));
+        (id, site.token_of(id))
+    };
+    // 10 minutes: $0.60 a CPU or a GB.
+    let (per_cpu, per_cpu_token) = submit(&["--mem-per-cpu=1024"]);
+    assert_eq!(site.held_by(&per_cpu_token), 4 * 600_000 + 600_000, "4 CPUs of 256 MB");
+    let (per_node, per_node_token) = submit(&["--mem=512"]);
+    assert_eq!(site.held_by(&per_node_token), 2 * 600_000 + 300_000, "512 MB needs 2 CPUs");
+    release_and_check_rate(&site, per_cpu, &per_cpu_token, "4");
+    release_and_check_rate(&site, per_node, &per_node_token, "2");
+    site.assert_clean();
+}
+
 /// select/linear allocates nothing but whole nodes: `-n 1` is held for every CPU of
 /// the node it gets (4 here), as its run is charged.
 #[test]

@@ -106,6 +106,9 @@ pub struct SubmitFields {
     /// asks for all of a node's memory, `--exclusive` for all its CPUs.
     pub node_max_cpus: u32,
     pub node_max_mem_mb: u64,
+    /// The partition's `MaxMemPerCPU` (else slurm.conf's; the least of any partition
+    /// listed), raw: MEM_PER_CPU set for a per-CPU cap; 0 for none.
+    pub max_mem_per_cpu: u64,
     /// The CPUs SLURM allocates together on the partition's nodes (a core's threads
     /// under CR_Core, a socket's under CR_Socket); 0 or 1: CPU by CPU.
     pub cpu_alloc_unit: u32,
@@ -375,7 +378,6 @@ impl SubmitFields {
         let forms = GpuForms::read(self)?;
         let given_tasks = self.given_tasks(&forms);
         let nodes = self.most_nodes(min_nodes, given_tasks, &forms);
-        let cpus_per_task = present16(self.cpus_per_task).unwrap_or(1) as u64;
         // slurmctld gives each node at least `--ntasks-per-node` tasks' CPUs.
         let tasks = match (given_tasks, present16(self.ntasks_per_node)) {
             (Some(n), Some(per_node)) => n.max(per_node as u64 * nodes as u64),
@@ -391,8 +393,6 @@ impl SubmitFields {
                 None => 0,
             })
         };
-        // Every node allocated gets at least `--mincpus` CPUs (1 without it).
-        let per_node_cpus = present16(self.pn_min_cpus).unwrap_or(1) as u64;
         // select/cons_tres gives each GPU the partition's DefCpuPerGPU CPUs unless the
         // job says --cpus-per-task or --cpus-per-gpu, and its DefMemPerGPU unless the
         // job says --mem-per-gpu or any memory of its own (`_set_gpu_defaults`).
@@ -405,9 +405,26 @@ impl SubmitFields {
             0 if matches!(self.pn_min_memory, NO_VAL64) => defaults.mem_per_gpu_mb,
             n => n,
         };
-        let mut cpus = (tasks * cpus_per_task)
+        let gpu_mem_mb = gpu_count.saturating_mul(mem_per_gpu_mb);
+        // Without --mem a job's memory follows its GPUs where a memory per GPU applies
+        // (cons_tres `gres_select_util_job_mem_set`), else it is the partition's default
+        // (`_validate_job_desc`), and no default is all of each node's.
+        let pn_min_memory = match self.pn_min_memory {
+            NO_VAL64 if gpu_mem_mb > 0 => NO_VAL64,
+            NO_VAL64 => self.partition_default_memory,
+            m => m,
+        };
+        // Every node allocated gets at least `--mincpus` CPUs (1 without it).
+        let per_cpu = PerCpu {
+            cpus_per_task: present16(self.cpus_per_task).unwrap_or(1) as u64,
+            per_node_cpus: present16(self.pn_min_cpus).unwrap_or(1) as u64,
+            pn_min_memory,
+        }
+        .capped(self.max_mem_per_cpu, given_tasks.is_some(), self.node_max_mem_mb);
+        let PerCpu { cpus_per_task, per_node_cpus, pn_min_memory } = per_cpu;
+        let mut cpus = (tasks.saturating_mul(cpus_per_task))
             .max(present(self.min_cpus).unwrap_or(0) as u64)
-            .max(per_node_cpus * nodes as u64)
+            .max(per_node_cpus.saturating_mul(nodes as u64))
             .max(gpu_count.saturating_mul(cpus_per_gpu))
             .max(1);
         // select/cons_tres allocates each node's CPUs a core (CR_Core) or a socket
@@ -421,15 +438,6 @@ impl SubmitFields {
             return Err(SpecError::TooLarge(format!("{cpus} cpus")).into());
         }
         let cpus = cpus as u32;
-        let gpu_mem_mb = gpu_count.saturating_mul(mem_per_gpu_mb);
-        // Without --mem a job's memory follows its GPUs where a memory per GPU applies
-        // (cons_tres `gres_select_util_job_mem_set`), else it is the partition's default
-        // (`_validate_job_desc`), and no default is all of each node's.
-        let pn_min_memory = match self.pn_min_memory {
-            NO_VAL64 if gpu_mem_mb > 0 => NO_VAL64,
-            NO_VAL64 => self.partition_default_memory,
-            m => m,
-        };
         let mem_mb = match pn_min_memory {
             NO_VAL64 | INFINITE64 => 0,
             // `--mem=0` (or `--mem-per-cpu=0`): all the memory of each node.
@@ -514,6 +522,50 @@ impl SubmitFields {
             n => most.min(n as u64),
         };
         (most as u32).max(min_nodes)
+    }
+}
+
+/// A job's CPUs per task and per node and its memory (raw `pn_min_memory`), as the
+/// partition's `MaxMemPerCPU` leaves them.
+struct PerCpu {
+    cpus_per_task: u64,
+    per_node_cpus: u64,
+    pn_min_memory: u64,
+}
+
+impl PerCpu {
+    /// slurmctld's `_valid_pn_min_mem` (when it schedules the job, after job_submit):
+    /// memory per CPU above a per-CPU cap multiplies the CPUs per task by the ratio
+    /// and divides the memory per CPU by it; memory per node above the cap times the
+    /// node's CPUs raises the node's CPUs to it (`--mem=0` is the node's memory).
+    /// `max_mem_per_cpu` is raw (MEM_PER_CPU flags a per-CPU cap; a per-node one
+    /// changes no CPUs).
+    fn capped(self, max_mem_per_cpu: u64, tasks_given: bool, node_mem_mb: u64) -> PerCpu {
+        let cap = max_mem_per_cpu & !MEM_PER_CPU;
+        if max_mem_per_cpu & MEM_PER_CPU == 0 || cap == 0 {
+            return self;
+        }
+        match self.pn_min_memory {
+            NO_VAL64 | INFINITE64 => self,
+            m if m & MEM_PER_CPU != 0 => {
+                let per_cpu = m & !MEM_PER_CPU;
+                if per_cpu <= cap {
+                    return self;
+                }
+                let ratio = per_cpu.div_ceil(cap);
+                let cpus_per_task = self.cpus_per_task.saturating_mul(ratio);
+                PerCpu {
+                    cpus_per_task,
+                    // With no task count slurmctld sets the CPUs per node instead.
+                    per_node_cpus: if tasks_given { self.per_node_cpus } else { self.per_node_cpus.max(cpus_per_task) },
+                    pn_min_memory: per_cpu.div_ceil(ratio) | MEM_PER_CPU,
+                }
+            }
+            m => {
+                let node_mb = if m == 0 { node_mem_mb } else { m };
+                PerCpu { per_node_cpus: self.per_node_cpus.max(node_mb.div_ceil(cap)), ..self }
+            }
+        }
     }
 }
 
@@ -894,6 +946,31 @@ mod tests {
         assert_eq!(priced(&f).resources.cpus, 8, "2 GPUs on each of 2 nodes");
         f.num_tasks = 3;
         assert_eq!(priced(&f).resources.cpus, 3, "-n says");
+    }
+
+    #[test]
+    fn a_memory_cap_per_cpu_gives_the_job_more_cpus() {
+        let shape = |f: &SubmitFields| {
+            let r = priced(f).resources;
+            (r.cpus, r.mem_mb)
+        };
+        let mut f = fields();
+        (f.min_nodes, f.max_nodes, f.max_mem_per_cpu) = (1, 1, MEM_PER_CPU | 256);
+        f.pn_min_memory = MEM_PER_CPU | 1024;
+        assert_eq!(shape(&f), (4, 1024), "4 CPUs of 256 MB");
+        (f.num_tasks, f.cpus_per_task, f.pn_min_memory) = (2, 2, MEM_PER_CPU | 600);
+        assert_eq!(shape(&f), (12, 2400), "3 times the CPUs per task, 200 MB each");
+        (f.num_tasks, f.cpus_per_task, f.pn_min_memory) = (NO_VAL, NO_VAL16, 512);
+        assert_eq!(shape(&f), (2, 512), "512 MB a node needs 2 CPUs");
+        (f.pn_min_memory, f.node_max_mem_mb) = (0, 1000);
+        assert_eq!(shape(&f), (4, 1000), "--mem=0: the node's memory");
+        (f.pn_min_memory, f.partition_default_memory) = (NO_VAL64, MEM_PER_CPU | 1024);
+        assert_eq!(shape(&f), (4, 1024), "a default above the cap");
+        // Under the cap, or a cap per node: nothing changes.
+        f.pn_min_memory = MEM_PER_CPU | 256;
+        assert_eq!(shape(&f), (1, 256));
+        (f.pn_min_memory, f.max_mem_per_cpu) = (MEM_PER_CPU | 1024, 256);
+        assert_eq!(shape(&f), (1, 1024));
     }
 
     #[test]

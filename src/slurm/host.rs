@@ -136,6 +136,12 @@ pub mod conf {
         unsafe { read_str((*std::ptr::addr_of!(sys::slurm_conf)).select_type) }.is_some_and(|t| t.ends_with("/linear"))
     }
 
+    /// slurm.conf's MaxMemPerCPU (MEM_PER_CPU set) or MaxMemPerNode; 0 when neither.
+    pub fn max_mem_per_cpu() -> u64 {
+        // SAFETY: as in `cluster_name`.
+        unsafe { (*std::ptr::addr_of!(sys::slurm_conf)).max_mem_per_cpu }
+    }
+
     /// `AllowSpecResourcesUsage=YES`: jobs may ask for `--core-spec`, and get whole
     /// nodes (`CTL_CONF_ASRU` in 22.05, `CONF_FLAG_ASRU` since: bit 3 of conf_flags).
     pub fn allow_spec_resources() -> bool {

@@ -37,6 +37,9 @@ pub struct PartInfo {
     /// The CPUs a node hands out together (its largest node's): a core's threads
     /// under CR_Core, a socket's under CR_Socket, 1 under CR_CPU.
     pub cpu_alloc_unit: u32,
+    /// Its MaxMemPerCPU / MaxMemPerNode, else slurm.conf's, raw (MEM_PER_CPU flags a
+    /// per-CPU cap); with several partitions the least per-CPU cap of any.
+    pub max_mem_per_cpu: u64,
 }
 
 impl PartInfo {
@@ -69,6 +72,7 @@ impl PartInfo {
             // select/linear allocates nothing but whole nodes.
             whole_nodes: part.max_share == 0 || conf::select_linear(),
             cpu_alloc_unit: nodes.alloc_unit(granule),
+            max_mem_per_cpu: memory_cap(part),
             default_memory,
         }
     }
@@ -89,6 +93,7 @@ impl PartInfo {
             self.node_count = self.node_count.max(part.total_nodes);
             self.node_max_cpus = self.node_max_cpus.max(part.max_cpu_cnt);
             self.whole_nodes |= part.max_share == 0;
+            self.max_mem_per_cpu = least_per_cpu_cap(self.max_mem_per_cpu, memory_cap(part));
             let granule = cpu_granule(part);
             if granule != Granule::Cpu {
                 self.cpu_alloc_unit = self.cpu_alloc_unit.max(node_facts(part).alloc_unit(granule));
@@ -117,6 +122,25 @@ fn partition_gpu_defaults(part: &sys::part_record_t) -> GpuDefaults {
 extern "C" {
     // libslurmfull (bitstring.c, renamed by slurm_xlator.h).
     fn slurm_bit_test(b: *mut sys::bitstr_t, bit: i64) -> c_int;
+}
+
+/// A partition's MaxMemPerCPU or MaxMemPerNode, else slurm.conf's (`_valid_pn_min_mem`).
+fn memory_cap(part: &sys::part_record_t) -> u64 {
+    match part.max_mem_per_cpu {
+        0 => conf::max_mem_per_cpu(),
+        own => own,
+    }
+}
+
+/// Of two raw caps, the one that gives a job the most CPUs: the lesser per-CPU cap
+/// (a per-node cap or none gives no CPUs).
+fn least_per_cpu_cap(a: u64, b: u64) -> u64 {
+    let per_cpu = |m: u64| (m & sys::MEM_PER_CPU != 0 && m & !sys::MEM_PER_CPU != 0).then_some(m & !sys::MEM_PER_CPU);
+    match (per_cpu(a), per_cpu(b)) {
+        (Some(x), Some(y)) => x.min(y) | sys::MEM_PER_CPU,
+        (Some(_), None) => a,
+        (None, _) => b,
+    }
 }
 
 /// What select/cons_tres allocates a partition's CPUs by (`_setup_cr_type`): the
@@ -471,6 +495,7 @@ impl<'a> JobDesc<'a> {
             node_max_cpus: part.as_ref().map_or(0, |p| p.node_max_cpus),
             node_max_mem_mb: part.as_ref().map_or(0, |p| p.node_max_mem_mb),
             cpu_alloc_unit: part.as_ref().map_or(1, |p| p.cpu_alloc_unit),
+            max_mem_per_cpu: part.as_ref().map_or(0, |p| p.max_mem_per_cpu),
             partition_nodes: part.as_ref().map_or(0, |p| p.node_count),
             partition_gpu_defaults: part.as_ref().map_or(GpuDefaults::default(), |p| p.gpu_defaults),
             partition_default_memory: part.as_ref().map_or(NO_DEFAULT_MEMORY, |p| p.default_memory),

@@ -205,6 +205,7 @@ impl<'a> JobRecord<'a> {
             node_max_cpus: part.as_ref().map_or(0, |p| p.node_max_cpus),
             node_max_mem_mb: part.as_ref().map_or(0, |p| p.node_max_mem_mb),
             cpu_alloc_unit: part.as_ref().map_or(1, |p| p.cpu_alloc_unit),
+            max_mem_per_cpu: part.as_ref().map_or(0, |p| p.max_mem_per_cpu),
             partition_nodes: part.as_ref().map_or(0, |p| p.node_count),
             partition_gpu_defaults: part.as_ref().map_or(GpuDefaults::default(), |p| p.gpu_defaults),
             partition_default_memory: part.as_ref().map_or(NO_DEFAULT_MEMORY, |p| p.default_memory),
