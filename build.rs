@@ -64,6 +64,7 @@ mod slurm {
         "CR_CPU",
         "CR_CORE",
         "CR_SOCKET",
+        "CR_ONE_TASK_PER_CORE",
         "slurm_conf",
     ];
 
@@ -76,7 +77,9 @@ mod slurm {
             use bindgen::callbacks::IntKind;
             match name {
                 "NO_VAL8" | "INFINITE8" => Some(IntKind::U8),
-                "NO_VAL16" | "INFINITE16" | "CR_CPU" | "CR_CORE" | "CR_SOCKET" => Some(IntKind::U16),
+                "NO_VAL16" | "INFINITE16" | "CR_CPU" | "CR_CORE" | "CR_SOCKET" | "CR_ONE_TASK_PER_CORE" => {
+                    Some(IntKind::U16)
+                }
                 "NO_VAL" | "INFINITE" | "JOB_STATE_BASE" | "SLURM_VERSION_NUMBER" => Some(IntKind::U32),
                 "NO_VAL64" | "INFINITE64" | "MEM_PER_CPU" => Some(IntKind::U64),
                 "SLURM_SUCCESS" | "SLURM_ERROR" => Some(IntKind::Int),

@@ -350,7 +350,8 @@ fn gpus_per_socket_and_cpus_and_memory_per_gpu_are_priced() {
 /// time under CR_Socket, and the run is charged for every CPU it was given: on a node
 /// of 1 socket, 2 cores and 2 threads a core (slurm.conf's word, `config_overrides`),
 /// `-n 1` gets 2 CPUs, or 4 in a CR_Socket partition, and `--mem-per-cpu` follows
-/// them; with `--core-spec` (AllowSpecResourcesUsage) it gets the whole node. Each job
+/// them; `--ntasks-per-core=1` and `--hint=nomultithread` give each task whole cores;
+/// with `--core-spec` (AllowSpecResourcesUsage) it gets the whole node. Each job
 /// is held for the whole of its limit at the rate its run is charged.
 #[test]
 fn cores_and_sockets_are_held_as_slurm_allocates_them() {
@@ -378,6 +379,12 @@ fn cores_and_sockets_are_held_as_slurm_allocates_them() {
     assert_eq!(site.held_by(&tasks_token), 2_400_000, "3 tasks: 2 cores, 4 CPUs");
     let (socket, socket_token) = submit("socket", &["-n", "1", "--mem-per-cpu=256"]);
     assert_eq!(site.held_by(&socket_token), 4 * 600_000 + 600_000, "a socket: 4 CPUs, and 256 MB each");
+    // A task that keeps its cores to itself, or uses one thread of each: whole cores.
+    let (own_cores, own_cores_token) = submit("debug", &["-n", "2", "--ntasks-per-core=1"]);
+    assert_eq!(site.held_by(&own_cores_token), 2_400_000, "2 tasks, a core each: 4 CPUs");
+    let (one_thread, one_thread_token) = submit("debug", &["-n", "1", "-c", "2", "--hint=nomultithread"]);
+    assert_eq!(site.held_by(&one_thread_token), 2_400_000, "2 CPUs of one thread each: 2 cores");
+    assert!(site.cluster.run_as(USER, "scancel", &[&one_thread.to_string()]).status.success());
     // `--core-spec` (allowed here): slurmctld gives the job whole nodes.
     let (spec, spec_token) = submit("debug", &["-n", "1", "--core-spec=1"]);
     assert_eq!(site.held_by(&spec_token), 4 * 600_000, "the whole node: 4 CPUs");
@@ -385,6 +392,7 @@ fn cores_and_sockets_are_held_as_slurm_allocates_them() {
     release_and_check_rate(&site, core, &core_token, "2");
     release_and_check_rate(&site, socket, &socket_token, "4");
     release_and_check_rate(&site, spec, &spec_token, "4");
+    release_and_check_rate(&site, own_cores, &own_cores_token, "4");
     site.assert_clean();
 }
 
@@ -414,6 +422,25 @@ fn a_memory_cap_per_cpu_is_held_as_the_cpus_it_adds() {
     assert_eq!(site.held_by(&per_node_token), 2 * 600_000 + 300_000, "512 MB needs 2 CPUs");
     release_and_check_rate(&site, per_cpu, &per_cpu_token, "4");
     release_and_check_rate(&site, per_node, &per_node_token, "2");
+    site.assert_clean();
+}
+
+/// `SelectTypeParameters=CR_Core,CR_ONE_TASK_PER_CORE` gives each task a core of its
+/// own: `-n 2` on nodes of 2 threads a core is allocated, and charged, 4 CPUs.
+#[test]
+fn one_task_per_core_is_held_a_core_per_task() {
+    let Some(mut site) = Site::start_with("e2eonetask", ASBB_TOML, &[], |o| {
+        o.node_layout("CPUs=4 Boards=1 SocketsPerBoard=1 CoresPerSocket=2 ThreadsPerCore=2")
+            .conf("SelectTypeParameters=CR_Core,CR_ONE_TASK_PER_CORE")
+    }) else {
+        return;
+    };
+    let out =
+        site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "10", "-n", "2", "-H", "--wrap", "sleep 2"]);
+    let id = submitted_id(&out);
+    let token = site.token_of(id);
+    assert_eq!(site.held_by(&token), 4 * 600_000, "2 tasks, a core each");
+    release_and_check_rate(&site, id, &token, "4");
     site.assert_clean();
 }
 

@@ -68,6 +68,10 @@ pub struct SubmitFields {
     pub max_nodes: u32,
     pub num_tasks: u32,
     pub ntasks_per_node: u16,
+    /// `--ntasks-per-core` (1 under `CR_ONE_TASK_PER_CORE` where the job does not say)
+    /// and `--threads-per-core` (`--hint=nomultithread` sends both as 1).
+    pub ntasks_per_core: u16,
+    pub threads_per_core: u16,
     /// `--ntasks-per-gpu`: a job that gives no task count gets this many per GPU.
     pub ntasks_per_tres: u16,
     pub cpus_per_task: u16,
@@ -109,6 +113,9 @@ pub struct SubmitFields {
     /// The partition's `MaxMemPerCPU` (else slurm.conf's; the least of any partition
     /// listed), raw: MEM_PER_CPU set for a per-CPU cap; 0 for none.
     pub max_mem_per_cpu: u64,
+    /// The threads of a core of the partition's nodes (its largest) where SLURM
+    /// allocates whole cores (CR_Core, CR_Socket); 0 or 1 otherwise.
+    pub core_threads: u32,
     /// The CPUs SLURM allocates together on the partition's nodes (a core's threads
     /// under CR_Core, a socket's under CR_Socket); 0 or 1: CPU by CPU.
     pub cpu_alloc_unit: u32,
@@ -263,6 +270,8 @@ impl SubmitFields {
             max_nodes: NO_VAL,
             num_tasks: NO_VAL,
             ntasks_per_node: NO_VAL16,
+            ntasks_per_core: NO_VAL16,
+            threads_per_core: NO_VAL16,
             ntasks_per_tres: NO_VAL16,
             cpus_per_task: NO_VAL16,
             sockets_per_node: NO_VAL16,
@@ -422,7 +431,7 @@ impl SubmitFields {
         }
         .capped(self.max_mem_per_cpu, given_tasks.is_some(), self.node_max_mem_mb);
         let PerCpu { cpus_per_task, per_node_cpus, pn_min_memory } = per_cpu;
-        let mut cpus = (tasks.saturating_mul(cpus_per_task))
+        let mut cpus = (tasks.saturating_mul(self.task_cpus(cpus_per_task)))
             .max(present(self.min_cpus).unwrap_or(0) as u64)
             .max(per_node_cpus.saturating_mul(nodes as u64))
             .max(gpu_count.saturating_mul(cpus_per_gpu))
@@ -449,6 +458,28 @@ impl SubmitFields {
         let res = Resources { nodes, cpus, mem_mb, gpus };
         res.validate()?;
         Ok(res)
+    }
+
+    /// The CPUs one task is allocated. Where SLURM allocates whole cores and a task
+    /// may use fewer threads of each than it has (`--threads-per-core`,
+    /// `--hint=nomultithread`), or must have its cores to itself (`--ntasks-per-core=1`,
+    /// `CR_ONE_TASK_PER_CORE`), each task gets whole cores: `-n 2 --ntasks-per-core=1`
+    /// on nodes with 2 threads a core is 4 CPUs, not 2 (measured on SLURM 22.05).
+    fn task_cpus(&self, cpus_per_task: u64) -> u64 {
+        let threads = self.core_threads.max(1) as u64;
+        if threads == 1 {
+            return cpus_per_task;
+        }
+        let per_core = present16(self.ntasks_per_core).map(u64::from);
+        let usable = present16(self.threads_per_core)
+            .map_or(threads, |t| threads.min(t as u64))
+            .min(per_core.map_or(threads, |k| k.saturating_mul(cpus_per_task)))
+            .max(1);
+        if usable < threads || per_core == Some(1) {
+            cpus_per_task.div_ceil(usable).saturating_mul(threads)
+        } else {
+            cpus_per_task
+        }
     }
 
     /// The GPUs of one task of the job (one array element), by type (`""` untyped):
@@ -971,6 +1002,36 @@ mod tests {
         assert_eq!(shape(&f), (1, 256));
         (f.pn_min_memory, f.max_mem_per_cpu) = (MEM_PER_CPU | 1024, 256);
         assert_eq!(shape(&f), (1, 1024));
+    }
+
+    #[test]
+    fn tasks_that_keep_their_cores_to_themselves_are_priced_whole_cores() {
+        let cpus = |f: &SubmitFields| priced(f).resources.cpus;
+        let mut f = fields();
+        (f.min_nodes, f.max_nodes, f.core_threads, f.cpu_alloc_unit) = (1, 1, 2, 2);
+        // What SLURM 22.05 gave each shape on nodes of 2 threads a core (NumCPUs).
+        let shapes: [(u32, u16, u16, u16, u32); 7] = [
+            // tasks, cpus per task, ntasks per core, threads per core, CPUs
+            (2, NO_VAL16, NO_VAL16, NO_VAL16, 2),
+            (3, NO_VAL16, NO_VAL16, NO_VAL16, 4),
+            (2, NO_VAL16, 1, NO_VAL16, 4),
+            (2, NO_VAL16, NO_VAL16, 1, 4),
+            (2, 3, 1, NO_VAL16, 8),
+            (1, 2, 1, 1, 4),
+            (3, NO_VAL16, 1, NO_VAL16, 6),
+        ];
+        for (tasks, per_task, per_core, threads, want) in shapes {
+            (f.num_tasks, f.cpus_per_task, f.ntasks_per_core, f.threads_per_core) =
+                (tasks, per_task, per_core, threads);
+            assert_eq!(
+                cpus(&f),
+                want,
+                "-n {tasks} -c {per_task} --ntasks-per-core={per_core} --threads-per-core={threads}"
+            );
+        }
+        // Nodes of one thread a core: nothing to round.
+        (f.core_threads, f.cpu_alloc_unit) = (1, 1);
+        assert_eq!(cpus(&f), 3);
     }
 
     #[test]

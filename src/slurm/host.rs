@@ -130,6 +130,12 @@ pub mod conf {
         unsafe { (*std::ptr::addr_of!(sys::slurm_conf)).select_type_param }
     }
 
+    /// `SelectTypeParameters` has CR_ONE_TASK_PER_CORE: a job that does not say
+    /// `--ntasks-per-core` gets 1.
+    pub fn one_task_per_core() -> bool {
+        select_type_param() & sys::CR_ONE_TASK_PER_CORE != 0
+    }
+
     /// `SelectType` is select/linear: every job is allocated whole nodes.
     pub fn select_linear() -> bool {
         // SAFETY: as in `cluster_name`.

@@ -37,6 +37,9 @@ pub struct PartInfo {
     /// The CPUs a node hands out together (its largest node's): a core's threads
     /// under CR_Core, a socket's under CR_Socket, 1 under CR_CPU.
     pub cpu_alloc_unit: u32,
+    /// The threads of its nodes' cores (the most of any) where whole cores are
+    /// allocated (CR_Core, CR_Socket); 1 under CR_CPU.
+    pub core_threads: u32,
     /// Its MaxMemPerCPU / MaxMemPerNode, else slurm.conf's, raw (MEM_PER_CPU flags a
     /// per-CPU cap); with several partitions the least per-CPU cap of any.
     pub max_mem_per_cpu: u64,
@@ -72,6 +75,7 @@ impl PartInfo {
             // select/linear allocates nothing but whole nodes.
             whole_nodes: part.max_share == 0 || conf::select_linear(),
             cpu_alloc_unit: nodes.alloc_unit(granule),
+            core_threads: nodes.alloc_unit(if granule == Granule::Cpu { Granule::Cpu } else { Granule::Core }),
             max_mem_per_cpu: memory_cap(part),
             default_memory,
         }
@@ -96,7 +100,9 @@ impl PartInfo {
             self.max_mem_per_cpu = least_per_cpu_cap(self.max_mem_per_cpu, memory_cap(part));
             let granule = cpu_granule(part);
             if granule != Granule::Cpu {
-                self.cpu_alloc_unit = self.cpu_alloc_unit.max(node_facts(part).alloc_unit(granule));
+                let facts = node_facts(part);
+                self.cpu_alloc_unit = self.cpu_alloc_unit.max(facts.alloc_unit(granule));
+                self.core_threads = self.core_threads.max(facts.alloc_unit(Granule::Core));
             }
             self.gpu_defaults.cpus_per_gpu = self.gpu_defaults.cpus_per_gpu.max(defaults.cpus_per_gpu);
             self.gpu_defaults.mem_per_gpu_mb = self.gpu_defaults.mem_per_gpu_mb.max(defaults.mem_per_gpu_mb);
@@ -461,6 +467,11 @@ impl<'a> JobDesc<'a> {
             max_nodes: d.max_nodes,
             num_tasks: d.num_tasks,
             ntasks_per_node: d.ntasks_per_node,
+            ntasks_per_core: match d.ntasks_per_core {
+                sys::NO_VAL16 if conf::one_task_per_core() => 1,
+                n => n,
+            },
+            threads_per_core: d.threads_per_core,
             ntasks_per_tres: d.ntasks_per_tres,
             cpus_per_task: d.cpus_per_task,
             min_cpus: d.min_cpus,
@@ -495,6 +506,7 @@ impl<'a> JobDesc<'a> {
             node_max_cpus: part.as_ref().map_or(0, |p| p.node_max_cpus),
             node_max_mem_mb: part.as_ref().map_or(0, |p| p.node_max_mem_mb),
             cpu_alloc_unit: part.as_ref().map_or(1, |p| p.cpu_alloc_unit),
+            core_threads: part.as_ref().map_or(1, |p| p.core_threads),
             max_mem_per_cpu: part.as_ref().map_or(0, |p| p.max_mem_per_cpu),
             partition_nodes: part.as_ref().map_or(0, |p| p.node_count),
             partition_gpu_defaults: part.as_ref().map_or(GpuDefaults::default(), |p| p.gpu_defaults),

@@ -170,6 +170,20 @@ impl<'a> JobRecord<'a> {
             num_tasks: pick(unum(|d| d.num_tasks), det.map_or(sys::NO_VAL, |d| d.num_tasks)),
             ntasks_per_node: pick16(unum16(|d| d.ntasks_per_node), det.map_or(sys::NO_VAL16, |d| d.ntasks_per_node)),
             ntasks_per_tres: pick16(unum16(|d| d.ntasks_per_tres), det.map_or(sys::NO_VAL16, |d| d.ntasks_per_tres)),
+            // SAFETY: mc_ptr is NULL or owned by the live record's details. slurmctld
+            // wrote CR_ONE_TASK_PER_CORE's 1 in when it made the record.
+            ntasks_per_core: match pick16(
+                unum16(|d| d.ntasks_per_core),
+                det.and_then(|d| unsafe { d.mc_ptr.as_ref() }).map_or(sys::NO_VAL16, |m| m.ntasks_per_core),
+            ) {
+                sys::NO_VAL16 | sys::INFINITE16 if crate::slurm::host::conf::one_task_per_core() => 1,
+                n => n,
+            },
+            // SAFETY: as above.
+            threads_per_core: pick16(
+                unum16(|d| d.threads_per_core),
+                det.and_then(|d| unsafe { d.mc_ptr.as_ref() }).map_or(sys::NO_VAL16, |m| m.threads_per_core),
+            ),
             cpus_per_task: pick16(unum16(|d| d.cpus_per_task), det.map_or(sys::NO_VAL16, |d| d.orig_cpus_per_task)),
             min_cpus: pick(unum(|d| d.min_cpus), det.map_or(sys::NO_VAL, |d| d.orig_min_cpus)),
             // SAFETY: details is NULL or owned by the live record; req_nodes is NULL or a C string.
@@ -205,6 +219,7 @@ impl<'a> JobRecord<'a> {
             node_max_cpus: part.as_ref().map_or(0, |p| p.node_max_cpus),
             node_max_mem_mb: part.as_ref().map_or(0, |p| p.node_max_mem_mb),
             cpu_alloc_unit: part.as_ref().map_or(1, |p| p.cpu_alloc_unit),
+            core_threads: part.as_ref().map_or(1, |p| p.core_threads),
             max_mem_per_cpu: part.as_ref().map_or(0, |p| p.max_mem_per_cpu),
             partition_nodes: part.as_ref().map_or(0, |p| p.node_count),
             partition_gpu_defaults: part.as_ref().map_or(GpuDefaults::default(), |p| p.gpu_defaults),
