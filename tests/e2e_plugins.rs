@@ -365,13 +365,7 @@ fn cores_and_sockets_are_held_as_slurm_allocates_them() {
     }) else {
         return;
     };
-    let submit = |partition: &str, args: &[&str]| -> (u32, String) {
-        let mut all = vec!["-A", "chem", "-p", partition, "-t", "10", "-H"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--wrap", "sleep 2"]);
-        let id = submitted_id(&site.cluster.sbatch_as(USER, &all));
-        (id, site.token_of(id))
-    };
+    let submit = |partition: &str, args: &[&str]| submit_held(&site, partition, args);
     // 10 minutes: $0.60 a CPU or a GB.
     let (core, core_token) = submit("debug", &["-n", "1"]);
     assert_eq!(site.held_by(&core_token), 1_200_000, "a core: 2 CPUs");
@@ -408,17 +402,10 @@ fn a_memory_cap_per_cpu_is_held_as_the_cpus_it_adds() {
     }) else {
         return;
     };
-    let submit = |args: &[&str]| -> (u32, String) {
-        let mut all = vec!["-A", "chem", "-p", "capped", "-t", "10", "-n", "1", "-H"];
-        all.extend_from_slice(args);
-        all.extend_from_slice(&["--wrap", "sleep 2"]);
-        let id = submitted_id(&site.cluster.sbatch_as(USER, &all));
-        (id, site.token_of(id))
-    };
     // 10 minutes: $0.60 a CPU or a GB.
-    let (per_cpu, per_cpu_token) = submit(&["--mem-per-cpu=1024"]);
+    let (per_cpu, per_cpu_token) = submit_held(&site, "capped", &["-n", "1", "--mem-per-cpu=1024"]);
     assert_eq!(site.held_by(&per_cpu_token), 4 * 600_000 + 600_000, "4 CPUs of 256 MB");
-    let (per_node, per_node_token) = submit(&["--mem=512"]);
+    let (per_node, per_node_token) = submit_held(&site, "capped", &["-n", "1", "--mem=512"]);
     assert_eq!(site.held_by(&per_node_token), 2 * 600_000 + 300_000, "512 MB needs 2 CPUs");
     release_and_check_rate(&site, per_cpu, &per_cpu_token, "4");
     release_and_check_rate(&site, per_node, &per_node_token, "2");
@@ -435,10 +422,7 @@ fn one_task_per_core_is_held_a_core_per_task() {
     }) else {
         return;
     };
-    let out =
-        site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "10", "-n", "2", "-H", "--wrap", "sleep 2"]);
-    let id = submitted_id(&out);
-    let token = site.token_of(id);
+    let (id, token) = submit_held(&site, "debug", &["-n", "2"]);
     assert_eq!(site.held_by(&token), 4 * 600_000, "2 tasks, a core each");
     release_and_check_rate(&site, id, &token, "4");
     site.assert_clean();
@@ -455,13 +439,19 @@ fn select_linear_jobs_are_held_for_whole_nodes() {
     }) else {
         return;
     };
-    let out =
-        site.cluster.sbatch_as(USER, &["-A", "chem", "-p", "debug", "-t", "10", "-n", "1", "-H", "--wrap", "sleep 2"]);
-    let id = submitted_id(&out);
-    let token = site.token_of(id);
+    let (id, token) = submit_held(&site, "debug", &["-n", "1"]);
     assert_eq!(site.held_by(&token), 4 * 600_000, "the whole node: 4 CPUs");
     release_and_check_rate(&site, id, &token, "4");
     site.assert_clean();
+}
+
+/// Submits a held 10-minute `sleep 2` in account chem; its job id and hold token.
+fn submit_held(site: &Site, partition: &str, args: &[&str]) -> (u32, String) {
+    let mut all = vec!["-A", "chem", "-p", partition, "-t", "10", "-H"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&["--wrap", "sleep 2"]);
+    let id = submitted_id(&site.cluster.sbatch_as(USER, &all));
+    (id, site.token_of(id))
 }
 
 /// Releases a held job, waits for its end and checks that SLURM gave it `cpus` CPUs

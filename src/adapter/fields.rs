@@ -608,7 +608,7 @@ fn whole_units(cpus: u64, nodes: u64, unit: u64) -> u64 {
     }
     let (each, more) = (cpus / nodes, cpus % nodes);
     let up = |n: u64| n.div_ceil(unit).saturating_mul(unit);
-    up(each + 1).saturating_mul(more).saturating_add(up(each).saturating_mul(nodes - more))
+    up(each.saturating_add(1)).saturating_mul(more).saturating_add(up(each).saturating_mul(nodes - more))
 }
 
 /// The GPUs a job asks for in each of SLURM's forms, by type (`""` untyped), each

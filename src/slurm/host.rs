@@ -130,16 +130,21 @@ pub mod conf {
         unsafe { (*std::ptr::addr_of!(sys::slurm_conf)).select_type_param }
     }
 
-    /// `SelectTypeParameters` has CR_ONE_TASK_PER_CORE: a job that does not say
-    /// `--ntasks-per-core` gets 1.
-    pub fn one_task_per_core() -> bool {
-        select_type_param() & sys::CR_ONE_TASK_PER_CORE != 0
+    /// A job's `--ntasks-per-core` (raw) as select/cons_tres takes it: one that does
+    /// not say gets 1 where `SelectTypeParameters` has CR_ONE_TASK_PER_CORE.
+    pub fn ntasks_per_core(raw: u16) -> u16 {
+        match raw {
+            sys::NO_VAL16 | sys::INFINITE16 if select_type_param() & sys::CR_ONE_TASK_PER_CORE != 0 => 1,
+            n => n,
+        }
     }
 
     /// `SelectType` is select/linear: every job is allocated whole nodes.
     pub fn select_linear() -> bool {
-        // SAFETY: as in `cluster_name`.
-        unsafe { read_str((*std::ptr::addr_of!(sys::slurm_conf)).select_type) }.is_some_and(|t| t.ends_with("/linear"))
+        // SAFETY: as in `cluster_name`; read in place, no copy on the submit path.
+        let select_type = unsafe { (*std::ptr::addr_of!(sys::slurm_conf)).select_type };
+        // SAFETY: NULL or a C string owned by slurm_conf.
+        !select_type.is_null() && unsafe { std::ffi::CStr::from_ptr(select_type) }.to_bytes().ends_with(b"/linear")
     }
 
     /// slurm.conf's MaxMemPerCPU (MEM_PER_CPU set) or MaxMemPerNode; 0 when neither.

@@ -75,7 +75,10 @@ impl PartInfo {
             // select/linear allocates nothing but whole nodes.
             whole_nodes: part.max_share == 0 || conf::select_linear(),
             cpu_alloc_unit: nodes.alloc_unit(granule),
-            core_threads: nodes.alloc_unit(if granule == Granule::Cpu { Granule::Cpu } else { Granule::Core }),
+            core_threads: match granule {
+                Granule::Cpu => 1,
+                Granule::Core | Granule::Socket => nodes.alloc_unit(Granule::Core),
+            },
             max_mem_per_cpu: memory_cap(part),
             default_memory,
         }
@@ -467,10 +470,7 @@ impl<'a> JobDesc<'a> {
             max_nodes: d.max_nodes,
             num_tasks: d.num_tasks,
             ntasks_per_node: d.ntasks_per_node,
-            ntasks_per_core: match d.ntasks_per_core {
-                sys::NO_VAL16 if conf::one_task_per_core() => 1,
-                n => n,
-            },
+            ntasks_per_core: conf::ntasks_per_core(d.ntasks_per_core),
             threads_per_core: d.threads_per_core,
             ntasks_per_tres: d.ntasks_per_tres,
             cpus_per_task: d.cpus_per_task,

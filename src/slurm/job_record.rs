@@ -172,13 +172,10 @@ impl<'a> JobRecord<'a> {
             ntasks_per_tres: pick16(unum16(|d| d.ntasks_per_tres), det.map_or(sys::NO_VAL16, |d| d.ntasks_per_tres)),
             // SAFETY: mc_ptr is NULL or owned by the live record's details. slurmctld
             // wrote CR_ONE_TASK_PER_CORE's 1 in when it made the record.
-            ntasks_per_core: match pick16(
+            ntasks_per_core: crate::slurm::host::conf::ntasks_per_core(pick16(
                 unum16(|d| d.ntasks_per_core),
                 det.and_then(|d| unsafe { d.mc_ptr.as_ref() }).map_or(sys::NO_VAL16, |m| m.ntasks_per_core),
-            ) {
-                sys::NO_VAL16 | sys::INFINITE16 if crate::slurm::host::conf::one_task_per_core() => 1,
-                n => n,
-            },
+            )),
             // SAFETY: as above.
             threads_per_core: pick16(
                 unum16(|d| d.threads_per_core),
