@@ -306,7 +306,7 @@ fn health_and_metrics_answer_without_a_token() {
     let r = w.call("GET", "/health", None, None);
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["status"], "ok");
-    assert_eq!(r.json()["schema_version"], 10);
+    assert_eq!(r.json()["schema_version"], 11);
     let r = w.call("GET", "/metrics", None, None);
     assert_eq!(r.status, 200);
     assert!(r.header("content-type").unwrap().starts_with("text/plain; version=0.0.4"));
@@ -1366,7 +1366,7 @@ fn usage_report_is_served_to_readers() {
     assert_eq!((r.status, error_code(&r).as_str()), (400, "invalid_query"));
     assert_eq!(
         r.json()["error"]["message"],
-        "by: cannot group by 'colour'; use account, user, project, domain, grant, partition or qos"
+        "by: cannot group by 'colour'; use account, user, project, domain, grant, partition, qos or cluster"
     );
     assert_eq!(w.call("GET", &path, None, None).status, 401);
 }

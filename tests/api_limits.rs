@@ -187,7 +187,7 @@ fn half_sent_requests_are_closed_at_the_header_timeout() {
         let mut c = if unix { Conn::unix(&w) } else { Conn::tcp(&w) };
         c.send(health(false).as_bytes()).unwrap();
         let (status, body) = c.response(Duration::from_secs(2)).unwrap();
-        assert_eq!((status, body.as_str()), (200, r#"{"status":"ok","ledger":"ok","schema_version":10}"#));
+        assert_eq!((status, body.as_str()), (200, r#"{"status":"ok","ledger":"ok","schema_version":11}"#));
     }
     assert!(start.elapsed() < Duration::from_millis(2000), "the check came after the stalled ones were closed");
     let mut times = Vec::new();

@@ -698,7 +698,7 @@ const BACK_TO_SCHEMA_4: &str = "
     ALTER TABLE performance_feedback_old RENAME TO performance_feedback;
     DROP TABLE alert_deliveries; DROP TABLE alerts;
     ALTER TABLE grant_accounts DROP COLUMN pi_email;
-    DELETE FROM schema_migrations WHERE version IN (5, 6, 7, 8, 9, 10);";
+    DELETE FROM schema_migrations WHERE version IN (5, 6, 7, 8, 9, 10, 11);";
 
 #[test]
 fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
@@ -718,10 +718,14 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     )
     .unwrap();
     let config = Config::load(&config_path).unwrap();
+    // The controller's slurm.conf: the job rows from before schema 11 are its cluster's.
+    let slurm_conf = dir.path().join("slurm.conf");
+    std::fs::write(&slurm_conf, "SlurmctldHost=localhost\nClusterName=Lab1 # the lab\n").unwrap();
     let admin = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
             .args(args)
             .env("ASBB_CONFIG", &config_path)
+            .env("SLURM_CONF", &slurm_conf)
             .env_remove("ASBB_LEDGER")
             .env("ASBB_NOW", NOW)
             .output()
@@ -889,7 +893,7 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     // Every other command, and the plugins, refuse the older schema; nothing upgrades it
     // behind the admin's back.
     let outdated = format!(
-        "ledger {}: schema version 4 is older than this asbb needs (10); run `asbb-admin migrate` (outside slurmctld) to upgrade it",
+        "ledger {}: schema version 4 is older than this asbb needs (11); run `asbb-admin migrate` (outside slurmctld) to upgrade it",
         ledger.display()
     );
     assert_eq!(admin(&["verify"]), (String::new(), format!("asbb-admin: error: {outdated}\n"), Some(2)));
@@ -905,9 +909,10 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     assert_eq!(
         out,
         format!(
-            "ledger {}: schema 4 -> 10 (005_narrow_writes, 006_grant_directed, 007_alerts, 008_hot_path, 009_request_columns, 010_cost_time_index)\nthe ledger as it was: {}.schema-4.bak (delete it once you are satisfied)\nthe same balances before and after: 3 accounts, 12 journal entries, 7 jobs\n",
+            "ledger {}: schema 4 -> 11 (005_narrow_writes, 006_grant_directed, 007_alerts, 008_hot_path, 009_request_columns, 010_cost_time_index, 011_job_cluster)\nthe ledger as it was: {}.schema-4.bak (delete it once you are satisfied)\nthe same balances before and after: 3 accounts, 12 journal entries, 7 jobs\n7 job rows from before schema 11 are cluster lab1's (ClusterName in {})\n",
             ledger.display(),
-            ledger.display()
+            ledger.display(),
+            slurm_conf.display()
         )
     );
     assert_eq!(admin(&["account", "list", "--format", "json"]).0, balances);
@@ -941,5 +946,12 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
         .query_row("SELECT gpus, qos FROM jobs WHERE gpus IS NOT NULL", [], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap();
     assert_eq!(gpus, ("a100:2".to_string(), "normal".to_string()));
-    assert_eq!(admin(&["migrate"]).0, format!("ledger {}: schema 10 is current; nothing to do\n", ledger.display()));
+    assert_eq!(
+        pairs("SELECT cluster IS NULL, count(*) FROM jobs GROUP BY 1"),
+        vec![(0, 7)],
+        "every job row names the cluster"
+    );
+    let named: i64 = conn.query_row("SELECT count(*) FROM jobs WHERE cluster = 'lab1'", [], |r| r.get(0)).unwrap();
+    assert_eq!(named, 7);
+    assert_eq!(admin(&["migrate"]).0, format!("ledger {}: schema 11 is current; nothing to do\n", ledger.display()));
 }

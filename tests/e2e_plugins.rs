@@ -1306,3 +1306,169 @@ fn hetjob_components_srun_and_salloc_are_each_held_and_charged() {
     );
     site.assert_clean();
 }
+
+/// Two clusters (two slurmctlds on one host) pricing jobs against one account in one
+/// ledger: concurrent bursts from both never hold more than the account has, each
+/// job row names its cluster, each cluster's reconcile settles only its own holds
+/// (the other's jobs are unknown to its SLURM, and were released before ledgers named
+/// clusters), and usage reports split the cost by cluster.
+#[test]
+fn two_clusters_sharing_one_ledger_never_overdraw_an_account() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let Some(mut a) = Site::start("e2esharea", ASBB_TOML, &[]) else { return };
+    let shared = ASBB_TOML.replace("{dir}/ledger.db", &a.ledger().display().to_string());
+    let Some(mut b) = Site::start_sharing("e2eshareb", &shared, &a) else { return };
+    // $3.00: ten one-CPU 5-minute jobs at $0.30, from either cluster.
+    a.admin_ok(&["account", "create", "pool", "--limit", "3.00", "--start", "2020-01-01"]);
+
+    // What the account holds, sampled while both clusters submit: never above $3.00.
+    let running = Arc::new(AtomicBool::new(true));
+    let sampler = {
+        let (running, ledger) = (running.clone(), a.ledger());
+        std::thread::spawn(move || {
+            let conn =
+                rusqlite::Connection::open_with_flags(&ledger, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+            conn.busy_timeout(Duration::from_secs(5)).unwrap();
+            let (mut samples, mut most) = (0, 0_i64);
+            while running.load(Ordering::SeqCst) {
+                let (cached, rows): (i64, i64) = conn
+                    .query_row(
+                        "SELECT a.held_micros, (SELECT coalesce(sum(j.held_micros), 0) FROM jobs j
+                            WHERE j.account_id = a.id AND j.state = 'held')
+                         FROM accounts a WHERE a.name = 'pool'",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .unwrap();
+                assert_eq!(cached, rows, "the account's total is its jobs' holds");
+                assert!(cached <= 3_000_000, "the pool holds {cached} µ$, more than its $3.00");
+                (samples, most) = (samples + 1, most.max(cached));
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            (samples, most)
+        })
+    };
+    let burst = |site: &Site| {
+        let (conf, work) = (site.cluster.conf_path().to_path_buf(), site.cluster.work_dir());
+        std::thread::spawn(move || {
+            let (mut ids, mut refusals) = (Vec::new(), Vec::new());
+            for _ in 0..10 {
+                let out = Command::new("runuser")
+                    .args(["-u", USER, "--", "env"])
+                    .arg(format!("SLURM_CONF={}", conf.display()))
+                    .args(["sbatch", "-H", "-A", "pool", "-p", "debug", "-t", "5", "-n", "1", "--wrap", "true"])
+                    .current_dir(&work)
+                    .output()
+                    .unwrap();
+                match out.status.success() {
+                    true => ids.push(submitted_id(&out)),
+                    false => refusals.push(text(&out.stderr)),
+                }
+            }
+            (ids, refusals)
+        })
+    };
+    let (on_a, on_b) = (burst(&a), burst(&b));
+    let (ids_a, refused_a) = on_a.join().unwrap();
+    let (ids_b, refused_b) = on_b.join().unwrap();
+    running.store(false, Ordering::SeqCst);
+    let (samples, most) = sampler.join().unwrap();
+    eprintln!("accepted {} on a, {} on b; {samples} samples, most held {most}", ids_a.len(), ids_b.len());
+    assert_eq!(ids_a.len() + ids_b.len(), 10, "exactly what $3.00 covers, whichever cluster asked");
+    for refusal in refused_a.iter().chain(&refused_b) {
+        assert_eq!(
+            refusal,
+            "sbatch: error: asbb: account 'pool' cannot cover this job: needs $0.30, $0.00 available; ask your PI for funds or request less time or fewer resources\n\
+             sbatch: error: Batch job submission failed: Job violates accounting/QOS policy (job submit limit, user's size and/or time limits)\n"
+        );
+    }
+    assert_eq!(a.sql_i64("SELECT held_micros FROM accounts WHERE name = ?1", "pool"), 3_000_000);
+    let tokens = |site: &Site, ids: &[u32]| -> Vec<String> { ids.iter().map(|&id| site.token_of(id)).collect() };
+    let (tokens_a, tokens_b) = (tokens(&a, &ids_a), tokens(&b, &ids_b));
+    for (site, tokens, name) in [(&a, &tokens_a, "e2esharea"), (&b, &tokens_b, "e2eshareb")] {
+        for t in tokens {
+            let named = site.sql_i64(
+                "SELECT count(*) FROM jobs WHERE token = ?1 AND cluster = 'CLUSTER'".replace("CLUSTER", name).as_str(),
+                t,
+            );
+            assert_eq!(named, 1, "job row {t} names cluster {name}");
+        }
+    }
+
+    // Each cluster's reconcile, with no grace, leaves the other's held jobs alone: its
+    // SLURM has never heard of them.
+    for (site, mine, theirs, other) in [(&a, &ids_a, &ids_b, "e2eshareb"), (&b, &ids_b, &ids_a, "e2esharea")] {
+        let out = site.admin_ok(&["reconcile", "--grace", "0"]);
+        let left = if theirs.is_empty() {
+            String::new()
+        } else {
+            format!("left {} hold(s) of cluster {other} to its own reconcile\n", theirs.len())
+        };
+        assert_eq!(
+            out,
+            format!(
+                "note: accounting is off (AccountingStorageType=accounting_storage/none): slurmctld's records only; jobs it has forgotten (MinJobAge) are released, not charged\n\
+                 {left}reconcile: 0 released, 0 charged, 0 left (younger than 0 s), {} still in SLURM\n",
+                mine.len()
+            )
+        );
+    }
+    assert_eq!(a.sql_i64("SELECT held_micros FROM accounts WHERE name = ?1", "pool"), 3_000_000);
+
+    // Cancelled on each cluster, each job's hold comes back through that cluster's jobcomp.
+    for (site, ids) in [(&a, &ids_a), (&b, &ids_b)] {
+        if !ids.is_empty() {
+            let ids: Vec<String> = ids.iter().map(u32::to_string).collect();
+            let args: Vec<&str> = ids.iter().map(String::as_str).collect();
+            assert!(site.cluster.run_as(USER, "scancel", &args).status.success());
+        }
+    }
+    for (site, tokens) in [(&a, &tokens_a), (&b, &tokens_b)] {
+        for t in tokens {
+            assert_eq!(site.wait_settled(t), "settled");
+            assert_eq!(site.held_by(t), 0);
+        }
+    }
+
+    // One short run on each: the usage report splits the cost by cluster.
+    let ran_a = a.cluster.submit_ok_as(USER, &["-A", "pool", "-p", "debug", "-t", "1", "--wrap", "sleep 1"]);
+    let ran_b = b.cluster.submit_ok_as(USER, &["-A", "pool", "-p", "debug", "-t", "1", "--wrap", "sleep 1"]);
+    let mut costs = Vec::new();
+    for (site, id) in [(&a, ran_a), (&b, ran_b)] {
+        let token = site.token_of(id);
+        assert_eq!(site.cluster.wait_done(id), "COMPLETED");
+        assert_eq!(site.wait_settled(&token), "settled");
+        costs.push(site.sql_i64("SELECT charged_micros FROM jobs WHERE token = ?1", &token));
+    }
+    let today = chrono::Utc::now().format("%Y-%m-%d").to_string();
+    let report =
+        b.admin_ok(&["report", "usage", "--from", &today, "--to", &today, "--by", "cluster", "--format", "csv"]);
+    let cost_of = |name: &str| -> i64 {
+        let line = report.lines().find(|l| l.starts_with(&format!("{name},"))).unwrap_or_else(|| panic!("{report}"));
+        asbb::core::money::Money::parse(line.split(',').nth(1).unwrap()).unwrap().micros()
+    };
+    assert_eq!((cost_of("e2esharea"), cost_of("e2eshareb")), (costs[0], costs[1]), "{report}");
+    assert!(costs.iter().all(|&c| c > 0));
+
+    // A job waiting on cluster b for funds: a deposit with --release-held on a cannot
+    // release it (a's SLURM does not have it) and says where it waits; b's admin does.
+    let soon = chrono::Utc::now().date_naive() + chrono::Days::new(10);
+    a.admin_ok(&["account", "create", "later", "--limit", "0.10", "--start", "2020-01-01"]);
+    a.admin_ok(&["deposit", "later", "10", "--valid-from", &soon.to_string()]);
+    let waiting = b.cluster.submit_ok_as(USER, &["-A", "later", "-p", "debug", "-t", "5", "--wrap", "true"]);
+    assert_eq!(b.cluster.job_field(waiting, "Priority").as_deref(), Some("0"));
+    let out = a.admin_ok(&["deposit", "later", "1", "--release-held"]);
+    assert!(
+        out.contains("account=later estimate=$0.30")
+            && out.contains("it waits on cluster e2eshareb; `asbb-admin job approve` there releases it"),
+        "{out}"
+    );
+    assert_eq!(b.cluster.job_field(waiting, "Priority").as_deref(), Some("0"));
+    let out = b.admin_ok(&["job", "approve", &waiting.to_string()]);
+    assert_eq!(out, format!("approved job {waiting}: holding $0.30; released\n"));
+    assert_eq!(b.cluster.wait_done(waiting), "COMPLETED");
+    assert_eq!(b.wait_settled(&b.token_of(waiting)), "settled");
+    b.assert_clean();
+    a.assert_clean();
+}

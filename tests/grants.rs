@@ -1145,7 +1145,7 @@ fn usage_report_goldens_for_every_grouping() {
     assert_eq!(v["total"]["cost"], Money::from_micros(net).to_exact_string());
     env.fails(
         &["report", "usage", "--from", "2026-01-01", "--to", "2026-01-31", "--by", "colour"],
-        "asbb-admin: error: --by: cannot group by 'colour'; use account, user, project, domain, grant, partition or qos",
+        "asbb-admin: error: --by: cannot group by 'colour'; use account, user, project, domain, grant, partition, qos or cluster",
     );
     env.fails(
         &["report", "usage", "--from", "2026-02-01", "--to", "2026-01-31", "--by", "user"],

@@ -165,6 +165,12 @@ impl Hooks {
         self.ledger.config()
     }
 
+    /// Names the SLURM cluster (ClusterName) these hooks run in: the job rows they
+    /// write name it, so clusters sharing one ledger each reconcile only their own.
+    pub fn set_cluster(&mut self, cluster: &str) {
+        self.ledger.set_cluster(cluster);
+    }
+
     /// Replaces the config (reconfigure); the ledger is reopened on next use.
     pub fn set_config(&mut self, config: Config) {
         let busy_timeout_ms = config.policy.ledger_busy_timeout_ms;

@@ -76,6 +76,9 @@ pub struct Plan {
     pub young: Vec<Young>,
     /// Open holds whose job SLURM still has (queued, running, requeued, ...).
     pub alive: usize,
+    /// Open holds another cluster sharing the ledger placed, by cluster: its own
+    /// reconcile settles them (this SLURM cannot know their jobs).
+    pub other_clusters: BTreeMap<String, usize>,
     pub warnings: Vec<String>,
 }
 
@@ -172,7 +175,9 @@ pub fn plan(snapshot: &Snapshot, view: &LedgerView, config: &Config, now: i64, g
         out.steps.push(Step::Run { completion: Box::new(completion), token });
     }
     for h in &view.open {
-        if alive.contains(&h.token) {
+        if let Some(cluster) = h.cluster.as_deref().filter(|c| *c != snapshot.cluster) {
+            *out.other_clusters.entry(cluster.to_string()).or_default() += 1;
+        } else if alive.contains(&h.token) {
             out.alive += 1;
         } else if ended.contains(&h.token) {
             out.steps.push(Step::Release { token: h.token.clone(), why: ReleaseWhy::Ended });
@@ -219,6 +224,9 @@ pub struct SettleReport {
     pub left: usize,
     /// Holds of jobs SLURM still has.
     pub alive: usize,
+    /// Holds placed by other clusters sharing the ledger, by cluster: left to their
+    /// own reconcile.
+    pub other_clusters: BTreeMap<String, usize>,
     /// Steps that turned out done already (the plugin got there first).
     pub already_done: usize,
     pub actions: Vec<SettleAction>,
@@ -256,6 +264,9 @@ impl SettleReport {
         }
         for w in &self.warnings {
             out.push_str(&format!("warning: {w}\n"));
+        }
+        for (cluster, holds) in &self.other_clusters {
+            out.push_str(&format!("left {holds} hold(s) of cluster {cluster} to its own reconcile\n"));
         }
         out.push_str(&self.summary());
         out.push('\n');
@@ -307,6 +318,7 @@ impl Budget {
             cluster: snapshot.cluster.clone(),
             grace_s,
             alive: p.alive,
+            other_clusters: p.other_clusters,
             warnings: p.warnings,
             notes: snapshot.notes.clone(),
             ..Default::default()
@@ -530,6 +542,7 @@ mod tests {
             state: "held".into(),
             held: Money::from_micros(5),
             submitted_at,
+            cluster: None,
         }
     }
 
@@ -581,6 +594,31 @@ mod tests {
         assert_eq!(p.young, vec![Young { token: "young".into(), age_s: 50 }]);
         assert_eq!(p.alive, 2, "alive and the forged link are left alone");
         assert_eq!(p.warnings.len(), 1);
+    }
+
+    #[test]
+    fn holds_of_other_clusters_sharing_the_ledger_are_left_to_them() {
+        let snap = Snapshot { cluster: "c".into(), jobs: vec![rec(2, "COMPLETED", Some("mine"), 1000)], notes: vec![] };
+        let mut view = LedgerView { accounts: BTreeSet::from(["chem".to_string()]), ..Default::default() };
+        // Old enough to release, and no record in this cluster's SLURM: only this
+        // cluster's own (and an unnamed, pre-schema-11) hold are released.
+        for (token, cluster) in [("mine", Some("c")), ("unnamed", None), ("theirs", Some("d")), ("also", Some("d"))] {
+            let mut h = hold(token, 0);
+            h.cluster = cluster.map(str::to_string);
+            view.open.push(h);
+        }
+        view.token_uid.insert("mine".into(), 1000);
+        let p = plan(&snap, &view, &config(), 1000, 300);
+        let releases: Vec<&str> = p
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Release { token, .. } => Some(token.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(releases, vec!["mine", "unnamed"]);
+        assert_eq!(p.other_clusters, BTreeMap::from([("d".to_string(), 2)]));
     }
 
     #[test]

@@ -446,7 +446,7 @@ pub(super) async fn grant_report(
 pub(super) struct UsageQuery {
     from: String,
     to: String,
-    /// Comma-separated: account, user, project, domain, grant, partition, qos.
+    /// Comma-separated: account, user, project, domain, grant, partition, qos, cluster.
     by: String,
     format: Option<String>,
 }

@@ -602,6 +602,13 @@ fn run_migrate(config: crate::core::config::Config, now: i64, fmt: Format) -> Re
     let backup = std::path::PathBuf::from(backup);
     budget.backup_to(&backup)?;
     let applied = budget.migrate()?;
+    // Job rows from before schema 11 belong to this controller's cluster.
+    let slurm_conf = crate::core::safe_fs::slurm_conf_path();
+    let cluster = std::fs::read_to_string(&slurm_conf)
+        .ok()
+        .and_then(|t| crate::core::safe_fs::slurm_conf_value(&t, "ClusterName"))
+        .map(|c| c.to_ascii_lowercase());
+    let (unnamed, named) = if from < 11 { budget.name_unnamed_jobs(cluster.as_deref())? } else { (0, false) };
     let after = ledger_state(&mut budget, now)?;
     let same = before.1 == after.1 && before.0.problems == after.0.problems;
     if !same {
@@ -619,6 +626,8 @@ fn run_migrate(config: crate::core::config::Config, now: i64, fmt: Format) -> Re
             "ledger": path, "from": from, "to": to, "applied": applied, "backup": backup,
             "accounts": after.1.len(), "journal_entries": after.0.journal_entries,
             "verify_problems": after.0.problems,
+            "jobs_named_cluster": if named { unnamed } else { 0 },
+            "cluster": if named { cluster.as_deref() } else { None },
         })),
         _ => {
             let mut out = format!("ledger {}: schema {from} -> {to} ({})\n", path.display(), applied.join(", "));
@@ -630,6 +639,23 @@ fn run_migrate(config: crate::core::config::Config, now: i64, fmt: Format) -> Re
                 after.0.journal_entries,
                 after.0.jobs
             );
+            match (unnamed, named, cluster.as_deref()) {
+                (0, _, _) => {}
+                (n, true, Some(c)) => {
+                    let _ = writeln!(
+                        out,
+                        "{n} job rows from before schema 11 are cluster {c}'s (ClusterName in {})",
+                        slurm_conf.display()
+                    );
+                }
+                (n, _, _) => {
+                    let _ = writeln!(
+                        out,
+                        "{n} job rows from before schema 11 name no cluster (no ClusterName in {}): the reconcile of every cluster sharing this ledger takes them as its own",
+                        slurm_conf.display()
+                    );
+                }
+            }
             if !after.0.is_clean() {
                 let _ = writeln!(
                     out,

@@ -66,8 +66,8 @@ pub enum ReportCommand {
         partition: Option<String>,
     },
     /// Chargeback: cost, CPU-hours, GPU-hours, jobs, refunds and adjustments posted
-    /// between two days, grouped by account, user, project, domain, grant, partition
-    /// or qos (repeat --by, or give a comma list, to nest).
+    /// between two days, grouped by account, user, project, domain, grant, partition,
+    /// qos or cluster (repeat --by, or give a comma list, to nest).
     Usage {
         /// First day (YYYY-MM-DD, UTC).
         #[arg(long)]
@@ -551,6 +551,7 @@ impl UserLedger for SocketLedger {
                 token: j["token"].as_str().unwrap_or_default().to_string(),
                 user: j["user"].as_str().unwrap_or_default().to_string(),
                 reason: j["reason"].as_str().map(str::to_string),
+                cluster: j["cluster"].as_str().map(str::to_string),
             });
         }
         Ok(out)

@@ -71,6 +71,12 @@ fn tokens_in_slurm() -> Result<BTreeMap<String, u32>, CliError> {
     Ok(jobs.into_iter().filter_map(|j| hold_token(j.admin_comment.as_deref()).map(|t| (t, j.job_id))).collect())
 }
 
+/// This controller's cluster: ClusterName in slurm.conf (lowercased, as SLURM does).
+fn local_cluster() -> Option<String> {
+    let text = std::fs::read_to_string(crate::core::safe_fs::slurm_conf_path()).ok()?;
+    crate::core::safe_fs::slurm_conf_value(&text, "ClusterName").map(|c| c.to_ascii_lowercase())
+}
+
 fn token_of(job_id: u32) -> Result<String, CliError> {
     tokens_in_slurm()?.into_iter().find(|(_, id)| *id == job_id).map(|(t, _)| t).ok_or_else(|| {
         CliError::new(format!("job {job_id} is not a job asbb priced (no asbb hold token in SLURM's record)"))
@@ -189,7 +195,19 @@ pub fn release_held(budget: &mut Budget, account: &str, actor: &str, now: i64) -
         return Ok(out);
     }
     let ids = tokens_in_slurm()?;
+    let here = local_cluster();
     for j in waiting {
+        // Another cluster sharing the ledger: only its SLURM can release the job.
+        if let (Some(there), Some(here)) = (j.cluster.as_deref(), here.as_deref()) {
+            if there != here {
+                let _ = writeln!(
+                    out,
+                    "left {}: it waits on cluster {there}; `asbb-admin job approve` there releases it",
+                    describe_waiting(&j)
+                );
+                continue;
+            }
+        }
         let Some(&job_id) = ids.get(&j.token) else {
             let _ = writeln!(out, "skipped {}: SLURM no longer has this job", describe_waiting(&j));
             continue;

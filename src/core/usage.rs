@@ -30,10 +30,11 @@ pub enum UsageKey {
     Grant,
     Partition,
     Qos,
+    Cluster,
 }
 
 impl UsageKey {
-    pub const ALL: [UsageKey; 7] = [
+    pub const ALL: [UsageKey; 8] = [
         UsageKey::Account,
         UsageKey::User,
         UsageKey::Project,
@@ -41,6 +42,7 @@ impl UsageKey {
         UsageKey::Grant,
         UsageKey::Partition,
         UsageKey::Qos,
+        UsageKey::Cluster,
     ];
 
     pub fn name(self) -> &'static str {
@@ -52,13 +54,14 @@ impl UsageKey {
             UsageKey::Grant => "grant",
             UsageKey::Partition => "partition",
             UsageKey::Qos => "qos",
+            UsageKey::Cluster => "cluster",
         }
     }
 
     pub fn parse(text: &str) -> Result<UsageKey, String> {
         UsageKey::ALL.into_iter().find(|k| k.name() == text).ok_or_else(|| {
             format!(
-                "cannot group by '{}'; use account, user, project, domain, grant, partition or qos",
+                "cannot group by '{}'; use account, user, project, domain, grant, partition, qos or cluster",
                 crate::core::text::clean_text(text)
             )
         })
@@ -168,6 +171,7 @@ impl Budget {
             job: needs(&[UsageKey::User, UsageKey::Project, UsageKey::Domain, UsageKey::Partition, UsageKey::Qos]),
             qos: needs(&[UsageKey::Qos]),
             grant: needs(&[UsageKey::Grant]),
+            cluster: needs(&[UsageKey::Cluster]),
         };
         // Groups by their values joined with a unit separator (no value holds one); a
         // row borrows its text and allocates only for a new group or job.
@@ -215,6 +219,7 @@ impl Budget {
                     UsageKey::Partition => entry.partition,
                     UsageKey::Grant => entry.grant,
                     UsageKey::Qos => entry.qos,
+                    UsageKey::Cluster => entry.cluster,
                 });
             }
             if !groups.contains_key(group.as_str()) {

@@ -130,7 +130,7 @@ pub fn init_hooks(plugin_type: &str) -> c_int {
             if let Some(line) = completion_setup(config.policy.completion_hook, loaded) {
                 log_line(plugin_type, &line);
             }
-            Some(Hooks::new(config))
+            Some(new_hooks(config))
         }
         Err(e) => {
             host::error(plugin_type, &format!("no valid config, every job is refused until it is fixed: {e}"));
@@ -139,6 +139,15 @@ pub fn init_hooks(plugin_type: &str) -> c_int {
     };
     *hooks() = Some(Loaded { hooks: state, config_path: path, config_stamp: stamp });
     SLURM_SUCCESS
+}
+
+/// Hooks for `config`, in this slurmctld's cluster (slurm.conf's ClusterName).
+fn new_hooks(config: Config) -> Hooks {
+    let mut hooks = Hooks::new(config);
+    if let Some(cluster) = conf::cluster_name() {
+        hooks.set_cluster(&cluster);
+    }
+    hooks
 }
 
 /// Re-reads the config if the file changed since it was last read. A bad file keeps
@@ -156,7 +165,7 @@ fn reload_if_changed(plugin_type: &str, loaded: &mut Loaded) {
         }
         (Ok(_), Some(_)) => {}
         (Ok(config), None) => {
-            loaded.hooks = Some(Hooks::new(config));
+            loaded.hooks = Some(new_hooks(config));
             host::info(plugin_type, &format!("reloaded {}", loaded.config_path.display()));
         }
         (Err(e), Some(_)) => host::error(plugin_type, &format!("kept the previous config: {e}")),

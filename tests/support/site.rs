@@ -30,6 +30,8 @@ impl Hook {
 
 pub struct Site {
     pub cluster: Cluster,
+    /// The ledger its plugins use (its own, or another site's it shares).
+    ledger: PathBuf,
 }
 
 impl Site {
@@ -71,14 +73,30 @@ impl Site {
             opts = opts.ctld_env(k, v);
         }
         opts = more(opts);
-        let site = Site { cluster: Cluster::start(opts) };
+        let cluster = Cluster::start(opts);
+        let site = Site { ledger: cluster.dir().join("ledger.db"), cluster };
         // The ledger exists before the first job (the plugins never create it).
         site.admin_ok(&["account", "create", "chem", "--limit", "100", "--start", "2020-01-01"]);
         Some(site)
     }
 
+    /// A second cluster whose plugins use `other`'s ledger (`toml` names it): two
+    /// controllers on one host sharing one ledger.
+    pub fn start_sharing(name: &str, toml: &str, other: &Site) -> Option<Site> {
+        if !cluster::require_root_and_slurm() {
+            return None;
+        }
+        let plugins = super::plugin_dir()?;
+        let mut opts =
+            ClusterOptions::new(name).plugin_dir(plugins).conf("JobSubmitPlugins=asbb").file("asbb.toml", toml);
+        for line in Hook::Jobcomp.conf_lines() {
+            opts = opts.conf(line);
+        }
+        Some(Site { cluster: Cluster::start(opts), ledger: other.ledger() })
+    }
+
     pub fn ledger(&self) -> PathBuf {
-        self.cluster.dir().join("ledger.db")
+        self.ledger.clone()
     }
 
     pub fn admin(&self, args: &[&str]) -> std::process::Output {

@@ -22,6 +22,8 @@ pub struct BudgetHandle {
     /// Checkpoints on a thread of their own, never inside a call (the plugins).
     background_checkpoints: bool,
     checkpointer: Option<Checkpointer>,
+    /// The cluster whose jobs the budget prices (see [`Budget::set_cluster`]).
+    cluster: Option<String>,
 }
 
 fn identity_of(path: &Path) -> Option<(u64, u64)> {
@@ -39,6 +41,7 @@ impl BudgetHandle {
             busy_timeout_ms,
             background_checkpoints,
             checkpointer: None,
+            cluster: None,
         }
     }
 
@@ -52,6 +55,16 @@ impl BudgetHandle {
         self.busy_timeout_ms = busy_timeout_ms;
         self.budget = None;
         self.checkpointer = None;
+    }
+
+    /// Names the SLURM cluster whose jobs are priced: each job row written names it.
+    pub fn set_cluster(&mut self, cluster: &str) {
+        if self.cluster.as_deref() != Some(cluster) {
+            self.cluster = Some(cluster.to_string());
+        }
+        if let Some(budget) = &mut self.budget {
+            budget.set_cluster(cluster);
+        }
     }
 
     /// True when a connection is open (one a call opened and used).
@@ -75,7 +88,11 @@ impl BudgetHandle {
                     self.checkpointer = Some(Checkpointer::start(path));
                 }
             }
-            self.budget = Some(Budget::with_ledger(self.config.clone(), ledger));
+            let mut budget = Budget::with_ledger(self.config.clone(), ledger);
+            if let Some(cluster) = &self.cluster {
+                budget.set_cluster(cluster);
+            }
+            self.budget = Some(budget);
             self.identity = identity_of(path);
         }
         Ok(self.budget.as_mut().expect("just opened"))

@@ -181,6 +181,9 @@ pub struct Budget {
     known_job_users: std::collections::HashSet<(u32, i64)>,
     /// What the submit path read, kept while nothing else writes the ledger.
     reads: ReadCache,
+    /// The SLURM cluster (ClusterName) whose jobs this budget prices: each job row it
+    /// writes names it, so clusters sharing one ledger each settle only their own.
+    cluster: Option<String>,
 }
 
 /// UTC midnight of a `YYYY-MM-DD` date.
@@ -238,7 +241,19 @@ impl Budget {
     }
 
     pub fn with_ledger(config: Config, ledger: Ledger) -> Budget {
-        Budget { config, ledger, known_job_users: Default::default(), reads: ReadCache::default() }
+        Budget { config, ledger, known_job_users: Default::default(), reads: ReadCache::default(), cluster: None }
+    }
+
+    /// Names the cluster whose jobs this budget prices (see [`Budget::cluster`]).
+    pub fn set_cluster(&mut self, cluster: &str) {
+        if self.cluster.as_deref() != Some(cluster) {
+            self.cluster = Some(cluster.to_string());
+        }
+    }
+
+    /// The cluster set by [`Self::set_cluster`], if any.
+    pub fn cluster(&self) -> Option<&str> {
+        self.cluster.as_deref()
     }
 
     /// How many submissions decided from what an earlier one had read (benchmarks,
@@ -261,6 +276,17 @@ impl Budget {
     /// on a ledger opened with `Ledger::open_for_migration`); the names applied.
     pub fn migrate(&mut self) -> Result<Vec<&'static str>, BudgetError> {
         Ok(self.ledger.migrate()?)
+    }
+
+    /// After a migration to schema 11: names `cluster` on the job rows written before
+    /// (`None`: the cluster is not known; they stay unnamed, and every cluster's
+    /// reconcile takes them as its own). Returns how many rows name no cluster, and
+    /// whether they were named now.
+    pub fn name_unnamed_jobs(&mut self, cluster: Option<&str>) -> Result<(usize, bool), BudgetError> {
+        Ok(match cluster {
+            Some(c) => (self.ledger.name_unnamed_jobs(c)?, true),
+            None => (self.ledger.unnamed_jobs()?, false),
+        })
     }
 
     /// Copies the ledger into a new private file at `path` (see `Ledger::copy_to`).

@@ -157,6 +157,7 @@ impl Budget {
     /// and token of its own. `None` when the job is not finished in the ledger (its
     /// hold still covers the next run) or is exempt now.
     pub fn price_rerun(&mut self, token: &str, job_id: u32, now: i64) -> Result<Option<Rerun>, BudgetError> {
+        let cluster = self.cluster.as_deref();
         let tx = Tx::write(&mut self.ledger)?;
         let Some(job) = tx.job(token)? else { return Ok(None) };
         if job.state.is_open() {
@@ -182,6 +183,7 @@ impl Budget {
                 grant: job.grant_number.as_deref(),
                 meta: meta.as_ref(),
                 user_known: false,
+                cluster,
             };
             tx.insert_job(&row, state, Some(&reason), now)?;
             Ok(Rerun::Waiting { token: new_token.clone(), reason })
@@ -203,6 +205,7 @@ impl Budget {
                         grant,
                         meta: meta.as_ref(),
                         user_known: false,
+                        cluster,
                     };
                     tx.insert_job(&row, JobState::Held, None, now)?;
                     postings::hold(

@@ -81,6 +81,7 @@ impl Budget {
             grant,
             meta: Some(meta),
             user_known: self.known_job_users.contains(&(req.uid, account.id)),
+            cluster: self.cluster.as_deref(),
         };
         let decision = match outcome {
             Ok(available_after) => {

@@ -137,13 +137,14 @@ impl Ledger {
 
 impl Tx<'_> {
     /// Every (token, cluster) carrying SLURM id `job_id` (on `cluster`, when given): a
-    /// run's (its cluster), or a job row's with no run yet (no cluster); ordered.
+    /// run's (its cluster), or a job row's with no run yet (reported with no cluster:
+    /// the cluster of a found job is where it ran); ordered.
     pub fn tokens_with_job_id(&self, cluster: Option<&str>, job_id: u32) -> Result<Vec<TokenOnCluster>, LedgerError> {
         self.sql(|c| {
             c.prepare_cached(
                 "SELECT token, cluster FROM runs WHERE job_id = ?1 AND (?2 IS NULL OR cluster = ?2)
                  UNION
-                 SELECT j.token, NULL FROM jobs j WHERE j.job_id = ?1 AND ?2 IS NULL
+                 SELECT j.token, NULL FROM jobs j WHERE j.job_id = ?1 AND (?2 IS NULL OR j.cluster = ?2)
                    AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.token = j.token)
                  ORDER BY 1, 2",
             )?
@@ -160,7 +161,8 @@ impl Tx<'_> {
                 "SELECT a.name FROM runs r JOIN accounts a ON a.id = r.account_id
                    WHERE r.job_id = ?1 AND (?2 IS NULL OR r.cluster = ?2)
                  UNION
-                 SELECT a.name FROM jobs j JOIN accounts a ON a.id = j.account_id WHERE j.job_id = ?1 AND ?2 IS NULL",
+                 SELECT a.name FROM jobs j JOIN accounts a ON a.id = j.account_id
+                   WHERE j.job_id = ?1 AND (?2 IS NULL OR j.cluster = ?2)",
             )?
             .query_map(params![job_id, cluster], |r| r.get(0))?
             .collect()

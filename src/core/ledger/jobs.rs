@@ -22,6 +22,8 @@ pub(crate) struct NewJob<'a> {
     pub meta: Option<&'a JobMetadata>,
     /// Its (uid, account) pair is known to be in `account_job_users` already.
     pub user_known: bool,
+    /// The SLURM cluster whose slurmctld priced it.
+    pub cluster: Option<&'a str>,
 }
 
 /// One job as users see it.
@@ -39,11 +41,13 @@ pub struct JobSummary {
     pub user: String,
     /// Why the job waits, for jobs submitted held.
     pub reason: Option<String>,
+    /// The SLURM cluster whose slurmctld priced it (`None`: from before schema 11).
+    pub cluster: Option<String>,
 }
 
 /// The columns `job_summary_from_row` reads, from `jobs j JOIN accounts a`.
 const JOB_SUMMARY_COLS: &str = "j.job_id, a.name, j.partition, j.submitted_at, j.state, j.estimate_micros, \
-     j.held_micros, j.charged_micros, j.token, j.user_name, j.reason";
+     j.held_micros, j.charged_micros, j.token, j.user_name, j.reason, j.cluster";
 
 fn job_summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobSummary> {
     Ok(JobSummary {
@@ -58,6 +62,7 @@ fn job_summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobSummary> {
         token: r.get(8)?,
         user: r.get(9)?,
         reason: r.get(10)?,
+        cluster: r.get(11)?,
     })
 }
 
@@ -71,6 +76,9 @@ pub struct OpenHold {
     pub state: String,
     pub held: Money,
     pub submitted_at: i64,
+    /// The cluster whose slurmctld priced it (`None`: written before ledgers named
+    /// clusters).
+    pub cluster: Option<String>,
 }
 
 /// Jobs submitted held by asbb, not yet holding funds (of `jobs j`): the
@@ -78,6 +86,17 @@ pub struct OpenHold {
 const WAITING: &str = "j.state IN ('awaiting_approval', 'awaiting_funds')";
 
 impl Ledger {
+    /// Names `cluster` on every job row that names none (rows from before schema 11);
+    /// how many.
+    pub fn name_unnamed_jobs(&self, cluster: &str) -> Result<usize, LedgerError> {
+        self.sql(|c| c.execute("UPDATE jobs SET cluster = ?1 WHERE cluster IS NULL", [cluster]))
+    }
+
+    /// How many job rows name no cluster.
+    pub fn unnamed_jobs(&self) -> Result<usize, LedgerError> {
+        self.sql(|c| c.query_row("SELECT count(*) FROM jobs WHERE cluster IS NULL", [], |r| r.get(0)))
+    }
+
     pub fn job(&self, token: &str) -> Result<Option<JobRow>, LedgerError> {
         self.sql(|c| job_by_token(c, token))
     }
@@ -113,7 +132,7 @@ impl Tx<'_> {
     pub fn open_holds(&self) -> Result<Vec<OpenHold>, LedgerError> {
         self.sql(|c| {
             c.prepare(
-                "SELECT j.token, a.name, j.uid, j.job_id, j.state, j.held_micros, j.submitted_at
+                "SELECT j.token, a.name, j.uid, j.job_id, j.state, j.held_micros, j.submitted_at, j.cluster
                  FROM jobs j JOIN accounts a ON a.id = j.account_id
                  WHERE j.state IN ('held', 'awaiting_approval', 'awaiting_funds') ORDER BY j.submitted_at, j.token",
             )?
@@ -126,6 +145,7 @@ impl Tx<'_> {
                     state: r.get(4)?,
                     held: Money::from_micros(r.get(5)?),
                     submitted_at: r.get(6)?,
+                    cluster: r.get(7)?,
                 })
             })?
             .collect()
@@ -149,7 +169,7 @@ impl Tx<'_> {
         reason: Option<&str>,
         now: i64,
     ) -> Result<(), LedgerError> {
-        let NewJob { token, account_id, req, estimate, held, grant, meta, user_known } = *job;
+        let NewJob { token, account_id, req, estimate, held, grant, meta, user_known, cluster } = *job;
         let meta = meta.filter(|m| !m.is_empty());
         let metadata_json = meta.map(|m| serde_json::to_string(m).unwrap_or_else(|_| "{}".into()));
         let res = &req.resources;
@@ -157,9 +177,9 @@ impl Tx<'_> {
             c.prepare_cached(
                 "INSERT INTO jobs (token, account_id, user_name, uid, partition, job_id, job_name, nodes, cpus, mem_mb, gpus,
                    time_limit_min, qos, estimate_micros, tasks_total, state, reason, submitted_at, held_micros,
-                   hold_placed_micros, research_domain, project_code, grant_number, metadata_json, hold_at)
+                   hold_placed_micros, research_domain, project_code, grant_number, metadata_json, hold_at, cluster)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?19, ?20, ?21,
-                   ?22, ?23, ?24)",
+                   ?22, ?23, ?24, ?25)",
             )?
             .execute(params![
                 token,
@@ -186,6 +206,7 @@ impl Tx<'_> {
                 grant,
                 metadata_json,
                 (state == JobState::Held).then_some(now),
+                cluster,
             ])?;
             if !user_known {
                 // Usually there already: then this reads a page and writes none.

@@ -58,6 +58,8 @@ pub const MIGRATIONS: &[(u32, &str, &str)] = &[
     (9, "009_request_columns", include_str!("../../../sql/009_request_columns.sql")),
     // Only cost entries indexed by time: a hold or a release writes no index page.
     (10, "010_cost_time_index", include_str!("../../../sql/010_cost_time_index.sql")),
+    // Each job row names its cluster: several clusters can share one ledger.
+    (11, "011_job_cluster", include_str!("../../../sql/011_job_cluster.sql")),
 ];
 
 /// Prepared statements kept per connection.

@@ -37,6 +37,8 @@ pub(crate) struct CostColumns {
     pub qos: bool,
     /// The grant whose allocation it was posted to (`(overdraft)`, `(deposit)`).
     pub grant: bool,
+    /// The cluster the run ran on (a refund's or adjustment's: its job's).
+    pub cluster: bool,
 }
 
 /// One cost entry as the usage report reads it. Texts not joined, missing or empty
@@ -54,6 +56,7 @@ pub(crate) struct CostEntry<'r> {
     pub partition: &'r str,
     pub grant: &'r str,
     pub qos: &'r str,
+    pub cluster: &'r str,
     /// A charge's first part: its run's allocation (JSON) and elapsed seconds.
     pub run: Option<(&'r [u8], i64)>,
 }
@@ -78,7 +81,18 @@ impl Tx<'_> {
         } else {
             "NULL, NULL, NULL, NULL"
         };
-        let job_join = if columns.job || columns.qos { "LEFT JOIN jobs jb ON jb.token = j.token" } else { "" };
+        let job_join =
+            if columns.job || columns.qos || columns.cluster { "LEFT JOIN jobs jb ON jb.token = j.token" } else { "" };
+        // A charge's key is `charge:<run key>`, and a run key starts with its cluster;
+        // a refund or adjustment is its job's (a job from before schema 11: where it ran).
+        let cluster = if columns.cluster {
+            "CASE WHEN j.kind = 'charge' AND j.txn_key LIKE 'charge:%'
+                  THEN substr(j.txn_key, 8, instr(substr(j.txn_key, 8), ':') - 1)
+                  ELSE coalesce(jb.cluster,
+                       (SELECT r2.cluster FROM runs r2 WHERE r2.token = j.token ORDER BY r2.run_key LIMIT 1)) END"
+        } else {
+            "NULL"
+        };
         let qos = if columns.qos { "jb.qos" } else { "NULL" };
         let (grant_col, grant_join) = if columns.grant {
             (
@@ -102,7 +116,7 @@ impl Tx<'_> {
             let at = if covered * 4 > span { "+j.at" } else { "j.at" };
             let mut stmt = c.prepare(&format!(
                 "SELECT j.kind, j.amount_micros, coalesce(j.token, j.txn_key), a.name, {job_cols}, {grant_col}, {qos},
-                        r.alloc_json, r.elapsed_s
+                        r.alloc_json, r.elapsed_s, {cluster}
                  FROM journal j
                  JOIN accounts a ON a.id = j.account_id
                  LEFT JOIN runs r ON j.kind = 'charge' AND j.part = 0 AND j.txn_key LIKE 'charge:%'
@@ -134,6 +148,7 @@ impl Tx<'_> {
                     partition: text(7)?,
                     grant: text(8)?,
                     qos: text(9)?,
+                    cluster: text(12)?,
                     run,
                 });
             }
