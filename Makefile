@@ -60,6 +60,8 @@ SLURM ?= 22.05
 test: build test-plugins
 	ASBB_E2E=1 ASBB_TEST_HOOKS=1 ASBB_PLUGIN_DIR=$(CURDIR)/$(TEST_STAGE) ASBB_BIN_DIR=$(CURDIR)/target/release \
 		$(CARGO) test --release -- --test-threads=2
+	# The SQLite helpers' own tests (VFS, busy handler): a crate of the workspace.
+	$(CARGO) test --release -p asbb-wal-writes
 	# The SLURM glue's own unit tests (only the plugin crates build it).
 	$(CARGO) test --release --no-default-features --features slurm --lib slurm::
 	for r in $(SLURM_RELEASES); do bash scripts/test-release.sh $$r || exit 1; done
@@ -89,6 +91,7 @@ test-core:
 	$(CARGO) test --release --lib --test ledger_props --test cli_admin --test grants --test api_http \
 		--test learning_sim --test reconcile_core --test fuzz_fields --test cli_reconcile --test simulation \
 		--test licences --test alerts --test ledger_wal
+	$(CARGO) test --release -p asbb-wal-writes
 
 bench: build
 	$(CARGO) bench --bench ledger

@@ -6,12 +6,17 @@
 //! Sizes can be lowered for a quick run: `ASBB_BENCH_ACCOUNTS`, `ASBB_BENCH_ENTRIES`,
 //! `ASBB_BENCH_ITERATIONS`. `ASBB_BENCH_GAP_US` pauses before each submission.
 //!
+//! `contended_*` figures: two writers on the ledger at once (two clusters sharing it,
+//! or job_submit beside jobcomp), each with its own connection, submitting and
+//! completing jobs `ASBB_BENCH_CONTENDED_GAP_US` apart; `contended_sqlite_*` the same
+//! with SQLite's own busy handler instead of asbb's (`asbb_wal_writes::busy`).
+//!
 //! `floor_*` figures are the reference a check is compared with: the smallest write
 //! transaction a synchronous hold could be (read an account's total, append a row,
 //! update the total: 2 WAL pages), on a file of its own with the same PRAGMAs.
 
 use asbb::core::config::Config;
-use asbb::core::decisions::{Budget, Decision};
+use asbb::core::decisions::{Budget, BudgetError, Decision};
 use asbb::core::ledger::{Ledger, OpenMode};
 use asbb::core::pricing::job::{EndState, JobCompletion, JobRequest, Resources};
 use std::collections::BTreeMap;
@@ -50,6 +55,8 @@ fn main() {
     // from what the one before read (`ReadCache`), where the phases above, a completion
     // after every submission, always read the ledger again.
     let burst_iterations = env_or("ASBB_BENCH_BURST_ITERATIONS", 5_000);
+    let contended_iterations = env_or("ASBB_BENCH_CONTENDED_ITERATIONS", 3_000);
+    let contended_gap_us = env_or("ASBB_BENCH_CONTENDED_GAP_US", 200);
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("bench.db");
     let config_text = format!(
@@ -103,6 +110,13 @@ fn main() {
     let wal_after_paced = wal_len();
     let (mut burst_check_us, burst_hits) = run_burst(&mut budget, &mut next_job, burst_iterations, 0);
     let (mut burst_cold_check_us, burst_cold_hits) = run_burst(&mut budget, &mut next_job, cold_iterations, evict_mib);
+    let contended = |next_job: &mut u64, sqlite_default: bool| {
+        let base = *next_job;
+        *next_job += 2 * contended_iterations;
+        run_contended(&path, &budget.config, accounts, base, contended_iterations, contended_gap_us, sqlite_default)
+    };
+    let mut contended_sqlite = contended(&mut next_job, true);
+    let mut contended_asbb = contended(&mut next_job, false);
     drop(checkpointer);
     let floor_path = dir.path().join("floor.db");
     let mut floor_check_us = floor(&floor_path, accounts, iterations, 0, 0);
@@ -129,6 +143,13 @@ fn main() {
     print_latency("burst_check", &mut burst_check_us);
     println!("burst_cold_read_cache_hits={burst_cold_hits}");
     print_latency("burst_cold_check", &mut burst_cold_check_us);
+    println!("contended_iterations={contended_iterations}");
+    println!("contended_gap_us={contended_gap_us}");
+    for (name, c) in [("contended_sqlite", &mut contended_sqlite), ("contended", &mut contended_asbb)] {
+        print_latency(&format!("{name}_check"), &mut c.0);
+        print_latency(&format!("{name}_reconcile"), &mut c.1);
+        println!("{name}_busy_errors={}", c.2);
+    }
     print_latency("floor_check", &mut floor_check_us);
     print_latency("floor_cold_check", &mut floor_cold_check_us);
     let t = Instant::now();
@@ -230,6 +251,73 @@ fn run_jobs(
         reconciles.push(figure);
     }
     (checks, reconciles)
+}
+
+/// Two writers at once, each on a connection of its own (as two clusters' plugins):
+/// each submits and completes `n` jobs `gap_us` apart, in accounts of its own half.
+/// Gives every call's time (checks, reconciles) and how many gave up busy after the
+/// plugins' 50 ms bound; with `sqlite_default`, through SQLite's own busy handler.
+fn run_contended(
+    path: &std::path::Path,
+    config: &Config,
+    accounts: u64,
+    base_job: u64,
+    n: u64,
+    gap_us: u64,
+    sqlite_default: bool,
+) -> (Vec<f64>, Vec<f64>, u64) {
+    let writers: Vec<_> = (0..2u64)
+        .map(|w| {
+            let (path, config) = (path.to_path_buf(), config.clone());
+            std::thread::spawn(move || {
+                let ledger = Ledger::open(&path, OpenMode::MustExist, 50)
+                    .and_then(|l| l.without_autocheckpoint())
+                    .expect("open");
+                if sqlite_default {
+                    ledger.connection().busy_timeout(std::time::Duration::from_millis(50)).expect("busy handler");
+                }
+                let mut budget = Budget::with_ledger(config, ledger);
+                let busy = |e: &BudgetError| matches!(e, BudgetError::Ledger(l) if l.is_busy());
+                let (mut checks, mut reconciles, mut gave_up) = (Vec::new(), Vec::new(), 0u64);
+                for k in 0..n {
+                    let i = base_job + w * n + k;
+                    let account = format!("acct{:05}", w * (accounts / 2) + (k * 7919) % (accounts / 2));
+                    let req = request(&account);
+                    std::thread::sleep(std::time::Duration::from_micros(gap_us));
+                    let t = Instant::now();
+                    let decision = match budget.check_and_hold(&req, 1_800_000_000 + i as i64) {
+                        Err(e) if busy(&e) => {
+                            gave_up += 1;
+                            continue;
+                        }
+                        other => other.expect("check"),
+                    };
+                    checks.push(t.elapsed().as_secs_f64() * 1e6);
+                    let done = completion(i, decision, &req);
+                    let t = Instant::now();
+                    loop {
+                        match budget.reconcile(&done, 1_800_000_700 + i as i64) {
+                            Err(e) if busy(&e) => gave_up += 1,
+                            other => {
+                                other.expect("reconcile");
+                                break;
+                            }
+                        }
+                    }
+                    reconciles.push(t.elapsed().as_secs_f64() * 1e6);
+                }
+                (checks, reconciles, gave_up)
+            })
+        })
+        .collect();
+    let (mut checks, mut reconciles, mut gave_up) = (Vec::new(), Vec::new(), 0);
+    for w in writers {
+        let (c, r, g) = w.join().expect("writer");
+        checks.extend(c);
+        reconciles.extend(r);
+        gave_up += g;
+    }
+    (checks, reconciles, gave_up)
 }
 
 /// A user's loop of `sbatch`: `n` submissions to one account, back to back with no

@@ -27,6 +27,8 @@
 //! `sqlite3_database_file_object` (SQLite 3.31, 2020); a WAL whose database is not
 //! opened through this VFS gathers nothing.
 
+pub mod busy;
+
 use rusqlite::ffi;
 use std::ffi::{c_char, c_int, c_void, CString};
 use std::sync::OnceLock;

@@ -154,7 +154,9 @@ impl Ledger {
             None => Connection::open_with_flags(path, flags),
         }
         .map_err(sq)?;
-        conn.busy_timeout(Duration::from_millis(busy_timeout_ms as u64)).map_err(sq)?;
+        // Another writer's transaction is waited for in steps of 50 µs and up, not
+        // SQLite's 1, 2, 5 ... ms (see `asbb_wal_writes::busy`).
+        asbb_wal_writes::busy::wait_in_steps(&conn, busy_timeout_ms).map_err(sq)?;
         // rusqlite keeps 16 statements by default; the hooks' paths (submit, modify,
         // confirm, settle) use more, so slurmctld's profile showed SQLite parsing SQL
         // again inside the hooks.
