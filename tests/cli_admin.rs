@@ -718,9 +718,10 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     )
     .unwrap();
     let config = Config::load(&config_path).unwrap();
-    // The controller's slurm.conf: the job rows from before schema 11 are its cluster's.
+    // The controller's slurm.conf: the job rows from before schema 11 are its cluster's
+    // (the one that ran, its run's; the rest, ClusterName's).
     let slurm_conf = dir.path().join("slurm.conf");
-    std::fs::write(&slurm_conf, "SlurmctldHost=localhost\nClusterName=Lab1 # the lab\n").unwrap();
+    std::fs::write(&slurm_conf, "SlurmctldHost=localhost\nClusterName=\"C1\" # the lab\n").unwrap();
     let admin = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
             .args(args)
@@ -909,7 +910,7 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
     assert_eq!(
         out,
         format!(
-            "ledger {}: schema 4 -> 11 (005_narrow_writes, 006_grant_directed, 007_alerts, 008_hot_path, 009_request_columns, 010_cost_time_index, 011_job_cluster)\nthe ledger as it was: {}.schema-4.bak (delete it once you are satisfied)\nthe same balances before and after: 3 accounts, 12 journal entries, 7 jobs\n7 job rows from before schema 11 are cluster lab1's (ClusterName in {})\n",
+            "ledger {}: schema 4 -> 11 (005_narrow_writes, 006_grant_directed, 007_alerts, 008_hot_path, 009_request_columns, 010_cost_time_index, 011_job_cluster)\nthe ledger as it was: {}.schema-4.bak (delete it once you are satisfied)\nthe same balances before and after: 3 accounts, 12 journal entries, 7 jobs\n6 job rows that never ran are cluster c1's (ClusterName in {})\n",
             ledger.display(),
             ledger.display(),
             slurm_conf.display()
@@ -951,7 +952,77 @@ fn migrate_upgrades_an_older_ledger_and_keeps_every_balance() {
         vec![(0, 7)],
         "every job row names the cluster"
     );
-    let named: i64 = conn.query_row("SELECT count(*) FROM jobs WHERE cluster = 'lab1'", [], |r| r.get(0)).unwrap();
+    let named: i64 = conn.query_row("SELECT count(*) FROM jobs WHERE cluster = 'c1'", [], |r| r.get(0)).unwrap();
     assert_eq!(named, 7);
     assert_eq!(admin(&["migrate"]).0, format!("ledger {}: schema 11 is current; nothing to do\n", ledger.display()));
+}
+
+/// `migrate` names the job rows that never ran after this controller's cluster only
+/// while every run in the ledger is that cluster's: in a ledger two clusters shared
+/// before schema 11, which cluster placed an open hold is not known, so it is left
+/// unnamed (and every cluster's reconcile takes it as its own) rather than guessed.
+#[test]
+fn jobs_that_never_ran_are_named_only_when_every_run_is_this_clusters() {
+    use asbb::core::decisions::Decision;
+    use asbb::core::money::Money;
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::parse(
+        &format!(
+            "ledger = \"{}\"\n[policy]\nminimum_charge = \"0\"\n[partitions.debug.rates]\ncpu = 1.0\n",
+            dir.path().join("ledger.db").display()
+        ),
+        "asbb.toml",
+    )
+    .unwrap();
+    let mut b = Budget::open(config, OpenMode::CreateIfMissing).unwrap();
+    let year = NOW_S + 365 * 86_400;
+    b.create_account("chem", Money::from_dollars(100).unwrap(), NOW_S - 86_400, year, Money::ZERO, "t", NOW_S).unwrap();
+    let req = JobRequest {
+        user: "alice".into(),
+        uid: 1000,
+        account: "chem".into(),
+        partition: "debug".into(),
+        resources: Resources { nodes: 1, cpus: 1, mem_mb: 0, gpus: BTreeMap::new() },
+        time_limit_min: 60,
+        array_tasks: 1,
+        qos: None,
+        job_id: None,
+        job_name: None,
+    };
+    // A budget that was never given a cluster writes rows as before schema 11.
+    let submit = |b: &mut Budget| match b.check_and_hold(&req, NOW_S).unwrap() {
+        Decision::Accept { token, .. } => token,
+        d => panic!("{d:?}"),
+    };
+    let ran = |b: &mut Budget, token: &str, cluster: &str, job_id: u32| {
+        let done = JobCompletion {
+            cluster: cluster.into(),
+            job_id,
+            hold_token: Some(token.to_string()),
+            user: "alice".into(),
+            account: "chem".into(),
+            partition: "debug".into(),
+            state: EndState::Completed,
+            start_time: NOW_S + 60,
+            end_time: NOW_S + 120,
+            allocated: Some(req.resources.clone()),
+            task_count: 1,
+            submit_time: NOW_S,
+            run_index: 0,
+            qos: None,
+        };
+        b.reconcile(&done, NOW_S + 200).unwrap();
+    };
+    let first = submit(&mut b);
+    submit(&mut b);
+    ran(&mut b, &first, "a", 1);
+    assert_eq!(b.name_unnamed_jobs(None).unwrap(), (2, false, vec!["a".to_string()]), "no ClusterName: left");
+    assert_eq!(b.name_unnamed_jobs(Some("a")).unwrap(), (2, true, vec!["a".to_string()]));
+    // Another cluster's run, and jobs that never ran: which cluster's they are is unknown.
+    let other = submit(&mut b);
+    submit(&mut b);
+    ran(&mut b, &other, "b", 1);
+    assert_eq!(b.name_unnamed_jobs(Some("a")).unwrap(), (2, false, vec!["a".to_string(), "b".to_string()]));
+    assert!(!b.name_unnamed_jobs(Some("b")).unwrap().1);
+    assert!(b.verify().unwrap().is_clean());
 }

@@ -1465,6 +1465,12 @@ fn two_clusters_sharing_one_ledger_never_overdraw_an_account() {
         "{out}"
     );
     assert_eq!(b.cluster.job_field(waiting, "Priority").as_deref(), Some("0"));
+    // Job ids repeat across the clusters: a's list of held jobs says whose each is.
+    let list = a.admin_ok(&["job", "list", "--held", "--format", "csv"]);
+    let lines: Vec<&str> = list.lines().collect();
+    assert_eq!(lines[0], "jobid,cluster,user,account,partition,estimate,submitted,state,reason", "{list}");
+    assert!(lines[1].contains(&format!(",e2eshareb,{USER},later,debug,0.30,")), "{list}");
+    assert_eq!(lines.len(), 2, "{list}");
     let out = b.admin_ok(&["job", "approve", &waiting.to_string()]);
     assert_eq!(out, format!("approved job {waiting}: holding $0.30; released\n"));
     assert_eq!(b.cluster.wait_done(waiting), "COMPLETED");

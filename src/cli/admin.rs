@@ -582,6 +582,26 @@ fn ledger_state(
 
 /// `asbb-admin migrate`: applies the pending schema migrations, checking that
 /// `verify` and every balance come out as they went in.
+/// What `migrate` did with the job rows that named no cluster (empty: there were none).
+fn naming_line(
+    (unnamed, named, run_clusters): &(usize, bool, Vec<String>),
+    cluster: Option<&str>,
+    conf: &std::path::Path,
+) -> String {
+    match (unnamed, named, cluster) {
+        (0, _, _) => String::new(),
+        (n, true, Some(c)) => format!("{n} job rows that never ran are cluster {c}'s (ClusterName in {})\n", conf.display()),
+        (n, _, None) => format!(
+            "{n} job rows that never ran name no cluster (no ClusterName in {}; set SLURM_CONF and run migrate again): the reconcile of every cluster sharing this ledger takes them as its own\n",
+            conf.display()
+        ),
+        (n, _, Some(_)) => format!(
+            "{n} job rows that never ran name no cluster: runs of clusters {} share this ledger, and which placed them is not known; the reconcile of each takes them as its own\n",
+            run_clusters.join(", ")
+        ),
+    }
+}
+
 fn run_migrate(config: crate::core::config::Config, now: i64, fmt: Format) -> Result<String, CliError> {
     let path = config.ledger_path.clone();
     let ledger =
@@ -589,10 +609,19 @@ fn run_migrate(config: crate::core::config::Config, now: i64, fmt: Format) -> Re
     let mut budget = Budget::with_ledger(config, ledger);
     let from = budget.schema_version()?;
     let to = crate::core::ledger::LATEST_SCHEMA;
+    // Job rows that name no cluster are this controller's (ClusterName in slurm.conf);
+    // a run of migrate that could not name them names them when run again.
+    let slurm_conf = crate::core::safe_fs::slurm_conf_path();
+    let cluster = crate::core::safe_fs::slurm_cluster_name();
     if from == to {
+        let named = budget.name_unnamed_jobs(cluster.as_deref())?;
+        let line = naming_line(&named, cluster.as_deref(), &slurm_conf);
         return Ok(match fmt {
-            Format::Json => json(&serde_json::json!({ "ledger": path, "from": from, "to": to, "applied": [] })),
-            _ => format!("ledger {}: schema {to} is current; nothing to do\n", path.display()),
+            Format::Json => json(&serde_json::json!({
+                "ledger": path, "from": from, "to": to, "applied": [],
+                "jobs_named_cluster": if named.1 { named.0 } else { 0 },
+            })),
+            _ => format!("ledger {}: schema {to} is current; nothing to do\n{line}", path.display()),
         });
     }
     let before = ledger_state(&mut budget, now)?;
@@ -602,13 +631,7 @@ fn run_migrate(config: crate::core::config::Config, now: i64, fmt: Format) -> Re
     let backup = std::path::PathBuf::from(backup);
     budget.backup_to(&backup)?;
     let applied = budget.migrate()?;
-    // Job rows from before schema 11 belong to this controller's cluster.
-    let slurm_conf = crate::core::safe_fs::slurm_conf_path();
-    let cluster = std::fs::read_to_string(&slurm_conf)
-        .ok()
-        .and_then(|t| crate::core::safe_fs::slurm_conf_value(&t, "ClusterName"))
-        .map(|c| c.to_ascii_lowercase());
-    let (unnamed, named) = if from < 11 { budget.name_unnamed_jobs(cluster.as_deref())? } else { (0, false) };
+    let named = budget.name_unnamed_jobs(cluster.as_deref())?;
     let after = ledger_state(&mut budget, now)?;
     let same = before.1 == after.1 && before.0.problems == after.0.problems;
     if !same {
@@ -626,8 +649,8 @@ fn run_migrate(config: crate::core::config::Config, now: i64, fmt: Format) -> Re
             "ledger": path, "from": from, "to": to, "applied": applied, "backup": backup,
             "accounts": after.1.len(), "journal_entries": after.0.journal_entries,
             "verify_problems": after.0.problems,
-            "jobs_named_cluster": if named { unnamed } else { 0 },
-            "cluster": if named { cluster.as_deref() } else { None },
+            "jobs_named_cluster": if named.1 { named.0 } else { 0 },
+            "cluster": if named.1 { cluster.as_deref() } else { None },
         })),
         _ => {
             let mut out = format!("ledger {}: schema {from} -> {to} ({})\n", path.display(), applied.join(", "));
@@ -639,23 +662,7 @@ fn run_migrate(config: crate::core::config::Config, now: i64, fmt: Format) -> Re
                 after.0.journal_entries,
                 after.0.jobs
             );
-            match (unnamed, named, cluster.as_deref()) {
-                (0, _, _) => {}
-                (n, true, Some(c)) => {
-                    let _ = writeln!(
-                        out,
-                        "{n} job rows from before schema 11 are cluster {c}'s (ClusterName in {})",
-                        slurm_conf.display()
-                    );
-                }
-                (n, _, _) => {
-                    let _ = writeln!(
-                        out,
-                        "{n} job rows from before schema 11 name no cluster (no ClusterName in {}): the reconcile of every cluster sharing this ledger takes them as its own",
-                        slurm_conf.display()
-                    );
-                }
-            }
+            out.push_str(&naming_line(&named, cluster.as_deref(), &slurm_conf));
             if !after.0.is_clean() {
                 let _ = writeln!(
                     out,

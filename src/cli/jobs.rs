@@ -71,12 +71,6 @@ fn tokens_in_slurm() -> Result<BTreeMap<String, u32>, CliError> {
     Ok(jobs.into_iter().filter_map(|j| hold_token(j.admin_comment.as_deref()).map(|t| (t, j.job_id))).collect())
 }
 
-/// This controller's cluster: ClusterName in slurm.conf (lowercased, as SLURM does).
-fn local_cluster() -> Option<String> {
-    let text = std::fs::read_to_string(crate::core::safe_fs::slurm_conf_path()).ok()?;
-    crate::core::safe_fs::slurm_conf_value(&text, "ClusterName").map(|c| c.to_ascii_lowercase())
-}
-
 fn token_of(job_id: u32) -> Result<String, CliError> {
     tokens_in_slurm()?.into_iter().find(|(_, id)| *id == job_id).map(|(t, _)| t).ok_or_else(|| {
         CliError::new(format!("job {job_id} is not a job asbb priced (no asbb hold token in SLURM's record)"))
@@ -112,7 +106,7 @@ pub fn run(cmd: JobCommand, budget: &mut Budget, actor: &str, now: i64, fmt: For
                     }
                 }
             }
-            Ok(list(&jobs, fmt))
+            Ok(list(&jobs, crate::core::safe_fs::slurm_cluster_name().as_deref(), fmt))
         }
         JobCommand::Refund(a) => correct(budget, &a, false, actor, now),
         JobCommand::Adjust(a) => correct(budget, &a, true, actor, now),
@@ -161,13 +155,20 @@ fn correct(budget: &mut Budget, a: &CorrectionArgs, signed: bool, actor: &str, n
     Ok(format!("job {} ({}): {done}; net charge now {} ({reason})\n", a.job_id, found.account, net_charge))
 }
 
-fn list(jobs: &[JobSummary], fmt: Format) -> String {
+/// The jobs as a table; with a CLUSTER column when any is another cluster's than
+/// `here` (clusters sharing the ledger: SLURM job ids repeat across them).
+fn list(jobs: &[JobSummary], here: Option<&str>, fmt: Format) -> String {
     if fmt == Format::Json {
         return json(&jobs);
     }
-    let mut t = Table::new(vec!["JOBID", "USER", "ACCOUNT", "PARTITION", "ESTIMATE", "SUBMITTED", "STATE", "REASON"]);
+    let clusters = jobs.iter().any(|j| j.cluster.is_some() && j.cluster.as_deref() != here);
+    let mut columns = vec!["JOBID", "USER", "ACCOUNT", "PARTITION", "ESTIMATE", "SUBMITTED", "STATE", "REASON"];
+    if clusters {
+        columns.insert(1, "CLUSTER");
+    }
+    let mut t = Table::new(columns);
     for j in jobs {
-        t.push(vec![
+        let mut row = vec![
             j.job_id.map(|i| i.to_string()).unwrap_or_else(|| "-".into()),
             j.user.clone(),
             j.account.clone(),
@@ -176,7 +177,11 @@ fn list(jobs: &[JobSummary], fmt: Format) -> String {
             format_time(j.submitted_at),
             j.state.clone(),
             j.reason.clone().unwrap_or_default(),
-        ]);
+        ];
+        if clusters {
+            row.insert(1, j.cluster.clone().unwrap_or_else(|| "-".into()));
+        }
+        t.push(row);
     }
     if fmt == Format::Csv {
         t.to_csv()
@@ -195,7 +200,7 @@ pub fn release_held(budget: &mut Budget, account: &str, actor: &str, now: i64) -
         return Ok(out);
     }
     let ids = tokens_in_slurm()?;
-    let here = local_cluster();
+    let here = crate::core::safe_fs::slurm_cluster_name();
     for j in waiting {
         // Another cluster sharing the ledger: only its SLURM can release the job.
         if let (Some(there), Some(here)) = (j.cluster.as_deref(), here.as_deref()) {

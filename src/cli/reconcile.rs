@@ -120,7 +120,7 @@ pub fn run_reconcile(
 ) -> Result<String, CliError> {
     let grace_s = parse_duration_s(&args.grace)?;
     let mut budget = open_budget(config, OpenMode::MustExist)?;
-    let oldest_open = budget.ledger_view(&Snapshot::default())?.open.iter().map(|h| h.submitted_at).min();
+    let open = budget.ledger_view(&Snapshot::default())?.open;
 
     // SLURM first, then the ledger: a hold placed after this snapshot is younger
     // than the grace period, never mistaken for a job that is gone.
@@ -129,6 +129,9 @@ pub fn run_reconcile(
         .map_err(|e| CliError::new(format!("reconcile: cannot reach SLURM, so nothing was changed: {e}")))?;
     let (cluster, storage) = parse_show_config(&config_text);
     let cluster = cluster.ok_or_else(|| CliError::new("reconcile: `scontrol show config` printed no ClusterName"))?;
+    // The oldest of this cluster's open holds sets how far back sacct is asked.
+    let oldest_open =
+        open.iter().filter(|h| h.cluster.as_deref().map_or(true, |c| c == cluster)).map(|h| h.submitted_at).min();
     let controller = controller_jobs(args.source, &mut notes)?;
     let accounting = match storage.as_deref() {
         _ if args.no_sacct => Vec::new(),

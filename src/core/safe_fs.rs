@@ -52,6 +52,14 @@ pub fn slurm_conf_path() -> PathBuf {
     std::env::var_os("SLURM_CONF").map(PathBuf::from).unwrap_or_else(|| "/etc/slurm/slurm.conf".into())
 }
 
+/// ClusterName from slurm.conf (quotes taken off, lower case as SLURM makes it).
+pub fn slurm_cluster_name() -> Option<String> {
+    let text = std::fs::read_to_string(slurm_conf_path()).ok()?;
+    let name = slurm_conf_value(&text, "ClusterName")?;
+    let name = name.trim_matches(|c| c == '"' || c == '\'').trim().to_ascii_lowercase();
+    (!name.is_empty()).then_some(name)
+}
+
 /// SlurmUser from slurm.conf as (name, uid, gid); `None` without slurm.conf or a
 /// SlurmUser line, an error when that user does not exist on this machine.
 pub fn slurm_user() -> Result<Option<(String, u32, u32)>, String> {

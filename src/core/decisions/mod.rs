@@ -278,15 +278,18 @@ impl Budget {
         Ok(self.ledger.migrate()?)
     }
 
-    /// After a migration to schema 11: names `cluster` on the job rows written before
-    /// (`None`: the cluster is not known; they stay unnamed, and every cluster's
-    /// reconcile takes them as its own). Returns how many rows name no cluster, and
-    /// whether they were named now.
-    pub fn name_unnamed_jobs(&mut self, cluster: Option<&str>) -> Result<(usize, bool), BudgetError> {
-        Ok(match cluster {
-            Some(c) => (self.ledger.name_unnamed_jobs(c)?, true),
-            None => (self.ledger.unnamed_jobs()?, false),
-        })
+    /// Names `cluster` (this controller's) on the job rows that name none, those from
+    /// before schema 11 that never ran, unless the ledger's runs show another cluster
+    /// (a ledger shared before it named clusters: which cluster placed an open hold is
+    /// not known). Returns how many rows named none, whether they were named now, and
+    /// the clusters of the runs.
+    pub fn name_unnamed_jobs(&mut self, cluster: Option<&str>) -> Result<(usize, bool, Vec<String>), BudgetError> {
+        let (unnamed, run_clusters) = self.ledger.unnamed_jobs()?;
+        let only_here = run_clusters.iter().all(|c| Some(c.as_str()) == cluster);
+        match cluster {
+            Some(c) if unnamed > 0 && only_here => Ok((self.ledger.name_unnamed_jobs(c)?, true, run_clusters)),
+            _ => Ok((unnamed, false, run_clusters)),
+        }
     }
 
     /// Copies the ledger into a new private file at `path` (see `Ledger::copy_to`).

@@ -47,7 +47,8 @@ impl Budget {
         }
         let tx = Tx::write(&mut self.ledger)?;
         let found = find_job(&tx, f.cluster.as_deref(), f.job_id)?;
-        let cluster = found.cluster.clone().unwrap_or_default();
+        // Where it ran; before its first run, the cluster the caller named.
+        let cluster = found.cluster.clone().or_else(|| f.cluster.clone()).unwrap_or_default();
         let hints_json = f.optimization_hints.as_ref().map(|v| v.to_string());
         let new = tx.insert_feedback(&NewFeedback {
             cluster: &cluster,

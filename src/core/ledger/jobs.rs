@@ -92,9 +92,14 @@ impl Ledger {
         self.sql(|c| c.execute("UPDATE jobs SET cluster = ?1 WHERE cluster IS NULL", [cluster]))
     }
 
-    /// How many job rows name no cluster.
-    pub fn unnamed_jobs(&self) -> Result<usize, LedgerError> {
-        self.sql(|c| c.query_row("SELECT count(*) FROM jobs WHERE cluster IS NULL", [], |r| r.get(0)))
+    /// How many job rows name no cluster, and the clusters the ledger's runs name.
+    pub fn unnamed_jobs(&self) -> Result<(usize, Vec<String>), LedgerError> {
+        self.sql(|c| {
+            let unnamed = c.query_row("SELECT count(*) FROM jobs WHERE cluster IS NULL", [], |r| r.get(0))?;
+            let clusters: rusqlite::Result<Vec<String>> =
+                c.prepare("SELECT DISTINCT cluster FROM runs ORDER BY 1")?.query_map([], |r| r.get(0))?.collect();
+            Ok((unnamed, clusters?))
+        })
     }
 
     pub fn job(&self, token: &str) -> Result<Option<JobRow>, LedgerError> {
