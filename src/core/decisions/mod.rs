@@ -244,16 +244,11 @@ impl Budget {
         Budget { config, ledger, known_job_users: Default::default(), reads: ReadCache::default(), cluster: None }
     }
 
-    /// Names the cluster whose jobs this budget prices (see [`Budget::cluster`]).
+    /// Names the cluster whose jobs this budget prices: each job row it writes names it.
     pub fn set_cluster(&mut self, cluster: &str) {
         if self.cluster.as_deref() != Some(cluster) {
             self.cluster = Some(cluster.to_string());
         }
-    }
-
-    /// The cluster set by [`Self::set_cluster`], if any.
-    pub fn cluster(&self) -> Option<&str> {
-        self.cluster.as_deref()
     }
 
     /// How many submissions decided from what an earlier one had read (benchmarks,
