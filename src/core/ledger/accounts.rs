@@ -2,16 +2,16 @@
 //! Account rows and what is read of an account: the accounts, one's name, its
 //! journal entries.
 
+use super::db::params;
 use super::{account_from_row, AccountRow, EntryRow, Ledger, LedgerError, Tx, ACCOUNT_COLS};
 use crate::core::money::Money;
-use rusqlite::params;
 
 impl Ledger {
     /// Every account, by name.
     pub fn accounts(&self) -> Result<Vec<AccountRow>, LedgerError> {
         self.sql(|c| {
             c.prepare(&format!("SELECT {ACCOUNT_COLS} FROM accounts ORDER BY name"))?
-                .query_map([], account_from_row)?
+                .query_map((), account_from_row)?
                 .collect()
         })
     }
@@ -50,7 +50,7 @@ impl Ledger {
                     memo: r.get(11)?,
                 })
             })?
-            .collect::<rusqlite::Result<_>>()
+            .collect::<super::db::Result<_>>()
             .map(Some)
         })
     }
@@ -60,11 +60,12 @@ impl Tx<'_> {
     /// A new account's row (active, nothing held); its id.
     pub fn insert_account(&self, name: &str, credit_limit: Money, now: i64) -> Result<i64, LedgerError> {
         self.sql(|c| {
-            c.execute(
-                "INSERT INTO accounts (name, credit_limit_micros, created_at) VALUES (?1, ?2, ?3)",
+            c.query_row(
+                "INSERT INTO accounts (name, credit_limit_micros, created_at) VALUES (?1, ?2, ?3)
+                 RETURNING id",
                 params![name, credit_limit.micros(), now],
-            )?;
-            Ok(c.last_insert_rowid())
+                |r| r.get(0),
+            )
         })
     }
 }

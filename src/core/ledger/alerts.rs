@@ -3,9 +3,9 @@
 //! alerts raised and cleared, and each alert's deliveries (claimed, retried, sent or
 //! given up). `core::alerts` decides what to raise and whom to tell.
 
+use super::db::{params, OptionalExtension};
 use super::{JobState, LedgerError, Tx};
 use crate::core::money::Money;
-use rusqlite::{params, OptionalExtension};
 
 /// An alert as `asbb-admin alerts list` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +79,7 @@ impl Tx<'_> {
     pub fn active_accounts(&self) -> Result<Vec<(i64, String)>, LedgerError> {
         self.sql(|c| {
             c.prepare("SELECT id, name FROM accounts WHERE status = 'active' ORDER BY name")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect()
         })
     }
@@ -129,7 +129,7 @@ impl Tx<'_> {
     pub fn open_alerts(&self) -> Result<Vec<(String, i64)>, LedgerError> {
         self.sql(|c| {
             c.prepare("SELECT alert_key, id FROM alerts WHERE cleared_at IS NULL")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?
                 .collect()
         })
     }
@@ -150,11 +150,12 @@ impl Tx<'_> {
         now: i64,
     ) -> Result<i64, LedgerError> {
         self.sql(|c| {
-            c.execute(
-                "INSERT INTO alerts (alert_key, kind, subject, title, body, raised_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            c.query_row(
+                "INSERT INTO alerts (alert_key, kind, subject, title, body, raised_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 RETURNING id",
                 params![key, kind, subject, title, body, now],
-            )?;
-            Ok(c.last_insert_rowid())
+                |r| r.get(0),
+            )
         })
     }
 
@@ -266,7 +267,7 @@ impl Tx<'_> {
                         deliveries: Vec::new(),
                     })
                 })?
-                .collect::<rusqlite::Result<_>>()?;
+                .collect::<super::db::Result<_>>()?;
             let mut stmt = c.prepare(
                 "SELECT channel, recipients, state, attempts, last_attempt_at, last_error, sent_at
                  FROM alert_deliveries WHERE alert_id = ?1 ORDER BY channel",
@@ -284,7 +285,7 @@ impl Tx<'_> {
                             sent_at: r.get(6)?,
                         })
                     })?
-                    .collect::<rusqlite::Result<_>>()?;
+                    .collect::<super::db::Result<_>>()?;
             }
             Ok(alerts)
         })

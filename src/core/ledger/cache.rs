@@ -45,8 +45,8 @@ impl ReadCache {
     /// has changed since the last call stamped them, else forgets them.
     pub(crate) fn begin(&mut self, tx: &Tx<'_>) -> Result<(), LedgerError> {
         let now = tx.sql(|c| {
-            let version: i64 = c.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?;
-            Ok((version, c.total_changes()))
+            let version: i64 = c.prepare_cached("PRAGMA data_version")?.query_row((), |r| r.get(0))?;
+            Ok((version, c.sqlite().total_changes()))
         })?;
         if self.stamp.take() == Some(now) {
             self.hits += 1;

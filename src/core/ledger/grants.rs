@@ -3,9 +3,9 @@
 //! direct money, when the grant funds an account), closing it. `core::grants` does the
 //! arithmetic (direct and indirect shares, periods) and the reports.
 
+use super::db::{params, OptionalExtension};
 use super::{LedgerError, Tx};
 use crate::core::money::Money;
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 /// A grant as stored.
@@ -64,7 +64,7 @@ const GRANT_COLS: &str = "g.id, g.grant_number, g.funding_agency, g.principal_in
     g.federal_award_id, g.grant_start_date, g.grant_end_date, g.total_award_micros, g.indirect_rate_ppm,
     a.name, g.budget_account_id, g.status, g.closed_at, g.created_at, g.pi_email";
 
-fn grant_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Grant> {
+fn grant_from_row(r: &super::db::Row<'_>) -> super::db::Result<Grant> {
     let co_pis: String = r.get(4)?;
     Ok(Grant {
         id: r.get(0)?,
@@ -142,11 +142,12 @@ impl Tx<'_> {
     /// A new grant's row; its id.
     pub fn insert_grant(&self, g: &NewGrantRow<'_>) -> Result<i64, LedgerError> {
         self.sql(|c| {
-            c.execute(
+            c.query_row(
                 "INSERT INTO grant_accounts (grant_number, funding_agency, principal_investigator, co_pis, program,
                    federal_award_id, grant_start_date, grant_end_date, total_award_micros, indirect_rate_ppm,
                    budget_account_id, created_at, pi_email)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                 RETURNING id",
                 params![
                     g.number,
                     g.agency,
@@ -162,8 +163,8 @@ impl Tx<'_> {
                     g.created_at,
                     g.pi_email
                 ],
-            )?;
-            Ok(c.last_insert_rowid())
+                |r| r.get(0),
+            )
         })
     }
 
@@ -203,7 +204,7 @@ impl Tx<'_> {
     pub fn end_allocation(&self, allocation_id: i64, now: i64) -> Result<(), LedgerError> {
         self.sql(|c| {
             c.execute(
-                "UPDATE allocations SET valid_from = min(valid_from, ?2 - 1), valid_until = ?2 WHERE id = ?1",
+                "UPDATE allocations SET valid_from = CASE WHEN valid_from < ?2 - 1 THEN valid_from ELSE ?2 - 1 END, valid_until = ?2 WHERE id = ?1",
                 params![allocation_id, now],
             )
         })?;

@@ -4,9 +4,9 @@
 //! `/metrics`. Rows come back as stored (unix times, JSON text); `core::integration`
 //! shapes them for the API.
 
+use super::db::{params, OptionalExtension};
 use super::{Ledger, LedgerError, Tx};
 use crate::core::money::Money;
-use rusqlite::{params, OptionalExtension};
 
 /// A cost update as recorded (`delta`: the adjustment it posted, signed micros).
 pub(crate) struct NewCostUpdate<'a> {
@@ -196,10 +196,10 @@ impl Tx<'_> {
     pub fn insert_cost_update(&self, u: &NewCostUpdate<'_>) -> Result<bool, LedgerError> {
         let n = self.sql(|c| {
             c.prepare_cached(
-                "INSERT OR IGNORE INTO cost_updates (cluster, job_id, source, token, actual_micros, charged_before_micros,
+                "INSERT INTO cost_updates (cluster, job_id, source, token, actual_micros, charged_before_micros,
                    delta_micros, compute_micros, storage_micros, network_micros, spot_savings_micros, instance_types,
                    performance_json, metadata_json, txn_key, received_at, actor, cost_data_json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) ON CONFLICT DO NOTHING",
             )?
             .execute(params![
                 u.cluster,
@@ -234,7 +234,7 @@ impl Tx<'_> {
                  FROM cost_updates WHERE token = ?1 ORDER BY id",
             )?
             .query_map([token], |r| {
-                let m = |i: usize| -> rusqlite::Result<Option<Money>> {
+                let m = |i: usize| -> super::db::Result<Option<Money>> {
                     Ok(r.get::<_, Option<i64>>(i)?.map(Money::from_micros))
                 };
                 Ok(CostUpdateRow {
@@ -259,9 +259,9 @@ impl Tx<'_> {
     pub fn insert_feedback(&self, f: &NewFeedback<'_>) -> Result<bool, LedgerError> {
         let n = self.sql(|c| {
             c.prepare_cached(
-                "INSERT OR IGNORE INTO performance_feedback (cluster, job_id, token, estimated_cost_micros, actual_cost_micros,
+                "INSERT INTO performance_feedback (cluster, job_id, token, estimated_cost_micros, actual_cost_micros,
                    estimated_duration_s, actual_duration_s, performance_rating, optimization_hints, received_at, actor)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT DO NOTHING",
             )?
             .execute(params![
                 f.cluster,
@@ -349,7 +349,7 @@ impl Tx<'_> {
     ) -> Result<bool, LedgerError> {
         let n = self.sql(|c| {
             c.execute(
-                "INSERT OR IGNORE INTO account_members (account_id, user_name, uid, added_at, added_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO account_members (account_id, user_name, uid, added_at, added_by) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT DO NOTHING",
                 params![account_id, user, uid, now, actor],
             )
         })?;
@@ -391,8 +391,8 @@ impl Tx<'_> {
         self.sql(|c| {
             let jobs_by_state = c
                 .prepare_cached("SELECT state, count(*) FROM jobs GROUP BY state ORDER BY state")?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
+                .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<super::db::Result<_>>()?;
             // Open holds per account id, read from the jobs table (accepted jobs are in
             // no state index: a submission writes none).
             let open_by_account = c
@@ -401,10 +401,10 @@ impl Tx<'_> {
                      WHERE state IN ('held', 'awaiting_approval', 'awaiting_funds') AND held_micros > 0
                      GROUP BY account_id",
                 )?
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-                .collect::<rusqlite::Result<_>>()?;
-            let one = |q: &str| -> rusqlite::Result<i64> {
-                c.query_row(q, [], |r| r.get::<_, Option<i64>>(0)).map(Option::unwrap_or_default)
+                .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<super::db::Result<_>>()?;
+            let one = |q: &str| -> super::db::Result<i64> {
+                c.query_row(q, (), |r| r.get::<_, Option<i64>>(0)).map(Option::unwrap_or_default)
             };
             let accounts = if per_account {
                 let rows = c
@@ -414,8 +414,8 @@ impl Tx<'_> {
                                                                WHERE l.account_id = a.id), 0)
                          FROM accounts a ORDER BY a.name",
                     )?
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-                    .collect::<rusqlite::Result<_>>()?;
+                    .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+                    .collect::<super::db::Result<_>>()?;
                 Some(rows)
             } else {
                 None

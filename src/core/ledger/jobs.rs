@@ -3,11 +3,11 @@
 //! corrections and approval, and read back as summaries. A row's money columns
 //! (`held_micros`, `charged_micros`) move with the postings that justify them.
 
+use super::db::{params, OptionalExtension};
 use super::{job_by_token, JobRow, JobState, Ledger, LedgerError, Tx, INDEXED_KEY};
 use crate::core::money::Money;
 use crate::core::pricing::job::JobRequest;
 use crate::core::pricing::metadata::JobMetadata;
-use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
 
 /// A job row as submit (and a re-run) writes it.
@@ -49,7 +49,7 @@ pub struct JobSummary {
 const JOB_SUMMARY_COLS: &str = "j.job_id, a.name, j.partition, j.submitted_at, j.state, j.estimate_micros, \
      j.held_micros, j.charged_micros, j.token, j.user_name, j.reason, j.cluster";
 
-fn job_summary_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobSummary> {
+fn job_summary_from_row(r: &super::db::Row<'_>) -> super::db::Result<JobSummary> {
     Ok(JobSummary {
         job_id: r.get(0)?,
         account: r.get(1)?,
@@ -95,9 +95,9 @@ impl Ledger {
     /// How many job rows name no cluster, and the clusters the ledger's runs name.
     pub fn unnamed_jobs(&self) -> Result<(usize, Vec<String>), LedgerError> {
         self.sql(|c| {
-            let unnamed = c.query_row("SELECT count(*) FROM jobs WHERE cluster IS NULL", [], |r| r.get(0))?;
-            let clusters: rusqlite::Result<Vec<String>> =
-                c.prepare("SELECT DISTINCT cluster FROM runs ORDER BY 1")?.query_map([], |r| r.get(0))?.collect();
+            let unnamed = c.query_row("SELECT count(*) FROM jobs WHERE cluster IS NULL", (), |r| r.get(0))?;
+            let clusters: super::db::Result<Vec<String>> =
+                c.prepare("SELECT DISTINCT cluster FROM runs ORDER BY 1")?.query_map((), |r| r.get(0))?.collect();
             Ok((unnamed, clusters?))
         })
     }
@@ -141,7 +141,7 @@ impl Tx<'_> {
                  FROM jobs j JOIN accounts a ON a.id = j.account_id
                  WHERE j.state IN ('held', 'awaiting_approval', 'awaiting_funds') ORDER BY j.submitted_at, j.token",
             )?
-            .query_map([], |r| {
+            .query_map((), |r| {
                 Ok(OpenHold {
                     token: r.get(0)?,
                     account: r.get(1)?,
@@ -215,7 +215,7 @@ impl Tx<'_> {
             ])?;
             if !user_known {
                 // Usually there already: then this reads a page and writes none.
-                c.prepare_cached("INSERT OR IGNORE INTO account_job_users (uid, account_id) VALUES (?1, ?2)")?
+                c.prepare_cached("INSERT INTO account_job_users (uid, account_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING")?
                     .execute(params![req.uid, account_id])?;
             }
             Ok(())

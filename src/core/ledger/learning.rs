@@ -3,9 +3,9 @@
 //! one per piece of performance feedback; `core::pricing::learning` turns them into
 //! holds.
 
+use super::db::params;
 use super::{Ledger, LedgerError, Tx};
 use crate::core::money::Money;
-use rusqlite::params;
 
 /// One sample to record.
 #[derive(Debug, Clone)]
@@ -97,9 +97,9 @@ impl Tx<'_> {
         }
         let n = self.sql(|c| {
             c.prepare_cached(
-                "INSERT OR IGNORE INTO learning_samples (sample_key, source, account_id, partition, domain, token, job_id,
+                "INSERT INTO learning_samples (sample_key, source, account_id, partition, domain, token, job_id,
                    estimate_micros, actual_micros, estimated_s, actual_s, at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) ON CONFLICT DO NOTHING",
             )?
             .execute(params![
                 s.key,

@@ -9,14 +9,16 @@
 use crate::core::money::Money;
 use crate::core::pricing::job::{JobRequest, Resources};
 use crate::core::safe_fs;
+use db::{params, Conn, OptionalExtension};
 use once_cell::sync::Lazy;
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OpenFlags};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod accounts;
 mod alerts;
 mod cache;
+pub mod db;
 mod grants;
 mod integration;
 pub mod jobs;
@@ -82,7 +84,7 @@ pub enum LedgerError {
     #[error("ledger {0} does not exist; create it with `asbb-admin account create`")]
     Missing(PathBuf),
     #[error("ledger {path}: {source}")]
-    Sqlite { path: PathBuf, source: rusqlite::Error },
+    Sqlite { path: PathBuf, source: db::DbError },
     #[error("ledger {path}: schema version {found} is newer than this asbb knows ({known})")]
     TooNew { path: PathBuf, found: u32, known: u32 },
     /// Only `asbb-admin migrate` upgrades a ledger: never the plugins, under
@@ -96,14 +98,14 @@ pub enum LedgerError {
 impl LedgerError {
     /// Busy/locked: another writer held the lock past the bounded wait.
     pub fn is_busy(&self) -> bool {
-        matches!(self, LedgerError::Sqlite { source: rusqlite::Error::SqliteFailure(e, _), .. }
+        matches!(self, LedgerError::Sqlite { source: db::DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _)), .. }
             if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
     }
 }
 
 /// An open ledger.
 pub struct Ledger {
-    pub(crate) conn: Connection,
+    pub(crate) conn: Conn,
     path: PathBuf,
 }
 
@@ -147,7 +149,7 @@ impl Ledger {
             _ => OpenFlags::SQLITE_OPEN_READ_WRITE,
         } | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-        let sq = |source| LedgerError::Sqlite { path: path.to_path_buf(), source };
+        let sq = |source: rusqlite::Error| LedgerError::Sqlite { path: path.to_path_buf(), source: source.into() };
         // Each commit's WAL frames in one write (see `asbb_wal_writes`).
         let conn = match asbb_wal_writes::vfs_name() {
             Some(vfs) => Connection::open_with_flags_and_vfs(path, flags, vfs),
@@ -161,7 +163,7 @@ impl Ledger {
         // confirm, settle) use more, so slurmctld's profile showed SQLite parsing SQL
         // again inside the hooks.
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
-        let mut ledger = Ledger { conn, path: path.to_path_buf() };
+        let mut ledger = Ledger { conn: Conn::from_sqlite(conn), path: path.to_path_buf() };
         ledger.configure(mode, age)?;
         Ok(ledger)
     }
@@ -169,8 +171,9 @@ impl Ledger {
     /// A private in-memory ledger (tests, benchmarks, quotes).
     pub fn in_memory() -> Result<Ledger, LedgerError> {
         let path = PathBuf::from(":memory:");
-        let conn = Connection::open_in_memory().map_err(|source| LedgerError::Sqlite { path: path.clone(), source })?;
-        let mut ledger = Ledger { conn, path };
+        let conn = Connection::open_in_memory()
+            .map_err(|source| LedgerError::Sqlite { path: path.clone(), source: source.into() })?;
+        let mut ledger = Ledger { conn: Conn::from_sqlite(conn), path };
         ledger.configure(OpenMode::CreateIfMissing, SchemaAge::Current)?;
         Ok(ledger)
     }
@@ -183,20 +186,20 @@ impl Ledger {
 
     /// Read access for reports and tests.
     pub fn connection(&self) -> &Connection {
-        &self.conn
+        self.conn.sqlite()
     }
 
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    pub(crate) fn err(&self, source: rusqlite::Error) -> LedgerError {
-        LedgerError::Sqlite { path: self.path.clone(), source }
+    pub(crate) fn err(&self, source: impl Into<db::DbError>) -> LedgerError {
+        LedgerError::Sqlite { path: self.path.clone(), source: source.into() }
     }
 
     /// Runs SQL outside a transaction (one statement's own snapshot); an error names
     /// the ledger's file.
-    pub(crate) fn sql<T>(&self, run: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Result<T, LedgerError> {
+    pub(crate) fn sql<T>(&self, run: impl FnOnce(&Conn) -> db::Result<T>) -> Result<T, LedgerError> {
         run(&self.conn).map_err(|source| self.err(source))
     }
 
@@ -233,13 +236,13 @@ impl Ledger {
 
     /// No tables at all: a file just created (or left empty).
     fn is_empty(&self) -> Result<bool, LedgerError> {
-        self.conn.query_row("SELECT count(*) = 0 FROM sqlite_master", [], |r| r.get(0)).map_err(|e| self.err(e))
+        self.conn.query_row("SELECT count(*) = 0 FROM sqlite_master", (), |r| r.get(0)).map_err(|e| self.err(e))
     }
 
     fn check_version(&self) -> Result<u32, LedgerError> {
         let has_table: bool = self
             .conn
-            .query_row("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='schema_migrations'", [], |r| {
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='schema_migrations'", (), |r| {
                 r.get::<_, i64>(0)
             })
             .map(|n| n > 0)
@@ -249,7 +252,7 @@ impl Ledger {
         }
         let found: u32 = self
             .conn
-            .query_row("SELECT coalesce(max(version), 0) FROM schema_migrations", [], |r| r.get(0))
+            .query_row("SELECT coalesce(max(version), 0) FROM schema_migrations", (), |r| r.get(0))
             .map_err(|e| self.err(e))?;
         if found > LATEST_SCHEMA {
             return Err(LedgerError::TooNew { path: self.path.clone(), found, known: LATEST_SCHEMA });
@@ -279,8 +282,8 @@ impl Ledger {
         let mut applied = Vec::new();
         for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
             let path = self.path.clone();
-            let e = |source| LedgerError::Sqlite { path: path.clone(), source };
-            let tx = self.conn.transaction().map_err(e)?;
+            let e = |source: rusqlite::Error| LedgerError::Sqlite { path: path.clone(), source: source.into() };
+            let tx = self.conn.sqlite_mut().transaction().map_err(e)?;
             tx.execute_batch(sql).map_err(e)?;
             let broken: Option<String> = tx
                 .query_row(
@@ -288,7 +291,8 @@ impl Ledger {
                     [],
                     |r| r.get(0),
                 )
-                .optional()
+                .map(Some)
+                .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })
                 .map_err(e)?;
             if let Some(row) = broken {
                 return Err(LedgerError::Io {
@@ -298,7 +302,7 @@ impl Ledger {
             }
             tx.execute(
                 "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, strftime('%s','now'))",
-                params![version, name],
+                rusqlite::params![version, name],
             )
             .map_err(e)?;
             tx.commit().map_err(e)?;
@@ -377,7 +381,7 @@ impl Checkpointer {
 fn checkpoint_round(conn: &Connection, stop: &std::sync::mpsc::Receiver<()>) -> bool {
     // (busy, frames in the WAL, frames copied)
     let checkpoint = |mode: &str| {
-        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+        conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), (), |r| {
             Ok((r.get::<_, i64>(0)? != 0, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
         })
     };
@@ -579,19 +583,16 @@ impl std::fmt::Display for JobState {
     }
 }
 
-impl rusqlite::ToSql for JobState {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
+impl db::ToCell for JobState {
+    fn to_cell(&self) -> db::Cell<'_> {
+        db::Cell::Text(self.as_str())
     }
 }
 
-impl rusqlite::types::FromSql for JobState {
-    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        let text = value.as_str()?;
-        JobState::ALL
-            .into_iter()
-            .find(|s| s.as_str() == text)
-            .ok_or_else(|| rusqlite::types::FromSqlError::Other(format!("unknown job state '{text}'").into()))
+impl db::FromCell for JobState {
+    fn from_cell(cell: db::Cell<'_>) -> Result<Self, String> {
+        let text = <String as db::FromCell>::from_cell(cell)?;
+        JobState::ALL.into_iter().find(|s| s.as_str() == text).ok_or_else(|| format!("unknown job state '{text}'"))
     }
 }
 
@@ -628,9 +629,9 @@ impl EntryKind {
     }
 }
 
-impl rusqlite::ToSql for EntryKind {
-    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
-        Ok(self.as_str().into())
+impl db::ToCell for EntryKind {
+    fn to_cell(&self) -> db::Cell<'_> {
+        db::Cell::Text(self.as_str())
     }
 }
 
@@ -685,7 +686,7 @@ static TXN_EXISTS: Lazy<String> =
     Lazy::new(|| format!("SELECT 1 FROM journal WHERE txn_key = ?1 AND {INDEXED_KEY} LIMIT 1"));
 static JOB_BY_TOKEN: Lazy<String> = Lazy::new(|| format!("SELECT {JOB_COLS} FROM jobs WHERE token = ?1"));
 
-pub(crate) fn account_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
+pub(crate) fn account_from_row(r: &db::Row<'_>) -> db::Result<AccountRow> {
     Ok(AccountRow {
         id: r.get(0)?,
         name: r.get(1)?,
@@ -698,10 +699,10 @@ pub(crate) fn account_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Accoun
     })
 }
 
-pub(crate) fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
+pub(crate) fn job_from_row(r: &db::Row<'_>) -> db::Result<JobRow> {
     let gpus_text: Option<String> = r.get(10)?;
     let gpus = Resources::gpus_from_text(gpus_text.as_deref())
-        .map_err(|reason| rusqlite::Error::FromSqlConversionFailure(10, rusqlite::types::Type::Text, reason.into()))?;
+        .map_err(|reason| db::DbError::Column { column: 10, reason: reason.to_string() })?;
     Ok(JobRow {
         token: r.get(0)?,
         account_id: r.get(1)?,
@@ -732,7 +733,7 @@ pub(crate) fn job_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<JobRow> {
 /// statements (rusqlite's `Transaction` parses them again on every call, a tenth of a
 /// submission's time inside slurmctld); dropped without `commit`, it rolls back.
 pub(crate) struct Tx<'c> {
-    tx: &'c Connection,
+    tx: &'c Conn,
     path: &'c Path,
     committed: bool,
 }
@@ -750,23 +751,23 @@ impl<'c> Tx<'c> {
 
     fn begin(ledger: &'c mut Ledger, sql: &str) -> Result<Tx<'c>, LedgerError> {
         let tx = Tx { tx: &ledger.conn, path: &ledger.path, committed: false };
-        tx.sql(|c| c.prepare_cached(sql)?.execute([]))?;
+        tx.sql(|c| c.prepare_cached(sql)?.execute(()))?;
         Ok(tx)
     }
 
     /// Commits; on failure the transaction is rolled back (when `self` drops).
     pub fn commit(mut self) -> Result<(), LedgerError> {
-        self.sql(|c| c.prepare_cached("COMMIT")?.execute([]))?;
+        self.sql(|c| c.prepare_cached("COMMIT")?.execute(()))?;
         self.committed = true;
         Ok(())
     }
 
-    pub fn err(&self, source: rusqlite::Error) -> LedgerError {
-        LedgerError::Sqlite { path: self.path.to_path_buf(), source }
+    pub fn err(&self, source: impl Into<db::DbError>) -> LedgerError {
+        LedgerError::Sqlite { path: self.path.to_path_buf(), source: source.into() }
     }
 
     /// Runs SQL on this transaction's connection; an error names the ledger's file.
-    pub(crate) fn sql<T>(&self, run: impl FnOnce(&'c Connection) -> rusqlite::Result<T>) -> Result<T, LedgerError> {
+    pub(crate) fn sql<T>(&self, run: impl FnOnce(&'c Conn) -> db::Result<T>) -> Result<T, LedgerError> {
         run(self.tx).map_err(|source| self.err(source))
     }
 
@@ -838,8 +839,8 @@ impl<'c> Tx<'c> {
     }
 
     /// Adds `delta` to one cached total (`sql` is its UPDATE, keyed by ?1).
-    fn add_to(&self, sql: &str, key: &dyn rusqlite::ToSql, delta: i64) -> Result<(), LedgerError> {
-        self.sql(|c| c.prepare_cached(sql)?.execute(params![key, delta]))?;
+    fn add_to(&self, sql: &str, key: &dyn db::ToCell, delta: i64) -> Result<(), LedgerError> {
+        self.sql(|c| c.prepare_cached(sql)?.execute(&[key, &delta] as &[&dyn db::ToCell]))?;
         Ok(())
     }
 
@@ -870,7 +871,7 @@ impl<'c> Tx<'c> {
     /// edge: a submit touches the same few hot pages instead of a random leaf each.
     pub fn new_token(&self) -> Result<String, LedgerError> {
         let latest = self.latest_token_count()?;
-        let random: i64 = self.sql(|c| c.prepare_cached("SELECT random()")?.query_row([], |r| r.get(0)))?;
+        let random: i64 = self.sql(|c| c.prepare_cached("SELECT random()")?.query_row((), |r| r.get(0)))?;
         Ok(token_text(latest.saturating_add(1), (random & 0xff_ffff) as u32))
     }
 
@@ -878,13 +879,13 @@ impl<'c> Tx<'c> {
     pub(crate) fn latest_token_count(&self) -> Result<u64, LedgerError> {
         self.sql(|c| {
             let latest: Option<String> =
-                c.prepare_cached("SELECT max(token) FROM jobs")?.query_row([], |r| r.get(0))?;
+                c.prepare_cached("SELECT max(token) FROM jobs")?.query_row((), |r| r.get(0))?;
             // Ledgers from before counted tokens hold random hex ones, which count too; a
             // latest token that is not hex at all (none asbb wrote) falls back to counting.
             Ok(match latest.as_deref().map(|t| t.get(..10).and_then(|h| u64::from_str_radix(h, 16).ok())) {
                 None => 0,
                 Some(Some(n)) => n,
-                Some(None) => c.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0))?,
+                Some(None) => c.query_row("SELECT count(*) FROM jobs", (), |r| r.get(0))?,
             })
         })
     }
@@ -896,7 +897,7 @@ pub(crate) fn token_text(count: u64, random_24_bits: u32) -> String {
 }
 
 /// An account's allocations, the one ending first first.
-fn allocations_of(c: &Connection, account_id: i64) -> rusqlite::Result<Vec<AllocationRow>> {
+fn allocations_of(c: &Conn, account_id: i64) -> db::Result<Vec<AllocationRow>> {
     let mut stmt = c.prepare_cached(
         "SELECT id, account_id, amount_micros, valid_from, valid_until, memo, debited_micros, grant_id
              FROM allocations WHERE account_id = ?1 ORDER BY valid_until, id",
@@ -917,7 +918,7 @@ fn allocations_of(c: &Connection, account_id: i64) -> rusqlite::Result<Vec<Alloc
 }
 
 /// The job with hold token `token`.
-fn job_by_token(c: &Connection, token: &str) -> rusqlite::Result<Option<JobRow>> {
+fn job_by_token(c: &Conn, token: &str) -> db::Result<Option<JobRow>> {
     c.prepare_cached(&JOB_BY_TOKEN)?.query_row([token], job_from_row).optional()
 }
 
@@ -926,7 +927,7 @@ impl Drop for Tx<'_> {
     /// error here means SQLite already ended the transaction itself.
     fn drop(&mut self) {
         if !self.committed && !self.tx.is_autocommit() {
-            let _ = self.tx.prepare_cached("ROLLBACK").and_then(|mut s| s.execute([]));
+            let _ = self.tx.prepare_cached("ROLLBACK").and_then(|mut s| s.execute(()));
         }
     }
 }
@@ -952,7 +953,7 @@ mod tests {
             .conn
             .prepare("SELECT name FROM accounts ORDER BY name")
             .unwrap()
-            .query_map([], |r| r.get(0))
+            .query_map((), |r| r.get(0))
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
@@ -981,7 +982,7 @@ mod tests {
                     "INSERT INTO jobs (token, account_id, user_name, uid, partition, estimate_micros,
                        tasks_total, state, submitted_at)
                      VALUES (?1, 1, 'u', 1, 'p', 0, 1, 'held', ?2)",
-                    rusqlite::params![token, i],
+                    params![token, i],
                 )
                 .unwrap();
             tx.commit().unwrap();

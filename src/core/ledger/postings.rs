@@ -4,9 +4,9 @@
 //! allocations' debited, jobs' held) in step, inside the caller's transaction.
 //! `verify` re-derives every one of those totals from the entries written here.
 
+use super::db::params;
 use super::{EntryKind, GrantFunds, JobRow, LedgerError, NewEntry, Tx};
 use crate::core::money::Money;
-use rusqlite::params;
 
 /// Writes an allocation and the deposit entry that funds it (`grant_id` when a grant
 /// funds it).
@@ -24,12 +24,13 @@ pub(crate) fn deposit(
     grant_id: Option<i64>,
 ) -> Result<i64, LedgerError> {
     let allocation_id = tx.sql(|c| {
-        c.execute(
+        c.query_row(
             "INSERT INTO allocations (account_id, amount_micros, valid_from, valid_until, memo, created_at, grant_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             RETURNING id",
             params![account_id, amount.micros(), valid_from, valid_until, memo, now, grant_id],
-        )?;
-        Ok(c.last_insert_rowid())
+            |r| r.get(0),
+        )
     })?;
     tx.insert_entry(&NewEntry {
         txn_key: key,

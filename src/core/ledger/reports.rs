@@ -3,10 +3,9 @@
 //! (streamed to a visitor: a grant's can be a million rows), what each was for (its
 //! run or its job), and the holds open on an account.
 
+use super::db::{params, Cell, DbError, OptionalExtension, Row};
 use super::{LedgerError, Tx};
 use crate::core::money::Money;
-use rusqlite::types::ValueRef;
-use rusqlite::{params, OptionalExtension};
 
 /// A job's request resources as one text (`nodes/cpus/mem_mb/gpus`), which the
 /// report's split cache keys on.
@@ -62,8 +61,17 @@ pub(crate) struct CostEntry<'r> {
 }
 
 /// Text of a column; NULL reads as "".
-fn text(v: ValueRef<'_>) -> rusqlite::types::FromSqlResult<&str> {
-    v.as_str_or_null().map(|t| t.unwrap_or(""))
+fn text<'r>(r: &'r Row<'_>, column: usize) -> super::db::Result<&'r str> {
+    Ok(text_or_null(r, column)?.unwrap_or(""))
+}
+
+/// Text of a column, or `None` for NULL.
+fn text_or_null<'r>(r: &'r Row<'_>, column: usize) -> super::db::Result<Option<&'r str>> {
+    match r.cell(column)? {
+        Cell::Text(t) => Ok(Some(t)),
+        Cell::Null => Ok(None),
+        _ => Err(DbError::Column { column, reason: "expected a text".into() }),
+    }
 }
 
 impl Tx<'_> {
@@ -108,7 +116,7 @@ impl Tx<'_> {
             let (first_at, last_at): (Option<i64>, Option<i64>) = c.query_row(
                 "SELECT (SELECT min(at) FROM journal WHERE kind IN ('charge', 'refund', 'adjustment')),
                         (SELECT max(at) FROM journal WHERE kind IN ('charge', 'refund', 'adjustment'))",
-                [],
+                (),
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )?;
             let span = last_at.unwrap_or(0) - first_at.unwrap_or(0) + 1;
@@ -126,15 +134,15 @@ impl Tx<'_> {
             ))?;
             let mut rows = stmt.query([from, until])?;
             while let Some(r) = rows.next()? {
-                let text = |i: usize| -> rusqlite::Result<&str> {
-                    Ok(match r.get_ref(i)? {
-                        ValueRef::Text(t) if !t.is_empty() => std::str::from_utf8(t).unwrap_or("-"),
+                let text = |i: usize| -> super::db::Result<&str> {
+                    Ok(match r.cell(i)? {
+                        Cell::Text(t) if !t.is_empty() => t,
                         _ => "-",
                     })
                 };
                 let elapsed_s: Option<i64> = r.get(11)?;
-                let run = match (r.get_ref(10)?, elapsed_s) {
-                    (ValueRef::Text(json), Some(s)) => Some((json, s)),
+                let run = match (r.cell(10)?, elapsed_s) {
+                    (Cell::Text(json), Some(s)) => Some((json.as_bytes(), s)),
                     _ => None,
                 };
                 visit(&CostEntry {
@@ -166,14 +174,14 @@ impl Tx<'_> {
             )?;
             let mut rows = stmt.query(params![grant_id])?;
             while let Some(r) = rows.next()? {
-                let kind = text(r.get_ref(0)?)?;
+                let kind = text(&r, 0)?;
                 let amount: i64 = r.get(1)?;
                 let is_run = kind == "charge";
                 let key = if is_run {
-                    let k = text(r.get_ref(5)?)?;
+                    let k = text(&r, 5)?;
                     k.strip_prefix("charge:").unwrap_or(k)
                 } else {
-                    text(r.get_ref(6)?)?
+                    text(&r, 6)?
                 };
                 visit(GrantCost {
                     amount: if kind == "refund" { -amount } else { amount },
@@ -251,12 +259,7 @@ impl Tx<'_> {
             )?;
             let mut rows = stmt.query(params![first, last, grant_id])?;
             while let Some(r) = rows.next()? {
-                visit(
-                    text(r.get_ref(0)?)?,
-                    text(r.get_ref(1)?)?,
-                    text(r.get_ref(2)?)?,
-                    r.get_ref(3)?.as_str_or_null()?,
-                );
+                visit(text(&r, 0)?, text(&r, 1)?, text(&r, 2)?, text_or_null(&r, 3)?);
             }
             Ok(())
         })
@@ -296,7 +299,7 @@ impl Tx<'_> {
     /// (id, name) of every account.
     pub fn account_ids(&self) -> Result<Vec<(i64, String)>, LedgerError> {
         self.sql(|c| {
-            c.prepare_cached("SELECT id, name FROM accounts")?.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
+            c.prepare_cached("SELECT id, name FROM accounts")?.query_map((), |r| Ok((r.get(0)?, r.get(1)?)))?.collect()
         })
     }
 }

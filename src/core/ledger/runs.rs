@@ -3,10 +3,10 @@
 //! run key (cluster, job id, submit time, restart count), which keeps a run's charge
 //! and release unique.
 
+use super::db::params;
 use super::{LedgerError, Tx};
 use crate::core::money::Money;
 use crate::core::pricing::job::JobCompletion;
-use rusqlite::params;
 
 /// A run as settle records it.
 pub(crate) struct NewRun<'a> {

@@ -44,7 +44,7 @@ impl Ledger {
         let mut stmt = conn
             .prepare("SELECT kind, account_id, allocation_id, amount_micros, token, txn_key FROM journal ORDER BY id")
             .map_err(e)?;
-        let mut rows = stmt.query([]).map_err(e)?;
+        let mut rows = stmt.query(()).map_err(e)?;
         while let Some(r) = rows.next().map_err(e)? {
             report.journal_entries += 1;
             let kind: String = r.get(0).map_err(e)?;
@@ -91,7 +91,7 @@ impl Ledger {
         let mut stmt =
             conn.prepare("SELECT id, name, held_micros, overdraft_micros FROM accounts ORDER BY name").map_err(e)?;
         let accounts: Vec<(i64, String, i64, i64)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .map_err(e)?
             .collect::<Result<_, _>>()
             .map_err(e)?;
@@ -118,7 +118,7 @@ impl Ledger {
         let mut stmt =
             conn.prepare("SELECT id, account_id, amount_micros, debited_micros FROM allocations").map_err(e)?;
         let allocs: Vec<(i64, i64, i64, i64)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .map_err(e)?
             .collect::<Result<_, _>>()
             .map_err(e)?;
@@ -143,7 +143,7 @@ impl Ledger {
             .prepare("SELECT token, held_micros, charged_micros, state, tasks_done, tasks_total FROM jobs")
             .map_err(e)?;
         let jobs: Vec<(String, i64, i64, crate::core::ledger::JobState, i64, i64)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+            .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
             .map_err(e)?
             .collect::<Result<_, _>>()
             .map_err(e)?;
@@ -183,11 +183,11 @@ impl Ledger {
                      SELECT run_key, cost_micros AS cost, 0 AS charged, 1 AS is_run FROM runs
                      UNION ALL
                      SELECT substr(txn_key, 8), 0, amount_micros, 0 FROM journal WHERE substr(txn_key, 1, 7) = 'charge:'
-                 ) GROUP BY run_key HAVING max(is_run) = 1",
+                 ) AS u GROUP BY run_key HAVING max(is_run) = 1",
             )
             .map_err(e)?;
         let runs: Vec<(String, i64, i64)> = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .map_err(e)?
             .collect::<Result<_, _>>()
             .map_err(e)?;
@@ -199,13 +199,13 @@ impl Ledger {
         // A run's charge and its release are unique through the run's row: each needs one.
         let (charges, releases): (i64, i64) = conn
             .query_row(
-                "SELECT coalesce(sum(j.kind = 'charge' AND j.txn_key LIKE 'charge:%'), 0),
-                        coalesce(sum(j.txn_key LIKE 'release-run:%'), 0)
+                "SELECT coalesce(sum(CASE WHEN j.kind = 'charge' AND j.txn_key LIKE 'charge:%' THEN 1 ELSE 0 END), 0),
+                        coalesce(sum(CASE WHEN j.txn_key LIKE 'release-run:%' THEN 1 ELSE 0 END), 0)
                  FROM journal j
                  WHERE (j.txn_key LIKE 'charge:%' OR j.txn_key LIKE 'release-run:%')
                    AND NOT EXISTS (SELECT 1 FROM runs r
                                    WHERE r.run_key = substr(j.txn_key, instr(j.txn_key, ':') + 1))",
-                [],
+                (),
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .map_err(e)?;
@@ -219,7 +219,7 @@ impl Ledger {
         let has_grant_holds: bool = conn
             .query_row(
                 "SELECT count(*) > 0 FROM pragma_table_info('grant_accounts') WHERE name = 'held_micros'",
-                [],
+                (),
                 |r| r.get(0),
             )
             .map_err(e)?;
@@ -232,7 +232,7 @@ impl Ledger {
                 )
                 .map_err(e)?;
             let grants: Vec<(String, i64, i64)> = stmt
-                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
                 .map_err(e)?
                 .collect::<Result<_, _>>()
                 .map_err(e)?;
@@ -245,13 +245,13 @@ impl Ledger {
         // Who may read which account through the API follows from the jobs they ran
         // (schema 5+: `asbb-admin migrate` verifies the older ledger too).
         let has_users: bool = conn
-            .query_row("SELECT count(*) > 0 FROM sqlite_master WHERE name = 'account_job_users'", [], |r| r.get(0))
+            .query_row("SELECT count(*) > 0 FROM sqlite_master WHERE name = 'account_job_users'", (), |r| r.get(0))
             .map_err(e)?;
         let missing_users: i64 = if has_users {
             conn.query_row(
                 "SELECT count(*) FROM (SELECT DISTINCT uid, account_id FROM jobs) j
                  WHERE NOT EXISTS (SELECT 1 FROM account_job_users u WHERE u.uid = j.uid AND u.account_id = j.account_id)",
-                [],
+                (),
                 |r| r.get(0),
             )
             .map_err(e)?
@@ -262,7 +262,7 @@ impl Ledger {
             problems
                 .push(format!("{missing_users} (user, account) pairs with jobs are missing from account_job_users"));
         }
-        let integrity: String = conn.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(e)?;
+        let integrity: String = conn.query_row("PRAGMA quick_check", (), |r| r.get(0)).map_err(e)?;
         if integrity != "ok" {
             problems.push(format!("SQLite integrity check: {integrity}"));
         }

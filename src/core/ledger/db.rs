@@ -1,0 +1,458 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+//! The SQL connection the store speaks through: statements, parameters and rows in
+//! terms of asbb's own [`Cell`], not one driver's types. The store's SQL is written
+//! once; what a value is (an integer, a text, NULL) is decided here, and a column
+//! that does not hold what the store reads is a [`DbError::Column`] naming it.
+//!
+//! Only the ledger's own plumbing (opening, PRAGMAs, migrations, checkpoints, the
+//! read cache's change counters) reaches the SQLite connection underneath
+//! ([`Conn::sqlite`]).
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+
+pub type Result<T> = std::result::Result<T, DbError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// A column did not hold what the store reads from it.
+    #[error("column {column}: {reason}")]
+    Column { column: usize, reason: String },
+}
+
+impl DbError {
+    /// The statement found no row (where one was expected).
+    pub fn is_no_rows(&self) -> bool {
+        matches!(self, DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+    }
+}
+
+/// One value as a statement takes it or a row gives it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell<'a> {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(&'a str),
+    Blob(&'a [u8]),
+}
+
+/// A value a statement can take.
+pub trait ToCell {
+    fn to_cell(&self) -> Cell<'_>;
+}
+
+/// A value a row's column can be read as.
+pub trait FromCell: Sized {
+    fn from_cell(cell: Cell<'_>) -> std::result::Result<Self, String>;
+}
+
+macro_rules! int_cells {
+    ($($t:ty),*) => {$(
+        impl ToCell for $t {
+            fn to_cell(&self) -> Cell<'_> {
+                Cell::Int(i64::from(*self))
+            }
+        }
+        impl FromCell for $t {
+            fn from_cell(cell: Cell<'_>) -> std::result::Result<Self, String> {
+                match cell {
+                    Cell::Int(n) => <$t>::try_from(n).map_err(|_| format!("{n} is out of range for {}", stringify!($t))),
+                    other => Err(format!("expected an integer, found {}", other.kind())),
+                }
+            }
+        }
+    )*};
+}
+int_cells!(i64, i32, u32, u16, u8);
+
+impl ToCell for usize {
+    fn to_cell(&self) -> Cell<'_> {
+        // Counts and limits: never near i64::MAX.
+        Cell::Int(i64::try_from(*self).unwrap_or(i64::MAX))
+    }
+}
+
+impl FromCell for usize {
+    fn from_cell(cell: Cell<'_>) -> std::result::Result<Self, String> {
+        let n = i64::from_cell(cell)?;
+        usize::try_from(n).map_err(|_| format!("{n} is not a count"))
+    }
+}
+
+impl FromCell for u64 {
+    fn from_cell(cell: Cell<'_>) -> std::result::Result<Self, String> {
+        let n = i64::from_cell(cell)?;
+        u64::try_from(n).map_err(|_| format!("{n} is negative"))
+    }
+}
+
+impl ToCell for u64 {
+    fn to_cell(&self) -> Cell<'_> {
+        // Sizes and counts (MB, jobs): never near 2^63.
+        Cell::Int(i64::try_from(*self).unwrap_or(i64::MAX))
+    }
+}
+
+impl ToCell for bool {
+    fn to_cell(&self) -> Cell<'_> {
+        Cell::Int(i64::from(*self))
+    }
+}
+
+impl FromCell for bool {
+    fn from_cell(cell: Cell<'_>) -> std::result::Result<Self, String> {
+        Ok(i64::from_cell(cell)? != 0)
+    }
+}
+
+impl ToCell for f64 {
+    fn to_cell(&self) -> Cell<'_> {
+        Cell::Real(*self)
+    }
+}
+
+impl FromCell for f64 {
+    fn from_cell(cell: Cell<'_>) -> std::result::Result<Self, String> {
+        match cell {
+            Cell::Real(x) => Ok(x),
+            Cell::Int(n) => Ok(n as f64),
+            other => Err(format!("expected a number, found {}", other.kind())),
+        }
+    }
+}
+
+impl ToCell for str {
+    fn to_cell(&self) -> Cell<'_> {
+        Cell::Text(self)
+    }
+}
+
+impl ToCell for String {
+    fn to_cell(&self) -> Cell<'_> {
+        Cell::Text(self)
+    }
+}
+
+impl FromCell for String {
+    fn from_cell(cell: Cell<'_>) -> std::result::Result<Self, String> {
+        match cell {
+            Cell::Text(t) => Ok(t.to_string()),
+            other => Err(format!("expected a text, found {}", other.kind())),
+        }
+    }
+}
+
+impl ToCell for [u8] {
+    fn to_cell(&self) -> Cell<'_> {
+        Cell::Blob(self)
+    }
+}
+
+impl ToCell for Vec<u8> {
+    fn to_cell(&self) -> Cell<'_> {
+        Cell::Blob(self)
+    }
+}
+
+impl FromCell for Vec<u8> {
+    fn from_cell(cell: Cell<'_>) -> std::result::Result<Self, String> {
+        match cell {
+            Cell::Blob(b) => Ok(b.to_vec()),
+            other => Err(format!("expected bytes, found {}", other.kind())),
+        }
+    }
+}
+
+impl<T: ToCell> ToCell for Option<T> {
+    fn to_cell(&self) -> Cell<'_> {
+        self.as_ref().map_or(Cell::Null, ToCell::to_cell)
+    }
+}
+
+impl<T: FromCell> FromCell for Option<T> {
+    fn from_cell(cell: Cell<'_>) -> std::result::Result<Self, String> {
+        match cell {
+            Cell::Null => Ok(None),
+            other => T::from_cell(other).map(Some),
+        }
+    }
+}
+
+impl<T: ToCell + ?Sized> ToCell for &T {
+    fn to_cell(&self) -> Cell<'_> {
+        (**self).to_cell()
+    }
+}
+
+impl Cell<'_> {
+    fn kind(&self) -> &'static str {
+        match self {
+            Cell::Null => "NULL",
+            Cell::Int(_) => "an integer",
+            Cell::Real(_) => "a real",
+            Cell::Text(_) => "a text",
+            Cell::Blob(_) => "bytes",
+        }
+    }
+}
+
+impl rusqlite::ToSql for Cell<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(match *self {
+            Cell::Null => ValueRef::Null,
+            Cell::Int(n) => ValueRef::Integer(n),
+            Cell::Real(x) => ValueRef::Real(x),
+            Cell::Text(t) => ValueRef::Text(t.as_bytes()),
+            Cell::Blob(b) => ValueRef::Blob(b),
+        }))
+    }
+}
+
+/// Parameters most statements take: at most this many (a job row has 25).
+const MAX_PARAMS: usize = 32;
+
+/// A statement's parameters: `params![...]`, an array of one type, or `()`.
+pub trait Params {
+    fn with_cells<R>(&self, run: impl FnOnce(&[Cell<'_>]) -> R) -> R;
+}
+
+impl Params for () {
+    fn with_cells<R>(&self, run: impl FnOnce(&[Cell<'_>]) -> R) -> R {
+        run(&[])
+    }
+}
+
+impl<T: ToCell, const N: usize> Params for [T; N] {
+    fn with_cells<R>(&self, run: impl FnOnce(&[Cell<'_>]) -> R) -> R {
+        run(&self.each_ref().map(|p| p.to_cell()))
+    }
+}
+
+impl Params for &[&dyn ToCell] {
+    fn with_cells<R>(&self, run: impl FnOnce(&[Cell<'_>]) -> R) -> R {
+        if self.len() <= MAX_PARAMS {
+            let mut cells = [Cell::Null; MAX_PARAMS];
+            for (cell, p) in cells.iter_mut().zip(self.iter()) {
+                *cell = p.to_cell();
+            }
+            run(&cells[..self.len()])
+        } else {
+            run(&self.iter().map(|p| p.to_cell()).collect::<Vec<_>>())
+        }
+    }
+}
+
+/// `params![a, b, ...]`: parameters of different types, in order (?1, ?2, ...).
+macro_rules! params {
+    () => { &[] as &[&dyn $crate::core::ledger::db::ToCell] };
+    ($($p:expr),+ $(,)?) => { &[$(&$p as &dyn $crate::core::ledger::db::ToCell),+] as &[&dyn $crate::core::ledger::db::ToCell] };
+}
+pub(crate) use params;
+
+/// `Ok(None)` for a statement that found no row.
+pub trait OptionalExtension<T> {
+    fn optional(self) -> Result<Option<T>>;
+}
+
+impl<T> OptionalExtension<T> for Result<T> {
+    fn optional(self) -> Result<Option<T>> {
+        match self {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_no_rows() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// A connection to the ledger's database.
+pub struct Conn {
+    sqlite: rusqlite::Connection,
+}
+
+impl Conn {
+    pub fn from_sqlite(sqlite: rusqlite::Connection) -> Conn {
+        Conn { sqlite }
+    }
+
+    /// The SQLite connection underneath, for the ledger's own plumbing.
+    pub fn sqlite(&self) -> &rusqlite::Connection {
+        &self.sqlite
+    }
+
+    pub fn sqlite_mut(&mut self) -> &mut rusqlite::Connection {
+        &mut self.sqlite
+    }
+
+    /// A statement kept prepared on the connection (the hooks' and hot reads').
+    pub fn prepare_cached(&self, sql: &str) -> Result<Stmt<'_>> {
+        Ok(Stmt::Cached(self.sqlite.prepare_cached(sql)?))
+    }
+
+    /// A statement prepared for this once (reports, SQL built per call).
+    pub fn prepare(&self, sql: &str) -> Result<Stmt<'_>> {
+        Ok(Stmt::Once(self.sqlite.prepare(sql)?))
+    }
+
+    pub fn execute(&self, sql: &str, params: impl Params) -> Result<usize> {
+        self.prepare(sql)?.execute(params)
+    }
+
+    pub fn query_row<T>(&self, sql: &str, params: impl Params, read: impl FnOnce(&Row<'_>) -> Result<T>) -> Result<T> {
+        self.prepare(sql)?.query_row(params, read)
+    }
+
+    /// Several statements with no parameters, one after another.
+    pub fn execute_batch(&self, sql: &str) -> Result<()> {
+        Ok(self.sqlite.execute_batch(sql)?)
+    }
+
+    /// No transaction is open.
+    pub fn is_autocommit(&self) -> bool {
+        self.sqlite.is_autocommit()
+    }
+}
+
+/// A prepared statement.
+pub enum Stmt<'c> {
+    Cached(rusqlite::CachedStatement<'c>),
+    Once(rusqlite::Statement<'c>),
+}
+
+impl<'c> Stmt<'c> {
+    fn inner(&mut self) -> &mut rusqlite::Statement<'c> {
+        match self {
+            Stmt::Cached(s) => s,
+            Stmt::Once(s) => s,
+        }
+    }
+
+    /// Runs it; how many rows it changed.
+    pub fn execute(&mut self, params: impl Params) -> Result<usize> {
+        let stmt = self.inner();
+        Ok(params.with_cells(|cells| stmt.execute(rusqlite::params_from_iter(cells)))?)
+    }
+
+    /// Reads the first row (an error if there is none).
+    pub fn query_row<T>(&mut self, params: impl Params, read: impl FnOnce(&Row<'_>) -> Result<T>) -> Result<T> {
+        let mut rows = self.query(params)?;
+        match rows.next()? {
+            Some(row) => read(&row),
+            None => Err(rusqlite::Error::QueryReturnedNoRows.into()),
+        }
+    }
+
+    /// Reads every row with `read`; the first error ends the reading.
+    pub fn query_map<T>(
+        &mut self,
+        params: impl Params,
+        mut read: impl FnMut(&Row<'_>) -> Result<T>,
+    ) -> Result<std::vec::IntoIter<Result<T>>> {
+        let mut rows = self.query(params)?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let value = read(&row);
+            let failed = value.is_err();
+            out.push(value);
+            if failed {
+                break;
+            }
+        }
+        Ok(out.into_iter())
+    }
+
+    /// Whether it gives any row.
+    pub fn exists(&mut self, params: impl Params) -> Result<bool> {
+        Ok(self.query(params)?.next()?.is_some())
+    }
+
+    /// Its rows, one at a time.
+    pub fn query(&mut self, params: impl Params) -> Result<Rows<'_>> {
+        let stmt = self.inner();
+        let rows = params.with_cells(|cells| stmt.query(rusqlite::params_from_iter(cells)))?;
+        Ok(Rows { rows })
+    }
+}
+
+/// The rows of a statement being read.
+pub struct Rows<'s> {
+    rows: rusqlite::Rows<'s>,
+}
+
+impl Rows<'_> {
+    // Not an Iterator: each row borrows the statement (a lending iterator), as in rusqlite.
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> Result<Option<Row<'_>>> {
+        Ok(self.rows.next()?.map(|row| Row { row }))
+    }
+}
+
+/// A column's place in a row, from 0 (only `usize`, so `r.get(0)` needs no suffix).
+pub trait ColumnIndex {
+    fn index(self) -> usize;
+}
+
+impl ColumnIndex for usize {
+    fn index(self) -> usize {
+        self
+    }
+}
+
+/// One row of a result.
+pub struct Row<'r> {
+    row: &'r rusqlite::Row<'r>,
+}
+
+impl Row<'_> {
+    /// Column `column` (from 0) read as `T`.
+    pub fn get<I: ColumnIndex, T: FromCell>(&self, column: I) -> Result<T> {
+        let column = column.index();
+        T::from_cell(self.cell(column)?).map_err(|reason| DbError::Column { column, reason })
+    }
+
+    /// Column `column` as it is stored.
+    pub fn cell(&self, column: usize) -> Result<Cell<'_>> {
+        Ok(match self.row.get_ref(column)? {
+            ValueRef::Null => Cell::Null,
+            ValueRef::Integer(n) => Cell::Int(n),
+            ValueRef::Real(x) => Cell::Real(x),
+            ValueRef::Text(t) => Cell::Text(
+                std::str::from_utf8(t).map_err(|e| DbError::Column { column, reason: format!("not UTF-8: {e}") })?,
+            ),
+            ValueRef::Blob(b) => Cell::Blob(b),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_go_in_and_come_back_as_the_store_reads_them() {
+        let conn = Conn::from_sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        conn.execute_batch("CREATE TABLE t (a INTEGER, b TEXT, c REAL, d BLOB)").unwrap();
+        let none: Option<&str> = None;
+        conn.execute("INSERT INTO t VALUES (?1, ?2, ?3, ?4)", params![u32::MAX, "x", 1.5, vec![1u8, 2]]).unwrap();
+        conn.execute("INSERT INTO t VALUES (?1, ?2, NULL, NULL)", params![-1i64, none]).unwrap();
+        let rows: Vec<(i64, Option<String>)> = conn
+            .prepare("SELECT a, b FROM t ORDER BY a")
+            .unwrap()
+            .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(rows, [(-1, None), (i64::from(u32::MAX), Some("x".into()))]);
+        let (c, d): (f64, Vec<u8>) =
+            conn.query_row("SELECT c, d FROM t WHERE a > 0", (), |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+        assert_eq!((c, d), (1.5, vec![1, 2]));
+        // A value out of the type's range is an error naming the column, not a wrap.
+        let e = conn.query_row("SELECT b, a FROM t WHERE a < 0", (), |r| r.get::<_, u32>(1)).unwrap_err();
+        assert_eq!(e.to_string(), "column 1: -1 is out of range for u32");
+        // No row: an error, or None through `optional`.
+        let none: Option<i64> = conn.query_row("SELECT a FROM t WHERE a = 7", (), |r| r.get(0)).optional().unwrap();
+        assert_eq!(none, None);
+        assert!(conn.prepare_cached("SELECT 1 FROM t WHERE b = ?1").unwrap().exists(["x"]).unwrap());
+    }
+}
