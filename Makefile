@@ -9,7 +9,7 @@ PLUGIN_DIR ?= /usr/lib/x86_64-linux-gnu/slurm-wlm
 # Where `make build` stages the plugins under their SLURM names.
 STAGE      := target/plugins
 
-.PHONY: all deps build plugins test-plugins cli install demo test test-slurm deb test-core test-faults bench bench-slurm clean
+.PHONY: all deps build plugins test-plugins cli install demo test test-slurm deb test-core test-faults test-postgres bench bench-slurm clean
 
 all: build
 
@@ -56,10 +56,11 @@ SLURM_RELEASES ?= 24.11
 SLURM ?= 22.05
 
 # Every test: core, CLI and end-to-end against clusters the tests start themselves,
-# on the host's SLURM 22.05; then the end-to-end plugin suites against each newer release.
+# on the host's SLURM 22.05, beside a private PostgreSQL server (the shared-ledger
+# tests); then the end-to-end plugin suites against each newer release.
 test: build test-plugins
-	ASBB_E2E=1 ASBB_TEST_HOOKS=1 ASBB_PLUGIN_DIR=$(CURDIR)/$(TEST_STAGE) ASBB_BIN_DIR=$(CURDIR)/target/release \
-		$(CARGO) test --release -- --test-threads=2
+	bash scripts/with-postgres.sh env ASBB_E2E=1 ASBB_TEST_HOOKS=1 ASBB_PLUGIN_DIR=$(CURDIR)/$(TEST_STAGE) \
+		ASBB_BIN_DIR=$(CURDIR)/target/release $(CARGO) test --release -- --test-threads=2
 	# The SQLite helpers' own tests (VFS, busy handler): a crate of the workspace.
 	$(CARGO) test --release -p asbb-wal-writes
 	# The SLURM glue's own unit tests (only the plugin crates build it).
@@ -81,6 +82,14 @@ ifeq ($(SLURM),22.05)
 else
 	bash scripts/test-release.sh $(SLURM)
 endif
+
+# Only the PostgreSQL ledger's tests, which `make test` also runs: the same operations
+# on SQLite and PostgreSQL, ledger copy, concurrent writers, the server killed mid-burst,
+# and two real clusters sharing one PostgreSQL ledger.
+test-postgres: build test-plugins
+	bash scripts/with-postgres.sh env ASBB_E2E=1 ASBB_TEST_HOOKS=1 ASBB_PLUGIN_DIR=$(CURDIR)/$(TEST_STAGE) \
+		ASBB_BIN_DIR=$(CURDIR)/target/release $(CARGO) test --release --test ledger_props --test ledger_postgres \
+		--test e2e_postgres -- --test-threads=2
 
 # Only the fault tests (kill -9, ledger faults), which `make test` also runs.
 test-faults: build

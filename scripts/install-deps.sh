@@ -7,7 +7,8 @@
 # a policy-rc.d that answers 101 ("action forbidden") is in place while apt installs, so
 # the packages' postinst scripts (munge, slurm*, mariadb call `invoke-rc.d ... start`)
 # neither start daemons nor fail in a machine without systemd. The tests start munged,
-# slurmctld, slurmd, and (for accounting tests) slurmdbd and MariaDB themselves (tests/support/cluster/).
+# slurmctld, slurmd, and (for accounting tests) slurmdbd and MariaDB themselves (tests/support/cluster/),
+# and PostgreSQL for the shared-ledger tests (scripts/postgres-server.sh).
 #
 # At the end, if slurm-headers/fetch-source.sh exists it is run (it fetches the SLURM
 # source tree whose internal headers the plugins need); its failure fails this script.
@@ -28,6 +29,7 @@ PACKAGES=(
   ca-certificates                                    # HTTPS package fetches
   chromium                                           # renders the HTML grant report in tests
   debootstrap                                        # chroots with newer SLURM releases (make test)
+  postgresql                                         # the PostgreSQL ledger's tests (make test-postgres)
 )
 
 if [ "$(id -u)" -ne 0 ]; then

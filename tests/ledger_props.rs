@@ -372,3 +372,88 @@ fn check_oracle(budget: &Budget, oracle: &Oracle) -> Result<(), TestCaseError> {
     prop_assert_eq!(distinct.len(), oracle.runs.len());
     Ok(())
 }
+
+#[path = "support/postgres.rs"]
+mod pg;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+    /// The same operations on an SQLite ledger and a PostgreSQL one (the same SQL,
+    /// through `ledger::db`) decide, reprice, charge and release alike, and after every
+    /// step both give every account the same balances and verify clean.
+    #[test]
+    fn postgresql_decides_and_balances_exactly_as_sqlite(ops in proptest::collection::vec(op(), 1..50)) {
+        let Some(url) = pg::new_ledger("props") else { return Ok(()) };
+        let cfg = config();
+        let mut lite = Budget::with_ledger(cfg.clone(), Ledger::in_memory().unwrap());
+        let mut post =
+            Budget::with_ledger(cfg.clone(), Ledger::open(std::path::Path::new(&url), OpenMode::CreateIfMissing, 5000).unwrap());
+        let now = 1_780_000_000i64;
+        for b in [&mut lite, &mut post] {
+            for a in ACCOUNTS {
+                b.create_account(a, Money::from_dollars(50).unwrap(), now - 86_400, FOREVER, Money::ZERO, "test", now).unwrap();
+            }
+        }
+        // (SQLite's token, PostgreSQL's token, request) of each job both accepted or held.
+        let mut jobs: Vec<(String, String, JobRequest)> = Vec::new();
+        for (step, op) in ops.into_iter().enumerate() {
+            let t = now + step as i64 * 60;
+            match op {
+                Op::Deposit { account, dollars } => {
+                    let amount = Money::from_dollars(dollars as i64 / 10 + 1).unwrap();
+                    let key = format!("k{step}");
+                    let (a, b) = (
+                        lite.deposit(ACCOUNTS[account], amount, now - 86_400, FOREVER, None, Some(&key), "test", t).unwrap(),
+                        post.deposit(ACCOUNTS[account], amount, now - 86_400, FOREVER, None, Some(&key), "test", t).unwrap(),
+                    );
+                    prop_assert_eq!(a, b);
+                }
+                Op::Submit { account, aws, cpus, minutes, tasks, gpus } => {
+                    let req = request(account, aws, cpus, minutes, tasks, gpus);
+                    let (a, b) = (lite.check_and_hold(&req, t).unwrap(), post.check_and_hold(&req, t).unwrap());
+                    if let (Decision::Accept { token: ta, .. } | Decision::Hold { token: ta, .. },
+                            Decision::Accept { token: tb, .. } | Decision::Hold { token: tb, .. }) = (&a, &b) {
+                        jobs.push((ta.clone(), tb.clone(), req.clone()));
+                    }
+                    prop_assert_eq!(untokened(a), untokened(b));
+                }
+                Op::Modify { job, minutes } => {
+                    if let Some((ta, tb, req)) = jobs.get(job) {
+                        let mut req = req.clone();
+                        req.time_limit_min = minutes;
+                        prop_assert_eq!(lite.modify(ta, &req, false, false, t).unwrap(), post.modify(tb, &req, false, false, t).unwrap());
+                    }
+                }
+                Op::Complete { job, task, used_pct, run, ran } => {
+                    if let Some((ta, tb, req)) = jobs.get(job) {
+                        let elapsed = (req.time_limit_min as i64 * 60 * used_pct as i64) / 100;
+                        let c = |token: &str| JobCompletion {
+                            cluster: "c1".into(), job_id: 10_000 + job as u32 * 10 + task % req.array_tasks,
+                            hold_token: Some(token.to_string()), user: "u".into(), account: req.account.clone(),
+                            partition: req.partition.clone(), state: EndState::Completed,
+                            start_time: t - 3600 + run as i64, end_time: t - 3600 + run as i64 + if ran { elapsed } else { 0 },
+                            allocated: ran.then(|| req.resources.clone()), task_count: 1,
+                            submit_time: now, run_index: run, qos: None,
+                        };
+                        // Twice: the second is a replay and changes nothing on either.
+                        for _ in 0..2 {
+                            prop_assert_eq!(lite.reconcile(&c(ta), t).unwrap(), post.reconcile(&c(tb), t).unwrap());
+                        }
+                    }
+                }
+                Op::Replay { .. } => {}
+                Op::Release { job } => {
+                    if let Some((ta, tb, _)) = jobs.get(job) {
+                        prop_assert_eq!(lite.release(ta, t).unwrap(), post.release(tb, t).unwrap());
+                    }
+                }
+            }
+            prop_assert_eq!(lite.ledger.balances().unwrap(), post.ledger.balances().unwrap(), "after step {}", step);
+            let report = post.verify().unwrap();
+            prop_assert!(report.is_clean(), "{:?}", report.problems);
+        }
+        let (a, b) = (lite.verify().unwrap(), post.verify().unwrap());
+        prop_assert_eq!(a, b);
+    }
+}

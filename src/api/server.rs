@@ -227,7 +227,7 @@ pub fn start(config: Config, opts: ServeOptions) -> Result<RunningServer, ServeE
             )));
         }
     }
-    if !config.ledger_path.exists() {
+    if !crate::core::ledger::is_postgres_url(&config.ledger_path) && !config.ledger_path.exists() {
         return Err(ServeError(format!(
             "ledger {} does not exist; create it with `asbb-admin account create`",
             config.ledger_path.display()
@@ -235,10 +235,7 @@ pub fn start(config: Config, opts: ServeOptions) -> Result<RunningServer, ServeE
     }
     // Check the ledger opens (and is migrated) before taking requests.
     Ledger::open(&config.ledger_path, OpenMode::MustExist, 1000).map_err(|e| ServeError(e.to_string()))?;
-    let ledger_owner = {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(&config.ledger_path).ok().map(|m| m.uid())
-    };
+    let ledger_owner = crate::core::ledger::ledger_owner(&config.ledger_path);
     let mut tokens = Vec::new();
     for t in &config.api.tokens {
         let h = hex32(&t.sha256).ok_or_else(|| ServeError(format!("api.tokens.{}: bad sha256", t.name)))?;

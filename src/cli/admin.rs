@@ -46,6 +46,9 @@ pub enum AdminCommand {
     /// Upgrade the ledger's schema to this asbb's. Until then the plugins treat the
     /// ledger as unavailable (on_ledger_error) and the other commands refuse it.
     Migrate,
+    /// The ledger as a whole: copy it onto another backend.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
     // ----- integration API, actual costs, learning -----
     /// Serve the integration API (HTTP/JSON) on loopback TCP and/or a unix socket.
     #[cfg(feature = "api")]
@@ -68,6 +71,23 @@ pub enum AdminCommand {
 
     /// Ask SLURM which jobs exist and settle every hold the plugins left open.
     Reconcile(super::reconcile::ReconcileArgs),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LedgerCommand {
+    /// Copy every row of a ledger into a new, empty one (an SQLite file onto
+    /// PostgreSQL, or back), then verify both and compare every account's balances.
+    Copy(LedgerCopyArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct LedgerCopyArgs {
+    /// The ledger to copy: `sqlite:PATH` or `postgresql://...` (as `ledger` in asbb.toml).
+    #[arg(long)]
+    pub from: String,
+    /// The new ledger: an empty PostgreSQL database, or an SQLite file that does not exist.
+    #[arg(long)]
+    pub to: String,
 }
 
 #[derive(Subcommand, Debug)]
@@ -304,6 +324,7 @@ pub fn run(cli: AdminCli) -> Result<String, CliError> {
         AdminCommand::Report(c) => super::integration::run_report(c, config, fmt),
         AdminCommand::Account(AccountCommand::Member(m)) => super::integration::run_member(m, config, now, &actor, fmt),
         AdminCommand::Migrate => run_migrate(config, now, fmt),
+        AdminCommand::Ledger(LedgerCommand::Copy(a)) => run_ledger_copy(a, &config, fmt),
         AdminCommand::Verify => {
             let budget = open_budget(config, OpenMode::MustExist)?;
             let report = budget.verify()?;
@@ -599,6 +620,73 @@ fn naming_line(
             "{n} job rows that never ran name no cluster: runs of clusters {} share this ledger, and which placed them is not known; the reconcile of each takes them as its own\n",
             run_clusters.join(", ")
         ),
+    }
+}
+
+/// A ledger named on the command line: `sqlite:PATH` (or a plain path), or a PostgreSQL URL.
+fn ledger_location(spec: &str) -> std::path::PathBuf {
+    std::path::PathBuf::from(spec.strip_prefix("sqlite:").unwrap_or(spec))
+}
+
+fn run_ledger_copy(a: LedgerCopyArgs, config: &crate::core::config::Config, fmt: Format) -> Result<String, CliError> {
+    use crate::core::ledger::{copy_rows, is_postgres_url, Ledger};
+    let bound = config.policy.ledger_busy_timeout_ms.max(5000);
+    let (from, to) = (ledger_location(&a.from), ledger_location(&a.to));
+    let source = Ledger::open(&from, OpenMode::ReadOnly, bound)?;
+    if !is_postgres_url(&to) && crate::core::safe_fs::exists(&to) {
+        return Err(CliError::new(format!(
+            "{}: it exists; a ledger is copied only into a new SQLite file or an empty PostgreSQL database",
+            to.display()
+        )));
+    }
+    let mut target = Ledger::open(&to, OpenMode::CreateIfMissing, bound)?;
+    let copied = copy_rows(&source, &mut target)?;
+    let (from_report, to_report) = (source.verify()?, target.verify()?);
+    let (from_balances, to_balances) = (source.balances()?, target.balances()?);
+    let problems: Vec<String> = from_report.problems.iter().chain(&to_report.problems).cloned().collect();
+    let same = from_balances == to_balances && problems.is_empty();
+    let text = match fmt {
+        Format::Json => json(&serde_json::json!({
+            "from": source.path(), "to": target.path(),
+            "rows": copied.iter().map(|(t, n)| (t.to_string(), *n)).collect::<std::collections::BTreeMap<_, _>>(),
+            "accounts": to_balances.len(), "balances_match": from_balances == to_balances, "problems": problems,
+        })),
+        _ => {
+            let rows: u64 = copied.iter().map(|(_, n)| n).sum();
+            let mut out = format!(
+                "copied {rows} rows from {} to {}
+",
+                source.path().display(),
+                target.path().display()
+            );
+            for (table, n) in &copied {
+                let _ = writeln!(out, "  {table:<22} {n}");
+            }
+            let _ = writeln!(
+                out,
+                "verify: {} on {}, {} on {}",
+                if from_report.is_clean() { "clean" } else { "PROBLEMS" },
+                source.path().display(),
+                if to_report.is_clean() { "clean" } else { "PROBLEMS" },
+                target.path().display()
+            );
+            if from_balances == to_balances {
+                let _ = writeln!(out, "ok: all {} accounts have the same balances on both", to_balances.len());
+            }
+            for p in &problems {
+                let _ = writeln!(out, "problem: {p}");
+            }
+            out
+        }
+    };
+    if same {
+        Ok(text)
+    } else {
+        print!("{text}");
+        Err(CliError {
+            message: format!("the copy in {} differs from its source; do not use it", target.path().display()),
+            exit_code: 1,
+        })
     }
 }
 

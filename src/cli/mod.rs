@@ -79,7 +79,8 @@ pub fn load_config(config: Option<&Path>, ledger: Option<&Path>) -> Result<Confi
 }
 
 pub fn open_budget(config: Config, mode: OpenMode) -> Result<Budget, CliError> {
-    if mode == OpenMode::CreateIfMissing && !safe_fs::exists(&config.ledger_path) && current_uid() == 0 {
+    let is_file = !crate::core::ledger::is_postgres_url(&config.ledger_path);
+    if mode == OpenMode::CreateIfMissing && is_file && !safe_fs::exists(&config.ledger_path) && current_uid() == 0 {
         create_for_slurm_user(&config.ledger_path)?;
     }
     let ledger = Ledger::open(&config.ledger_path, mode, config.policy.ledger_busy_timeout_ms.max(1000))?;
@@ -117,11 +118,16 @@ pub const EXIT_NOT_ADMIN: i32 = 77;
 pub fn require_admin(config: &Config) -> Result<(), CliError> {
     use std::os::unix::fs::MetadataExt;
     let uid = current_uid();
-    let owner = config
-        .ledger_path
-        .ancestors()
-        .find_map(|p| std::fs::metadata(if p.as_os_str().is_empty() { Path::new(".") } else { p }).ok())
-        .map(|m| m.uid());
+    // PostgreSQL: whoever owns the password file (SlurmUser); it connects anyway.
+    let owner = if crate::core::ledger::is_postgres_url(&config.ledger_path) {
+        crate::core::ledger::ledger_owner(&config.ledger_path)
+    } else {
+        config
+            .ledger_path
+            .ancestors()
+            .find_map(|p| std::fs::metadata(if p.as_os_str().is_empty() { Path::new(".") } else { p }).ok())
+            .map(|m| m.uid())
+    };
     let name = user_name(uid);
     if config.api.local_role(uid, name.as_deref(), owner) == crate::core::config::ApiRole::Admin {
         return Ok(());

@@ -82,7 +82,8 @@ impl BudgetHandle {
         if self.budget.is_none() {
             let path = &self.config.ledger_path;
             let mut ledger = Ledger::open(path, OpenMode::MustExist, self.busy_timeout_ms)?;
-            if self.background_checkpoints {
+            // A PostgreSQL server keeps its own log; only SQLite's WAL needs a checkpointer.
+            if self.background_checkpoints && !crate::core::ledger::is_postgres_url(path) {
                 ledger = ledger.without_autocheckpoint()?;
                 if self.checkpointer.is_none() {
                     self.checkpointer = Some(Checkpointer::start(path));

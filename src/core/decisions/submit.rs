@@ -96,8 +96,8 @@ impl Budget {
         };
         tx.commit()?;
         self.known_job_users.insert((req.uid, account.id));
-        let total_changes = self.ledger.connection().total_changes();
-        self.reads.placed(token_count, &account.name, grant, hold, total_changes);
+        let changes = self.ledger.change_count();
+        self.reads.placed(token_count, &account.name, grant, hold, changes);
         Ok(decision)
     }
 }

@@ -69,3 +69,17 @@ impl Tx<'_> {
         })
     }
 }
+
+impl Ledger {
+    /// Account `name`'s cached open holds and the sum of its jobs' holds, read in one
+    /// statement (one snapshot): the two are equal whenever no write is half done.
+    pub fn held_and_jobs_held(&self, name: &str) -> Result<(i64, i64), LedgerError> {
+        self.sql(|c| {
+            c.prepare_cached(
+                "SELECT a.held_micros, coalesce((SELECT sum(j.held_micros) FROM jobs j WHERE j.account_id = a.id), 0)
+                 FROM accounts a WHERE a.name = ?1",
+            )?
+            .query_row([name], |r| Ok((r.get(0)?, r.get(1)?)))
+        })
+    }
+}

@@ -44,9 +44,16 @@ impl ReadCache {
     /// Starts a call inside `tx` (a write transaction): keeps the entries if nothing
     /// has changed since the last call stamped them, else forgets them.
     pub(crate) fn begin(&mut self, tx: &Tx<'_>) -> Result<(), LedgerError> {
-        let now = tx.sql(|c| {
-            let version: i64 = c.prepare_cached("PRAGMA data_version")?.query_row((), |r| r.get(0))?;
-            Ok((version, c.sqlite().total_changes()))
+        // Only SQLite tells cheaply that nobody else wrote: on PostgreSQL every call
+        // reads the ledger afresh.
+        let Some(sqlite) = tx.sqlite() else {
+            self.forget();
+            self.began = None;
+            return Ok(());
+        };
+        let now = tx.sql(|_| {
+            let version: i64 = sqlite.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?;
+            Ok((version, sqlite.total_changes()))
         })?;
         if self.stamp.take() == Some(now) {
             self.hits += 1;
@@ -79,9 +86,9 @@ impl ReadCache {
         account: &str,
         grant: Option<&str>,
         held: Money,
-        total_changes: u64,
+        total_changes: Option<u64>,
     ) {
-        let Some((version, _)) = self.began.take() else { return };
+        let (Some((version, _)), Some(total_changes)) = (self.began.take(), total_changes) else { return };
         if self.add_held(account, grant, held).is_some() {
             self.latest_token_count = Some(token_count);
             self.stamp = Some((version, total_changes));

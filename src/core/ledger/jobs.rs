@@ -335,7 +335,7 @@ impl Tx<'_> {
         self.sql(|c| {
             c.prepare_cached(
                 "UPDATE jobs SET tasks_done = ?2, charged_micros = charged_micros + ?3, state = ?4,
-                   settled_at = CASE WHEN ?5 THEN ?6 ELSE settled_at END, job_id = coalesce(job_id, ?7)
+                   settled_at = CASE WHEN ?5 <> 0 THEN ?6 ELSE settled_at END, job_id = coalesce(job_id, ?7)
                  WHERE token = ?1",
             )?
             .execute(params![token, tasks_done, cost.micros(), state, settled, now, job_id])

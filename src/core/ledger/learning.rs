@@ -81,7 +81,7 @@ impl Tx<'_> {
         self.sql(|c| {
             c.prepare_cached(
                 "SELECT estimate_micros, actual_micros FROM learning_samples
-                 WHERE account_id = ?1 AND partition = ?2 AND domain = ?3 AND (?4 OR source = 'run')
+                 WHERE account_id = ?1 AND partition = ?2 AND domain = ?3 AND (?4 <> 0 OR source = 'run')
                  ORDER BY id DESC LIMIT ?5",
             )?
             .query_map(params![account_id, partition, domain, include_feedback, limit], |r| Ok((r.get(0)?, r.get(1)?)))?

@@ -18,19 +18,42 @@ use std::time::Duration;
 mod accounts;
 mod alerts;
 mod cache;
+mod copy;
 pub mod db;
 mod grants;
 mod integration;
 pub mod jobs;
 mod learning;
+#[cfg(feature = "postgres")]
+mod postgres;
 pub mod postings;
 mod reports;
 mod runs;
 pub mod verify;
 
+/// Whether the ledger setting names a PostgreSQL database rather than a file.
+pub fn is_postgres_url(location: &Path) -> bool {
+    location.to_str().is_some_and(|s| s.starts_with("postgresql://") || s.starts_with("postgres://"))
+}
+
+/// Whose the ledger is, for deciding who administers it: the ledger file's owner, or
+/// for PostgreSQL the owner of the password file (whoever can read it can connect).
+/// `None` when that file does not exist.
+pub fn ledger_owner(location: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let file = if is_postgres_url(location) {
+        let query = location.to_str()?.split_once('?')?.1;
+        PathBuf::from(query.split('&').find_map(|kv| kv.strip_prefix("password_file="))?)
+    } else {
+        location.to_path_buf()
+    };
+    std::fs::symlink_metadata(file).ok().map(|m| m.uid())
+}
+
 pub(crate) use alerts::WatchedJob;
 pub use alerts::{AlertRecord, DeliveryRecord};
 pub use cache::ReadCache;
+pub use copy::{copy_rows, Balances, CopyReport};
 pub use grants::Grant;
 pub(crate) use grants::NewGrantRow;
 pub(crate) use integration::{NewCostUpdate, NewFeedback};
@@ -84,7 +107,7 @@ pub enum LedgerError {
     #[error("ledger {0} does not exist; create it with `asbb-admin account create`")]
     Missing(PathBuf),
     #[error("ledger {path}: {source}")]
-    Sqlite { path: PathBuf, source: db::DbError },
+    Db { path: PathBuf, source: db::DbError },
     #[error("ledger {path}: schema version {found} is newer than this asbb knows ({known})")]
     TooNew { path: PathBuf, found: u32, known: u32 },
     /// Only `asbb-admin migrate` upgrades a ledger: never the plugins, under
@@ -98,8 +121,7 @@ pub enum LedgerError {
 impl LedgerError {
     /// Busy/locked: another writer held the lock past the bounded wait.
     pub fn is_busy(&self) -> bool {
-        matches!(self, LedgerError::Sqlite { source: db::DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _)), .. }
-            if matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked))
+        matches!(self, LedgerError::Db { source, .. } if source.is_busy())
     }
 }
 
@@ -132,6 +154,15 @@ impl Ledger {
     }
 
     fn open_schema(path: &Path, mode: OpenMode, busy_timeout_ms: u32, age: SchemaAge) -> Result<Ledger, LedgerError> {
+        if is_postgres_url(path) {
+            #[cfg(feature = "postgres")]
+            return Ledger::open_postgres(path.to_str().unwrap_or_default(), mode, busy_timeout_ms, age);
+            #[cfg(not(feature = "postgres"))]
+            return Err(LedgerError::Io {
+                path: path.to_path_buf(),
+                reason: "this asbb was built without PostgreSQL (feature `postgres`)".into(),
+            });
+        }
         let memory = path.as_os_str() == ":memory:";
         let exists = memory || safe_fs::exists(path);
         if !exists && mode != OpenMode::CreateIfMissing {
@@ -149,7 +180,7 @@ impl Ledger {
             _ => OpenFlags::SQLITE_OPEN_READ_WRITE,
         } | OpenFlags::SQLITE_OPEN_NO_MUTEX
             | OpenFlags::SQLITE_OPEN_NOFOLLOW;
-        let sq = |source: rusqlite::Error| LedgerError::Sqlite { path: path.to_path_buf(), source: source.into() };
+        let sq = |source: rusqlite::Error| LedgerError::Db { path: path.to_path_buf(), source: source.into() };
         // Each commit's WAL frames in one write (see `asbb_wal_writes`).
         let conn = match asbb_wal_writes::vfs_name() {
             Some(vfs) => Connection::open_with_flags_and_vfs(path, flags, vfs),
@@ -172,7 +203,7 @@ impl Ledger {
     pub fn in_memory() -> Result<Ledger, LedgerError> {
         let path = PathBuf::from(":memory:");
         let conn = Connection::open_in_memory()
-            .map_err(|source| LedgerError::Sqlite { path: path.clone(), source: source.into() })?;
+            .map_err(|source| LedgerError::Db { path: path.clone(), source: source.into() })?;
         let mut ledger = Ledger { conn: Conn::from_sqlite(conn), path };
         ledger.configure(OpenMode::CreateIfMissing, SchemaAge::Current)?;
         Ok(ledger)
@@ -180,13 +211,22 @@ impl Ledger {
 
     /// Leaves WAL checkpoints to a `Checkpointer` (the plugins' write path).
     pub fn without_autocheckpoint(self) -> Result<Ledger, LedgerError> {
+        if self.conn.is_postgres() {
+            return Ok(self);
+        }
         self.conn.execute_batch("PRAGMA wal_autocheckpoint = 0;").map_err(|e| self.err(e))?;
         Ok(self)
     }
 
-    /// Read access for reports and tests.
+    /// The SQLite connection, for tests that look inside (a PostgreSQL ledger has none).
     pub fn connection(&self) -> &Connection {
-        self.conn.sqlite()
+        self.conn.sqlite().expect("an SQLite ledger")
+    }
+
+    /// A count that changes whenever this connection writes (SQLite's
+    /// `total_changes`); `None` on PostgreSQL.
+    pub(crate) fn change_count(&self) -> Option<u64> {
+        self.conn.sqlite().map(Connection::total_changes)
     }
 
     pub fn path(&self) -> &Path {
@@ -194,7 +234,7 @@ impl Ledger {
     }
 
     pub(crate) fn err(&self, source: impl Into<db::DbError>) -> LedgerError {
-        LedgerError::Sqlite { path: self.path.clone(), source: source.into() }
+        LedgerError::Db { path: self.path.clone(), source: source.into() }
     }
 
     /// Runs SQL outside a transaction (one statement's own snapshot); an error names
@@ -226,6 +266,10 @@ impl Ledger {
     /// Copies the whole ledger, consistent as of now, into a new private file (mode
     /// 0600, which must not exist): a backup, or a scratch copy to try things on.
     pub fn copy_to(&self, path: &Path) -> Result<(), LedgerError> {
+        if self.conn.is_postgres() {
+            let mut copy = Ledger::open(path, OpenMode::CreateIfMissing, 1000)?;
+            return copy::copy_rows(self, &mut copy).map(|_| ());
+        }
         let io = |reason: String| LedgerError::Io { path: path.to_path_buf(), reason };
         // Created empty and private first (O_EXCL | O_NOFOLLOW); VACUUM INTO fills an empty file.
         safe_fs::create_new(path, 0o600).map_err(|e| io(format!("cannot create: {e}")))?;
@@ -240,13 +284,11 @@ impl Ledger {
     }
 
     fn check_version(&self) -> Result<u32, LedgerError> {
-        let has_table: bool = self
-            .conn
-            .query_row("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='schema_migrations'", (), |r| {
-                r.get::<_, i64>(0)
-            })
-            .map(|n| n > 0)
-            .map_err(|e| self.err(e))?;
+        #[cfg(feature = "postgres")]
+        let has_table =
+            if self.conn.is_postgres() { self.postgres_has_migrations()? } else { self.sqlite_has_migrations()? };
+        #[cfg(not(feature = "postgres"))]
+        let has_table = self.sqlite_has_migrations()?;
         if !has_table {
             return Ok(0);
         }
@@ -260,9 +302,22 @@ impl Ledger {
         Ok(found)
     }
 
+    fn sqlite_has_migrations(&self) -> Result<bool, LedgerError> {
+        self.conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE type='table' AND name='schema_migrations'", (), |r| {
+                r.get::<_, i64>(0)
+            })
+            .map(|n| n > 0)
+            .map_err(|e| self.err(e))
+    }
+
     /// Applies every migration newer than the database, each in its own transaction;
     /// returns the names of those applied.
     pub fn migrate(&mut self) -> Result<Vec<&'static str>, LedgerError> {
+        #[cfg(feature = "postgres")]
+        if self.conn.is_postgres() {
+            return self.migrate_postgres();
+        }
         self.conn
             .execute_batch(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)",
@@ -282,8 +337,12 @@ impl Ledger {
         let mut applied = Vec::new();
         for &(version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
             let path = self.path.clone();
-            let e = |source: rusqlite::Error| LedgerError::Sqlite { path: path.clone(), source: source.into() };
-            let tx = self.conn.sqlite_mut().transaction().map_err(e)?;
+            let e = |source: rusqlite::Error| LedgerError::Db { path: path.clone(), source: source.into() };
+            let conn = self.conn.sqlite_mut().ok_or_else(|| LedgerError::Io {
+                path: path.clone(),
+                reason: "SQLite's migrations run on an SQLite ledger only".into(),
+            })?;
+            let tx = conn.transaction().map_err(e)?;
             tx.execute_batch(sql).map_err(e)?;
             let broken: Option<String> = tx
                 .query_row(
@@ -741,29 +800,41 @@ pub(crate) struct Tx<'c> {
 impl<'c> Tx<'c> {
     /// A write transaction that takes the write lock now (waiting at most the busy timeout).
     pub fn write(ledger: &'c mut Ledger) -> Result<Tx<'c>, LedgerError> {
-        Tx::begin(ledger, "BEGIN IMMEDIATE")
+        Tx::begin(ledger, true)
     }
 
     /// A read transaction: one consistent snapshot.
     pub fn read(ledger: &'c mut Ledger) -> Result<Tx<'c>, LedgerError> {
-        Tx::begin(ledger, "BEGIN")
+        Tx::begin(ledger, false)
     }
 
-    fn begin(ledger: &'c mut Ledger, sql: &str) -> Result<Tx<'c>, LedgerError> {
+    /// A read transaction on a ledger others may also use through `&` (a copy's source).
+    pub(crate) fn read_shared(ledger: &'c Ledger) -> Result<Tx<'c>, LedgerError> {
         let tx = Tx { tx: &ledger.conn, path: &ledger.path, committed: false };
-        tx.sql(|c| c.prepare_cached(sql)?.execute(()))?;
+        tx.sql(|c| c.begin(false))?;
+        Ok(tx)
+    }
+
+    fn begin(ledger: &'c mut Ledger, write: bool) -> Result<Tx<'c>, LedgerError> {
+        let tx = Tx { tx: &ledger.conn, path: &ledger.path, committed: false };
+        tx.sql(|c| c.begin(write))?;
         Ok(tx)
     }
 
     /// Commits; on failure the transaction is rolled back (when `self` drops).
     pub fn commit(mut self) -> Result<(), LedgerError> {
-        self.sql(|c| c.prepare_cached("COMMIT")?.execute(()))?;
+        self.sql(|c| c.end(true))?;
         self.committed = true;
         Ok(())
     }
 
+    /// The SQLite connection underneath (`None` on PostgreSQL).
+    pub(crate) fn sqlite(&self) -> Option<&'c Connection> {
+        self.tx.sqlite()
+    }
+
     pub fn err(&self, source: impl Into<db::DbError>) -> LedgerError {
-        LedgerError::Sqlite { path: self.path.to_path_buf(), source: source.into() }
+        LedgerError::Db { path: self.path.to_path_buf(), source: source.into() }
     }
 
     /// Runs SQL on this transaction's connection; an error names the ledger's file.
@@ -927,7 +998,7 @@ impl Drop for Tx<'_> {
     /// error here means SQLite already ended the transaction itself.
     fn drop(&mut self) {
         if !self.committed && !self.tx.is_autocommit() {
-            let _ = self.tx.prepare_cached("ROLLBACK").and_then(|mut s| s.execute(()));
+            let _ = self.tx.end(false);
         }
     }
 }

@@ -215,14 +215,18 @@ impl Ledger {
         if releases > 0 {
             problems.push(format!("{releases} run release entries have no run"));
         }
-        // A grant's open holds are its jobs' (schema 6+).
-        let has_grant_holds: bool = conn
-            .query_row(
-                "SELECT count(*) > 0 FROM pragma_table_info('grant_accounts') WHERE name = 'held_micros'",
-                (),
-                |r| r.get(0),
-            )
-            .map_err(e)?;
+        // A grant's open holds are its jobs' (schema 6+; PostgreSQL ledgers start at 11).
+        let sqlite = conn.sqlite();
+        let has_grant_holds: bool = match sqlite {
+            Some(c) => c
+                .query_row(
+                    "SELECT count(*) > 0 FROM pragma_table_info('grant_accounts') WHERE name = 'held_micros'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(|x| self.err(x))?,
+            None => true,
+        };
         if has_grant_holds {
             let mut stmt = conn
                 .prepare(
@@ -244,9 +248,12 @@ impl Ledger {
         }
         // Who may read which account through the API follows from the jobs they ran
         // (schema 5+: `asbb-admin migrate` verifies the older ledger too).
-        let has_users: bool = conn
-            .query_row("SELECT count(*) > 0 FROM sqlite_master WHERE name = 'account_job_users'", (), |r| r.get(0))
-            .map_err(e)?;
+        let has_users: bool = match sqlite {
+            Some(c) => c
+                .query_row("SELECT count(*) > 0 FROM sqlite_master WHERE name = 'account_job_users'", [], |r| r.get(0))
+                .map_err(|x| self.err(x))?,
+            None => true,
+        };
         let missing_users: i64 = if has_users {
             conn.query_row(
                 "SELECT count(*) FROM (SELECT DISTINCT uid, account_id FROM jobs) j
@@ -262,9 +269,12 @@ impl Ledger {
             problems
                 .push(format!("{missing_users} (user, account) pairs with jobs are missing from account_job_users"));
         }
-        let integrity: String = conn.query_row("PRAGMA quick_check", (), |r| r.get(0)).map_err(e)?;
-        if integrity != "ok" {
-            problems.push(format!("SQLite integrity check: {integrity}"));
+        // PostgreSQL checks its own pages (data checksums, amcheck): not asbb's to run.
+        if let Some(c) = sqlite {
+            let integrity: String = c.query_row("PRAGMA quick_check", [], |r| r.get(0)).map_err(|x| self.err(x))?;
+            if integrity != "ok" {
+                problems.push(format!("SQLite integrity check: {integrity}"));
+            }
         }
         report.problems = problems;
         Ok(report)

@@ -10,12 +10,24 @@
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
+
 pub type Result<T> = std::result::Result<T, DbError>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error(transparent)]
     Sqlite(#[from] rusqlite::Error),
+    #[cfg(feature = "postgres")]
+    #[error("{}", postgres::describe(.0))]
+    Postgres(::postgres::Error),
+    /// A statement that must give a row gave none.
+    #[error("Query returned no rows")]
+    NoRows,
+    /// The connection could not be set up as asbb needs it.
+    #[error("{0}")]
+    Setup(String),
     /// A column did not hold what the store reads from it.
     #[error("column {column}: {reason}")]
     Column { column: usize, reason: String },
@@ -24,7 +36,20 @@ pub enum DbError {
 impl DbError {
     /// The statement found no row (where one was expected).
     pub fn is_no_rows(&self) -> bool {
-        matches!(self, DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+        matches!(self, DbError::NoRows | DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+    }
+
+    /// A bounded wait ran out: another writer held the ledger's write lock past it (or,
+    /// on PostgreSQL, a statement did). The connection stays usable.
+    pub fn is_busy(&self) -> bool {
+        match self {
+            DbError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            }
+            #[cfg(feature = "postgres")]
+            DbError::Postgres(e) => postgres::is_timeout(e),
+            _ => false,
+        }
     }
 }
 
@@ -180,6 +205,12 @@ impl<T: FromCell> FromCell for Option<T> {
     }
 }
 
+impl ToCell for Cell<'_> {
+    fn to_cell(&self) -> Cell<'_> {
+        *self
+    }
+}
+
 impl<T: ToCell + ?Sized> ToCell for &T {
     fn to_cell(&self) -> Cell<'_> {
         (**self).to_cell()
@@ -268,31 +299,64 @@ impl<T> OptionalExtension<T> for Result<T> {
 
 /// A connection to the ledger's database.
 pub struct Conn {
-    sqlite: rusqlite::Connection,
+    backend: Backend,
+}
+
+enum Backend {
+    Sqlite(rusqlite::Connection),
+    // Boxed: its prepared statements and client are large beside rusqlite's handle.
+    #[cfg(feature = "postgres")]
+    Postgres(Box<postgres::PgConn>),
 }
 
 impl Conn {
     pub fn from_sqlite(sqlite: rusqlite::Connection) -> Conn {
-        Conn { sqlite }
+        Conn { backend: Backend::Sqlite(sqlite) }
     }
 
-    /// The SQLite connection underneath, for the ledger's own plumbing.
-    pub fn sqlite(&self) -> &rusqlite::Connection {
-        &self.sqlite
+    #[cfg(feature = "postgres")]
+    pub fn from_postgres(pg: postgres::PgConn) -> Conn {
+        Conn { backend: Backend::Postgres(Box::new(pg)) }
     }
 
-    pub fn sqlite_mut(&mut self) -> &mut rusqlite::Connection {
-        &mut self.sqlite
+    /// The SQLite connection underneath, for the ledger's own plumbing (`None` on
+    /// PostgreSQL).
+    pub fn sqlite(&self) -> Option<&rusqlite::Connection> {
+        match &self.backend {
+            Backend::Sqlite(c) => Some(c),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    pub fn sqlite_mut(&mut self) -> Option<&mut rusqlite::Connection> {
+        match &mut self.backend {
+            Backend::Sqlite(c) => Some(c),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(_) => None,
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.sqlite().is_none()
     }
 
     /// A statement kept prepared on the connection (the hooks' and hot reads').
     pub fn prepare_cached(&self, sql: &str) -> Result<Stmt<'_>> {
-        Ok(Stmt::Cached(self.sqlite.prepare_cached(sql)?))
+        match &self.backend {
+            Backend::Sqlite(c) => Ok(Stmt::Cached(c.prepare_cached(sql)?)),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pg) => Ok(Stmt::Postgres { conn: pg, sql: sql.to_string() }),
+        }
     }
 
     /// A statement prepared for this once (reports, SQL built per call).
     pub fn prepare(&self, sql: &str) -> Result<Stmt<'_>> {
-        Ok(Stmt::Once(self.sqlite.prepare(sql)?))
+        match &self.backend {
+            Backend::Sqlite(c) => Ok(Stmt::Once(c.prepare(sql)?)),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pg) => Ok(Stmt::Postgres { conn: pg, sql: sql.to_string() }),
+        }
     }
 
     pub fn execute(&self, sql: &str, params: impl Params) -> Result<usize> {
@@ -305,12 +369,56 @@ impl Conn {
 
     /// Several statements with no parameters, one after another.
     pub fn execute_batch(&self, sql: &str) -> Result<()> {
-        Ok(self.sqlite.execute_batch(sql)?)
+        match &self.backend {
+            Backend::Sqlite(c) => Ok(c.execute_batch(sql)?),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pg) => pg.execute_batch(sql),
+        }
+    }
+
+    /// Begins a transaction. A writer's holds the ledger's one write lock from here
+    /// to its end (SQLite's `BEGIN IMMEDIATE`; an advisory lock on PostgreSQL), so
+    /// decisions are serial; a reader's is one consistent snapshot.
+    pub fn begin(&self, write: bool) -> Result<()> {
+        match &self.backend {
+            // Cached: rusqlite's `Transaction` parses BEGIN again on every call.
+            Backend::Sqlite(c) => {
+                c.prepare_cached(if write { "BEGIN IMMEDIATE" } else { "BEGIN" })?.execute([])?;
+                Ok(())
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pg) => pg.begin(write),
+        }
+    }
+
+    /// Ends the open transaction: COMMIT, or ROLLBACK.
+    pub fn end(&self, commit: bool) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(c) => {
+                c.prepare_cached(if commit { "COMMIT" } else { "ROLLBACK" })?.execute([])?;
+                Ok(())
+            }
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pg) => pg.end(commit),
+        }
     }
 
     /// No transaction is open.
     pub fn is_autocommit(&self) -> bool {
-        self.sqlite.is_autocommit()
+        match &self.backend {
+            Backend::Sqlite(c) => c.is_autocommit(),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pg) => !pg.in_transaction(),
+        }
+    }
+
+    /// The connection is gone for good (PostgreSQL: the server closed it).
+    pub fn is_closed(&self) -> bool {
+        match &self.backend {
+            Backend::Sqlite(_) => false,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pg) => pg.is_closed(),
+        }
     }
 }
 
@@ -318,20 +426,23 @@ impl Conn {
 pub enum Stmt<'c> {
     Cached(rusqlite::CachedStatement<'c>),
     Once(rusqlite::Statement<'c>),
+    /// Prepared on first use, once per kinds of parameters.
+    #[cfg(feature = "postgres")]
+    Postgres {
+        conn: &'c postgres::PgConn,
+        sql: String,
+    },
 }
 
 impl<'c> Stmt<'c> {
-    fn inner(&mut self) -> &mut rusqlite::Statement<'c> {
-        match self {
-            Stmt::Cached(s) => s,
-            Stmt::Once(s) => s,
-        }
-    }
-
     /// Runs it; how many rows it changed.
     pub fn execute(&mut self, params: impl Params) -> Result<usize> {
-        let stmt = self.inner();
-        Ok(params.with_cells(|cells| stmt.execute(rusqlite::params_from_iter(cells)))?)
+        match self {
+            Stmt::Cached(s) => Ok(params.with_cells(|cells| s.execute(rusqlite::params_from_iter(cells)))?),
+            Stmt::Once(s) => Ok(params.with_cells(|cells| s.execute(rusqlite::params_from_iter(cells)))?),
+            #[cfg(feature = "postgres")]
+            Stmt::Postgres { conn, sql } => params.with_cells(|cells| conn.execute(sql, cells)),
+        }
     }
 
     /// Reads the first row (an error if there is none).
@@ -339,7 +450,7 @@ impl<'c> Stmt<'c> {
         let mut rows = self.query(params)?;
         match rows.next()? {
             Some(row) => read(&row),
-            None => Err(rusqlite::Error::QueryReturnedNoRows.into()),
+            None => Err(DbError::NoRows),
         }
     }
 
@@ -369,22 +480,57 @@ impl<'c> Stmt<'c> {
 
     /// Its rows, one at a time.
     pub fn query(&mut self, params: impl Params) -> Result<Rows<'_>> {
-        let stmt = self.inner();
-        let rows = params.with_cells(|cells| stmt.query(rusqlite::params_from_iter(cells)))?;
-        Ok(Rows { rows })
+        let inner = match self {
+            Stmt::Cached(s) => {
+                RowsInner::Sqlite(params.with_cells(|cells| s.query(rusqlite::params_from_iter(cells)))?)
+            }
+            Stmt::Once(s) => RowsInner::Sqlite(params.with_cells(|cells| s.query(rusqlite::params_from_iter(cells)))?),
+            #[cfg(feature = "postgres")]
+            Stmt::Postgres { conn, sql } => RowsInner::Postgres {
+                rows: params.with_cells(|cells| conn.query(sql, cells))?.into_iter(),
+                current: None,
+            },
+        };
+        Ok(Rows { inner })
+    }
+
+    /// The names of the columns it gives.
+    pub fn column_names(&self) -> Result<Vec<String>> {
+        match self {
+            Stmt::Cached(s) => Ok(s.column_names().into_iter().map(str::to_string).collect()),
+            Stmt::Once(s) => Ok(s.column_names().into_iter().map(str::to_string).collect()),
+            #[cfg(feature = "postgres")]
+            Stmt::Postgres { conn, sql } => conn.column_names(sql),
+        }
     }
 }
 
 /// The rows of a statement being read.
 pub struct Rows<'s> {
-    rows: rusqlite::Rows<'s>,
+    inner: RowsInner<'s>,
+}
+
+enum RowsInner<'s> {
+    Sqlite(rusqlite::Rows<'s>),
+    #[cfg(feature = "postgres")]
+    Postgres {
+        rows: std::vec::IntoIter<::postgres::Row>,
+        current: Option<::postgres::Row>,
+    },
 }
 
 impl Rows<'_> {
     // Not an Iterator: each row borrows the statement (a lending iterator), as in rusqlite.
     #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<Row<'_>>> {
-        Ok(self.rows.next()?.map(|row| Row { row }))
+        match &mut self.inner {
+            RowsInner::Sqlite(rows) => Ok(rows.next()?.map(|row| Row { row: RowRef::Sqlite(row) })),
+            #[cfg(feature = "postgres")]
+            RowsInner::Postgres { rows, current } => {
+                *current = rows.next();
+                Ok(current.as_ref().map(|row| Row { row: RowRef::Postgres(row) }))
+            }
+        }
     }
 }
 
@@ -401,7 +547,13 @@ impl ColumnIndex for usize {
 
 /// One row of a result.
 pub struct Row<'r> {
-    row: &'r rusqlite::Row<'r>,
+    row: RowRef<'r>,
+}
+
+enum RowRef<'r> {
+    Sqlite(&'r rusqlite::Row<'r>),
+    #[cfg(feature = "postgres")]
+    Postgres(&'r ::postgres::Row),
 }
 
 impl Row<'_> {
@@ -412,8 +564,15 @@ impl Row<'_> {
     }
 
     /// Column `column` as it is stored.
+    // Without PostgreSQL the match has one arm.
+    #[allow(clippy::infallible_destructuring_match)]
     pub fn cell(&self, column: usize) -> Result<Cell<'_>> {
-        Ok(match self.row.get_ref(column)? {
+        let row = match self.row {
+            RowRef::Sqlite(row) => row,
+            #[cfg(feature = "postgres")]
+            RowRef::Postgres(row) => return postgres::cell(row, column),
+        };
+        Ok(match row.get_ref(column)? {
             ValueRef::Null => Cell::Null,
             ValueRef::Integer(n) => Cell::Int(n),
             ValueRef::Real(x) => Cell::Real(x),

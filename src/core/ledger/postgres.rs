@@ -1,0 +1,158 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+//! A ledger on PostgreSQL: `ledger = "postgresql://user@host:port/db?password_file=PATH"`.
+//! The password is never in the URL: `password_file` names a file of SlurmUser's (or
+//! root's), readable by its owner only, whose first line is the password. Opening
+//! applies the whole schema to an empty database (`sql/postgres/`), as a new SQLite
+//! file gets it.
+
+use super::db::{self, postgres::PgConn, Conn};
+use super::{Ledger, LedgerError, OpenMode, SchemaAge, LATEST_SCHEMA};
+use crate::core::safe_fs;
+use std::path::{Path, PathBuf};
+
+/// The PostgreSQL schema, as of the SQLite migrations' latest version.
+const SCHEMA: (u32, &str, &str) = (11, "011_schema", include_str!("../../../sql/postgres/011_schema.sql"));
+
+/// asbb's own parameter in a PostgreSQL URL: the file holding the password.
+const PASSWORD_FILE_PARAM: &str = "password_file";
+
+/// A password file is a line, not a document.
+const MAX_PASSWORD_FILE_BYTES: u64 = 4096;
+
+/// `url` without asbb's own parameters, and the password file it names.
+fn split_url(url: &str) -> (String, Option<PathBuf>) {
+    let Some((base, query)) = url.split_once('?') else { return (url.to_string(), None) };
+    let mut file = None;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| match kv.split_once('=') {
+            Some((PASSWORD_FILE_PARAM, v)) => {
+                file = Some(PathBuf::from(v));
+                false
+            }
+            _ => !kv.is_empty(),
+        })
+        .collect();
+    let url = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
+    (url, file)
+}
+
+/// Reads the password: the first line of a regular file owned by root, SlurmUser or
+/// the caller, that nobody else can read or write.
+fn read_password(path: &Path) -> Result<Vec<u8>, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let what = |e: String| format!("password file {}: {e}", path.display());
+    let mode = std::fs::symlink_metadata(path).map_err(|e| what(format!("cannot read: {e}")))?.permissions().mode();
+    if mode & 0o077 != 0 {
+        return Err(what(format!("mode {:o} lets others read or change it; make it 0600 or 0400", mode & 0o777)));
+    }
+    let bytes = safe_fs::read_trusted_file(path, MAX_PASSWORD_FILE_BYTES).map_err(what)?;
+    let line = bytes.split(|b| *b == b'\n').next().unwrap_or_default();
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    if line.is_empty() {
+        return Err(what("its first line is empty".into()));
+    }
+    Ok(line.to_vec())
+}
+
+impl Ledger {
+    /// Opens the PostgreSQL ledger at `url` (see the module's documentation).
+    pub(super) fn open_postgres(
+        url: &str,
+        mode: OpenMode,
+        busy_timeout_ms: u32,
+        age: SchemaAge,
+    ) -> Result<Ledger, LedgerError> {
+        let (url, password_file) = split_url(url);
+        let path = PathBuf::from(db::postgres::redacted(&url));
+        let io = |reason: String| LedgerError::Io { path: PathBuf::from(db::postgres::redacted(&url)), reason };
+        let password = password_file.as_deref().map(read_password).transpose().map_err(io)?;
+        let conn = PgConn::connect(&url, password.as_deref(), busy_timeout_ms)
+            .map_err(|source| LedgerError::Db { path: path.clone(), source })?;
+        let mut ledger = Ledger { conn: Conn::from_postgres(conn), path: path.clone() };
+        if mode == OpenMode::ReadOnly {
+            ledger.sql(|c| c.execute_batch("SET default_transaction_read_only = on"))?;
+        }
+        let found = ledger.check_version()?;
+        if found == 0 && mode != OpenMode::ReadOnly && ledger.postgres_is_empty()? {
+            ledger.migrate()?;
+        } else if found == 0 {
+            return Err(io(
+                "the database holds no asbb ledger; `asbb-admin account create` makes one in an empty database".into(),
+            ));
+        } else if found < LATEST_SCHEMA && age == SchemaAge::Current {
+            return Err(LedgerError::Outdated { path: ledger.path.clone(), found, known: LATEST_SCHEMA });
+        }
+        Ok(ledger)
+    }
+
+    /// No tables in the connection's schema.
+    fn postgres_is_empty(&self) -> Result<bool, LedgerError> {
+        self.sql(|c| {
+            c.query_row("SELECT count(*) = 0 FROM pg_tables WHERE schemaname = current_schema()", (), |r| r.get(0))
+        })
+    }
+
+    pub(super) fn postgres_has_migrations(&self) -> Result<bool, LedgerError> {
+        self.sql(|c| c.query_row("SELECT to_regclass('schema_migrations') IS NOT NULL", (), |r| r.get(0)))
+    }
+
+    /// Brings a PostgreSQL ledger to this build's schema, in one transaction that holds
+    /// the ledger's write lock: an empty database gets the whole schema.
+    pub(super) fn migrate_postgres(&mut self) -> Result<Vec<&'static str>, LedgerError> {
+        let path = self.path.clone();
+        let conn = &self.conn;
+        let run = || -> db::Result<Vec<&'static str>> {
+            conn.begin(true)?;
+            conn.execute_batch(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
+            )?;
+            let current: u32 =
+                conn.query_row("SELECT coalesce(max(version), 0) FROM schema_migrations", (), |r| r.get(0))?;
+            let mut applied = Vec::new();
+            if current == 0 {
+                let (version, name, sql) = SCHEMA;
+                conn.execute_batch(sql)?;
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, extract(epoch from now())::bigint)",
+                    db::params![version, name],
+                )?;
+                applied.push(name);
+            }
+            conn.end(true)?;
+            Ok(applied)
+        };
+        let result = run();
+        if !conn.is_autocommit() {
+            let _ = conn.end(false);
+        }
+        result.map_err(|source| LedgerError::Db { path, source })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_file_parameter_is_asbbs_and_leaves_the_url() {
+        assert_eq!(
+            split_url("postgresql://asbb@db/ledger?password_file=/etc/slurm/asbb.pw&connect_timeout=2"),
+            ("postgresql://asbb@db/ledger?connect_timeout=2".to_string(), Some(PathBuf::from("/etc/slurm/asbb.pw")))
+        );
+        assert_eq!(split_url("postgresql://asbb@db/ledger"), ("postgresql://asbb@db/ledger".to_string(), None));
+    }
+
+    #[test]
+    fn a_password_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\nignored\n").unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let e = read_password(&file).unwrap_err();
+        assert!(e.ends_with("mode 640 lets others read or change it; make it 0600 or 0400"), "{e}");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert_eq!(read_password(&file).unwrap(), b"s3cret");
+    }
+}

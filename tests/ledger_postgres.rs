@@ -1,0 +1,256 @@
+// SPDX-License-Identifier: GPL-2.0-or-later
+//! The PostgreSQL ledger against a real server (`make test-postgres`, and `make test`):
+//! a ledger copied onto it and back keeps every balance, two connections bursting on
+//! one account never overdraw it, and a server killed mid-burst loses and doubles
+//! nothing. (The same operations deciding alike on both backends: ledger_props.rs;
+//! two real clusters on one PostgreSQL ledger: e2e_postgres.rs.)
+
+#[path = "support/postgres.rs"]
+mod pg;
+
+use asbb::core::config::Config;
+use asbb::core::decisions::{Budget, BudgetHandle, Decision, FOREVER};
+use asbb::core::ledger::{Ledger, OpenMode};
+use asbb::core::money::Money;
+use asbb::core::pricing::job::{EndState, JobCompletion, JobRequest, Resources};
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const NOW: i64 = 1_780_000_000;
+
+fn config(ledger: &str) -> Config {
+    Config::parse(
+        &format!(
+            r#"
+ledger = "{ledger}"
+[policy]
+minimum_charge = "0.01"
+[partitions.debug.rates]
+cpu = 0.25
+"#
+        ),
+        "asbb.toml",
+    )
+    .unwrap()
+}
+
+/// A job of `account` that costs $1.00: 4 CPUs for an hour at $0.25.
+fn one_dollar_job(account: &str) -> JobRequest {
+    JobRequest {
+        user: "u".into(),
+        uid: 1000,
+        account: account.into(),
+        partition: "debug".into(),
+        resources: Resources { nodes: 1, cpus: 4, mem_mb: 1024, gpus: Default::default() },
+        time_limit_min: 60,
+        array_tasks: 1,
+        qos: None,
+        job_id: None,
+        job_name: None,
+    }
+}
+
+fn open(ledger: &str, mode: OpenMode) -> Budget {
+    Budget::with_ledger(config(ledger), Ledger::open(Path::new(ledger), mode, 5000).unwrap())
+}
+
+/// asbb-admin on `ledger`; (stdout, stderr, exit code).
+fn admin(ledger: &str, args: &[&str]) -> (String, String, i32) {
+    let out = Command::new(env!("CARGO_BIN_EXE_asbb-admin"))
+        .args(args)
+        .env("ASBB_CONFIG", Path::new(env!("CARGO_MANIFEST_DIR")).join("etc/asbb.toml"))
+        .env("ASBB_LEDGER", ledger)
+        .env("ASBB_NOW", "2026-06-01T00:00:00Z")
+        .output()
+        .unwrap();
+    (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap(), out.status.code().unwrap_or(-1))
+}
+
+/// The URL as messages show it (no parameters).
+fn shown(url: &str) -> &str {
+    url.split('?').next().unwrap()
+}
+
+#[test]
+fn an_sqlite_ledger_copied_onto_postgresql_keeps_every_balance_and_comes_back() {
+    let Some(url) = pg::new_ledger("copy") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let lite = dir.path().join("ledger.db");
+    let lite = lite.to_str().unwrap();
+    {
+        let mut b = open(lite, OpenMode::CreateIfMissing);
+        b.create_account("chem", Money::from_dollars(10).unwrap(), NOW - 86_400, FOREVER, Money::ZERO, "t", NOW)
+            .unwrap();
+        b.create_account("phys", Money::from_dollars(2).unwrap(), NOW - 86_400, FOREVER, Money::ZERO, "t", NOW)
+            .unwrap();
+        let mut tokens = Vec::new();
+        for _ in 0..3 {
+            match b.check_and_hold(&one_dollar_job("chem"), NOW).unwrap() {
+                Decision::Accept { token, .. } => tokens.push(token),
+                other => panic!("{other:?}"),
+            }
+        }
+        // One ran 30 minutes ($0.50), one was cancelled, one still holds $1.00.
+        let run = JobCompletion {
+            cluster: "c1".into(),
+            job_id: 7,
+            hold_token: Some(tokens[0].clone()),
+            user: "u".into(),
+            account: "chem".into(),
+            partition: "debug".into(),
+            state: EndState::Completed,
+            start_time: NOW,
+            end_time: NOW + 1800,
+            allocated: Some(one_dollar_job("chem").resources),
+            task_count: 1,
+            submit_time: NOW,
+            run_index: 0,
+            qos: None,
+        };
+        b.reconcile(&run, NOW + 1800).unwrap();
+        b.release(&tokens[1], NOW + 1800).unwrap();
+    }
+    let from = format!("sqlite:{lite}");
+    let (out, err, code) = admin(lite, &["ledger", "copy", "--from", &from, "--to", &url]);
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], format!("copied 20 rows from {lite} to {}", shown(&url)));
+    assert!(lines.contains(&"  jobs                   3"), "{out}");
+    assert!(lines.contains(&"  journal                8"), "{out}");
+    assert!(lines.contains(&"  runs                   1"), "{out}");
+    assert_eq!(lines[lines.len() - 2], format!("verify: clean on {lite}, clean on {}", shown(&url)));
+    assert_eq!(lines[lines.len() - 1], "ok: all 2 accounts have the same balances on both");
+    // What admins see is the same on both ledgers.
+    for args in [&["account", "list"][..], &["account", "show", "chem"], &["transactions", "chem"], &["verify"]] {
+        assert_eq!(admin(lite, args), admin(&url, args), "{args:?}");
+    }
+    // Only into an empty ledger.
+    let (_, err, code) = admin(lite, &["ledger", "copy", "--from", &from, "--to", &url]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        err,
+        format!(
+            "asbb-admin: error: ledger {}: it already has 2 accounts rows; a ledger is copied only into an empty one\n",
+            shown(&url)
+        )
+    );
+    // And back, into a new SQLite file.
+    let back = dir.path().join("back.db");
+    let back = back.to_str().unwrap();
+    let (out, err, code) = admin(lite, &["ledger", "copy", "--from", &url, "--to", &format!("sqlite:{back}")]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.ends_with("ok: all 2 accounts have the same balances on both\n"), "{out}");
+    assert_eq!(admin(back, &["transactions", "chem"]), admin(lite, &["transactions", "chem"]));
+    // The copy goes on where the source left off: new ids follow the copied ones.
+    let (_, err, code) = admin(&url, &["deposit", "phys", "3"]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(
+        admin(&url, &["verify"]).0,
+        "checked 2 accounts, 3 allocations, 9 journal entries, 3 jobs\nok: every balance matches the journal\n"
+    );
+}
+
+#[test]
+fn two_connections_bursting_on_one_account_never_overdraw_it() {
+    let Some(url) = pg::new_ledger("burst") else { return };
+    let mut admin_budget = open(&url, OpenMode::CreateIfMissing);
+    admin_budget
+        .create_account("shared", Money::from_dollars(30).unwrap(), NOW - 86_400, FOREVER, Money::ZERO, "t", NOW)
+        .unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    // A third connection samples the account while both write: its open holds never
+    // pass $30.00, and always equal its jobs' holds (one snapshot each).
+    let sampler = {
+        let (url, done) = (url.clone(), done.clone());
+        std::thread::spawn(move || {
+            let ledger = Ledger::open(Path::new(&url), OpenMode::MustExist, 5000).unwrap();
+            let mut samples = 0;
+            while !done.load(Ordering::Relaxed) {
+                let (held, jobs_held) = ledger.held_and_jobs_held("shared").unwrap();
+                assert!(held <= 30_000_000, "held {held} micros on an account of $30.00");
+                assert_eq!(held, jobs_held);
+                samples += 1;
+            }
+            samples
+        })
+    };
+    let writers: Vec<_> = ["a", "b"]
+        .into_iter()
+        .map(|cluster| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let mut b = open(&url, OpenMode::MustExist);
+                b.set_cluster(cluster);
+                let mut accepted = 0;
+                for _ in 0..25 {
+                    match b.check_and_hold(&one_dollar_job("shared"), NOW).unwrap() {
+                        Decision::Accept { .. } => accepted += 1,
+                        Decision::Reject { reason, .. } => assert!(reason.contains("cannot cover"), "{reason}"),
+                        other => panic!("{other:?}"),
+                    }
+                }
+                accepted
+            })
+        })
+        .collect();
+    let accepted: u32 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    done.store(true, Ordering::Relaxed);
+    let samples = sampler.join().unwrap();
+    assert_eq!(accepted, 30, "fifty $1.00 jobs on $30.00");
+    assert!(samples > 10, "{samples} samples");
+    assert!(admin_budget.verify().unwrap().is_clean());
+}
+
+#[test]
+fn the_server_killed_mid_burst_then_restarted_loses_and_doubles_nothing() {
+    // A server of its own: the others' tests share theirs.
+    if pg::server().is_none() {
+        return;
+    }
+    let server = pg::PrivateServer::start();
+    let url = pg::new_ledger_on(&server.url, "crash");
+    open(&url, OpenMode::CreateIfMissing)
+        .create_account("chem", Money::from_dollars(1000).unwrap(), NOW - 86_400, FOREVER, Money::ZERO, "t", NOW)
+        .unwrap();
+    // As the plugins hold it: one connection, opened again after a ledger fault.
+    let bound_ms = 200;
+    let mut handle = BudgetHandle::new(config(&url), bound_ms, false);
+    let (mut accepted, mut failed, mut slowest) = (Vec::new(), 0, Duration::ZERO);
+    for i in 0..300 {
+        if i == 100 {
+            server.kill();
+        }
+        if i == 200 {
+            server.restart();
+        }
+        let started = Instant::now();
+        let result = handle.get().and_then(|b| b.check_and_hold(&one_dollar_job("chem"), NOW));
+        slowest = slowest.max(started.elapsed());
+        match result {
+            Ok(Decision::Accept { token, .. }) => accepted.push(token),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => {
+                assert!(e.is_ledger(), "{e}");
+                assert!((100..200).contains(&i) || i == 200, "call {i} failed: {e}");
+                handle.forget_on(&e);
+                failed += 1;
+            }
+        }
+    }
+    assert_eq!(failed, 100, "every call while the server was down failed, and only those");
+    assert_eq!(accepted.len(), 200);
+    // Each call while the server was down gave up within the bound (a refused connect).
+    assert!(slowest < Duration::from_millis(u64::from(bound_ms) * 5), "slowest call {slowest:?}");
+    // Every accepted job's hold is there once; nothing else is held.
+    let mut b = open(&url, OpenMode::MustExist);
+    let (held, _) = b.ledger.held_and_jobs_held("chem").unwrap();
+    assert_eq!(held, 200 * 1_000_000);
+    for token in &accepted {
+        b.release(token, NOW + 60).unwrap();
+    }
+    assert_eq!(b.ledger.held_and_jobs_held("chem").unwrap(), (0, 0));
+    assert!(b.verify().unwrap().is_clean());
+}
