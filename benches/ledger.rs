@@ -152,6 +152,33 @@ fn main() {
     }
     print_latency("floor_check", &mut floor_check_us);
     print_latency("floor_cold_check", &mut floor_cold_check_us);
+    // The same calls on a PostgreSQL ledger (`ASBB_BENCH_POSTGRES`: an empty database's
+    // ledger URL, as asbb.toml names it) and, beside it, on an SQLite ledger of the same
+    // rows: `accounts` accounts, each with one deposit.
+    if let Ok(url) = std::env::var("ASBB_BENCH_POSTGRES") {
+        let small = dir.path().join("small.db");
+        let sqlite = Ledger::open(&small, OpenMode::CreateIfMissing, 5000).expect("small ledger");
+        seed(sqlite.connection(), accounts, 0);
+        let t = Instant::now();
+        let mut pg =
+            Ledger::open(std::path::Path::new(&url), OpenMode::CreateIfMissing, 5000).expect("postgres ledger");
+        asbb::core::ledger::copy_rows(&sqlite, &mut pg).expect("copy onto postgres");
+        println!("postgres_copy_s={:.1}", t.elapsed().as_secs_f64());
+        drop(pg);
+        let pg = Ledger::open(std::path::Path::new(&url), OpenMode::MustExist, 50).expect("postgres ledger");
+        let sqlite = sqlite.without_autocheckpoint().expect("small ledger");
+        let checkpointer = asbb::core::ledger::Checkpointer::start(&small);
+        for (name, ledger) in [("small_sqlite", sqlite), ("postgres", pg)] {
+            let mut b = Budget::with_ledger(budget.config.clone(), ledger);
+            let mut next = 0;
+            let (mut check, mut settle) =
+                run_jobs(&mut b, accounts, &mut next, paced_iterations, paced_gap_us, 0, Measure::Micros);
+            print_latency(&format!("{name}_check"), &mut check);
+            print_latency(&format!("{name}_reconcile"), &mut settle);
+            println!("{name}_verify_clean={}", b.verify().expect("verify").is_clean());
+        }
+        drop(checkpointer);
+    }
     let t = Instant::now();
     let report = budget.verify().expect("verify");
     println!("verify_s={:.2}", t.elapsed().as_secs_f64());

@@ -98,12 +98,16 @@ fn main() {
     }
     let plain = Cluster::start(plain_opts);
 
-    let toml = "ledger = \"{dir}/ledger.db\"\n[policy]\nminimum_charge = \"0\"\n[partitions.debug.rates]\ncpu = 0.02\n";
+    // ASBB_BENCH_POSTGRES: an empty PostgreSQL database's ledger URL, used instead of
+    // the SQLite file beside the cluster.
+    let ledger = std::env::var("ASBB_BENCH_POSTGRES").unwrap_or_else(|_| "{dir}/ledger.db".to_string());
+    let toml =
+        format!("ledger = \"{ledger}\"\n[policy]\nminimum_charge = \"0\"\n[partitions.debug.rates]\ncpu = 0.02\n");
     let mut asbb_opts = ClusterOptions::new("benchasbb")
         .plugin_dir(&plugins)
         .conf("JobSubmitPlugins=asbb")
         .conf("JobCompType=jobcomp/asbb")
-        .file("asbb.toml", toml);
+        .file("asbb.toml", &toml);
     for l in conf {
         asbb_opts = asbb_opts.conf(l);
     }
