@@ -234,7 +234,7 @@ fn the_server_killed_mid_burst_then_restarted_loses_and_doubles_nothing() {
             Ok(other) => panic!("{other:?}"),
             Err(e) => {
                 assert!(e.is_ledger(), "{e}");
-                assert!((100..200).contains(&i) || i == 200, "call {i} failed: {e}");
+                assert!((100..200).contains(&i), "call {i} failed: {e}");
                 handle.forget_on(&e);
                 failed += 1;
             }
@@ -242,8 +242,9 @@ fn the_server_killed_mid_burst_then_restarted_loses_and_doubles_nothing() {
     }
     assert_eq!(failed, 100, "every call while the server was down failed, and only those");
     assert_eq!(accepted.len(), 200);
-    // Each call while the server was down gave up within the bound (a refused connect).
-    assert!(slowest < Duration::from_millis(u64::from(bound_ms) * 5), "slowest call {slowest:?}");
+    // Each call while the server was down gave up at once (a refused connect), and no
+    // call took long (a generous margin over the bound for a loaded machine).
+    assert!(slowest < Duration::from_secs(2), "slowest call {slowest:?}");
     // Every accepted job's hold is there once; nothing else is held.
     let mut b = open(&url, OpenMode::MustExist);
     let (held, _) = b.ledger.held_and_jobs_held("chem").unwrap();
@@ -252,5 +253,41 @@ fn the_server_killed_mid_burst_then_restarted_loses_and_doubles_nothing() {
         b.release(token, NOW + 60).unwrap();
     }
     assert_eq!(b.ledger.held_and_jobs_held("chem").unwrap(), (0, 0));
+    assert!(b.verify().unwrap().is_clean());
+}
+
+/// A server that stops answering (every process SIGSTOPped: the kernel still accepts
+/// and acknowledges) costs a call at most the bound, never a hang inside slurmctld; the
+/// connection is given up, and once the server answers again the next call works.
+#[test]
+fn a_frozen_server_costs_a_call_at_most_the_bound() {
+    if pg::server().is_none() {
+        return;
+    }
+    let server = pg::PrivateServer::start();
+    let url = pg::new_ledger_on(&server.url, "frozen");
+    open(&url, OpenMode::CreateIfMissing)
+        .create_account("chem", Money::from_dollars(100).unwrap(), NOW - 86_400, FOREVER, Money::ZERO, "t", NOW)
+        .unwrap();
+    let bound_ms = 300;
+    let mut handle = BudgetHandle::new(config(&url), bound_ms, false);
+    assert!(matches!(handle.get().unwrap().check_and_hold(&one_dollar_job("chem"), NOW), Ok(Decision::Accept { .. })));
+    server.freeze();
+    // On the open connection, then on new ones (the login itself gets no answer).
+    for _ in 0..3 {
+        let started = Instant::now();
+        let e = handle.get().and_then(|b| b.check_and_hold(&one_dollar_job("chem"), NOW)).unwrap_err();
+        let took = started.elapsed();
+        assert!(e.is_ledger(), "{e}");
+        assert!(e.to_string().contains("PostgreSQL did not answer within 300 ms"), "{e}");
+        assert!(took >= Duration::from_millis(290) && took < Duration::from_millis(1500), "a call took {took:?}");
+        handle.forget_on(&e);
+    }
+    server.thaw();
+    let decided = handle.get().and_then(|b| b.check_and_hold(&one_dollar_job("chem"), NOW));
+    assert!(matches!(decided, Ok(Decision::Accept { .. })), "{decided:?}");
+    // The frozen call's transaction never committed: one hold per accepted job.
+    let b = open(&url, OpenMode::MustExist);
+    assert_eq!(b.ledger.held_and_jobs_held("chem").unwrap(), (2_000_000, 2_000_000));
     assert!(b.verify().unwrap().is_clean());
 }

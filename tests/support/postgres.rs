@@ -97,16 +97,42 @@ impl PrivateServer {
         PrivateServer { url: format!("postgresql://postgres@127.0.0.1:{port}/postgres"), dir }
     }
 
+    /// The postmaster's pid (it leads the session every server process is in).
+    fn postmaster(&self) -> String {
+        let pid = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid")).unwrap();
+        pid.lines().next().unwrap().trim().to_string()
+    }
+
+    /// Sends `signal` to the postmaster and every process it forked (each backend is
+    /// a session of its own, so by parent): the postmaster is stopped first, so it forks
+    /// nothing in between.
+    fn signal_all(&self, signal: &str) {
+        let pid = self.postmaster();
+        let run = |args: &[&str]| std::process::Command::new(args[0]).args(&args[1..]).status().unwrap();
+        assert!(run(&["kill", "-STOP", &pid]).success());
+        let _ = run(&["pkill", &format!("-{signal}"), "-P", &pid]);
+        assert!(run(&["kill", &format!("-{signal}"), &pid]).success());
+    }
+
     /// The postmaster and every backend, killed at once (a crash, not a stop).
     pub fn kill(&self) {
-        let pid = std::fs::read_to_string(self.dir.path().join("data/postmaster.pid")).unwrap();
-        let pid = pid.lines().next().unwrap().trim().to_string();
-        let _ = std::process::Command::new("pkill").args(["-KILL", "-P", &pid]).status();
-        assert!(std::process::Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+        let pid = self.postmaster();
+        self.signal_all("KILL");
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while std::path::Path::new(&format!("/proc/{pid}")).exists() && std::time::Instant::now() < deadline {
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(std::time::Instant::now() < deadline, "the postmaster {pid} outlived SIGKILL");
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+    }
+
+    /// Every server process stopped (SIGSTOP): the kernel still accepts connections and
+    /// acknowledges data, but nothing answers.
+    pub fn freeze(&self) {
+        self.signal_all("STOP");
+    }
+
+    pub fn thaw(&self) {
+        self.signal_all("CONT");
     }
 
     /// Starts it again (after `kill`: crash recovery first), on the same port.

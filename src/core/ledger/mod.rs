@@ -36,17 +36,27 @@ pub fn is_postgres_url(location: &Path) -> bool {
     location.to_str().is_some_and(|s| s.starts_with("postgresql://") || s.starts_with("postgres://"))
 }
 
+/// asbb's own parameter in a PostgreSQL URL: the file holding the password.
+const PASSWORD_FILE_PARAM: &str = "password_file";
+
+/// The password file a PostgreSQL ledger URL names (at most once).
+fn password_file_param(url: &str) -> Result<Option<PathBuf>, String> {
+    let query = url.split_once('?').map_or("", |(_, q)| q);
+    let mut found = query.split('&').filter_map(|kv| kv.strip_prefix(PASSWORD_FILE_PARAM)?.strip_prefix('='));
+    let file = found.next().map(PathBuf::from);
+    if found.next().is_some() {
+        return Err(format!("the URL names `{PASSWORD_FILE_PARAM}` twice"));
+    }
+    Ok(file)
+}
+
 /// Whose the ledger is, for deciding who administers it: the ledger file's owner, or
 /// for PostgreSQL the owner of the password file (whoever can read it can connect).
 /// `None` when that file does not exist.
 pub fn ledger_owner(location: &Path) -> Option<u32> {
     use std::os::unix::fs::MetadataExt;
-    let file = if is_postgres_url(location) {
-        let query = location.to_str()?.split_once('?')?.1;
-        PathBuf::from(query.split('&').find_map(|kv| kv.strip_prefix("password_file="))?)
-    } else {
-        location.to_path_buf()
-    };
+    let file =
+        if is_postgres_url(location) { password_file_param(location.to_str()?).ok()?? } else { location.to_path_buf() };
     std::fs::symlink_metadata(file).ok().map(|m| m.uid())
 }
 

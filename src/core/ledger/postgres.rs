@@ -13,28 +13,20 @@ use std::path::{Path, PathBuf};
 /// The PostgreSQL schema, as of the SQLite migrations' latest version.
 const SCHEMA: (u32, &str, &str) = (11, "011_schema", include_str!("../../../sql/postgres/011_schema.sql"));
 
-/// asbb's own parameter in a PostgreSQL URL: the file holding the password.
-const PASSWORD_FILE_PARAM: &str = "password_file";
+use super::PASSWORD_FILE_PARAM;
 
 /// A password file is a line, not a document.
 const MAX_PASSWORD_FILE_BYTES: u64 = 4096;
 
-/// `url` without asbb's own parameters, and the password file it names.
-fn split_url(url: &str) -> (String, Option<PathBuf>) {
-    let Some((base, query)) = url.split_once('?') else { return (url.to_string(), None) };
-    let mut file = None;
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|kv| match kv.split_once('=') {
-            Some((PASSWORD_FILE_PARAM, v)) => {
-                file = Some(PathBuf::from(v));
-                false
-            }
-            _ => !kv.is_empty(),
-        })
-        .collect();
+/// `url` without asbb's own parameters, and the password file it names (see
+/// [`super::password_file_param`]).
+fn split_url(url: &str) -> Result<(String, Option<PathBuf>), String> {
+    let file = super::password_file_param(url)?;
+    let Some((base, query)) = url.split_once('?') else { return Ok((url.to_string(), file)) };
+    let kept: Vec<&str> =
+        query.split('&').filter(|kv| !kv.is_empty() && !kv.starts_with(&format!("{PASSWORD_FILE_PARAM}="))).collect();
     let url = if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) };
-    (url, file)
+    Ok((url, file))
 }
 
 /// Reads the password: the first line of a regular file owned by root, SlurmUser or
@@ -63,9 +55,10 @@ impl Ledger {
         busy_timeout_ms: u32,
         age: SchemaAge,
     ) -> Result<Ledger, LedgerError> {
-        let (url, password_file) = split_url(url);
+        let shown = PathBuf::from(db::postgres::redacted(url.split('?').next().unwrap_or(url)));
+        let io = |reason: String| LedgerError::Io { path: shown.clone(), reason };
+        let (url, password_file) = split_url(url).map_err(io)?;
         let path = PathBuf::from(db::postgres::redacted(&url));
-        let io = |reason: String| LedgerError::Io { path: PathBuf::from(db::postgres::redacted(&url)), reason };
         let password = password_file.as_deref().map(read_password).transpose().map_err(io)?;
         let conn = PgConn::connect(&url, password.as_deref(), busy_timeout_ms)
             .map_err(|source| LedgerError::Db { path: path.clone(), source })?;
@@ -74,8 +67,12 @@ impl Ledger {
             ledger.sql(|c| c.execute_batch("SET default_transaction_read_only = on"))?;
         }
         let found = ledger.check_version()?;
-        if found == 0 && mode != OpenMode::ReadOnly && ledger.postgres_is_empty()? {
+        // Only an admin's command makes the tables (never a plugin, under slurmctld's
+        // locks and its short bound).
+        if found == 0 && mode == OpenMode::CreateIfMissing && ledger.postgres_is_empty()? {
             ledger.migrate()?;
+        } else if found == 0 && ledger.postgres_is_empty()? {
+            return Err(LedgerError::Missing(ledger.path.clone()));
         } else if found == 0 {
             return Err(io(
                 "the database holds no asbb ledger; `asbb-admin account create` makes one in an empty database".into(),
@@ -138,9 +135,17 @@ mod tests {
     fn the_password_file_parameter_is_asbbs_and_leaves_the_url() {
         assert_eq!(
             split_url("postgresql://asbb@db/ledger?password_file=/etc/slurm/asbb.pw&connect_timeout=2"),
-            ("postgresql://asbb@db/ledger?connect_timeout=2".to_string(), Some(PathBuf::from("/etc/slurm/asbb.pw")))
+            Ok((
+                "postgresql://asbb@db/ledger?connect_timeout=2".to_string(),
+                Some(PathBuf::from("/etc/slurm/asbb.pw"))
+            ))
         );
-        assert_eq!(split_url("postgresql://asbb@db/ledger"), ("postgresql://asbb@db/ledger".to_string(), None));
+        assert_eq!(split_url("postgresql://asbb@db/ledger"), Ok(("postgresql://asbb@db/ledger".to_string(), None)));
+        // Two would let the admin check and the password read use different files.
+        assert_eq!(
+            split_url("postgresql://asbb@db/l?password_file=/a&password_file=/b"),
+            Err("the URL names `password_file` twice".to_string())
+        );
     }
 
     #[test]

@@ -21,7 +21,10 @@ pub enum DbError {
     Sqlite(#[from] rusqlite::Error),
     #[cfg(feature = "postgres")]
     #[error("{}", postgres::describe(.0))]
-    Postgres(::postgres::Error),
+    Postgres(tokio_postgres::Error),
+    /// The server did not answer within the bound; the connection is given up.
+    #[error("PostgreSQL did not answer within {0} ms; the connection is given up and opened again by the next call")]
+    TimedOut(u32),
     /// A statement that must give a row gave none.
     #[error("Query returned no rows")]
     NoRows,
@@ -514,8 +517,8 @@ enum RowsInner<'s> {
     Sqlite(rusqlite::Rows<'s>),
     #[cfg(feature = "postgres")]
     Postgres {
-        rows: std::vec::IntoIter<::postgres::Row>,
-        current: Option<::postgres::Row>,
+        rows: std::vec::IntoIter<tokio_postgres::Row>,
+        current: Option<tokio_postgres::Row>,
     },
 }
 
@@ -553,7 +556,7 @@ pub struct Row<'r> {
 enum RowRef<'r> {
     Sqlite(&'r rusqlite::Row<'r>),
     #[cfg(feature = "postgres")]
-    Postgres(&'r ::postgres::Row),
+    Postgres(&'r tokio_postgres::Row),
 }
 
 impl Row<'_> {

@@ -1,79 +1,139 @@
 // SPDX-License-Identifier: GPL-2.0-or-later
-//! The PostgreSQL side of [`super::Conn`]: one persistent connection (the synchronous
-//! `postgres` crate: no runtime of its own beyond the call), the store's SQL with its
-//! `?N` parameters written as `$N`, statements prepared once per parameter types, and
-//! every wait bounded: the connect, each statement (`statement_timeout`), the wait for
-//! the ledger's write lock (`lock_timeout`) and unacknowledged data on the socket
-//! (`tcp_user_timeout`).
+//! The PostgreSQL side of [`super::Conn`]: one persistent connection, the store's SQL
+//! with its `?N` parameters written as `$N`, statements prepared once per parameter
+//! types, and every wait bounded. tokio-postgres is driven call by call on a
+//! current-thread runtime of the connection's own (no thread of its own, as the
+//! synchronous `postgres` crate does it), so that each call, the connect and login
+//! included, has a client-side deadline: a server that stops answering (frozen, or a
+//! network that swallows packets) costs a call at most the bound, and the connection
+//! is then given up. The server's own `lock_timeout` and `statement_timeout` end a
+//! wait for the write lock, or a slow statement, a little before that deadline, as a
+//! "busy" error that keeps the connection.
 //!
 //! Writers take one transaction-scoped advisory lock, so a write transaction is as
 //! serial on PostgreSQL as `BEGIN IMMEDIATE` makes it on SQLite: two clusters
 //! deciding on one account never both see the same funds.
 
 use super::{Cell, DbError, Result};
-use postgres::types::{FromSql, IsNull, ToSql, Type};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::future::Future;
 use std::time::Duration;
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
 
 /// The advisory lock every write transaction takes ("asbb" in ASCII).
 pub const WRITE_LOCK_KEY: i64 = 0x6173_6262;
 
 /// A PostgreSQL connection with its prepared statements.
 pub struct PgConn {
-    client: RefCell<postgres::Client>,
+    runtime: tokio::runtime::Runtime,
+    client: tokio_postgres::Client,
+    /// Each call's client-side deadline.
+    deadline: Duration,
+    /// A call passed its deadline: the connection's state is unknown, so it is not used again.
+    abandoned: std::cell::Cell<bool>,
     /// By (the store's SQL, its parameters' kinds).
-    statements: RefCell<HashMap<(String, Vec<u8>), postgres::Statement>>,
+    statements: RefCell<HashMap<(String, Vec<u8>), tokio_postgres::Statement>>,
     in_transaction: std::cell::Cell<bool>,
 }
 
-/// Where a PostgreSQL ledger is, without its password (for messages).
+/// Where a PostgreSQL ledger is, for messages: its user, hosts, ports and database
+/// only (never a password, nor any parameter).
 pub fn redacted(url: &str) -> String {
-    match url.parse::<postgres::Config>() {
-        Ok(_) if url.contains('@') => {
-            // scheme://user[:password]@rest -> scheme://user@rest
-            let (scheme, rest) = url.split_once("://").unwrap_or(("postgresql", url));
-            let (userinfo, host) = rest.split_once('@').unwrap_or(("", rest));
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{scheme}://{user}@{host}")
-        }
-        _ => url.to_string(),
-    }
+    let Ok(config) = url.parse::<tokio_postgres::Config>() else {
+        return "postgresql://(a URL that does not parse)".to_string();
+    };
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let host = match h {
+                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+            };
+            match config.get_ports().get(i).or(config.get_ports().first()) {
+                Some(port) => format!("{host}:{port}"),
+                None => host,
+            }
+        })
+        .collect();
+    let user = config.get_user().map(|u| format!("{u}@")).unwrap_or_default();
+    format!("postgresql://{user}{}/{}", hosts.join(","), config.get_dbname().unwrap_or(""))
 }
 
 impl PgConn {
     /// Connects to `url` (which must not carry a password) with `password`, every wait
     /// bounded by `bound_ms`.
     pub fn connect(url: &str, password: Option<&[u8]>, bound_ms: u32) -> Result<PgConn> {
-        let mut config: postgres::Config = url.parse().map_err(DbError::Postgres)?;
+        let mut config: tokio_postgres::Config = url.parse().map_err(DbError::Postgres)?;
         if config.get_password().is_some() {
             return Err(DbError::Setup(
-                "the URL carries a password; put it in the file `ledger_password_file` names instead".into(),
+                "the URL carries a password; put it in the file `password_file` names instead".into(),
             ));
         }
         if let Some(p) = password {
             config.password(p);
         }
-        let bound = Duration::from_millis(u64::from(bound_ms.max(1)));
-        config.connect_timeout(bound).tcp_user_timeout(bound).application_name("asbb");
-        let mut client = config.connect(postgres::NoTls).map_err(DbError::Postgres)?;
-        client
-            .batch_execute(&format!(
-                "SET statement_timeout = {bound_ms}; SET lock_timeout = {bound_ms}; \
-                 SET idle_in_transaction_session_timeout = {idle}; SET TIME ZONE 'UTC'",
-                // A transaction left open by a caller that died is ended by the server.
-                idle = u64::from(bound_ms).max(10_000)
-            ))
-            .map_err(DbError::Postgres)?;
-        Ok(PgConn {
-            client: RefCell::new(client),
+        let bound_ms = bound_ms.max(1);
+        let deadline = Duration::from_millis(u64::from(bound_ms));
+        config
+            .connect_timeout(deadline)
+            .tcp_user_timeout(deadline)
+            .keepalives_idle(Duration::from_secs(10))
+            .application_name("asbb");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| DbError::Setup(format!("cannot start the connection's runtime: {e}")))?;
+        // The timer is made inside the runtime (it needs its clock).
+        let connected =
+            runtime.block_on(async { tokio::time::timeout(deadline, config.connect(tokio_postgres::NoTls)).await });
+        let (client, connection) = match connected {
+            Ok(c) => c.map_err(DbError::Postgres)?,
+            Err(_) => return Err(DbError::TimedOut(bound_ms)),
+        };
+        // Driven only inside `block_on`, by each call.
+        runtime.spawn(async move {
+            let _ = connection.await;
+        });
+        let conn = PgConn {
+            runtime,
+            client,
+            deadline,
+            abandoned: std::cell::Cell::new(false),
             statements: RefCell::new(HashMap::new()),
             in_transaction: std::cell::Cell::new(false),
-        })
+        };
+        // The server ends a lock wait or a statement a little before the client's
+        // deadline, so a busy ledger is told from a server that does not answer.
+        let server_ms = (bound_ms * 4 / 5).max(1);
+        conn.execute_batch(&format!(
+            "SET statement_timeout = {server_ms}; SET lock_timeout = {server_ms}; \
+             SET idle_in_transaction_session_timeout = {idle}; SET TIME ZONE 'UTC'",
+            // A transaction left open by a caller that died is ended by the server.
+            idle = bound_ms.max(10_000)
+        ))?;
+        Ok(conn)
+    }
+
+    /// Runs `call` to its end or to the deadline; past the deadline the connection is
+    /// given up.
+    fn run<T>(&self, call: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>) -> Result<T> {
+        if self.abandoned.get() {
+            return Err(DbError::Setup("the connection was given up after a call passed its deadline".into()));
+        }
+        match self.runtime.block_on(async { tokio::time::timeout(self.deadline, call).await }) {
+            Ok(result) => result.map_err(DbError::Postgres),
+            Err(_) => {
+                self.abandoned.set(true);
+                Err(DbError::TimedOut(u32::try_from(self.deadline.as_millis()).unwrap_or(u32::MAX)))
+            }
+        }
     }
 
     pub fn execute_batch(&self, sql: &str) -> Result<()> {
-        self.client.borrow_mut().batch_execute(sql).map_err(DbError::Postgres)
+        self.run(self.client.batch_execute(sql))
     }
 
     /// Begins a transaction: a writer's takes the ledger's write lock (waiting at most
@@ -101,17 +161,18 @@ impl PgConn {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.client.borrow().is_closed()
+        self.abandoned.get() || self.client.is_closed()
     }
 
-    fn statement(&self, sql: &str, cells: &[Cell<'_>]) -> Result<postgres::Statement> {
+    fn statement(&self, sql: &str, cells: &[Cell<'_>]) -> Result<tokio_postgres::Statement> {
         let kinds: Vec<u8> = cells.iter().map(kind_of).collect();
         let key = (sql.to_string(), kinds);
         if let Some(s) = self.statements.borrow().get(&key) {
             return Ok(s.clone());
         }
         let types: Vec<Type> = cells.iter().map(type_of).collect();
-        let stmt = self.client.borrow_mut().prepare_typed(&translate(sql), &types).map_err(DbError::Postgres)?;
+        let translated = translate(sql);
+        let stmt = self.run(self.client.prepare_typed(&translated, &types))?;
         self.statements.borrow_mut().insert(key, stmt.clone());
         Ok(stmt)
     }
@@ -119,14 +180,14 @@ impl PgConn {
     pub fn execute(&self, sql: &str, cells: &[Cell<'_>]) -> Result<usize> {
         let stmt = self.statement(sql, cells)?;
         let params: Vec<&(dyn ToSql + Sync)> = cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
-        let n = self.client.borrow_mut().execute(&stmt, &params).map_err(DbError::Postgres)?;
+        let n = self.run(self.client.execute(&stmt, &params))?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
-    pub fn query(&self, sql: &str, cells: &[Cell<'_>]) -> Result<Vec<postgres::Row>> {
+    pub fn query(&self, sql: &str, cells: &[Cell<'_>]) -> Result<Vec<tokio_postgres::Row>> {
         let stmt = self.statement(sql, cells)?;
         let params: Vec<&(dyn ToSql + Sync)> = cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
-        self.client.borrow_mut().query(&stmt, &params).map_err(DbError::Postgres)
+        self.run(self.client.query(&stmt, &params))
     }
 
     /// The column names of `sql`'s result.
@@ -161,7 +222,8 @@ fn type_of(cell: &Cell<'_>) -> Type {
 /// and SQLite's `random()` (a 64-bit integer) as one.
 pub fn translate(sql: &str) -> String {
     if sql == "SELECT random()" {
-        return "SELECT floor((random() - 0.5) * 18446744073709551616.0)::bigint".to_string();
+        // PostgreSQL's random() is a double (52 random bits); the token uses 24.
+        return "SELECT floor(random() * 16777216)::bigint".to_string();
     }
     let mut out = String::with_capacity(sql.len());
     let mut quote: Option<char> = None;
@@ -212,12 +274,12 @@ impl ToSql for Cell<'_> {
         true
     }
 
-    postgres::types::to_sql_checked!();
+    tokio_postgres::types::to_sql_checked!();
 }
 
 /// Column `column` of a PostgreSQL row as a [`Cell`].
-pub fn cell<'r>(row: &'r postgres::Row, column: usize) -> Result<Cell<'r>> {
-    let col = |e: postgres::Error| DbError::Column { column, reason: e.to_string() };
+pub fn cell<'r>(row: &'r tokio_postgres::Row, column: usize) -> Result<Cell<'r>> {
+    let col = |e: tokio_postgres::Error| DbError::Column { column, reason: e.to_string() };
     let ty = row
         .columns()
         .get(column)
@@ -286,13 +348,13 @@ impl<'a> FromSql<'a> for Numeric {
 
 /// Whether `e` is a bounded wait that ran out (the write lock, or a statement), not a
 /// fault of the ledger: the connection stays usable.
-pub fn is_timeout(e: &postgres::Error) -> bool {
-    use postgres::error::SqlState;
+pub fn is_timeout(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
     matches!(e.code(), Some(c) if *c == SqlState::LOCK_NOT_AVAILABLE || *c == SqlState::QUERY_CANCELED)
 }
 
 /// The server's message, or the connection's failure.
-pub fn describe(e: &postgres::Error) -> String {
+pub fn describe(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("PostgreSQL: {}", db.message()),
         None => format!("PostgreSQL: {e}"),
