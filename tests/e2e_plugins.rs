@@ -1349,26 +1349,7 @@ fn two_clusters_sharing_one_ledger_never_overdraw_an_account() {
             (samples, most)
         })
     };
-    let burst = |site: &Site| {
-        let (conf, work) = (site.cluster.conf_path().to_path_buf(), site.cluster.work_dir());
-        std::thread::spawn(move || {
-            let (mut ids, mut refusals) = (Vec::new(), Vec::new());
-            for _ in 0..10 {
-                let out = Command::new("runuser")
-                    .args(["-u", USER, "--", "env"])
-                    .arg(format!("SLURM_CONF={}", conf.display()))
-                    .args(["sbatch", "-H", "-A", "pool", "-p", "debug", "-t", "5", "-n", "1", "--wrap", "true"])
-                    .current_dir(&work)
-                    .output()
-                    .unwrap();
-                match out.status.success() {
-                    true => ids.push(submitted_id(&out)),
-                    false => refusals.push(text(&out.stderr)),
-                }
-            }
-            (ids, refusals)
-        })
-    };
+    let burst = |site: &Site| support::site::sbatch_burst(site, "pool", 10);
     let (on_a, on_b) = (burst(&a), burst(&b));
     let (ids_a, refused_a) = on_a.join().unwrap();
     let (ids_b, refused_b) = on_b.join().unwrap();

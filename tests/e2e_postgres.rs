@@ -14,11 +14,10 @@ mod support;
 #[path = "support/postgres.rs"]
 mod pg;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use support::site::{submitted_id, text, Site, USER};
+use support::site::{sbatch_burst as burst, Site, USER};
 
 /// $0.001 per CPU-second: a one-CPU five-minute job holds $0.30.
 const ASBB_TOML: &str = r#"
@@ -44,29 +43,6 @@ fn superuser_url(server: &str, ledger: &str) -> String {
 fn query_i64(url: &str, sql: &str) -> i64 {
     let mut client = postgres::Client::connect(url, postgres::NoTls).unwrap();
     client.query_one(sql, &[]).unwrap().get(0)
-}
-
-/// `n` held one-CPU jobs on account `account` from `site`, one after another, in a
-/// thread: (ids accepted, refusals' texts).
-fn burst(site: &Site, account: &str, n: usize) -> std::thread::JoinHandle<(Vec<u32>, Vec<String>)> {
-    let (conf, work, account) = (site.cluster.conf_path().to_path_buf(), site.cluster.work_dir(), account.to_string());
-    std::thread::spawn(move || {
-        let (mut ids, mut refusals) = (Vec::new(), Vec::new());
-        for _ in 0..n {
-            let out = Command::new("runuser")
-                .args(["-u", USER, "--", "env"])
-                .arg(format!("SLURM_CONF={}", conf.display()))
-                .args(["sbatch", "-H", "-A", &account, "-p", "debug", "-t", "5", "-n", "1", "--wrap", "true"])
-                .current_dir(&work)
-                .output()
-                .unwrap();
-            match out.status.success() {
-                true => ids.push(submitted_id(&out)),
-                false => refusals.push(text(&out.stderr)),
-            }
-        }
-        (ids, refusals)
-    })
 }
 
 #[test]

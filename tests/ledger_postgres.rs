@@ -113,18 +113,55 @@ fn an_sqlite_ledger_copied_onto_postgresql_keeps_every_balance_and_comes_back() 
         b.reconcile(&run, NOW + 1800).unwrap();
         b.release(&tokens[1], NOW + 1800).unwrap();
     }
+    // A grant funding phys, with its own money.
+    let (_, err, code) = admin(
+        lite,
+        &[
+            "grant",
+            "create",
+            "--number",
+            "NSF-1",
+            "--agency",
+            "NSF",
+            "--pi",
+            "Ada",
+            "--amount",
+            "100",
+            "--start",
+            "2026-01-01",
+            "--end",
+            "2026-12-31",
+            "--account",
+            "phys",
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
     let from = format!("sqlite:{lite}");
     let (out, err, code) = admin(lite, &["ledger", "copy", "--from", &from, "--to", &url]);
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines[0], format!("copied 20 rows from {lite} to {}", shown(&url)));
+    assert_eq!(lines[0], format!("copied 25 rows from {lite} to {}", shown(&url)));
     assert!(lines.contains(&"  jobs                   3"), "{out}");
-    assert!(lines.contains(&"  journal                8"), "{out}");
+    assert!(lines.contains(&"  journal                9"), "{out}");
     assert!(lines.contains(&"  runs                   1"), "{out}");
     assert_eq!(lines[lines.len() - 2], format!("verify: clean on {lite}, clean on {}", shown(&url)));
     assert_eq!(lines[lines.len() - 1], "ok: all 2 accounts have the same balances on both");
     // What admins see is the same on both ledgers.
-    for args in [&["account", "list"][..], &["account", "show", "chem"], &["transactions", "chem"], &["verify"]] {
+    let usage = ["report", "usage", "--from", "2026-01-01", "--to", "2027-12-31", "--by"];
+    for args in [
+        &["account", "list"][..],
+        &["account", "show", "chem"],
+        &["transactions", "chem"],
+        &["verify"],
+        &[&usage[..], &["account,user"]].concat(),
+        &[&usage[..], &["cluster", "--format", "csv"]].concat(),
+        &["report", "accuracy"],
+        &["job", "list", "--held"],
+        &["grant", "list", "--format", "csv"],
+        &["grant", "show", "NSF-1"],
+        &["grant", "report", "--number", "NSF-1", "--format", "csv"],
+        &["forecast", "--account", "chem"],
+    ] {
         assert_eq!(admin(lite, args), admin(&url, args), "{args:?}");
     }
     // Only into an empty ledger.
@@ -149,7 +186,7 @@ fn an_sqlite_ledger_copied_onto_postgresql_keeps_every_balance_and_comes_back() 
     assert_eq!(code, 0, "{err}");
     assert_eq!(
         admin(&url, &["verify"]).0,
-        "checked 2 accounts, 3 allocations, 9 journal entries, 3 jobs\nok: every balance matches the journal\n"
+        "checked 2 accounts, 4 allocations, 10 journal entries, 3 jobs\nok: every balance matches the journal\n"
     );
 }
 

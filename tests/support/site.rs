@@ -195,3 +195,26 @@ pub fn submitted_id(out: &std::process::Output) -> u32 {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("not submitted: {}", cluster::show(out)))
 }
+
+/// `n` held (`-H`) one-CPU five-minute jobs on account `account` submitted to `site` as
+/// the test user, one after another, in a thread: (ids accepted, refusals' texts).
+pub fn sbatch_burst(site: &Site, account: &str, n: usize) -> std::thread::JoinHandle<(Vec<u32>, Vec<String>)> {
+    let (conf, work, account) = (site.cluster.conf_path().to_path_buf(), site.cluster.work_dir(), account.to_string());
+    std::thread::spawn(move || {
+        let (mut ids, mut refusals) = (Vec::new(), Vec::new());
+        for _ in 0..n {
+            let out = std::process::Command::new("runuser")
+                .args(["-u", USER, "--", "env"])
+                .arg(format!("SLURM_CONF={}", conf.display()))
+                .args(["sbatch", "-H", "-A", &account, "-p", "debug", "-t", "5", "-n", "1", "--wrap", "true"])
+                .current_dir(&work)
+                .output()
+                .unwrap();
+            match out.status.success() {
+                true => ids.push(submitted_id(&out)),
+                false => refusals.push(text(&out.stderr)),
+            }
+        }
+        (ids, refusals)
+    })
+}

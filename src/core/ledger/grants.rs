@@ -105,7 +105,7 @@ impl Tx<'_> {
         self.sql(|c| {
             c.prepare_cached(&format!(
                 "SELECT {GRANT_COLS} FROM grant_accounts g LEFT JOIN accounts a ON a.id = g.budget_account_id
-                 WHERE (?1 = 0 OR g.status = 'active') AND (?2 IS NULL OR lower(g.funding_agency) = lower(?2))
+                 WHERE (?1 = 0 OR g.status = 'active') AND (CAST(?2 AS TEXT) IS NULL OR lower(g.funding_agency) = lower(?2))
                  ORDER BY g.grant_number"
             ))?
             .query_map(params![active_only, agency], grant_from_row)?

@@ -126,7 +126,7 @@ impl Ledger {
                 "SELECT a.name FROM accounts a WHERE
                    EXISTS (SELECT 1 FROM account_job_users u WHERE u.account_id = a.id AND u.uid = ?1)
                    OR EXISTS (SELECT 1 FROM account_members m WHERE m.account_id = a.id
-                              AND (m.uid = ?1 OR (?2 IS NOT NULL AND m.user_name = ?2)))
+                              AND (m.uid = ?1 OR (CAST(?2 AS TEXT) IS NOT NULL AND m.user_name = ?2)))
                  ORDER BY a.name",
             )?
             .query_map(params![uid, name], |r| r.get(0))?
@@ -142,9 +142,9 @@ impl Tx<'_> {
     pub fn tokens_with_job_id(&self, cluster: Option<&str>, job_id: u32) -> Result<Vec<TokenOnCluster>, LedgerError> {
         self.sql(|c| {
             c.prepare_cached(
-                "SELECT token, cluster FROM runs WHERE job_id = ?1 AND (?2 IS NULL OR cluster = ?2)
+                "SELECT token, cluster FROM runs WHERE job_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR cluster = ?2)
                  UNION
-                 SELECT j.token, NULL FROM jobs j WHERE j.job_id = ?1 AND (?2 IS NULL OR j.cluster = ?2)
+                 SELECT j.token, NULL FROM jobs j WHERE j.job_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR j.cluster = ?2)
                    AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.token = j.token)
                  ORDER BY 1, 2",
             )?
@@ -159,10 +159,10 @@ impl Tx<'_> {
         self.sql(|c| {
             c.prepare_cached(
                 "SELECT a.name FROM runs r JOIN accounts a ON a.id = r.account_id
-                   WHERE r.job_id = ?1 AND (?2 IS NULL OR r.cluster = ?2)
+                   WHERE r.job_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR r.cluster = ?2)
                  UNION
                  SELECT a.name FROM jobs j JOIN accounts a ON a.id = j.account_id
-                   WHERE j.job_id = ?1 AND (?2 IS NULL OR j.cluster = ?2)",
+                   WHERE j.job_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR j.cluster = ?2)",
             )?
             .query_map(params![job_id, cluster], |r| r.get(0))?
             .collect()

@@ -111,7 +111,7 @@ impl Ledger {
         self.sql(|c| {
             c.prepare(&format!(
                 "SELECT {JOB_SUMMARY_COLS} FROM jobs j JOIN accounts a ON a.id = j.account_id
-                 WHERE {WAITING} AND (?1 IS NULL OR a.name = ?1)
+                 WHERE {WAITING} AND (CAST(?1 AS TEXT) IS NULL OR a.name = ?1)
                  ORDER BY j.submitted_at, j.token"
             ))?
             .query_map(params![account], job_summary_from_row)?

@@ -48,7 +48,7 @@ impl Ledger {
             c.prepare(
                 "SELECT a.name, s.partition, s.domain, s.estimate_micros, s.actual_micros, s.estimated_s, s.actual_s
                  FROM learning_samples s JOIN accounts a ON a.id = s.account_id
-                 WHERE (?1 IS NULL OR a.name = ?1) AND (?2 IS NULL OR s.partition = ?2) AND (?3 OR s.source = 'run')
+                 WHERE (CAST(?1 AS TEXT) IS NULL OR a.name = ?1) AND (CAST(?2 AS TEXT) IS NULL OR s.partition = ?2) AND (?3 <> 0 OR s.source = 'run')
                  ORDER BY a.name, s.partition, s.domain, s.id",
             )?
             .query_map(params![account, partition, include_feedback], |r| {

@@ -207,10 +207,11 @@ fn kind_of(cell: &Cell<'_>) -> u8 {
     }
 }
 
-/// A parameter's type as prepared: NULL's is left to the server to infer.
+/// A parameter's type as prepared: NULL's is left to the server to infer from where
+/// the parameter is used (OID 0, "unspecified"; declaring it `unknown` would not be).
 fn type_of(cell: &Cell<'_>) -> Type {
     match cell {
-        Cell::Null => Type::UNKNOWN,
+        Cell::Null => Type::new("unspecified".into(), 0, tokio_postgres::types::Kind::Simple, "pg_catalog".into()),
         Cell::Int(_) => Type::INT8,
         Cell::Real(_) => Type::FLOAT8,
         Cell::Text(_) => Type::TEXT,
@@ -379,6 +380,14 @@ mod tests {
             redacted("postgresql://asbb:secret@db.example:5432/ledger"),
             "postgresql://asbb@db.example:5432/ledger"
         );
-        assert_eq!(redacted("postgresql://asbb@db/ledger"), "postgresql://asbb@db/ledger");
+        // No port given: PostgreSQL's own.
+        assert_eq!(redacted("postgresql://asbb@db/ledger"), "postgresql://asbb@db:5432/ledger");
+        // Nor a password in the query, nor any other parameter.
+        assert_eq!(redacted("postgresql://asbb@db/ledger?password=secret"), "postgresql://asbb@db:5432/ledger");
+        // A URL that does not parse is not shown at all.
+        assert_eq!(
+            redacted("postgresql://asbb:secret@db/ledger?nonsense=1"),
+            "postgresql://(a URL that does not parse)"
+        );
     }
 }
