@@ -100,9 +100,14 @@ fn main() {
 
     // ASBB_BENCH_POSTGRES: an empty PostgreSQL database's ledger URL, used instead of
     // the SQLite file beside the cluster.
-    let ledger = std::env::var("ASBB_BENCH_POSTGRES").unwrap_or_else(|_| "{dir}/ledger.db".to_string());
-    let toml =
-        format!("ledger = \"{ledger}\"\n[policy]\nminimum_charge = \"0\"\n[partitions.debug.rates]\ncpu = 0.02\n");
+    // The bound the README advises for PostgreSQL (a commit waits for its WAL on disk).
+    let (ledger, bound_ms) = match std::env::var("ASBB_BENCH_POSTGRES") {
+        Ok(url) => (url, 500),
+        Err(_) => ("{dir}/ledger.db".to_string(), 50),
+    };
+    let toml = format!(
+        "ledger = \"{ledger}\"\n[policy]\nminimum_charge = \"0\"\nledger_busy_timeout_ms = {bound_ms}\n[partitions.debug.rates]\ncpu = 0.02\n"
+    );
     let mut asbb_opts = ClusterOptions::new("benchasbb")
         .plugin_dir(&plugins)
         .conf("JobSubmitPlugins=asbb")
