@@ -32,7 +32,19 @@ case "$cmd" in
       cat "$dir/initdb.log" >&2
       exit 1
     }
-    port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    # A free port: one nothing answers on (bash's /dev/tcp; no other tool needed).
+    port=""
+    for _ in $(seq 1 50); do
+      candidate=$((20000 + RANDOM % 40000))
+      if ! (exec 3<>"/dev/tcp/127.0.0.1/$candidate") 2>/dev/null; then
+        port="$candidate"
+        break
+      fi
+    done
+    if [ -z "$port" ]; then
+      echo "postgres-server: no free port found" >&2
+      exit 1
+    fi
     as_server tee -a "$dir/data/postgresql.conf" >/dev/null <<CONF
 listen_addresses = '127.0.0.1'
 port = $port
