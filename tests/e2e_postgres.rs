@@ -136,9 +136,21 @@ fn two_clusters_on_one_postgresql_ledger_survive_the_server_killed_mid_burst() {
         assert_eq!(refusal, UNAVAILABLE);
     }
     assert!(a.cluster.ctld_alive() && b.cluster.ctld_alive(), "slurmctld survives its ledger's server");
-    // After the restart both clusters price again (each opens a new connection).
+    // After the restart both clusters price again: each plugin connects again in the
+    // background, and until it has, submissions are refused at once as unavailable.
     for (site, ids) in [(&a, &mut ids_a), (&b, &mut ids_b)] {
-        ids.push(site.cluster.submit_ok_as(USER, &["-H", "-A", "big", "-p", "debug", "-t", "5", "--wrap", "true"]));
+        let args = ["-H", "-A", "big", "-p", "debug", "-t", "5", "--wrap", "true"];
+        let waited = std::time::Instant::now();
+        loop {
+            let out = site.cluster.sbatch_as(USER, &args);
+            if out.status.success() {
+                ids.push(site.cluster.parse_submitted(&out, &args));
+                break;
+            }
+            assert_eq!(String::from_utf8_lossy(&out.stderr), UNAVAILABLE);
+            assert!(waited.elapsed() < Duration::from_secs(20), "not connected again after the restart");
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
     // Every accepted job holds $0.30 exactly once; a refused one holds nothing (a hold
     // whose commit the kill left unanswered is released by reconcile below).

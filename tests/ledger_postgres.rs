@@ -241,6 +241,74 @@ fn two_connections_bursting_on_one_account_never_overdraw_it() {
     assert!(admin_budget.verify().unwrap().is_clean());
 }
 
+/// A run of submissions on one connection that nobody else interrupts costs one round
+/// trip each: decided from what the run's first read, and committed behind a check
+/// that the ledger's clock has not moved. Another connection's hold, an admin's
+/// deposit and this connection's own release each move it, and the next submission
+/// decides from the ledger as it is then.
+#[test]
+fn a_run_of_submissions_costs_one_round_trip_each_and_still_sees_every_change() {
+    let Some(url) = pg::new_ledger("optimistic") else { return };
+    let dollars = |d: i64| Money::from_dollars(d).unwrap();
+    let mut admin_budget = open(&url, OpenMode::CreateIfMissing);
+    admin_budget.create_account("chem", dollars(10), NOW - 86_400, FOREVER, Money::ZERO, "t", NOW).unwrap();
+    let mut plugin = open(&url, OpenMode::MustExist);
+    let mut other = open(&url, OpenMode::MustExist);
+    // (decision, round trips it took)
+    let submit = |b: &mut Budget, job: &JobRequest| {
+        let before = b.ledger_round_trips().unwrap();
+        let decision = b.check_and_hold(job, NOW).unwrap();
+        (decision, b.ledger_round_trips().unwrap() - before)
+    };
+    let accepted = |(d, trips): (Decision, u64)| match d {
+        Decision::Accept { available_after, token, .. } => (available_after, trips, token),
+        other => panic!("accepted: {other:?}"),
+    };
+    let job = one_dollar_job("chem");
+    let (left, first_trips, first_token) = accepted(submit(&mut plugin, &job));
+    assert_eq!(left, dollars(9));
+    assert!(first_trips > 1, "the first decision reads the ledger under the lock: {first_trips} round trips");
+    // Decided from the first's reads, in one round trip each.
+    for expected in [8, 7, 6] {
+        let (left, trips, _) = accepted(submit(&mut plugin, &job));
+        assert_eq!((left, trips), (dollars(expected), 1));
+    }
+    assert_eq!(plugin.read_cache_hits(), 3);
+
+    // Another connection's hold: the next optimistic commit finds the clock moved,
+    // writes nothing, and the job is decided again under the lock.
+    assert_eq!(accepted(submit(&mut other, &job)).0, dollars(5));
+    let (left, trips, _) = accepted(submit(&mut plugin, &job));
+    assert_eq!(left, dollars(4));
+    // One for the optimistic commit that wrote nothing; five under the lock: BEGIN with
+    // the lock, the account, its allocations, the latest token, and the job's row and
+    // hold sent with the COMMIT.
+    assert_eq!(trips, 1 + 5);
+    assert_eq!(plugin.read_cache_hits(), 3, "a commit that found the ledger changed is no hit");
+
+    // A refusal from the cache still costs a round trip: it checks that what it read holds.
+    let big = JobRequest { time_limit_min: 60 * 7, ..job.clone() };
+    let (refused, trips) = submit(&mut plugin, &big);
+    assert!(matches!(refused, Decision::Reject { .. }), "{refused:?}");
+    assert_eq!((trips, plugin.read_cache_hits()), (1, 4));
+    // An admin's deposit: the same job now fits, though the cache said $4.00.
+    admin_budget.deposit("chem", dollars(5), NOW - 86_400, FOREVER, None, None, "t", NOW).unwrap();
+    assert_eq!(accepted(submit(&mut plugin, &big)).0, dollars(2));
+    assert_eq!(plugin.read_cache_hits(), 4);
+
+    // This connection's own release moves the clock too.
+    plugin.release(&first_token, NOW).unwrap();
+    assert_eq!(accepted(submit(&mut plugin, &job)).0, dollars(2));
+    let (left, trips, _) = accepted(submit(&mut plugin, &job));
+    assert_eq!((left, trips), (dollars(1), 1));
+    assert_eq!(plugin.read_cache_hits(), 5);
+
+    let (held, jobs_held) =
+        Ledger::open(Path::new(&url), OpenMode::MustExist, 5000).unwrap().held_and_jobs_held("chem").unwrap();
+    assert_eq!((held, jobs_held), (14_000_000, 14_000_000));
+    assert!(admin_budget.verify().unwrap().is_clean());
+}
+
 #[test]
 fn the_server_killed_mid_burst_then_restarted_loses_and_doubles_nothing() {
     // A server of its own: the others' tests share theirs.
@@ -262,6 +330,14 @@ fn the_server_killed_mid_burst_then_restarted_loses_and_doubles_nothing() {
         }
         if i == 200 {
             server.restart();
+            // The connection is opened again in the background; calls fail at once
+            // until it has been.
+            let waited = Instant::now();
+            while let Err(e) = handle.get() {
+                assert!(e.to_string().contains("connecting again in the background"), "{e}");
+                assert!(waited.elapsed() < Duration::from_secs(10), "not connected again: {e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
         let started = Instant::now();
         let result = handle.get().and_then(|b| b.check_and_hold(&one_dollar_job("chem"), NOW));
@@ -272,6 +348,12 @@ fn the_server_killed_mid_burst_then_restarted_loses_and_doubles_nothing() {
             Err(e) => {
                 assert!(e.is_ledger(), "{e}");
                 assert!((100..200).contains(&i), "call {i} failed: {e}");
+                if i > 100 {
+                    assert!(
+                        e.to_string().contains("the connection was lost; connecting again in the background"),
+                        "{e}"
+                    );
+                }
                 handle.forget_on(&e);
                 failed += 1;
             }
@@ -310,18 +392,51 @@ fn a_frozen_server_costs_a_call_at_most_the_bound() {
     let mut handle = BudgetHandle::new(config(&url), bound_ms, false);
     assert!(matches!(handle.get().unwrap().check_and_hold(&one_dollar_job("chem"), NOW), Ok(Decision::Accept { .. })));
     server.freeze();
-    // On the open connection, then on new ones (the login itself gets no answer).
-    for _ in 0..3 {
+    // The call on the open connection gives up at the bound.
+    let submit = |handle: &mut BudgetHandle| {
         let started = Instant::now();
-        let e = handle.get().and_then(|b| b.check_and_hold(&one_dollar_job("chem"), NOW)).unwrap_err();
-        let took = started.elapsed();
-        assert!(e.is_ledger(), "{e}");
-        assert!(e.to_string().contains("PostgreSQL did not answer within 300 ms"), "{e}");
-        assert!(took >= Duration::from_millis(290) && took < Duration::from_millis(1500), "a call took {took:?}");
-        handle.forget_on(&e);
+        let result = handle.get().and_then(|b| b.check_and_hold(&one_dollar_job("chem"), NOW));
+        if let Err(e) = &result {
+            assert!(e.is_ledger(), "{e}");
+            handle.forget_on(e);
+        }
+        (result, started.elapsed())
+    };
+    let (e, took) = submit(&mut handle);
+    let e = e.unwrap_err().to_string();
+    assert!(e.contains("PostgreSQL did not answer within 300 ms"), "{e}");
+    assert!(took >= Duration::from_millis(290) && took < Duration::from_millis(1500), "a call took {took:?}");
+    // The next ones fail at once: the connection is opened again in the background
+    // (where the login gets no answer either), not on the calls.
+    for _ in 0..20 {
+        let (e, took) = submit(&mut handle);
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains("the connection was lost; connecting again in the background"), "{e}");
+        assert!(took < Duration::from_millis(100), "a call took {took:?}");
+        std::thread::sleep(Duration::from_millis(50));
     }
+    let (e, _) = submit(&mut handle);
+    let e = e.unwrap_err().to_string();
+    assert_eq!(
+        e,
+        format!(
+            "ledger {0}: the connection was lost; connecting again in the background (last try: ledger {0}: \
+             PostgreSQL did not answer within 300 ms; the connection is given up)",
+            shown(&url)
+        )
+    );
     server.thaw();
-    let decided = handle.get().and_then(|b| b.check_and_hold(&one_dollar_job("chem"), NOW));
+    // Connected again, in the background, within a few tries.
+    let waited = Instant::now();
+    let decided = loop {
+        match submit(&mut handle) {
+            (Err(e), _) if waited.elapsed() < Duration::from_secs(10) => {
+                assert!(e.to_string().contains("connecting again in the background"), "{e}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (decided, _) => break decided,
+        }
+    };
     assert!(matches!(decided, Ok(Decision::Accept { .. })), "{decided:?}");
     // The frozen call's transaction never committed: one hold per accepted job.
     let b = open(&url, OpenMode::MustExist);

@@ -7,11 +7,20 @@
 //! - when the file at the ledger path is no longer the one the connection has open (a
 //!   ledger restored from backup or moved away must not be written through the old
 //!   file): one `stat` per call notices.
+//!
+//! A PostgreSQL ledger whose connection was lost is connected again on a thread of its
+//! own ([`Reconnector`]), never on a caller's: a server that is down, frozen or
+//! unreachable would otherwise cost every submission a connect attempt of up to the
+//! bound, under slurmctld's locks. Until it has connected, calls fail at once as the
+//! ledger unavailable (and `on_ledger_error` decides).
 
 use super::{Budget, BudgetError};
 use crate::core::config::Config;
-use crate::core::ledger::{Checkpointer, Ledger, OpenMode};
-use std::path::Path;
+use crate::core::ledger::{Checkpointer, Ledger, LedgerError, OpenMode};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub struct BudgetHandle {
     config: Config,
@@ -24,6 +33,9 @@ pub struct BudgetHandle {
     checkpointer: Option<Checkpointer>,
     /// The cluster whose jobs the budget prices (see [`Budget::set_cluster`]).
     cluster: Option<String>,
+    /// A PostgreSQL connection was lost: the next one is opened in the background.
+    lost: bool,
+    reconnector: Option<Reconnector>,
 }
 
 fn identity_of(path: &Path) -> Option<(u64, u64)> {
@@ -42,6 +54,8 @@ impl BudgetHandle {
             background_checkpoints,
             checkpointer: None,
             cluster: None,
+            lost: false,
+            reconnector: None,
         }
     }
 
@@ -55,6 +69,8 @@ impl BudgetHandle {
         self.busy_timeout_ms = busy_timeout_ms;
         self.budget = None;
         self.checkpointer = None;
+        self.lost = false;
+        self.reconnector = None;
     }
 
     /// Names the SLURM cluster whose jobs are priced: each job row written names it.
@@ -80,8 +96,12 @@ impl BudgetHandle {
             self.checkpointer = None;
         }
         if self.budget.is_none() {
+            let mut ledger = if self.lost {
+                self.reconnected()?
+            } else {
+                Ledger::open(&self.config.ledger_path, OpenMode::MustExist, self.busy_timeout_ms)?
+            };
             let path = &self.config.ledger_path;
-            let mut ledger = Ledger::open(path, OpenMode::MustExist, self.busy_timeout_ms)?;
             // A PostgreSQL server keeps its own log; only SQLite's WAL needs a checkpointer.
             if self.background_checkpoints && !crate::core::ledger::is_postgres_url(path) {
                 ledger = ledger.without_autocheckpoint()?;
@@ -112,6 +132,94 @@ impl BudgetHandle {
     }
 
     pub fn forget(&mut self) {
-        self.budget = None;
+        if self.budget.take().is_some() && crate::core::ledger::is_postgres_url(&self.config.ledger_path) {
+            self.lost = true;
+        }
+    }
+
+    /// The connection the [`Reconnector`] has opened since the last one was lost
+    /// (started now if it is not running); until then, an error at once.
+    fn reconnected(&mut self) -> Result<Ledger, BudgetError> {
+        let path = &self.config.ledger_path;
+        let reconnector =
+            self.reconnector.get_or_insert_with(|| Reconnector::start(path.clone(), self.busy_timeout_ms));
+        // No thread could be started: connect on the call, as before the loss.
+        let opened = if reconnector.thread.is_none() {
+            Some(Ledger::open(path, OpenMode::MustExist, self.busy_timeout_ms)?)
+        } else {
+            reconnector.take()
+        };
+        if let Some(ledger) = opened {
+            self.reconnector = None;
+            self.lost = false;
+            return Ok(ledger);
+        }
+        let last = reconnector.last_error();
+        Err(BudgetError::Ledger(LedgerError::Io {
+            path: crate::core::ledger::shown_location(path),
+            reason: match last {
+                Some(e) => format!("the connection was lost; connecting again in the background (last try: {e})"),
+                None => "the connection was lost; connecting again in the background".into(),
+            },
+        }))
+    }
+}
+
+/// Waits before the first try, and at most between two.
+const RECONNECT_FIRST_WAIT: Duration = Duration::from_millis(50);
+const RECONNECT_MAX_WAIT: Duration = Duration::from_secs(1);
+
+/// Opens a ledger on a thread of its own, trying again (waits doubling from
+/// [`RECONNECT_FIRST_WAIT`] to [`RECONNECT_MAX_WAIT`]) until it opens. Dropping it stops
+/// and joins the thread (a plugin's code must not run after `fini`): at most one open
+/// attempt's bound later.
+struct Reconnector {
+    opened: mpsc::Receiver<Ledger>,
+    last_error: Arc<Mutex<Option<String>>>,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Reconnector {
+    fn start(path: PathBuf, busy_timeout_ms: u32) -> Reconnector {
+        let (sender, opened) = mpsc::channel();
+        let (stop, stopped) = mpsc::channel::<()>();
+        let last_error = Arc::new(Mutex::new(None));
+        let last = Arc::clone(&last_error);
+        let thread = std::thread::Builder::new()
+            .name("asbb-reconnect".into())
+            .spawn(move || {
+                let mut wait = RECONNECT_FIRST_WAIT;
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(wait) {
+                    match Ledger::open(&path, OpenMode::MustExist, busy_timeout_ms) {
+                        Ok(ledger) => {
+                            let _ = sender.send(ledger);
+                            return;
+                        }
+                        Err(e) => *last.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string()),
+                    }
+                    wait = (wait * 2).min(RECONNECT_MAX_WAIT);
+                }
+            })
+            .ok();
+        Reconnector { opened, last_error, stop: Some(stop), thread }
+    }
+
+    /// The ledger, once opened.
+    fn take(&mut self) -> Option<Ledger> {
+        self.opened.try_recv().ok()
+    }
+
+    fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Drop for Reconnector {
+    fn drop(&mut self) {
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }

@@ -257,6 +257,11 @@ impl Budget {
         self.reads.hits()
     }
 
+    /// Round trips to a PostgreSQL ledger's server so far (`None` on SQLite).
+    pub fn ledger_round_trips(&self) -> Option<u64> {
+        self.ledger.round_trips()
+    }
+
     /// Recomputes every balance from the journal and checks every invariant.
     pub fn verify(&self) -> Result<VerifyReport, LedgerError> {
         self.ledger.verify()

@@ -45,19 +45,48 @@ impl Budget {
     /// account's default grant) must exist, be open, fund the job's account and cover
     /// the job; `max_cost` must cover the estimate.
     pub fn submit(&mut self, req: &JobRequest, meta: &JobMetadata, now: i64) -> Result<Decision, BudgetError> {
-        let tx = Tx::write(&mut self.ledger)?;
+        // On PostgreSQL, while nobody else has written the ledger since this
+        // connection's last decision, decide from what that one read and commit in one
+        // round trip. If somebody has, that commit writes nothing, and the job is
+        // decided again under the write lock.
+        if let Some(clock) = self.reads.clock(self.ledger.change_count()) {
+            match self.submit_in(Some(clock), req, meta, now) {
+                Err(BudgetError::Ledger(e)) if e.is_changed() => {}
+                decided => return decided,
+            }
+        }
+        self.submit_in(None, req, meta, now)
+    }
+
+    /// [`Self::submit`] in a write transaction (`optimistic`: `None`), or in an
+    /// optimistic one from what the ledger was at that clock.
+    fn submit_in(
+        &mut self,
+        optimistic: Option<i64>,
+        req: &JobRequest,
+        meta: &JobMetadata,
+        now: i64,
+    ) -> Result<Decision, BudgetError> {
+        let tx = match optimistic {
+            Some(clock) => Tx::optimistic(&mut self.ledger, clock)?,
+            None => Tx::write(&mut self.ledger)?,
+        };
         // What the last submission read stays good while nothing else wrote the ledger.
         let reads = &mut self.reads;
         reads.begin(&tx)?;
         let domain = meta.research_domain.as_deref().unwrap_or("");
         let ask = GrantAsk::of(&self.config, &req.account, meta.grant_number.as_deref());
         let verdict = decide(&self.config, &tx, reads, req, domain, ask, now, false)?;
+        // A decision that writes nothing still commits: an optimistic one so learns
+        // that what it read is still true.
         if let Some(refusal) = check_metadata(&verdict, meta) {
+            tx.commit()?;
             reads.unchanged();
             return Ok(refusal);
         }
         let (account, estimate, hold, grant, outcome) = match verdict {
             Verdict::Done(d) => {
+                tx.commit()?;
                 reads.unchanged();
                 return Ok(d);
             }
@@ -71,6 +100,8 @@ impl Budget {
             }
         };
         let (token, token_count) = reads.new_token(&tx)?;
+        // The job's row and hold go with the commit (on PostgreSQL, one round trip).
+        tx.defer_writes();
         let grant = grant.as_ref().map(|g| g.number.as_str());
         let row = NewJob {
             token: &token,
@@ -215,8 +246,7 @@ pub(super) fn decide(
         None => None,
     };
     let allocations = reads.allocations(tx, account.id)?;
-    let hold =
-        crate::core::pricing::learning::hold_for(tx, account.id, &req.partition, domain, estimate, &config.learning)?;
+    let hold = reads.hold_for(tx, account.id, &req.partition, domain, estimate, &config.learning)?;
     Ok(judge(config, estimate, Standing { account, grant, allocations, hold }, now, skip_approval))
 }
 

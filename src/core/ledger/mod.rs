@@ -133,6 +133,23 @@ impl LedgerError {
     pub fn is_busy(&self) -> bool {
         matches!(self, LedgerError::Db { source, .. } if source.is_busy())
     }
+
+    /// An optimistic transaction's commit found the ledger changed since its reads,
+    /// and wrote nothing.
+    pub fn is_changed(&self) -> bool {
+        matches!(self, LedgerError::Db { source: db::DbError::Changed, .. })
+    }
+}
+
+/// The ledger's location as messages show it: a file's path, or a PostgreSQL URL's
+/// user, hosts and database only (never a password or a parameter).
+pub fn shown_location(location: &Path) -> PathBuf {
+    #[cfg(feature = "postgres")]
+    if is_postgres_url(location) {
+        let url = location.to_string_lossy();
+        return PathBuf::from(db::postgres::redacted(url.split('?').next().unwrap_or(&url)));
+    }
+    location.to_path_buf()
 }
 
 /// An open ledger.
@@ -234,13 +251,19 @@ impl Ledger {
     }
 
     /// A count that changes whenever this connection writes (SQLite's
-    /// `total_changes`); `None` on PostgreSQL.
-    pub(crate) fn change_count(&self) -> Option<u64> {
-        self.conn.sqlite().map(Connection::total_changes)
+    /// `total_changes`; on PostgreSQL, the writes it has committed).
+    pub(crate) fn change_count(&self) -> u64 {
+        self.conn.change_count()
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Round trips to a PostgreSQL ledger's server so far, on this connection (`None`
+    /// on SQLite): what a decision costs, for tests and benchmarks.
+    pub fn round_trips(&self) -> Option<u64> {
+        self.conn.round_trips()
     }
 
     pub(crate) fn err(&self, source: impl Into<db::DbError>) -> LedgerError {
@@ -823,6 +846,35 @@ impl<'c> Tx<'c> {
         let tx = Tx { tx: &ledger.conn, path: &ledger.path, committed: false };
         tx.sql(|c| c.begin(false))?;
         Ok(tx)
+    }
+
+    /// On PostgreSQL, a write transaction that decides from what the ledger was at
+    /// clock `clock` and commits in one round trip, or not at all if the clock has
+    /// moved (then `commit` fails with [`LedgerError::is_changed`]): see
+    /// [`db::postgres::PgConn::begin_optimistic`]. Only on PostgreSQL.
+    pub fn optimistic(ledger: &'c mut Ledger, clock: i64) -> Result<Tx<'c>, LedgerError> {
+        let tx = Tx { tx: &ledger.conn, path: &ledger.path, committed: false };
+        if !tx.tx.begin_optimistic(clock) {
+            return Err(tx.err(db::DbError::Setup("an SQLite ledger has no optimistic transactions".into())));
+        }
+        Ok(tx)
+    }
+
+    /// On PostgreSQL, sends this transaction's writes from here on with its COMMIT, in
+    /// one round trip; each counts as changing one row, so only for writes whose counts
+    /// nobody reads, after the last read. Nothing changes on SQLite (no round trips).
+    pub(crate) fn defer_writes(&self) {
+        self.tx.defer_writes();
+    }
+
+    /// PostgreSQL's ledger clock as this write transaction's reads see it (`None` on SQLite).
+    pub(crate) fn clock(&self) -> Option<i64> {
+        self.tx.clock()
+    }
+
+    /// See [`Ledger::change_count`].
+    pub(crate) fn change_count(&self) -> u64 {
+        self.tx.change_count()
     }
 
     fn begin(ledger: &'c mut Ledger, write: bool) -> Result<Tx<'c>, LedgerError> {

@@ -55,7 +55,7 @@ impl Ledger {
         busy_timeout_ms: u32,
         age: SchemaAge,
     ) -> Result<Ledger, LedgerError> {
-        let shown = PathBuf::from(db::postgres::redacted(url.split('?').next().unwrap_or(url)));
+        let shown = super::shown_location(Path::new(url));
         let io = |reason: String| LedgerError::Io { path: shown.clone(), reason };
         let (url, password_file) = split_url(url).map_err(io)?;
         let path = PathBuf::from(db::postgres::redacted(&url));
@@ -100,7 +100,7 @@ impl Ledger {
         let path = self.path.clone();
         let conn = &self.conn;
         let run = || -> db::Result<Vec<&'static str>> {
-            conn.begin(true)?;
+            conn.begin_migration()?;
             conn.execute_batch(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at BIGINT NOT NULL)",
             )?;

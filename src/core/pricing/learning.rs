@@ -96,8 +96,20 @@ pub(crate) fn hold_for(
     if !cfg.enabled || estimate.micros() <= 0 {
         return Ok(estimate);
     }
+    Ok(group_factor(tx, account_id, partition, domain, cfg)?.map_or(estimate, |f| hold_from_factor(estimate, f)))
+}
+
+/// The factor (ppm) of the group (account, partition, domain), or `None` while it has
+/// too few samples. Reads at most `window_samples` rows.
+pub(crate) fn group_factor(
+    tx: &Tx<'_>,
+    account_id: i64,
+    partition: &str,
+    domain: &str,
+    cfg: &LearningConfig,
+) -> Result<Option<i64>, LedgerError> {
     let recent = tx.recent_samples(account_id, partition, domain, cfg.include_feedback, cfg.window_samples)?;
-    Ok(factor_of(&recent, cfg).map_or(estimate, |f| hold_from_factor(estimate, f)))
+    Ok(factor_of(&recent, cfg))
 }
 
 /// `hold_for` in a read transaction of its own.

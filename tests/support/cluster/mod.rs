@@ -666,7 +666,8 @@ impl Cluster {
         self.parse_submitted(&out, args)
     }
 
-    fn parse_submitted(&self, out: &Output, args: &[&str]) -> u32 {
+    /// The job id `sbatch` printed; panics (with output and log tail) on a failure.
+    pub fn parse_submitted(&self, out: &Output, args: &[&str]) -> u32 {
         let text = String::from_utf8_lossy(&out.stdout);
         let id = text
             .lines()

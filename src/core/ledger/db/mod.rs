@@ -23,8 +23,12 @@ pub enum DbError {
     #[error("{}", postgres::describe(.0))]
     Postgres(tokio_postgres::Error),
     /// The server did not answer within the bound; the connection is given up.
-    #[error("PostgreSQL did not answer within {0} ms; the connection is given up and opened again by the next call")]
+    #[error("PostgreSQL did not answer within {0} ms; the connection is given up")]
     TimedOut(u32),
+    /// An optimistic transaction found that the ledger had changed since its reads; it
+    /// wrote nothing.
+    #[error("the ledger changed since this connection read it")]
+    Changed,
     /// A statement that must give a row gave none.
     #[error("Query returned no rows")]
     NoRows,
@@ -415,12 +419,66 @@ impl Conn {
         }
     }
 
-    /// The connection is gone for good (PostgreSQL: the server closed it).
-    pub fn is_closed(&self) -> bool {
+    /// Begins an optimistic transaction on PostgreSQL (see
+    /// [`postgres::PgConn::begin_optimistic`]); `false` on SQLite, which has none.
+    // Without PostgreSQL, `clock` has no use.
+    #[cfg_attr(not(feature = "postgres"), allow(unused_variables))]
+    pub fn begin_optimistic(&self, clock: i64) -> bool {
         match &self.backend {
             Backend::Sqlite(_) => false,
             #[cfg(feature = "postgres")]
-            Backend::Postgres(pg) => pg.is_closed(),
+            Backend::Postgres(pg) => {
+                pg.begin_optimistic(clock);
+                true
+            }
+        }
+    }
+
+    /// On PostgreSQL, holds the open write transaction's writes back to be sent with
+    /// its COMMIT in one round trip (see [`postgres::PgConn::defer_writes`]).
+    pub fn defer_writes(&self) {
+        #[cfg(feature = "postgres")]
+        if let Backend::Postgres(pg) = &self.backend {
+            pg.defer_writes();
+        }
+    }
+
+    /// Begins a migration's transaction: the write lock only.
+    pub fn begin_migration(&self) -> Result<()> {
+        match &self.backend {
+            Backend::Sqlite(_) => self.begin(true),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pg) => pg.begin_migration(),
+        }
+    }
+
+    /// A count that changes whenever this connection writes: SQLite's
+    /// `total_changes`; on PostgreSQL, the write transactions (and statements outside
+    /// one) it has committed.
+    pub fn change_count(&self) -> u64 {
+        match &self.backend {
+            Backend::Sqlite(c) => c.total_changes(),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pg) => pg.write_commits(),
+        }
+    }
+
+    /// Round trips to the server so far (`None` on SQLite, which has no server).
+    pub fn round_trips(&self) -> Option<u64> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pg) => Some(pg.round_trips()),
+        }
+    }
+
+    /// PostgreSQL's ledger clock as the open transaction's reads see it (`None` on
+    /// SQLite, or outside a write transaction).
+    pub fn clock(&self) -> Option<i64> {
+        match &self.backend {
+            Backend::Sqlite(_) => None,
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(pg) => pg.clock(),
         }
     }
 }

@@ -21,8 +21,14 @@ use std::future::Future;
 use std::time::Duration;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type};
 
-/// The advisory lock every write transaction takes ("asbb" in ASCII).
+/// The advisory lock every write transaction takes ("asbb" in ASCII; the schema's
+/// `ledger_write_lock()` takes it too).
 pub const WRITE_LOCK_KEY: i64 = 0x6173_6262;
+
+/// The ledger's clock now.
+const CLOCK_NOW: &str = "SELECT generation FROM ledger_clock WHERE id = 1";
+/// Takes the write lock and fails (`serialization_failure`) if the clock moved from $1.
+const CLOCK_CHECK: &str = "SELECT ledger_clock_check($1)";
 
 /// A PostgreSQL connection with its prepared statements.
 pub struct PgConn {
@@ -30,11 +36,69 @@ pub struct PgConn {
     client: tokio_postgres::Client,
     /// Each call's client-side deadline.
     deadline: Duration,
+    /// Calls sent to the server, each one round trip (for tests and benchmarks).
+    round_trips: std::cell::Cell<u64>,
+    /// Write transactions (and statements outside one) this connection committed.
+    write_commits: std::cell::Cell<u64>,
+    /// The open transaction has run (or held back) a statement that may write.
+    wrote: std::cell::Cell<bool>,
     /// A call passed its deadline: the connection's state is unknown, so it is not used again.
     abandoned: std::cell::Cell<bool>,
     /// By (the store's SQL, its parameters' kinds).
     statements: RefCell<HashMap<(String, Vec<u8>), tokio_postgres::Statement>>,
     in_transaction: std::cell::Cell<bool>,
+    /// The ledger's clock as the open write transaction found it under the lock.
+    clock_at_begin: std::cell::Cell<Option<i64>>,
+    /// Writes held back until the open transaction's commit (see
+    /// [`PgConn::begin_optimistic`] and [`PgConn::defer_writes`]).
+    deferred: RefCell<Option<Deferred>>,
+    /// `CLOCK_CHECK` and `CLOCK_NOW`, prepared with the first write transaction's BEGIN.
+    clock_statements: RefCell<Option<ClockStatements>>,
+}
+
+#[derive(Clone)]
+struct ClockStatements {
+    check: tokio_postgres::Statement,
+    now: tokio_postgres::Statement,
+}
+
+/// Writes that wait for their transaction's commit, to be sent with it in one pipeline.
+struct Deferred {
+    /// An optimistic transaction's: the clock its reads assume (it has not begun on
+    /// the server). `None`: a locked write transaction's, begun.
+    optimistic: Option<i64>,
+    writes: Vec<(tokio_postgres::Statement, Vec<OwnedCell>)>,
+}
+
+/// A [`Cell`] kept past its statement's call (a write held back until commit).
+enum OwnedCell {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+    Blob(Vec<u8>),
+}
+
+impl OwnedCell {
+    fn of(cell: &Cell<'_>) -> OwnedCell {
+        match *cell {
+            Cell::Null => OwnedCell::Null,
+            Cell::Int(n) => OwnedCell::Int(n),
+            Cell::Real(x) => OwnedCell::Real(x),
+            Cell::Text(t) => OwnedCell::Text(t.to_string()),
+            Cell::Blob(b) => OwnedCell::Blob(b.to_vec()),
+        }
+    }
+
+    fn cell(&self) -> Cell<'_> {
+        match self {
+            OwnedCell::Null => Cell::Null,
+            OwnedCell::Int(n) => Cell::Int(*n),
+            OwnedCell::Real(x) => Cell::Real(*x),
+            OwnedCell::Text(t) => Cell::Text(t),
+            OwnedCell::Blob(b) => Cell::Blob(b),
+        }
+    }
 }
 
 /// Where a PostgreSQL ledger is, for messages: its user, hosts, ports and database
@@ -101,9 +165,15 @@ impl PgConn {
             runtime,
             client,
             deadline,
+            round_trips: std::cell::Cell::new(0),
+            write_commits: std::cell::Cell::new(0),
+            wrote: std::cell::Cell::new(false),
             abandoned: std::cell::Cell::new(false),
             statements: RefCell::new(HashMap::new()),
             in_transaction: std::cell::Cell::new(false),
+            clock_at_begin: std::cell::Cell::new(None),
+            deferred: RefCell::new(None),
+            clock_statements: RefCell::new(None),
         };
         // The server ends a lock wait or a statement a little before the client's
         // deadline, so a busy ledger is told from a server that does not answer.
@@ -120,11 +190,17 @@ impl PgConn {
     /// Runs `call` to its end or to the deadline; past the deadline the connection is
     /// given up.
     fn run<T>(&self, call: impl Future<Output = std::result::Result<T, tokio_postgres::Error>>) -> Result<T> {
+        self.within(call)?.map_err(DbError::Postgres)
+    }
+
+    /// `call`'s output, if it comes within the deadline.
+    fn within<T>(&self, call: impl Future<Output = T>) -> Result<T> {
         if self.abandoned.get() {
             return Err(DbError::Setup("the connection was given up after a call passed its deadline".into()));
         }
+        self.round_trips.set(self.round_trips.get() + 1);
         match self.runtime.block_on(async { tokio::time::timeout(self.deadline, call).await }) {
-            Ok(result) => result.map_err(DbError::Postgres),
+            Ok(output) => Ok(output),
             Err(_) => {
                 self.abandoned.set(true);
                 Err(DbError::TimedOut(u32::try_from(self.deadline.as_millis()).unwrap_or(u32::MAX)))
@@ -133,35 +209,188 @@ impl PgConn {
     }
 
     pub fn execute_batch(&self, sql: &str) -> Result<()> {
-        self.run(self.client.batch_execute(sql))
+        self.counting_writes(self.run(self.client.batch_execute(sql)))
+    }
+
+    /// `result` of a statement that may write: outside a transaction, counted as a
+    /// write committed; inside one, its commit will be.
+    fn counting_writes<T>(&self, result: Result<T>) -> Result<T> {
+        if !self.in_transaction.get() {
+            if result.is_ok() {
+                self.write_commits.set(self.write_commits.get() + 1);
+            }
+        } else {
+            self.wrote.set(true);
+        }
+        result
+    }
+
+    /// Write transactions (and statements outside one) committed on this connection.
+    pub fn write_commits(&self) -> u64 {
+        self.write_commits.get()
     }
 
     /// Begins a transaction: a writer's takes the ledger's write lock (waiting at most
-    /// `lock_timeout`); a reader's is one snapshot.
+    /// `lock_timeout`) and reads the ledger's clock under it; a reader's is one snapshot.
     pub fn begin(&self, write: bool) -> Result<()> {
-        let sql = if write {
-            format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})")
-        } else {
-            "BEGIN ISOLATION LEVEL REPEATABLE READ".to_string()
-        };
-        let result = self.execute_batch(&sql);
         // A failed BEGIN may still have opened the transaction (the lock wait timed out).
         self.in_transaction.set(true);
-        result
+        if !write {
+            return self.run(self.client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ"));
+        }
+        // The clock's statements, which an optimistic commit will want, are prepared in
+        // the same round trip.
+        let prepare = self.clock_statements.borrow().is_none();
+        let (replies, prepared) = self.within(async {
+            let lock = self.client.simple_query("BEGIN; SELECT ledger_write_lock()");
+            if !prepare {
+                return (lock.await, None);
+            }
+            let (replies, check, now) = tokio::join!(
+                lock,
+                self.client.prepare_typed(CLOCK_CHECK, &[Type::INT8]),
+                self.client.prepare(CLOCK_NOW)
+            );
+            (replies, Some(check.and_then(|check| Ok(ClockStatements { check, now: now? }))))
+        })?;
+        if let Some(Ok(statements)) = prepared {
+            *self.clock_statements.borrow_mut() = Some(statements);
+        }
+        let replies = replies.map_err(DbError::Postgres)?;
+        let clock = replies.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).and_then(|v| v.parse::<i64>().ok()),
+            _ => None,
+        });
+        self.clock_at_begin
+            .set(Some(clock.ok_or(DbError::Setup("the ledger's clock did not read as a count".into()))?));
+        Ok(())
+    }
+
+    /// Begins a migration's transaction: the write lock alone (the clock may not
+    /// exist yet).
+    pub fn begin_migration(&self) -> Result<()> {
+        self.in_transaction.set(true);
+        self.execute_batch(&format!("BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK_KEY})"))
+    }
+
+    /// Begins an optimistic transaction on what the ledger was at clock `clock`: its
+    /// reads run at once, each on its own (what they read is what the ledger was at
+    /// `clock` if the clock has not moved by the commit); its writes are held back, and
+    /// the commit sends them all in one pipeline (one round trip) behind a check,
+    /// under the write lock, that the clock still reads `clock`. If it has moved, the
+    /// commit writes nothing and fails with [`DbError::Changed`].
+    pub fn begin_optimistic(&self, clock: i64) {
+        *self.deferred.borrow_mut() = Some(Deferred { optimistic: Some(clock), writes: Vec::new() });
+        self.in_transaction.set(true);
+    }
+
+    /// From here on, holds the open write transaction's writes back to be sent with
+    /// its COMMIT, in one round trip (each then counts as changing one row). For
+    /// writes whose counts nobody reads, after the transaction's last read.
+    pub fn defer_writes(&self) {
+        let mut deferred = self.deferred.borrow_mut();
+        if deferred.is_none() && self.in_transaction.get() {
+            *deferred = Some(Deferred { optimistic: None, writes: Vec::new() });
+        }
     }
 
     pub fn end(&self, commit: bool) -> Result<()> {
-        let result = self.execute_batch(if commit { "COMMIT" } else { "ROLLBACK" });
+        self.clock_at_begin.set(None);
+        let wrote = self.wrote.take();
+        let deferred = self.deferred.borrow_mut().take();
+        let result = match deferred {
+            Some(d) if commit => self.commit_deferred(d),
+            // Nothing of an optimistic transaction has reached the server.
+            Some(Deferred { optimistic: Some(_), .. }) => Ok(()),
+            _ => self.run(self.client.batch_execute(if commit { "COMMIT" } else { "ROLLBACK" })),
+        };
         self.in_transaction.set(false);
+        if commit && wrote && result.is_ok() {
+            self.write_commits.set(self.write_commits.get() + 1);
+        }
         result
+    }
+
+    /// The ledger's clock as the open transaction's reads see it: as its write lock
+    /// found it, or as an optimistic one assumes it.
+    pub fn clock(&self) -> Option<i64> {
+        match &*self.deferred.borrow() {
+            Some(Deferred { optimistic: Some(clock), .. }) => Some(*clock),
+            _ => self.clock_at_begin.get(),
+        }
+    }
+
+    /// Commits writes held back: an optimistic transaction's as BEGIN, the clock's
+    /// check, the writes and COMMIT; a locked one's as the writes and COMMIT. All are
+    /// sent together and answered together. An optimistic transaction with no writes
+    /// only checks that the clock has not moved (so what it read is still true).
+    fn commit_deferred(&self, d: Deferred) -> Result<()> {
+        let check = match d.optimistic {
+            Some(clock) => {
+                let ClockStatements { check, now } = self.clock_statements()?;
+                if d.writes.is_empty() {
+                    let now: i64 = self.run(self.client.query_one(&now, &[]))?.try_get(0).map_err(DbError::Postgres)?;
+                    return if now == clock { Ok(()) } else { Err(DbError::Changed) };
+                }
+                Some((check, Cell::Int(clock)))
+            }
+            None => None,
+        };
+        let params: Vec<Vec<Cell<'_>>> =
+            d.writes.iter().map(|(_, cells)| cells.iter().map(OwnedCell::cell).collect()).collect();
+        let params: Vec<Vec<&(dyn ToSql + Sync)>> =
+            params.iter().map(|cells| cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect()).collect();
+        let check_params: Vec<&(dyn ToSql + Sync)> =
+            check.iter().map(|(_, clock)| clock as &(dyn ToSql + Sync)).collect();
+        type Reply<'f> = std::pin::Pin<Box<dyn Future<Output = std::result::Result<u64, tokio_postgres::Error>> + 'f>>;
+        let mut calls: Vec<Reply<'_>> = Vec::with_capacity(d.writes.len() + 3);
+        if let Some((check, _)) = &check {
+            calls.push(Box::pin(async { self.client.batch_execute("BEGIN").await.map(|()| 0) }));
+            calls.push(Box::pin(self.client.execute(check, &check_params)));
+        }
+        for ((stmt, _), p) in d.writes.iter().zip(&params) {
+            calls.push(Box::pin(self.client.execute(stmt, p)));
+        }
+        calls.push(Box::pin(async { self.client.batch_execute("COMMIT").await.map(|()| 0) }));
+        // Each call sends its request when first polled, in this order, before any
+        // waits for its reply: the server gets them all at once. A failed statement
+        // aborts the transaction, so every one after it fails and COMMIT rolls back.
+        let replies = self.within(futures_util::future::join_all(calls))?;
+        let mut replies = replies.into_iter();
+        if check.is_some() {
+            replies.next().transpose().map_err(DbError::Postgres)?;
+            if let Some(Err(e)) = replies.next() {
+                use tokio_postgres::error::SqlState;
+                let changed = e.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE);
+                return Err(if changed { DbError::Changed } else { DbError::Postgres(e) });
+            }
+        }
+        for reply in replies {
+            reply.map_err(DbError::Postgres)?;
+        }
+        Ok(())
+    }
+
+    /// The clock's statements, prepared now if no write transaction has prepared them
+    /// (a connection opened again after a lost one).
+    fn clock_statements(&self) -> Result<ClockStatements> {
+        if let Some(statements) = self.clock_statements.borrow().clone() {
+            return Ok(statements);
+        }
+        let check = self.run(self.client.prepare_typed(CLOCK_CHECK, &[Type::INT8]))?;
+        let now = self.run(self.client.prepare(CLOCK_NOW))?;
+        let statements = ClockStatements { check, now };
+        *self.clock_statements.borrow_mut() = Some(statements.clone());
+        Ok(statements)
     }
 
     pub fn in_transaction(&self) -> bool {
         self.in_transaction.get()
     }
 
-    pub fn is_closed(&self) -> bool {
-        self.abandoned.get() || self.client.is_closed()
+    /// Calls sent to the server so far, each one round trip.
+    pub fn round_trips(&self) -> u64 {
+        self.round_trips.get()
     }
 
     fn statement(&self, sql: &str, cells: &[Cell<'_>]) -> Result<tokio_postgres::Statement> {
@@ -177,14 +406,25 @@ impl PgConn {
         Ok(stmt)
     }
 
+    /// Runs a statement; how many rows it changed. Writes held back for the commit
+    /// count as having changed one.
     pub fn execute(&self, sql: &str, cells: &[Cell<'_>]) -> Result<usize> {
         let stmt = self.statement(sql, cells)?;
+        if let Some(d) = self.deferred.borrow_mut().as_mut() {
+            d.writes.push((stmt, cells.iter().map(OwnedCell::of).collect()));
+            self.wrote.set(true);
+            return Ok(1);
+        }
         let params: Vec<&(dyn ToSql + Sync)> = cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
-        let n = self.run(self.client.execute(&stmt, &params))?;
+        let n = self.counting_writes(self.run(self.client.execute(&stmt, &params)))?;
         Ok(usize::try_from(n).unwrap_or(usize::MAX))
     }
 
     pub fn query(&self, sql: &str, cells: &[Cell<'_>]) -> Result<Vec<tokio_postgres::Row>> {
+        // It would not see the writes held back: the store reads nothing after them.
+        if self.deferred.borrow().as_ref().is_some_and(|d| !d.writes.is_empty()) {
+            return Err(DbError::Setup("a read after writes held back for the commit".into()));
+        }
         let stmt = self.statement(sql, cells)?;
         let params: Vec<&(dyn ToSql + Sync)> = cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect();
         self.run(self.client.query(&stmt, &params))
