@@ -27,21 +27,6 @@ pub(crate) const TABLES: &[&str] = &[
     "alert_deliveries",
 ];
 
-/// Tables whose `id` a PostgreSQL identity gives (its counter follows the copied ids).
-const IDENTITY_TABLES: &[&str] = &[
-    "accounts",
-    "grant_accounts",
-    "allocations",
-    "grant_periods",
-    "journal",
-    "runs",
-    "audit_log",
-    "cost_updates",
-    "performance_feedback",
-    "learning_samples",
-    "alerts",
-];
-
 /// Rows copied, per table, in [`TABLES`] order.
 pub type CopyReport = Vec<(&'static str, u64)>;
 
@@ -61,6 +46,9 @@ pub fn copy_rows(from: &Ledger, to: &mut Ledger) -> Result<CopyReport, LedgerErr
     let source = Tx::read_shared(from)?;
     let sink = Tx::write(to)?;
     let mut report = Vec::new();
+    // Tables with an `id` column: on PostgreSQL an identity gives it, whose counter
+    // must follow the copied ids.
+    let mut with_ids = Vec::new();
     for &table in TABLES {
         let already: i64 = sink.sql(|c| c.query_row(&format!("SELECT count(*) FROM {table}"), (), |r| r.get(0)))?;
         if already > 0 {
@@ -72,6 +60,9 @@ pub fn copy_rows(from: &Ledger, to: &mut Ledger) -> Result<CopyReport, LedgerErr
         let copied = source.sql(|from| {
             let mut select = from.prepare(&format!("SELECT * FROM {table}"))?;
             let columns = select.column_names()?;
+            if columns.iter().any(|c| c == "id") {
+                with_ids.push(table);
+            }
             let placeholders: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
             let insert = format!("INSERT INTO {table} ({}) VALUES ({})", columns.join(", "), placeholders.join(", "));
             let mut rows = select.query(())?;
@@ -88,7 +79,7 @@ pub fn copy_rows(from: &Ledger, to: &mut Ledger) -> Result<CopyReport, LedgerErr
         report.push((table, copied));
     }
     if sink.sql(|c| Ok(c.is_postgres()))? {
-        for table in IDENTITY_TABLES {
+        for table in with_ids {
             sink.sql(|c| {
                 c.query_row(
                     &format!(

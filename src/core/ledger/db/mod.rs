@@ -515,23 +515,12 @@ impl<'c> Stmt<'c> {
         }
     }
 
-    /// Reads every row with `read`; the first error ends the reading.
-    pub fn query_map<T>(
-        &mut self,
-        params: impl Params,
-        mut read: impl FnMut(&Row<'_>) -> Result<T>,
-    ) -> Result<std::vec::IntoIter<Result<T>>> {
-        let mut rows = self.query(params)?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            let value = read(&row);
-            let failed = value.is_err();
-            out.push(value);
-            if failed {
-                break;
-            }
-        }
-        Ok(out.into_iter())
+    /// Its rows, each read with `read` as it is reached; the first error ends them.
+    pub fn query_map<T, F>(&mut self, params: impl Params, read: F) -> Result<MappedRows<'_, F>>
+    where
+        F: FnMut(&Row<'_>) -> Result<T>,
+    {
+        Ok(MappedRows { rows: self.query(params)?, read, ended: false })
     }
 
     /// Whether it gives any row.
@@ -592,6 +581,32 @@ impl Rows<'_> {
                 Ok(current.as_ref().map(|row| Row { row: RowRef::Postgres(row) }))
             }
         }
+    }
+}
+
+/// A statement's rows read into values one at a time (see [`Stmt::query_map`]): an
+/// iterator, since each value is owned once read.
+pub struct MappedRows<'s, F> {
+    rows: Rows<'s>,
+    read: F,
+    /// An error was given: nothing follows it.
+    ended: bool,
+}
+
+impl<T, F: FnMut(&Row<'_>) -> Result<T>> Iterator for MappedRows<'_, F> {
+    type Item = Result<T>;
+
+    fn next(&mut self) -> Option<Result<T>> {
+        if self.ended {
+            return None;
+        }
+        let value = match self.rows.next() {
+            Ok(Some(row)) => (self.read)(&row),
+            Ok(None) => return None,
+            Err(e) => Err(e),
+        };
+        self.ended = value.is_err();
+        Some(value)
     }
 }
 

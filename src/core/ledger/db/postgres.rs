@@ -44,8 +44,8 @@ pub struct PgConn {
     wrote: std::cell::Cell<bool>,
     /// A call passed its deadline: the connection's state is unknown, so it is not used again.
     abandoned: std::cell::Cell<bool>,
-    /// By (the store's SQL, its parameters' kinds).
-    statements: RefCell<HashMap<(String, Vec<u8>), tokio_postgres::Statement>>,
+    /// By the store's SQL, then its parameters' kinds (looked up without allocating).
+    statements: RefCell<HashMap<String, HashMap<Vec<u8>, tokio_postgres::Statement>>>,
     in_transaction: std::cell::Cell<bool>,
     /// The ledger's clock as the open write transaction found it under the lock.
     clock_at_begin: std::cell::Cell<Option<i64>>,
@@ -394,15 +394,24 @@ impl PgConn {
     }
 
     fn statement(&self, sql: &str, cells: &[Cell<'_>]) -> Result<tokio_postgres::Statement> {
-        let kinds: Vec<u8> = cells.iter().map(kind_of).collect();
-        let key = (sql.to_string(), kinds);
-        if let Some(s) = self.statements.borrow().get(&key) {
+        let mut on_stack = [0u8; 64];
+        let on_heap: Vec<u8>;
+        let kinds: &[u8] = if cells.len() <= on_stack.len() {
+            for (kind, cell) in on_stack.iter_mut().zip(cells) {
+                *kind = kind_of(cell);
+            }
+            &on_stack[..cells.len()]
+        } else {
+            on_heap = cells.iter().map(kind_of).collect();
+            &on_heap
+        };
+        if let Some(s) = self.statements.borrow().get(sql).and_then(|by_kinds| by_kinds.get(kinds)) {
             return Ok(s.clone());
         }
         let types: Vec<Type> = cells.iter().map(type_of).collect();
         let translated = translate(sql);
         let stmt = self.run(self.client.prepare_typed(&translated, &types))?;
-        self.statements.borrow_mut().insert(key, stmt.clone());
+        self.statements.borrow_mut().entry(sql.to_string()).or_default().insert(kinds.to_vec(), stmt.clone());
         Ok(stmt)
     }
 
