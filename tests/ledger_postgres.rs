@@ -309,6 +309,48 @@ fn a_run_of_submissions_costs_one_round_trip_each_and_still_sees_every_change() 
     assert!(admin_budget.verify().unwrap().is_clean());
 }
 
+/// A PostgreSQL ledger made before schema 11 had its clock is refused, with what to
+/// do, by everything but `asbb-admin migrate`, which adds the clock and changes nothing
+/// else; decisions then take their single round trip.
+#[test]
+fn a_ledger_made_before_the_clock_is_refused_until_migrate_adds_it() {
+    let Some(url) = pg::new_ledger("clockless") else { return };
+    let dollars = |d: i64| Money::from_dollars(d).unwrap();
+    open(&url, OpenMode::CreateIfMissing)
+        .create_account("chem", dollars(10), NOW - 86_400, FOREVER, Money::ZERO, "t", NOW)
+        .unwrap();
+    // As 67f83d5 made it: the schema without the clock.
+    let server = pg::server().unwrap();
+    let database = shown(&url).rsplit('/').next().unwrap();
+    pg::admin(
+        &format!("{}/{database}", server.rsplit_once('/').unwrap().0),
+        "DROP FUNCTION ledger_clock_check(BIGINT); DROP FUNCTION ledger_write_lock();
+         DROP FUNCTION ledger_clock_tick() CASCADE; DROP TABLE ledger_clock",
+    );
+    let refused = format!(
+        "ledger {}: the ledger has no clock (it was made by an earlier build of schema 11); run `asbb-admin migrate` (outside slurmctld) to add it",
+        shown(&url)
+    );
+    let e = Ledger::open(Path::new(&url), OpenMode::MustExist, 5000).err().expect("refused").to_string();
+    assert_eq!(e, refused);
+    let (_, err, code) = admin(&url, &["verify"]);
+    assert_eq!((err.trim_end(), code), (format!("asbb-admin: error: {refused}").as_str(), 2));
+    let (out, err, code) = admin(&url, &["migrate"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with(&format!("ledger {url}: schema 11 is current; added 011_clock\n")), "{out}");
+    let (out, _, _) = admin(&url, &["migrate"]);
+    assert!(out.starts_with(&format!("ledger {url}: schema 11 is current; nothing to do\n")), "{out}");
+    let mut plugin = open(&url, OpenMode::MustExist);
+    for _ in 0..2 {
+        assert!(matches!(plugin.check_and_hold(&one_dollar_job("chem"), NOW).unwrap(), Decision::Accept { .. }));
+    }
+    let before = plugin.ledger_round_trips().unwrap();
+    assert!(matches!(plugin.check_and_hold(&one_dollar_job("chem"), NOW).unwrap(), Decision::Accept { .. }));
+    assert_eq!(plugin.ledger_round_trips().unwrap() - before, 1);
+    assert_eq!(plugin.ledger.held_and_jobs_held("chem").unwrap(), (3_000_000, 3_000_000));
+    assert!(plugin.verify().unwrap().is_clean());
+}
+
 #[test]
 fn the_server_killed_mid_burst_then_restarted_loses_and_doubles_nothing() {
     // A server of its own: the others' tests share theirs.

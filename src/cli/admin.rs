@@ -702,14 +702,18 @@ fn run_migrate(config: crate::core::config::Config, now: i64, fmt: Format) -> Re
     let slurm_conf = crate::core::safe_fs::slurm_conf_path();
     let cluster = crate::core::safe_fs::slurm_cluster_name();
     if from == to {
+        // A PostgreSQL ledger made before schema 11 had its clock gains it here.
+        let applied = budget.migrate()?;
         let named = budget.name_unnamed_jobs(cluster.as_deref())?;
         let line = naming_line(&named, cluster.as_deref(), &slurm_conf);
+        let done =
+            if applied.is_empty() { "nothing to do".to_string() } else { format!("added {}", applied.join(", ")) };
         return Ok(match fmt {
             Format::Json => json(&serde_json::json!({
-                "ledger": path, "from": from, "to": to, "applied": [],
+                "ledger": path, "from": from, "to": to, "applied": applied,
                 "jobs_named_cluster": if named.1 { named.0 } else { 0 },
             })),
-            _ => format!("ledger {}: schema {to} is current; nothing to do\n{line}", path.display()),
+            _ => format!("ledger {}: schema {to} is current; {done}\n{line}", path.display()),
         });
     }
     let before = ledger_state(&mut budget, now)?;

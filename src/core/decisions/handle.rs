@@ -8,11 +8,12 @@
 //!   ledger restored from backup or moved away must not be written through the old
 //!   file): one `stat` per call notices.
 //!
-//! A PostgreSQL ledger whose connection was lost is connected again on a thread of its
-//! own ([`Reconnector`]), never on a caller's: a server that is down, frozen or
-//! unreachable would otherwise cost every submission a connect attempt of up to the
-//! bound, under slurmctld's locks. Until it has connected, calls fail at once as the
-//! ledger unavailable (and `on_ledger_error` decides).
+//! A PostgreSQL ledger whose server is gone (no answer within the bound, a broken or
+//! refused connection) is connected again on a thread of its own ([`Reconnector`]),
+//! never on a caller's: a server that is down, frozen or unreachable would otherwise
+//! cost every submission a connect attempt of up to the bound, under slurmctld's
+//! locks. Until it has connected, calls fail at once as the ledger unavailable (and
+//! `on_ledger_error` decides). After any other ledger error the next call connects.
 
 use super::{Budget, BudgetError};
 use crate::core::config::Config;
@@ -33,9 +34,13 @@ pub struct BudgetHandle {
     checkpointer: Option<Checkpointer>,
     /// The cluster whose jobs the budget prices (see [`Budget::set_cluster`]).
     cluster: Option<String>,
-    /// A PostgreSQL connection was lost: the next one is opened in the background.
+    /// A PostgreSQL connection was lost, or could not be made: the next one is opened
+    /// in the background.
     lost: bool,
     reconnector: Option<Reconnector>,
+    /// Reconnectors of a config replaced meanwhile, told to stop: joined once finished,
+    /// or when the handle drops (never on a call, which would wait for their try).
+    retired: Vec<Reconnector>,
 }
 
 fn identity_of(path: &Path) -> Option<(u64, u64)> {
@@ -56,6 +61,7 @@ impl BudgetHandle {
             cluster: None,
             lost: false,
             reconnector: None,
+            retired: Vec::new(),
         }
     }
 
@@ -70,7 +76,11 @@ impl BudgetHandle {
         self.budget = None;
         self.checkpointer = None;
         self.lost = false;
-        self.reconnector = None;
+        self.retired.retain(|r| !r.finished());
+        if let Some(mut reconnector) = self.reconnector.take() {
+            reconnector.stop();
+            self.retired.push(reconnector);
+        }
     }
 
     /// Names the SLURM cluster whose jobs are priced: each job row written names it.
@@ -99,7 +109,11 @@ impl BudgetHandle {
             let mut ledger = if self.lost {
                 self.reconnected()?
             } else {
-                Ledger::open(&self.config.ledger_path, OpenMode::MustExist, self.busy_timeout_ms)?
+                let opened = Ledger::open(&self.config.ledger_path, OpenMode::MustExist, self.busy_timeout_ms);
+                if matches!(&opened, Err(e) if e.is_connection_lost()) {
+                    self.lost = true;
+                }
+                opened?
             };
             let path = &self.config.ledger_path;
             // A PostgreSQL server keeps its own log; only SQLite's WAL needs a checkpointer.
@@ -124,17 +138,20 @@ impl BudgetHandle {
         err.is_ledger() && !matches!(err, BudgetError::Ledger(l) if l.is_busy())
     }
 
-    /// Closes the connection after `err` when [`Self::should_reopen`] says so.
+    /// Closes the connection after `err` when [`Self::should_reopen`] says so; one
+    /// whose server is gone is opened again in the background.
     pub fn forget_on(&mut self, err: &BudgetError) {
         if Self::should_reopen(err) {
             self.forget();
+            if matches!(err, BudgetError::Ledger(e) if e.is_connection_lost()) {
+                self.lost = true;
+            }
         }
     }
 
+    /// Closes the connection; the next call opens it again.
     pub fn forget(&mut self) {
-        if self.budget.take().is_some() && crate::core::ledger::is_postgres_url(&self.config.ledger_path) {
-            self.lost = true;
-        }
+        self.budget = None;
     }
 
     /// The connection the [`Reconnector`] has opened since the last one was lost
@@ -203,6 +220,16 @@ impl Reconnector {
             })
             .ok();
         Reconnector { opened, last_error, stop: Some(stop), thread }
+    }
+
+    /// Tells the thread to stop after its try under way.
+    fn stop(&mut self) {
+        drop(self.stop.take());
+    }
+
+    /// The thread has ended (or never started).
+    fn finished(&self) -> bool {
+        self.thread.as_ref().map_or(true, |t| t.is_finished())
     }
 
     /// The ledger, once opened.

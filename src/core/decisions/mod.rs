@@ -284,12 +284,17 @@ impl Budget {
     /// not known). Returns how many rows named none, whether they were named now, and
     /// the clusters of the runs.
     pub fn name_unnamed_jobs(&mut self, cluster: Option<&str>) -> Result<(usize, bool, Vec<String>), BudgetError> {
-        let (unnamed, run_clusters) = self.ledger.unnamed_jobs()?;
+        // Under the write lock, as every writer (on PostgreSQL, an unlocked write could
+        // deadlock with a locked one on the ledger's clock).
+        let tx = Tx::write(&mut self.ledger)?;
+        let (unnamed, run_clusters) = tx.unnamed_jobs()?;
         let only_here = run_clusters.iter().all(|c| Some(c.as_str()) == cluster);
-        match cluster {
-            Some(c) if unnamed > 0 && only_here => Ok((self.ledger.name_unnamed_jobs(c)?, true, run_clusters)),
-            _ => Ok((unnamed, false, run_clusters)),
-        }
+        let named = match cluster {
+            Some(c) if unnamed > 0 && only_here => (tx.name_unnamed_jobs(c)?, true, run_clusters),
+            _ => (unnamed, false, run_clusters),
+        };
+        tx.commit()?;
+        Ok(named)
     }
 
     /// Copies the ledger into a new private file at `path` (see `Ledger::copy_to`).

@@ -196,22 +196,18 @@ impl ReadCache {
         estimate: Money,
         cfg: &LearningConfig,
     ) -> Result<Money, LedgerError> {
-        if !cfg.enabled || estimate.micros() <= 0 {
-            return Ok(estimate);
-        }
-        let key = (account_id, partition.to_string(), domain.to_string());
-        let factor = match self.factors.get(&key) {
-            Some(found) => *found,
-            None => {
-                let found = learning::group_factor(tx, account_id, partition, domain, cfg)?;
-                if self.factors.len() >= MAX_ACCOUNTS {
-                    self.factors.clear();
-                }
-                self.factors.insert(key, found);
-                found
+        learning::hold_with(estimate, cfg, || {
+            let key = (account_id, partition.to_string(), domain.to_string());
+            if let Some(found) = self.factors.get(&key) {
+                return Ok(*found);
             }
-        };
-        Ok(factor.map_or(estimate, |f| learning::hold_from_factor(estimate, f)))
+            let found = learning::group_factor(tx, account_id, partition, domain, cfg)?;
+            if self.factors.len() >= MAX_ACCOUNTS {
+                self.factors.clear();
+            }
+            self.factors.insert(key, found);
+            Ok(found)
+        })
     }
 
     /// A new job token and its count (see [`Tx::new_token`]).

@@ -86,22 +86,6 @@ pub struct OpenHold {
 const WAITING: &str = "j.state IN ('awaiting_approval', 'awaiting_funds')";
 
 impl Ledger {
-    /// Names `cluster` on every job row that names none (rows from before schema 11);
-    /// how many.
-    pub fn name_unnamed_jobs(&self, cluster: &str) -> Result<usize, LedgerError> {
-        self.sql(|c| c.execute("UPDATE jobs SET cluster = ?1 WHERE cluster IS NULL", [cluster]))
-    }
-
-    /// How many job rows name no cluster, and the clusters the ledger's runs name.
-    pub fn unnamed_jobs(&self) -> Result<(usize, Vec<String>), LedgerError> {
-        self.sql(|c| {
-            let unnamed = c.query_row("SELECT count(*) FROM jobs WHERE cluster IS NULL", (), |r| r.get(0))?;
-            let clusters: super::db::Result<Vec<String>> =
-                c.prepare("SELECT DISTINCT cluster FROM runs ORDER BY 1")?.query_map((), |r| r.get(0))?.collect();
-            Ok((unnamed, clusters?))
-        })
-    }
-
     pub fn job(&self, token: &str) -> Result<Option<JobRow>, LedgerError> {
         self.sql(|c| job_by_token(c, token))
     }
@@ -133,6 +117,22 @@ impl Ledger {
 }
 
 impl Tx<'_> {
+    /// Names `cluster` on every job row that names none (rows from before schema 11);
+    /// how many.
+    pub fn name_unnamed_jobs(&self, cluster: &str) -> Result<usize, LedgerError> {
+        self.sql(|c| c.execute("UPDATE jobs SET cluster = ?1 WHERE cluster IS NULL", [cluster]))
+    }
+
+    /// How many job rows name no cluster, and the clusters the ledger's runs name.
+    pub fn unnamed_jobs(&self) -> Result<(usize, Vec<String>), LedgerError> {
+        self.sql(|c| {
+            let unnamed = c.query_row("SELECT count(*) FROM jobs WHERE cluster IS NULL", (), |r| r.get(0))?;
+            let clusters: super::db::Result<Vec<String>> =
+                c.prepare("SELECT DISTINCT cluster FROM runs ORDER BY 1")?.query_map((), |r| r.get(0))?.collect();
+            Ok((unnamed, clusters?))
+        })
+    }
+
     /// Every job the ledger still holds money (or a place) for, oldest first.
     pub fn open_holds(&self) -> Result<Vec<OpenHold>, LedgerError> {
         self.sql(|c| {

@@ -134,6 +134,12 @@ impl LedgerError {
         matches!(self, LedgerError::Db { source, .. } if source.is_busy())
     }
 
+    /// The connection to a PostgreSQL server is gone or cannot be made (see
+    /// [`db::DbError::is_connection_lost`]).
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(self, LedgerError::Db { source, .. } if source.is_connection_lost())
+    }
+
     /// An optimistic transaction's commit found the ledger changed since its reads,
     /// and wrote nothing.
     pub fn is_changed(&self) -> bool {

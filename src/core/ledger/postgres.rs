@@ -13,6 +13,10 @@ use std::path::{Path, PathBuf};
 /// The PostgreSQL schema, as of the SQLite migrations' latest version.
 const SCHEMA: (u32, &str, &str) = (11, "011_schema", include_str!("../../../sql/postgres/011_schema.sql"));
 
+/// The ledger's clock (see the file), which schema 11 on PostgreSQL gained after its
+/// first ledgers were made: applied with the schema, or alone to such a ledger.
+const CLOCK: (&str, &str) = ("011_clock", include_str!("../../../sql/postgres/011_clock.sql"));
+
 use super::PASSWORD_FILE_PARAM;
 
 /// A password file is a line, not a document.
@@ -79,8 +83,17 @@ impl Ledger {
             ));
         } else if found < LATEST_SCHEMA && age == SchemaAge::Current {
             return Err(LedgerError::Outdated { path: ledger.path.clone(), found, known: LATEST_SCHEMA });
+        } else if age == SchemaAge::Current && !ledger.has_clock()? {
+            return Err(io(
+                "the ledger has no clock (it was made by an earlier build of schema 11); run `asbb-admin migrate` (outside slurmctld) to add it".into(),
+            ));
         }
         Ok(ledger)
+    }
+
+    /// The ledger's clock is there (see [`CLOCK`]).
+    fn has_clock(&self) -> Result<bool, LedgerError> {
+        self.sql(|c| c.query_row("SELECT to_regclass('ledger_clock') IS NOT NULL", (), |r| r.get(0)))
     }
 
     /// No tables in the connection's schema.
@@ -114,6 +127,11 @@ impl Ledger {
                     "INSERT INTO schema_migrations (version, name, applied_at) VALUES (?1, ?2, extract(epoch from now())::bigint)",
                     db::params![version, name],
                 )?;
+                applied.push(name);
+            }
+            if !conn.query_row("SELECT to_regclass('ledger_clock') IS NOT NULL", (), |r| r.get(0))? {
+                let (name, sql) = CLOCK;
+                conn.execute_batch(sql)?;
                 applied.push(name);
             }
             conn.end(true)?;

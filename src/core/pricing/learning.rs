@@ -93,10 +93,20 @@ pub(crate) fn hold_for(
     estimate: Money,
     cfg: &LearningConfig,
 ) -> Result<Money, LedgerError> {
+    hold_with(estimate, cfg, || group_factor(tx, account_id, partition, domain, cfg))
+}
+
+/// What to hold for a job estimated at `estimate`, given its group's factor as
+/// `factor` finds it (asked only when learning applies).
+pub(crate) fn hold_with(
+    estimate: Money,
+    cfg: &LearningConfig,
+    factor: impl FnOnce() -> Result<Option<i64>, LedgerError>,
+) -> Result<Money, LedgerError> {
     if !cfg.enabled || estimate.micros() <= 0 {
         return Ok(estimate);
     }
-    Ok(group_factor(tx, account_id, partition, domain, cfg)?.map_or(estimate, |f| hold_from_factor(estimate, f)))
+    Ok(factor()?.map_or(estimate, |f| hold_from_factor(estimate, f)))
 }
 
 /// The factor (ppm) of the group (account, partition, domain), or `None` while it has

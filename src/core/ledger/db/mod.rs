@@ -46,6 +46,22 @@ impl DbError {
         matches!(self, DbError::NoRows | DbError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
     }
 
+    /// The connection to the server is gone or cannot be made (PostgreSQL: no answer
+    /// within the bound, a refused or broken connection, the server shutting down),
+    /// not a statement the server refused.
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            DbError::TimedOut(_) => true,
+            #[cfg(feature = "postgres")]
+            DbError::Postgres(e) => match e.code() {
+                // Connection exceptions, and the server shutting down or restarting.
+                Some(code) => code.code().starts_with("08") || code.code().starts_with("57P"),
+                None => true,
+            },
+            _ => false,
+        }
+    }
+
     /// A bounded wait ran out: another writer held the ledger's write lock past it (or,
     /// on PostgreSQL, a statement did). The connection stays usable.
     pub fn is_busy(&self) -> bool {

@@ -180,7 +180,8 @@ impl PgConn {
         let server_ms = (bound_ms * 4 / 5).max(1);
         conn.execute_batch(&format!(
             "SET statement_timeout = {server_ms}; SET lock_timeout = {server_ms}; \
-             SET idle_in_transaction_session_timeout = {idle}; SET TIME ZONE 'UTC'",
+             SET idle_in_transaction_session_timeout = {idle}; SET TIME ZONE 'UTC'; \
+             SET default_transaction_isolation = 'read committed'",
             // A transaction left open by a caller that died is ended by the server.
             idle = bound_ms.max(10_000)
         ))?;
@@ -342,10 +343,13 @@ impl PgConn {
             params.iter().map(|cells| cells.iter().map(|c| c as &(dyn ToSql + Sync)).collect()).collect();
         let check_params: Vec<&(dyn ToSql + Sync)> =
             check.iter().map(|(_, clock)| clock as &(dyn ToSql + Sync)).collect();
+        // The lock wait and the commit after it share one deadline: the wait may take
+        // half of the bound, so a granted lock leaves the commit time to answer.
+        let begin = format!("BEGIN; SET LOCAL lock_timeout = {}", (self.deadline.as_millis() / 2).max(1));
         type Reply<'f> = std::pin::Pin<Box<dyn Future<Output = std::result::Result<u64, tokio_postgres::Error>> + 'f>>;
         let mut calls: Vec<Reply<'_>> = Vec::with_capacity(d.writes.len() + 3);
         if let Some((check, _)) = &check {
-            calls.push(Box::pin(async { self.client.batch_execute("BEGIN").await.map(|()| 0) }));
+            calls.push(Box::pin(async { self.client.batch_execute(&begin).await.map(|()| 0) }));
             calls.push(Box::pin(self.client.execute(check, &check_params)));
         }
         for ((stmt, _), p) in d.writes.iter().zip(&params) {
